@@ -1,0 +1,334 @@
+//! The agent's loop: drain the flow buffers every interval, attribute each
+//! local end, hand the flows on; read DNS answers as they arrive.
+
+use std::{
+    future::Future,
+    io::{self, Write},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use mapper_ebpf::{DnsEvent, Stat};
+use serde::Serialize;
+use tokio::io::{Interest, unix::AsyncFd};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    attribution::CgroupResolver,
+    capture::{Capture, CaptureConfig, CaptureError},
+    dns::DnsRecord,
+    flow::{Clock, FlowRecord},
+    metrics::{self, Metrics},
+    preflight::{self, PreflightError},
+};
+
+/// How long a drain waits after switching buffers for programs still running
+/// on the old one (they run for microseconds, with preemption disabled).
+const GRACE: Duration = Duration::from_millis(2);
+
+/// Where drained flows go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Count them in metrics only.
+    None,
+    /// One JSON object per line on stdout.
+    Jsonl,
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub report_interval: Duration,
+    pub output: Output,
+    pub capture: CaptureConfig,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Detach the programs and free the maps on exit (instead of leaving them
+    /// pinned for the next agent).
+    pub detach_on_exit: bool,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("cannot write to stdout")]
+    Stdout(#[source] io::Error),
+    #[error("cannot wait on the DNS ring buffer")]
+    Dns(#[source] io::Error),
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Writes records as JSON lines, flushing once per batch.
+fn write_jsonl<T: Serialize>(records: &[T]) -> Result<(), AgentError> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    for r in records {
+        serde_json::to_writer(&mut out, r).map_err(|e| AgentError::Stdout(e.into()))?;
+        out.write_all(b"\n").map_err(AgentError::Stdout)?;
+    }
+    out.flush().map_err(AgentError::Stdout)
+}
+
+/// Checks the node, then loads (or resumes) the capture.
+pub fn start_capture(cfg: &CaptureConfig) -> Result<Capture, AgentError> {
+    preflight::check_capabilities()?;
+    preflight::check_btf()?;
+    preflight::ensure_tracefs()?;
+    preflight::ensure_bpffs(&bpffs_mount_point(&cfg.bpffs))?;
+    Ok(Capture::open(cfg)?)
+}
+
+/// The bpffs mount point above a pin directory (`/sys/fs/bpf` for the default).
+fn bpffs_mount_point(pin: &std::path::Path) -> std::path::PathBuf {
+    pin.ancestors()
+        .find(|p| p.ends_with("sys/fs/bpf"))
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| pin.to_path_buf())
+}
+
+struct Drainer {
+    node: String,
+    capture: Capture,
+    cgroups: Arc<Mutex<CgroupResolver>>,
+    metrics: Arc<Metrics>,
+    output: Output,
+    kernel_seen: Vec<(Stat, u64)>,
+}
+
+impl Drainer {
+    /// One round: drain, attribute, output, then delete from the kernel.
+    fn round(&mut self) -> Result<usize, AgentError> {
+        let drained = self.capture.drain(GRACE)?;
+        let clock = Clock::now();
+        let mut records = Vec::with_capacity(drained.flows.len());
+        {
+            let mut cg = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, val) in &drained.flows {
+                let info = cg.resolve(key.cgroup_id).cloned();
+                if let Some(r) =
+                    FlowRecord::from_kernel(&self.node, key, val, &clock, info.as_ref())
+                {
+                    records.push(r);
+                }
+            }
+        }
+        if self.output == Output::Jsonl {
+            write_jsonl(&records)?;
+        }
+        self.capture.clear(&drained)?;
+        for r in &records {
+            self.metrics
+                .flows_drained
+                .get_or_create(&[("direction", r.direction)])
+                .inc();
+            self.metrics
+                .connections
+                .get_or_create(&[("direction", r.direction), ("outcome", "established")])
+                .inc_by(r.count);
+            self.metrics
+                .connections
+                .get_or_create(&[("direction", r.direction), ("outcome", "failed")])
+                .inc_by(r.failed);
+        }
+        self.update_kernel_metrics();
+        Ok(records.len())
+    }
+
+    fn update_kernel_metrics(&mut self) {
+        if let Ok(occ) = self.capture.occupancy() {
+            self.metrics.flow_map_entries.set(occ as i64);
+        }
+        match self.capture.kernel_stats() {
+            Ok(now) => {
+                for (stat, value) in &now {
+                    let before = self
+                        .kernel_seen
+                        .iter()
+                        .find(|(s, _)| s == stat)
+                        .map_or(0, |(_, v)| *v);
+                    let label = Stat::ALL
+                        .iter()
+                        .find(|(s, _)| s == stat)
+                        .map_or("unknown", |(_, l)| l);
+                    let c = self.metrics.kernel_drops.get_or_create(&[("cause", label)]);
+                    if *value > before {
+                        c.inc_by(value - before);
+                        if *stat != Stat::ConnectUntracked && *stat != Stat::DnsTruncated {
+                            warn!(
+                                cause = label,
+                                lost = value - before,
+                                "the kernel could not record everything"
+                            );
+                        }
+                    }
+                }
+                self.kernel_seen = now;
+            }
+            Err(e) => warn!(error = %e, "cannot read kernel counters"),
+        }
+    }
+}
+
+async fn read_dns(
+    ring: RingBuf<MapData>,
+    node: String,
+    cgroups: Arc<Mutex<CgroupResolver>>,
+    metrics: Arc<Metrics>,
+    output: Output,
+) -> Result<(), AgentError> {
+    // SAFETY: the ring buffer owns its file descriptor and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| AgentError::Dns(e.into()))?;
+    loop {
+        let mut guard = fd.readable_mut().await.map_err(AgentError::Dns)?;
+        let clock = Clock::now();
+        let mut records = Vec::new();
+        {
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                let Some(ev) = DnsEvent::from_bytes(&item) else {
+                    metrics
+                        .dns_skipped
+                        .get_or_create(&[("reason", "short_event")])
+                        .inc();
+                    continue;
+                };
+                let info = cgroups
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .resolve(ev.cgroup_id)
+                    .cloned();
+                match DnsRecord::from_event(&node, &ev, &clock, info.as_ref()) {
+                    Ok(r) => {
+                        metrics.dns_answers.inc();
+                        records.push(r);
+                    }
+                    Err(skip) => {
+                        if skip.is_error() {
+                            debug!(
+                                reason = skip.label(),
+                                netns = ev.netns,
+                                "DNS payload skipped"
+                            );
+                        }
+                        metrics
+                            .dns_skipped
+                            .get_or_create(&[("reason", skip.label())])
+                            .inc();
+                    }
+                }
+            }
+        }
+        guard.clear_ready();
+        if output == Output::Jsonl && !records.is_empty() {
+            write_jsonl(&records)?;
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves, then drains one last time.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = cfg.metrics_listen {
+        let m = metrics.clone();
+        let listener_check = std::net::TcpListener::bind(addr)
+            .map_err(|source| AgentError::Metrics { addr, source })?;
+        drop(listener_check);
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, m).await {
+                error!(%addr, error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+
+    let mut capture = start_capture(&cfg.capture)?;
+    metrics.resumed.set(i64::from(capture.resumed()));
+    metrics
+        .flow_map_capacity
+        .set(i64::from(capture.flow_capacity()));
+    let cgroups = Arc::new(Mutex::new(CgroupResolver::new(&cfg.capture.cgroup_root)));
+    cgroups.lock().unwrap_or_else(|p| p.into_inner()).rescan();
+
+    let dns_task = capture.take_dns().map(|ring| {
+        tokio::spawn(read_dns(
+            ring,
+            cfg.node_name.clone(),
+            cgroups.clone(),
+            metrics.clone(),
+            cfg.output,
+        ))
+    });
+
+    let mut drainer = Drainer {
+        node: cfg.node_name.clone(),
+        capture,
+        cgroups,
+        metrics: metrics.clone(),
+        output: cfg.output,
+        kernel_seen: Vec::new(),
+    };
+    drainer.update_kernel_metrics();
+    metrics.set_ready();
+    info!(
+        node = %cfg.node_name,
+        interval = %humantime::format_duration(cfg.report_interval),
+        pin_dir = %drainer.capture.pin_dir().display(),
+        resumed = drainer.capture.resumed(),
+        "agent running"
+    );
+
+    let mut ticker = tokio::time::interval(cfg.report_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                match tokio::task::block_in_place(|| drainer.round()) {
+                    Ok(n) => debug!(flows = n, "drained"),
+                    Err(AgentError::Stdout(e)) => return Err(AgentError::Stdout(e)),
+                    Err(e) => {
+                        drainer.metrics.drain_errors.inc();
+                        error!(error = %e, "drain failed; will retry next interval");
+                    }
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+
+    info!("shutting down: last drain");
+    if cfg.detach_on_exit {
+        // Detach first so nothing is written after the last drain.
+        let pin_dir = drainer.capture.pin_dir().join("links");
+        if let Err(e) = std::fs::remove_dir_all(&pin_dir) {
+            warn!(path = %pin_dir.display(), error = %e, "cannot detach programs");
+        }
+    }
+    // Both buffers: the one being written and whatever a crash left in the other.
+    for _ in 0..2 {
+        tokio::task::block_in_place(|| drainer.round())?;
+    }
+    if let Some(t) = dns_task {
+        t.abort();
+    }
+    if cfg.detach_on_exit {
+        crate::capture::remove_pins(drainer.capture.pin_dir())?;
+        info!("programs detached and maps freed");
+    } else {
+        info!(pin_dir = %drainer.capture.pin_dir().display(), "programs left attached: the next agent resumes from here");
+    }
+    Ok(())
+}

@@ -1,0 +1,481 @@
+//! Loading, attaching and pinning the kernel programs, and draining their maps.
+//!
+//! Everything lives under a bpffs directory named after the program object and
+//! the map sizes (`<bpffs>/<tag>/maps/*`, `<bpffs>/<tag>/links/*`). Pinned links
+//! keep the programs attached while the agent is down, and pinned maps keep
+//! what they recorded, so a restarted agent finds both and drains what happened
+//! meanwhile. A new version (another tag) attaches its own programs and then
+//! removes the previous version's pins.
+//!
+//! The flow maps are double-buffered: the programs write to the buffer named
+//! by `state.active`; a drain flips it, waits for programs already running to
+//! finish, then reads and deletes the other buffer, which nothing writes to
+//! any more — no increment is lost between a read and a delete.
+
+use std::{
+    fs, io,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        RawTracePoint, TracePoint,
+        links::{FdLink, LinkError, PinnedLink},
+    },
+};
+use mapper_ebpf::{AgentState, FlowKey, FlowValue, Stat, maps, programs};
+use tracing::{info, warn};
+
+/// Sizes and places, all settable from the command line.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Directory on a bpf filesystem under which programs and maps are pinned.
+    pub bpffs: PathBuf,
+    /// The cgroup2 root the cgroup programs attach to.
+    pub cgroup_root: PathBuf,
+    /// Distinct flows one buffer holds between two drains.
+    pub flow_entries: u32,
+    /// TCP connects in flight (between connect() and its outcome).
+    pub socket_entries: u32,
+    /// DNAT translations awaiting their connect's outcome.
+    pub nat_entries: u32,
+    /// Bytes of the DNS ring buffer (a power of two, at least one page).
+    pub dns_ring_bytes: u32,
+}
+
+impl CaptureConfig {
+    /// Defaults sized for a busy node: ~2 × 1.3 MiB of flow maps.
+    pub fn new(bpffs: PathBuf, cgroup_root: PathBuf) -> Self {
+        Self {
+            bpffs,
+            cgroup_root,
+            flow_entries: 8192,
+            socket_entries: 16384,
+            nat_entries: 16384,
+            dns_ring_bytes: 256 * 1024,
+        }
+    }
+
+    /// Entries actually allocated per flow buffer: the LRU map may evict a
+    /// little before it is full (free nodes sit in per-CPU lists), so it gets
+    /// room beyond the logical capacity that the programs count against.
+    fn flow_map_size(&self) -> u32 {
+        let cpus = thread::available_parallelism().map_or(64, |n| n.get() as u32);
+        self.flow_entries.saturating_add(cpus.saturating_mul(128))
+    }
+
+    /// The pin directory of this program object with these sizes.
+    pub fn pin_dir(&self) -> PathBuf {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let sizes = [
+            self.flow_entries,
+            self.socket_entries,
+            self.nat_entries,
+            self.dns_ring_bytes,
+        ];
+        for b in mapper_ebpf::OBJECT
+            .iter()
+            .copied()
+            .chain(sizes.iter().flat_map(|s| s.to_le_bytes()))
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.bpffs.join(format!("v-{h:016x}"))
+    }
+}
+
+/// Why the capture could not be set up or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("invalid setting: {0}")]
+    Config(String),
+    #[error("cannot prepare {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot load the kernel programs (is this kernel 5.8+ with BTF?)")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {name} is missing from the object")]
+    MissingProgram { name: &'static str },
+    #[error("map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("cannot load or attach program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot pin the link of program {name} at {path}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
+    move |source| CaptureError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One program: its name in the object and where it attaches.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    TracePoint(&'static str, &'static str),
+    RawTracePoint(&'static str),
+    SockAddr,
+    SkbIngress,
+}
+
+const HOOKS: &[(&str, Hook)] = &[
+    (
+        programs::SOCK_STATE,
+        Hook::TracePoint("sock", "inet_sock_set_state"),
+    ),
+    (programs::DEV_QUEUE, Hook::RawTracePoint("net_dev_queue")),
+    (programs::CONNECT4, Hook::SockAddr),
+    (programs::CONNECT6, Hook::SockAddr),
+    (programs::SENDMSG4, Hook::SockAddr),
+    (programs::SENDMSG6, Hook::SockAddr),
+    (programs::DNS_INGRESS, Hook::SkbIngress),
+];
+
+/// The loaded (or resumed) capture: typed handles on every map the agent reads.
+pub struct Capture {
+    pin_dir: PathBuf,
+    resumed: bool,
+    flow_capacity: u32,
+    flows: [HashMap<MapData, FlowKey, FlowValue>; 2],
+    state: Array<MapData, AgentState>,
+    occupancy: Array<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    dns: Option<RingBuf<MapData>>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("pin_dir", &self.pin_dir)
+            .field("resumed", &self.resumed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one drain read.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Which buffer was read.
+    pub buffer: u32,
+    /// The flows (deleted from the kernel once the caller calls [`Capture::clear`]).
+    pub flows: Vec<(FlowKey, FlowValue)>,
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
+    ebpf.take_map(name).ok_or(CaptureError::MissingMap { name })
+}
+
+fn typed<T, E: Into<MapError>>(name: &'static str, r: Result<T, E>) -> Result<T, CaptureError> {
+    r.map_err(|e| CaptureError::Map {
+        name,
+        source: e.into(),
+    })
+}
+
+impl Capture {
+    /// Loads the programs, reusing pinned maps and links when this version is
+    /// already attached (an agent restart), attaching and pinning otherwise.
+    pub fn open(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+        if cfg.flow_entries == 0 || cfg.socket_entries == 0 || cfg.nat_entries == 0 {
+            return Err(CaptureError::Config("map sizes must be at least 1".into()));
+        }
+        if !cfg.dns_ring_bytes.is_power_of_two() || cfg.dns_ring_bytes < 4096 {
+            return Err(CaptureError::Config(format!(
+                "--dns-ring-bytes {} must be a power of two of at least 4096",
+                cfg.dns_ring_bytes
+            )));
+        }
+        let pin_dir = cfg.pin_dir();
+        let map_dir = pin_dir.join("maps");
+        let link_dir = pin_dir.join("links");
+        fs::create_dir_all(&map_dir).map_err(io_err(&map_dir))?;
+        fs::create_dir_all(&link_dir).map_err(io_err(&link_dir))?;
+
+        let capacity = u64::from(cfg.flow_entries);
+        let map_paths: Vec<(&str, PathBuf)> =
+            maps::ALL.iter().map(|m| (*m, map_dir.join(m))).collect();
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(maps::FLOWS_A, cfg.flow_map_size())
+            .map_max_entries(maps::FLOWS_B, cfg.flow_map_size())
+            .map_max_entries(maps::CONNECTING, cfg.socket_entries)
+            .map_max_entries(maps::NAT, cfg.nat_entries)
+            .map_max_entries(maps::DNS_EVENTS, cfg.dns_ring_bytes)
+            .override_global(mapper_ebpf::FLOW_CAPACITY_GLOBAL, &capacity, true);
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(mapper_ebpf::OBJECT)
+            .map_err(CaptureError::Load)?;
+
+        let pinned = HOOKS
+            .iter()
+            .filter(|(name, _)| PinnedLink::from_pin(link_dir.join(name)).is_ok())
+            .count();
+        let resumed = pinned == HOOKS.len();
+        if resumed {
+            info!(pin_dir = %pin_dir.display(), "programs already attached by a previous agent: resuming");
+        } else {
+            if pinned > 0 {
+                warn!(
+                    pinned,
+                    "partial set of pinned programs found (a crash while attaching?): attaching again"
+                );
+            }
+            Self::attach_all(&mut ebpf, cfg, &link_dir)?;
+            info!(pin_dir = %pin_dir.display(), "programs attached and pinned");
+        }
+        remove_other_versions(&cfg.bpffs, &pin_dir);
+
+        let flows_a = typed(
+            maps::FLOWS_A,
+            HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_A)?),
+        )?;
+        let flows_b = typed(
+            maps::FLOWS_B,
+            HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_B)?),
+        )?;
+        let state = typed(
+            maps::STATE,
+            Array::try_from(take_map(&mut ebpf, maps::STATE)?),
+        )?;
+        let occupancy = typed(
+            maps::OCCUPANCY,
+            Array::try_from(take_map(&mut ebpf, maps::OCCUPANCY)?),
+        )?;
+        let stats = typed(
+            maps::STATS,
+            PerCpuArray::try_from(take_map(&mut ebpf, maps::STATS)?),
+        )?;
+        let dns = typed(
+            maps::DNS_EVENTS,
+            RingBuf::try_from(take_map(&mut ebpf, maps::DNS_EVENTS)?),
+        )?;
+        // The programs stay attached through their pinned links; the loaded
+        // copies that `ebpf` still holds are not needed any more.
+        drop(ebpf);
+        Ok(Self {
+            pin_dir,
+            resumed,
+            flow_capacity: cfg.flow_entries,
+            flows: [flows_a, flows_b],
+            state,
+            occupancy,
+            stats,
+            dns: Some(dns),
+        })
+    }
+
+    fn attach_all(
+        ebpf: &mut Ebpf,
+        cfg: &CaptureConfig,
+        link_dir: &Path,
+    ) -> Result<(), CaptureError> {
+        let cgroup = fs::File::open(&cfg.cgroup_root).map_err(io_err(&cfg.cgroup_root))?;
+        for &(name, hook) in HOOKS {
+            let path = link_dir.join(name);
+            if path.exists() {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram { name })?;
+            let perr = |source| CaptureError::Program { name, source };
+            let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| CaptureError::Pin {
+                name,
+                path: path.clone(),
+                source,
+            };
+            let link: FdLink = match hook {
+                Hook::TracePoint(category, event) => {
+                    let p: &mut TracePoint = prog.try_into().map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    let id = p.attach(category, event).map_err(perr)?;
+                    p.take_link(id)
+                        .map_err(perr)?
+                        .try_into()
+                        .map_err(|e: LinkError| pin_err(e.into()))?
+                }
+                Hook::RawTracePoint(event) => {
+                    let p: &mut RawTracePoint = prog.try_into().map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    let id = p.attach(event).map_err(perr)?;
+                    p.take_link(id).map_err(perr)?.into()
+                }
+                Hook::SockAddr => {
+                    let p: &mut CgroupSockAddr = prog.try_into().map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    let id = p
+                        .attach(cgroup.as_fd(), CgroupAttachMode::Single)
+                        .map_err(perr)?;
+                    p.take_link(id)
+                        .map_err(perr)?
+                        .try_into()
+                        .map_err(|e: LinkError| pin_err(e.into()))?
+                }
+                Hook::SkbIngress => {
+                    let p: &mut CgroupSkb = prog.try_into().map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    let id = p
+                        .attach(
+                            cgroup.as_fd(),
+                            CgroupSkbAttachType::Ingress,
+                            CgroupAttachMode::Single,
+                        )
+                        .map_err(perr)?;
+                    p.take_link(id)
+                        .map_err(perr)?
+                        .try_into()
+                        .map_err(|e: LinkError| pin_err(e.into()))?
+                }
+            };
+            link.pin(&path).map_err(|e| pin_err(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this agent found the programs already attached.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Where the programs and maps are pinned.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Flows one buffer holds before inserts count as overflow.
+    pub fn flow_capacity(&self) -> u32 {
+        self.flow_capacity
+    }
+
+    /// The DNS ring buffer, to be read by its own task.
+    pub fn take_dns(&mut self) -> Option<RingBuf<MapData>> {
+        self.dns.take()
+    }
+
+    /// Entries inserted into the buffer being written now.
+    pub fn occupancy(&self) -> Result<u64, CaptureError> {
+        let active = typed(maps::STATE, self.state.get(&0, 0))?.active & 1;
+        typed(maps::OCCUPANCY, self.occupancy.get(&active, 0))
+    }
+
+    /// The kernel's counters of what it could not record, summed over CPUs.
+    /// They live in a pinned map, so they keep counting across agent restarts.
+    pub fn kernel_stats(&self) -> Result<Vec<(Stat, u64)>, CaptureError> {
+        Stat::ALL
+            .iter()
+            .map(|&(stat, _)| {
+                let per_cpu = typed(maps::STATS, self.stats.get(&(stat as u32), 0))?;
+                Ok((stat, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Switches the programs to the other buffer, waits `grace` for programs
+    /// already running on the old one, and reads everything the old one holds.
+    pub fn drain(&mut self, grace: Duration) -> Result<Drained, CaptureError> {
+        let old = typed(maps::STATE, self.state.get(&0, 0))?.active & 1;
+        let new = AgentState {
+            active: 1 - old,
+            _pad0: 0,
+        };
+        typed(maps::STATE, self.state.set(0, new, 0))?;
+        thread::sleep(grace);
+        let map = &self.flows[old as usize];
+        let keys: Vec<FlowKey> =
+            map.keys()
+                .collect::<Result<_, _>>()
+                .map_err(|source| CaptureError::Map {
+                    name: buffer_name(old),
+                    source,
+                })?;
+        let mut flows = Vec::with_capacity(keys.len());
+        for key in keys {
+            match map.get(&key, 0) {
+                Ok(v) => flows.push((key, v)),
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(CaptureError::Map {
+                        name: buffer_name(old),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Drained { buffer: old, flows })
+    }
+
+    /// Deletes what `drained` read, once it has been handed on.
+    pub fn clear(&mut self, drained: &Drained) -> Result<(), CaptureError> {
+        let name = buffer_name(drained.buffer);
+        let map = &mut self.flows[drained.buffer as usize];
+        for (key, _) in &drained.flows {
+            match map.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(CaptureError::Map { name, source }),
+            }
+        }
+        typed(maps::OCCUPANCY, self.occupancy.set(drained.buffer, 0u64, 0))
+    }
+}
+
+fn buffer_name(b: u32) -> &'static str {
+    if b == 0 { maps::FLOWS_A } else { maps::FLOWS_B }
+}
+
+/// Removes pins of other program versions under `bpffs` (detaching them).
+fn remove_other_versions(bpffs: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(bpffs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_version = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("v-"));
+        if is_version && path != keep {
+            warn!(old = %path.display(), "removing a previous version's programs; flows it recorded since its last drain are dropped");
+            if let Err(e) = fs::remove_dir_all(&path) {
+                warn!(old = %path.display(), error = %e, "cannot remove a previous version's pins");
+            }
+        }
+    }
+}
+
+/// Detaches the programs and frees the maps of every version under `bpffs`.
+pub fn remove_pins(bpffs: &Path) -> Result<(), CaptureError> {
+    if bpffs.exists() {
+        fs::remove_dir_all(bpffs).map_err(io_err(bpffs))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! A drained flow as user space sees it: addresses, counts, wall-clock times,
+//! and who the local end is. This is what `--output jsonl` prints.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use mapper_ebpf::{Direction, FlowKey, FlowValue};
+use serde::Serialize;
+
+use crate::attribution::CgroupInfo;
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// Converts CLOCK_BOOTTIME nanoseconds (what the kernel stamps) to Unix time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// realtime − boottime, in nanoseconds.
+    offset_ns: i128,
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl Clock {
+    /// Measures the current offset between the two clocks.
+    pub fn now() -> Self {
+        Self {
+            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME),
+        }
+    }
+
+    /// Unix time in milliseconds of a boottime stamp.
+    pub fn unix_ms(&self, boot_ns: u64) -> i64 {
+        ((i128::from(boot_ns) + self.offset_ns) / 1_000_000) as i64
+    }
+}
+
+/// An address from a kernel key: IPv4 in the first 4 bytes.
+pub fn ip_from(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
+        _ => None,
+    }
+}
+
+fn specified(ip: Option<IpAddr>) -> Option<IpAddr> {
+    ip.filter(|a| !a.is_unspecified())
+}
+
+/// A task command name, up to its NUL.
+pub fn comm_str(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// One drained flow, with the local end attributed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowRecord {
+    /// Always `"flow"` (DNS answers are `"dns"`), so one stream can carry both.
+    pub record: &'static str,
+    /// The node this agent runs on.
+    pub node: String,
+    /// `connect`, `accept` or `udp`: which end saw it.
+    pub direction: &'static str,
+    pub protocol: &'static str,
+    /// The connection's client side; `None` for UDP sent before a source was chosen.
+    pub src_ip: Option<IpAddr>,
+    /// The server side the connection was established with (after DNAT).
+    pub dst_ip: Option<IpAddr>,
+    pub dst_port: u16,
+    /// The server side as the client dialled it, when DNAT changed it (a Service ClusterIP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_dst_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_dst_port: Option<u16>,
+    /// Connections established (UDP: datagrams or connects).
+    pub count: u64,
+    /// Connection attempts that failed: refused, reset or timed out.
+    pub failed: u64,
+    /// Network namespace inode of the local end.
+    pub netns: u32,
+    /// cgroup v2 id of the local end (the process for connect/udp, the socket for accept).
+    pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Last process seen on the local end (0 when unknown).
+    pub pid: u32,
+    pub comm: String,
+    /// Unix milliseconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+impl FlowRecord {
+    /// Builds the record of a kernel flow; `None` for a key the kernel never writes.
+    pub fn from_kernel(
+        node: &str,
+        key: &FlowKey,
+        val: &FlowValue,
+        clock: &Clock,
+        cgroup: Option<&CgroupInfo>,
+    ) -> Option<Self> {
+        let direction = match Direction::from_raw(key.direction)? {
+            Direction::Connect => "connect",
+            Direction::Accept => "accept",
+            Direction::Udp => "udp",
+        };
+        let protocol = match key.protocol {
+            IPPROTO_TCP => "tcp",
+            IPPROTO_UDP => "udp",
+            _ => return None,
+        };
+        let orig = specified(ip_from(key.family, &key.orig_dst_addr));
+        Some(Self {
+            record: "flow",
+            node: node.to_string(),
+            direction,
+            protocol,
+            src_ip: specified(ip_from(key.family, &key.src_addr)),
+            dst_ip: ip_from(key.family, &key.dst_addr),
+            dst_port: key.dst_port,
+            original_dst_ip: orig,
+            original_dst_port: orig.map(|_| key.orig_dst_port),
+            count: val.established,
+            failed: val.failed,
+            netns: key.netns,
+            cgroup_id: key.cgroup_id,
+            cgroup_path: cgroup.map(|c| c.path.clone()),
+            pod_uid: cgroup
+                .and_then(|c| c.pod.as_ref())
+                .map(|p| p.pod_uid.clone()),
+            container_id: cgroup
+                .and_then(|c| c.pod.as_ref())
+                .and_then(|p| p.container_id.clone()),
+            pid: val.pid,
+            comm: comm_str(&val.comm),
+            first_seen: clock.unix_ms(val.first_seen_ns),
+            last_seen: clock.unix_ms(val.last_seen_ns),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dnat_connect_record() {
+        let mut key = FlowKey {
+            direction: 1,
+            protocol: 6,
+            family: AF_INET,
+            dst_port: 8080,
+            orig_dst_port: 80,
+            netns: 7,
+            cgroup_id: 9,
+            ..Default::default()
+        };
+        key.src_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        key.dst_addr[..4].copy_from_slice(&[10, 0, 0, 3]);
+        key.orig_dst_addr[..4].copy_from_slice(&[10, 96, 0, 10]);
+        let mut val = FlowValue {
+            established: 3,
+            failed: 1,
+            first_seen_ns: 1_000_000,
+            last_seen_ns: 2_000_000,
+            pid: 42,
+            ..Default::default()
+        };
+        val.comm[..4].copy_from_slice(b"curl");
+        let clock = Clock {
+            offset_ns: 1_700_000_000_000_000_000,
+        };
+        let r = FlowRecord::from_kernel("n1", &key, &val, &clock, None).expect("record");
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["direction"], "connect");
+        assert_eq!(json["src_ip"], "10.0.0.2");
+        assert_eq!(json["dst_ip"], "10.0.0.3");
+        assert_eq!(json["dst_port"], 8080);
+        assert_eq!(json["original_dst_ip"], "10.96.0.10");
+        assert_eq!(json["original_dst_port"], 80);
+        assert_eq!(json["count"], 3);
+        assert_eq!(json["failed"], 1);
+        assert_eq!(json["comm"], "curl");
+        assert_eq!(json["first_seen"], 1_700_000_000_001i64);
+        assert_eq!(json["last_seen"], 1_700_000_000_002i64);
+    }
+
+    #[test]
+    fn no_dnat_omits_original_and_v6_addresses() {
+        let mut key = FlowKey {
+            direction: 2,
+            protocol: 6,
+            family: AF_INET6,
+            dst_port: 443,
+            ..Default::default()
+        };
+        key.dst_addr = "fd00::3".parse::<Ipv6Addr>().expect("v6").octets();
+        key.src_addr = "fd00::2".parse::<Ipv6Addr>().expect("v6").octets();
+        let r = FlowRecord::from_kernel("n1", &key, &FlowValue::default(), &Clock::now(), None)
+            .expect("record");
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["direction"], "accept");
+        assert_eq!(json["src_ip"], "fd00::2");
+        assert!(json.get("original_dst_ip").is_none());
+    }
+
+    #[test]
+    fn unknown_direction_or_protocol_is_skipped() {
+        let key = FlowKey {
+            direction: 9,
+            protocol: 6,
+            family: AF_INET,
+            ..Default::default()
+        };
+        assert!(
+            FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None)
+                .is_none()
+        );
+        let key = FlowKey {
+            direction: 1,
+            protocol: 132,
+            family: AF_INET,
+            ..Default::default()
+        };
+        assert!(
+            FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None)
+                .is_none()
+        );
+    }
+}

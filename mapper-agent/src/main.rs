@@ -1,0 +1,143 @@
+//! `mapper-agent`: flags, logging, signals; the work is in the library.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use mapper_agent::{
+    agent::{self, AgentConfig, Output},
+    capture::{self, CaptureConfig},
+    preflight,
+};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputArg {
+    /// Metrics and logs only.
+    None,
+    /// Every drained flow and DNS answer as one JSON object per line on stdout.
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// mapper's node agent: sees every TCP connect and accept and every UDP flow on
+/// this node, in every network namespace, counted in the kernel, and tells
+/// which pod each local end belongs to.
+///
+/// Example: mapper-agent --output jsonl --report-interval 1s
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Name of this node, reported with every flow.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// How often the kernel's flow map is drained (humantime: 200ms, 5s, 1m).
+    #[arg(long, env = "MAPPER_REPORT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    report_interval: Duration,
+    /// Also print every drained flow on stdout.
+    #[arg(long, env = "MAPPER_OUTPUT", value_enum, default_value = "none")]
+    output: OutputArg,
+    /// Directory on bpffs where programs and maps are pinned, so capture goes
+    /// on while the agent restarts.
+    #[arg(long, env = "MAPPER_BPFFS", default_value = "/sys/fs/bpf/mapper")]
+    bpffs: PathBuf,
+    /// cgroup2 root to attach the cgroup programs to (default: found in /proc/mounts).
+    #[arg(long, env = "MAPPER_CGROUP_ROOT")]
+    cgroup_root: Option<PathBuf>,
+    /// Distinct flows the kernel keeps between two drains (per buffer; two buffers).
+    #[arg(long, env = "MAPPER_FLOW_ENTRIES", default_value_t = 8192)]
+    flow_entries: u32,
+    /// TCP connects in flight the kernel can follow at once.
+    #[arg(long, env = "MAPPER_SOCKET_ENTRIES", default_value_t = 16384)]
+    socket_entries: u32,
+    /// DNAT translations (Service ClusterIP → pod) awaiting their connect's outcome.
+    #[arg(long, env = "MAPPER_NAT_ENTRIES", default_value_t = 16384)]
+    nat_entries: u32,
+    /// Size of the DNS answers ring buffer in bytes (power of two).
+    #[arg(long, env = "MAPPER_DNS_RING_BYTES", default_value_t = 262_144)]
+    dns_ring_bytes: u32,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, env = "MAPPER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// On exit, detach the programs and free the maps instead of leaving them
+    /// pinned for the next agent.
+    #[arg(long, env = "MAPPER_DETACH_ON_EXIT")]
+    detach_on_exit: bool,
+    /// Detach every mapper program pinned under --bpffs, free its maps, and exit.
+    #[arg(long)]
+    uninstall: bool,
+    /// Log format on stderr (RUST_LOG sets the level; default info).
+    #[arg(long, env = "MAPPER_LOG_FORMAT", value_enum, default_value = "plain")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    if args.uninstall {
+        capture::remove_pins(&args.bpffs)?;
+        eprintln!(
+            "removed every mapper program and map pinned under {}",
+            args.bpffs.display()
+        );
+        return Ok(());
+    }
+    let cgroup_root = match args.cgroup_root {
+        Some(p) => p,
+        None => preflight::find_cgroup2_root()?,
+    };
+    let node_name = match args.node_name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("cannot read the host name; pass --node-name")?
+            .trim()
+            .to_string(),
+    };
+    let mut capture = CaptureConfig::new(args.bpffs, cgroup_root);
+    capture.flow_entries = args.flow_entries;
+    capture.socket_entries = args.socket_entries;
+    capture.nat_entries = args.nat_entries;
+    capture.dns_ring_bytes = args.dns_ring_bytes;
+    let cfg = AgentConfig {
+        node_name,
+        report_interval: args.report_interval,
+        output: match args.output {
+            OutputArg::None => Output::None,
+            OutputArg::Jsonl => Output::Jsonl,
+        },
+        capture,
+        metrics_listen: args.metrics_listen,
+        detach_on_exit: args.detach_on_exit,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(agent::run(cfg, shutdown_signal()))?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Prometheus metrics and the health endpoints (`/metrics`, `/healthz`, `/readyz`).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tracing::{info, warn};
+
+type Label = [(&'static str, &'static str); 1];
+
+/// Every metric the agent exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Flows drained from the kernel, by direction.
+    pub flows_drained: Family<Label, Counter>,
+    /// Connections (UDP: datagrams) in drained flows, by direction and outcome.
+    pub connections: Family<[(&'static str, &'static str); 2], Counter>,
+    /// What the kernel could not record, by cause (mirrors its pinned counters).
+    pub kernel_drops: Family<Label, Counter>,
+    /// Entries in the flow buffer being written.
+    pub flow_map_entries: Gauge,
+    /// Logical capacity of one flow buffer.
+    pub flow_map_capacity: Gauge,
+    /// DNS answers parsed.
+    pub dns_answers: Counter,
+    /// DNS payloads skipped, by reason (malformed and truncated are parse errors).
+    pub dns_skipped: Family<Label, Counter>,
+    /// Drains that failed.
+    pub drain_errors: Counter,
+    /// 1 when this agent resumed programs a previous agent left attached.
+    pub resumed: Gauge,
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    /// Marks the agent ready (programs attached).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("mapper_agent");
+        r.register(
+            "flows_drained",
+            "Flows drained from the kernel",
+            self.flows_drained.clone(),
+        );
+        r.register(
+            "connections",
+            "Connections (UDP: datagrams) in drained flows",
+            self.connections.clone(),
+        );
+        r.register(
+            "kernel_drops",
+            "Events the kernel could not record, by cause",
+            self.kernel_drops.clone(),
+        );
+        r.register(
+            "flow_map_entries",
+            "Entries in the flow buffer being written",
+            self.flow_map_entries.clone(),
+        );
+        r.register(
+            "flow_map_capacity",
+            "Capacity of one flow buffer",
+            self.flow_map_capacity.clone(),
+        );
+        r.register(
+            "dns_answers",
+            "DNS answers parsed",
+            self.dns_answers.clone(),
+        );
+        r.register(
+            "dns_skipped",
+            "DNS payloads skipped, by reason",
+            self.dns_skipped.clone(),
+        );
+        r.register(
+            "drain_errors",
+            "Drains of the flow map that failed",
+            self.drain_errors.clone(),
+        );
+        r.register(
+            "resumed",
+            "1 when programs left attached by a previous agent were resumed",
+            self.resumed.clone(),
+        );
+        r
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry()).is_err() {
+            warn!("cannot encode metrics");
+        }
+        out
+    }
+}
+
+async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+}
+
+async fn ready(State(m): State<Arc<Metrics>>) -> StatusCode {
+    if m.ready.load(Ordering::Acquire) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Serves the endpoints on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(m);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    info!(%addr, "metrics listening");
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,231 @@
+//! What the agent needs from the node, checked before anything is loaded, with
+//! errors that say what to do: privileges, BTF, cgroup v2, tracefs and bpffs.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use tracing::info;
+
+/// Why the agent cannot run on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(
+        "mapper-agent needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root) to load its kernel programs; \
+         the process has effective capabilities {effective:#x}. Run it as root, or in Kubernetes give the \
+         container securityContext.capabilities.add: [BPF, PERFMON, NET_ADMIN, SYS_RESOURCE]"
+    )]
+    MissingCapabilities { effective: u64 },
+    #[error(
+        "the kernel exposes no BTF at {path}: mapper's programs are CO-RE and need a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020; kernel 5.8 or newer)"
+    )]
+    NoBtf { path: PathBuf },
+    #[error(
+        "no cgroup v2 hierarchy is mounted (looked for a cgroup2 line in /proc/mounts): mount one with \
+         `mount -t cgroup2 none /sys/fs/cgroup`, or boot with systemd.unified_cgroup_hierarchy=1; \
+         in a pod, mount the host's /sys/fs/cgroup"
+    )]
+    NoCgroup2,
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "cannot mount {fstype} at {path}: {source}; mount it on the host (or mount the host's into the pod)"
+    )]
+    Mount {
+        fstype: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability set of this process, from /proc/self/status.
+pub fn effective_capabilities() -> Result<u64, PreflightError> {
+    let path = Path::new("/proc/self/status");
+    let status = fs::read_to_string(path).map_err(|source| PreflightError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Ok(parse_cap_eff(&status).unwrap_or(0))
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+fn has(caps: u64, cap: u32) -> bool {
+    caps & (1u64 << cap) != 0
+}
+
+/// Fails unless the process may load and attach BPF programs.
+pub fn check_capabilities() -> Result<(), PreflightError> {
+    let caps = effective_capabilities()?;
+    let bpf = has(caps, CAP_BPF) || has(caps, CAP_SYS_ADMIN);
+    let perfmon = has(caps, CAP_PERFMON) || has(caps, CAP_SYS_ADMIN);
+    if bpf && perfmon && has(caps, CAP_NET_ADMIN) {
+        Ok(())
+    } else {
+        Err(PreflightError::MissingCapabilities { effective: caps })
+    }
+}
+
+/// Fails unless the kernel has BTF (CO-RE relocation needs it).
+pub fn check_btf() -> Result<(), PreflightError> {
+    let path = PathBuf::from("/sys/kernel/btf/vmlinux");
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(PreflightError::NoBtf { path })
+    }
+}
+
+/// The cgroup2 mount point, from /proc/mounts (`/sys/fs/cgroup` on most nodes,
+/// `/sys/fs/cgroup/unified` on hybrid layouts).
+pub fn find_cgroup2_root() -> Result<PathBuf, PreflightError> {
+    let path = Path::new("/proc/mounts");
+    let mounts = fs::read_to_string(path).map_err(|source| PreflightError::Read {
+        path: path.into(),
+        source,
+    })?;
+    cgroup2_from_mounts(&mounts).ok_or(PreflightError::NoCgroup2)
+}
+
+fn cgroup2_from_mounts(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut it = line.split_whitespace();
+        let (_dev, mnt, fstype) = (it.next()?, it.next()?, it.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount(mnt)))
+    })
+}
+
+/// /proc/mounts escapes spaces and the like as octal (`\040`).
+fn unescape_mount(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(char::from(v));
+            i += 4;
+        } else {
+            out.push(char::from(b[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_mounted(path: &Path, fstype: &str) -> bool {
+    fs::read_to_string("/proc/mounts")
+        .map(|m| {
+            m.lines().any(|l| {
+                let mut it = l.split_whitespace();
+                let _ = it.next();
+                it.next().map(unescape_mount).as_deref() == path.to_str()
+                    && it.next() == Some(fstype)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn mount(fstype: &'static str, path: &Path) -> Result<(), PreflightError> {
+    let err = |source| PreflightError::Mount {
+        fstype,
+        path: path.into(),
+        source,
+    };
+    fs::create_dir_all(path).map_err(err)?;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let c_type = std::ffi::CString::new(fstype)
+        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: both strings are valid NUL-terminated C strings; no data pointer.
+    let rc = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c_path.as_ptr(),
+            c_type.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(err(io::Error::last_os_error()))
+    }
+}
+
+/// Mounts tracefs at /sys/kernel/tracing when its events are missing (aya reads
+/// tracepoint ids there).
+pub fn ensure_tracefs() -> Result<(), PreflightError> {
+    if Path::new("/sys/kernel/tracing/events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return Ok(());
+    }
+    let path = Path::new("/sys/kernel/tracing");
+    info!(path = %path.display(), "mounting tracefs");
+    mount("tracefs", path)
+}
+
+/// Mounts a bpf filesystem at `base`'s mount point when nothing is mounted there.
+pub fn ensure_bpffs(bpffs: &Path) -> Result<(), PreflightError> {
+    if is_mounted(bpffs, "bpf") {
+        return Ok(());
+    }
+    info!(path = %bpffs.display(), "mounting bpffs");
+    mount("bpf", bpffs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_on_hybrid_and_unified_layouts() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_from_mounts(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        assert_eq!(
+            cgroup2_from_mounts(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup2_from_mounts("proc /proc proc rw 0 0\n"), None);
+        let escaped = "none /mnt/my\\040cgroup cgroup2 rw 0 0\n";
+        assert_eq!(
+            cgroup2_from_mounts(escaped),
+            Some(PathBuf::from("/mnt/my cgroup"))
+        );
+    }
+
+    #[test]
+    fn reads_effective_capabilities() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        let caps = parse_cap_eff(status).expect("CapEff parsed");
+        assert!(has(caps, CAP_BPF) && has(caps, CAP_PERFMON) && has(caps, CAP_NET_ADMIN));
+        assert_eq!(parse_cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+    }
+}
