@@ -114,11 +114,10 @@ impl Drainer {
         let mut records = Vec::with_capacity(drained.flows.len());
         {
             let mut cg = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+            cg.prepare(drained.flows.iter().map(|(k, _)| k.cgroup_id));
             for (key, val) in &drained.flows {
-                let info = cg.resolve(key.cgroup_id).cloned();
-                if let Some(r) =
-                    FlowRecord::from_kernel(&self.node, key, val, &clock, info.as_ref())
-                {
+                let info = cg.get(key.cgroup_id);
+                if let Some(r) = FlowRecord::from_kernel(&self.node, key, val, &clock, info) {
                     records.push(r);
                 }
             }

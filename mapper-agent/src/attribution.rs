@@ -85,14 +85,15 @@ pub fn pod_from_cgroup_path(path: &str) -> Option<PodRef> {
     None
 }
 
-/// Resolves cgroup ids to paths and pods, rescanning the tree when an id is
-/// unknown (at most once per `min_rescan`).
+/// Resolves cgroup ids to paths and pods. An unknown id triggers one rescan
+/// of the tree per batch; an id still unknown after that (its cgroup is gone)
+/// is remembered as such for a while, so it does not cause a rescan every round.
 #[derive(Debug)]
 pub struct CgroupResolver {
     root: PathBuf,
     by_id: HashMap<u64, CgroupInfo>,
-    last_scan: Option<Instant>,
-    min_rescan: Duration,
+    missing: HashMap<u64, Instant>,
+    missing_ttl: Duration,
 }
 
 impl CgroupResolver {
@@ -101,8 +102,8 @@ impl CgroupResolver {
         Self {
             root: root.into(),
             by_id: HashMap::new(),
-            last_scan: None,
-            min_rescan: Duration::from_millis(500),
+            missing: HashMap::new(),
+            missing_ttl: Duration::from_secs(60),
         }
     }
 
@@ -111,17 +112,35 @@ impl CgroupResolver {
         &self.root
     }
 
-    /// What is known of `id`, rescanning the tree if it is new.
-    pub fn resolve(&mut self, id: u64) -> Option<&CgroupInfo> {
-        if id != 0 && !self.by_id.contains_key(&id) {
-            let due = self
-                .last_scan
-                .is_none_or(|t| t.elapsed() >= self.min_rescan);
-            if due {
-                self.rescan();
+    /// Makes sure every id of a batch is resolved if it can be: at most one rescan.
+    pub fn prepare(&mut self, ids: impl IntoIterator<Item = u64>) {
+        let now = Instant::now();
+        self.missing
+            .retain(|_, since| now.duration_since(*since) < self.missing_ttl);
+        let unknown: Vec<u64> = ids
+            .into_iter()
+            .filter(|id| *id != 0 && !self.by_id.contains_key(id) && !self.missing.contains_key(id))
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        self.rescan();
+        for id in unknown {
+            if !self.by_id.contains_key(&id) {
+                self.missing.insert(id, now);
             }
         }
+    }
+
+    /// What is known of `id` (after [`prepare`](Self::prepare)).
+    pub fn get(&self, id: u64) -> Option<&CgroupInfo> {
         self.by_id.get(&id)
+    }
+
+    /// [`prepare`](Self::prepare) and [`get`](Self::get) for one id.
+    pub fn resolve(&mut self, id: u64) -> Option<&CgroupInfo> {
+        self.prepare([id]);
+        self.get(id)
     }
 
     /// Walks the whole tree again. Cgroups that disappeared are forgotten only
@@ -160,7 +179,6 @@ impl CgroupResolver {
             "cgroup tree scanned"
         );
         self.by_id = found;
-        self.last_scan = Some(Instant::now());
     }
 }
 

@@ -48,8 +48,17 @@ impl Clock {
 pub fn ip_from(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
     match family {
         AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
-        AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
+        AF_INET6 => Some(canonical(IpAddr::V6(Ipv6Addr::from(*raw)))),
         _ => None,
+    }
+}
+
+/// An address as people write it: IPv4-mapped IPv6 (what a dual-stack
+/// listener sees of an IPv4 client) becomes plain IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -217,6 +226,21 @@ mod tests {
         assert_eq!(json["direction"], "accept");
         assert_eq!(json["src_ip"], "fd00::2");
         assert!(json.get("original_dst_ip").is_none());
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_reported_as_v4() {
+        let mut key = FlowKey {
+            direction: 2,
+            protocol: 6,
+            family: AF_INET6,
+            dst_port: 80,
+            ..Default::default()
+        };
+        key.src_addr = "::ffff:10.0.0.2".parse::<Ipv6Addr>().expect("v6").octets();
+        let r = FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None)
+            .expect("record");
+        assert_eq!(r.src_ip, Some("10.0.0.2".parse().expect("ip")));
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! `mapper-lab`: the lab's workloads (`serve`, `call`).
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
+    thread,
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use mapper_lab::traffic;
+
+/// mapper's lab: workloads for a local cluster of network namespaces.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Proto {
+    Tcp,
+    Udp,
+    Dns,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve until killed: accept TCP, receive UDP, answer DNS.
+    ///
+    /// Example: mapper-lab serve --tcp 0.0.0.0:8080 --udp 0.0.0.0:5353 --dns 0.0.0.0:53=10.0.0.7
+    Serve {
+        /// TCP address to accept connections on (repeatable).
+        #[arg(long)]
+        tcp: Vec<SocketAddr>,
+        /// UDP address to receive datagrams on (repeatable).
+        #[arg(long)]
+        udp: Vec<SocketAddr>,
+        /// ADDR=IP: answer every DNS query on ADDR with IP (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+    },
+    /// Make a number of connections (datagrams, DNS queries) and print a JSON summary.
+    ///
+    /// Example: mapper-lab call --to 10.96.0.10:80 --count 5
+    Call {
+        /// Where to.
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Proto,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Name to resolve (with --protocol dns).
+        #[arg(long, default_value = "ledger.team3.svc.cluster.local")]
+        name: String,
+        /// Ask for AAAA instead of A (with --protocol dns).
+        #[arg(long)]
+        aaaa: bool,
+        /// Pause between two attempts (humantime: 1ms, 10ms).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Connect timeout.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().cmd {
+        Cmd::Serve { tcp, udp, dns } => {
+            let mut handles = Vec::new();
+            for addr in tcp {
+                let l = TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on tcp {addr}"))?;
+                handles.push(thread::spawn(move || traffic::serve_tcp(l)));
+            }
+            for addr in udp {
+                let s = UdpSocket::bind(addr).with_context(|| format!("cannot bind udp {addr}"))?;
+                handles.push(thread::spawn(move || traffic::serve_udp(s)));
+            }
+            for spec in dns {
+                let (addr, answer) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--dns {spec:?}: expected ADDR=IP"))?;
+                let addr: SocketAddr = addr
+                    .parse()
+                    .with_context(|| format!("--dns {spec:?}: bad address"))?;
+                let answer: IpAddr = answer
+                    .parse()
+                    .with_context(|| format!("--dns {spec:?}: bad answer IP"))?;
+                let s = UdpSocket::bind(addr).with_context(|| format!("cannot bind dns {addr}"))?;
+                handles.push(thread::spawn(move || traffic::serve_dns(s, answer)));
+            }
+            anyhow::ensure!(
+                !handles.is_empty(),
+                "nothing to serve: give --tcp, --udp or --dns"
+            );
+            println!("ready");
+            for h in handles {
+                let _ = h.join();
+            }
+            Ok(())
+        }
+        Cmd::Call {
+            to,
+            protocol,
+            count,
+            name,
+            aaaa,
+            interval,
+            timeout,
+        } => {
+            let summary = match protocol {
+                Proto::Tcp => traffic::call_tcp(to, count, interval, timeout),
+                Proto::Udp => traffic::call_udp(to, count)?,
+                Proto::Dns => traffic::call_dns(to, &name, aaaa, count)?,
+            };
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+    }
+}

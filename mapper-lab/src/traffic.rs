@@ -1,0 +1,144 @@
+//! The lab's workloads: servers that accept and answer, and clients that make
+//! a counted number of connections, datagrams or DNS queries.
+
+use std::{
+    io::{self, Read},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    str::FromStr,
+    thread,
+    time::Duration,
+};
+
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query},
+    rr::{Name, RData, Record, RecordType, rdata},
+};
+use serde::Serialize;
+
+/// What a client run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CallSummary {
+    /// Connections established (UDP: datagrams sent; DNS: answers received).
+    pub ok: u64,
+    /// Attempts that failed.
+    pub failed: u64,
+}
+
+/// Accepts connections forever, closing each once the client has closed
+/// (or after a short read timeout).
+pub fn serve_tcp(listener: TcpListener) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        thread::spawn(move || {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 256];
+            while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+        });
+    }
+}
+
+/// Receives datagrams forever.
+pub fn serve_udp(sock: UdpSocket) {
+    let mut buf = [0u8; 2048];
+    while sock.recv_from(&mut buf).is_ok() {}
+}
+
+/// Answers every A/AAAA query with `answer` (when of the asked family).
+pub fn serve_dns(sock: UdpSocket, answer: IpAddr) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(q) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        let mut resp = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+        resp.metadata.recursion_desired = q.metadata.recursion_desired;
+        resp.metadata.recursion_available = true;
+        for query in &q.queries {
+            resp.add_query(query.clone());
+            let data = match (query.query_type(), answer) {
+                (RecordType::A, IpAddr::V4(a)) => Some(RData::A(rdata::A(a))),
+                (RecordType::AAAA, IpAddr::V6(a)) => Some(RData::AAAA(rdata::AAAA(a))),
+                _ => None,
+            };
+            if let Some(d) = data {
+                resp.add_answer(Record::from_rdata(query.name().clone(), 30, d));
+            }
+        }
+        if let Ok(bytes) = resp.to_vec() {
+            let _ = sock.send_to(&bytes, from);
+        }
+    }
+}
+
+/// Makes `count` TCP connections to `to`, one after the other; each is closed
+/// by the client right after it is established.
+pub fn call_tcp(to: SocketAddr, count: u64, interval: Duration, timeout: Duration) -> CallSummary {
+    let mut s = CallSummary::default();
+    for i in 0..count {
+        if i > 0 && !interval.is_zero() {
+            thread::sleep(interval);
+        }
+        match TcpStream::connect_timeout(&to, timeout) {
+            Ok(c) => {
+                s.ok += 1;
+                drop(c);
+            }
+            Err(_) => s.failed += 1,
+        }
+    }
+    s
+}
+
+/// Sends `count` datagrams to `to` from one unconnected socket.
+pub fn call_udp(to: SocketAddr, count: u64) -> io::Result<CallSummary> {
+    let bind: SocketAddr = if to.is_ipv6() {
+        "[::]:0".parse()
+    } else {
+        "0.0.0.0:0".parse()
+    }
+    .map_err(io::Error::other)?;
+    let sock = UdpSocket::bind(bind)?;
+    let mut s = CallSummary::default();
+    for _ in 0..count {
+        match sock.send_to(b"mapper-lab", to) {
+            Ok(_) => s.ok += 1,
+            Err(_) => s.failed += 1,
+        }
+    }
+    Ok(s)
+}
+
+/// Asks `server` for `name` (A, or AAAA when `v6`) `count` times over a
+/// connected UDP socket, as resolvers do.
+pub fn call_dns(server: SocketAddr, name: &str, v6: bool, count: u64) -> io::Result<CallSummary> {
+    let bind: SocketAddr = if server.is_ipv6() {
+        "[::]:0".parse()
+    } else {
+        "0.0.0.0:0".parse()
+    }
+    .map_err(io::Error::other)?;
+    let sock = UdpSocket::bind(bind)?;
+    sock.connect(server)?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let qname = Name::from_str(name).map_err(io::Error::other)?;
+    let mut s = CallSummary::default();
+    for i in 0..count {
+        let mut q = Message::new(i as u16, MessageType::Query, OpCode::Query);
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(
+            qname.clone(),
+            if v6 { RecordType::AAAA } else { RecordType::A },
+        ));
+        let bytes = q.to_vec().map_err(io::Error::other)?;
+        sock.send(&bytes)?;
+        let mut buf = [0u8; 1500];
+        match sock.recv(&mut buf) {
+            Ok(n) if Message::from_vec(&buf[..n]).is_ok_and(|m| !m.answers.is_empty()) => s.ok += 1,
+            _ => s.failed += 1,
+        }
+    }
+    Ok(s)
+}

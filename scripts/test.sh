@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check mapper has: formatting, clippy, and all tests, the kernel
+# ones included (they need root; with MAPPER_REQUIRE_BPF=1 a missing
+# requirement is a failure instead of a skip).
+#
+# Installs what it needs when missing (Debian packages only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+ensure_packages
+ensure_kernel_mounts
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build binaries (the kernel tests drive them)"
+cargo build --workspace --bins --locked
+
+step "cargo test"
+cargo test --workspace --locked -- --test-threads="${MAPPER_TEST_THREADS:-4}"
