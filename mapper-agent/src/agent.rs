@@ -288,6 +288,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         "agent running"
     );
 
+    // Kernel counters and occupancy are refreshed every second, whatever the
+    // report interval, so /metrics is live.
+    let mut stats_ticker = tokio::time::interval(Duration::from_secs(1));
     let mut ticker = tokio::time::interval(cfg.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -304,6 +307,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     }
                 }
             }
+            _ = stats_ticker.tick() => drainer.update_kernel_metrics(),
             () = &mut shutdown => break,
         }
     }

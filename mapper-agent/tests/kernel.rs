@@ -489,3 +489,111 @@ fn agent_killed_and_restarted_loses_nothing() {
         "accepts lost or doubled across the restart"
     );
 }
+
+/// GET `path` on `addr` over plain HTTP/1.0; returns the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn metric(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn full_flow_map_is_counted_and_exported() {
+    if !bpf_available("full_flow_map_is_counted_and_exported") {
+        return;
+    }
+    let mut node = Node::new("mtm").expect("lab node");
+    node.add_pod("a").expect("pod a");
+    let a = &node.pods[0];
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let listen = format!("127.0.0.1:{port}");
+    let bpffs = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/mapper-test-{}-full",
+        std::process::id()
+    ));
+    // A long interval: everything below lands in one buffer of 16 flows.
+    let agent = Agent::start_with(
+        bpffs,
+        &[
+            "--flow-entries",
+            "16",
+            "--report-interval",
+            "1h",
+            "--metrics-listen",
+            &listen,
+        ],
+    );
+    let ready = http_get(&listen, "/readyz");
+    assert!(ready.contains(" 200 "), "not ready once attached: {ready}");
+    for p in 0..40u16 {
+        // 40 distinct flows (one per destination port) into a map sized for 16.
+        let r = call(
+            a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"),
+            &[
+                "--to",
+                &format!("10.244.{}.77:{}", node.k, 7000 + p),
+                "--protocol",
+                "udp",
+            ],
+        );
+        assert_eq!(r["ok"], 1, "{r}");
+    }
+    // The agent reads the kernel's counters every second, whatever the interval.
+    thread::sleep(Duration::from_millis(1500));
+    let text = http_get(&listen, "/metrics");
+    let lines = agent.stop();
+    let full = metric(
+        &text,
+        "mapper_agent_kernel_drops_total{cause=\"flow_map_full\"}",
+    );
+    assert!(
+        full >= 1,
+        "a full flow map was not counted; metrics:\n{text}"
+    );
+    assert!(
+        metric(&text, "mapper_agent_flow_map_entries") >= 40,
+        "occupancy not exported:\n{text}"
+    );
+    assert!(
+        text.contains("mapper_agent_flow_map_capacity 16"),
+        "capacity not exported:\n{text}"
+    );
+    // The map has room beyond its logical capacity: nothing was evicted here,
+    // and every flow is still reported.
+    let udp = flows(&lines, &[("direction", json!("udp")), ("netns", ino(a))]);
+    assert_eq!(udp.len(), 40, "flows lost: {udp:#?}");
+}
+
+#[test]
+fn clear_error_without_privileges() {
+    if !bpf_available("clear_error_without_privileges") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mapper-agent"))
+        .args(["--bpffs", "/sys/fs/bpf/mapper-test-nobody"])
+        .uid(65534)
+        .gid(65534)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run agent as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "agent ran without privileges");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("root"),
+        "unclear error: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

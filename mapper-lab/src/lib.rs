@@ -5,6 +5,7 @@
 //! - [`topo`]: a node with a bridge, pods, and kube-proxy-style ClusterIPs;
 //! - [`traffic`]: servers and clients (the `mapper-lab` binary's `serve` and `call`).
 
+pub mod bench;
 pub mod netns;
 pub mod topo;
 pub mod traffic;

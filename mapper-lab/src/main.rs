@@ -27,6 +27,24 @@ enum Proto {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Measure the agent's cost: connections per second between two pod
+    /// namespaces without and with it (alternating rounds), and its CPU time.
+    ///
+    /// Example: mapper-lab bench-agent --agent target/release/mapper-agent
+    BenchAgent {
+        /// The mapper-agent binary.
+        #[arg(long)]
+        agent: std::path::PathBuf,
+        /// Connections per round.
+        #[arg(long, default_value_t = 20_000)]
+        connections: u64,
+        /// Pairs of rounds (without, with).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Client processes per round.
+        #[arg(long, default_value_t = 2)]
+        clients: u32,
+    },
     /// Serve until killed: accept TCP, receive UDP, answer DNS.
     ///
     /// Example: mapper-lab serve --tcp 0.0.0.0:8080 --udp 0.0.0.0:5353 --dns 0.0.0.0:53=10.0.0.7
@@ -69,6 +87,17 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
+        Cmd::BenchAgent {
+            agent,
+            connections,
+            rounds,
+            clients,
+        } => {
+            let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
+            let r = mapper_lab::bench::agent_bench(&agent, &lab, connections, rounds, clients)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
         Cmd::Serve { tcp, udp, dns } => {
             let mut handles = Vec::new();
             for addr in tcp {

@@ -2,7 +2,7 @@
 //! a counted number of connections, datagrams or DNS queries.
 
 use std::{
-    io::{self, Read},
+    io,
     net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     str::FromStr,
     thread,
@@ -24,17 +24,22 @@ pub struct CallSummary {
     pub failed: u64,
 }
 
-/// Accepts connections forever, closing each once the client has closed
-/// (or after a short read timeout).
+/// Accepts connections forever and closes each at once: the lab's servers
+/// exist to be connected to, and a server that keeps up with thousands of
+/// connections per second must not spend a thread on each.
 pub fn serve_tcp(listener: TcpListener) {
+    deepen_backlog(&listener);
     for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        thread::spawn(move || {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 256];
-            while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-        });
+        drop(conn);
     }
+}
+
+/// std listens with a backlog of 128; a burst of clients overflows that and
+/// waits out SYN retransmits. listen(2) again raises it.
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own.
+    unsafe { libc::listen(listener.as_raw_fd(), 4096) };
 }
 
 /// Receives datagrams forever.
@@ -84,12 +89,34 @@ pub fn call_tcp(to: SocketAddr, count: u64, interval: Duration, timeout: Duratio
         match TcpStream::connect_timeout(&to, timeout) {
             Ok(c) => {
                 s.ok += 1;
-                drop(c);
+                close_with_reset(c);
             }
             Err(_) => s.failed += 1,
         }
     }
     s
+}
+
+/// Closes with an RST (SO_LINGER 0) so no TIME_WAIT is left behind: a lab
+/// client making thousands of connections would otherwise run out of
+/// ephemeral ports, and measure the kernel's search for a free one.
+fn close_with_reset(c: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid socket fd and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(c);
 }
 
 /// Sends `count` datagrams to `to` from one unconnected socket.

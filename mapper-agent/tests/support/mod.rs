@@ -79,15 +79,20 @@ impl Agent {
 
     /// Same, at a given pin path (to resume what another agent left).
     pub fn start_at(bpffs: PathBuf) -> Self {
+        Self::start_with(bpffs, &[])
+    }
+
+    /// Same, with extra flags.
+    pub fn start_with(bpffs: PathBuf, extra: &[&str]) -> Self {
+        let interval = if extra.contains(&"--report-interval") {
+            &[][..]
+        } else {
+            &["--report-interval", "100ms"][..]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_mapper-agent"))
-            .args([
-                "--output",
-                "jsonl",
-                "--report-interval",
-                "100ms",
-                "--node-name",
-                "test-node",
-            ])
+            .args(["--output", "jsonl", "--node-name", "test-node"])
+            .args(interval)
+            .args(extra)
             .arg("--bpffs")
             .arg(&bpffs)
             .env("RUST_LOG", "info")

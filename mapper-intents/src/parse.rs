@@ -1,0 +1,308 @@
+//! Reading ClientIntents out of YAML or JSON text as `kubectl` or `helm template` prints it.
+//!
+//! Every document whose `kind` is `ClientIntents` is read, in any served version; `List` and
+//! `ClientIntentsList` documents are read item by item; everything else (Deployments,
+//! Services, comment-only documents) is skipped. JSON is read as the YAML it also is.
+//!
+//! Errors name the source, the document (counted from 1, in the order the YAML stream yields
+//! them) and the field path inside it, with array indexes counted from 0 as in `kubectl`:
+//! `charts/x.yaml: document 2: spec.targets[1]: both kubernetes and service are set`.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+
+use crate::model::ClientIntentsDoc;
+use crate::versions::{
+    ClientIntents, ConvertError, IntentsVersion, KIND, ObjectMeta, Problem, VersionedClientIntents,
+    v1, v1alpha2, v2,
+};
+
+/// Why a text could not be read as ClientIntents.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The text is not well-formed YAML (or JSON).
+    #[error("{source_name}: document {document}: malformed YAML{}", location(*line, *column))]
+    MalformedYaml {
+        /// The file (or other source) name given to the parser.
+        source_name: String,
+        /// The document, counted from 1.
+        document: usize,
+        /// 1-based line of the error, when known.
+        line: Option<usize>,
+        /// 1-based column of the error, when known.
+        column: Option<usize>,
+        /// The YAML parser's error.
+        #[source]
+        error: serde_yaml::Error,
+    },
+    /// A ClientIntents document that does not fit its schema.
+    #[error("{source_name}: document {document}: {}{problem}", path_prefix(path))]
+    Invalid {
+        /// The file (or other source) name given to the parser.
+        source_name: String,
+        /// The document, counted from 1.
+        document: usize,
+        /// Field path inside the document, e.g. `spec.calls[0].name` (`items[2].` first for a
+        /// List); empty when the whole document is at fault.
+        path: String,
+        /// What is wrong.
+        problem: Problem,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" at line {line}, column {column}"),
+        _ => String::new(),
+    }
+}
+
+fn path_prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
+/// Reads every ClientIntents object in `text` (multi-document YAML, or JSON) into the neutral
+/// model, in order. `source_name` only labels errors.
+pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<ClientIntentsDoc>, ParseError> {
+    let mut docs = Vec::new();
+    for found in parse_versioned(text, source_name)? {
+        let doc = found
+            .object
+            .to_doc()
+            .map_err(|e| invalid(source_name, found.document, &found.path_prefix, e))?;
+        docs.push(doc);
+    }
+    Ok(docs)
+}
+
+/// One ClientIntents object as found in a text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundObject {
+    /// The document it is in, counted from 1.
+    pub document: usize,
+    /// Its path inside the document: `items[3].` in a List, empty otherwise.
+    pub path_prefix: String,
+    /// The object, in its own version.
+    pub object: VersionedClientIntents,
+}
+
+/// Reads every ClientIntents object in `text` in its own version, checking its structure but
+/// not converting it (so `to_doc` may still fail on missing names or target kinds).
+pub fn parse_versioned(text: &str, source_name: &str) -> Result<Vec<FoundObject>, ParseError> {
+    let mut found = Vec::new();
+    for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = index + 1;
+        // After a syntax error the stream repeats it for ever: stop at the first one.
+        let value =
+            Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
+                source_name: source_name.to_owned(),
+                document,
+                line: error.location().map(|l| l.line()),
+                column: error.location().map(|l| l.column()),
+                error,
+            })?;
+        let mut objects = Vec::new();
+        collect(&value, "", &mut objects)
+            .map_err(|(prefix, e)| invalid(source_name, document, &prefix, e))?;
+        found.extend(
+            objects
+                .into_iter()
+                .map(|(path_prefix, object)| FoundObject {
+                    document,
+                    path_prefix,
+                    object,
+                }),
+        );
+    }
+    Ok(found)
+}
+
+fn invalid(source_name: &str, document: usize, prefix: &str, e: ConvertError) -> ParseError {
+    let path = match (prefix.strip_suffix('.'), e.path.is_empty()) {
+        (Some(p), true) => p.to_owned(),
+        _ => format!("{prefix}{}", e.path),
+    };
+    ParseError::Invalid {
+        source_name: source_name.to_owned(),
+        document,
+        path,
+        problem: e.problem,
+    }
+}
+
+/// Objects found in a document, each with its path prefix (`items[3].` in a List).
+type Found = Vec<(String, VersionedClientIntents)>;
+
+/// Finds the ClientIntents in one document, recursing into Lists. An error comes with the
+/// path prefix of the object it is in.
+fn collect(value: &Value, prefix: &str, out: &mut Found) -> Result<(), (String, ConvertError)> {
+    let at = |e: ConvertError| (prefix.to_owned(), e);
+    let map = match value {
+        Value::Null => return Ok(()),
+        Value::Mapping(map) => map,
+        other => return Err(at(wrong_type("", "a mapping", other))),
+    };
+    match map.get("kind").and_then(Value::as_str) {
+        Some("List" | "ClientIntentsList") => match map.get("items") {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::Sequence(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    collect(item, &format!("{prefix}items[{i}]."), out)?;
+                }
+                Ok(())
+            }
+            Some(other) => Err(at(wrong_type("items", "a sequence", other))),
+        },
+        Some(KIND) => {
+            out.push((prefix.to_owned(), read_object(map).map_err(at)?));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn wrong_type(path: &str, expected: &'static str, found: &Value) -> ConvertError {
+    ConvertError::new(
+        path,
+        Problem::WrongType {
+            expected,
+            found: crate::versions::value_type_name(found),
+        },
+    )
+}
+
+/// Deserializes `value` at `path`, reporting serde's complaint as a schema problem there.
+///
+/// Deserializing from a tree loses serde_yaml's field paths, so on failure each field of a
+/// mapping is tried alone (every field of these types has a default) to find the one at fault
+/// and name it: `spec.targets[0].kubernetes: … unknown field `nme``.
+fn de<T: DeserializeOwned + Default>(value: Option<&Value>, path: &str) -> Result<T, ConvertError> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(T::default()),
+        Some(value) => value,
+    };
+    serde_yaml::from_value(value.clone()).map_err(|error| {
+        let mut at = path.to_owned();
+        let mut detail = error.to_string();
+        if let Value::Mapping(map) = value {
+            for (key, field) in map {
+                let alone: Mapping = [(key.clone(), field.clone())].into_iter().collect();
+                if let Err(e) = serde_yaml::from_value::<T>(Value::Mapping(alone)) {
+                    let key = key.as_str().unwrap_or_default();
+                    if !e.to_string().starts_with(&format!("unknown field `{key}`")) {
+                        at = format!("{path}.{key}");
+                    }
+                    detail = e.to_string();
+                    break;
+                }
+            }
+        }
+        ConvertError::new(at, Problem::Schema { detail })
+    })
+}
+
+/// Deserializes a sequence element by element so an error names its index.
+fn de_list<T: DeserializeOwned + Default>(
+    value: Option<&Value>,
+    path: &str,
+) -> Result<Vec<T>, ConvertError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| de(Some(item), &format!("{path}[{i}]")))
+            .collect(),
+        Some(other) => Err(wrong_type(path, "a sequence", other)),
+    }
+}
+
+fn check_keys(map: &Mapping, allowed: &[&str], path: &str) -> Result<(), ConvertError> {
+    for key in map.keys() {
+        let name = key
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{key:?}"));
+        if !allowed.contains(&name.as_str()) {
+            return Err(ConvertError::new(
+                path,
+                Problem::UnknownField { field: name },
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn read_object(map: &Mapping) -> Result<VersionedClientIntents, ConvertError> {
+    check_keys(
+        map,
+        &["apiVersion", "kind", "metadata", "spec", "status"],
+        "",
+    )?;
+    let api_version = match map.get("apiVersion") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(wrong_type("apiVersion", "a string", other)),
+        None => return Err(ConvertError::new("apiVersion", Problem::Missing)),
+    };
+    let version = IntentsVersion::from_api_version(&api_version).ok_or_else(|| {
+        ConvertError::new(
+            "apiVersion",
+            Problem::UnknownApiVersion {
+                found: api_version.clone(),
+            },
+        )
+    })?;
+    let metadata: ObjectMeta = match map.get("metadata") {
+        Some(value @ Value::Mapping(_)) => de(Some(value), "metadata")?,
+        None | Some(Value::Null) => ObjectMeta::default(),
+        Some(other) => return Err(wrong_type("metadata", "a mapping", other)),
+    };
+    let empty = Mapping::new();
+    let spec = match map.get("spec") {
+        Some(Value::Mapping(spec)) => spec,
+        None | Some(Value::Null) => &empty,
+        Some(other) => return Err(wrong_type("spec", "a mapping", other)),
+    };
+    Ok(match version {
+        IntentsVersion::V1Alpha2 => {
+            check_keys(spec, &["service", "calls"], "spec")?;
+            let spec = v1alpha2::Spec {
+                service: de(spec.get("service"), "spec.service")?,
+                calls: de_list(spec.get("calls"), "spec.calls")?,
+            };
+            VersionedClientIntents::V1Alpha2(ClientIntents::new(api_version, metadata, spec))
+        }
+        IntentsVersion::V1Alpha3 | IntentsVersion::V1Beta1 => {
+            check_keys(spec, &["service", "calls"], "spec")?;
+            let spec = v1::Spec {
+                service: de(spec.get("service"), "spec.service")?,
+                calls: de_list(spec.get("calls"), "spec.calls")?,
+            };
+            if version == IntentsVersion::V1Alpha3 {
+                VersionedClientIntents::V1Alpha3(ClientIntents::new(api_version, metadata, spec))
+            } else {
+                VersionedClientIntents::V1Beta1(ClientIntents::new(api_version, metadata, spec))
+            }
+        }
+        IntentsVersion::V2Alpha1 | IntentsVersion::V2Beta1 => {
+            check_keys(spec, &["workload", "targets"], "spec")?;
+            let spec = v2::Spec {
+                workload: de(spec.get("workload"), "spec.workload")?,
+                targets: de_list(spec.get("targets"), "spec.targets")?,
+            };
+            if version == IntentsVersion::V2Alpha1 {
+                VersionedClientIntents::V2Alpha1(ClientIntents::new(api_version, metadata, spec))
+            } else {
+                VersionedClientIntents::V2Beta1(ClientIntents::new(api_version, metadata, spec))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
