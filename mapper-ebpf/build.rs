@@ -28,48 +28,20 @@ const LAYOUT: &[(&str, &[&str])] = &[
             "cgroup_id",
         ],
     ),
-    (
-        "flow_value",
-        &[
-            "established",
-            "failed",
-            "first_seen_ns",
-            "last_seen_ns",
-            "pid",
-            "comm",
-        ],
-    ),
+    ("flow_value", &["established", "failed", "first_seen_ns", "last_seen_ns", "pid", "comm"]),
     ("sock_info", &["cgroup_id", "start_ns", "pid", "comm"]),
-    (
-        "nat_key",
-        &[
-            "family", "protocol", "src_port", "dst_port", "src_addr", "dst_addr",
-        ],
-    ),
+    ("nat_key", &["family", "protocol", "src_port", "dst_port", "src_addr", "dst_addr"]),
     ("nat_value", &["dst_addr", "dst_port"]),
     ("listener_key", &["netns", "port", "family"]),
     ("listener_value", &["pid", "comm"]),
     ("agent_state", &["active"]),
-    (
-        "dns_event",
-        &[
-            "ts_ns",
-            "cgroup_id",
-            "netns",
-            "len",
-            "family",
-            "payload_len",
-            "dst_addr",
-            "src_addr",
-            "data",
-        ],
-    ),
+    ("dns_event", &["ts_ns", "cgroup_id", "netns", "len", "family", "payload_len", "dst_addr", "src_addr", "data"]),
 ];
 
 fn run(cmd: &mut Command) {
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (install clang and llvm: apt-get install clang llvm libbpf-dev)"));
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (install clang and llvm: apt-get install clang llvm libbpf-dev)")
+    });
     assert!(status.success(), "{cmd:?} failed with {status}");
 }
 
@@ -86,16 +58,11 @@ fn main() {
     let arch_include = multiarch_include();
     let obj = out.join("mapper.bpf.o");
     let mut cc = Command::new(&clang);
-    cc.args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"])
-        .arg("-I")
-        .arg(&src);
+    cc.args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"]).arg("-I").arg(&src);
     if let Some(inc) = &arch_include {
         cc.arg("-I").arg(inc);
     }
-    cc.arg("-c")
-        .arg(src.join("mapper.bpf.c"))
-        .arg("-o")
-        .arg(&obj);
+    cc.arg("-c").arg(src.join("mapper.bpf.c")).arg("-o").arg(&obj);
     run(&mut cc);
     // Keep .BTF and .BTF.ext (CO-RE needs them), drop DWARF.
     let strip = env::var("LLVM_STRIP").unwrap_or_else(|_| "llvm-strip".into());
@@ -117,13 +84,9 @@ fn multiarch_include() -> Option<PathBuf> {
 }
 
 fn layout_probe(clang: &str, src: &Path, out: &Path) {
-    let mut c = String::from(
-        "#include <stdio.h>\n#include <stddef.h>\n#include \"mapper.h\"\nint main(void) {\n",
-    );
+    let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n#include \"mapper.h\"\nint main(void) {\n");
     for (name, fields) in LAYOUT {
-        c.push_str(&format!(
-            "printf(\"(\\\"{name}\\\", \\\"\\\", %zu),\\n\", sizeof(struct {name}));\n"
-        ));
+        c.push_str(&format!("printf(\"(\\\"{name}\\\", \\\"\\\", %zu),\\n\", sizeof(struct {name}));\n"));
         for field in *fields {
             c.push_str(&format!(
                 "printf(\"(\\\"{name}\\\", \\\"{field}\\\", %zu),\\n\", offsetof(struct {name}, {field}));\n"
@@ -134,12 +97,7 @@ fn layout_probe(clang: &str, src: &Path, out: &Path) {
     let probe_c = out.join("layout_probe.c");
     std::fs::write(&probe_c, c).expect("write layout probe");
     let probe = out.join("layout_probe");
-    run(Command::new(clang)
-        .arg("-I")
-        .arg(src)
-        .arg(&probe_c)
-        .arg("-o")
-        .arg(&probe));
+    run(Command::new(clang).arg("-I").arg(src).arg(&probe_c).arg("-o").arg(&probe));
     let output = Command::new(&probe).output().expect("run layout probe");
     assert!(output.status.success(), "layout probe failed");
     let table = format!(

@@ -22,6 +22,7 @@ use crate::{
     flow::{Clock, FlowRecord},
     metrics::{self, Metrics},
     preflight::{self, PreflightError},
+    report::{self, Backoff, Pending, SendOutcome},
 };
 
 /// How long a drain waits after switching buffers for programs still running
@@ -37,9 +38,25 @@ pub enum Output {
     Jsonl,
 }
 
+/// Where and how to report to the central mapper.
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    /// `http://host:port` of mapper-server.
+    pub url: String,
+    /// Bearer token sent with every batch.
+    pub token: Option<String>,
+    /// Flows kept while the server is unreachable before batches are merged.
+    pub max_pending_flows: usize,
+}
+
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// Report to the central mapper (`None`: output only).
+    pub report: Option<ReportConfig>,
+    /// The node's own network namespace (`/proc/1/ns/net` with hostPID):
+    /// flows whose local end is in it are marked host-network.
+    pub host_netns: Option<std::path::PathBuf>,
     pub node_name: String,
     pub report_interval: Duration,
     pub output: Output,
@@ -59,6 +76,8 @@ pub enum AgentError {
     Capture(#[from] CaptureError),
     #[error("cannot write to stdout")]
     Stdout(#[source] io::Error),
+    #[error("invalid --mapper-url {url:?}: {problem}")]
+    BadUrl { url: String, problem: String },
     #[error("cannot wait on the DNS ring buffer")]
     Dns(#[source] io::Error),
     #[error("cannot serve metrics on {addr}")]
@@ -104,6 +123,9 @@ struct Drainer {
     metrics: Arc<Metrics>,
     output: Output,
     kernel_seen: Vec<(Stat, u64)>,
+    pending: Option<Arc<Mutex<Pending>>>,
+    dns_out: Arc<Mutex<Vec<mapper_proto::v1::DnsAnswer>>>,
+    host_netns: Option<u32>,
 }
 
 impl Drainer {
@@ -125,12 +147,18 @@ impl Drainer {
         if self.output == Output::Jsonl {
             write_jsonl(&records)?;
         }
+        if let Some(p) = &self.pending {
+            let flows = records.iter().map(|r| report::flow_to_pb(r, self.host_netns)).collect();
+            let dns = std::mem::take(&mut *self.dns_out.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
+            p.push(flows, dns);
+            self.metrics.pending_batches.set(p.len() as i64);
+            self.metrics.pending_flows.set(p.flows() as i64);
+        }
+        // Only now, with the flows handed on, are they removed from the kernel.
         self.capture.clear(&drained)?;
         for r in &records {
-            self.metrics
-                .flows_drained
-                .get_or_create(&[("direction", r.direction)])
-                .inc();
+            self.metrics.flows_drained.get_or_create(&[("direction", r.direction)]).inc();
             self.metrics
                 .connections
                 .get_or_create(&[("direction", r.direction), ("outcome", "established")])
@@ -151,24 +179,13 @@ impl Drainer {
         match self.capture.kernel_stats() {
             Ok(now) => {
                 for (stat, value) in &now {
-                    let before = self
-                        .kernel_seen
-                        .iter()
-                        .find(|(s, _)| s == stat)
-                        .map_or(0, |(_, v)| *v);
-                    let label = Stat::ALL
-                        .iter()
-                        .find(|(s, _)| s == stat)
-                        .map_or("unknown", |(_, l)| l);
+                    let before = self.kernel_seen.iter().find(|(s, _)| s == stat).map_or(0, |(_, v)| *v);
+                    let label = Stat::ALL.iter().find(|(s, _)| s == stat).map_or("unknown", |(_, l)| l);
                     let c = self.metrics.kernel_drops.get_or_create(&[("cause", label)]);
                     if *value > before {
                         c.inc_by(value - before);
                         if *stat != Stat::ConnectUntracked && *stat != Stat::DnsTruncated {
-                            warn!(
-                                cause = label,
-                                lost = value - before,
-                                "the kernel could not record everything"
-                            );
+                            warn!(cause = label, lost = value - before, "the kernel could not record everything");
                         }
                     }
                 }
@@ -185,11 +202,12 @@ async fn read_dns(
     cgroups: Arc<Mutex<CgroupResolver>>,
     metrics: Arc<Metrics>,
     output: Output,
+    dns_out: Option<Arc<Mutex<Vec<mapper_proto::v1::DnsAnswer>>>>,
 ) -> Result<(), AgentError> {
     // SAFETY: the ring buffer owns its file descriptor and keeps it open, unchanged,
     // for as long as the AsyncFd owns the ring buffer.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| AgentError::Dns(e.into()))?;
+    let mut fd =
+        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| AgentError::Dns(e.into()))?;
     loop {
         let mut guard = fd.readable_mut().await.map_err(AgentError::Dns)?;
         let clock = Clock::now();
@@ -198,17 +216,10 @@ async fn read_dns(
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
                 let Some(ev) = DnsEvent::from_bytes(&item) else {
-                    metrics
-                        .dns_skipped
-                        .get_or_create(&[("reason", "short_event")])
-                        .inc();
+                    metrics.dns_skipped.get_or_create(&[("reason", "short_event")]).inc();
                     continue;
                 };
-                let info = cgroups
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .resolve(ev.cgroup_id)
-                    .cloned();
+                let info = cgroups.lock().unwrap_or_else(|p| p.into_inner()).resolve(ev.cgroup_id).cloned();
                 match DnsRecord::from_event(&node, &ev, &clock, info.as_ref()) {
                     Ok(r) => {
                         metrics.dns_answers.inc();
@@ -216,16 +227,9 @@ async fn read_dns(
                     }
                     Err(skip) => {
                         if skip.is_error() {
-                            debug!(
-                                reason = skip.label(),
-                                netns = ev.netns,
-                                "DNS payload skipped"
-                            );
+                            debug!(reason = skip.label(), netns = ev.netns, "DNS payload skipped");
                         }
-                        metrics
-                            .dns_skipped
-                            .get_or_create(&[("reason", skip.label())])
-                            .inc();
+                        metrics.dns_skipped.get_or_create(&[("reason", skip.label())]).inc();
                     }
                 }
             }
@@ -234,7 +238,88 @@ async fn read_dns(
         if output == Output::Jsonl && !records.is_empty() {
             write_jsonl(&records)?;
         }
+        if let Some(out) = &dns_out {
+            let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: DNS answers are hints for naming external addresses.
+            let room = 10_000usize.saturating_sub(out.len());
+            out.extend(records.iter().take(room).map(report::dns_to_pb));
+        }
     }
+}
+
+/// Starts the task that sends pending batches, in order, one at a time.
+fn start_reporter(
+    rc: ReportConfig,
+    node: String,
+    pending: Arc<Mutex<Pending>>,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>), AgentError> {
+    let channel = tonic::transport::Channel::from_shared(rc.url.clone())
+        .map_err(|e| AgentError::BadUrl { url: rc.url.clone(), problem: e.to_string() })?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut client = mapper_proto::v1::ingest_client::IngestClient::new(channel);
+    let boot_id = report::boot_id();
+    info!(url = %rc.url, %boot_id, "reporting to mapper-server");
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let wake = notify.clone();
+    let task = tokio::spawn(async move {
+        let mut backoff = Backoff::default();
+        let mut failing = false;
+        loop {
+            let batch = pending.lock().unwrap_or_else(|p| p.into_inner()).front_mut().map(|b| {
+                let resend = b.sent;
+                b.sent = true;
+                (b.clone(), resend)
+            });
+            let Some((batch, resend)) = batch else {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            };
+            if resend {
+                metrics.resends.inc();
+            }
+            match report::send(&mut client, rc.token.as_deref(), &node, &boot_id, &batch, Duration::from_secs(30)).await
+            {
+                SendOutcome::Acked { duplicate } => {
+                    if failing {
+                        info!(url = %rc.url, "mapper-server reachable again");
+                        failing = false;
+                    }
+                    backoff.reset();
+                    metrics.batches_acked.inc();
+                    if duplicate {
+                        debug!(sequence = batch.sequence, "server had this batch already");
+                    }
+                    let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    p.acked();
+                    metrics.pending_batches.set(p.len() as i64);
+                    metrics.pending_flows.set(p.flows() as i64);
+                    metrics.merges.inc_by(p.merges.saturating_sub(metrics.merges.get()));
+                    metrics.flows_dropped.inc_by(p.dropped.saturating_sub(metrics.flows_dropped.get()));
+                }
+                SendOutcome::Rejected(status) => {
+                    error!(sequence = batch.sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
+                    metrics.batches_rejected.inc();
+                    pending.lock().unwrap_or_else(|p| p.into_inner()).acked();
+                }
+                SendOutcome::Retry(status) => {
+                    let delay = backoff.next_delay();
+                    if !failing {
+                        warn!(url = %rc.url, code = ?status.code(), message = status.message(), "cannot report to mapper-server; keeping the flows and retrying");
+                        failing = true;
+                    } else {
+                        debug!(code = ?status.code(), retry_in = ?delay, "report failed again");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    });
+    Ok((notify, task))
 }
 
 /// Runs the agent until `shutdown` resolves, then drains one last time.
@@ -242,8 +327,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = cfg.metrics_listen {
         let m = metrics.clone();
-        let listener_check = std::net::TcpListener::bind(addr)
-            .map_err(|source| AgentError::Metrics { addr, source })?;
+        let listener_check =
+            std::net::TcpListener::bind(addr).map_err(|source| AgentError::Metrics { addr, source })?;
         drop(listener_check);
         tokio::spawn(async move {
             if let Err(e) = metrics::serve(addr, m).await {
@@ -254,21 +339,31 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
 
     let mut capture = start_capture(&cfg.capture)?;
     metrics.resumed.set(i64::from(capture.resumed()));
-    metrics
-        .flow_map_capacity
-        .set(i64::from(capture.flow_capacity()));
+    metrics.flow_map_capacity.set(i64::from(capture.flow_capacity()));
     let cgroups = Arc::new(Mutex::new(CgroupResolver::new(&cfg.capture.cgroup_root)));
     cgroups.lock().unwrap_or_else(|p| p.into_inner()).rescan();
 
+    let dns_out = Arc::new(Mutex::new(Vec::new()));
+    let reporting = cfg.report.is_some();
     let dns_task = capture.take_dns().map(|ring| {
-        tokio::spawn(read_dns(
-            ring,
-            cfg.node_name.clone(),
-            cgroups.clone(),
-            metrics.clone(),
-            cfg.output,
-        ))
+        let out = reporting.then(|| dns_out.clone());
+        tokio::spawn(read_dns(ring, cfg.node_name.clone(), cgroups.clone(), metrics.clone(), cfg.output, out))
     });
+    let host_netns = cfg.host_netns.as_ref().and_then(|p| {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(p) {
+            Ok(m) => Some(m.ino() as u32),
+            Err(e) => {
+                warn!(path = %p.display(), error = %e, "cannot read the node's network namespace: flows will not be marked host-network");
+                None
+            }
+        }
+    });
+    let pending = cfg.report.as_ref().map(|r| Arc::new(Mutex::new(Pending::new(r.max_pending_flows))));
+    let reporter = match (&cfg.report, &pending) {
+        (Some(rc), Some(p)) => Some(start_reporter(rc.clone(), cfg.node_name.clone(), p.clone(), metrics.clone())?),
+        _ => None,
+    };
 
     let mut drainer = Drainer {
         node: cfg.node_name.clone(),
@@ -277,6 +372,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         metrics: metrics.clone(),
         output: cfg.output,
         kernel_seen: Vec::new(),
+        pending,
+        dns_out,
+        host_netns,
     };
     drainer.update_kernel_metrics();
     metrics.set_ready();
@@ -326,6 +424,21 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     }
     if let Some(t) = dns_task {
         t.abort();
+    }
+    if let Some((notify, task)) = reporter {
+        // Give the reporter a few seconds to hand the last batches on.
+        notify.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while drainer.pending.as_ref().is_some_and(|p| !p.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = drainer.pending.as_ref().map_or(0, |p| p.lock().unwrap_or_else(|p| p.into_inner()).flows());
+        if left > 0 {
+            warn!(flows = left, "exiting with flows the server has not acknowledged");
+        }
+        task.abort();
     }
     if cfg.detach_on_exit {
         crate::capture::remove_pins(drainer.capture.pin_dir())?;

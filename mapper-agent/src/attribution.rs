@@ -44,17 +44,10 @@ fn is_uid(s: &str) -> bool {
 
 fn container_id(component: &str) -> Option<String> {
     let s = component.strip_suffix(".scope").unwrap_or(component);
-    let s = [
-        "cri-containerd-",
-        "docker-",
-        "crio-conmon-",
-        "crio-",
-        "containerd-",
-        "cri-o-",
-    ]
-    .iter()
-    .find_map(|p| s.strip_prefix(p))
-    .unwrap_or(s);
+    let s = ["cri-containerd-", "docker-", "crio-conmon-", "crio-", "containerd-", "cri-o-"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s);
     (s.len() >= 12 && s.bytes().all(|c| c.is_ascii_hexdigit())).then(|| s.to_string())
 }
 
@@ -67,19 +60,13 @@ pub fn pod_from_cgroup_path(path: &str) -> Option<PodRef> {
             is_uid(rest).then(|| rest.to_string())
         } else if let Some(slice) = part.strip_suffix(".slice") {
             // systemd: kubepods-<qos>-pod<uid_with_underscores>.slice
-            slice
-                .rfind("-pod")
-                .map(|at| slice[at + 4..].replace('_', "-"))
-                .filter(|u| is_uid(u))
+            slice.rfind("-pod").map(|at| slice[at + 4..].replace('_', "-")).filter(|u| is_uid(u))
         } else {
             None
         };
         if let Some(pod_uid) = uid {
             let container_id = parts.get(i + 1).and_then(|c| container_id(c));
-            return Some(PodRef {
-                pod_uid,
-                container_id,
-            });
+            return Some(PodRef { pod_uid, container_id });
         }
     }
     None
@@ -99,12 +86,7 @@ pub struct CgroupResolver {
 impl CgroupResolver {
     /// A resolver over the cgroup2 hierarchy mounted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            by_id: HashMap::new(),
-            missing: HashMap::new(),
-            missing_ttl: Duration::from_secs(60),
-        }
+        Self { root: root.into(), by_id: HashMap::new(), missing: HashMap::new(), missing_ttl: Duration::from_secs(60) }
     }
 
     /// The cgroup2 root this resolver walks.
@@ -115,8 +97,7 @@ impl CgroupResolver {
     /// Makes sure every id of a batch is resolved if it can be: at most one rescan.
     pub fn prepare(&mut self, ids: impl IntoIterator<Item = u64>) {
         let now = Instant::now();
-        self.missing
-            .retain(|_, since| now.duration_since(*since) < self.missing_ttl);
+        self.missing.retain(|_, since| now.duration_since(*since) < self.missing_ttl);
         let unknown: Vec<u64> = ids
             .into_iter()
             .filter(|id| *id != 0 && !self.by_id.contains_key(id) && !self.missing.contains_key(id))
@@ -153,10 +134,7 @@ impl CgroupResolver {
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            let rel = dir
-                .strip_prefix(&self.root)
-                .map(|p| format!("/{}", p.display()))
-                .unwrap_or_default();
+            let rel = dir.strip_prefix(&self.root).map(|p| format!("/{}", p.display())).unwrap_or_default();
             let rel = if rel == "/" { "/".to_string() } else { rel };
             let pod = pod_from_cgroup_path(&rel);
             found.insert(meta.ino(), CgroupInfo { path: rel, pod });
@@ -173,11 +151,7 @@ impl CgroupResolver {
         for (id, info) in self.by_id.drain() {
             found.entry(id).or_insert(info);
         }
-        debug!(
-            cgroups = found.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "cgroup tree scanned"
-        );
+        debug!(cgroups = found.len(), elapsed_us = started.elapsed().as_micros() as u64, "cgroup tree scanned");
         self.by_id = found;
     }
 }
@@ -190,9 +164,8 @@ mod tests {
 
     #[test]
     fn cgroupfs_layout() {
-        let p = format!(
-            "/kubepods/burstable/pod{UID}/4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
-        );
+        let p =
+            format!("/kubepods/burstable/pod{UID}/4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e");
         let pod = pod_from_cgroup_path(&p).expect("pod found");
         assert_eq!(pod.pod_uid, UID);
         assert_eq!(
@@ -200,10 +173,7 @@ mod tests {
             Some("4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e")
         );
         let guaranteed = format!("/kubepods/pod{UID}");
-        assert_eq!(
-            pod_from_cgroup_path(&guaranteed).expect("pod").container_id,
-            None
-        );
+        assert_eq!(pod_from_cgroup_path(&guaranteed).expect("pod").container_id, None);
     }
 
     #[test]
@@ -214,20 +184,11 @@ mod tests {
         );
         let pod = pod_from_cgroup_path(&p).expect("pod found");
         assert_eq!(pod.pod_uid, UID);
-        assert_eq!(
-            pod.container_id.as_deref(),
-            Some("abcdef0123456789abcdef0123456789")
-        );
+        assert_eq!(pod.container_id.as_deref(), Some("abcdef0123456789abcdef0123456789"));
         let be = format!(
             "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/docker-0123456789ab.scope"
         );
-        assert_eq!(
-            pod_from_cgroup_path(&be)
-                .expect("pod")
-                .container_id
-                .as_deref(),
-            Some("0123456789ab")
-        );
+        assert_eq!(pod_from_cgroup_path(&be).expect("pod").container_id.as_deref(), Some("0123456789ab"));
         let crio = format!("/kubepods.slice/kubepods-pod{u}.slice/crio-0123456789abcdef.scope");
         assert_eq!(pod_from_cgroup_path(&crio).expect("pod").pod_uid, UID);
     }
@@ -255,13 +216,7 @@ mod tests {
         let mut r = CgroupResolver::new(&dir);
         let info = r.resolve(ino).expect("resolved").clone();
         fs::remove_dir_all(&dir).expect("cleanup");
-        assert_eq!(
-            info.path,
-            format!("/kubepods/burstable/pod{UID}/0123456789abcdef")
-        );
-        assert_eq!(
-            info.pod.expect("pod").container_id.as_deref(),
-            Some("0123456789abcdef")
-        );
+        assert_eq!(info.path, format!("/kubepods/burstable/pod{UID}/0123456789abcdef"));
+        assert_eq!(info.pod.expect("pod").container_id.as_deref(), Some("0123456789abcdef"));
     }
 }

@@ -24,8 +24,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
-        RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint,
         links::{FdLink, LinkError, PinnedLink},
     },
 };
@@ -73,17 +72,8 @@ impl CaptureConfig {
     /// The pin directory of this program object with these sizes.
     pub fn pin_dir(&self) -> PathBuf {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let sizes = [
-            self.flow_entries,
-            self.socket_entries,
-            self.nat_entries,
-            self.dns_ring_bytes,
-        ];
-        for b in mapper_ebpf::OBJECT
-            .iter()
-            .copied()
-            .chain(sizes.iter().flat_map(|s| s.to_le_bytes()))
-        {
+        let sizes = [self.flow_entries, self.socket_entries, self.nat_entries, self.dns_ring_bytes];
+        for b in mapper_ebpf::OBJECT.iter().copied().chain(sizes.iter().flat_map(|s| s.to_le_bytes())) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -130,10 +120,7 @@ pub enum CaptureError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
-    move |source| CaptureError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| CaptureError::Io { path: path.to_path_buf(), source }
 }
 
 /// One program: its name in the object and where it attaches.
@@ -146,10 +133,7 @@ enum Hook {
 }
 
 const HOOKS: &[(&str, Hook)] = &[
-    (
-        programs::SOCK_STATE,
-        Hook::TracePoint("sock", "inet_sock_set_state"),
-    ),
+    (programs::SOCK_STATE, Hook::TracePoint("sock", "inet_sock_set_state")),
     (programs::DEV_QUEUE, Hook::RawTracePoint("net_dev_queue")),
     (programs::CONNECT4, Hook::SockAddr),
     (programs::CONNECT6, Hook::SockAddr),
@@ -193,10 +177,7 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Captu
 }
 
 fn typed<T, E: Into<MapError>>(name: &'static str, r: Result<T, E>) -> Result<T, CaptureError> {
-    r.map_err(|e| CaptureError::Map {
-        name,
-        source: e.into(),
-    })
+    r.map_err(|e| CaptureError::Map { name, source: e.into() })
 }
 
 impl Capture {
@@ -219,8 +200,7 @@ impl Capture {
         fs::create_dir_all(&link_dir).map_err(io_err(&link_dir))?;
 
         let capacity = u64::from(cfg.flow_entries);
-        let map_paths: Vec<(&str, PathBuf)> =
-            maps::ALL.iter().map(|m| (*m, map_dir.join(m))).collect();
+        let map_paths: Vec<(&str, PathBuf)> = maps::ALL.iter().map(|m| (*m, map_dir.join(m))).collect();
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::FLOWS_A, cfg.flow_map_size())
@@ -232,53 +212,27 @@ impl Capture {
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader
-            .load(mapper_ebpf::OBJECT)
-            .map_err(CaptureError::Load)?;
+        let mut ebpf = loader.load(mapper_ebpf::OBJECT).map_err(CaptureError::Load)?;
 
-        let pinned = HOOKS
-            .iter()
-            .filter(|(name, _)| PinnedLink::from_pin(link_dir.join(name)).is_ok())
-            .count();
+        let pinned = HOOKS.iter().filter(|(name, _)| PinnedLink::from_pin(link_dir.join(name)).is_ok()).count();
         let resumed = pinned == HOOKS.len();
         if resumed {
             info!(pin_dir = %pin_dir.display(), "programs already attached by a previous agent: resuming");
         } else {
             if pinned > 0 {
-                warn!(
-                    pinned,
-                    "partial set of pinned programs found (a crash while attaching?): attaching again"
-                );
+                warn!(pinned, "partial set of pinned programs found (a crash while attaching?): attaching again");
             }
             Self::attach_all(&mut ebpf, cfg, &link_dir)?;
             info!(pin_dir = %pin_dir.display(), "programs attached and pinned");
         }
         remove_other_versions(&cfg.bpffs, &pin_dir);
 
-        let flows_a = typed(
-            maps::FLOWS_A,
-            HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_A)?),
-        )?;
-        let flows_b = typed(
-            maps::FLOWS_B,
-            HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_B)?),
-        )?;
-        let state = typed(
-            maps::STATE,
-            Array::try_from(take_map(&mut ebpf, maps::STATE)?),
-        )?;
-        let occupancy = typed(
-            maps::OCCUPANCY,
-            Array::try_from(take_map(&mut ebpf, maps::OCCUPANCY)?),
-        )?;
-        let stats = typed(
-            maps::STATS,
-            PerCpuArray::try_from(take_map(&mut ebpf, maps::STATS)?),
-        )?;
-        let dns = typed(
-            maps::DNS_EVENTS,
-            RingBuf::try_from(take_map(&mut ebpf, maps::DNS_EVENTS)?),
-        )?;
+        let flows_a = typed(maps::FLOWS_A, HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_A)?))?;
+        let flows_b = typed(maps::FLOWS_B, HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_B)?))?;
+        let state = typed(maps::STATE, Array::try_from(take_map(&mut ebpf, maps::STATE)?))?;
+        let occupancy = typed(maps::OCCUPANCY, Array::try_from(take_map(&mut ebpf, maps::OCCUPANCY)?))?;
+        let stats = typed(maps::STATS, PerCpuArray::try_from(take_map(&mut ebpf, maps::STATS)?))?;
+        let dns = typed(maps::DNS_EVENTS, RingBuf::try_from(take_map(&mut ebpf, maps::DNS_EVENTS)?))?;
         // The programs stay attached through their pinned links; the loaded
         // copies that `ebpf` still holds are not needed any more.
         drop(ebpf);
@@ -294,20 +248,14 @@ impl Capture {
         })
     }
 
-    fn attach_all(
-        ebpf: &mut Ebpf,
-        cfg: &CaptureConfig,
-        link_dir: &Path,
-    ) -> Result<(), CaptureError> {
+    fn attach_all(ebpf: &mut Ebpf, cfg: &CaptureConfig, link_dir: &Path) -> Result<(), CaptureError> {
         let cgroup = fs::File::open(&cfg.cgroup_root).map_err(io_err(&cfg.cgroup_root))?;
         for &(name, hook) in HOOKS {
             let path = link_dir.join(name);
             if path.exists() {
                 fs::remove_file(&path).map_err(io_err(&path))?;
             }
-            let prog = ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::MissingProgram { name })?;
+            let prog = ebpf.program_mut(name).ok_or(CaptureError::MissingProgram { name })?;
             let perr = |source| CaptureError::Program { name, source };
             let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| CaptureError::Pin {
                 name,
@@ -319,10 +267,7 @@ impl Capture {
                     let p: &mut TracePoint = prog.try_into().map_err(perr)?;
                     p.load().map_err(perr)?;
                     let id = p.attach(category, event).map_err(perr)?;
-                    p.take_link(id)
-                        .map_err(perr)?
-                        .try_into()
-                        .map_err(|e: LinkError| pin_err(e.into()))?
+                    p.take_link(id).map_err(perr)?.try_into().map_err(|e: LinkError| pin_err(e.into()))?
                 }
                 Hook::RawTracePoint(event) => {
                     let p: &mut RawTracePoint = prog.try_into().map_err(perr)?;
@@ -333,28 +278,16 @@ impl Capture {
                 Hook::SockAddr => {
                     let p: &mut CgroupSockAddr = prog.try_into().map_err(perr)?;
                     p.load().map_err(perr)?;
-                    let id = p
-                        .attach(cgroup.as_fd(), CgroupAttachMode::Single)
-                        .map_err(perr)?;
-                    p.take_link(id)
-                        .map_err(perr)?
-                        .try_into()
-                        .map_err(|e: LinkError| pin_err(e.into()))?
+                    let id = p.attach(cgroup.as_fd(), CgroupAttachMode::Single).map_err(perr)?;
+                    p.take_link(id).map_err(perr)?.try_into().map_err(|e: LinkError| pin_err(e.into()))?
                 }
                 Hook::SkbIngress => {
                     let p: &mut CgroupSkb = prog.try_into().map_err(perr)?;
                     p.load().map_err(perr)?;
                     let id = p
-                        .attach(
-                            cgroup.as_fd(),
-                            CgroupSkbAttachType::Ingress,
-                            CgroupAttachMode::Single,
-                        )
+                        .attach(cgroup.as_fd(), CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
                         .map_err(perr)?;
-                    p.take_link(id)
-                        .map_err(perr)?
-                        .try_into()
-                        .map_err(|e: LinkError| pin_err(e.into()))?
+                    p.take_link(id).map_err(perr)?.try_into().map_err(|e: LinkError| pin_err(e.into()))?
                 }
             };
             link.pin(&path).map_err(|e| pin_err(e.into()))?;
@@ -404,30 +337,21 @@ impl Capture {
     /// already running on the old one, and reads everything the old one holds.
     pub fn drain(&mut self, grace: Duration) -> Result<Drained, CaptureError> {
         let old = typed(maps::STATE, self.state.get(&0, 0))?.active & 1;
-        let new = AgentState {
-            active: 1 - old,
-            _pad0: 0,
-        };
+        let new = AgentState { active: 1 - old, _pad0: 0 };
         typed(maps::STATE, self.state.set(0, new, 0))?;
         thread::sleep(grace);
         let map = &self.flows[old as usize];
-        let keys: Vec<FlowKey> =
-            map.keys()
-                .collect::<Result<_, _>>()
-                .map_err(|source| CaptureError::Map {
-                    name: buffer_name(old),
-                    source,
-                })?;
+        let keys: Vec<FlowKey> = map
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|source| CaptureError::Map { name: buffer_name(old), source })?;
         let mut flows = Vec::with_capacity(keys.len());
         for key in keys {
             match map.get(&key, 0) {
                 Ok(v) => flows.push((key, v)),
                 Err(MapError::KeyNotFound) => {}
                 Err(source) => {
-                    return Err(CaptureError::Map {
-                        name: buffer_name(old),
-                        source,
-                    });
+                    return Err(CaptureError::Map { name: buffer_name(old), source });
                 }
             }
         }
@@ -459,10 +383,7 @@ fn remove_other_versions(bpffs: &Path, keep: &Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_version = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("v-"));
+        let is_version = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("v-"));
         if is_version && path != keep {
             warn!(old = %path.display(), "removing a previous version's programs; flows it recorded since its last drain are dropped");
             if let Err(e) = fs::remove_dir_all(&path) {

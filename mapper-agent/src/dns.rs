@@ -85,24 +85,14 @@ fn trim_dot(s: String) -> String {
 
 /// Parses a DNS payload into (query, answers).
 pub fn parse_answer(payload: &[u8], cut: bool) -> Result<(String, Vec<DnsAnswer>), DnsSkip> {
-    let msg = Message::from_vec(payload).map_err(|_| {
-        if cut {
-            DnsSkip::Truncated
-        } else {
-            DnsSkip::Malformed
-        }
-    })?;
+    let msg = Message::from_vec(payload).map_err(|_| if cut { DnsSkip::Truncated } else { DnsSkip::Malformed })?;
     if msg.metadata.message_type != MessageType::Response {
         return Err(DnsSkip::NotAResponse);
     }
     if msg.metadata.response_code != ResponseCode::NoError {
         return Err(DnsSkip::NoAddresses);
     }
-    let query = msg
-        .queries
-        .first()
-        .map(|q| trim_dot(q.name().to_ascii()))
-        .unwrap_or_default();
+    let query = msg.queries.first().map(|q| trim_dot(q.name().to_ascii())).unwrap_or_default();
     let answers: Vec<DnsAnswer> = msg
         .answers
         .iter()
@@ -112,11 +102,7 @@ pub fn parse_answer(payload: &[u8], cut: bool) -> Result<(String, Vec<DnsAnswer>
                 RData::AAAA(a) => IpAddr::V6(a.0),
                 _ => return None,
             };
-            Some(DnsAnswer {
-                name: trim_dot(rr.name.to_ascii()),
-                ip,
-                ttl: rr.ttl,
-            })
+            Some(DnsAnswer { name: trim_dot(rr.name.to_ascii()), ip, ttl: rr.ttl })
         })
         .collect();
     if answers.is_empty() {
@@ -127,12 +113,7 @@ pub fn parse_answer(payload: &[u8], cut: bool) -> Result<(String, Vec<DnsAnswer>
 
 impl DnsRecord {
     /// Parses a kernel DNS event.
-    pub fn from_event(
-        node: &str,
-        ev: &DnsEvent,
-        clock: &Clock,
-        cgroup: Option<&CgroupInfo>,
-    ) -> Result<Self, DnsSkip> {
+    pub fn from_event(node: &str, ev: &DnsEvent, clock: &Clock, cgroup: Option<&CgroupInfo>) -> Result<Self, DnsSkip> {
         let cut = ev.payload_len as usize > ev.payload().len();
         let (query, answers) = parse_answer(ev.payload(), cut)?;
         Ok(Self {
@@ -144,9 +125,7 @@ impl DnsRecord {
             resolver_ip: ip_from(ev.family, &ev.src_addr),
             netns: ev.netns,
             cgroup_id: ev.cgroup_id,
-            pod_uid: cgroup
-                .and_then(|c| c.pod.as_ref())
-                .map(|p| p.pod_uid.clone()),
+            pod_uid: cgroup.and_then(|c| c.pod.as_ref()).map(|p| p.pod_uid.clone()),
             ts: clock.unix_ms(ev.ts_ns),
         })
     }

@@ -21,10 +21,7 @@ pub struct Clock {
 }
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid, writable timespec.
     unsafe { libc::clock_gettime(id, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -33,9 +30,7 @@ fn clock_ns(id: libc::clockid_t) -> i128 {
 impl Clock {
     /// Measures the current offset between the two clocks.
     pub fn now() -> Self {
-        Self {
-            offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME),
-        }
+        Self { offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME) }
     }
 
     /// Unix time in milliseconds of a boottime stamp.
@@ -149,12 +144,8 @@ impl FlowRecord {
             netns: key.netns,
             cgroup_id: key.cgroup_id,
             cgroup_path: cgroup.map(|c| c.path.clone()),
-            pod_uid: cgroup
-                .and_then(|c| c.pod.as_ref())
-                .map(|p| p.pod_uid.clone()),
-            container_id: cgroup
-                .and_then(|c| c.pod.as_ref())
-                .and_then(|p| p.container_id.clone()),
+            pod_uid: cgroup.and_then(|c| c.pod.as_ref()).map(|p| p.pod_uid.clone()),
+            container_id: cgroup.and_then(|c| c.pod.as_ref()).and_then(|p| p.container_id.clone()),
             pid: val.pid,
             comm: comm_str(&val.comm),
             first_seen: clock.unix_ms(val.first_seen_ns),
@@ -191,9 +182,7 @@ mod tests {
             ..Default::default()
         };
         val.comm[..4].copy_from_slice(b"curl");
-        let clock = Clock {
-            offset_ns: 1_700_000_000_000_000_000,
-        };
+        let clock = Clock { offset_ns: 1_700_000_000_000_000_000 };
         let r = FlowRecord::from_kernel("n1", &key, &val, &clock, None).expect("record");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["direction"], "connect");
@@ -211,17 +200,10 @@ mod tests {
 
     #[test]
     fn no_dnat_omits_original_and_v6_addresses() {
-        let mut key = FlowKey {
-            direction: 2,
-            protocol: 6,
-            family: AF_INET6,
-            dst_port: 443,
-            ..Default::default()
-        };
+        let mut key = FlowKey { direction: 2, protocol: 6, family: AF_INET6, dst_port: 443, ..Default::default() };
         key.dst_addr = "fd00::3".parse::<Ipv6Addr>().expect("v6").octets();
         key.src_addr = "fd00::2".parse::<Ipv6Addr>().expect("v6").octets();
-        let r = FlowRecord::from_kernel("n1", &key, &FlowValue::default(), &Clock::now(), None)
-            .expect("record");
+        let r = FlowRecord::from_kernel("n1", &key, &FlowValue::default(), &Clock::now(), None).expect("record");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["direction"], "accept");
         assert_eq!(json["src_ip"], "fd00::2");
@@ -230,40 +212,17 @@ mod tests {
 
     #[test]
     fn v4_mapped_addresses_are_reported_as_v4() {
-        let mut key = FlowKey {
-            direction: 2,
-            protocol: 6,
-            family: AF_INET6,
-            dst_port: 80,
-            ..Default::default()
-        };
+        let mut key = FlowKey { direction: 2, protocol: 6, family: AF_INET6, dst_port: 80, ..Default::default() };
         key.src_addr = "::ffff:10.0.0.2".parse::<Ipv6Addr>().expect("v6").octets();
-        let r = FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None)
-            .expect("record");
+        let r = FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).expect("record");
         assert_eq!(r.src_ip, Some("10.0.0.2".parse().expect("ip")));
     }
 
     #[test]
     fn unknown_direction_or_protocol_is_skipped() {
-        let key = FlowKey {
-            direction: 9,
-            protocol: 6,
-            family: AF_INET,
-            ..Default::default()
-        };
-        assert!(
-            FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None)
-                .is_none()
-        );
-        let key = FlowKey {
-            direction: 1,
-            protocol: 132,
-            family: AF_INET,
-            ..Default::default()
-        };
-        assert!(
-            FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None)
-                .is_none()
-        );
+        let key = FlowKey { direction: 9, protocol: 6, family: AF_INET, ..Default::default() };
+        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).is_none());
+        let key = FlowKey { direction: 1, protocol: 132, family: AF_INET, ..Default::default() };
+        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).is_none());
     }
 }

@@ -11,3 +11,4 @@ pub mod dns;
 pub mod flow;
 pub mod metrics;
 pub mod preflight;
+pub mod report;

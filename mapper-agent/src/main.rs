@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use mapper_agent::{
-    agent::{self, AgentConfig, Output},
+    agent::{self, AgentConfig, Output, ReportConfig},
     capture::{self, CaptureConfig},
     preflight,
 };
@@ -71,6 +71,23 @@ struct Args {
     /// Detach every mapper program pinned under --bpffs, free its maps, and exit.
     #[arg(long)]
     uninstall: bool,
+    /// mapper-server's gRPC address.
+    #[arg(long, env = "MAPPER_URL", default_value = "http://127.0.0.1:9090")]
+    mapper_url: String,
+    /// File holding the bearer token mapper-server expects.
+    #[arg(long, env = "MAPPER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Do not report to mapper-server (with --output jsonl: the agent alone).
+    #[arg(long, env = "MAPPER_NO_REPORT")]
+    no_report: bool,
+    /// Flows kept while mapper-server is unreachable; past it, unsent batches
+    /// are merged (counts add up) rather than dropped.
+    #[arg(long, env = "MAPPER_MAX_PENDING_FLOWS", default_value_t = 200_000)]
+    max_pending_flows: usize,
+    /// The node's own network namespace, to mark host-network flows
+    /// (`/proc/1/ns/net` needs hostPID in a pod).
+    #[arg(long, env = "MAPPER_HOST_NETNS", default_value = "/proc/1/ns/net")]
+    host_netns: PathBuf,
     /// Log format on stderr (RUST_LOG sets the level; default info).
     #[arg(long, env = "MAPPER_LOG_FORMAT", value_enum, default_value = "plain")]
     log_format: LogFormat,
@@ -78,9 +95,7 @@ struct Args {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -101,10 +116,7 @@ fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
     if args.uninstall {
         capture::remove_pins(&args.bpffs)?;
-        eprintln!(
-            "removed every mapper program and map pinned under {}",
-            args.bpffs.display()
-        );
+        eprintln!("removed every mapper program and map pinned under {}", args.bpffs.display());
         return Ok(());
     }
     let cgroup_root = match args.cgroup_root {
@@ -123,7 +135,23 @@ fn main() -> anyhow::Result<()> {
     capture.socket_entries = args.socket_entries;
     capture.nat_entries = args.nat_entries;
     capture.dns_ring_bytes = args.dns_ring_bytes;
+    let report = if args.no_report {
+        None
+    } else {
+        let token = match &args.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read --token-file {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Some(ReportConfig { url: args.mapper_url.clone(), token, max_pending_flows: args.max_pending_flows })
+    };
     let cfg = AgentConfig {
+        report,
+        host_netns: Some(args.host_netns.clone()),
         node_name,
         report_interval: args.report_interval,
         output: match args.output {
@@ -134,10 +162,7 @@ fn main() -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         detach_on_exit: args.detach_on_exit,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(agent::run(cfg, shutdown_signal()))?;
     Ok(())
 }

@@ -37,6 +37,20 @@ pub struct Metrics {
     pub dns_skipped: Family<Label, Counter>,
     /// Drains that failed.
     pub drain_errors: Counter,
+    /// Batches waiting for the server's acknowledgement.
+    pub pending_batches: Gauge,
+    /// Flows in those batches.
+    pub pending_flows: Gauge,
+    /// Batches sent again (after a failure or a lost acknowledgement).
+    pub resends: Counter,
+    /// Batches acknowledged.
+    pub batches_acked: Counter,
+    /// Batches the server refused as invalid (dropped).
+    pub batches_rejected: Counter,
+    /// Times unsent batches were merged to stay within the buffer bound.
+    pub merges: Counter,
+    /// Flows dropped because even merged they exceeded the bound.
+    pub flows_dropped: Counter,
     /// 1 when this agent resumed programs a previous agent left attached.
     pub resumed: Gauge,
     ready: AtomicBool,
@@ -50,51 +64,22 @@ impl Metrics {
 
     fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("mapper_agent");
-        r.register(
-            "flows_drained",
-            "Flows drained from the kernel",
-            self.flows_drained.clone(),
-        );
-        r.register(
-            "connections",
-            "Connections (UDP: datagrams) in drained flows",
-            self.connections.clone(),
-        );
-        r.register(
-            "kernel_drops",
-            "Events the kernel could not record, by cause",
-            self.kernel_drops.clone(),
-        );
-        r.register(
-            "flow_map_entries",
-            "Entries in the flow buffer being written",
-            self.flow_map_entries.clone(),
-        );
-        r.register(
-            "flow_map_capacity",
-            "Capacity of one flow buffer",
-            self.flow_map_capacity.clone(),
-        );
-        r.register(
-            "dns_answers",
-            "DNS answers parsed",
-            self.dns_answers.clone(),
-        );
-        r.register(
-            "dns_skipped",
-            "DNS payloads skipped, by reason",
-            self.dns_skipped.clone(),
-        );
-        r.register(
-            "drain_errors",
-            "Drains of the flow map that failed",
-            self.drain_errors.clone(),
-        );
-        r.register(
-            "resumed",
-            "1 when programs left attached by a previous agent were resumed",
-            self.resumed.clone(),
-        );
+        r.register("flows_drained", "Flows drained from the kernel", self.flows_drained.clone());
+        r.register("connections", "Connections (UDP: datagrams) in drained flows", self.connections.clone());
+        r.register("kernel_drops", "Events the kernel could not record, by cause", self.kernel_drops.clone());
+        r.register("flow_map_entries", "Entries in the flow buffer being written", self.flow_map_entries.clone());
+        r.register("flow_map_capacity", "Capacity of one flow buffer", self.flow_map_capacity.clone());
+        r.register("dns_answers", "DNS answers parsed", self.dns_answers.clone());
+        r.register("dns_skipped", "DNS payloads skipped, by reason", self.dns_skipped.clone());
+        r.register("drain_errors", "Drains of the flow map that failed", self.drain_errors.clone());
+        r.register("pending_batches", "Batches waiting for the server's acknowledgement", self.pending_batches.clone());
+        r.register("pending_flows", "Flows waiting for the server's acknowledgement", self.pending_flows.clone());
+        r.register("resends", "Batches sent again", self.resends.clone());
+        r.register("batches_acked", "Batches acknowledged by the server", self.batches_acked.clone());
+        r.register("batches_rejected", "Batches the server refused as invalid", self.batches_rejected.clone());
+        r.register("merges", "Merges of unsent batches to stay within the buffer bound", self.merges.clone());
+        r.register("flows_dropped", "Flows dropped because even merged they exceeded the bound", self.flows_dropped.clone());
+        r.register("resumed", "1 when programs left attached by a previous agent were resumed", self.resumed.clone());
         r
     }
 
@@ -109,21 +94,11 @@ impl Metrics {
 }
 
 async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.render(),
-    )
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
 }
 
 async fn ready(State(m): State<Arc<Metrics>>) -> StatusCode {
-    if m.ready.load(Ordering::Acquire) {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
+    if m.ready.load(Ordering::Acquire) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
 }
 
 /// Serves the endpoints on `addr` until the process ends.

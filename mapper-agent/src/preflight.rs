@@ -34,9 +34,7 @@ pub enum PreflightError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "cannot mount {fstype} at {path}: {source}; mount it on the host (or mount the host's into the pod)"
-    )]
+    #[error("cannot mount {fstype} at {path}: {source}; mount it on the host (or mount the host's into the pod)")]
     Mount {
         fstype: &'static str,
         path: PathBuf,
@@ -54,18 +52,12 @@ const CAP_BPF: u32 = 39;
 /// Effective capability set of this process, from /proc/self/status.
 pub fn effective_capabilities() -> Result<u64, PreflightError> {
     let path = Path::new("/proc/self/status");
-    let status = fs::read_to_string(path).map_err(|source| PreflightError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let status = fs::read_to_string(path).map_err(|source| PreflightError::Read { path: path.into(), source })?;
     Ok(parse_cap_eff(&status).unwrap_or(0))
 }
 
 fn parse_cap_eff(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
 fn has(caps: u64, cap: u32) -> bool {
@@ -87,21 +79,14 @@ pub fn check_capabilities() -> Result<(), PreflightError> {
 /// Fails unless the kernel has BTF (CO-RE relocation needs it).
 pub fn check_btf() -> Result<(), PreflightError> {
     let path = PathBuf::from("/sys/kernel/btf/vmlinux");
-    if path.exists() {
-        Ok(())
-    } else {
-        Err(PreflightError::NoBtf { path })
-    }
+    if path.exists() { Ok(()) } else { Err(PreflightError::NoBtf { path }) }
 }
 
 /// The cgroup2 mount point, from /proc/mounts (`/sys/fs/cgroup` on most nodes,
 /// `/sys/fs/cgroup/unified` on hybrid layouts).
 pub fn find_cgroup2_root() -> Result<PathBuf, PreflightError> {
     let path = Path::new("/proc/mounts");
-    let mounts = fs::read_to_string(path).map_err(|source| PreflightError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let mounts = fs::read_to_string(path).map_err(|source| PreflightError::Read { path: path.into(), source })?;
     cgroup2_from_mounts(&mounts).ok_or(PreflightError::NoCgroup2)
 }
 
@@ -119,10 +104,7 @@ fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(char::from(v));
             i += 4;
@@ -140,47 +122,27 @@ fn is_mounted(path: &Path, fstype: &str) -> bool {
             m.lines().any(|l| {
                 let mut it = l.split_whitespace();
                 let _ = it.next();
-                it.next().map(unescape_mount).as_deref() == path.to_str()
-                    && it.next() == Some(fstype)
+                it.next().map(unescape_mount).as_deref() == path.to_str() && it.next() == Some(fstype)
             })
         })
         .unwrap_or(false)
 }
 
 fn mount(fstype: &'static str, path: &Path) -> Result<(), PreflightError> {
-    let err = |source| PreflightError::Mount {
-        fstype,
-        path: path.into(),
-        source,
-    };
+    let err = |source| PreflightError::Mount { fstype, path: path.into(), source };
     fs::create_dir_all(path).map_err(err)?;
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let c_type = std::ffi::CString::new(fstype)
-        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let c_type = std::ffi::CString::new(fstype).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     // SAFETY: both strings are valid NUL-terminated C strings; no data pointer.
-    let rc = unsafe {
-        libc::mount(
-            c"none".as_ptr(),
-            c_path.as_ptr(),
-            c_type.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(err(io::Error::last_os_error()))
-    }
+    let rc = unsafe { libc::mount(c"none".as_ptr(), c_path.as_ptr(), c_type.as_ptr(), 0, std::ptr::null()) };
+    if rc == 0 { Ok(()) } else { Err(err(io::Error::last_os_error())) }
 }
 
 /// Mounts tracefs at /sys/kernel/tracing when its events are missing (aya reads
 /// tracepoint ids there).
 pub fn ensure_tracefs() -> Result<(), PreflightError> {
-    if Path::new("/sys/kernel/tracing/events").exists()
-        || Path::new("/sys/kernel/debug/tracing/events").exists()
-    {
+    if Path::new("/sys/kernel/tracing/events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
         return Ok(());
     }
     let path = Path::new("/sys/kernel/tracing");
@@ -204,21 +166,12 @@ mod tests {
     #[test]
     fn finds_cgroup2_on_hybrid_and_unified_layouts() {
         let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(
-            cgroup2_from_mounts(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
+        assert_eq!(cgroup2_from_mounts(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
         let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
-        assert_eq!(
-            cgroup2_from_mounts(unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
+        assert_eq!(cgroup2_from_mounts(unified), Some(PathBuf::from("/sys/fs/cgroup")));
         assert_eq!(cgroup2_from_mounts("proc /proc proc rw 0 0\n"), None);
         let escaped = "none /mnt/my\\040cgroup cgroup2 rw 0 0\n";
-        assert_eq!(
-            cgroup2_from_mounts(escaped),
-            Some(PathBuf::from("/mnt/my cgroup"))
-        );
+        assert_eq!(cgroup2_from_mounts(escaped), Some(PathBuf::from("/mnt/my cgroup")));
     }
 
     #[test]

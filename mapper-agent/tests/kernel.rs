@@ -30,13 +30,8 @@ fn two_pods(prefix: &str) -> (Node, mapper_lab::netns::Proc) {
     let a = node.add_pod("a").expect("pod a");
     let b = node.add_pod("b").expect("pod b");
     let _ = a;
-    let server = serve(
-        node.pods[b]
-            .netns
-            .command(lab_bin(), Some(&node.pods[b].cgroup))
-            .expect("cmd"),
-        &["--tcp", "[::]:8080"],
-    );
+    let server =
+        serve(node.pods[b].netns.command(lab_bin(), Some(&node.pods[b].cgroup)).expect("cmd"), &["--tcp", "[::]:8080"]);
     (node, server)
 }
 
@@ -51,66 +46,35 @@ fn tcp_connect_and_accept_both_families() {
     let (node, _server) = two_pods("mtc");
     let (a, b) = (&node.pods[0], &node.pods[1]);
     for to in [sock(b.ipv4, 8080), sock(b.ipv6, 8080)] {
-        let r = call(
-            a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"),
-            &["--to", &to, "--count", "3"],
-        );
+        let r = call(a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"), &["--to", &to, "--count", "3"]);
         assert_eq!(r["ok"], 3, "connections to {to} failed: {r}");
     }
     thread::sleep(Duration::from_millis(300));
     let lines = agent.stop();
 
-    for (src, dst) in [
-        (a.ipv4.to_string(), b.ipv4.to_string()),
-        (a.ipv6.to_string(), b.ipv6.to_string()),
-    ] {
+    for (src, dst) in [(a.ipv4.to_string(), b.ipv4.to_string()), (a.ipv6.to_string(), b.ipv6.to_string())] {
         let connect = flows(
             &lines,
-            &[
-                ("direction", json!("connect")),
-                ("netns", ino(a)),
-                ("dst_ip", json!(dst)),
-                ("dst_port", json!(8080)),
-            ],
+            &[("direction", json!("connect")), ("netns", ino(a)), ("dst_ip", json!(dst)), ("dst_port", json!(8080))],
         );
-        assert!(
-            !connect.is_empty(),
-            "no connect flow {src} -> {dst}:8080 from pod a's netns in {lines:#?}"
-        );
+        assert!(!connect.is_empty(), "no connect flow {src} -> {dst}:8080 from pod a's netns in {lines:#?}");
         assert_eq!(sum(&connect, "count"), 3, "connect count {src} -> {dst}");
         assert_eq!(sum(&connect, "failed"), 0);
         for f in &connect {
             assert_eq!(f["src_ip"], json!(src));
             assert_eq!(f["protocol"], "tcp");
-            assert_eq!(
-                f["pod_uid"],
-                json!(a.uid),
-                "connect not attributed to pod a: {f}"
-            );
+            assert_eq!(f["pod_uid"], json!(a.uid), "connect not attributed to pod a: {f}");
             assert_eq!(f["comm"], "mapper-lab");
             assert!(f.get("original_dst_ip").is_none(), "no DNAT here, yet: {f}");
         }
         let accept = flows(
             &lines,
-            &[
-                ("direction", json!("accept")),
-                ("netns", ino(b)),
-                ("src_ip", json!(src)),
-                ("dst_port", json!(8080)),
-            ],
+            &[("direction", json!("accept")), ("netns", ino(b)), ("src_ip", json!(src)), ("dst_port", json!(8080))],
         );
-        assert_eq!(
-            sum(&accept, "count"),
-            3,
-            "accept count {src} -> {dst} in {lines:#?}"
-        );
+        assert_eq!(sum(&accept, "count"), 3, "accept count {src} -> {dst} in {lines:#?}");
         for f in &accept {
             assert_eq!(f["dst_ip"], json!(dst));
-            assert_eq!(
-                f["pod_uid"],
-                json!(b.uid),
-                "accept not attributed to pod b: {f}"
-            );
+            assert_eq!(f["pod_uid"], json!(b.uid), "accept not attributed to pod b: {f}");
             assert_eq!(f["comm"], "mapper-lab", "listener's process not named: {f}");
         }
     }
@@ -131,24 +95,12 @@ fn ten_thousand_connections_are_one_flow() {
     assert_eq!(r["ok"], 10000, "{r}");
     thread::sleep(Duration::from_millis(300));
     let lines = agent.stop();
-    let connect = flows(
-        &lines,
-        &[("direction", json!("connect")), ("netns", ino(a))],
-    );
+    let connect = flows(&lines, &[("direction", json!("connect")), ("netns", ino(a))]);
     let keys: std::collections::BTreeSet<String> = connect
         .iter()
-        .map(|f| {
-            format!(
-                "{} {} {} {} {}",
-                f["src_ip"], f["dst_ip"], f["dst_port"], f["cgroup_id"], f["netns"]
-            )
-        })
+        .map(|f| format!("{} {} {} {} {}", f["src_ip"], f["dst_ip"], f["dst_port"], f["cgroup_id"], f["netns"]))
         .collect();
-    assert_eq!(
-        keys.len(),
-        1,
-        "10 000 connections between one pair must be one flow, got {keys:?}"
-    );
+    assert_eq!(keys.len(), 1, "10 000 connections between one pair must be one flow, got {keys:?}");
     assert_eq!(sum(&connect, "count"), 10000, "connect count");
     let accept = flows(&lines, &[("direction", json!("accept")), ("netns", ino(b))]);
     assert_eq!(sum(&accept, "count"), 10000, "accept count");
@@ -162,31 +114,14 @@ fn refused_connection_is_failed_not_established() {
     let (node, _server) = two_pods("mtr");
     let (a, b) = (&node.pods[0], &node.pods[1]);
     let agent = Agent::start("refused");
-    let r = call(
-        a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"),
-        &["--to", &sock(b.ipv4, 9), "--count", "2"],
-    );
+    let r =
+        call(a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"), &["--to", &sock(b.ipv4, 9), "--count", "2"]);
     assert_eq!(r["failed"], 2, "port 9 should refuse: {r}");
     thread::sleep(Duration::from_millis(300));
     let lines = agent.stop();
-    let f = flows(
-        &lines,
-        &[
-            ("direction", json!("connect")),
-            ("netns", ino(a)),
-            ("dst_port", json!(9)),
-        ],
-    );
-    assert_eq!(
-        sum(&f, "failed"),
-        2,
-        "refused connects not counted as failed: {f:#?}"
-    );
-    assert_eq!(
-        sum(&f, "count"),
-        0,
-        "refused connects counted as established: {f:#?}"
-    );
+    let f = flows(&lines, &[("direction", json!("connect")), ("netns", ino(a)), ("dst_port", json!(9))]);
+    assert_eq!(sum(&f, "failed"), 2, "refused connects not counted as failed: {f:#?}");
+    assert_eq!(sum(&f, "count"), 0, "refused connects counted as established: {f:#?}");
 }
 
 #[test]
@@ -198,16 +133,12 @@ fn cluster_ip_records_dialled_and_real_destination() {
     let (a, b) = (&node.pods[0], &node.pods[1]);
     let vip4 = node.cluster_ip(10, false);
     let vip6 = node.cluster_ip(10, true);
-    node.add_cluster_ip(vip4, 80, "tcp", &[(IpAddr::V4(b.ipv4), 8080)])
-        .expect("v4 service");
-    node.add_cluster_ip(vip6, 80, "tcp", &[(IpAddr::V6(b.ipv6), 8080)])
-        .expect("v6 service");
+    node.add_cluster_ip(vip4, 80, "tcp", &[(IpAddr::V4(b.ipv4), 8080)]).expect("v4 service");
+    node.add_cluster_ip(vip6, 80, "tcp", &[(IpAddr::V6(b.ipv6), 8080)]).expect("v6 service");
     let agent = Agent::start("dnat");
     for vip in [vip4, vip6] {
-        let r = call(
-            a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"),
-            &["--to", &sock(vip, 80), "--count", "4"],
-        );
+        let r =
+            call(a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"), &["--to", &sock(vip, 80), "--count", "4"]);
         assert_eq!(r["ok"], 4, "through ClusterIP {vip}: {r}");
     }
     thread::sleep(Duration::from_millis(300));
@@ -215,24 +146,12 @@ fn cluster_ip_records_dialled_and_real_destination() {
     for (vip, backend) in [(vip4, IpAddr::V4(b.ipv4)), (vip6, IpAddr::V6(b.ipv6))] {
         let f = flows(
             &lines,
-            &[
-                ("direction", json!("connect")),
-                ("netns", ino(a)),
-                ("original_dst_ip", json!(vip.to_string())),
-            ],
+            &[("direction", json!("connect")), ("netns", ino(a)), ("original_dst_ip", json!(vip.to_string()))],
         );
-        assert_eq!(
-            sum(&f, "count"),
-            4,
-            "connects to ClusterIP {vip} in {lines:#?}"
-        );
+        assert_eq!(sum(&f, "count"), 4, "connects to ClusterIP {vip} in {lines:#?}");
         for x in &f {
             assert_eq!(x["original_dst_port"], 80, "{x}");
-            assert_eq!(
-                x["dst_ip"],
-                json!(backend.to_string()),
-                "real destination of {vip}: {x}"
-            );
+            assert_eq!(x["dst_ip"], json!(backend.to_string()), "real destination of {vip}: {x}");
             assert_eq!(x["dst_port"], 8080, "{x}");
         }
     }
@@ -270,16 +189,7 @@ fn udp_and_dns_answers_both_families() {
     }
     let r = call(
         cmd(),
-        &[
-            "--to",
-            &sock(b.ipv4, 53),
-            "--protocol",
-            "dns",
-            "--name",
-            "ledger.team3.svc.cluster.local",
-            "--count",
-            "2",
-        ],
+        &["--to", &sock(b.ipv4, 53), "--protocol", "dns", "--name", "ledger.team3.svc.cluster.local", "--count", "2"],
     );
     assert_eq!(r["ok"], 2, "{r}");
     let r = call(
@@ -303,64 +213,24 @@ fn udp_and_dns_answers_both_families() {
     for dst in [b.ipv4.to_string(), b.ipv6.to_string()] {
         let f = flows(
             &lines,
-            &[
-                ("direction", json!("udp")),
-                ("netns", ino(a)),
-                ("dst_ip", json!(dst)),
-                ("dst_port", json!(5353)),
-            ],
+            &[("direction", json!("udp")), ("netns", ino(a)), ("dst_ip", json!(dst)), ("dst_port", json!(5353))],
         );
-        assert_eq!(
-            sum(&f, "count"),
-            3,
-            "UDP datagrams to {dst}:5353 in {lines:#?}"
-        );
-        assert!(
-            f.iter()
-                .all(|x| x["pod_uid"] == json!(a.uid) && x["protocol"] == "udp"),
-            "{f:#?}"
-        );
+        assert_eq!(sum(&f, "count"), 3, "UDP datagrams to {dst}:5353 in {lines:#?}");
+        assert!(f.iter().all(|x| x["pod_uid"] == json!(a.uid) && x["protocol"] == "udp"), "{f:#?}");
         let q = flows(
             &lines,
-            &[
-                ("direction", json!("udp")),
-                ("netns", ino(a)),
-                ("dst_ip", json!(dst)),
-                ("dst_port", json!(53)),
-            ],
+            &[("direction", json!("udp")), ("netns", ino(a)), ("dst_ip", json!(dst)), ("dst_port", json!(53))],
         );
-        assert!(
-            sum(&q, "count") >= 1,
-            "DNS query flow to {dst}:53 missing in {lines:#?}"
-        );
+        assert!(sum(&q, "count") >= 1, "DNS query flow to {dst}:53 missing in {lines:#?}");
     }
-    let dns: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["record"] == "dns" && l["netns"] == ino(a))
-        .collect();
+    let dns: Vec<&Value> = lines.iter().filter(|l| l["record"] == "dns" && l["netns"] == ino(a)).collect();
     let find = |name: &str| dns.iter().filter(|d| d["query"] == name).count();
-    assert_eq!(
-        find("ledger.team3.svc.cluster.local"),
-        2,
-        "A answers in {dns:#?}"
-    );
-    assert_eq!(
-        find("ledger6.team3.svc.cluster.local"),
-        1,
-        "AAAA answer in {dns:#?}"
-    );
+    assert_eq!(find("ledger.team3.svc.cluster.local"), 2, "A answers in {dns:#?}");
+    assert_eq!(find("ledger6.team3.svc.cluster.local"), 1, "AAAA answer in {dns:#?}");
     for d in &dns {
-        let want = if d["query"] == "ledger.team3.svc.cluster.local" {
-            answer4
-        } else {
-            answer6
-        };
+        let want = if d["query"] == "ledger.team3.svc.cluster.local" { answer4 } else { answer6 };
         assert_eq!(d["answers"][0]["ip"], json!(want.to_string()), "{d}");
-        assert_eq!(
-            d["pod_uid"],
-            json!(a.uid),
-            "DNS answer not attributed to pod a: {d}"
-        );
+        assert_eq!(d["pod_uid"], json!(a.uid), "DNS answer not attributed to pod a: {d}");
     }
 }
 
@@ -372,58 +242,34 @@ fn host_network_pod_told_apart_by_cgroup() {
     let (node, _server) = two_pods("mth");
     let b = &node.pods[1];
     let host_uid = mapper_lab::topo::pod_uid("host-network-pod");
-    let pod_cg = node
-        .pod_cgroup(&host_uid, "0123456789abcdef0123")
-        .expect("pod cgroup");
-    let other_cg = node
-        .cgroups
-        .dir("system.slice/some-daemon.service")
-        .expect("other cgroup");
+    let pod_cg = node.pod_cgroup(&host_uid, "0123456789abcdef0123").expect("pod cgroup");
+    let other_cg = node.cgroups.dir("system.slice/some-daemon.service").expect("other cgroup");
     let agent = Agent::start("hostnet");
     for (cg, n) in [(&pod_cg, "2"), (&other_cg, "3")] {
-        let r = call(
-            node.netns.command(lab_bin(), Some(cg)).expect("cmd"),
-            &["--to", &sock(b.ipv4, 8080), "--count", n],
-        );
+        let r =
+            call(node.netns.command(lab_bin(), Some(cg)).expect("cmd"), &["--to", &sock(b.ipv4, 8080), "--count", n]);
         assert_eq!(r["ok"].to_string(), n, "{r}");
     }
     thread::sleep(Duration::from_millis(300));
     let lines = agent.stop();
     let node_ns = json!(node.netns.inode().expect("inode"));
-    let f = flows(
-        &lines,
-        &[
-            ("direction", json!("connect")),
-            ("netns", node_ns),
-            ("dst_ip", json!(b.ipv4.to_string())),
-        ],
-    );
-    let pod: Vec<&&Value> = f
-        .iter()
-        .filter(|x| x["pod_uid"] == json!(host_uid))
-        .collect();
+    let f =
+        flows(&lines, &[("direction", json!("connect")), ("netns", node_ns), ("dst_ip", json!(b.ipv4.to_string()))]);
+    let pod: Vec<&&Value> = f.iter().filter(|x| x["pod_uid"] == json!(host_uid)).collect();
     let other: Vec<&&Value> = f.iter().filter(|x| x.get("pod_uid").is_none()).collect();
     assert_eq!(
-        pod.iter()
-            .map(|x| x["count"].as_u64().unwrap_or(0))
-            .sum::<u64>(),
+        pod.iter().map(|x| x["count"].as_u64().unwrap_or(0)).sum::<u64>(),
         2,
         "hostNetwork pod's connects in {f:#?}"
     );
     assert_eq!(
-        other
-            .iter()
-            .map(|x| x["count"].as_u64().unwrap_or(0))
-            .sum::<u64>(),
+        other.iter().map(|x| x["count"].as_u64().unwrap_or(0)).sum::<u64>(),
         3,
         "other process's connects in {f:#?}"
     );
     assert_ne!(pod[0]["cgroup_id"], other[0]["cgroup_id"]);
     assert!(
-        other[0]["cgroup_path"]
-            .as_str()
-            .unwrap_or("")
-            .ends_with("system.slice/some-daemon.service"),
+        other[0]["cgroup_path"].as_str().unwrap_or("").ends_with("system.slice/some-daemon.service"),
         "{}",
         other[0]
     );
@@ -443,58 +289,31 @@ fn agent_killed_and_restarted_loses_nothing() {
     let to = sock(b.ipv4, 8080);
     let client = {
         let mut cmd = a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd");
-        cmd.args(["call", "--to", &to, "--count", "1500", "--interval", "1ms"])
-            .stdout(std::process::Stdio::piped());
+        cmd.args(["call", "--to", &to, "--count", "1500", "--interval", "1ms"]).stdout(std::process::Stdio::piped());
         cmd.spawn().expect("client")
     };
     thread::sleep(Duration::from_millis(500));
     let before = first.kill();
     thread::sleep(Duration::from_millis(500));
     let second = Agent::start_at(bpffs);
-    assert!(
-        second.log().contains("resuming"),
-        "second agent did not resume the pinned programs:\n{}",
-        second.log()
-    );
+    assert!(second.log().contains("resuming"), "second agent did not resume the pinned programs:\n{}", second.log());
     let out = client.wait_with_output().expect("client");
     let summary: Value = serde_json::from_slice(&out.stdout).expect("summary");
     assert_eq!(summary["ok"], 1500, "{summary}");
     thread::sleep(Duration::from_millis(300));
     let after = second.stop();
-    let connect = |lines: &[Value]| {
-        sum(
-            &flows(lines, &[("direction", json!("connect")), ("netns", ino(a))]),
-            "count",
-        )
-    };
-    let accept = |lines: &[Value]| {
-        sum(
-            &flows(lines, &[("direction", json!("accept")), ("netns", ino(b))]),
-            "count",
-        )
-    };
-    assert!(
-        connect(&before) > 0,
-        "the first agent saw nothing before it was killed: traffic did not span the restart"
-    );
+    let connect = |lines: &[Value]| sum(&flows(lines, &[("direction", json!("connect")), ("netns", ino(a))]), "count");
+    let accept = |lines: &[Value]| sum(&flows(lines, &[("direction", json!("accept")), ("netns", ino(b))]), "count");
+    assert!(connect(&before) > 0, "the first agent saw nothing before it was killed: traffic did not span the restart");
     assert!(connect(&after) > 0, "the second agent saw nothing");
-    assert_eq!(
-        connect(&before) + connect(&after),
-        1500,
-        "connects lost or doubled across the restart"
-    );
-    assert_eq!(
-        accept(&before) + accept(&after),
-        1500,
-        "accepts lost or doubled across the restart"
-    );
+    assert_eq!(connect(&before) + connect(&after), 1500, "connects lost or doubled across the restart");
+    assert_eq!(accept(&before) + accept(&after), 1500, "accepts lost or doubled across the restart");
 }
 
 /// GET `path` on `addr` over plain HTTP/1.0; returns the body.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
@@ -519,34 +338,17 @@ fn full_flow_map_is_counted_and_exported() {
     let a = &node.pods[0];
     let port = 20000 + (std::process::id() % 20000) as u16;
     let listen = format!("127.0.0.1:{port}");
-    let bpffs = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/mapper-test-{}-full",
-        std::process::id()
-    ));
+    let bpffs = std::path::PathBuf::from(format!("/sys/fs/bpf/mapper-test-{}-full", std::process::id()));
     // A long interval: everything below lands in one buffer of 16 flows.
-    let agent = Agent::start_with(
-        bpffs,
-        &[
-            "--flow-entries",
-            "16",
-            "--report-interval",
-            "1h",
-            "--metrics-listen",
-            &listen,
-        ],
-    );
+    let agent =
+        Agent::start_with(bpffs, &["--flow-entries", "16", "--report-interval", "1h", "--metrics-listen", &listen]);
     let ready = http_get(&listen, "/readyz");
     assert!(ready.contains(" 200 "), "not ready once attached: {ready}");
     for p in 0..40u16 {
         // 40 distinct flows (one per destination port) into a map sized for 16.
         let r = call(
             a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"),
-            &[
-                "--to",
-                &format!("10.244.{}.77:{}", node.k, 7000 + p),
-                "--protocol",
-                "udp",
-            ],
+            &["--to", &format!("10.244.{}.77:{}", node.k, 7000 + p), "--protocol", "udp"],
         );
         assert_eq!(r["ok"], 1, "{r}");
     }
@@ -554,22 +356,10 @@ fn full_flow_map_is_counted_and_exported() {
     thread::sleep(Duration::from_millis(1500));
     let text = http_get(&listen, "/metrics");
     let lines = agent.stop();
-    let full = metric(
-        &text,
-        "mapper_agent_kernel_drops_total{cause=\"flow_map_full\"}",
-    );
-    assert!(
-        full >= 1,
-        "a full flow map was not counted; metrics:\n{text}"
-    );
-    assert!(
-        metric(&text, "mapper_agent_flow_map_entries") >= 40,
-        "occupancy not exported:\n{text}"
-    );
-    assert!(
-        text.contains("mapper_agent_flow_map_capacity 16"),
-        "capacity not exported:\n{text}"
-    );
+    let full = metric(&text, "mapper_agent_kernel_drops_total{cause=\"flow_map_full\"}");
+    assert!(full >= 1, "a full flow map was not counted; metrics:\n{text}");
+    assert!(metric(&text, "mapper_agent_flow_map_entries") >= 40, "occupancy not exported:\n{text}");
+    assert!(text.contains("mapper_agent_flow_map_capacity 16"), "capacity not exported:\n{text}");
     // The map has room beyond its logical capacity: nothing was evicted here,
     // and every flow is still reported.
     let udp = flows(&lines, &[("direction", json!("udp")), ("netns", ino(a))]);
@@ -591,9 +381,6 @@ fn clear_error_without_privileges() {
         .expect("run agent as nobody");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "agent ran without privileges");
-    assert!(
-        stderr.contains("CAP_BPF") && stderr.contains("root"),
-        "unclear error: {stderr}"
-    );
+    assert!(stderr.contains("CAP_BPF") && stderr.contains("root"), "unclear error: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

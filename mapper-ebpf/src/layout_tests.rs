@@ -36,11 +36,7 @@ fn rust_mirror_matches_c_header() {
     let mut checked = 0;
     for &(name, field, c) in C_LAYOUT {
         let rust = rust_layout(name, field);
-        let what = if field.is_empty() {
-            format!("sizeof({name})")
-        } else {
-            format!("offsetof({name}, {field})")
-        };
+        let what = if field.is_empty() { format!("sizeof({name})") } else { format!("offsetof({name}, {field})") };
         assert_eq!(rust, c, "{what}: Rust says {rust}, C says {c}");
         checked += 1;
     }
@@ -51,11 +47,7 @@ fn rust_mirror_matches_c_header() {
 fn object_is_a_bpf_elf_with_btf() {
     assert_eq!(&OBJECT[..4], b"\x7fELF", "OBJECT is not an ELF file");
     // EM_BPF = 247 at e_machine (offset 18, little endian).
-    assert_eq!(
-        u16::from_le_bytes([OBJECT[18], OBJECT[19]]),
-        247,
-        "OBJECT is not a BPF ELF"
-    );
+    assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247, "OBJECT is not a BPF ELF");
     let has_btf = OBJECT.windows(5).any(|w| w == b".BTF\0");
     assert!(has_btf, "OBJECT has no .BTF section: CO-RE would not work");
 }

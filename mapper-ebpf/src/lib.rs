@@ -51,9 +51,7 @@ pub mod maps {
     /// Ring buffer of [`DnsEvent`](super::DnsEvent).
     pub const DNS_EVENTS: &str = "dns_events";
     /// Every map, in a stable order (for pinning).
-    pub const ALL: &[&str] = &[
-        FLOWS_A, FLOWS_B, STATE, OCCUPANCY, CONNECTING, NAT, LISTENERS, STATS, DNS_EVENTS,
-    ];
+    pub const ALL: &[&str] = &[FLOWS_A, FLOWS_B, STATE, OCCUPANCY, CONNECTING, NAT, LISTENERS, STATS, DNS_EVENTS];
 }
 
 /// Name of the read-only global holding one flow buffer's logical capacity.

@@ -43,11 +43,7 @@ fn cpu_ns(pid: u32) -> u64 {
     tasks
         .flatten()
         .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
         .sum()
 }
 
@@ -57,24 +53,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One round: `clients` processes in pod `a`, each making `per_client` connections to `to`.
-fn round(
-    node: &Node,
-    lab: &Path,
-    to: &str,
-    clients: u32,
-    per_client: u64,
-) -> Result<f64, LabError> {
+fn round(node: &Node, lab: &Path, to: &str, clients: u32, per_client: u64) -> Result<f64, LabError> {
     let a = &node.pods[0];
     let start = Instant::now();
     let mut children: Vec<Child> = Vec::new();
     for _ in 0..clients {
         let mut cmd = a.netns.command(lab, Some(&a.cgroup))?;
-        cmd.args(["call", "--to", to, "--count", &per_client.to_string()])
-            .stdout(Stdio::null());
-        children.push(cmd.spawn().map_err(|source| LabError::Spawn {
-            command: "mapper-lab call".into(),
-            source,
-        })?);
+        cmd.args(["call", "--to", to, "--count", &per_client.to_string()]).stdout(Stdio::null());
+        children.push(cmd.spawn().map_err(|source| LabError::Spawn { command: "mapper-lab call".into(), source })?);
     }
     for mut c in children {
         let _ = c.wait();
@@ -91,24 +77,13 @@ struct RunningAgent {
 
 fn start_agent(agent: &Path, bpffs: &str) -> Result<RunningAgent, LabError> {
     let mut child = Command::new(agent)
-        .args([
-            "--output",
-            "jsonl",
-            "--report-interval",
-            "1s",
-            "--bpffs",
-            bpffs,
-            "--detach-on-exit",
-        ])
+        .args(["--output", "jsonl", "--report-interval", "1s", "--bpffs", bpffs, "--detach-on-exit"])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| LabError::Spawn {
-            command: agent.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| LabError::Spawn { command: agent.display().to_string(), source })?;
     // Wait until the programs are attached.
     if let Some(err) = child.stderr.take() {
         let mut reader = BufReader::new(err);
@@ -119,13 +94,8 @@ fn start_agent(agent: &Path, bpffs: &str) -> Result<RunningAgent, LabError> {
         std::thread::spawn(move || for _ in reader.lines() {});
     }
     let out = child.stdout.take();
-    let lines =
-        std::thread::spawn(move || out.map_or(0, |o| BufReader::new(o).lines().count() as u64));
-    Ok(RunningAgent {
-        proc: Proc(child),
-        lines,
-        bpffs: bpffs.to_string(),
-    })
+    let lines = std::thread::spawn(move || out.map_or(0, |o| BufReader::new(o).lines().count() as u64));
+    Ok(RunningAgent { proc: Proc(child), lines, bpffs: bpffs.to_string() })
 }
 
 /// Waits for the agent to drain the round (one report interval and a bit),
@@ -155,13 +125,9 @@ pub fn agent_bench(
     node.add_pod("b")?;
     let b = &node.pods[1];
     let mut server_cmd = b.netns.command(lab, Some(&b.cgroup))?;
-    server_cmd
-        .args(["serve", "--tcp", "0.0.0.0:8080"])
-        .stdout(Stdio::piped());
-    let mut server = Proc(server_cmd.spawn().map_err(|source| LabError::Spawn {
-        command: "mapper-lab serve".into(),
-        source,
-    })?);
+    server_cmd.args(["serve", "--tcp", "0.0.0.0:8080"]).stdout(Stdio::piped());
+    let mut server =
+        Proc(server_cmd.spawn().map_err(|source| LabError::Spawn { command: "mapper-lab serve".into(), source })?);
     if let Some(out) = server.0.stdout.take() {
         let mut line = String::new();
         let _ = BufReader::new(out).read_line(&mut line);

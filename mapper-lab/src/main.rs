@@ -87,12 +87,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
-        Cmd::BenchAgent {
-            agent,
-            connections,
-            rounds,
-            clients,
-        } => {
+        Cmd::BenchAgent { agent, connections, rounds, clients } => {
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
             let r = mapper_lab::bench::agent_bench(&agent, &lab, connections, rounds, clients)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
@@ -101,8 +96,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve { tcp, udp, dns } => {
             let mut handles = Vec::new();
             for addr in tcp {
-                let l = TcpListener::bind(addr)
-                    .with_context(|| format!("cannot listen on tcp {addr}"))?;
+                let l = TcpListener::bind(addr).with_context(|| format!("cannot listen on tcp {addr}"))?;
                 handles.push(thread::spawn(move || traffic::serve_tcp(l)));
             }
             for addr in udp {
@@ -110,37 +104,21 @@ fn main() -> anyhow::Result<()> {
                 handles.push(thread::spawn(move || traffic::serve_udp(s)));
             }
             for spec in dns {
-                let (addr, answer) = spec
-                    .split_once('=')
-                    .with_context(|| format!("--dns {spec:?}: expected ADDR=IP"))?;
-                let addr: SocketAddr = addr
-                    .parse()
-                    .with_context(|| format!("--dns {spec:?}: bad address"))?;
-                let answer: IpAddr = answer
-                    .parse()
-                    .with_context(|| format!("--dns {spec:?}: bad answer IP"))?;
+                let (addr, answer) =
+                    spec.split_once('=').with_context(|| format!("--dns {spec:?}: expected ADDR=IP"))?;
+                let addr: SocketAddr = addr.parse().with_context(|| format!("--dns {spec:?}: bad address"))?;
+                let answer: IpAddr = answer.parse().with_context(|| format!("--dns {spec:?}: bad answer IP"))?;
                 let s = UdpSocket::bind(addr).with_context(|| format!("cannot bind dns {addr}"))?;
                 handles.push(thread::spawn(move || traffic::serve_dns(s, answer)));
             }
-            anyhow::ensure!(
-                !handles.is_empty(),
-                "nothing to serve: give --tcp, --udp or --dns"
-            );
+            anyhow::ensure!(!handles.is_empty(), "nothing to serve: give --tcp, --udp or --dns");
             println!("ready");
             for h in handles {
                 let _ = h.join();
             }
             Ok(())
         }
-        Cmd::Call {
-            to,
-            protocol,
-            count,
-            name,
-            aaaa,
-            interval,
-            timeout,
-        } => {
+        Cmd::Call { to, protocol, count, name, aaaa, interval, timeout } => {
             let summary = match protocol {
                 Proto::Tcp => traffic::call_tcp(to, count, interval, timeout),
                 Proto::Udp => traffic::call_udp(to, count)?,

@@ -42,18 +42,10 @@ fn describe(cmd: &Command) -> String {
 /// Runs a command to completion; fails with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Result<Output, LabError> {
     let command = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| LabError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let out =
+        cmd.stdin(Stdio::null()).output().map_err(|source| LabError::Spawn { command: command.clone(), source })?;
     if !out.status.success() {
-        return Err(LabError::Command {
-            command,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(LabError::Command { command, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     Ok(out)
 }
@@ -76,9 +68,7 @@ impl Netns {
             let _ = ip(&["netns", "del", name]);
         }
         ip(&["netns", "add", name])?;
-        let ns = Self {
-            name: name.to_string(),
-        };
+        let ns = Self { name: name.to_string() };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -97,39 +87,23 @@ impl Netns {
     pub fn inode(&self) -> Result<u64, LabError> {
         use std::os::unix::fs::MetadataExt;
         let p = self.path();
-        fs::metadata(&p)
-            .map(|m| m.ino())
-            .map_err(|source| LabError::Io { path: p, source })
+        fs::metadata(&p).map(|m| m.ino()).map_err(|source| LabError::Io { path: p, source })
     }
 
     /// Runs `args` inside the namespace (`ip netns exec`) to completion.
     pub fn exec(&self, args: &[&str]) -> Result<Output, LabError> {
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args))
+        run(Command::new("ip").args(["netns", "exec", &self.name]).args(args))
     }
 
     /// A command that will start inside this namespace and, when given, in
     /// `cgroup` (a cgroup v2 directory), as kubelet places a pod's processes.
-    pub fn command(
-        &self,
-        program: impl AsRef<std::ffi::OsStr>,
-        cgroup: Option<&Path>,
-    ) -> Result<Command, LabError> {
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, cgroup: Option<&Path>) -> Result<Command, LabError> {
         let ns_path = self.path();
-        let ns_file = fs::File::open(&ns_path).map_err(|source| LabError::Io {
-            path: ns_path,
-            source,
-        })?;
+        let ns_file = fs::File::open(&ns_path).map_err(|source| LabError::Io { path: ns_path, source })?;
         let procs = match cgroup {
             Some(dir) => {
                 let p = dir.join("cgroup.procs");
-                Some(
-                    fs::OpenOptions::new()
-                        .write(true)
-                        .open(&p)
-                        .map_err(|source| LabError::Io { path: p, source })?,
-                )
+                Some(fs::OpenOptions::new().write(true).open(&p).map_err(|source| LabError::Io { path: p, source })?)
             }
             None => None,
         };
@@ -161,10 +135,8 @@ impl Drop for Netns {
 
 /// The cgroup2 mount point, from /proc/mounts.
 pub fn cgroup2_root() -> Result<PathBuf, LabError> {
-    let mounts = fs::read_to_string("/proc/mounts").map_err(|source| LabError::Io {
-        path: "/proc/mounts".into(),
-        source,
-    })?;
+    let mounts =
+        fs::read_to_string("/proc/mounts").map_err(|source| LabError::Io { path: "/proc/mounts".into(), source })?;
     mounts
         .lines()
         .find_map(|l| {
@@ -188,20 +160,14 @@ impl CgroupTree {
         if base.exists() {
             remove_cgroup_tree(&base);
         }
-        fs::create_dir_all(&base).map_err(|source| LabError::Io {
-            path: base.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&base).map_err(|source| LabError::Io { path: base.clone(), source })?;
         Ok(Self { base })
     }
 
     /// Creates (if needed) and returns `<base>/<rel>`.
     pub fn dir(&self, rel: &str) -> Result<PathBuf, LabError> {
         let p = self.base.join(rel.trim_start_matches('/'));
-        fs::create_dir_all(&p).map_err(|source| LabError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&p).map_err(|source| LabError::Io { path: p.clone(), source })?;
         Ok(p)
     }
 
@@ -227,10 +193,7 @@ pub fn remove_cgroup_tree(base: &Path) {
     }
     for d in &dirs {
         // cgroup.kill (5.14+) kills the whole subtree at once.
-        let _ = fs::OpenOptions::new()
-            .write(true)
-            .open(d.join("cgroup.kill"))
-            .and_then(|mut f| f.write_all(b"1"));
+        let _ = fs::OpenOptions::new().write(true).open(d.join("cgroup.kill")).and_then(|mut f| f.write_all(b"1"));
     }
     for d in dirs.iter().rev() {
         for _ in 0..50 {

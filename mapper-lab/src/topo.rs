@@ -59,14 +59,7 @@ pub fn pod_uid(seed: &str) -> String {
     }
     let h2 = h.rotate_left(17).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let hex = format!("{h:016x}{h2:016x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 impl Node {
@@ -79,26 +72,8 @@ impl Node {
         let cgroups = CgroupTree::create(&format!("{tag}.slice"))?;
         let ns = netns.name().to_string();
         ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("10.244.{k}.1/24"),
-            "dev",
-            "br0",
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "-6",
-            "addr",
-            "add",
-            &format!("fd00:244:{k}::1/64"),
-            "dev",
-            "br0",
-            "nodad",
-        ])?;
+        ip(&["-n", &ns, "addr", "add", &format!("10.244.{k}.1/24"), "dev", "br0"])?;
+        ip(&["-n", &ns, "-6", "addr", "add", &format!("fd00:244:{k}::1/64"), "dev", "br0", "nodad"])?;
         ip(&["-n", &ns, "link", "set", "br0", "up"])?;
         for s in [
             "net.ipv4.ip_forward=1",
@@ -108,14 +83,7 @@ impl Node {
         ] {
             netns.exec(&["sysctl", "-qw", s])?;
         }
-        Ok(Self {
-            tag,
-            k,
-            netns,
-            pods: Vec::new(),
-            cgroups,
-            next_host: 2,
-        })
+        Ok(Self { tag, k, netns, pods: Vec::new(), cgroups, next_host: 2 })
     }
 
     /// The node's own address on the pod network (what hostNetwork pods use).
@@ -125,19 +93,13 @@ impl Node {
 
     /// The node's IPv6 address on the pod network.
     pub fn ipv6(&self) -> Ipv6Addr {
-        format!("fd00:244:{}::1", self.k)
-            .parse()
-            .unwrap_or(Ipv6Addr::UNSPECIFIED)
+        format!("fd00:244:{}::1", self.k).parse().unwrap_or(Ipv6Addr::UNSPECIFIED)
     }
 
     /// A ClusterIP in this node's service range (`10.96.<k>.<n>`, `fd00:96:<k>::<n>`).
     pub fn cluster_ip(&self, n: u8, v6: bool) -> IpAddr {
         if v6 {
-            IpAddr::V6(
-                format!("fd00:96:{}::{n}", self.k)
-                    .parse()
-                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
-            )
+            IpAddr::V6(format!("fd00:96:{}::{n}", self.k).parse().unwrap_or(Ipv6Addr::UNSPECIFIED))
         } else {
             IpAddr::V4(Ipv4Addr::new(10, 96, self.k, n))
         }
@@ -145,93 +107,36 @@ impl Node {
 
     /// A cgroup for a process of a pod (kubelet's cgroupfs layout).
     pub fn pod_cgroup(&self, uid: &str, container: &str) -> Result<PathBuf, LabError> {
-        self.cgroups
-            .dir(&format!("kubepods/besteffort/pod{uid}/{container}"))
+        self.cgroups.dir(&format!("kubepods/besteffort/pod{uid}/{container}"))
     }
 
     /// Adds a pod namespace wired into the bridge; returns its index in `pods`.
     pub fn add_pod(&mut self, name: &str) -> Result<usize, LabError> {
         let host = self.next_host;
-        self.next_host = self
-            .next_host
-            .checked_add(1)
-            .ok_or_else(|| LabError::Command {
-                command: "add_pod".into(),
-                stderr: "more than 250 pods on one lab node".into(),
-            })?;
+        self.next_host = self.next_host.checked_add(1).ok_or_else(|| LabError::Command {
+            command: "add_pod".into(),
+            stderr: "more than 250 pods on one lab node".into(),
+        })?;
         let netns = Netns::create(&format!("{}-{name}", self.tag))?;
         let (k, node) = (self.k, self.netns.name().to_string());
         let host_if = format!("vh{k}x{host}");
         let pod_if = format!("vp{k}x{host}");
-        ip(&[
-            "-n",
-            &node,
-            "link",
-            "add",
-            &host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &pod_if,
-            "netns",
-            netns.name(),
-        ])?;
+        ip(&["-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", &pod_if, "netns", netns.name()])?;
         ip(&["-n", &node, "link", "set", &host_if, "master", "br0", "up"])?;
         let ns = netns.name().to_string();
         ip(&["-n", &ns, "link", "set", &pod_if, "name", "eth0"])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("10.244.{k}.{host}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "-6",
-            "addr",
-            "add",
-            &format!("fd00:244:{k}::{host}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])?;
+        ip(&["-n", &ns, "addr", "add", &format!("10.244.{k}.{host}/24"), "dev", "eth0"])?;
+        ip(&["-n", &ns, "-6", "addr", "add", &format!("fd00:244:{k}::{host}/64"), "dev", "eth0", "nodad"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        ip(&[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("10.244.{k}.1"),
-        ])?;
-        ip(&[
-            "-n",
-            &ns,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("fd00:244:{k}::1"),
-        ])?;
+        ip(&["-n", &ns, "route", "add", "default", "via", &format!("10.244.{k}.1")])?;
+        ip(&["-n", &ns, "-6", "route", "add", "default", "via", &format!("fd00:244:{k}::1")])?;
         let uid = pod_uid(&format!("{}/{name}", self.tag));
-        let cgroup = self.pod_cgroup(
-            &uid,
-            &format!("{:064x}", u128::from(host) << 64 | u128::from(k)),
-        )?;
+        let cgroup = self.pod_cgroup(&uid, &format!("{:064x}", u128::from(host) << 64 | u128::from(k)))?;
         self.pods.push(Pod {
             name: name.to_string(),
             netns,
             ipv4: Ipv4Addr::new(10, 244, k, host),
-            ipv6: format!("fd00:244:{k}::{host}")
-                .parse()
-                .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            ipv6: format!("fd00:244:{k}::{host}").parse().unwrap_or(Ipv6Addr::UNSPECIFIED),
             uid,
             cgroup,
         });
@@ -248,27 +153,13 @@ impl Node {
         proto: &str,
         backends: &[(IpAddr, u16)],
     ) -> Result<(), LabError> {
-        let tool = if vip.is_ipv6() {
-            "ip6tables"
-        } else {
-            "iptables"
-        };
+        let tool = if vip.is_ipv6() { "ip6tables" } else { "iptables" };
         let n = backends.len();
         for chain in ["PREROUTING", "OUTPUT"] {
             for (i, (ip, bport)) in backends.iter().enumerate() {
-                let to = if ip.is_ipv6() {
-                    format!("[{ip}]:{bport}")
-                } else {
-                    format!("{ip}:{bport}")
-                };
-                let mut args: Vec<String> = vec![
-                    tool.into(),
-                    "-w".into(),
-                    "-t".into(),
-                    "nat".into(),
-                    "-A".into(),
-                    chain.into(),
-                ];
+                let to = if ip.is_ipv6() { format!("[{ip}]:{bport}") } else { format!("{ip}:{bport}") };
+                let mut args: Vec<String> =
+                    vec![tool.into(), "-w".into(), "-t".into(), "nat".into(), "-A".into(), chain.into()];
                 args.extend([
                     "-d".into(),
                     vip.to_string(),

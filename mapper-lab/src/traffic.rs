@@ -102,10 +102,7 @@ pub fn call_tcp(to: SocketAddr, count: u64, interval: Duration, timeout: Duratio
 /// ephemeral ports, and measure the kernel's search for a free one.
 fn close_with_reset(c: TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: valid socket fd and a correctly sized linger struct.
     unsafe {
         libc::setsockopt(
@@ -121,12 +118,8 @@ fn close_with_reset(c: TcpStream) {
 
 /// Sends `count` datagrams to `to` from one unconnected socket.
 pub fn call_udp(to: SocketAddr, count: u64) -> io::Result<CallSummary> {
-    let bind: SocketAddr = if to.is_ipv6() {
-        "[::]:0".parse()
-    } else {
-        "0.0.0.0:0".parse()
-    }
-    .map_err(io::Error::other)?;
+    let bind: SocketAddr =
+        if to.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.map_err(io::Error::other)?;
     let sock = UdpSocket::bind(bind)?;
     let mut s = CallSummary::default();
     for _ in 0..count {
@@ -141,12 +134,8 @@ pub fn call_udp(to: SocketAddr, count: u64) -> io::Result<CallSummary> {
 /// Asks `server` for `name` (A, or AAAA when `v6`) `count` times over a
 /// connected UDP socket, as resolvers do.
 pub fn call_dns(server: SocketAddr, name: &str, v6: bool, count: u64) -> io::Result<CallSummary> {
-    let bind: SocketAddr = if server.is_ipv6() {
-        "[::]:0".parse()
-    } else {
-        "0.0.0.0:0".parse()
-    }
-    .map_err(io::Error::other)?;
+    let bind: SocketAddr =
+        if server.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.map_err(io::Error::other)?;
     let sock = UdpSocket::bind(bind)?;
     sock.connect(server)?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -155,10 +144,7 @@ pub fn call_dns(server: SocketAddr, name: &str, v6: bool, count: u64) -> io::Res
     for i in 0..count {
         let mut q = Message::new(i as u16, MessageType::Query, OpCode::Query);
         q.metadata.recursion_desired = true;
-        q.add_query(Query::query(
-            qname.clone(),
-            if v6 { RecordType::AAAA } else { RecordType::A },
-        ));
+        q.add_query(Query::query(qname.clone(), if v6 { RecordType::AAAA } else { RecordType::A }));
         let bytes = q.to_vec().map_err(io::Error::other)?;
         sock.send(&bytes)?;
         let mut buf = [0u8; 1500];

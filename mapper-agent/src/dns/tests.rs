@@ -9,20 +9,7 @@ pub(crate) fn response(name: &str, ip: [u8; 4], cname: Option<&str>) -> Vec<u8> 
         }
         out.push(0);
     }
-    let mut m = vec![
-        0x12,
-        0x34,
-        0x81,
-        0x80,
-        0,
-        1,
-        0,
-        if cname.is_some() { 2 } else { 1 },
-        0,
-        0,
-        0,
-        0,
-    ];
+    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, if cname.is_some() { 2 } else { 1 }, 0, 0, 0, 0];
     qname(&mut m, name);
     m.extend_from_slice(&[0, 1, 0, 1]);
     let a_owner: Vec<u8> = if let Some(target) = cname {
@@ -44,29 +31,16 @@ pub(crate) fn response(name: &str, ip: [u8; 4], cname: Option<&str>) -> Vec<u8> 
 
 #[test]
 fn parses_an_a_answer() {
-    let (q, a) = parse_answer(
-        &response("ledger.team3.svc.cluster.local", [10, 96, 0, 10], None),
-        false,
-    )
-    .expect("parsed");
+    let (q, a) =
+        parse_answer(&response("ledger.team3.svc.cluster.local", [10, 96, 0, 10], None), false).expect("parsed");
     assert_eq!(q, "ledger.team3.svc.cluster.local");
-    assert_eq!(
-        a,
-        vec![DnsAnswer {
-            name: q.clone(),
-            ip: "10.96.0.10".parse().expect("ip"),
-            ttl: 300
-        }]
-    );
+    assert_eq!(a, vec![DnsAnswer { name: q.clone(), ip: "10.96.0.10".parse().expect("ip"), ttl: 300 }]);
 }
 
 #[test]
 fn follows_cname_owner() {
-    let (q, a) = parse_answer(
-        &response("api.example.com", [192, 0, 2, 7], Some("edge.example.net")),
-        false,
-    )
-    .expect("parsed");
+    let (q, a) =
+        parse_answer(&response("api.example.com", [192, 0, 2, 7], Some("edge.example.net")), false).expect("parsed");
     assert_eq!(q, "api.example.com");
     assert_eq!(a[0].name, "edge.example.net");
 }
@@ -78,10 +52,7 @@ fn malformed_and_truncated_are_skipped_not_panics() {
         let r = parse_answer(&good[..cut], true);
         assert!(r.is_err(), "a message cut at {cut} bytes parsed");
     }
-    assert_eq!(
-        parse_answer(&[0xff; 40], false).expect_err("garbage parsed"),
-        DnsSkip::Malformed
-    );
+    assert_eq!(parse_answer(&[0xff; 40], false).expect_err("garbage parsed"), DnsSkip::Malformed);
     // Pseudo-random garbage: must never panic.
     let mut x: u32 = 0x1234_5678;
     for len in 0..600 {
@@ -101,8 +72,5 @@ fn malformed_and_truncated_are_skipped_not_panics() {
 fn queries_are_not_answers() {
     let mut q = response("a.b", [1, 2, 3, 4], None);
     q[2] = 0x01; // QR = 0
-    assert_eq!(
-        parse_answer(&q, false).expect_err("query parsed"),
-        DnsSkip::NotAResponse
-    );
+    assert_eq!(parse_answer(&q, false).expect_err("query parsed"), DnsSkip::NotAResponse);
 }

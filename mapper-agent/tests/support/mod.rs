@@ -70,10 +70,7 @@ impl Agent {
     /// Starts `mapper-agent --output jsonl` pinned under its own bpffs path and
     /// waits until its programs are attached.
     pub fn start(name: &str) -> Self {
-        let bpffs = PathBuf::from(format!(
-            "/sys/fs/bpf/mapper-test-{}-{name}",
-            std::process::id()
-        ));
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/mapper-test-{}-{name}", std::process::id()));
         Self::start_at(bpffs)
     }
 
@@ -84,13 +81,9 @@ impl Agent {
 
     /// Same, with extra flags.
     pub fn start_with(bpffs: PathBuf, extra: &[&str]) -> Self {
-        let interval = if extra.contains(&"--report-interval") {
-            &[][..]
-        } else {
-            &["--report-interval", "100ms"][..]
-        };
+        let interval = if extra.contains(&"--report-interval") { &[][..] } else { &["--report-interval", "100ms"][..] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_mapper-agent"))
-            .args(["--output", "jsonl", "--node-name", "test-node"])
+            .args(["--output", "jsonl", "--no-report", "--node-name", "test-node"])
             .args(interval)
             .args(extra)
             .arg("--bpffs")
@@ -109,20 +102,12 @@ impl Agent {
         let sink = lines.clone();
         let reader = thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("agent printed a line that is not JSON ({e}): {line}")
-                });
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a line that is not JSON ({e}): {line}"));
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(v);
             }
         });
-        let agent = Self {
-            child: Some(child),
-            lines,
-            reader: Some(reader),
-            log,
-            bpffs,
-            keep_pins: false,
-        };
+        let agent = Self { child: Some(child), lines, reader: Some(reader), log, bpffs, keep_pins: false };
         agent.wait_log("agent running", Duration::from_secs(30));
         agent
     }
@@ -153,11 +138,7 @@ impl Agent {
             r.join().expect("reader thread");
         }
         if signal == libc::SIGTERM {
-            assert!(
-                status.success(),
-                "agent exited with {status}; its log:\n{}",
-                self.log()
-            );
+            assert!(status.success(), "agent exited with {status}; its log:\n{}", self.log());
         }
         std::mem::take(&mut *self.lines.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -190,10 +171,7 @@ impl Drop for Agent {
 
 /// Flow lines matching every (field, value) given.
 pub fn flows<'a>(lines: &'a [Value], filter: &[(&str, Value)]) -> Vec<&'a Value> {
-    lines
-        .iter()
-        .filter(|l| l["record"] == "flow" && filter.iter().all(|(k, v)| &l[*k] == v))
-        .collect()
+    lines.iter().filter(|l| l["record"] == "flow" && filter.iter().all(|(k, v)| &l[*k] == v)).collect()
 }
 
 /// Sum of a numeric field over lines.
@@ -203,18 +181,9 @@ pub fn sum(lines: &[&Value], field: &str) -> u64 {
 
 /// Runs `mapper-lab call` to completion and returns its summary.
 pub fn call(mut cmd: Command, args: &[&str]) -> Value {
-    let out = cmd
-        .arg("call")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run mapper-lab call");
-    assert!(
-        out.status.success(),
-        "mapper-lab call {args:?} failed: {out:?}"
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("call summary not JSON ({e}): {:?}", out.stdout))
+    let out = cmd.arg("call").args(args).stderr(Stdio::inherit()).output().expect("run mapper-lab call");
+    assert!(out.status.success(), "mapper-lab call {args:?} failed: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("call summary not JSON ({e}): {:?}", out.stdout))
 }
 
 /// Starts `mapper-lab serve` and waits until it is listening.
@@ -227,13 +196,7 @@ pub fn serve(mut cmd: Command, args: &[&str]) -> mapper_lab::netns::Proc {
         .spawn()
         .expect("spawn mapper-lab serve");
     let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("read ready");
-    assert_eq!(
-        first.trim(),
-        "ready",
-        "mapper-lab serve {args:?} did not start"
-    );
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("read ready");
+    assert_eq!(first.trim(), "ready", "mapper-lab serve {args:?} did not start");
     mapper_lab::netns::Proc(child)
 }

@@ -1,0 +1,180 @@
+//! The cluster read from files of Kubernetes objects (as `kubectl get -o yaml` prints them),
+//! for running without an API server; reloaded when the files change.
+
+mod parse;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use parse::{InventoryError, Location};
+use tokio::task::JoinHandle;
+
+use crate::handle::ClusterHandle;
+use crate::history::PodHistory;
+use crate::identity::{ResolveOptions, duration_ms, now_ms};
+use crate::model::ClusterObjects;
+use crate::snapshot::Snapshot;
+use crate::error_chain;
+
+/// How often [`watch_inventory`] looks at the files by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An inventory: the objects of the last good load, the IP history across loads, and the
+/// snapshot built from them.
+///
+/// A pod that disappears between two loads is kept (with its IPs closed at the time the load
+/// saw it gone, or its deletion deadline if earlier) for [`ResolveOptions::deleted_pod_retention`].
+#[derive(Debug)]
+pub struct Inventory {
+    paths: Vec<PathBuf>,
+    options: ResolveOptions,
+    objects: ClusterObjects,
+    history: PodHistory,
+    snapshot: Arc<Snapshot>,
+}
+
+impl Inventory {
+    /// Load the files or directories in `paths`.
+    pub fn load(paths: Vec<PathBuf>, options: ResolveOptions) -> Result<Self, InventoryError> {
+        Self::load_at(paths, options, now_ms())
+    }
+
+    /// [`Inventory::load`] with the time of the load given (Unix milliseconds).
+    pub fn load_at(paths: Vec<PathBuf>, options: ResolveOptions, now_ms: i64) -> Result<Self, InventoryError> {
+        let mut inventory = Self {
+            paths,
+            options,
+            objects: ClusterObjects::default(),
+            history: PodHistory::default(),
+            snapshot: Arc::new(Snapshot::default()),
+        };
+        inventory.reload_at(now_ms)?;
+        Ok(inventory)
+    }
+
+    /// Read the files again. On error nothing changes: the previous snapshot stays current.
+    pub fn reload(&mut self) -> Result<Arc<Snapshot>, InventoryError> {
+        self.reload_at(now_ms())
+    }
+
+    /// [`Inventory::reload`] with the time of the load given (Unix milliseconds).
+    pub fn reload_at(&mut self, now_ms: i64) -> Result<Arc<Snapshot>, InventoryError> {
+        let objects = parse::load(&self.paths, &self.options.name_annotations())?;
+        let present: std::collections::HashSet<&str> = objects.pods.iter().map(|p| p.uid.as_str()).collect();
+        for pod in &self.objects.pods {
+            if !present.contains(pod.uid.as_str()) {
+                let workload = self.snapshot.workload_of_pod(&pod.uid);
+                self.history.gone(pod.clone(), workload, now_ms);
+            }
+        }
+        for pod in &objects.pods {
+            self.history.observe(pod, now_ms);
+        }
+        self.objects = objects;
+        Ok(self.rebuild(now_ms))
+    }
+
+    /// Forget pods deleted longer ago than the retention period, rebuilding the snapshot when
+    /// any was; returns the new snapshot then.
+    pub fn expire_at(&mut self, now_ms: i64) -> Option<Arc<Snapshot>> {
+        let retention = duration_ms(self.options.deleted_pod_retention);
+        let due = self.history.next_expiry(retention).is_some_and(|t| t < now_ms);
+        due.then(|| self.rebuild(now_ms))
+    }
+
+    /// The snapshot of the last good load.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    /// The files and directories this inventory reads.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    fn rebuild(&mut self, now_ms: i64) -> Arc<Snapshot> {
+        self.history.expire(now_ms, duration_ms(self.options.deleted_pod_retention));
+        self.snapshot = Arc::new(Snapshot::build(&self.objects, &self.history, &self.options, now_ms));
+        self.snapshot.clone()
+    }
+}
+
+/// Load the inventory at `paths` and keep it current: every `interval` the files' names,
+/// modification times and sizes are compared with the last look, and on a change the inventory
+/// is reloaded and the new snapshot swapped in. A reload that fails is logged (`warn`) and the
+/// previous state kept.
+///
+/// The first load must succeed. Call from within a Tokio runtime; the returned task runs until
+/// aborted.
+pub fn watch_inventory(
+    paths: Vec<PathBuf>,
+    options: ResolveOptions,
+    interval: Duration,
+) -> Result<(ClusterHandle, JoinHandle<()>), InventoryError> {
+    // Taken before the load, so a change made during it is seen at the next look.
+    let seen = parse::fingerprint(&paths).ok();
+    let inventory = Inventory::load(paths, options)?;
+    let handle = ClusterHandle::new();
+    handle.publish(inventory.snapshot(), true);
+    tracing::info!(paths = ?inventory.paths(), pods = inventory.snapshot().pod_count(), "inventory loaded");
+    let task = tokio::spawn(poll(inventory, seen, handle.clone(), interval));
+    Ok((handle, task))
+}
+
+/// What one look at the files found.
+enum Look {
+    Unchanged,
+    Reloaded(Arc<Snapshot>),
+    Failed(InventoryError),
+}
+
+async fn poll(mut inventory: Inventory, mut seen: Option<parse::Fingerprint>, handle: ClusterHandle, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate; the files were just loaded
+    loop {
+        ticker.tick().await;
+        let previous = seen.clone();
+        // File reads and parsing block: they run off the async workers.
+        let joined = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            let current = parse::fingerprint(inventory.paths());
+            let look = match &current {
+                Ok(fp) if Some(fp) == previous.as_ref() => match inventory.expire_at(now) {
+                    Some(snapshot) => Look::Reloaded(snapshot),
+                    None => Look::Unchanged,
+                },
+                Ok(_) => match inventory.reload_at(now) {
+                    Ok(snapshot) => Look::Reloaded(snapshot),
+                    Err(e) => Look::Failed(e),
+                },
+                Err(_) if previous.is_none() => Look::Unchanged, // still unreadable: warned already
+                Err(_) => match inventory.reload_at(now) {
+                    Ok(snapshot) => Look::Reloaded(snapshot),
+                    Err(e) => Look::Failed(e),
+                },
+            };
+            (inventory, current.ok(), look)
+        })
+        .await;
+        let look;
+        (inventory, seen, look) = match joined {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "inventory reload task failed; no more reloads");
+                return;
+            }
+        };
+        match look {
+            Look::Unchanged => {}
+            Look::Reloaded(snapshot) => {
+                tracing::info!(pods = snapshot.pod_count(), "inventory reloaded");
+                handle.publish(snapshot, true);
+            }
+            Look::Failed(e) => {
+                tracing::warn!(error = %error_chain(&e), "inventory reload failed; keeping the previous state");
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Reading inventory files: finding them, splitting them into documents (multi-document YAML,
+//! `kind: List`, JSON) and turning each object into what resolution needs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::DynamicObject;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::model::{ClusterObjects, OwnerRecord, PodRecord, ServiceRecord, SliceRecord};
+
+/// How deep directories are searched (a guard against symlink loops).
+const MAX_DIR_DEPTH: usize = 16;
+
+/// Where in the inventory an object is: file, document (1-based) and, inside a `List`, item
+/// (0-based, as in `items[N]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub document: usize,
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.path.display(), self.document)?;
+        if let Some(item) = self.item {
+            write!(f, ", items[{item}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an inventory could not be loaded. Nothing is changed when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read inventory path {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: document {document}: invalid YAML", path.display())]
+    Yaml {
+        path: PathBuf,
+        /// 1-based.
+        document: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("{}: document {document}: invalid JSON", path.display())]
+    Json {
+        path: PathBuf,
+        /// 1-based.
+        document: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{at}: not an object (a mapping with apiVersion and kind)")]
+    NotAnObject { at: Location },
+    #[error("{at}: missing {field}")]
+    MissingField { at: Location, field: &'static str },
+    #[error("{at}: invalid {kind} {name:?}")]
+    InvalidObject {
+        at: Location,
+        kind: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The inventory files under `paths`: a file is taken as given; a directory is searched
+/// recursively for `*.yaml`, `*.yml` and `*.json`, skipping hidden entries (such as the `..data`
+/// links of a mounted ConfigMap), in name order.
+pub(crate) fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InventoryError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
+        if meta.is_dir() {
+            walk(path, 0, &mut files)?;
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), InventoryError> {
+    let read_err = |source| InventoryError::Read { path: dir.to_owned(), source };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        entries.push(entry.map_err(read_err)?.path());
+    }
+    entries.sort();
+    for path in entries {
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        let meta = std::fs::metadata(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
+        if meta.is_dir() {
+            if depth < MAX_DIR_DEPTH {
+                walk(&path, depth + 1, out)?;
+            }
+        } else if has_inventory_extension(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn has_inventory_extension(path: &Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    matches!(ext.as_deref(), Some("yaml" | "yml" | "json"))
+}
+
+/// What identifies a version of the inventory: every file with its modification time and size.
+pub(crate) type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+/// The fingerprint of the files under `paths` (an error when they cannot be listed).
+pub(crate) fn fingerprint(paths: &[PathBuf]) -> Result<Fingerprint, InventoryError> {
+    discover(paths)?
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
+            Ok((path, meta.modified().ok(), meta.len()))
+        })
+        .collect()
+}
+
+/// Parse every file under `paths` into one set of objects.
+pub(crate) fn load(paths: &[PathBuf], name_annotations: &[&str]) -> Result<ClusterObjects, InventoryError> {
+    let mut objects = ClusterObjects::default();
+    for path in discover(paths)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
+        let is_json = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let documents = if is_json { json_documents(&path, &text)? } else { yaml_documents(&path, &text)? };
+        for (index, doc) in documents.into_iter().enumerate() {
+            if doc.is_null() {
+                continue; // an empty document, e.g. after a trailing `---`
+            }
+            let at = Location { path: path.clone(), document: index + 1, item: None };
+            add_document(&mut objects, doc, &at, name_annotations)?;
+        }
+    }
+    Ok(objects)
+}
+
+fn yaml_documents(path: &Path, text: &str) -> Result<Vec<Value>, InventoryError> {
+    serde_yaml::Deserializer::from_str(text)
+        .enumerate()
+        .map(|(i, doc)| {
+            Value::deserialize(doc).map_err(|source| InventoryError::Yaml { path: path.to_owned(), document: i + 1, source })
+        })
+        .collect()
+}
+
+fn json_documents(path: &Path, text: &str) -> Result<Vec<Value>, InventoryError> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .enumerate()
+        .map(|(i, doc)| doc.map_err(|source| InventoryError::Json { path: path.to_owned(), document: i + 1, source }))
+        .collect()
+}
+
+fn field<'a>(doc: &'a Value, name: &'static str, at: &Location) -> Result<&'a str, InventoryError> {
+    doc.get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| InventoryError::MissingField { at: at.clone(), field: name })
+}
+
+/// One document: an object, or a list whose items are objects.
+fn add_document(
+    objects: &mut ClusterObjects,
+    mut doc: Value,
+    at: &Location,
+    annotations: &[&str],
+) -> Result<(), InventoryError> {
+    if !doc.is_object() {
+        return Err(InventoryError::NotAnObject { at: at.clone() });
+    }
+    let api_version = field(&doc, "apiVersion", at)?.to_owned();
+    let kind = field(&doc, "kind", at)?.to_owned();
+    if let Some(item_kind) = kind.strip_suffix("List")
+        && let Some(Value::Array(items)) = doc.get_mut("items").map(Value::take)
+    {
+        for (i, mut item) in items.into_iter().enumerate() {
+            let at = Location { item: Some(at.item.unwrap_or(i)), ..at.clone() };
+            // Items of a typed list (`PodList`) carry no apiVersion/kind of their own.
+            if let Some(obj) = item.as_object_mut()
+                && !item_kind.is_empty()
+            {
+                obj.entry("apiVersion").or_insert_with(|| Value::String(api_version.clone()));
+                obj.entry("kind").or_insert_with(|| Value::String(item_kind.to_owned()));
+            }
+            add_document(objects, item, &at, annotations)?;
+        }
+        return Ok(());
+    }
+    add_object(objects, doc, &api_version, &kind, at, annotations)
+}
+
+fn typed<T: DeserializeOwned>(doc: Value, kind: &str, at: &Location) -> Result<T, InventoryError> {
+    let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if name.is_empty() {
+        return Err(InventoryError::MissingField { at: at.clone(), field: "metadata.name" });
+    }
+    serde_json::from_value(doc).map_err(|source| InventoryError::InvalidObject {
+        at: at.clone(),
+        kind: kind.to_owned(),
+        name,
+        source,
+    })
+}
+
+fn owner(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerRecord {
+    OwnerRecord::from_meta(api_version, kind, meta)
+}
+
+fn add_object(
+    objects: &mut ClusterObjects,
+    doc: Value,
+    api_version: &str,
+    kind: &str,
+    at: &Location,
+    annotations: &[&str],
+) -> Result<(), InventoryError> {
+    match (api_version, kind) {
+        ("v1", "Pod") => objects.pods.push(PodRecord::from_pod(&typed::<Pod>(doc, kind, at)?, annotations)),
+        ("v1", "Service") => objects.services.push(ServiceRecord::from_service(&typed::<Service>(doc, kind, at)?)),
+        ("v1", "Namespace") => {
+            let _: Namespace = typed(doc, kind, at)?;
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            objects.slices.extend(SliceRecord::from_slice(&typed::<EndpointSlice>(doc, kind, at)?));
+        }
+        ("apps/v1", "ReplicaSet") => objects.add_owner(owner(api_version, kind, &typed::<ReplicaSet>(doc, kind, at)?.metadata)),
+        ("apps/v1", "Deployment") => objects.add_owner(owner(api_version, kind, &typed::<Deployment>(doc, kind, at)?.metadata)),
+        ("apps/v1", "StatefulSet") => objects.add_owner(owner(api_version, kind, &typed::<StatefulSet>(doc, kind, at)?.metadata)),
+        ("apps/v1", "DaemonSet") => objects.add_owner(owner(api_version, kind, &typed::<DaemonSet>(doc, kind, at)?.metadata)),
+        ("batch/v1", "Job") => objects.add_owner(owner(api_version, kind, &typed::<Job>(doc, kind, at)?.metadata)),
+        ("batch/v1", "CronJob") => objects.add_owner(owner(api_version, kind, &typed::<CronJob>(doc, kind, at)?.metadata)),
+        _ => {
+            // Any other kind (a CRD such as an Argo Rollout, a Node, an older API version) is
+            // kept by its metadata: it can still be an owner.
+            let obj: DynamicObject = typed(doc, kind, at)?;
+            if (api_version, kind) == ("v1", "Node") {
+                objects.add_node_addresses(&obj.data);
+            }
+            objects.add_owner(owner(api_version, kind, &obj.metadata));
+        }
+    }
+    Ok(())
+}

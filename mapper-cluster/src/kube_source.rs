@@ -1,0 +1,273 @@
+//! The cluster read from the Kubernetes API: reflectors on Pods, Services, EndpointSlices,
+//! ReplicaSets and Jobs (all namespaces), trimmed to what resolution reads; other owner kinds
+//! by cached GETs; the pod IP history built from the watch events as they arrive.
+
+mod owners;
+mod pods;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::handle::ClusterHandle;
+use crate::identity::{ResolveOptions, duration_ms, now_ms};
+use crate::model::{ClusterObjects, OwnerRecord, PodRecord, ServiceRecord, SliceRecord};
+use crate::snapshot::Snapshot;
+use owners::{OwnerCache, OwnerTtls};
+use pods::PodTracker;
+
+/// Timing of the API source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSourceConfig {
+    /// How long after a change the snapshot is rebuilt (changes within it are batched).
+    pub debounce: Duration,
+    /// How long a fetched owner object is trusted before it is fetched again.
+    pub owner_cache_ttl: Duration,
+    /// How long an owner that answered 403 or 404 is left alone.
+    pub owner_failure_ttl: Duration,
+    /// How long before an owner GET that failed otherwise (network, 5xx) is retried.
+    pub owner_retry: Duration,
+}
+
+impl Default for KubeSourceConfig {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_millis(200),
+            owner_cache_ttl: Duration::from_secs(600),
+            owner_failure_ttl: Duration::from_secs(300),
+            owner_retry: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The cluster from the Kubernetes API. [`KubeSource::spawn`] starts the reflectors and returns
+/// the handle; the handle is ready once every reflector has listed and a snapshot is built.
+pub struct KubeSource {
+    client: Client,
+    options: ResolveOptions,
+    config: KubeSourceConfig,
+}
+
+/// One item of the merged watch streams: pod events carry the pod (for the IP history); the
+/// other kinds only say that their store changed.
+enum Change {
+    Pod(watcher::Event<Pod>),
+    Other,
+}
+
+type Changes = BoxStream<'static, Result<Change, (&'static str, watcher::Error)>>;
+
+/// Drop what no resolution reads: managed fields and all annotations but `keep`.
+fn trim_meta(meta: &mut ObjectMeta, keep: &[String]) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| keep.contains(k));
+    }
+    if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+        meta.annotations = None;
+    }
+}
+
+/// A pod reduced to identity, owners, labels, hostNetwork and its addresses.
+fn trim_pod(pod: &mut Pod, keep: &[String]) {
+    trim_meta(&mut pod.metadata, keep);
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = PodSpec { host_network: spec.host_network, node_name: spec.node_name.take(), ..PodSpec::default() };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = PodStatus {
+            pod_ip: status.pod_ip.take(),
+            pod_ips: status.pod_ips.take(),
+            host_ip: status.host_ip.take(),
+            host_ips: status.host_ips.take(),
+            phase: status.phase.take(),
+            // When the pod started holding its IP: the start of its IP history at first sight.
+            start_time: status.start_time.take(),
+            ..PodStatus::default()
+        };
+    }
+}
+
+/// A reflector for `K` with every object passed through `trim`, as a stream of [`Change`]s.
+fn reflect<K>(
+    client: &Client,
+    kind: &'static str,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    to_change: fn(watcher::Event<K>) -> Change,
+) -> (Store<K>, Changes)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .map(move |event| event.map(to_change).map_err(|e| (kind, e)))
+        .boxed();
+    (reader, stream)
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource").field("options", &self.options).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl KubeSource {
+    pub fn new(client: Client, options: ResolveOptions) -> Self {
+        Self { client, options, config: KubeSourceConfig::default() }
+    }
+
+    pub fn with_config(mut self, config: KubeSourceConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Start watching; call from within a Tokio runtime. The task runs until aborted.
+    pub fn spawn(self) -> (ClusterHandle, JoinHandle<()>) {
+        let handle = ClusterHandle::new();
+        let task = tokio::spawn(self.run(handle.clone()));
+        (handle, task)
+    }
+
+    async fn run(self, handle: ClusterHandle) {
+        let keep: Vec<String> = self.options.name_annotations().iter().map(|s| (*s).to_owned()).collect();
+        let client = &self.client;
+        let keep_pod = keep.clone();
+        let (pods, pod_changes) = reflect(client, "Pod", move |p: &mut Pod| trim_pod(p, &keep_pod), Change::Pod);
+        let (services, service_changes) =
+            reflect(client, "Service", |s: &mut Service| trim_meta(&mut s.metadata, &[]), |_| Change::Other);
+        let (slices, slice_changes) = reflect(
+            client,
+            "EndpointSlice",
+            |s: &mut EndpointSlice| trim_meta(&mut s.metadata, &[]),
+            |_| Change::Other,
+        );
+        let (replicasets, rs_changes) = reflect(
+            client,
+            "ReplicaSet",
+            |r: &mut ReplicaSet| {
+                trim_meta(&mut r.metadata, &[]);
+                r.spec = None;
+                r.status = None;
+            },
+            |_| Change::Other,
+        );
+        let (jobs, job_changes) = reflect(
+            client,
+            "Job",
+            |j: &mut Job| {
+                trim_meta(&mut j.metadata, &[]);
+                j.spec = None;
+                j.status = None;
+            },
+            |_| Change::Other,
+        );
+        let mut changes =
+            futures::stream::select_all([pod_changes, service_changes, slice_changes, rs_changes, job_changes]);
+        let stores = Stores { pods, services, slices, replicasets, jobs };
+        let all_ready = stores.wait_until_ready().fuse();
+        tokio::pin!(all_ready);
+
+        let ttls = OwnerTtls {
+            found: self.config.owner_cache_ttl,
+            unreadable: self.config.owner_failure_ttl,
+            retry: self.config.owner_retry,
+        };
+        let mut owners = OwnerCache::new(self.client.clone(), ttls, vec![("apps", "ReplicaSet"), ("batch", "Job")]);
+        let mut tracker = PodTracker::new(&keep);
+        let retention_ms = duration_ms(self.options.deleted_pod_retention);
+        let mut ready = false;
+        let mut rebuild_at: Option<Instant> = None;
+        let mut expiry = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            let deadline = rebuild_at.unwrap_or_else(Instant::now);
+            tokio::select! {
+                change = changes.next() => match change {
+                    Some(Ok(change)) => {
+                        if let Change::Pod(event) = change {
+                            tracker.apply(event, &handle.snapshot(), now_ms());
+                        }
+                        rebuild_at.get_or_insert_with(|| Instant::now() + self.config.debounce);
+                    }
+                    Some(Err((kind, e))) => {
+                        tracing::warn!(kind, error = %crate::error_chain(&e), "watch failed; retrying");
+                    }
+                    None => {
+                        tracing::error!("every watch stream ended; the cluster view is frozen");
+                        return;
+                    }
+                },
+                Ok(()) = &mut all_ready, if !ready => {
+                    tracing::info!("every reflector has listed; cluster view ready");
+                    ready = true;
+                    rebuild_at = Some(Instant::now());
+                }
+                _ = expiry.tick() => {
+                    owners.sweep();
+                    if tracker.history.next_expiry(retention_ms).is_some_and(|t| t < now_ms()) {
+                        rebuild_at.get_or_insert_with(Instant::now);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline), if ready && rebuild_at.is_some() => {
+                    rebuild_at = None;
+                    let snapshot = build(&stores, &mut tracker, &mut owners, &self.options).await;
+                    handle.publish(Arc::new(snapshot), true);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stores {
+    pods: Store<Pod>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    replicasets: Store<ReplicaSet>,
+    jobs: Store<Job>,
+}
+
+impl Stores {
+    async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.pods.wait_until_ready().await?;
+        self.services.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        self.replicasets.wait_until_ready().await?;
+        self.jobs.wait_until_ready().await
+    }
+}
+
+/// A snapshot from the stores' current contents, the pod history and the owners reachable.
+async fn build(stores: &Stores, tracker: &mut PodTracker, owners: &mut OwnerCache, opts: &ResolveOptions) -> Snapshot {
+    let now = now_ms();
+    tracker.history.expire(now, duration_ms(opts.deleted_pod_retention));
+    let mut objects = ClusterObjects {
+        pods: stores.pods.state().iter().map(|p| PodRecord::from_pod(p, &tracker.keep())).collect(),
+        services: stores.services.state().iter().map(|s| ServiceRecord::from_service(s)).collect(),
+        slices: stores.slices.state().iter().filter_map(|s| SliceRecord::from_slice(s)).collect(),
+        ..ClusterObjects::default()
+    };
+    for rs in stores.replicasets.state() {
+        objects.add_owner(OwnerRecord::from_meta("apps/v1", "ReplicaSet", &rs.metadata));
+    }
+    for job in stores.jobs.state() {
+        objects.add_owner(OwnerRecord::from_meta("batch/v1", "Job", &job.metadata));
+    }
+    owners.complete(&mut objects, tracker.history.retained.values().map(|r| &r.record)).await;
+    Snapshot::build(&objects, &tracker.history, opts, now)
+}

@@ -1,0 +1,299 @@
+//! The parts of Kubernetes objects that resolution reads, as both sources (inventory files and
+//! the API) hand them over: pods, Services, EndpointSlices, owner objects and node addresses.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+
+/// The label an EndpointSlice carries naming its Service.
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The API group of an `apiVersion` ("apps/v1" → "apps", "v1" → "").
+pub(crate) fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
+}
+
+/// A reference from an object to its (controller) owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct OwnerRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl OwnerRef {
+    /// The controller reference of an object; the first reference when none is marked
+    /// controller (the operator walks the first one).
+    pub fn controller_of(refs: Option<&Vec<OwnerReference>>) -> Option<Self> {
+        let refs = refs?;
+        let chosen = refs.iter().find(|r| r.controller == Some(true)).or_else(|| refs.first())?;
+        Some(Self {
+            api_version: chosen.api_version.clone(),
+            kind: chosen.kind.clone(),
+            name: chosen.name.clone(),
+        })
+    }
+
+    pub fn key(&self, namespace: &str) -> OwnerKey {
+        OwnerKey {
+            namespace: namespace.to_owned(),
+            group: api_group(&self.api_version).to_owned(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Where an owner object lives: its namespace, API group (not version), kind and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct OwnerKey {
+    pub namespace: String,
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// An object that can appear in an owner chain: its kind, name and its own controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnerRecord {
+    pub key: OwnerKey,
+    pub owner: Option<OwnerRef>,
+}
+
+impl OwnerRecord {
+    pub fn from_meta(api_version: &str, kind: &str, meta: &ObjectMeta) -> Self {
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        Self {
+            key: OwnerKey {
+                namespace,
+                group: api_group(api_version).to_owned(),
+                kind: kind.to_owned(),
+                name: meta.name.clone().unwrap_or_default(),
+            },
+            owner: OwnerRef::controller_of(meta.owner_references.as_ref()),
+        }
+    }
+}
+
+/// The pod fields resolution needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PodRecord {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Only the workload-name annotations.
+    pub annotations: BTreeMap<String, String>,
+    pub owner: Option<OwnerRef>,
+    pub ips: Vec<IpAddr>,
+    pub host_ips: Vec<IpAddr>,
+    pub host_network: bool,
+    pub phase: Option<String>,
+    pub created_ms: Option<i64>,
+    pub started_ms: Option<i64>,
+    pub deletion_ms: Option<i64>,
+    /// When the last container terminated, for a pod that has finished.
+    pub finished_ms: Option<i64>,
+}
+
+fn time_ms(t: Option<&Time>) -> Option<i64> {
+    t.map(|t| t.0.as_millisecond())
+}
+
+fn parse_ips<'a>(ips: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    for ip in ips.into_iter().filter_map(|s| s.parse().ok()) {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+impl PodRecord {
+    /// The record of a pod; `name_annotations` are the annotations kept (all others dropped).
+    pub fn from_pod(pod: &Pod, name_annotations: &[&str]) -> Self {
+        let meta = &pod.metadata;
+        let name = meta.name.clone().unwrap_or_default();
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let status = pod.status.as_ref();
+        let pod_ips = status.and_then(|s| s.pod_ips.as_ref());
+        let ips = parse_ips(
+            status
+                .and_then(|s| s.pod_ip.as_deref())
+                .into_iter()
+                .chain(pod_ips.into_iter().flatten().map(|p| p.ip.as_str())),
+        );
+        let host_ips = parse_ips(
+            status
+                .and_then(|s| s.host_ip.as_deref())
+                .into_iter()
+                .chain(status.and_then(|s| s.host_ips.as_ref()).into_iter().flatten().map(|h| h.ip.as_str())),
+        );
+        let annotations = meta
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| name_annotations.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let finished_ms = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+            .map(|t| t.0.as_millisecond())
+            .max();
+        Self {
+            uid: meta.uid.clone().unwrap_or_else(|| format!("{namespace}/{name}")),
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations,
+            owner: OwnerRef::controller_of(meta.owner_references.as_ref()),
+            ips,
+            host_ips,
+            host_network: pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
+            phase: status.and_then(|s| s.phase.clone()),
+            created_ms: time_ms(meta.creation_timestamp.as_ref()),
+            started_ms: time_ms(status.and_then(|s| s.start_time.as_ref())),
+            deletion_ms: time_ms(meta.deletion_timestamp.as_ref()),
+            finished_ms,
+            name,
+            namespace,
+        }
+    }
+
+    /// A pod that has run to completion no longer holds its IP.
+    pub fn finished(&self) -> bool {
+        matches!(self.phase.as_deref(), Some("Succeeded" | "Failed"))
+    }
+
+    /// The IPs that identify this pod: none for hostNetwork pods, which share the node's.
+    pub fn own_ips(&self) -> &[IpAddr] {
+        if self.host_network { &[] } else { &self.ips }
+    }
+
+    /// When the pod started holding its IP, as well as the object tells.
+    pub fn start_ms(&self) -> Option<i64> {
+        self.started_ms.or(self.created_ms)
+    }
+}
+
+/// The Service fields resolution needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServiceRecord {
+    pub name: String,
+    pub namespace: String,
+    /// ClusterIPs; empty for headless and ExternalName Services.
+    pub cluster_ips: Vec<IpAddr>,
+    /// (port, port name).
+    pub ports: Vec<(u16, Option<String>)>,
+}
+
+impl ServiceRecord {
+    pub fn from_service(svc: &Service) -> Self {
+        let spec = svc.spec.as_ref();
+        let cluster_ips = parse_ips(
+            spec.and_then(|s| s.cluster_ip.as_deref())
+                .into_iter()
+                .chain(spec.and_then(|s| s.cluster_ips.as_ref()).into_iter().flatten().map(String::as_str)),
+        );
+        let ports = spec
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((u16::try_from(p.port).ok()?, p.name.clone())))
+            .collect();
+        Self {
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            cluster_ips,
+            ports,
+        }
+    }
+}
+
+/// One endpoint of a slice: its addresses, readiness and the pod behind it when named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EndpointRecord {
+    pub addresses: Vec<IpAddr>,
+    /// A missing condition means ready, as the API documents.
+    pub ready: bool,
+    pub pod_uid: Option<String>,
+    pub pod_name: Option<String>,
+}
+
+/// The EndpointSlice fields resolution needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SliceRecord {
+    pub namespace: String,
+    /// The Service named by the `kubernetes.io/service-name` label.
+    pub service: String,
+    /// (port name, port number) of the endpoints.
+    pub ports: Vec<(Option<String>, Option<u16>)>,
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+impl SliceRecord {
+    /// The record of a slice; None for a slice that names no Service.
+    pub fn from_slice(slice: &EndpointSlice) -> Option<Self> {
+        let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .map(|e| {
+                let pod_ref = e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod"));
+                EndpointRecord {
+                    addresses: parse_ips(e.addresses.iter().map(String::as_str)),
+                    ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+                    pod_uid: pod_ref.and_then(|r| r.uid.clone()),
+                    pod_name: pod_ref.and_then(|r| r.name.clone()),
+                }
+            })
+            .collect();
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.port.and_then(|n| u16::try_from(n).ok())))
+            .collect();
+        Some(Self {
+            namespace: slice.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            service,
+            ports,
+            endpoints,
+        })
+    }
+}
+
+/// Every object a snapshot is built from, whichever source it came from.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterObjects {
+    pub pods: Vec<PodRecord>,
+    pub services: Vec<ServiceRecord>,
+    pub slices: Vec<SliceRecord>,
+    pub owners: HashMap<OwnerKey, OwnerRecord>,
+    /// Node addresses known directly (Node objects); pods' host IPs are added when building.
+    pub node_ips: HashSet<IpAddr>,
+}
+
+impl ClusterObjects {
+    pub fn add_owner(&mut self, record: OwnerRecord) {
+        self.owners.insert(record.key.clone(), record);
+    }
+
+    /// Addresses of a Node object (its `status.addresses` of type InternalIP/ExternalIP).
+    pub fn add_node_addresses(&mut self, data: &serde_json::Value) {
+        let addresses = data.pointer("/status/addresses").and_then(|a| a.as_array());
+        for address in addresses.into_iter().flatten() {
+            let kind = address.get("type").and_then(|t| t.as_str());
+            if matches!(kind, Some("InternalIP" | "ExternalIP"))
+                && let Some(ip) = address.get("address").and_then(|a| a.as_str()).and_then(|a| a.parse().ok())
+            {
+                self.node_ips.insert(ip);
+            }
+        }
+    }
+}

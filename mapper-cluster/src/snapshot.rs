@@ -1,0 +1,254 @@
+//! An immutable, indexed view of the cluster at one moment, and resolution against it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+
+use crate::history::{Holder, IpHistory, PodHistory};
+use crate::identity::{Evidence, Peer, ResolveOptions, UnresolvedReason, Workload, duration_ms};
+use crate::model::{ClusterObjects, OwnerKey, OwnerRecord, PodRecord, SliceRecord};
+
+/// The namespace and name of the Service whose ClusterIP and endpoints are the API server.
+const API_SERVER_SERVICE: (&str, &str) = ("default", "kubernetes");
+/// Owner chains longer than this are cut (they only happen with reference cycles).
+const MAX_OWNER_DEPTH: usize = 16;
+
+#[derive(Debug, Clone)]
+struct PodEntry {
+    workload: Workload,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ServiceEntry {
+    ports: Vec<(u16, Option<String>)>,
+    slices: Vec<SliceRecord>,
+}
+
+type ServiceKey = (String, String);
+
+/// The cluster as resolution sees it at one moment. Immutable; shared as `Arc<Snapshot>`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pods: HashMap<String, PodEntry>,
+    pod_by_name: HashMap<(String, String), String>,
+    ips: IpHistory,
+    tolerance_ms: i64,
+    cluster_cidrs: Vec<IpNet>,
+    services_by_ip: HashMap<IpAddr, ServiceKey>,
+    services: HashMap<ServiceKey, ServiceEntry>,
+    api_server_ips: HashSet<IpAddr>,
+    /// API server endpoint address → its ports (empty: any port).
+    api_server_endpoints: HashMap<IpAddr, Vec<u16>>,
+    node_ips: HashSet<IpAddr>,
+    labels: HashMap<Workload, BTreeMap<String, String>>,
+    built_at_ms: i64,
+}
+
+/// The top of a pod's owner chain, as (kind, name): the last owner that could be read.
+fn walk_owners(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>) -> (String, String) {
+    let mut top = ("Pod".to_owned(), pod.name.clone());
+    let mut next = pod.owner.clone();
+    for _ in 0..MAX_OWNER_DEPTH {
+        let Some(owner_ref) = next.take() else { break };
+        match owners.get(&owner_ref.key(&pod.namespace)) {
+            Some(record) => {
+                top = (record.key.kind.clone(), record.key.name.clone());
+                next = record.owner.clone();
+            }
+            None => {
+                tracing::debug!(pod = %pod.name, namespace = %pod.namespace, owner_kind = %owner_ref.kind,
+                    owner = %owner_ref.name, "owner not readable, workload is the last readable owner");
+            }
+        }
+    }
+    top
+}
+
+/// A pod's workload: the name annotation when present, else the top of its owner chain (dots in
+/// the name become underscores, as the operator does). The kind is the chain's in both cases.
+pub(crate) fn workload_of(
+    pod: &PodRecord,
+    owners: &HashMap<OwnerKey, OwnerRecord>,
+    opts: &ResolveOptions,
+) -> Workload {
+    let (kind, top_name) = walk_owners(pod, owners);
+    let annotated = opts.name_annotations().into_iter().find_map(|a| pod.annotations.get(a));
+    let name = match annotated {
+        Some(name) => name.clone(),
+        None => top_name.replace('.', "_"),
+    };
+    Workload { name, namespace: pod.namespace.clone(), kind }
+}
+
+impl Snapshot {
+    /// Index `objects` and the carried-over `history` into a snapshot.
+    pub(crate) fn build(objects: &ClusterObjects, history: &PodHistory, opts: &ResolveOptions, now_ms: i64) -> Self {
+        let mut snap = Snapshot {
+            ips: history.ips.clone(),
+            tolerance_ms: duration_ms(opts.ip_time_tolerance),
+            cluster_cidrs: opts.cluster_cidrs.clone(),
+            node_ips: objects.node_ips.clone(),
+            built_at_ms: now_ms,
+            ..Snapshot::default()
+        };
+        let retained = history.retained.values().map(|r| {
+            let workload = r.workload.clone().unwrap_or_else(|| workload_of(&r.record, &objects.owners, opts));
+            (&r.record, workload)
+        });
+        let current = objects.pods.iter().map(|p| (p, workload_of(p, &objects.owners, opts)));
+        for (pod, workload) in retained.chain(current) {
+            snap.pod_by_name.insert((pod.namespace.clone(), pod.name.clone()), pod.uid.clone());
+            let labels = snap.labels.entry(workload.clone()).or_default();
+            labels.extend(pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            snap.pods.insert(pod.uid.clone(), PodEntry { workload });
+        }
+        for pod in &objects.pods {
+            snap.node_ips.extend(pod.host_ips.iter().copied());
+            if pod.host_network {
+                snap.node_ips.extend(pod.ips.iter().copied());
+            }
+        }
+        for svc in &objects.services {
+            let key = (svc.namespace.clone(), svc.name.clone());
+            if key.0 == API_SERVER_SERVICE.0 && key.1 == API_SERVER_SERVICE.1 {
+                snap.api_server_ips.extend(svc.cluster_ips.iter().copied());
+            }
+            for ip in &svc.cluster_ips {
+                snap.services_by_ip.insert(*ip, key.clone());
+            }
+            snap.services.insert(key, ServiceEntry { ports: svc.ports.clone(), slices: Vec::new() });
+        }
+        for slice in &objects.slices {
+            if slice.namespace == API_SERVER_SERVICE.0 && slice.service == API_SERVER_SERVICE.1 {
+                let ports: Vec<u16> = slice.ports.iter().filter_map(|(_, p)| *p).collect();
+                for ep in &slice.endpoints {
+                    for ip in &ep.addresses {
+                        snap.api_server_endpoints.entry(*ip).or_default().extend(ports.iter().copied());
+                    }
+                }
+            }
+            if let Some(entry) = snap.services.get_mut(&(slice.namespace.clone(), slice.service.clone())) {
+                entry.slices.push(slice.clone());
+            }
+        }
+        snap
+    }
+
+    /// When this snapshot was built (Unix milliseconds).
+    pub fn built_at_ms(&self) -> i64 {
+        self.built_at_ms
+    }
+
+    /// How many pods (current and recently deleted) this snapshot knows.
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// The local end as the agent saw it: a pod UID from cgroup evidence wins over the IP;
+    /// a host-network end without a pod UID is Unresolved(NodeIp) — never guessed from the IP.
+    pub fn resolve_local(&self, ev: &Evidence) -> Peer {
+        let unresolved = |reason| Peer::Unresolved { ip: ev.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), reason };
+        if let Some(uid) = ev.pod_uid {
+            if let Some(pod) = self.pods.get(uid) {
+                return Peer::Workload(pod.workload.clone());
+            }
+            if ev.host_network || ev.ip.is_none() {
+                return unresolved(UnresolvedReason::UnknownPodUid);
+            }
+        }
+        if ev.host_network {
+            return unresolved(UnresolvedReason::NodeIp);
+        }
+        match ev.ip {
+            Some(ip) => self.resolve_address(ip, ev.at_ms),
+            None => unresolved(UnresolvedReason::NoEvidence),
+        }
+    }
+
+    /// The far end of a flow, by address at time `at_ms`: the pod that held the IP at that time,
+    /// a Service ClusterIP → the workload behind the Service through its EndpointSlices (a
+    /// Service with no ready endpoints → Peer::Service), the API server's ClusterIP/endpoints →
+    /// ApiServer, a node IP → Unresolved(NodeIp), otherwise External.
+    pub fn resolve_remote(&self, ip: IpAddr, port: u16, at_ms: i64) -> Peer {
+        if self.api_server_ips.contains(&ip) {
+            return Peer::ApiServer;
+        }
+        if let Some(ports) = self.api_server_endpoints.get(&ip)
+            && (ports.is_empty() || ports.contains(&port))
+        {
+            return Peer::ApiServer;
+        }
+        if let Some(key) = self.services_by_ip.get(&ip) {
+            return self.service_peer(key, port, at_ms);
+        }
+        self.resolve_address(ip, at_ms)
+    }
+
+    /// The workload of a pod (current, or deleted within the retention period).
+    pub fn workload_of_pod(&self, uid: &str) -> Option<Workload> {
+        self.pods.get(uid).map(|p| p.workload.clone())
+    }
+
+    /// Pod labels of a workload (union over its known pods), for --exclude-labels filtering.
+    pub fn labels_of(&self, w: &Workload) -> Option<&BTreeMap<String, String>> {
+        self.labels.get(w)
+    }
+
+    /// An address that is not a Service: a pod's by history, else a node's, else outside.
+    fn resolve_address(&self, ip: IpAddr, at_ms: i64) -> Peer {
+        let holder = self.ips.lookup(ip, at_ms, self.tolerance_ms);
+        if let Holder::Pod(uid) = holder
+            && let Some(pod) = self.pods.get(uid)
+        {
+            return Peer::Workload(pod.workload.clone());
+        }
+        if self.node_ips.contains(&ip) {
+            return Peer::Unresolved { ip, reason: UnresolvedReason::NodeIp };
+        }
+        if holder != Holder::Unknown {
+            return Peer::Unresolved { ip, reason: UnresolvedReason::NoPodAtTime };
+        }
+        if self.cluster_cidrs.iter().any(|net| net.contains(&ip)) {
+            return Peer::Unresolved { ip, reason: UnresolvedReason::UnknownClusterIp };
+        }
+        Peer::External { ip }
+    }
+
+    /// The workload behind a Service: the one most of its ready endpoints (on the slices serving
+    /// `port`) belong to, ties to the smallest; the Service itself when none is known.
+    fn service_peer(&self, key: &ServiceKey, port: u16, at_ms: i64) -> Peer {
+        let service = Peer::Service { name: key.1.clone(), namespace: key.0.clone() };
+        let Some(entry) = self.services.get(key) else { return service };
+        let port_name = entry.ports.iter().find(|(p, _)| *p == port).and_then(|(_, name)| name.as_ref());
+        let serves_port = |s: &&SliceRecord| s.ports.is_empty() || s.ports.iter().any(|(n, _)| n.as_ref() == port_name);
+        let mut slices: Vec<&SliceRecord> = entry.slices.iter().filter(serves_port).collect();
+        if slices.is_empty() {
+            slices = entry.slices.iter().collect();
+        }
+        let mut counts: BTreeMap<&Workload, usize> = BTreeMap::new();
+        for ep in slices.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready) {
+            let by_ref = ep.pod_uid.clone().filter(|uid| self.pods.contains_key(uid)).or_else(|| {
+                let name = ep.pod_name.as_ref()?;
+                self.pod_by_name.get(&(key.0.clone(), name.clone())).cloned()
+            });
+            let uid = by_ref.or_else(|| {
+                ep.addresses.iter().find_map(|ip| match self.ips.lookup(*ip, at_ms, self.tolerance_ms) {
+                    Holder::Pod(uid) => Some(uid.to_owned()),
+                    _ => None,
+                })
+            });
+            if let Some(pod) = uid.and_then(|uid| self.pods.get(&uid)) {
+                *counts.entry(&pod.workload).or_default() += 1;
+            }
+        }
+        // Iterating in order and keeping only strictly larger counts picks the smallest on ties.
+        let mut best: Option<(&Workload, usize)> = None;
+        for (w, n) in counts {
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((w, n));
+            }
+        }
+        best.map_or(service, |(w, _)| Peer::Workload(w.clone()))
+    }
+}

@@ -1,0 +1,293 @@
+//! Ingest: validate a batch, resolve each flow's two ends to workloads, and
+//! apply the batch to the store durably before acknowledging it.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use mapper_cluster::{ClusterHandle, Evidence, Peer, Snapshot};
+use mapper_proto::v1::{self as pb, ingest_server::Ingest};
+use tonic::{Request, Response, Status};
+use tracing::{debug, info_span, warn};
+
+use crate::{
+    dns::DnsCache,
+    metrics::Metrics,
+    store::{Applied, EdgeKey, EdgeStore, Observation, Proto, Side},
+};
+
+/// Most flows one batch may carry.
+pub const MAX_FLOWS_PER_BATCH: usize = 100_000;
+
+/// A request field that is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("{field} is empty")]
+    Empty { field: &'static str },
+    #[error("sequence must start at 1")]
+    ZeroSequence,
+    #[error("{count} flows in one batch: at most {max}")]
+    TooManyFlows { count: usize, max: usize },
+    #[error("flows[{index}].{field}: {problem}")]
+    Flow { index: usize, field: &'static str, problem: String },
+}
+
+/// An address from the wire: 4 or 16 bytes; empty is "unknown".
+pub fn ip_from_bytes(b: &[u8]) -> Result<Option<IpAddr>, String> {
+    match b.len() {
+        0 => Ok(None),
+        4 => Ok(Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            let v6 = Ipv6Addr::from(a);
+            Ok(Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)))
+        }
+        n => Err(format!("{n} bytes is not an IPv4 (4) or IPv6 (16) address")),
+    }
+}
+
+/// An address to the wire.
+pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn port(index: usize, field: &'static str, p: u32) -> Result<u16, BatchError> {
+    u16::try_from(p).map_err(|_| BatchError::Flow { index, field, problem: format!("{p} is not a port") })
+}
+
+/// A flow after validation.
+#[derive(Debug, Clone)]
+struct Checked<'a> {
+    side: Side,
+    proto: Proto,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    dst_port: u16,
+    orig: Option<(IpAddr, u16)>,
+    flow: &'a pb::Flow,
+}
+
+fn check_flow(index: usize, f: &pb::Flow) -> Result<Checked<'_>, BatchError> {
+    let bad = |field: &'static str, problem: String| BatchError::Flow { index, field, problem };
+    let side = match pb::Direction::try_from(f.direction) {
+        Ok(pb::Direction::Connect | pb::Direction::Udp) => Side::Client,
+        Ok(pb::Direction::Accept) => Side::Server,
+        _ => return Err(bad("direction", format!("{} is not connect, accept or udp", f.direction))),
+    };
+    let proto = match pb::Protocol::try_from(f.protocol) {
+        Ok(pb::Protocol::Tcp) => Proto::Tcp,
+        Ok(pb::Protocol::Udp) => Proto::Udp,
+        _ => return Err(bad("protocol", format!("{} is not tcp or udp", f.protocol))),
+    };
+    let src = ip_from_bytes(&f.src_ip).map_err(|p| bad("src_ip", p))?;
+    let dst = ip_from_bytes(&f.dst_ip).map_err(|p| bad("dst_ip", p))?;
+    let orig_ip = ip_from_bytes(&f.original_dst_ip).map_err(|p| bad("original_dst_ip", p))?;
+    let dst_port = port(index, "dst_port", f.dst_port)?;
+    let orig_port = port(index, "original_dst_port", f.original_dst_port)?;
+    if dst.is_none() {
+        return Err(bad("dst_ip", "missing".into()));
+    }
+    if side == Side::Server && src.is_none() {
+        return Err(bad("src_ip", "missing on an accepted connection".into()));
+    }
+    if f.last_seen_ms < f.first_seen_ms {
+        return Err(bad("last_seen_ms", "earlier than first_seen_ms".into()));
+    }
+    Ok(Checked { side, proto, src, dst, dst_port, orig: orig_ip.map(|ip| (ip, orig_port)), flow: f })
+}
+
+/// Validates a whole batch; nothing is applied unless every flow is valid.
+fn check_batch(req: &pb::ReportRequest) -> Result<Vec<Checked<'_>>, BatchError> {
+    if req.node.is_empty() {
+        return Err(BatchError::Empty { field: "node" });
+    }
+    if req.boot_id.is_empty() {
+        return Err(BatchError::Empty { field: "boot_id" });
+    }
+    if req.sequence == 0 {
+        return Err(BatchError::ZeroSequence);
+    }
+    if req.flows.len() > MAX_FLOWS_PER_BATCH {
+        return Err(BatchError::TooManyFlows { count: req.flows.len(), max: MAX_FLOWS_PER_BATCH });
+    }
+    req.flows.iter().enumerate().map(|(i, f)| check_flow(i, f)).collect()
+}
+
+/// Resolves one flow's ends: the local end by the agent's evidence (pod UID
+/// over IP), the far end by address at the flow's time. A connection to a
+/// ClusterIP resolves through the pod conntrack sent it to when that is
+/// known, else through the Service.
+fn resolve(snap: &Snapshot, c: &Checked<'_>) -> EdgeKey {
+    let at = c.flow.last_seen_ms;
+    let pod_uid = (!c.flow.pod_uid.is_empty()).then_some(c.flow.pod_uid.as_str());
+    match c.side {
+        Side::Client => {
+            let ev = Evidence { ip: c.src, pod_uid, host_network: c.flow.host_network, at_ms: at };
+            let client = snap.resolve_local(&ev);
+            let real = c.dst.map(|ip| snap.resolve_remote(ip, c.dst_port, at));
+            let server = match (real, c.orig) {
+                (Some(p @ (Peer::Workload(_) | Peer::ApiServer)), _) => p,
+                (_, Some((ip, port))) => snap.resolve_remote(ip, port, at),
+                (Some(p), None) => p,
+                (None, None) => Peer::Unresolved { ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), reason: mapper_cluster::UnresolvedReason::NoPodAtTime },
+            };
+            EdgeKey { client, server }
+        }
+        Side::Server => {
+            let ev = Evidence { ip: c.dst, pod_uid, host_network: c.flow.host_network, at_ms: at };
+            let server = snap.resolve_local(&ev);
+            let client = c.src.map_or(Peer::Unresolved { ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), reason: mapper_cluster::UnresolvedReason::NoPodAtTime }, |ip| snap.resolve_remote(ip, 0, at));
+            EdgeKey { client, server }
+        }
+    }
+}
+
+fn unresolved_reason(p: &Peer) -> Option<&'static str> {
+    match p {
+        Peer::Unresolved { reason, .. } => Some(reason.as_str()),
+        _ => None,
+    }
+}
+
+/// The Ingest service.
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    pub store: Arc<EdgeStore>,
+    pub cluster: ClusterHandle,
+    pub metrics: Arc<Metrics>,
+    pub dns: Arc<DnsCache>,
+}
+
+impl IngestService {
+    /// Validates, resolves and applies one batch (blocking: it commits to disk).
+    pub fn report(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
+        let checked = check_batch(req).map_err(|e| {
+            self.metrics.batches_rejected.inc();
+            Status::invalid_argument(format!("batch {} from {} ({}): {e}", req.sequence, req.node, req.boot_id))
+        })?;
+        if !self.cluster.is_ready() {
+            return Err(Status::unavailable("the cluster state has not synced yet; retry shortly"));
+        }
+        for d in &req.dns {
+            self.dns.record(d);
+        }
+        let snap = self.cluster.snapshot();
+        let mut unresolved = 0u64;
+        let observations: Vec<Observation> = checked
+            .iter()
+            .map(|c| {
+                let key = resolve(&snap, c);
+                for reason in [unresolved_reason(&key.client), unresolved_reason(&key.server)].into_iter().flatten() {
+                    unresolved += 1;
+                    self.metrics.flows_unresolved.get_or_create(&[("reason", reason)]).inc();
+                }
+                let dns_names = match &key.server {
+                    Peer::External { ip } => self.dns.names(*ip),
+                    _ => Vec::new(),
+                };
+                Observation {
+                    key,
+                    side: c.side,
+                    port: c.dst_port,
+                    proto: c.proto,
+                    established: c.flow.count,
+                    failed: c.flow.failed,
+                    first_seen_ms: c.flow.first_seen_ms,
+                    last_seen_ms: c.flow.last_seen_ms,
+                    dns_names,
+                }
+            })
+            .collect();
+        let agent = format!("{}/{}", req.node, req.boot_id);
+        let applied = self.store.apply(&agent, req.sequence, &observations).map_err(|e| {
+            warn!(error = %e, "cannot store a batch");
+            Status::internal(format!("cannot store the batch: {e}"))
+        })?;
+        match applied {
+            Applied::New => {
+                self.metrics.batches.get_or_create(&[("result", "applied")]).inc();
+                self.metrics.flows_ingested.inc_by(observations.len() as u64);
+            }
+            Applied::Duplicate => {
+                self.metrics.batches.get_or_create(&[("result", "duplicate")]).inc();
+                debug!(%agent, sequence = req.sequence, "duplicate batch acknowledged again");
+            }
+        }
+        self.metrics.edges.set(self.store.len() as i64);
+        Ok(pb::ReportResponse {
+            duplicate: applied == Applied::Duplicate,
+            flows_applied: if applied == Applied::New { observations.len() as u64 } else { 0 },
+            flows_unresolved: unresolved,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let req = request.into_inner();
+        let span = info_span!("report", node = %req.node, sequence = req.sequence, flows = req.flows.len());
+        let this = self.clone();
+        let resp = tokio::task::spawn_blocking(move || span.in_scope(|| IngestService::report(&this, &req)))
+            .await
+            .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
+        Ok(Response::new(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow() -> pb::Flow {
+        pb::Flow {
+            direction: pb::Direction::Connect as i32,
+            protocol: pb::Protocol::Tcp as i32,
+            src_ip: vec![10, 0, 0, 2],
+            dst_ip: vec![10, 0, 0, 3],
+            dst_port: 8080,
+            count: 1,
+            ..Default::default()
+        }
+    }
+
+    fn batch(flows: Vec<pb::Flow>) -> pb::ReportRequest {
+        pb::ReportRequest { node: "n1".into(), boot_id: "b".into(), sequence: 1, flows, dns: vec![] }
+    }
+
+    #[test]
+    fn rejects_bad_batches_naming_the_field() {
+        let mut f = flow();
+        f.dst_ip = vec![1, 2, 3];
+        let e = check_batch(&batch(vec![flow(), f])).expect_err("3-byte address accepted");
+        assert_eq!(e.to_string(), "flows[1].dst_ip: 3 bytes is not an IPv4 (4) or IPv6 (16) address");
+        let mut f = flow();
+        f.dst_port = 70000;
+        assert_eq!(check_batch(&batch(vec![f])).expect_err("port").to_string(), "flows[0].dst_port: 70000 is not a port");
+        let mut f = flow();
+        f.direction = 9;
+        assert!(check_batch(&batch(vec![f])).expect_err("direction").to_string().contains("flows[0].direction"));
+        let mut b = batch(vec![]);
+        b.node.clear();
+        assert_eq!(check_batch(&b).expect_err("node"), BatchError::Empty { field: "node" });
+        let mut b = batch(vec![]);
+        b.sequence = 0;
+        assert_eq!(check_batch(&b).expect_err("seq"), BatchError::ZeroSequence);
+        let b = batch(vec![flow(); MAX_FLOWS_PER_BATCH + 1]);
+        assert!(matches!(check_batch(&b), Err(BatchError::TooManyFlows { .. })));
+    }
+
+    #[test]
+    fn v4_mapped_addresses_become_v4() {
+        let mut b = vec![0u8; 16];
+        b[10] = 0xff;
+        b[11] = 0xff;
+        b[12..].copy_from_slice(&[10, 0, 0, 9]);
+        assert_eq!(ip_from_bytes(&b), Ok(Some("10.0.0.9".parse().expect("ip"))));
+    }
+}

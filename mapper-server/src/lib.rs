@@ -1,0 +1,11 @@
+//! The central mapper: receives agents' flows over gRPC, resolves both ends of
+//! each to workloads (through `mapper-cluster`), keeps one edge per
+//! (client, server) in memory and on disk, and answers the CLI's queries.
+
+pub mod auth;
+pub mod dns;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
+pub mod server;
+pub mod store;

@@ -1,0 +1,157 @@
+//! Wiring: the store, the services, authentication, retention and metrics,
+//! on the addresses the configuration names.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use mapper_cluster::ClusterHandle;
+use mapper_proto::v1::{ingest_server::IngestServer, query_server::QueryServer};
+use tonic::transport::server::TcpIncoming;
+use tracing::{error, info, warn};
+
+use crate::{
+    auth::BearerAuth,
+    dns::DnsCache,
+    ingest::IngestService,
+    metrics::{self, Metrics},
+    query::QueryService,
+    store::{EdgeStore, StoreError},
+};
+
+/// Largest request accepted (a full batch of flows fits well below it).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Bearer token every RPC must carry (`None`: no authentication).
+    pub token: Option<String>,
+    /// Allow a non-loopback listener without a token.
+    pub insecure: bool,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Edges not seen for this long are removed.
+    pub retention: Duration,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "refusing to listen on {addr} without authentication: anyone who reaches it could read the map and feed it \
+         flows. Give --token-file, listen on a loopback address, or pass --insecure if the network is trusted"
+    )]
+    Insecure { addr: SocketAddr },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gRPC server failed")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A server bound to its addresses, ready to serve.
+#[derive(Debug)]
+pub struct BoundServer {
+    cfg: ServerConfig,
+    incoming: TcpIncoming,
+    local_addr: SocketAddr,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    store: Arc<EdgeStore>,
+    cluster: ClusterHandle,
+    metrics: Arc<Metrics>,
+}
+
+impl BoundServer {
+    /// Checks the configuration, opens the store and binds the listeners.
+    pub async fn bind(cfg: ServerConfig, cluster: ClusterHandle) -> Result<Self, ServerError> {
+        if !cfg.listen.ip().is_loopback() && cfg.token.is_none() && !cfg.insecure {
+            return Err(ServerError::Insecure { addr: cfg.listen });
+        }
+        let dir = cfg.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || EdgeStore::open(&dir))
+            .await
+            .map_err(|e| ServerError::Bind { addr: cfg.listen, source: std::io::Error::other(e) })??;
+        info!(path = %store.path().display(), edges = store.len(), "store opened");
+        let incoming = TcpIncoming::bind(cfg.listen).map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let local_addr = incoming.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let metrics_listener = match cfg.metrics_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        metrics.edges.set(store.len() as i64);
+        Ok(Self { cfg, incoming, local_addr, metrics_listener, store: Arc::new(store), cluster, metrics })
+    }
+
+    /// The gRPC address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The metrics address actually bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Self { cfg, incoming, local_addr, metrics_listener, store, cluster, metrics } = self;
+        if let Some(l) = metrics_listener {
+            let (m, c) = (metrics.clone(), cluster.clone());
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(l, m, c).await {
+                    error!(error = %e, "metrics endpoint failed");
+                }
+            });
+        }
+        let retention = cfg.retention;
+        let (s, m) = (store.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60).min(retention));
+            loop {
+                tick.tick().await;
+                let cutoff = now_ms() - retention.as_millis() as i64;
+                let s2 = s.clone();
+                match tokio::task::spawn_blocking(move || s2.expire(cutoff)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        info!(expired = n, "edges past retention removed");
+                        m.edges_expired.inc_by(n as u64);
+                        m.edges.set(s.len() as i64);
+                    }
+                    Ok(Err(e)) => warn!(error = %e, "retention sweep failed"),
+                    Err(e) => warn!(error = %e, "retention task failed"),
+                }
+            }
+        });
+        let auth = BearerAuth::new(cfg.token.clone());
+        let ingest = IngestService { store: store.clone(), cluster: cluster.clone(), metrics: metrics.clone(), dns: Arc::new(DnsCache::default()) };
+        let query = QueryService { store, cluster, metrics };
+        info!(addr = %local_addr, auth = cfg.token.is_some(), "mapper-server listening");
+        tonic::transport::Server::builder()
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                IngestServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES),
+                auth.clone(),
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(QueryServer::new(query), auth))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        info!("mapper-server stopped");
+        Ok(())
+    }
+}

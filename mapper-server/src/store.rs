@@ -1,0 +1,280 @@
+//! The edge store: one edge per (client, server) with ports, counts per
+//! observing side and first/last seen, in memory (dashmap, for queries) and in
+//! redb on disk (for restarts).
+//!
+//! A batch is applied in one redb write transaction that also records the
+//! batch's (node, boot id) → sequence; the transaction commits (fsync) before
+//! the caller acknowledges. A resent batch finds its sequence recorded and
+//! changes nothing. Batches are applied one at a time (a mutex), so the
+//! in-memory map is updated in commit order.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use dashmap::DashMap;
+use mapper_cluster::Peer;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const EDGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges");
+const AGENTS: TableDefinition<&str, u64> = TableDefinition::new("agents");
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// Which agent saw a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's agent (connect, UDP send).
+    Client,
+    /// The server's agent (accept).
+    Server,
+}
+
+/// An edge's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EdgeKey {
+    pub client: Peer,
+    pub server: Peer,
+}
+
+/// What is known of an edge. Each side's agent counts the same connections,
+/// so the sides are kept apart and the edge's count is the larger of the two.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeState {
+    pub ports: BTreeSet<(u16, Proto)>,
+    pub client_established: u64,
+    pub client_failed: u64,
+    pub server_established: u64,
+    pub server_failed: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// DNS names clients resolved to the server's address (external servers).
+    #[serde(default)]
+    pub dns_names: BTreeSet<String>,
+}
+
+impl EdgeState {
+    /// Connections established, as the better-placed side counted them.
+    pub fn established(&self) -> u64 {
+        self.client_established.max(self.server_established)
+    }
+
+    /// Connection attempts that failed (only the client sees most of these).
+    pub fn failed(&self) -> u64 {
+        self.client_failed.max(self.server_failed)
+    }
+
+    pub fn seen_by_client(&self) -> bool {
+        self.client_established + self.client_failed > 0
+    }
+
+    pub fn seen_by_server(&self) -> bool {
+        self.server_established + self.server_failed > 0
+    }
+
+    fn add(&mut self, obs: &Observation) {
+        match obs.side {
+            Side::Client => {
+                self.client_established += obs.established;
+                self.client_failed += obs.failed;
+            }
+            Side::Server => {
+                self.server_established += obs.established;
+                self.server_failed += obs.failed;
+            }
+        }
+        self.ports.insert((obs.port, obs.proto));
+        if self.first_seen_ms == 0 || obs.first_seen_ms < self.first_seen_ms {
+            self.first_seen_ms = obs.first_seen_ms;
+        }
+        self.last_seen_ms = self.last_seen_ms.max(obs.last_seen_ms);
+        self.dns_names.extend(obs.dns_names.iter().cloned());
+    }
+}
+
+/// One resolved flow, ready to be added to an edge.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub key: EdgeKey,
+    pub side: Side,
+    pub port: u16,
+    pub proto: Proto,
+    pub established: u64,
+    pub failed: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub dns_names: Vec<String>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path} (another mapper-server using it?)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("store transaction failed")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("store table failed")]
+    Table(#[from] redb::TableError),
+    #[error("store read or write failed")]
+    Storage(#[from] redb::StorageError),
+    #[error("store commit failed")]
+    Commit(#[from] redb::CommitError),
+    #[error("corrupt record in the store")]
+    Corrupt(#[source] serde_json::Error),
+}
+
+/// Whether a batch was applied or had been already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    New,
+    Duplicate,
+}
+
+/// The edge store.
+#[derive(Debug)]
+pub struct EdgeStore {
+    db: Database,
+    edges: DashMap<EdgeKey, EdgeState>,
+    write: Mutex<()>,
+    path: PathBuf,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs to JSON cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl EdgeStore {
+    /// Opens (or creates) `<data_dir>/edges.redb` and loads every edge.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
+        let path = data_dir.join("edges.redb");
+        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(EDGES)?;
+            txn.open_table(AGENTS)?;
+        }
+        txn.commit()?;
+        let edges = DashMap::new();
+        {
+            let read = db.begin_read()?;
+            let table = read.open_table(EDGES)?;
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let key: EdgeKey = serde_json::from_slice(k.value()).map_err(StoreError::Corrupt)?;
+                let state: EdgeState = serde_json::from_slice(v.value()).map_err(StoreError::Corrupt)?;
+                edges.insert(key, state);
+            }
+        }
+        Ok(Self { db, edges, write: Mutex::new(()), path })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies a batch durably, unless (agent, sequence) was applied already.
+    /// `agent` identifies the sender's boot (node and boot id).
+    pub fn apply(&self, agent: &str, sequence: u64, observations: &[Observation]) -> Result<Applied, StoreError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.begin_write()?;
+        let mut updated: Vec<(EdgeKey, EdgeState)> = Vec::new();
+        {
+            let mut agents = txn.open_table(AGENTS)?;
+            let last = agents.get(agent)?.map(|v| v.value()).unwrap_or(0);
+            if sequence <= last {
+                return Ok(Applied::Duplicate);
+            }
+            agents.insert(agent, sequence)?;
+            let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
+            for obs in observations {
+                merged
+                    .entry(&obs.key)
+                    .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
+                    .add(obs);
+            }
+            let mut table = txn.open_table(EDGES)?;
+            for (key, state) in merged {
+                table.insert(encode(key).as_slice(), encode(&state).as_slice())?;
+                updated.push((key.clone(), state));
+            }
+        }
+        txn.commit()?;
+        for (k, v) in updated {
+            self.edges.insert(k, v);
+        }
+        Ok(Applied::New)
+    }
+
+    /// Every edge (a copy), for queries.
+    pub fn edges(&self) -> Vec<(EdgeKey, EdgeState)> {
+        self.edges.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
+    }
+
+    /// Number of edges.
+    pub fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// Whether there is no edge.
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
+    /// Forgets every edge (agents' sequences are kept: resends still dedupe).
+    pub fn reset(&self) -> Result<usize, StoreError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.begin_write()?;
+        txn.delete_table(EDGES)?;
+        txn.open_table(EDGES)?;
+        txn.commit()?;
+        let n = self.edges.len();
+        self.edges.clear();
+        Ok(n)
+    }
+
+    /// Removes edges last seen before `cutoff_ms`; returns how many.
+    pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let old: Vec<EdgeKey> =
+            self.edges.iter().filter(|e| e.value().last_seen_ms < cutoff_ms).map(|e| e.key().clone()).collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(EDGES)?;
+            for k in &old {
+                table.remove(encode(k).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        for k in &old {
+            self.edges.remove(k);
+        }
+        Ok(old.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

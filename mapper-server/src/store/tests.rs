@@ -1,0 +1,56 @@
+use mapper_cluster::Workload;
+
+use super::*;
+
+fn wl(name: &str, ns: &str) -> Peer {
+    Peer::Workload(Workload { name: name.into(), namespace: ns.into(), kind: "Deployment".into() })
+}
+
+fn obs(client: &str, server: &str, side: Side, n: u64, at: i64) -> Observation {
+    Observation {
+        key: EdgeKey { client: wl(client, "team1"), server: wl(server, "team3") },
+        side,
+        port: 8080,
+        proto: Proto::Tcp,
+        established: n,
+        failed: 0,
+        first_seen_ms: at,
+        last_seen_ms: at,
+        dns_names: vec![],
+    }
+}
+
+#[test]
+fn batches_apply_once_and_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = EdgeStore::open(dir.path()).expect("open");
+        assert_eq!(s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"), Applied::New);
+        assert_eq!(s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"), Applied::Duplicate);
+        assert_eq!(s.apply("n2/b9", 1, &[obs("a", "ledger", Side::Server, 3, 12)]).expect("apply"), Applied::New);
+        let e = s.edges();
+        assert_eq!(e.len(), 1, "client and server sides of the same connections are one edge");
+        assert_eq!(e[0].1.established(), 3, "both sides count the same 3 connections");
+        assert!(e[0].1.seen_by_client() && e[0].1.seen_by_server());
+    }
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    let e = s.edges();
+    assert_eq!(e.len(), 1, "edges lost across a reopen");
+    assert_eq!(e[0].1.client_established, 3);
+    assert_eq!((e[0].1.first_seen_ms, e[0].1.last_seen_ms), (10, 12));
+    // The sequence survives too: a resend after the restart is still a duplicate.
+    assert_eq!(s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"), Applied::Duplicate);
+}
+
+#[test]
+fn reset_and_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    s.apply("n/b", 1, &[obs("a", "x", Side::Client, 1, 100), obs("b", "y", Side::Client, 1, 5000)]).expect("apply");
+    assert_eq!(s.expire(1000).expect("expire"), 1);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.reset().expect("reset"), 1);
+    assert!(s.is_empty());
+    drop(s);
+    assert!(EdgeStore::open(dir.path()).expect("reopen").is_empty(), "reset not durable");
+}

@@ -1,0 +1,198 @@
+//! The real mapper-server binary over real gRPC on loopback: resends after a
+//! lost acknowledgement, a kill -9 between batches, authentication.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use mapper_agent::report::{Batch, SendOutcome, send};
+use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
+use tonic::Request;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed.yaml");
+const NOW: i64 = 1_800_000_000_000;
+
+/// A mapper-server process, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn start(data: &Path, port: u16, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mapper-server"))
+        .args(["--inventory", FIXTURE, "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mapper-server");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = err.read_line(&mut line).expect("read log");
+        assert!(n > 0, "mapper-server exited before listening");
+        if line.contains("mapper-server listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in err.lines() {});
+    Server { child, url: format!("http://127.0.0.1:{port}") }
+}
+
+fn flow(direction: pb::Direction, src: [u8; 4], dst: [u8; 4], port: u32, orig: Option<([u8; 4], u32)>, count: u64, pod_uid: &str) -> pb::Flow {
+    pb::Flow {
+        direction: direction as i32,
+        protocol: pb::Protocol::Tcp as i32,
+        src_ip: src.to_vec(),
+        dst_ip: dst.to_vec(),
+        dst_port: port,
+        original_dst_ip: orig.map(|o| o.0.to_vec()).unwrap_or_default(),
+        original_dst_port: orig.map_or(0, |o| o.1),
+        count,
+        pod_uid: pod_uid.into(),
+        first_seen_ms: NOW,
+        last_seen_ms: NOW,
+        ..Default::default()
+    }
+}
+
+/// transaction-service → ledger through the ClusterIP, `n` connections, seen by the client.
+fn client_flow(n: u64) -> pb::Flow {
+    flow(pb::Direction::Connect, [10, 244, 1, 2], [10, 244, 1, 3], 8080, Some(([10, 96, 0, 10], 80)), n, "11111111-0000-0000-0000-000000000003")
+}
+
+async fn wait_ready(url: &str, token: Option<&str>) {
+    for _ in 0..100 {
+        if let Ok(mut q) = QueryClient::connect(url.to_string()).await {
+            let mut req = Request::new(pb::HealthRequest {});
+            if let Some(t) = token {
+                req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));
+            }
+            if q.health(req).await.is_ok_and(|h| h.get_ref().ready) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+async fn edges(url: &str) -> Vec<pb::Edge> {
+    let mut q = QueryClient::connect(url.to_string()).await.expect("connect query");
+    q.list_edges(pb::ListEdgesRequest::default()).await.expect("list edges").into_inner().edges
+}
+
+fn name(p: &Option<pb::Peer>) -> String {
+    match p.as_ref().and_then(|p| p.peer.as_ref()) {
+        Some(pb::peer::Peer::Workload(w)) => format!("{}.{} ({})", w.name, w.namespace, w.kind),
+        other => format!("{other:?}"),
+    }
+}
+
+fn batch(sequence: u64, flows: Vec<pb::Flow>) -> Batch {
+    Batch { sequence, flows, dns: vec![], sent: true }
+}
+
+#[tokio::test]
+async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(data.path(), port, &[]);
+    wait_ready(&server.url, None).await;
+    let mut client = IngestClient::connect(server.url.clone()).await.expect("connect");
+
+    // Batch 1 is applied, but the agent never saw the acknowledgement: it sends it again.
+    let b1 = batch(1, vec![client_flow(5)]);
+    assert!(matches!(send(&mut client, None, "node-1", "boot-a", &b1, Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }));
+    match send(&mut client, None, "node-1", "boot-a", &b1, Duration::from_secs(5)).await {
+        SendOutcome::Acked { duplicate } => assert!(duplicate, "resent batch not recognised"),
+        other => panic!("resend: {other:?}"),
+    }
+    let e = edges(&server.url).await;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(name(&e[0].client), "transaction-service.team1 (Deployment)");
+    assert_eq!(name(&e[0].server), "ledger.team3 (Deployment)", "ClusterIP not resolved to the workload behind it");
+    assert_eq!(e[0].established, 5, "the resend counted twice");
+
+    // kill -9 right after an acknowledged batch, then a restart on the same data.
+    let b2 = batch(2, vec![client_flow(7)]);
+    assert!(matches!(send(&mut client, None, "node-1", "boot-a", &b2, Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }));
+    drop(server); // SIGKILL
+    let server = start(data.path(), port, &[]);
+    wait_ready(&server.url, None).await;
+    let e = edges(&server.url).await;
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].established, 12, "acknowledged flows lost across kill -9");
+    // The accept side of the same connections merges into the same edge.
+    let mut client = IngestClient::connect(server.url.clone()).await.expect("reconnect");
+    let accept = flow(pb::Direction::Accept, [10, 244, 1, 2], [10, 244, 1, 3], 8080, None, 12, "33333333-0000-0000-0000-000000000003");
+    assert!(matches!(send(&mut client, None, "node-1", "boot-b", &batch(1, vec![accept]), Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }));
+    let e = edges(&server.url).await;
+    assert_eq!(e.len(), 1, "connect and accept of the same connections are one edge: {e:?}");
+    assert_eq!(e[0].established, 12);
+    assert!(e[0].seen_by_client && e[0].seen_by_server);
+}
+
+#[tokio::test]
+async fn bad_requests_and_tokens_are_refused() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let token_file = data.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("token");
+    let port = free_port();
+    let server = start(&data.path().join("db"), port, &["--token-file", token_file.to_str().expect("utf8")]);
+    wait_ready(&server.url, Some("s3cret")).await;
+    let mut client = IngestClient::connect(server.url.clone()).await.expect("connect");
+    let b = batch(1, vec![client_flow(1)]);
+    match send(&mut client, None, "n", "b", &b, Duration::from_secs(5)).await {
+        SendOutcome::Retry(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}"),
+        other => panic!("no token accepted: {other:?}"),
+    }
+    match send(&mut client, Some("wrong"), "n", "b", &b, Duration::from_secs(5)).await {
+        SendOutcome::Retry(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated),
+        other => panic!("wrong token accepted: {other:?}"),
+    }
+    // An invalid batch is rejected with the field named, and stores nothing.
+    let mut bad = client_flow(1);
+    bad.dst_ip = vec![1, 2, 3];
+    match send(&mut client, Some("s3cret"), "n", "b", &batch(1, vec![client_flow(1), bad]), Duration::from_secs(5)).await {
+        SendOutcome::Rejected(s) => {
+            assert_eq!(s.code(), tonic::Code::InvalidArgument);
+            assert!(s.message().contains("flows[1].dst_ip"), "{}", s.message());
+        }
+        other => panic!("invalid batch accepted: {other:?}"),
+    }
+    assert!(matches!(send(&mut client, Some("s3cret"), "n", "b", &b, Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }), "the valid batch with the same sequence must still apply");
+}
+
+#[test]
+fn refuses_to_listen_openly_without_a_token() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_mapper-server"))
+        .args(["--inventory", FIXTURE, "--listen", "0.0.0.0:0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 without authentication") && err.contains("--token-file"), "{err}");
+}
