@@ -15,6 +15,7 @@ ensure_packages() {
   command -v ip >/dev/null || need+=(iproute2)
   command -v iptables >/dev/null || need+=(iptables)
   command -v cc >/dev/null || need+=(gcc libc6-dev)
+  command -v curl >/dev/null || need+=(curl)
   if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     $SUDO apt-get update -qq

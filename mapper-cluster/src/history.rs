@@ -24,11 +24,7 @@ pub(crate) struct Interval {
 impl Interval {
     /// How far `at` lies outside this interval (0 inside).
     fn distance(&self, at: i64) -> i64 {
-        if at < self.from_ms {
-            self.from_ms - at
-        } else {
-            self.to_ms.map_or(0, |to| at.saturating_sub(to).max(0))
-        }
+        if at < self.from_ms { self.from_ms - at } else { self.to_ms.map_or(0, |to| at.saturating_sub(to).max(0)) }
     }
 }
 

@@ -18,9 +18,7 @@ pub const SERVICE_NAME_ANNOTATION: &str = "intents.otterize.com/service-name";
 /// "CronJob", "Job", "ReplicaSet", "Pod", or a CRD kind like "Rollout". A name taken from the
 /// owner chain has its dots replaced by underscores, as the operator does; a name from the
 /// workload-name annotation is used as written.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Workload {
     pub name: String,
     pub namespace: String,
@@ -40,21 +38,27 @@ impl fmt::Display for Workload {
 }
 
 /// What one end of a flow resolved to.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Peer {
     Workload(Workload),
     /// A Service with no pods behind it (or whose pods are unknown).
-    Service { name: String, namespace: String },
+    Service {
+        name: String,
+        namespace: String,
+    },
     /// The Kubernetes API server (the `kubernetes` Service in `default`, its ClusterIP, or its
     /// endpoints).
     ApiServer,
     /// An address outside the cluster (not a pod, node, or service IP, not in a configured
     /// cluster CIDR).
-    External { ip: IpAddr },
+    External {
+        ip: IpAddr,
+    },
     /// In the cluster but not attributable.
-    Unresolved { ip: IpAddr, reason: UnresolvedReason },
+    Unresolved {
+        ip: IpAddr,
+        reason: UnresolvedReason,
+    },
 }
 
 impl Peer {
@@ -69,9 +73,7 @@ impl Peer {
 
 /// Why an in-cluster address could not be attributed. [`UnresolvedReason::as_str`] is a stable
 /// label for metrics.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum UnresolvedReason {
     /// A node's IP (also what hostNetwork pods use) with no pod evidence from the agent.
     NodeIp,
@@ -151,7 +153,6 @@ impl ResolveOptions {
     pub(crate) fn name_annotations(&self) -> [&str; 2] {
         [self.workload_name_annotation.as_str(), SERVICE_NAME_ANNOTATION]
     }
-
 }
 
 /// Milliseconds in a duration, saturating.
@@ -161,8 +162,5 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
 
 /// The wall clock in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(duration_ms)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(duration_ms).unwrap_or(0)
 }

@@ -10,12 +10,11 @@ use std::time::Duration;
 pub use parse::{InventoryError, Location};
 use tokio::task::JoinHandle;
 
-use crate::handle::ClusterHandle;
+use crate::error_chain;
 use crate::history::PodHistory;
 use crate::identity::{ResolveOptions, duration_ms, now_ms};
 use crate::model::ClusterObjects;
-use crate::snapshot::Snapshot;
-use crate::error_chain;
+use crate::snapshot::{ClusterHandle, Snapshot};
 
 /// How often [`watch_inventory`] looks at the files by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -129,7 +128,12 @@ enum Look {
     Failed(InventoryError),
 }
 
-async fn poll(mut inventory: Inventory, mut seen: Option<parse::Fingerprint>, handle: ClusterHandle, interval: Duration) {
+async fn poll(
+    mut inventory: Inventory,
+    mut seen: Option<parse::Fingerprint>,
+    handle: ClusterHandle,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate; the files were just loaded

@@ -22,10 +22,9 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::handle::ClusterHandle;
 use crate::identity::{ResolveOptions, duration_ms, now_ms};
 use crate::model::{ClusterObjects, OwnerRecord, PodRecord, ServiceRecord, SliceRecord};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ClusterHandle, Snapshot};
 use owners::{OwnerCache, OwnerTtls};
 use pods::PodTracker;
 
@@ -64,7 +63,7 @@ pub struct KubeSource {
 /// One item of the merged watch streams: pod events carry the pod (for the IP history); the
 /// other kinds only say that their store changed.
 enum Change {
-    Pod(watcher::Event<Pod>),
+    Pod(Box<watcher::Event<Pod>>),
     Other,
 }
 
@@ -123,7 +122,10 @@ where
 
 impl std::fmt::Debug for KubeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeSource").field("options", &self.options).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("KubeSource")
+            .field("options", &self.options)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,40 +148,7 @@ impl KubeSource {
 
     async fn run(self, handle: ClusterHandle) {
         let keep: Vec<String> = self.options.name_annotations().iter().map(|s| (*s).to_owned()).collect();
-        let client = &self.client;
-        let keep_pod = keep.clone();
-        let (pods, pod_changes) = reflect(client, "Pod", move |p: &mut Pod| trim_pod(p, &keep_pod), Change::Pod);
-        let (services, service_changes) =
-            reflect(client, "Service", |s: &mut Service| trim_meta(&mut s.metadata, &[]), |_| Change::Other);
-        let (slices, slice_changes) = reflect(
-            client,
-            "EndpointSlice",
-            |s: &mut EndpointSlice| trim_meta(&mut s.metadata, &[]),
-            |_| Change::Other,
-        );
-        let (replicasets, rs_changes) = reflect(
-            client,
-            "ReplicaSet",
-            |r: &mut ReplicaSet| {
-                trim_meta(&mut r.metadata, &[]);
-                r.spec = None;
-                r.status = None;
-            },
-            |_| Change::Other,
-        );
-        let (jobs, job_changes) = reflect(
-            client,
-            "Job",
-            |j: &mut Job| {
-                trim_meta(&mut j.metadata, &[]);
-                j.spec = None;
-                j.status = None;
-            },
-            |_| Change::Other,
-        );
-        let mut changes =
-            futures::stream::select_all([pod_changes, service_changes, slice_changes, rs_changes, job_changes]);
-        let stores = Stores { pods, services, slices, replicasets, jobs };
+        let (stores, mut changes) = reflectors(&self.client, &keep);
         let all_ready = stores.wait_until_ready().fuse();
         tokio::pin!(all_ready);
 
@@ -200,7 +169,7 @@ impl KubeSource {
                 change = changes.next() => match change {
                     Some(Ok(change)) => {
                         if let Change::Pod(event) = change {
-                            tracker.apply(event, &handle.snapshot(), now_ms());
+                            tracker.apply(*event, &handle.snapshot(), now_ms());
                         }
                         rebuild_at.get_or_insert_with(|| Instant::now() + self.config.debounce);
                     }
@@ -231,6 +200,31 @@ impl KubeSource {
             }
         }
     }
+}
+
+/// The reflectors, each trimming what it stores, and their changes merged into one stream.
+fn reflectors(client: &Client, keep: &[String]) -> (Stores, futures::stream::SelectAll<Changes>) {
+    let keep = keep.to_vec();
+    let (pods, pod_changes) =
+        reflect(client, "Pod", move |p: &mut Pod| trim_pod(p, &keep), |e| Change::Pod(Box::new(e)));
+    let (services, service_changes) =
+        reflect(client, "Service", |s: &mut Service| trim_meta(&mut s.metadata, &[]), |_| Change::Other);
+    let (slices, slice_changes) =
+        reflect(client, "EndpointSlice", |s: &mut EndpointSlice| trim_meta(&mut s.metadata, &[]), |_| Change::Other);
+    let trim_rs = |r: &mut ReplicaSet| {
+        trim_meta(&mut r.metadata, &[]);
+        r.spec = None;
+        r.status = None;
+    };
+    let (replicasets, rs_changes) = reflect(client, "ReplicaSet", trim_rs, |_| Change::Other);
+    let trim_job = |j: &mut Job| {
+        trim_meta(&mut j.metadata, &[]);
+        j.spec = None;
+        j.status = None;
+    };
+    let (jobs, job_changes) = reflect(client, "Job", trim_job, |_| Change::Other);
+    let changes = futures::stream::select_all([pod_changes, service_changes, slice_changes, rs_changes, job_changes]);
+    (Stores { pods, services, slices, replicasets, jobs }, changes)
 }
 
 #[derive(Debug)]
@@ -270,4 +264,40 @@ async fn build(stores: &Stores, tracker: &mut PodTracker, owners: &mut OwnerCach
     }
     owners.complete(&mut objects, tracker.history.retained.values().map(|r| &r.record)).await;
     Snapshot::build(&objects, &tracker.history, opts, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_keeps_only_what_resolution_reads() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "p"},
+                "annotations": {"intents.otterize.com/workload-name": "named", "big/annotation": "x"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+            "spec": {"containers": [{"name": "main", "image": "example/app", "env": [{"name": "A", "value": "b"}]}],
+                     "hostNetwork": true, "nodeName": "node-1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "hostIP": "192.168.0.1",
+                       "startTime": "2025-06-01T00:00:00Z", "qosClass": "BestEffort",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("test pod deserialises");
+        trim_pod(&mut pod, &["intents.otterize.com/workload-name".to_owned()]);
+        let meta = &pod.metadata;
+        assert!(meta.managed_fields.is_none(), "managedFields dropped");
+        let annotations = meta.annotations.as_ref().expect("the workload-name annotation is kept");
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["intents.otterize.com/workload-name"], "others dropped");
+        assert_eq!(meta.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str), Some("p"), "labels kept");
+        let spec = pod.spec.as_ref().expect("spec");
+        assert!(spec.containers.is_empty(), "container specs dropped");
+        assert_eq!((spec.host_network, spec.node_name.as_deref()), (Some(true), Some("node-1")));
+        let status = pod.status.as_ref().expect("status");
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(status.host_ip.as_deref(), Some("192.168.0.1"));
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert!(status.start_time.is_some(), "startTime kept: it starts the IP history");
+        assert!(status.conditions.is_none() && status.qos_class.is_none(), "the rest of the status dropped");
+    }
 }

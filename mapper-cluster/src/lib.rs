@@ -26,7 +26,6 @@
 //! # let _ = ResolveOptions::default();
 //! ```
 
-mod handle;
 mod history;
 mod identity;
 mod inventory;
@@ -34,13 +33,13 @@ mod kube_source;
 mod model;
 mod snapshot;
 
-pub use handle::ClusterHandle;
 pub use identity::{
     Evidence, Peer, ResolveOptions, SERVICE_NAME_ANNOTATION, UnresolvedReason, WORKLOAD_NAME_ANNOTATION, Workload,
 };
 pub use inventory::{DEFAULT_POLL_INTERVAL, Inventory, InventoryError, Location, watch_inventory};
+pub use ipnet::IpNet;
 pub use kube_source::{KubeSource, KubeSourceConfig};
-pub use snapshot::Snapshot;
+pub use snapshot::{ClusterHandle, Snapshot};
 
 /// An error and its sources, joined with ": " (for logs, where only one field is shown).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -30,11 +30,7 @@ impl OwnerRef {
     pub fn controller_of(refs: Option<&Vec<OwnerReference>>) -> Option<Self> {
         let refs = refs?;
         let chosen = refs.iter().find(|r| r.controller == Some(true)).or_else(|| refs.first())?;
-        Some(Self {
-            api_version: chosen.api_version.clone(),
-            kind: chosen.kind.clone(),
-            name: chosen.name.clone(),
-        })
+        Some(Self { api_version: chosen.api_version.clone(), kind: chosen.kind.clone(), name: chosen.name.clone() })
     }
 
     pub fn key(&self, namespace: &str) -> OwnerKey {

@@ -1,9 +1,13 @@
-//! An immutable, indexed view of the cluster at one moment, and resolution against it.
+//! An immutable, indexed view of the cluster at one moment ([`Snapshot`]), resolution against
+//! it, and the [`ClusterHandle`] through which the current one is shared.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ipnet::IpNet;
+use tokio::sync::watch;
 
 use crate::history::{Holder, IpHistory, PodHistory};
 use crate::identity::{Evidence, Peer, ResolveOptions, UnresolvedReason, Workload, duration_ms};
@@ -67,11 +71,7 @@ fn walk_owners(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>) -> (Str
 
 /// A pod's workload: the name annotation when present, else the top of its owner chain (dots in
 /// the name become underscores, as the operator does). The kind is the chain's in both cases.
-pub(crate) fn workload_of(
-    pod: &PodRecord,
-    owners: &HashMap<OwnerKey, OwnerRecord>,
-    opts: &ResolveOptions,
-) -> Workload {
+pub(crate) fn workload_of(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>, opts: &ResolveOptions) -> Workload {
     let (kind, top_name) = walk_owners(pod, owners);
     let annotated = opts.name_annotations().into_iter().find_map(|a| pod.annotations.get(a));
     let name = match annotated {
@@ -250,5 +250,69 @@ impl Snapshot {
             }
         }
         best.map_or(service, |(w, _)| Peer::Workload(w.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    current: watch::Sender<Arc<Snapshot>>,
+    ready: AtomicBool,
+}
+
+/// A handle on the cluster state: the current [`Snapshot`] (replaced as a whole when the source
+/// changes, so a reader never sees half an update) and whether the source is ready.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    shared: Arc<Shared>,
+}
+
+impl ClusterHandle {
+    /// A handle on an empty, not yet ready, cluster.
+    pub(crate) fn new() -> Self {
+        let (current, _) = watch::channel(Arc::new(Snapshot::default()));
+        Self { shared: Arc::new(Shared { current, ready: AtomicBool::new(false) }) }
+    }
+
+    /// A handle on a snapshot that never changes, ready at once (for tests, or a one-shot
+    /// inventory load).
+    pub fn fixed(snapshot: Arc<Snapshot>) -> Self {
+        let handle = Self::new();
+        handle.publish(snapshot, true);
+        handle
+    }
+
+    /// The current snapshot: cheap (an `Arc` clone); hold it for a batch of resolutions.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.current.borrow().clone()
+    }
+
+    /// Whether the source has delivered a complete view (inventory loaded; every reflector
+    /// listed).
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// A receiver that is told each time a new snapshot is published.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.shared.current.subscribe()
+    }
+
+    /// Wait until the source is ready and a snapshot has been published.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.subscribe();
+        while !self.is_ready() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Publish a new snapshot, and readiness with it.
+    pub(crate) fn publish(&self, snapshot: Arc<Snapshot>, ready: bool) {
+        // Readiness first, so a waiter woken by the new snapshot sees it.
+        if ready {
+            self.shared.ready.store(true, Ordering::Release);
+        }
+        self.shared.current.send_replace(snapshot);
     }
 }

@@ -92,7 +92,13 @@ fn malformed_yaml_names_the_file_and_document_and_changes_nothing() {
 
     let broken = dir.path().join("b.yaml");
     let bad_doc = "apiVersion: v1\nkind: Pod\nmetadata: {name: x, labels: [unclosed\n";
-    write(&broken, &format!("{good}---\n{}---\n{bad_doc}", pod_yaml("beta", "uid-beta", "10.1.0.8", "2025-06-01T10:00:00Z", false)));
+    write(
+        &broken,
+        &format!(
+            "{good}---\n{}---\n{bad_doc}",
+            pod_yaml("beta", "uid-beta", "10.1.0.8", "2025-06-01T10:00:00Z", false)
+        ),
+    );
     let err = inventory.reload_at(T0 + 1_000).expect_err("a corrupt file fails the load");
     match &err {
         InventoryError::Yaml { path, document, .. } => {
@@ -150,8 +156,9 @@ async fn the_watcher_reloads_on_change_and_keeps_the_last_good_state() {
     let dir = tempdir();
     let pods = dir.path().join("pods.yaml");
     write(&pods, &pod_yaml("alpha", "uid-alpha", "10.1.0.7", "2025-06-01T10:00:00Z", false));
-    let (handle, task) = watch_inventory(vec![dir.path().to_owned()], ResolveOptions::default(), Duration::from_millis(20))
-        .expect("initial load");
+    let (handle, task) =
+        watch_inventory(vec![dir.path().to_owned()], ResolveOptions::default(), Duration::from_millis(20))
+            .expect("initial load");
     assert!(handle.is_ready(), "ready once the first load succeeded");
     assert!(handle.snapshot().workload_of_pod("uid-alpha").is_some());
 

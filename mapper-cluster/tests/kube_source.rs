@@ -45,8 +45,7 @@ fn pod(name: &str, uid: &str, addr: &str, owner: Option<&str>) -> Value {
                    "startTime": rfc3339(now_ms() - 60_000)}
     });
     if let Some(rs) = owner {
-        pod["metadata"]["ownerReferences"] =
-            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": format!("uid-{rs}"), "controller": true}]);
+        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": format!("uid-{rs}"), "controller": true}]);
     }
     pod
 }
@@ -78,12 +77,18 @@ async fn cluster() -> FakeApi {
                "spec": {"selector": {}, "template": {}}}),
     );
     api.apply(PODS, pod("api-7d9c-aaaaa", "pod-a", "10.1.0.5", Some("api-7d9c")));
-    api.apply(SERVICES, json!({"apiVersion": "v1", "kind": "Service",
+    api.apply(
+        SERVICES,
+        json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "api", "namespace": "shop", "uid": "svc-api"},
-        "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80, "targetPort": 8080}]}}));
-    api.apply(SERVICES, json!({"apiVersion": "v1", "kind": "Service",
+        "spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80, "targetPort": 8080}]}}),
+    );
+    api.apply(
+        SERVICES,
+        json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "uid": "svc-kubernetes"},
-        "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}));
+        "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}),
+    );
     api.apply(SLICES, json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
         "metadata": {"name": "api-x1", "namespace": "shop", "uid": "slice-api", "labels": {"kubernetes.io/service-name": "api"}},
         "endpoints": [{"addresses": ["10.1.0.5"], "conditions": {"ready": true},
@@ -133,7 +138,10 @@ async fn pods_added_modified_and_deleted_follow_the_watch() {
     let before_change = now_ms();
     tokio::time::sleep(Duration::from_millis(300)).await;
     api.apply(PODS, pod("api-7d9c-aaaaa", "pod-a", "10.1.0.6", Some("api-7d9c")));
-    eventually("the new IP resolves", || handle.snapshot().resolve_remote(ip("10.1.0.6"), 80, now_ms()) == api_workload()).await;
+    eventually("the new IP resolves", || {
+        handle.snapshot().resolve_remote(ip("10.1.0.6"), 80, now_ms()) == api_workload()
+    })
+    .await;
     let snap = handle.snapshot();
     assert_eq!(snap.resolve_remote(ip("10.1.0.5"), 80, before_change), api_workload(), "the old IP, before the change");
     assert_eq!(
@@ -151,8 +159,10 @@ async fn pods_added_modified_and_deleted_follow_the_watch() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     api.delete(PODS, "shop", "worker", false);
     let gone = Peer::Unresolved { ip: ip("10.1.0.9"), reason: UnresolvedReason::NoPodAtTime };
-    eventually("the deleted pod's IP is released", || handle.snapshot().resolve_remote(ip("10.1.0.9"), 80, now_ms()) == gone)
-        .await;
+    eventually("the deleted pod's IP is released", || {
+        handle.snapshot().resolve_remote(ip("10.1.0.9"), 80, now_ms()) == gone
+    })
+    .await;
     let snap = handle.snapshot();
     assert_eq!(snap.resolve_remote(ip("10.1.0.9"), 80, alive), worker, "a late flow from while it lived");
     assert_eq!(snap.workload_of_pod("pod-b"), Some(Workload::new("worker", "shop", "Pod")), "deleted pod retained");
@@ -181,7 +191,10 @@ async fn a_restarted_watch_relists_and_releases_what_vanished_meanwhile() {
         "pod A, missing from the relist, released its IP"
     );
     assert_eq!(snap.resolve_remote(ip("10.1.0.5"), 80, held), api_workload(), "but late flows still find it");
-    assert_eq!(snap.resolve_remote(ip("10.1.0.7"), 80, now_ms()), Peer::Workload(Workload::new("cache", "shop", "Pod")));
+    assert_eq!(
+        snap.resolve_remote(ip("10.1.0.7"), 80, now_ms()),
+        Peer::Workload(Workload::new("cache", "shop", "Pod"))
+    );
     task.abort();
 }
 
@@ -191,19 +204,31 @@ async fn owners_come_from_gets_and_a_forbidden_owner_stops_the_walk() {
     // locked-55f → Deployment `locked`, which answers 403.
     api.apply(REPLICASETS, replicaset("locked-55f", "apps/v1", "Deployment", "locked"));
     let forbidden = "/apis/apps/v1/namespaces/shop/deployments/locked";
-    api.on_get(forbidden, StatusCode::FORBIDDEN, json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+    api.on_get(
+        forbidden,
+        StatusCode::FORBIDDEN,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "reason": "Forbidden", "code": 403,
-        "message": "deployments.apps \"locked\" is forbidden"}));
+        "message": "deployments.apps \"locked\" is forbidden"}),
+    );
     api.apply(PODS, pod("locked-55f-ddddd", "pod-d", "10.1.0.20", Some("locked-55f")));
     // payments-6c7 → Argo Rollout `payments`, found through discovery.
     api.apply(REPLICASETS, replicaset("payments-6c7", "argoproj.io/v1alpha1", "Rollout", "payments"));
-    api.on_get("/apis/argoproj.io/v1alpha1", StatusCode::OK, json!({"kind": "APIResourceList", "apiVersion": "v1",
+    api.on_get(
+        "/apis/argoproj.io/v1alpha1",
+        StatusCode::OK,
+        json!({"kind": "APIResourceList", "apiVersion": "v1",
         "groupVersion": "argoproj.io/v1alpha1",
         "resources": [{"name": "rollouts", "singularName": "rollout", "namespaced": true, "kind": "Rollout",
-                       "verbs": ["get", "list", "watch"]}]}));
-    api.on_get("/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/payments", StatusCode::OK, json!({
+                       "verbs": ["get", "list", "watch"]}]}),
+    );
+    api.on_get(
+        "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/payments",
+        StatusCode::OK,
+        json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": "payments", "namespace": "shop", "uid": "uid-payments"}, "spec": {}}));
+        "metadata": {"name": "payments", "namespace": "shop", "uid": "uid-payments"}, "spec": {}}),
+    );
     api.apply(PODS, pod("payments-6c7-eeeee", "pod-e", "10.1.0.30", Some("payments-6c7")));
 
     let (handle, task) = start(&api).await;

@@ -6,6 +6,8 @@
 //! - [`traffic`]: servers and clients (the `mapper-lab` binary's `serve` and `call`).
 
 pub mod bench;
+pub mod lab;
 pub mod netns;
+pub mod scenario;
 pub mod topo;
 pub mod traffic;

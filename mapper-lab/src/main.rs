@@ -8,7 +8,8 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use mapper_lab::traffic;
+use mapper_lab::{lab, scenario::Scenario, traffic};
+use std::path::PathBuf;
 
 /// mapper's lab: workloads for a local cluster of network namespaces.
 #[derive(Debug, Parser)]
@@ -27,6 +28,34 @@ enum Proto {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Build a scenario: node and pod namespaces, ClusterIPs, a server in every pod, and the
+    /// inventory a cluster would have (<state-dir>/inventory.yaml). Replaces a previous lab.
+    ///
+    /// Example: mapper-lab up --scenario deploy/local/scenarios/seed.yaml
+    Up {
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Where the lab keeps state.json and inventory.yaml.
+        #[arg(long, env = "MAPPER_LAB_STATE", default_value = "/tmp/mapper-lab")]
+        state_dir: PathBuf,
+    },
+    /// Make the scenario's calls from inside the calling pods; prints one JSON line per call.
+    ///
+    /// Example: mapper-lab traffic --scenario deploy/local/scenarios/seed.yaml
+    Traffic {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long, env = "MAPPER_LAB_STATE", default_value = "/tmp/mapper-lab")]
+        state_dir: PathBuf,
+        /// Only the calls of this round (calls[].round).
+        #[arg(long)]
+        round: Option<u32>,
+    },
+    /// Remove everything the lab made (also after a crash).
+    Down {
+        #[arg(long, env = "MAPPER_LAB_STATE", default_value = "/tmp/mapper-lab")]
+        state_dir: PathBuf,
+    },
     /// Measure the agent's cost: connections per second between two pod
     /// namespaces without and with it (alternating rounds), and its CPU time.
     ///
@@ -87,6 +116,38 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
+        Cmd::Up { scenario, state_dir } => {
+            let s = Scenario::load(&scenario)?;
+            let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
+            let state = match lab::up(&s, &state_dir, &lab) {
+                Ok(st) => st,
+                Err(e) => {
+                    lab::down(&state_dir);
+                    return Err(e).context("lab up failed; everything it made was removed");
+                }
+            };
+            eprintln!(
+                "lab up: {} pods, {} services; inventory at {}",
+                state.pods.len(),
+                state.services.len(),
+                state_dir.join("inventory.yaml").display()
+            );
+            Ok(())
+        }
+        Cmd::Traffic { scenario, state_dir, round } => {
+            let s = Scenario::load(&scenario)?;
+            let state = lab::load_state(&state_dir).context("no lab is up (run `mapper-lab up` first)")?;
+            let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
+            for r in lab::traffic(&s, &state, round, &lab)? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            Ok(())
+        }
+        Cmd::Down { state_dir } => {
+            lab::down(&state_dir);
+            eprintln!("lab down");
+            Ok(())
+        }
         Cmd::BenchAgent { agent, connections, rounds, clients } => {
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
             let r = mapper_lab::bench::agent_bench(&agent, &lab, connections, rounds, clients)?;

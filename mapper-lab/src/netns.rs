@@ -59,6 +59,7 @@ pub fn ip(args: &[&str]) -> Result<Output, LabError> {
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    keep: bool,
 }
 
 impl Netns {
@@ -68,9 +69,14 @@ impl Netns {
             let _ = ip(&["netns", "del", name]);
         }
         ip(&["netns", "add", name])?;
-        let ns = Self { name: name.to_string() };
+        let ns = Self { name: name.to_string(), keep: false };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle on an existing namespace that is left alone when dropped.
+    pub fn attach(name: &str) -> Self {
+        Self { name: name.to_string(), keep: true }
     }
 
     /// The namespace's name.
@@ -120,6 +126,8 @@ impl Netns {
                 if libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+                // Its own session: a lab server outlives the `up` that started it.
+                libc::setsid();
                 Ok(())
             });
         }
@@ -127,9 +135,18 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Leaves the namespace in place when dropped (the lab's `up`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.name]);
+        if !self.keep {
+            let _ = ip(&["netns", "del", &self.name]);
+        }
     }
 }
 
@@ -151,6 +168,7 @@ pub fn cgroup2_root() -> Result<PathBuf, LabError> {
 #[derive(Debug)]
 pub struct CgroupTree {
     base: PathBuf,
+    keep: bool,
 }
 
 impl CgroupTree {
@@ -161,7 +179,7 @@ impl CgroupTree {
             remove_cgroup_tree(&base);
         }
         fs::create_dir_all(&base).map_err(|source| LabError::Io { path: base.clone(), source })?;
-        Ok(Self { base })
+        Ok(Self { base, keep: false })
     }
 
     /// Creates (if needed) and returns `<base>/<rel>`.
@@ -205,9 +223,18 @@ pub fn remove_cgroup_tree(base: &Path) {
     }
 }
 
+impl CgroupTree {
+    /// Leaves the tree in place when dropped (the lab's `up`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
 impl Drop for CgroupTree {
     fn drop(&mut self) {
-        remove_cgroup_tree(&self.base);
+        if !self.keep {
+            remove_cgroup_tree(&self.base);
+        }
     }
 }
 

@@ -21,7 +21,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 fn next_index() -> (u32, u8) {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
-    (n, ((pid.wrapping_mul(7).wrapping_add(n)) % 200 + 20) as u8)
+    (n, ((pid.wrapping_mul(7).wrapping_add(n)) % 100 + 120) as u8)
 }
 
 /// A pod: its namespace, addresses, and the cgroup of its (one) container.
@@ -67,7 +67,12 @@ impl Node {
     /// `fd00:244:<k>::1/64`) and forwarding on.
     pub fn new(prefix: &str) -> Result<Self, LabError> {
         let (n, k) = next_index();
-        let tag = format!("{prefix}{}-{n}", std::process::id());
+        Self::named(&format!("{prefix}{}-{n}", std::process::id()), k)
+    }
+
+    /// A node with a fixed name prefix and pod CIDR index (the lab's own).
+    pub fn named(tag: &str, k: u8) -> Result<Self, LabError> {
+        let tag = tag.to_string();
         let netns = Netns::create(&format!("{tag}-node"))?;
         let cgroups = CgroupTree::create(&format!("{tag}.slice"))?;
         let ns = netns.name().to_string();
@@ -141,6 +146,29 @@ impl Node {
             cgroup,
         });
         Ok(self.pods.len() - 1)
+    }
+
+    /// Leaves everything in place when dropped (the lab's `up`; `down` removes it).
+    pub fn keep(&mut self) {
+        self.netns.keep();
+        self.cgroups.keep();
+        for p in &mut self.pods {
+            p.netns.keep();
+        }
+    }
+
+    /// A ClusterIP with no endpoints: kube-proxy rejects connections to it.
+    pub fn reject_cluster_ip(&self, vip: IpAddr, port: u16, proto: &str) -> Result<(), LabError> {
+        let tool = if vip.is_ipv6() { "ip6tables" } else { "iptables" };
+        for chain in ["FORWARD", "OUTPUT"] {
+            let (v, p) = (vip.to_string(), port.to_string());
+            let mut args = vec![tool, "-w", "-A", chain, "-d", &v, "-p", proto, "--dport", &p, "-j", "REJECT"];
+            if proto == "tcp" {
+                args.extend(["--reject-with", "tcp-reset"]);
+            }
+            self.netns.exec(&args)?;
+        }
+        Ok(())
     }
 
     /// A ClusterIP Service as kube-proxy's iptables mode writes it: DNAT in the

@@ -131,7 +131,8 @@ pub(crate) fn fingerprint(paths: &[PathBuf]) -> Result<Fingerprint, InventoryErr
     discover(paths)?
         .into_iter()
         .map(|path| {
-            let meta = std::fs::metadata(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
+            let meta =
+                std::fs::metadata(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
             Ok((path, meta.modified().ok(), meta.len()))
         })
         .collect()
@@ -141,7 +142,8 @@ pub(crate) fn fingerprint(paths: &[PathBuf]) -> Result<Fingerprint, InventoryErr
 pub(crate) fn load(paths: &[PathBuf], name_annotations: &[&str]) -> Result<ClusterObjects, InventoryError> {
     let mut objects = ClusterObjects::default();
     for path in discover(paths)? {
-        let text = std::fs::read_to_string(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
         let is_json = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let documents = if is_json { json_documents(&path, &text)? } else { yaml_documents(&path, &text)? };
         for (index, doc) in documents.into_iter().enumerate() {
@@ -159,7 +161,11 @@ fn yaml_documents(path: &Path, text: &str) -> Result<Vec<Value>, InventoryError>
     serde_yaml::Deserializer::from_str(text)
         .enumerate()
         .map(|(i, doc)| {
-            Value::deserialize(doc).map_err(|source| InventoryError::Yaml { path: path.to_owned(), document: i + 1, source })
+            Value::deserialize(doc).map_err(|source| InventoryError::Yaml {
+                path: path.to_owned(),
+                document: i + 1,
+                source,
+            })
         })
         .collect()
 }
@@ -173,9 +179,7 @@ fn json_documents(path: &Path, text: &str) -> Result<Vec<Value>, InventoryError>
 }
 
 fn field<'a>(doc: &'a Value, name: &'static str, at: &Location) -> Result<&'a str, InventoryError> {
-    doc.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| InventoryError::MissingField { at: at.clone(), field: name })
+    doc.get(name).and_then(Value::as_str).ok_or_else(|| InventoryError::MissingField { at: at.clone(), field: name })
 }
 
 /// One document: an object, or a list whose items are objects.
@@ -243,12 +247,22 @@ fn add_object(
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             objects.slices.extend(SliceRecord::from_slice(&typed::<EndpointSlice>(doc, kind, at)?));
         }
-        ("apps/v1", "ReplicaSet") => objects.add_owner(owner(api_version, kind, &typed::<ReplicaSet>(doc, kind, at)?.metadata)),
-        ("apps/v1", "Deployment") => objects.add_owner(owner(api_version, kind, &typed::<Deployment>(doc, kind, at)?.metadata)),
-        ("apps/v1", "StatefulSet") => objects.add_owner(owner(api_version, kind, &typed::<StatefulSet>(doc, kind, at)?.metadata)),
-        ("apps/v1", "DaemonSet") => objects.add_owner(owner(api_version, kind, &typed::<DaemonSet>(doc, kind, at)?.metadata)),
+        ("apps/v1", "ReplicaSet") => {
+            objects.add_owner(owner(api_version, kind, &typed::<ReplicaSet>(doc, kind, at)?.metadata))
+        }
+        ("apps/v1", "Deployment") => {
+            objects.add_owner(owner(api_version, kind, &typed::<Deployment>(doc, kind, at)?.metadata))
+        }
+        ("apps/v1", "StatefulSet") => {
+            objects.add_owner(owner(api_version, kind, &typed::<StatefulSet>(doc, kind, at)?.metadata))
+        }
+        ("apps/v1", "DaemonSet") => {
+            objects.add_owner(owner(api_version, kind, &typed::<DaemonSet>(doc, kind, at)?.metadata))
+        }
         ("batch/v1", "Job") => objects.add_owner(owner(api_version, kind, &typed::<Job>(doc, kind, at)?.metadata)),
-        ("batch/v1", "CronJob") => objects.add_owner(owner(api_version, kind, &typed::<CronJob>(doc, kind, at)?.metadata)),
+        ("batch/v1", "CronJob") => {
+            objects.add_owner(owner(api_version, kind, &typed::<CronJob>(doc, kind, at)?.metadata))
+        }
         _ => {
             // Any other kind (a CRD such as an Argo Rollout, a Node, an older API version) is
             // kept by its metadata: it can still be an owner.

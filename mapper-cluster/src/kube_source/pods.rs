@@ -53,7 +53,7 @@ impl PodTracker {
                 if !vanished.is_empty() {
                     tracing::debug!(pods = vanished.len(), "pods gone while the watch was down");
                 }
-                for uid in vanished.into_iter().take(0) {
+                for uid in vanished {
                     if let Some(record) = self.known.remove(&uid) {
                         let workload = current.workload_of_pod(&uid);
                         self.history.gone(record, workload, now_ms);

@@ -132,7 +132,8 @@ impl FakeApi {
         inner.rv += 1;
         let rv = inner.rv;
         let col = inner.collections.get_mut(path).unwrap_or_else(|| panic!("no collection {path}"));
-        let mut obj = col.objects.remove(&(namespace.to_owned(), name.to_owned())).expect("deleting an existing object");
+        let mut obj =
+            col.objects.remove(&(namespace.to_owned(), name.to_owned())).expect("deleting an existing object");
         if !silent {
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
             let line = event_line("DELETED", &obj);
@@ -222,6 +223,9 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
     }
     match inner.gets.get(&path) {
         Some((code, body)) => json_response(*code, body),
-        None => json_response(StatusCode::NOT_FOUND, &status(StatusCode::NOT_FOUND, "NotFound", &format!("{path} not found"))),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            &status(StatusCode::NOT_FOUND, "NotFound", &format!("{path} not found")),
+        ),
     }
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The central mapper's cost, measured in one run (no root needed), printed as
+# JSON on stdout (progress on stderr):
+#   - flows ingested per second over gRPC on loopback, with 1 and 200 concurrent
+#     agent streams (batches/s, p50/p99 batch latency);
+#   - resolution cost per flow (resolve_local + resolve_remote);
+#   - memory per 100k edges in the edge store (RSS) and the redb file's size.
+# Sizes can be changed through BENCH_* variables (see mapper-server/benches/ingest.rs);
+# BENCH_DIR picks where the temporary stores live (each batch is an fsync).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+step "benchmarking mapper-server (builds first; the run takes a minute or two)"
+cargo bench -p mapper-server --bench ingest

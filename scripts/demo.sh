@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# mapper end to end on one machine, for real: a lab "cluster" of network
+# namespaces, eBPF capture of its traffic by mapper-agent, mapper-server
+# resolving flows to workloads over gRPC, and the `mapper` CLI exporting
+# ClientIntents. Needs root (the agent loads BPF programs).
+#
+#   scripts/demo.sh                      the seed scenario, checked against its golden export
+#   scripts/demo.sh --scenario FILE      another scenario (exports all its namespaces)
+#   scripts/demo.sh --keep               leave it running; prints how to reach the server
+#   scripts/demo.sh --down               tear a kept run down
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+SCENARIO=deploy/local/scenarios/seed.yaml
+GOLDEN=deploy/local/golden/seed-v1alpha2.yaml
+KEEP=0
+DOWN=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --scenario) SCENARIO="$2"; GOLDEN=""; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --down) DOWN=1; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+STATE=${MAPPER_DEMO_STATE:-/tmp/mapper-demo}
+PORT=${MAPPER_DEMO_PORT:-19090}
+BIN=target/release
+BPFFS=/sys/fs/bpf/mapper-demo
+
+teardown() {
+  [ -f "$STATE/agent.pid" ] && kill "$(cat "$STATE/agent.pid")" 2>/dev/null || true
+  [ -f "$STATE/server.pid" ] && kill "$(cat "$STATE/server.pid")" 2>/dev/null || true
+  sleep 1
+  [ -x "$BIN/mapper-lab" ] && "$BIN/mapper-lab" down --state-dir "$STATE" 2>/dev/null || true
+  [ -x "$BIN/mapper-agent" ] && "$BIN/mapper-agent" --uninstall --bpffs "$BPFFS" >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+}
+
+if [ "$DOWN" = 1 ]; then
+  teardown
+  echo "demo torn down"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo.sh: run as root (the agent loads BPF programs; the lab creates network namespaces)" >&2
+  exit 1
+fi
+
+ensure_packages
+ensure_kernel_mounts
+step "building (release)"
+cargo build --release --locked --workspace --bins
+
+teardown
+mkdir -p "$STATE"
+[ "$KEEP" = 1 ] || trap teardown EXIT
+
+step "lab up: $SCENARIO"
+"$BIN/mapper-lab" up --scenario "$SCENARIO" --state-dir "$STATE"
+
+step "starting mapper-server (inventory from the lab) and mapper-agent"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/token"
+"$BIN/mapper-server" --inventory "$STATE/inventory.yaml" --data-dir "$STATE/data" \
+  --listen "127.0.0.1:$PORT" --token-file "$STATE/token" --metrics-listen "127.0.0.1:$((PORT + 1))" \
+  > "$STATE/server.log" 2>&1 &
+echo $! > "$STATE/server.pid"
+"$BIN/mapper-agent" --mapper-url "http://127.0.0.1:$PORT" --token-file "$STATE/token" \
+  --report-interval 500ms --bpffs "$BPFFS" --host-netns /run/netns/mlab-node \
+  --metrics-listen "127.0.0.1:$((PORT + 2))" --node-name lab-node --detach-on-exit \
+  > "$STATE/agent.log" 2>&1 &
+echo $! > "$STATE/agent.pid"
+
+metric() { # metric URL NAME -> value (0 when absent)
+  local v
+  v=$(curl -fsS "$1" 2>/dev/null | awk -v n="$2" '$1 == n { print $2 }' | head -n1)
+  echo "${v:-0}"
+}
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local until=$((SECONDS + $1)) what=$2; shift 2
+  until "$@"; do
+    if [ $SECONDS -ge $until ]; then
+      echo "demo.sh: timed out waiting for $what; logs in $STATE/*.log" >&2
+      tail -n 20 "$STATE/server.log" "$STATE/agent.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+ready() { curl -fsS "http://127.0.0.1:$((PORT + $1))/readyz" >/dev/null 2>&1; }
+wait_for 30 "mapper-server to be ready" ready 1
+wait_for 30 "mapper-agent to attach" ready 2
+
+step "traffic"
+"$BIN/mapper-lab" traffic --scenario "$SCENARIO" --state-dir "$STATE" | tee "$STATE/traffic.jsonl"
+
+step "waiting until the agent's flows are acknowledged"
+acked_before=$(metric "http://127.0.0.1:$((PORT + 2))/metrics" mapper_agent_batches_acked_total)
+flushed() {
+  local acked pending
+  acked=$(metric "http://127.0.0.1:$((PORT + 2))/metrics" mapper_agent_batches_acked_total)
+  pending=$(metric "http://127.0.0.1:$((PORT + 2))/metrics" mapper_agent_pending_flows)
+  # Two drains after the traffic, and nothing left unacknowledged.
+  [ "${acked%.*}" -ge $(( ${acked_before%.*} + 2 )) ] && [ "${pending%.*}" -eq 0 ]
+}
+wait_for 30 "the flows to be acknowledged" flushed
+
+export MAPPER_URL="http://127.0.0.1:$PORT" MAPPER_TOKEN_FILE="$STATE/token"
+if [ -n "$GOLDEN" ]; then
+  step "mapper export -n team1 -n team2 --output-version v1alpha2"
+  "$BIN/mapper" export -n team1 -n team2 --output-version v1alpha2 | tee "$STATE/export.yaml"
+  if diff -u "$GOLDEN" "$STATE/export.yaml" >&2; then
+    echo "# the export is byte-identical to $GOLDEN"
+  else
+    echo "demo.sh: the export differs from $GOLDEN (diff above)" >&2
+    exit 1
+  fi
+else
+  namespaces=$(awk '/^ *namespace:/ { print $2 }' "$SCENARIO" | sort -u | paste -sd, -)
+  step "mapper export -n $namespaces"
+  "$BIN/mapper" export -n "$namespaces" | tee "$STATE/export.yaml"
+fi
+
+step "mapper list"
+"$BIN/mapper" list
+
+step "mapper policy -f <the export above>"
+"$BIN/mapper" policy -f "$STATE/export.yaml"
+
+if [ "$KEEP" = 1 ]; then
+  step "kept running; to reach the server:"
+  echo "MAPPER_URL=$MAPPER_URL"
+  echo "MAPPER_TOKEN_FILE=$MAPPER_TOKEN_FILE"
+  echo "# tear down with: scripts/demo.sh --down"
+fi
