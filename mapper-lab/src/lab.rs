@@ -127,14 +127,16 @@ fn owner_chain(w: &WorkloadSpec, objects: &mut Vec<Value>) -> (Vec<String>, Opti
             objects.push(json!({ "apiVersion": "apps/v1", "kind": "DaemonSet",
                 "metadata": { "name": w.name, "namespace": ns, "uid": uid("ds") },
                 "spec": { "selector": selector, "template": template } }));
-            let names = (0..w.replicas).map(|i| format!("{}-{}", w.name, suffix(&format!("{ns}/{}/{i}", w.name), 5))).collect();
+            let names =
+                (0..w.replicas).map(|i| format!("{}-{}", w.name, suffix(&format!("{ns}/{}/{i}", w.name), 5))).collect();
             (names, Some(owner_ref("apps/v1", "DaemonSet", &w.name, &uid("ds"))))
         }
         Kind::Job => {
             objects.push(json!({ "apiVersion": "batch/v1", "kind": "Job",
                 "metadata": { "name": w.name, "namespace": ns, "uid": uid("job") },
                 "spec": { "template": template } }));
-            let names = (0..w.replicas).map(|i| format!("{}-{}", w.name, suffix(&format!("{ns}/{}/{i}", w.name), 5))).collect();
+            let names =
+                (0..w.replicas).map(|i| format!("{}-{}", w.name, suffix(&format!("{ns}/{}/{i}", w.name), 5))).collect();
             (names, Some(owner_ref("batch/v1", "Job", &w.name, &uid("job"))))
         }
         Kind::CronJob => {
@@ -150,7 +152,11 @@ fn owner_chain(w: &WorkloadSpec, objects: &mut Vec<Value>) -> (Vec<String>, Opti
             (names, Some(owner_ref("batch/v1", "Job", &job, &uid("cronjob-job"))))
         }
         Kind::Pod => {
-            let names = if w.replicas == 1 { vec![w.name.clone()] } else { (0..w.replicas).map(|i| format!("{}-{i}", w.name)).collect() };
+            let names = if w.replicas == 1 {
+                vec![w.name.clone()]
+            } else {
+                (0..w.replicas).map(|i| format!("{}-{i}", w.name)).collect()
+            };
             (names, None)
         }
     };
@@ -186,10 +192,15 @@ fn start_server(node: &Node, pod: &LabPod, w: &WorkloadSpec, lab_bin: &Path) -> 
         .spawn()
         .map_err(|source| LabError::Spawn { command: format!("mapper-lab serve in {}", pod.name), source })?;
     let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().ok_or_else(|| LabError::Command { command: "serve".into(), stderr: "no stdout".into() })?)
-        .read_line(&mut line);
+    let _ = BufReader::new(
+        child.stdout.take().ok_or_else(|| LabError::Command { command: "serve".into(), stderr: "no stdout".into() })?,
+    )
+    .read_line(&mut line);
     if line.trim() != "ready" {
-        return Err(LabError::Command { command: format!("mapper-lab serve in pod {}", pod.name), stderr: "did not start".into() });
+        return Err(LabError::Command {
+            command: format!("mapper-lab serve in pod {}", pod.name),
+            stderr: "did not start".into(),
+        });
     }
     Ok(())
 }
@@ -223,7 +234,16 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
                 let cg = node.pod_cgroup(&uid, &format!("{:064x}", hash(&uid)))?;
                 (p.netns.name().to_string(), p.ipv4, cg)
             };
-            let pod = LabPod { name: name.clone(), namespace: w.namespace.clone(), workload: w.name.clone(), uid: uid.clone(), netns, ip, cgroup, host_network: w.host_network };
+            let pod = LabPod {
+                name: name.clone(),
+                namespace: w.namespace.clone(),
+                workload: w.name.clone(),
+                uid: uid.clone(),
+                netns,
+                ip,
+                cgroup,
+                host_network: w.host_network,
+            };
             let mut labels = w.pod_labels();
             labels.extend(extra.clone());
             let mut meta = json!({ "name": name, "namespace": w.namespace, "uid": uid, "labels": labels, "creationTimestamp": created });
@@ -233,7 +253,11 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
             if let Some(o) = &owner {
                 meta["ownerReferences"] = o.clone();
             }
-            let ports: Vec<Value> = w.ports.iter().map(|p| json!({ "containerPort": p.port, "protocol": if p.udp { "UDP" } else { "TCP" } })).collect();
+            let ports: Vec<Value> = w
+                .ports
+                .iter()
+                .map(|p| json!({ "containerPort": p.port, "protocol": if p.udp { "UDP" } else { "TCP" } }))
+                .collect();
             objects.push(json!({ "apiVersion": "v1", "kind": "Pod", "metadata": meta,
                 "spec": { "nodeName": NODE_NAME, "hostNetwork": w.host_network, "containers": [{ "name": "app", "image": "mapper-lab", "ports": ports }] },
                 "status": { "phase": "Running", "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }], "hostIP": node.ipv4().to_string(), "startTime": created } }));
@@ -241,14 +265,20 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
             pods.push(pod);
         }
     }
-    for (pod, w) in pods.iter().zip(scenario.workloads.iter().flat_map(|w| std::iter::repeat_n(w, w.replicas as usize))) {
+    for (pod, w) in pods.iter().zip(scenario.workloads.iter().flat_map(|w| std::iter::repeat_n(w, w.replicas as usize)))
+    {
         start_server(&node, pod, w, lab_bin)?;
     }
     let mut services = Vec::new();
     objects.push(json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "kubernetes", "namespace": "default", "uid": pod_uid("svc/default/kubernetes") },
         "spec": { "clusterIP": format!("10.96.{K}.1"), "clusterIPs": [format!("10.96.{K}.1")], "ports": [{ "name": "https", "port": 443, "targetPort": 6443, "protocol": "TCP" }] } }));
     for (i, s) in scenario.services.iter().enumerate() {
-        let backends: Vec<&LabPod> = pods.iter().zip(&pod_labels).filter(|(p, l)| p.namespace == s.namespace && selects(s, l)).map(|(p, _)| p).collect();
+        let backends: Vec<&LabPod> = pods
+            .iter()
+            .zip(&pod_labels)
+            .filter(|(p, l)| p.namespace == s.namespace && selects(s, l))
+            .map(|(p, _)| p)
+            .collect();
         let cluster_ip = (!s.headless).then(|| Ipv4Addr::new(10, 96, K, 10 + i as u8));
         let ip_str = cluster_ip.map_or("None".to_string(), |ip| ip.to_string());
         let ports: Vec<Value> = s.ports.iter().map(|p| json!({ "port": p.port, "targetPort": p.target(), "protocol": if p.udp() { "UDP" } else { "TCP" } })).collect();
@@ -259,7 +289,11 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
         objects.push(json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": s.name, "namespace": s.namespace, "uid": pod_uid(&format!("svc/{}/{}", s.namespace, s.name)) }, "spec": spec }));
         let endpoints: Vec<Value> = backends.iter().map(|p| json!({ "addresses": [p.ip.to_string()], "conditions": { "ready": true },
             "nodeName": NODE_NAME, "targetRef": { "kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": p.uid } })).collect();
-        let eports: Vec<Value> = s.ports.iter().map(|p| json!({ "port": p.target(), "protocol": if p.udp() { "UDP" } else { "TCP" } })).collect();
+        let eports: Vec<Value> = s
+            .ports
+            .iter()
+            .map(|p| json!({ "port": p.target(), "protocol": if p.udp() { "UDP" } else { "TCP" } }))
+            .collect();
         objects.push(json!({ "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": { "name": format!("{}-{}", s.name, suffix(&s.name, 5)), "namespace": s.namespace, "labels": { "kubernetes.io/service-name": s.name } },
             "addressType": "IPv4", "endpoints": endpoints, "ports": eports }));
@@ -274,13 +308,24 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
                 }
             }
         }
-        services.push(LabService { name: s.name.clone(), namespace: s.namespace.clone(), cluster_ip, endpoints: backends.iter().map(|p| p.ip).collect() });
+        services.push(LabService {
+            name: s.name.clone(),
+            namespace: s.namespace.clone(),
+            cluster_ip,
+            endpoints: backends.iter().map(|p| p.ip).collect(),
+        });
     }
     let inventory = serde_yaml::to_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
         .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;
     let inv_path = state_dir.join("inventory.yaml");
     std::fs::write(&inv_path, inventory).map_err(io(&inv_path))?;
-    let state = LabState { node_netns: node.netns.name().to_string(), node_ip: node.ipv4(), cgroup_base: node.cgroups.base().to_path_buf(), pods, services };
+    let state = LabState {
+        node_netns: node.netns.name().to_string(),
+        node_ip: node.ipv4(),
+        cgroup_base: node.cgroups.base().to_path_buf(),
+        pods,
+        services,
+    };
     let state_path = state_dir.join("state.json");
     std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap_or_default()).map_err(io(&state_path))?;
     node.keep();
@@ -291,7 +336,8 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
 pub fn load_state(state_dir: &Path) -> Result<LabState, LabError> {
     let p = state_dir.join("state.json");
     let bytes = std::fs::read(&p).map_err(io(&p))?;
-    serde_json::from_slice(&bytes).map_err(|e| LabError::Command { command: format!("read {}", p.display()), stderr: e.to_string() })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| LabError::Command { command: format!("read {}", p.display()), stderr: e.to_string() })
 }
 
 /// One call's outcome.
@@ -307,13 +353,17 @@ pub struct CallResult {
 }
 
 /// Makes the calls of `round` (all rounds when `None`) from inside the calling pods.
-pub fn traffic(scenario: &Scenario, state: &LabState, round: Option<u32>, lab_bin: &Path) -> Result<Vec<CallResult>, LabError> {
+pub fn traffic(
+    scenario: &Scenario,
+    state: &LabState,
+    round: Option<u32>,
+    lab_bin: &Path,
+) -> Result<Vec<CallResult>, LabError> {
     let mut results = Vec::new();
     for c in scenario.calls.iter().filter(|c| round.is_none_or(|r| c.round == r)) {
         let (fname, fns) = split_ref(&c.from).unwrap_or_default();
-        let caller = state.pods.iter().find(|p| p.workload == fname && p.namespace == fns).ok_or_else(|| LabError::Command {
-            command: format!("call from {}", c.from),
-            stderr: "no pod of that workload".into(),
+        let caller = state.pods.iter().find(|p| p.workload == fname && p.namespace == fns).ok_or_else(|| {
+            LabError::Command { command: format!("call from {}", c.from), stderr: "no pod of that workload".into() }
         })?;
         let (tname, tns) = split_ref(&c.to).unwrap_or_default();
         let target_ip = match c.via {
@@ -324,7 +374,10 @@ pub fn traffic(scenario: &Scenario, state: &LabState, round: Option<u32>, lab_bi
                 .and_then(|s| s.cluster_ip.or_else(|| s.endpoints.first().copied())),
             Via::Pod => state.pods.iter().find(|p| p.workload == tname && p.namespace == tns).map(|p| p.ip),
         }
-        .ok_or_else(|| LabError::Command { command: format!("call to {}", c.to), stderr: "no address (headless Service without pods?)".into() })?;
+        .ok_or_else(|| LabError::Command {
+            command: format!("call to {}", c.to),
+            stderr: "no address (headless Service without pods?)".into(),
+        })?;
         let address = format!("{target_ip}:{}", c.port);
         let ns = crate::netns::Netns::attach(&caller.netns);
         let out = netns::run(ns.command(lab_bin, Some(&caller.cgroup))?.args([

@@ -35,7 +35,8 @@ impl<'de> Deserialize<'de> for PodPort {
             Raw::N(port) => Ok(Self { port, udp: false }),
             Raw::S(s) => {
                 let (p, proto) = s.split_once('/').unwrap_or((s.as_str(), "tcp"));
-                let port = p.trim().parse().map_err(|_| serde::de::Error::custom(format!("port {s:?}: not a number")))?;
+                let port =
+                    p.trim().parse().map_err(|_| serde::de::Error::custom(format!("port {s:?}: not a number")))?;
                 match proto.to_ascii_lowercase().as_str() {
                     "tcp" => Ok(Self { port, udp: false }),
                     "udp" => Ok(Self { port, udp: true }),
@@ -72,7 +73,11 @@ pub struct WorkloadSpec {
 impl WorkloadSpec {
     /// Pod labels (default `app: <name>`).
     pub fn pod_labels(&self) -> BTreeMap<String, String> {
-        if self.labels.is_empty() { BTreeMap::from([("app".to_string(), self.name.clone())]) } else { self.labels.clone() }
+        if self.labels.is_empty() {
+            BTreeMap::from([("app".to_string(), self.name.clone())])
+        } else {
+            self.labels.clone()
+        }
     }
 }
 
@@ -188,7 +193,8 @@ impl Scenario {
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
-        let s: Scenario = serde_yaml::from_str(&text).map_err(|source| ScenarioError::Parse { path: p.clone(), source })?;
+        let s: Scenario =
+            serde_yaml::from_str(&text).map_err(|source| ScenarioError::Parse { path: p.clone(), source })?;
         s.check().map_err(|problem| ScenarioError::Invalid { path: p, problem })?;
         Ok(s)
     }
@@ -204,7 +210,8 @@ impl Scenario {
             }
         }
         for (i, c) in self.calls.iter().enumerate() {
-            let (n, ns) = split_ref(&c.from).ok_or(format!("calls[{i}].from {:?}: expected <workload>.<namespace>", c.from))?;
+            let (n, ns) =
+                split_ref(&c.from).ok_or(format!("calls[{i}].from {:?}: expected <workload>.<namespace>", c.from))?;
             if self.workload(n, ns).is_none() {
                 return Err(format!("calls[{i}].from {:?}: no such workload", c.from));
             }
@@ -214,7 +221,11 @@ impl Scenario {
                 Via::Pod => self.workload(tn, tns).is_some(),
             };
             if !known {
-                return Err(format!("calls[{i}].to {:?}: no such {}", c.to, if c.via == Via::Service { "service" } else { "workload" }));
+                return Err(format!(
+                    "calls[{i}].to {:?}: no such {}",
+                    c.to,
+                    if c.via == Via::Service { "service" } else { "workload" }
+                ));
             }
             if !matches!(c.protocol.as_str(), "tcp" | "udp") {
                 return Err(format!("calls[{i}].protocol {:?}: tcp or udp", c.protocol));

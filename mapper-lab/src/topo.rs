@@ -80,6 +80,10 @@ impl Node {
         ip(&["-n", &ns, "addr", "add", &format!("10.244.{k}.1/24"), "dev", "br0"])?;
         ip(&["-n", &ns, "-6", "addr", "add", &format!("fd00:244:{k}::1/64"), "dev", "br0", "nodad"])?;
         ip(&["-n", &ns, "link", "set", "br0", "up"])?;
+        // The Service range, on the bridge: host processes (hostNetwork pods)
+        // reach ClusterIPs through the OUTPUT DNAT rules. Nothing leads out.
+        ip(&["-n", &ns, "route", "add", &format!("10.96.{k}.0/24"), "dev", "br0"])?;
+        ip(&["-n", &ns, "-6", "route", "add", &format!("fd00:96:{k}::/64"), "dev", "br0"])?;
         for s in [
             "net.ipv4.ip_forward=1",
             "net.ipv6.conf.all.forwarding=1",

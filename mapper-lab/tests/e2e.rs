@@ -15,7 +15,11 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 fn bin(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_mapper-lab")).with_file_name(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -30,7 +34,9 @@ fn bpf_available() -> bool {
     };
     match reason {
         None => true,
-        Some(r) if std::env::var("MAPPER_REQUIRE_BPF").as_deref() == Ok("1") => panic!("e2e: {r} (MAPPER_REQUIRE_BPF=1)"),
+        Some(r) if std::env::var("MAPPER_REQUIRE_BPF").as_deref() == Ok("1") => {
+            panic!("e2e: {r} (MAPPER_REQUIRE_BPF=1)")
+        }
         Some(r) => {
             eprintln!("SKIPPED e2e: {r} (set MAPPER_REQUIRE_BPF=1 to make this a failure)");
             false
@@ -150,7 +156,14 @@ impl Stack {
             ]),
             "agent running",
         );
-        Self { state, url, agent_metrics: format!("127.0.0.1:{metrics_port}"), agent: Some(agent), server: Some(server), bpffs }
+        Self {
+            state,
+            url,
+            agent_metrics: format!("127.0.0.1:{metrics_port}"),
+            agent: Some(agent),
+            server: Some(server),
+            bpffs,
+        }
     }
 
     /// Runs the scenario's calls and waits until the agent's flows are acknowledged.
