@@ -100,13 +100,15 @@ step "traffic"
 "$BIN/mapper-lab" traffic --scenario "$SCENARIO" --state-dir "$STATE" | tee "$STATE/traffic.jsonl"
 
 step "waiting until the agent's flows are acknowledged"
-acked_before=$(metric "http://127.0.0.1:$((PORT + 2))/metrics" mapper_agent_batches_acked_total)
+AGENT_METRICS="http://127.0.0.1:$((PORT + 2))/metrics"
+drains_before=$(metric "$AGENT_METRICS" mapper_agent_drains_total)
 flushed() {
-  local acked pending
-  acked=$(metric "http://127.0.0.1:$((PORT + 2))/metrics" mapper_agent_batches_acked_total)
-  pending=$(metric "http://127.0.0.1:$((PORT + 2))/metrics" mapper_agent_pending_flows)
-  # Two drains after the traffic, and nothing left unacknowledged.
-  [ "${acked%.*}" -ge $(( ${acked_before%.*} + 2 )) ] && [ "${pending%.*}" -eq 0 ]
+  local drains pending
+  drains=$(metric "$AGENT_METRICS" mapper_agent_drains_total)
+  pending=$(metric "$AGENT_METRICS" mapper_agent_pending_flows)
+  # Two drains after the traffic ended (all of it has left the kernel), and
+  # nothing waiting for the server's acknowledgement.
+  [ "${drains%.*}" -ge $(( ${drains_before%.*} + 2 )) ] && [ "${pending%.*}" -eq 0 ]
 }
 wait_for 30 "the flows to be acknowledged" flushed
 

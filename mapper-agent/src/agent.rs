@@ -169,6 +169,7 @@ impl Drainer {
                 .inc_by(r.failed);
         }
         self.update_kernel_metrics();
+        self.metrics.drains.inc();
         Ok(records.len())
     }
 

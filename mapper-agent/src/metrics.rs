@@ -35,6 +35,8 @@ pub struct Metrics {
     pub dns_answers: Counter,
     /// DNS payloads skipped, by reason (malformed and truncated are parse errors).
     pub dns_skipped: Family<Label, Counter>,
+    /// Drains completed (flows handed on and removed from the kernel).
+    pub drains: Counter,
     /// Drains that failed.
     pub drain_errors: Counter,
     /// Batches waiting for the server's acknowledgement.
@@ -71,6 +73,7 @@ impl Metrics {
         r.register("flow_map_capacity", "Capacity of one flow buffer", self.flow_map_capacity.clone());
         r.register("dns_answers", "DNS answers parsed", self.dns_answers.clone());
         r.register("dns_skipped", "DNS payloads skipped, by reason", self.dns_skipped.clone());
+        r.register("drains", "Drains of the flow map completed", self.drains.clone());
         r.register("drain_errors", "Drains of the flow map that failed", self.drain_errors.clone());
         r.register("pending_batches", "Batches waiting for the server's acknowledgement", self.pending_batches.clone());
         r.register("pending_flows", "Flows waiting for the server's acknowledgement", self.pending_flows.clone());
@@ -78,7 +81,11 @@ impl Metrics {
         r.register("batches_acked", "Batches acknowledged by the server", self.batches_acked.clone());
         r.register("batches_rejected", "Batches the server refused as invalid", self.batches_rejected.clone());
         r.register("merges", "Merges of unsent batches to stay within the buffer bound", self.merges.clone());
-        r.register("flows_dropped", "Flows dropped because even merged they exceeded the bound", self.flows_dropped.clone());
+        r.register(
+            "flows_dropped",
+            "Flows dropped because even merged they exceeded the bound",
+            self.flows_dropped.clone(),
+        );
         r.register("resumed", "1 when programs left attached by a previous agent were resumed", self.resumed.clone());
         r
     }

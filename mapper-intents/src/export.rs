@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, Edge, Internet, ServiceTarget, Target,
-    Workload, WorkloadTarget,
+    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, Edge, Internet, ServiceTarget, Target, Workload,
+    WorkloadTarget,
 };
 
 /// What [`intents_from_edges`] keeps.
@@ -54,8 +54,7 @@ impl ExportOptions {
         };
         kind_kept
             && (self.include_failed_only || edge.established > 0)
-            && (self.client_namespaces.is_empty()
-                || self.client_namespaces.contains(&edge.client.namespace))
+            && (self.client_namespaces.is_empty() || self.client_namespaces.contains(&edge.client.namespace))
     }
 }
 
@@ -73,23 +72,17 @@ fn is_api_server_service(s: &ServiceTarget, client_namespace: &str) -> bool {
 pub fn intents_from_edges(edges: &[Edge], opts: &ExportOptions) -> Vec<ClientIntentsDoc> {
     let mut by_client: BTreeMap<&Workload, Vec<Target>> = BTreeMap::new();
     for edge in edges.iter().filter(|e| opts.keeps(e)) {
-        by_client
-            .entry(&edge.client)
-            .or_default()
-            .push(shape_target(edge));
+        by_client.entry(&edge.client).or_default().push(shape_target(edge));
     }
     let mut name_uses: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for client in by_client.keys() {
-        *name_uses
-            .entry((client.name.as_str(), client.namespace.as_str()))
-            .or_default() += 1;
+        *name_uses.entry((client.name.as_str(), client.namespace.as_str())).or_default() += 1;
     }
     let mut docs: Vec<ClientIntentsDoc> = by_client
         .iter()
         .map(|(client, targets)| {
-            let shared = name_uses
-                .get(&(client.name.as_str(), client.namespace.as_str()))
-                .is_some_and(|uses| *uses > 1);
+            let shared =
+                name_uses.get(&(client.name.as_str(), client.namespace.as_str())).is_some_and(|uses| *uses > 1);
             let name = match (&client.kind, shared) {
                 (Some(kind), true) => format!("{}-{}", client.name, kind.to_ascii_lowercase()),
                 _ => client.name.clone(),
@@ -103,9 +96,7 @@ pub fn intents_from_edges(edges: &[Edge], opts: &ExportOptions) -> Vec<ClientInt
             }
         })
         .collect();
-    docs.sort_by(|a, b| {
-        (&a.name, &a.namespace, &a.client_kind).cmp(&(&b.name, &b.namespace, &b.client_kind))
-    });
+    docs.sort_by(|a, b| (&a.name, &a.namespace, &a.client_kind).cmp(&(&b.name, &b.namespace, &b.client_kind)));
     docs
 }
 
@@ -114,15 +105,9 @@ fn shape_target(edge: &Edge) -> Target {
     let client_ns = edge.client.namespace.as_str();
     let qualify = |ns: &Option<String>| ns.clone().filter(|ns| ns != client_ns);
     match &edge.server {
-        Target::Workload(w) => Target::Workload(WorkloadTarget {
-            namespace: qualify(&w.namespace),
-            ..w.clone()
-        }),
+        Target::Workload(w) => Target::Workload(WorkloadTarget { namespace: qualify(&w.namespace), ..w.clone() }),
         Target::Service(s) if is_api_server_service(s, client_ns) => Target::ApiServer,
-        Target::Service(s) => Target::Service(ServiceTarget {
-            namespace: qualify(&s.namespace),
-            ..s.clone()
-        }),
+        Target::Service(s) => Target::Service(ServiceTarget { namespace: qualify(&s.namespace), ..s.clone() }),
         Target::Internet(internet) => {
             let mut internet = internet.clone();
             internet.ports.extend(edge.ports.iter().map(|p| p.port));
@@ -148,9 +133,7 @@ fn merge_internet(targets: Vec<Target>) -> Vec<Target> {
     for target in targets {
         if let Target::Internet(new) = &target {
             let existing = out.iter_mut().find_map(|t| match t {
-                Target::Internet(old) if old.domains == new.domains && old.ips == new.ips => {
-                    Some(old)
-                }
+                Target::Internet(old) if old.domains == new.domains && old.ips == new.ips => Some(old),
                 _ => None,
             });
             if let Some(old) = existing {
@@ -185,10 +168,7 @@ fn sort_key(target: &Target, client_namespace: &str) -> (String, String, u8, Str
 }
 
 fn sort_targets(targets: Vec<Target>, client_namespace: &str) -> Vec<Target> {
-    let mut keyed: Vec<_> = targets
-        .into_iter()
-        .map(|t| (sort_key(&t, client_namespace), t))
-        .collect();
+    let mut keyed: Vec<_> = targets.into_iter().map(|t| (sort_key(&t, client_namespace), t)).collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     keyed.dedup_by(|a, b| a.1 == b.1);
     keyed.into_iter().map(|(_, t)| t).collect()

@@ -41,11 +41,7 @@ fn hash6(input: &str) -> String {
 /// The identity without kind: `ledger`, `team3` → `ledger-team3-40d1db`.
 pub fn formatted_identity(name: &str, namespace: &str) -> String {
     let hash = hash6(&format!("{name}-{namespace}"));
-    format!(
-        "{}-{}-{hash}",
-        truncate(name, MAX_NAME_LENGTH),
-        truncate(namespace, MAX_NAME_LENGTH)
-    )
+    format!("{}-{}-{hash}", truncate(name, MAX_NAME_LENGTH), truncate(namespace, MAX_NAME_LENGTH))
 }
 
 /// The identity with kind: `ledger`, `team3`, `Deployment` → `ledger-team3-deplo-fd1e86`.
@@ -63,9 +59,7 @@ pub fn formatted_identity_with_kind(name: &str, namespace: &str, kind: &str) -> 
 /// it otherwise (and for the operator's internal `OttrLegacy` kind).
 pub fn workload_identity(workload: &Workload) -> String {
     match workload.kind.as_deref() {
-        None | Some("") | Some(LEGACY_KIND) => {
-            formatted_identity(&workload.name, &workload.namespace)
-        }
+        None | Some("") | Some(LEGACY_KIND) => formatted_identity(&workload.name, &workload.namespace),
         Some(kind) => formatted_identity_with_kind(&workload.name, &workload.namespace, kind),
     }
 }
@@ -93,16 +87,8 @@ mod tests {
     fn identity_without_kind_matches_independent_md5() {
         let cases = [
             ("ledger", "team3", "ledger-team3-40d1db"),
-            (
-                "transaction-service",
-                "team1",
-                "transaction-service-team1-b000ee",
-            ),
-            (
-                "some-other-transaction-service",
-                "team2",
-                "some-other-transacti-team2-6dff81",
-            ),
+            ("transaction-service", "team1", "transaction-service-team1-b000ee"),
+            ("some-other-transaction-service", "team2", "some-other-transacti-team2-6dff81"),
             (
                 "a-very-long-workload-name-indeed",
                 "a-rather-long-namespace-name",
@@ -110,11 +96,7 @@ mod tests {
             ),
         ];
         for (name, ns, expected) in cases {
-            assert_eq!(
-                formatted_identity(name, ns),
-                expected,
-                "identity of {name}/{ns}"
-            );
+            assert_eq!(formatted_identity(name, ns), expected, "identity of {name}/{ns}");
         }
     }
 
@@ -122,18 +104,8 @@ mod tests {
     fn identity_with_kind_matches_independent_md5() {
         let cases = [
             ("ledger", "team3", "Deployment", "ledger-team3-deplo-fd1e86"),
-            (
-                "ledger",
-                "team3",
-                "StatefulSet",
-                "ledger-team3-state-9e8370",
-            ),
-            (
-                "nightly-report",
-                "team1",
-                "CronJob",
-                "nightly-report-team1-cronj-6266a1",
-            ),
+            ("ledger", "team3", "StatefulSet", "ledger-team3-state-9e8370"),
+            ("nightly-report", "team1", "CronJob", "nightly-report-team1-cronj-6266a1"),
             ("db", "team3", "Pod", "db-team3-pod-20d824"),
             ("ledger", "team3", "Service", "ledger-team3-servi-ebbcd3"),
             (
@@ -144,11 +116,7 @@ mod tests {
             ),
         ];
         for (name, ns, kind, expected) in cases {
-            assert_eq!(
-                formatted_identity_with_kind(name, ns, kind),
-                expected,
-                "identity of {kind} {name}/{ns}"
-            );
+            assert_eq!(formatted_identity_with_kind(name, ns, kind), expected, "identity of {kind} {name}/{ns}");
         }
     }
 
@@ -158,33 +126,15 @@ mod tests {
         assert!(formatted_identity(&long, &long).len() <= 63);
         assert!(formatted_identity_with_kind(&long, &long, "StatefulSet").len() <= 63);
         let id = formatted_identity("ééééééééééééé", "team3");
-        assert!(
-            id.starts_with("éééééééééé-team3-"),
-            "cut at a character boundary: {id}"
-        );
+        assert!(id.starts_with("éééééééééé-team3-"), "cut at a character boundary: {id}");
     }
 
     #[test]
     fn workload_identity_uses_kind_when_known() {
-        assert_eq!(
-            workload_identity(&Workload::without_kind("ledger", "team3")),
-            "ledger-team3-40d1db"
-        );
-        assert_eq!(
-            workload_identity(&Workload::new("ledger", "team3", LEGACY_KIND)),
-            "ledger-team3-40d1db"
-        );
-        assert_eq!(
-            workload_identity(&Workload::new("ledger", "team3", "Deployment")),
-            "ledger-team3-deplo-fd1e86"
-        );
-        assert_eq!(
-            rfc1123_name_with_kind(&Workload::new("led_ger", "team3", "StatefulSet")),
-            "led.ger-statefulset"
-        );
-        assert_eq!(
-            rfc1123_name_with_kind(&Workload::without_kind("ledger", "team3")),
-            "ledger"
-        );
+        assert_eq!(workload_identity(&Workload::without_kind("ledger", "team3")), "ledger-team3-40d1db");
+        assert_eq!(workload_identity(&Workload::new("ledger", "team3", LEGACY_KIND)), "ledger-team3-40d1db");
+        assert_eq!(workload_identity(&Workload::new("ledger", "team3", "Deployment")), "ledger-team3-deplo-fd1e86");
+        assert_eq!(rfc1123_name_with_kind(&Workload::new("led_ger", "team3", "StatefulSet")), "led.ger-statefulset");
+        assert_eq!(rfc1123_name_with_kind(&Workload::without_kind("ledger", "team3")), "ledger");
     }
 }

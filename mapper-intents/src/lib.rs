@@ -44,13 +44,12 @@ pub mod yaml;
 pub use export::{ExportOptions, intents_from_edges};
 pub use identity::{formatted_identity, formatted_identity_with_kind, workload_identity};
 pub use model::{
-    ClientIntentsDoc, Edge, HttpResource, Internet, OtherKind, OtherTarget, Port, Protocol,
-    ServiceTarget, Target, Workload, WorkloadTarget,
+    ClientIntentsDoc, Edge, HttpResource, Internet, OtherKind, OtherTarget, Port, Protocol, ServiceTarget, Target,
+    Workload, WorkloadTarget,
 };
 pub use parse::{ParseError, parse_documents};
 pub use policy::{
-    NetworkPolicy, PodLabel, PolicyLayout, PolicyOptions, PolicySet, network_policies,
-    render_policies_yaml,
+    NetworkPolicy, PodLabel, PolicyLayout, PolicyOptions, PolicySet, network_policies, render_policies_yaml,
 };
 pub use render::{RenderError, file_name, render_doc_yaml, render_json, render_yaml};
 pub use versions::{ConvertError, IntentsVersion, Problem, VersionedClientIntents};

@@ -27,20 +27,12 @@ pub struct Workload {
 impl Workload {
     /// A workload with a kind.
     pub fn new(name: &str, namespace: &str, kind: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            kind: Some(kind.to_owned()),
-        }
+        Self { name: name.to_owned(), namespace: namespace.to_owned(), kind: Some(kind.to_owned()) }
     }
 
     /// A workload whose kind is unknown.
     pub fn without_kind(name: &str, namespace: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            kind: None,
-        }
+        Self { name: name.to_owned(), namespace: namespace.to_owned(), kind: None }
     }
 }
 
@@ -116,13 +108,8 @@ pub enum OtherKind {
 
 impl OtherKind {
     /// Every kind, in the order the operator's v2 `Target` declares them.
-    pub const ALL: [OtherKind; 5] = [
-        OtherKind::Kafka,
-        OtherKind::Sql,
-        OtherKind::Aws,
-        OtherKind::Gcp,
-        OtherKind::Azure,
-    ];
+    pub const ALL: [OtherKind; 5] =
+        [OtherKind::Kafka, OtherKind::Sql, OtherKind::Aws, OtherKind::Gcp, OtherKind::Azure];
 
     /// The key of this kind in a v2 target (`kafka`, `sql`, …).
     pub fn key(self) -> &'static str {
@@ -192,8 +179,7 @@ impl Target {
     /// The server's name and namespace as the operator reads them (`internet` and the kind key
     /// for targets outside the cluster); `client_namespace` fills in a missing namespace.
     pub fn server_name_and_namespace(&self, client_namespace: &str) -> (String, String) {
-        let resolve =
-            |ns: &Option<String>| ns.clone().unwrap_or_else(|| client_namespace.to_owned());
+        let resolve = |ns: &Option<String>| ns.clone().unwrap_or_else(|| client_namespace.to_owned());
         match self {
             Target::Workload(w) => (w.name.clone(), resolve(&w.namespace)),
             Target::Service(s) => (s.name.clone(), resolve(&s.namespace)),
@@ -211,14 +197,8 @@ impl Target {
             _ => ns.clone(),
         };
         match self {
-            Target::Workload(w) => Target::Workload(WorkloadTarget {
-                namespace: drop_same(&w.namespace),
-                ..w.clone()
-            }),
-            Target::Service(s) => Target::Service(ServiceTarget {
-                namespace: drop_same(&s.namespace),
-                ..s.clone()
-            }),
+            Target::Workload(w) => Target::Workload(WorkloadTarget { namespace: drop_same(&w.namespace), ..w.clone() }),
+            Target::Service(s) => Target::Service(ServiceTarget { namespace: drop_same(&s.namespace), ..s.clone() }),
             other => other.clone(),
         }
     }
@@ -246,10 +226,7 @@ impl ClientIntentsDoc {
     pub fn client(&self, default_namespace: &str) -> Workload {
         Workload {
             name: self.client_name.clone(),
-            namespace: self
-                .namespace
-                .clone()
-                .unwrap_or_else(|| default_namespace.to_owned()),
+            namespace: self.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
             kind: self.client_kind.clone(),
         }
     }
@@ -264,10 +241,7 @@ impl ClientIntentsDoc {
                 targets.push(target);
             }
         }
-        ClientIntentsDoc {
-            targets,
-            ..self.clone()
-        }
+        ClientIntentsDoc { targets, ..self.clone() }
     }
 }
 
@@ -324,10 +298,7 @@ mod tests {
         let edge = Edge {
             client: Workload::new("api", "team1", "Deployment"),
             server: Target::workload("ledger", Some("team3"), Some("StatefulSet")),
-            ports: vec![Port {
-                port: 53,
-                protocol: Protocol::Udp,
-            }],
+            ports: vec![Port { port: 53, protocol: Protocol::Udp }],
             established: 2,
             failed: 1,
             first_seen_ms: 10,
@@ -340,8 +311,7 @@ mod tests {
         );
         let back: Edge = serde_json::from_str(&json).unwrap_or_else(|e| panic!("deserialize: {e}"));
         assert_eq!(back, edge);
-        let api: Target =
-            serde_json::from_str(r#"{"type":"api_server"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let api: Target = serde_json::from_str(r#"{"type":"api_server"}"#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(api, Target::ApiServer);
     }
 
@@ -359,13 +329,7 @@ mod tests {
             ],
         };
         let normalized = doc.normalized();
-        assert_eq!(
-            normalized.targets,
-            [
-                Target::workload("ledger", None, None),
-                Target::service("s", Some("team2"))
-            ]
-        );
+        assert_eq!(normalized.targets, [Target::workload("ledger", None, None), Target::service("s", Some("team2"))]);
         assert_eq!(doc.client("x"), Workload::without_kind("c", "team1"));
         let (name, ns) = Target::ApiServer.server_name_and_namespace("team1");
         assert_eq!((name.as_str(), ns.as_str()), ("kubernetes", "default"));

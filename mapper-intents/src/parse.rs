@@ -14,8 +14,7 @@ use serde_yaml::{Mapping, Value};
 
 use crate::model::ClientIntentsDoc;
 use crate::versions::{
-    ClientIntents, ConvertError, IntentsVersion, KIND, ObjectMeta, Problem, VersionedClientIntents,
-    v1, v1alpha2, v2,
+    ClientIntents, ConvertError, IntentsVersion, KIND, ObjectMeta, Problem, VersionedClientIntents, v1, v1alpha2, v2,
 };
 
 /// Why a text could not be read as ClientIntents.
@@ -59,11 +58,7 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
 }
 
 fn path_prefix(path: &str) -> String {
-    if path.is_empty() {
-        String::new()
-    } else {
-        format!("{path}: ")
-    }
+    if path.is_empty() { String::new() } else { format!("{path}: ") }
 }
 
 /// Reads every ClientIntents object in `text` (multi-document YAML, or JSON) into the neutral
@@ -71,10 +66,7 @@ fn path_prefix(path: &str) -> String {
 pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<ClientIntentsDoc>, ParseError> {
     let mut docs = Vec::new();
     for found in parse_versioned(text, source_name)? {
-        let doc = found
-            .object
-            .to_doc()
-            .map_err(|e| invalid(source_name, found.document, &found.path_prefix, e))?;
+        let doc = found.object.to_doc().map_err(|e| invalid(source_name, found.document, &found.path_prefix, e))?;
         docs.push(doc);
     }
     Ok(docs)
@@ -98,26 +90,16 @@ pub fn parse_versioned(text: &str, source_name: &str) -> Result<Vec<FoundObject>
     for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = index + 1;
         // After a syntax error the stream repeats it for ever: stop at the first one.
-        let value =
-            Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
-                source_name: source_name.to_owned(),
-                document,
-                line: error.location().map(|l| l.line()),
-                column: error.location().map(|l| l.column()),
-                error,
-            })?;
+        let value = Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
+            source_name: source_name.to_owned(),
+            document,
+            line: error.location().map(|l| l.line()),
+            column: error.location().map(|l| l.column()),
+            error,
+        })?;
         let mut objects = Vec::new();
-        collect(&value, "", &mut objects)
-            .map_err(|(prefix, e)| invalid(source_name, document, &prefix, e))?;
-        found.extend(
-            objects
-                .into_iter()
-                .map(|(path_prefix, object)| FoundObject {
-                    document,
-                    path_prefix,
-                    object,
-                }),
-        );
+        collect(&value, "", &mut objects).map_err(|(prefix, e)| invalid(source_name, document, &prefix, e))?;
+        found.extend(objects.into_iter().map(|(path_prefix, object)| FoundObject { document, path_prefix, object }));
     }
     Ok(found)
 }
@@ -127,12 +109,7 @@ fn invalid(source_name: &str, document: usize, prefix: &str, e: ConvertError) ->
         (Some(p), true) => p.to_owned(),
         _ => format!("{prefix}{}", e.path),
     };
-    ParseError::Invalid {
-        source_name: source_name.to_owned(),
-        document,
-        path,
-        problem: e.problem,
-    }
+    ParseError::Invalid { source_name: source_name.to_owned(), document, path, problem: e.problem }
 }
 
 /// Objects found in a document, each with its path prefix (`items[3].` in a List).
@@ -167,13 +144,7 @@ fn collect(value: &Value, prefix: &str, out: &mut Found) -> Result<(), (String, 
 }
 
 fn wrong_type(path: &str, expected: &'static str, found: &Value) -> ConvertError {
-    ConvertError::new(
-        path,
-        Problem::WrongType {
-            expected,
-            found: crate::versions::value_type_name(found),
-        },
-    )
+    ConvertError::new(path, Problem::WrongType { expected, found: crate::versions::value_type_name(found) })
 }
 
 /// Deserializes `value` at `path`, reporting serde's complaint as a schema problem there.
@@ -207,56 +178,35 @@ fn de<T: DeserializeOwned + Default>(value: Option<&Value>, path: &str) -> Resul
 }
 
 /// Deserializes a sequence element by element so an error names its index.
-fn de_list<T: DeserializeOwned + Default>(
-    value: Option<&Value>,
-    path: &str,
-) -> Result<Vec<T>, ConvertError> {
+fn de_list<T: DeserializeOwned + Default>(value: Option<&Value>, path: &str) -> Result<Vec<T>, ConvertError> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| de(Some(item), &format!("{path}[{i}]")))
-            .collect(),
+        Some(Value::Sequence(items)) => {
+            items.iter().enumerate().map(|(i, item)| de(Some(item), &format!("{path}[{i}]"))).collect()
+        }
         Some(other) => Err(wrong_type(path, "a sequence", other)),
     }
 }
 
 fn check_keys(map: &Mapping, allowed: &[&str], path: &str) -> Result<(), ConvertError> {
     for key in map.keys() {
-        let name = key
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{key:?}"));
+        let name = key.as_str().map(str::to_owned).unwrap_or_else(|| format!("{key:?}"));
         if !allowed.contains(&name.as_str()) {
-            return Err(ConvertError::new(
-                path,
-                Problem::UnknownField { field: name },
-            ));
+            return Err(ConvertError::new(path, Problem::UnknownField { field: name }));
         }
     }
     Ok(())
 }
 
 fn read_object(map: &Mapping) -> Result<VersionedClientIntents, ConvertError> {
-    check_keys(
-        map,
-        &["apiVersion", "kind", "metadata", "spec", "status"],
-        "",
-    )?;
+    check_keys(map, &["apiVersion", "kind", "metadata", "spec", "status"], "")?;
     let api_version = match map.get("apiVersion") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(wrong_type("apiVersion", "a string", other)),
         None => return Err(ConvertError::new("apiVersion", Problem::Missing)),
     };
-    let version = IntentsVersion::from_api_version(&api_version).ok_or_else(|| {
-        ConvertError::new(
-            "apiVersion",
-            Problem::UnknownApiVersion {
-                found: api_version.clone(),
-            },
-        )
-    })?;
+    let version = IntentsVersion::from_api_version(&api_version)
+        .ok_or_else(|| ConvertError::new("apiVersion", Problem::UnknownApiVersion { found: api_version.clone() }))?;
     let metadata: ObjectMeta = match map.get("metadata") {
         Some(value @ Value::Mapping(_)) => de(Some(value), "metadata")?,
         None | Some(Value::Null) => ObjectMeta::default(),

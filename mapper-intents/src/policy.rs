@@ -56,10 +56,7 @@ pub struct PolicyOptions {
 
 impl Default for PolicyOptions {
     fn default() -> Self {
-        Self {
-            layout: PolicyLayout::Legacy,
-            default_namespace: "default".to_owned(),
-        }
+        Self { layout: PolicyLayout::Legacy, default_namespace: "default".to_owned() }
     }
 }
 
@@ -111,21 +108,11 @@ pub struct PodLabel {
 
 impl PodLabel {
     fn server(workload: &Workload, key: &str, value: &str) -> Self {
-        Self {
-            workload: workload.clone(),
-            role: LabelRole::Server,
-            key: key.to_owned(),
-            value: value.to_owned(),
-        }
+        Self { workload: workload.clone(), role: LabelRole::Server, key: key.to_owned(), value: value.to_owned() }
     }
 
     fn client(workload: &Workload, key: &str) -> Self {
-        Self {
-            workload: workload.clone(),
-            role: LabelRole::Client,
-            key: key.to_owned(),
-            value: "true".to_owned(),
-        }
+        Self { workload: workload.clone(), role: LabelRole::Client, key: key.to_owned(), value: "true".to_owned() }
     }
 }
 
@@ -133,9 +120,7 @@ impl PodLabel {
 pub fn labels_by_workload(labels: &[PodLabel]) -> BTreeMap<Workload, BTreeMap<String, String>> {
     let mut out: BTreeMap<Workload, BTreeMap<String, String>> = BTreeMap::new();
     for label in labels {
-        out.entry(label.workload.clone())
-            .or_default()
-            .insert(label.key.clone(), label.value.clone());
+        out.entry(label.workload.clone()).or_default().insert(label.key.clone(), label.value.clone());
     }
     out
 }
@@ -161,26 +146,17 @@ fn policy_server(target: &Target, client_namespace: &str) -> Option<Workload> {
         Target::Service(s) => (s.name.clone(), s.namespace.clone(), None),
         Target::Other(o) if o.kind == OtherKind::Kafka => {
             let written = o.body.get("name").and_then(Value::as_str)?;
-            let (name, namespace) = written
-                .split_once('.')
-                .map_or((written, None), |(n, ns)| (n, Some(ns)));
+            let (name, namespace) = written.split_once('.').map_or((written, None), |(n, ns)| (n, Some(ns)));
             (name.to_owned(), namespace.map(str::to_owned), None)
         }
         Target::ApiServer | Target::Internet(_) | Target::Other(_) => return None,
     };
     let namespace = namespace.unwrap_or_else(|| client_namespace.to_owned());
-    Some(Workload {
-        name,
-        namespace,
-        kind,
-    })
+    Some(Workload { name, namespace, kind })
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 /// Builds the ingress policies and pod labels the operator would produce for `docs`.
@@ -205,8 +181,7 @@ pub fn network_policies(docs: &[ClientIntentsDoc], opts: &PolicyOptions) -> Poli
             PolicyLayout::Current => current(server, clients, &mut set),
         }
     }
-    set.policies
-        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    set.policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     set.pod_labels.sort();
     set.pod_labels.dedup();
     set
@@ -215,8 +190,7 @@ pub fn network_policies(docs: &[ClientIntentsDoc], opts: &PolicyOptions) -> Poli
 fn legacy(server: &Workload, clients: &BTreeSet<Workload>, set: &mut PolicySet) {
     let id = formatted_identity(&server.name, &server.namespace);
     let access = format!("intents.otterize.com/access-{id}");
-    set.pod_labels
-        .push(PodLabel::server(server, SERVER_LABEL, &id));
+    set.pod_labels.push(PodLabel::server(server, SERVER_LABEL, &id));
     let namespaces: BTreeSet<&str> = clients.iter().map(|c| c.namespace.as_str()).collect();
     for ns in namespaces {
         set.policies.push(NetworkPolicy {
@@ -266,20 +240,11 @@ fn current(server: &Workload, clients: &BTreeSet<Workload>, set: &mut PolicySet)
 }
 
 fn string_map(map: &BTreeMap<String, String>) -> Value {
-    Value::Mapping(
-        map.iter()
-            .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
-            .collect(),
-    )
+    Value::Mapping(map.iter().map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str()))).collect())
 }
 
 fn entry(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Mapping(
-        pairs
-            .into_iter()
-            .map(|(k, v)| (Value::from(k), v))
-            .collect::<Mapping>(),
-    )
+    Value::Mapping(pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect::<Mapping>())
 }
 
 fn match_labels(map: &BTreeMap<String, String>) -> Value {

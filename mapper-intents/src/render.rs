@@ -65,40 +65,23 @@ fn to_value(object: &VersionedClientIntents) -> Result<Value, RenderError> {
     serde_yaml::to_value(object).map_err(|error| {
         let meta = match object {
             VersionedClientIntents::V1Alpha2(ci) => &ci.metadata,
-            VersionedClientIntents::V1Alpha3(ci) | VersionedClientIntents::V1Beta1(ci) => {
-                &ci.metadata
-            }
-            VersionedClientIntents::V2Alpha1(ci) | VersionedClientIntents::V2Beta1(ci) => {
-                &ci.metadata
-            }
+            VersionedClientIntents::V1Alpha3(ci) | VersionedClientIntents::V1Beta1(ci) => &ci.metadata,
+            VersionedClientIntents::V2Alpha1(ci) | VersionedClientIntents::V2Beta1(ci) => &ci.metadata,
         };
-        RenderError::Yaml {
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            error,
-        }
+        RenderError::Yaml { name: meta.name.clone(), namespace: meta.namespace.clone().unwrap_or_default(), error }
     })
 }
 
 /// Renders documents as multi-document YAML in `version`, separated by `---`, in the layout of
 /// the Otterize CLI (byte for byte for the seed example in OTTERIZE.md). No documents render as
 /// an empty string.
-pub fn render_yaml(
-    docs: &[ClientIntentsDoc],
-    version: IntentsVersion,
-) -> Result<String, RenderError> {
-    let values = to_versioned(docs, version)?
-        .iter()
-        .map(to_value)
-        .collect::<Result<Vec<_>, _>>()?;
+pub fn render_yaml(docs: &[ClientIntentsDoc], version: IntentsVersion) -> Result<String, RenderError> {
+    let values = to_versioned(docs, version)?.iter().map(to_value).collect::<Result<Vec<_>, _>>()?;
     Ok(yaml::to_yaml_stream(&values))
 }
 
 /// Renders one document as YAML (for `--output-type dir`, one file per client).
-pub fn render_doc_yaml(
-    doc: &ClientIntentsDoc,
-    version: IntentsVersion,
-) -> Result<String, RenderError> {
+pub fn render_doc_yaml(doc: &ClientIntentsDoc, version: IntentsVersion) -> Result<String, RenderError> {
     render_yaml(std::slice::from_ref(doc), version)
 }
 
@@ -121,18 +104,10 @@ struct List<'a> {
 
 /// Renders documents as a pretty-printed JSON `{"apiVersion": "v1", "kind": "List", "items":
 /// [...]}` ending in a newline; `kubectl apply -f` applies every item.
-pub fn render_json(
-    docs: &[ClientIntentsDoc],
-    version: IntentsVersion,
-) -> Result<String, RenderError> {
+pub fn render_json(docs: &[ClientIntentsDoc], version: IntentsVersion) -> Result<String, RenderError> {
     let items = to_versioned(docs, version)?;
-    let list = List {
-        api_version: "v1",
-        kind: "List",
-        items: &items,
-    };
-    let mut text =
-        serde_json::to_string_pretty(&list).map_err(|error| RenderError::Json { error })?;
+    let list = List { api_version: "v1", kind: "List", items: &items };
+    let mut text = serde_json::to_string_pretty(&list).map_err(|error| RenderError::Json { error })?;
     text.push('\n');
     Ok(text)
 }
@@ -155,11 +130,7 @@ mod tests {
     #[test]
     fn json_is_a_v1_list_in_field_order() {
         let text = render_json(
-            &[doc(vec![Target::workload(
-                "ledger",
-                Some("team3"),
-                Some("Deployment"),
-            )])],
+            &[doc(vec![Target::workload("ledger", Some("team3"), Some("Deployment"))])],
             IntentsVersion::V2Beta1,
         )
         .unwrap_or_else(|e| panic!("render_json failed: {e}"));
@@ -197,40 +168,20 @@ mod tests {
 
     #[test]
     fn unsupported_target_names_document_and_target() {
-        let internet = Target::Internet(crate::model::Internet {
-            domains: vec!["example.com".to_owned()],
-            ..Default::default()
-        });
-        let err = render_yaml(
-            &[doc(vec![Target::ApiServer, internet])],
-            IntentsVersion::V1Alpha2,
-        )
-        .err()
-        .unwrap_or_else(|| panic!("internet targets must not render as v1alpha2"));
-        assert_eq!(
-            err.to_string(),
-            "ClientIntents team1/client cannot be written as v1alpha2"
-        );
+        let internet =
+            Target::Internet(crate::model::Internet { domains: vec!["example.com".to_owned()], ..Default::default() });
+        let err = render_yaml(&[doc(vec![Target::ApiServer, internet])], IntentsVersion::V1Alpha2)
+            .err()
+            .unwrap_or_else(|| panic!("internet targets must not render as v1alpha2"));
+        assert_eq!(err.to_string(), "ClientIntents team1/client cannot be written as v1alpha2");
         let source = std::error::Error::source(&err).map(ToString::to_string);
-        assert_eq!(
-            source.as_deref(),
-            Some("targets[1]: an internet target cannot be expressed in v1alpha2")
-        );
+        assert_eq!(source.as_deref(), Some("targets[1]: an internet target cannot be expressed in v1alpha2"));
     }
 
     #[test]
     fn empty_input_renders_nothing_and_file_names_follow_the_cli() {
-        assert_eq!(
-            render_yaml(&[], IntentsVersion::V1Alpha2).ok().as_deref(),
-            Some("")
-        );
+        assert_eq!(render_yaml(&[], IntentsVersion::V1Alpha2).ok().as_deref(), Some(""));
         assert_eq!(file_name(&doc(Vec::new())), "client.team1.yaml");
-        assert_eq!(
-            file_name(&ClientIntentsDoc {
-                namespace: None,
-                ..doc(Vec::new())
-            }),
-            "client.yaml"
-        );
+        assert_eq!(file_name(&ClientIntentsDoc { namespace: None, ..doc(Vec::new()) }), "client.yaml");
     }
 }

@@ -109,19 +109,12 @@ fn emit_after_key(value: &Value, indent: usize, out: &mut String) {
 }
 
 fn is_scalar(value: &Value) -> bool {
-    matches!(
-        value,
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_)
-    )
+    matches!(value, Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_))
 }
 
 /// A value on one line: scalars, and empty or complex collections in flow style.
 fn inline(value: &Value) -> String {
-    if is_scalar(value) {
-        scalar(value, false)
-    } else {
-        flow(value)
-    }
+    if is_scalar(value) { scalar(value, false) } else { flow(value) }
 }
 
 /// Flow style (`{a: 1, b: [x, y]}`), used for empty collections and complex keys.
@@ -132,10 +125,7 @@ fn flow(value: &Value) -> String {
             format!("[{}]", items.join(", "))
         }
         Value::Mapping(m) => {
-            let items: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{}: {}", flow(k), flow(v)))
-                .collect();
+            let items: Vec<String> = m.iter().map(|(k, v)| format!("{}: {}", flow(k), flow(v))).collect();
             format!("{{{}}}", items.join(", "))
         }
         Value::Tagged(t) => format!("{} {}", t.tag, flow(&t.value)),
@@ -156,8 +146,8 @@ fn scalar(value: &Value, is_key: bool) -> String {
 
 /// Words YAML 1.1 or 1.2 resolve to booleans or null.
 const RESERVED: &[&str] = &[
-    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
-    "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on",
+    "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
 ];
 
 /// Whether a string must be quoted to read back as the same string.
@@ -171,9 +161,7 @@ pub fn needs_quotes(s: &str, is_key: bool) -> bool {
     if !(first.is_ascii_alphanumeric() || matches!(first, '/' | '.' | '_')) {
         return true;
     }
-    let safe = |c: char| {
-        c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/' | ':' | '@' | '+' | '=')
-    };
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/' | ':' | '@' | '+' | '=');
     !s.chars().all(safe) || s.ends_with(':') || (is_key && s.contains(':'))
 }
 
@@ -187,9 +175,7 @@ fn looks_numeric(s: &str) -> bool {
     let starts_numeric = body.starts_with(|c: char| c.is_ascii_digit())
         || (body.starts_with('.') && body[1..].starts_with(|c: char| c.is_ascii_digit()));
     starts_numeric
-        && body
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | '_' | ':' | 'x' | 'o' | '+' | '-'))
+        && body.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | '_' | ':' | 'x' | 'o' | '+' | '-'))
 }
 
 fn string(s: &str, is_key: bool) -> String {
@@ -205,9 +191,7 @@ fn string(s: &str, is_key: bool) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
             '\u{85}' | '\u{a0}' | '\u{2028}' | '\u{2029}' | '\u{feff}' => {
                 out.push_str(&format!("\\u{:04x}", c as u32));
             }
@@ -225,12 +209,8 @@ mod tests {
     fn roundtrip(s: &str) {
         let value = Value::Mapping([(Value::from("k"), Value::from(s))].into_iter().collect());
         let text = to_yaml_string(&value);
-        let back: Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
-        assert_eq!(
-            back, value,
-            "string {s:?} rendered as {text:?} did not read back"
-        );
+        let back: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
+        assert_eq!(back, value, "string {s:?} rendered as {text:?} did not read back");
     }
 
     #[test]
@@ -297,27 +277,23 @@ mod tests {
 
     #[test]
     fn sequences_are_indented_under_their_key() {
-        let value: Value = serde_yaml::from_str(
-            "a:\n  b:\n  - x: 1\n    y: [p, q]\n  - []\n  - {}\n  - - n\n    - m\nc: {}\n",
-        )
-        .unwrap_or_else(|e| panic!("test input does not parse: {e}"));
+        let value: Value =
+            serde_yaml::from_str("a:\n  b:\n  - x: 1\n    y: [p, q]\n  - []\n  - {}\n  - - n\n    - m\nc: {}\n")
+                .unwrap_or_else(|e| panic!("test input does not parse: {e}"));
         let text = to_yaml_string(&value);
         // `y` and `n` are booleans to YAML 1.1 readers such as go-yaml, hence quoted.
         let expected = "a:\n  b:\n    - x: 1\n      \"y\":\n        - p\n        - q\n    - []\n    - {}\n    - - \"n\"\n      - m\nc: {}\n";
         assert_eq!(text, expected);
-        let back: Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
+        let back: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
         assert_eq!(back, value);
     }
 
     #[test]
     fn complex_keys_tags_and_streams() {
-        let value: Value =
-            serde_yaml::from_str("? [a, b]\n: 1\nt: !Thing\n  x: 1\nn: null\nf: 1.5\n")
-                .unwrap_or_else(|e| panic!("test input does not parse: {e}"));
+        let value: Value = serde_yaml::from_str("? [a, b]\n: 1\nt: !Thing\n  x: 1\nn: null\nf: 1.5\n")
+            .unwrap_or_else(|e| panic!("test input does not parse: {e}"));
         let text = to_yaml_string(&value);
-        let back: Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
+        let back: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
         assert_eq!(back, value, "rendered {text:?}");
         let stream = to_yaml_stream(&[Value::from("a"), Value::from("b")]);
         assert_eq!(stream, "a\n---\nb\n");

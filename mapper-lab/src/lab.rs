@@ -42,6 +42,8 @@ pub struct LabPod {
     pub ip: Ipv4Addr,
     pub cgroup: PathBuf,
     pub host_network: bool,
+    /// Its creationTimestamp and startTime (RFC 3339).
+    pub created: String,
 }
 
 /// A Service the lab made.
@@ -62,6 +64,8 @@ pub struct LabState {
     pub cgroup_base: PathBuf,
     pub pods: Vec<LabPod>,
     pub services: Vec<LabService>,
+    /// The traffic round the lab is at (workloads of later rounds do not exist yet).
+    pub round: u32,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -205,48 +209,64 @@ fn start_server(node: &Node, pod: &LabPod, w: &WorkloadSpec, lab_bin: &Path) -> 
     Ok(())
 }
 
-/// Brings the scenario up; writes `<state>/state.json` and `<state>/inventory.yaml`.
-pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabState, LabError> {
-    down(state_dir);
-    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-    let mut node = Node::named(TAG, K)?;
+/// Creates the pods of one workload (hostNetwork: cgroups in the node namespace);
+/// `host` fixes the address of a single pod (IP reuse).
+fn create_pods(node: &mut Node, w: &WorkloadSpec, host: Option<u8>) -> Result<Vec<LabPod>, LabError> {
+    let (names, _, _) = owner_chain(w, &mut Vec::new());
     let created = now_rfc3339();
+    let mut pods = Vec::new();
+    for name in names {
+        // A new UID per incarnation: a pod that takes a freed IP is another pod.
+        let uid = pod_uid(&format!("pod/{}/{name}/{created}", w.namespace));
+        let cgroup = node.pod_cgroup(&uid, &format!("{:064x}", hash(&uid)))?;
+        let (netns, ip) = if w.host_network {
+            (node.netns.name().to_string(), node.ipv4())
+        } else {
+            let ns_name = format!("{}-{name}", w.namespace);
+            let i = match host {
+                Some(h) => node.add_pod_at(&ns_name, h)?,
+                None => node.add_pod(&ns_name)?,
+            };
+            (node.pods[i].netns.name().to_string(), node.pods[i].ipv4)
+        };
+        pods.push(LabPod {
+            name,
+            namespace: w.namespace.clone(),
+            workload: w.name.clone(),
+            uid,
+            netns,
+            ip,
+            cgroup,
+            host_network: w.host_network,
+            created: created.clone(),
+        });
+    }
+    Ok(pods)
+}
+
+fn labels_of(scenario: &Scenario, pod: &LabPod) -> BTreeLabels {
+    let Some(w) = scenario.workload(&pod.workload, &pod.namespace) else { return BTreeLabels::new() };
+    let (_, _, extra) = owner_chain(w, &mut Vec::new());
+    let mut labels = w.pod_labels();
+    labels.extend(extra);
+    labels
+}
+
+/// The inventory a cluster would show now: owner objects of the workloads that
+/// exist at this round, the pods that are alive, Services and their endpoints.
+fn write_inventory(scenario: &Scenario, state: &LabState, state_dir: &Path) -> Result<(), LabError> {
     let mut objects: Vec<Value> = scenario
         .namespaces()
         .iter()
         .map(|n| json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": n, "labels": { "kubernetes.io/metadata.name": n } } }))
         .collect();
     objects.push(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE_NAME },
-        "status": { "addresses": [{ "type": "InternalIP", "address": node.ipv4().to_string() }] } }));
-    let mut pods = Vec::new();
-    let mut pod_labels: Vec<BTreeLabels> = Vec::new();
-    for w in &scenario.workloads {
-        let (names, owner, extra) = owner_chain(w, &mut objects);
-        for name in names {
-            let uid = pod_uid(&format!("pod/{}/{name}", w.namespace));
-            let (netns, ip, cgroup) = if w.host_network {
-                let cg = node.pod_cgroup(&uid, &format!("{:064x}", hash(&uid)))?;
-                (node.netns.name().to_string(), node.ipv4(), cg)
-            } else {
-                let i = node.add_pod(&format!("{}-{name}", w.namespace))?;
-                let p = &node.pods[i];
-                // The pod's cgroup is named after the UID the inventory gives it.
-                let cg = node.pod_cgroup(&uid, &format!("{:064x}", hash(&uid)))?;
-                (p.netns.name().to_string(), p.ipv4, cg)
-            };
-            let pod = LabPod {
-                name: name.clone(),
-                namespace: w.namespace.clone(),
-                workload: w.name.clone(),
-                uid: uid.clone(),
-                netns,
-                ip,
-                cgroup,
-                host_network: w.host_network,
-            };
-            let mut labels = w.pod_labels();
-            labels.extend(extra.clone());
-            let mut meta = json!({ "name": name, "namespace": w.namespace, "uid": uid, "labels": labels, "creationTimestamp": created });
+        "status": { "addresses": [{ "type": "InternalIP", "address": state.node_ip.to_string() }] } }));
+    for w in scenario.workloads.iter().filter(|w| w.round <= state.round) {
+        let (_, owner, _) = owner_chain(w, &mut objects);
+        for pod in state.pods.iter().filter(|p| p.workload == w.name && p.namespace == w.namespace) {
+            let mut meta = json!({ "name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
+                "labels": labels_of(scenario, pod), "creationTimestamp": pod.created });
             if !w.annotations.is_empty() {
                 meta["annotations"] = json!(w.annotations);
             }
@@ -258,37 +278,29 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
                 .iter()
                 .map(|p| json!({ "containerPort": p.port, "protocol": if p.udp { "UDP" } else { "TCP" } }))
                 .collect();
+            let ip = pod.ip.to_string();
             objects.push(json!({ "apiVersion": "v1", "kind": "Pod", "metadata": meta,
                 "spec": { "nodeName": NODE_NAME, "hostNetwork": w.host_network, "containers": [{ "name": "app", "image": "mapper-lab", "ports": ports }] },
-                "status": { "phase": "Running", "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }], "hostIP": node.ipv4().to_string(), "startTime": created } }));
-            pod_labels.push(labels);
-            pods.push(pod);
+                "status": { "phase": "Running", "podIP": ip, "podIPs": [{ "ip": ip }], "hostIP": state.node_ip.to_string(), "startTime": pod.created } }));
         }
     }
-    for (pod, w) in pods.iter().zip(scenario.workloads.iter().flat_map(|w| std::iter::repeat_n(w, w.replicas as usize)))
-    {
-        start_server(&node, pod, w, lab_bin)?;
-    }
-    let mut services = Vec::new();
     objects.push(json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "kubernetes", "namespace": "default", "uid": pod_uid("svc/default/kubernetes") },
         "spec": { "clusterIP": format!("10.96.{K}.1"), "clusterIPs": [format!("10.96.{K}.1")], "ports": [{ "name": "https", "port": 443, "targetPort": 6443, "protocol": "TCP" }] } }));
-    for (i, s) in scenario.services.iter().enumerate() {
-        let backends: Vec<&LabPod> = pods
-            .iter()
-            .zip(&pod_labels)
-            .filter(|(p, l)| p.namespace == s.namespace && selects(s, l))
-            .map(|(p, _)| p)
-            .collect();
-        let cluster_ip = (!s.headless).then(|| Ipv4Addr::new(10, 96, K, 10 + i as u8));
-        let ip_str = cluster_ip.map_or("None".to_string(), |ip| ip.to_string());
+    for (s, ls) in scenario.services.iter().zip(&state.services) {
+        let ip_str = ls.cluster_ip.map_or("None".to_string(), |ip| ip.to_string());
         let ports: Vec<Value> = s.ports.iter().map(|p| json!({ "port": p.port, "targetPort": p.target(), "protocol": if p.udp() { "UDP" } else { "TCP" } })).collect();
         let mut spec = json!({ "clusterIP": ip_str, "ports": ports, "selector": s.selector, "type": "ClusterIP" });
-        if cluster_ip.is_some() {
+        if ls.cluster_ip.is_some() {
             spec["clusterIPs"] = json!([ip_str]);
         }
         objects.push(json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": s.name, "namespace": s.namespace, "uid": pod_uid(&format!("svc/{}/{}", s.namespace, s.name)) }, "spec": spec }));
-        let endpoints: Vec<Value> = backends.iter().map(|p| json!({ "addresses": [p.ip.to_string()], "conditions": { "ready": true },
-            "nodeName": NODE_NAME, "targetRef": { "kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": p.uid } })).collect();
+        let endpoints: Vec<Value> = state
+            .pods
+            .iter()
+            .filter(|p| p.namespace == s.namespace && selects(s, &labels_of(scenario, p)))
+            .map(|p| json!({ "addresses": [p.ip.to_string()], "conditions": { "ready": true },
+                "nodeName": NODE_NAME, "targetRef": { "kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": p.uid } }))
+            .collect();
         let eports: Vec<Value> = s
             .ports
             .iter()
@@ -297,6 +309,43 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
         objects.push(json!({ "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": { "name": format!("{}-{}", s.name, suffix(&s.name, 5)), "namespace": s.namespace, "labels": { "kubernetes.io/service-name": s.name } },
             "addressType": "IPv4", "endpoints": endpoints, "ports": eports }));
+    }
+    let inventory = serde_yaml::to_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
+        .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;
+    // Written whole then renamed: a server polling it never reads half a file.
+    let tmp = state_dir.join(".inventory.yaml.tmp");
+    std::fs::write(&tmp, inventory).map_err(io(&tmp))?;
+    let inv = state_dir.join("inventory.yaml");
+    std::fs::rename(&tmp, &inv).map_err(io(&inv))?;
+    let state_path = state_dir.join("state.json");
+    std::fs::write(&state_path, serde_json::to_vec_pretty(state).unwrap_or_default()).map_err(io(&state_path))
+}
+
+/// Brings the scenario up; writes `<state>/state.json` and `<state>/inventory.yaml`.
+pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabState, LabError> {
+    down(state_dir);
+    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    let mut node = Node::named(TAG, K)?;
+    let mut pods = Vec::new();
+    for w in scenario.workloads.iter().filter(|w| w.round <= 1) {
+        let made = create_pods(&mut node, w, None)?;
+        for p in &made {
+            start_server(&node, p, w, lab_bin)?;
+        }
+        pods.extend(made);
+    }
+    let mut state = LabState {
+        node_netns: node.netns.name().to_string(),
+        node_ip: node.ipv4(),
+        cgroup_base: node.cgroups.base().to_path_buf(),
+        pods,
+        services: Vec::new(),
+        round: 1,
+    };
+    for (i, s) in scenario.services.iter().enumerate() {
+        let backends: Vec<&LabPod> =
+            state.pods.iter().filter(|p| p.namespace == s.namespace && selects(s, &labels_of(scenario, p))).collect();
+        let cluster_ip = (!s.headless).then(|| Ipv4Addr::new(10, 96, K, 10 + i as u8));
         if let Some(vip) = cluster_ip {
             for p in &s.ports {
                 let proto = if p.udp() { "udp" } else { "tcp" };
@@ -308,28 +357,71 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
                 }
             }
         }
-        services.push(LabService {
-            name: s.name.clone(),
-            namespace: s.namespace.clone(),
-            cluster_ip,
-            endpoints: backends.iter().map(|p| p.ip).collect(),
-        });
+        let endpoints = backends.iter().map(|p| p.ip).collect();
+        state.services.push(LabService { name: s.name.clone(), namespace: s.namespace.clone(), cluster_ip, endpoints });
     }
-    let inventory = serde_yaml::to_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
-        .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;
-    let inv_path = state_dir.join("inventory.yaml");
-    std::fs::write(&inv_path, inventory).map_err(io(&inv_path))?;
-    let state = LabState {
-        node_netns: node.netns.name().to_string(),
-        node_ip: node.ipv4(),
-        cgroup_base: node.cgroups.base().to_path_buf(),
-        pods,
-        services,
-    };
-    let state_path = state_dir.join("state.json");
-    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).unwrap_or_default()).map_err(io(&state_path))?;
+    write_inventory(scenario, &state, state_dir)?;
     node.keep();
     Ok(state)
+}
+
+/// Moves the lab to `round`: workloads of the rounds in between are created,
+/// each taking over the IP of the pod it replaces (`reuseIpOf`), which is
+/// deleted first; the inventory is rewritten as the cluster would now show it.
+pub fn advance(
+    scenario: &Scenario,
+    state: &mut LabState,
+    round: u32,
+    state_dir: &Path,
+    lab_bin: &Path,
+) -> Result<bool, LabError> {
+    if round <= state.round {
+        return Ok(false);
+    }
+    let mut node = Node::attach(TAG, K, state.cgroup_base.clone());
+    for w in scenario.workloads.iter().filter(|w| w.round > state.round && w.round <= round) {
+        let mut host = None;
+        if let Some((vn, vns)) = w.reuse_ip_of.as_deref().and_then(split_ref) {
+            if let Some(i) = state.pods.iter().position(|p| p.workload == vn && p.namespace == vns) {
+                let victim = state.pods.remove(i);
+                netns::remove_cgroup_tree(&victim.cgroup);
+                let h = victim.ip.octets()[3];
+                // Deleting the node's end of the veth frees the pair now; the
+                // namespace itself goes once its last process has died.
+                let _ = netns::ip(&["-n", &state.node_netns, "link", "del", &format!("vh{K}x{h}")]);
+                let _ = netns::ip(&["netns", "del", &victim.netns]);
+                host = Some(h);
+                // Kubernetes stamps startTime to the second: the new pod must start in a
+                // later second than anything its predecessor did, as it would in a cluster.
+                let since_epoch =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                std::thread::sleep(std::time::Duration::from_millis(1050 - u64::from(since_epoch.subsec_millis())));
+            }
+        }
+        let made = create_pods(&mut node, w, host)?;
+        for p in &made {
+            start_server(&node, p, w, lab_bin)?;
+        }
+        if let Some(h) = host {
+            // Neighbours still map the address to the old pod's MAC: forget it,
+            // as a gratuitous ARP from the new pod would make them do.
+            let addr = format!("10.244.{K}.{h}");
+            for ns in state
+                .pods
+                .iter()
+                .filter(|p| !p.host_network)
+                .map(|p| p.netns.as_str())
+                .chain([state.node_netns.as_str()])
+            {
+                let _ = netns::ip(&["-n", ns, "neigh", "flush", "to", &addr]);
+            }
+        }
+        state.pods.extend(made);
+    }
+    node.keep();
+    state.round = round;
+    write_inventory(scenario, state, state_dir)?;
+    Ok(true)
 }
 
 /// Reads what `up` wrote.

@@ -136,10 +136,23 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Traffic { scenario, state_dir, round } => {
             let s = Scenario::load(&scenario)?;
-            let state = lab::load_state(&state_dir).context("no lab is up (run `mapper-lab up` first)")?;
+            let mut state = lab::load_state(&state_dir).context("no lab is up (run `mapper-lab up` first)")?;
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
-            for r in lab::traffic(&s, &state, round, &lab)? {
-                println!("{}", serde_json::to_string(&r)?);
+            // Without --round: every round in order.
+            let last = s.calls.iter().map(|c| c.round).chain(s.workloads.iter().map(|w| w.round)).max().unwrap_or(1);
+            let rounds: Vec<u32> = match round {
+                Some(r) => vec![r],
+                None => (1..=last).collect(),
+            };
+            for r in rounds {
+                if lab::advance(&s, &mut state, r, &state_dir, &lab)? {
+                    // Let a server polling the inventory (every second) see the new pods.
+                    eprintln!("lab moved to round {r}; inventory rewritten");
+                    std::thread::sleep(std::time::Duration::from_millis(2500));
+                }
+                for res in lab::traffic(&s, &state, Some(r), &lab)? {
+                    println!("{}", serde_json::to_string(&res)?);
+                }
             }
             Ok(())
         }

@@ -182,6 +182,11 @@ impl CgroupTree {
         Ok(Self { base, keep: false })
     }
 
+    /// A handle on an existing tree that is left alone when dropped.
+    pub fn attach(base: PathBuf) -> Self {
+        Self { base, keep: true }
+    }
+
     /// Creates (if needed) and returns `<base>/<rel>`.
     pub fn dir(&self, rel: &str) -> Result<PathBuf, LabError> {
         let p = self.base.join(rel.trim_start_matches('/'));

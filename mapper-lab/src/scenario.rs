@@ -68,6 +68,14 @@ pub struct WorkloadSpec {
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub host_network: bool,
+    /// Traffic round before which this workload's pods are created (default 1: at `up`).
+    #[serde(default = "one")]
+    pub round: u32,
+    /// `<workload>.<namespace>`: when this workload is created (round 2 or later), the first
+    /// pod of that workload is deleted and this workload's pod takes its IP, as a CNI
+    /// reuses a freed address.
+    #[serde(default)]
+    pub reuse_ip_of: Option<String>,
 }
 
 impl WorkloadSpec {
@@ -207,6 +215,24 @@ impl Scenario {
             }
             if w.replicas == 0 {
                 return Err(format!("workload {}.{}: replicas must be at least 1", w.name, w.namespace));
+            }
+            if let Some(r) = &w.reuse_ip_of {
+                let (n, ns) = split_ref(r).ok_or(format!(
+                    "workload {}.{}: reuseIpOf {r:?}: expected <workload>.<namespace>",
+                    w.name, w.namespace
+                ))?;
+                if self.workload(n, ns).is_none_or(|v| v.round >= w.round) {
+                    return Err(format!(
+                        "workload {}.{}: reuseIpOf {r:?} must name a workload of an earlier round",
+                        w.name, w.namespace
+                    ));
+                }
+                if w.replicas != 1 || w.host_network {
+                    return Err(format!(
+                        "workload {}.{}: reuseIpOf needs one replica, not hostNetwork",
+                        w.name, w.namespace
+                    ));
+                }
             }
         }
         for (i, c) in self.calls.iter().enumerate() {

@@ -126,6 +126,24 @@ impl Node {
             command: "add_pod".into(),
             stderr: "more than 250 pods on one lab node".into(),
         })?;
+        self.add_pod_at(name, host)
+    }
+
+    /// The lab node `up` left in place, to change it (its namespaces are kept on drop).
+    pub fn attach(tag: &str, k: u8, cgroup_base: PathBuf) -> Self {
+        Self {
+            tag: tag.to_string(),
+            k,
+            netns: Netns::attach(&format!("{tag}-node")),
+            pods: Vec::new(),
+            cgroups: CgroupTree::attach(cgroup_base),
+            next_host: 250,
+        }
+    }
+
+    /// Adds a pod with the address 10.244.<k>.<host> (reusing the address of a
+    /// pod that is gone, as a CNI does).
+    pub fn add_pod_at(&mut self, name: &str, host: u8) -> Result<usize, LabError> {
         let netns = Netns::create(&format!("{}-{name}", self.tag))?;
         let (k, node) = (self.k, self.netns.name().to_string());
         let host_if = format!("vh{k}x{host}");

@@ -168,21 +168,23 @@ impl Stack {
 
     /// Runs the scenario's calls and waits until the agent's flows are acknowledged.
     fn traffic(&self, scenario: &str) -> Vec<Value> {
-        let before = metric(&self.agent_metrics, "mapper_agent_batches_acked_total");
         let out = Command::new(bin("mapper-lab"))
             .args(["traffic", "--scenario", &scenario_path(scenario), "--state-dir"])
             .arg(&self.state)
             .output()
             .expect("traffic");
         assert!(out.status.success(), "traffic failed: {}", String::from_utf8_lossy(&out.stderr));
+        // Two drains after the traffic ended: everything it made has left the
+        // kernel; an empty resend buffer: the server has acknowledged it all.
+        let before = metric(&self.agent_metrics, "mapper_agent_drains_total");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let acked = metric(&self.agent_metrics, "mapper_agent_batches_acked_total");
+            let drains = metric(&self.agent_metrics, "mapper_agent_drains_total");
             let pending = metric(&self.agent_metrics, "mapper_agent_pending_flows");
-            if acked >= before + 2 && pending == 0 {
+            if drains >= before + 2 && pending == 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "flows not acknowledged in time (acked {acked}, pending {pending})");
+            assert!(Instant::now() < deadline, "flows not acknowledged in time (drains {drains}, pending {pending})");
             std::thread::sleep(Duration::from_millis(200));
         }
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("traffic line")).collect()
@@ -256,7 +258,20 @@ fn seed_and_every_kind_end_to_end() {
         "web.shop Deployment -> service legacy.shop",
         "node-exporter.infra DaemonSet -> web.shop Deployment",
         "web.shop Deployment -> log-agent.infra DaemonSet",
+        "web.shop Deployment -> cache.shop Deployment",
+        "web.shop Deployment -> queue.shop Deployment",
     ];
     want.sort();
     assert_eq!(edges, want, "edges of kinds.yaml (full list: {json:#})");
+    // The IP that cache's pod had, then queue's: two workloads, each with its own connections.
+    let count = |server: &str| -> u64 {
+        json.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["calls"].as_array().cloned().unwrap_or_default())
+            .filter(|call| call["server"]["name"] == server)
+            .map(|call| call["established"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!((count("cache"), count("queue")), (2, 3), "a reused pod IP merged two workloads' connections: {json:#}");
 }

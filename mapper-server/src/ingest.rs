@@ -134,14 +134,23 @@ fn resolve(snap: &Snapshot, c: &Checked<'_>) -> EdgeKey {
                 (Some(p @ (Peer::Workload(_) | Peer::ApiServer)), _) => p,
                 (_, Some((ip, port))) => snap.resolve_remote(ip, port, at),
                 (Some(p), None) => p,
-                (None, None) => Peer::Unresolved { ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), reason: mapper_cluster::UnresolvedReason::NoPodAtTime },
+                (None, None) => Peer::Unresolved {
+                    ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    reason: mapper_cluster::UnresolvedReason::NoPodAtTime,
+                },
             };
             EdgeKey { client, server }
         }
         Side::Server => {
             let ev = Evidence { ip: c.dst, pod_uid, host_network: c.flow.host_network, at_ms: at };
             let server = snap.resolve_local(&ev);
-            let client = c.src.map_or(Peer::Unresolved { ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), reason: mapper_cluster::UnresolvedReason::NoPodAtTime }, |ip| snap.resolve_remote(ip, 0, at));
+            let client = c.src.map_or(
+                Peer::Unresolved {
+                    ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    reason: mapper_cluster::UnresolvedReason::NoPodAtTime,
+                },
+                |ip| snap.resolve_remote(ip, 0, at),
+            );
             EdgeKey { client, server }
         }
     }
@@ -185,6 +194,7 @@ impl IngestService {
                 for reason in [unresolved_reason(&key.client), unresolved_reason(&key.server)].into_iter().flatten() {
                     unresolved += 1;
                     self.metrics.flows_unresolved.get_or_create(&[("reason", reason)]).inc();
+                    self.metrics.unresolved_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 let dns_names = match &key.server {
                     Peer::External { ip } => self.dns.names(*ip),
@@ -268,7 +278,10 @@ mod tests {
         assert_eq!(e.to_string(), "flows[1].dst_ip: 3 bytes is not an IPv4 (4) or IPv6 (16) address");
         let mut f = flow();
         f.dst_port = 70000;
-        assert_eq!(check_batch(&batch(vec![f])).expect_err("port").to_string(), "flows[0].dst_port: 70000 is not a port");
+        assert_eq!(
+            check_batch(&batch(vec![f])).expect_err("port").to_string(),
+            "flows[0].dst_port: 70000 is not a port"
+        );
         let mut f = flow();
         f.direction = 9;
         assert!(check_batch(&batch(vec![f])).expect_err("direction").to_string().contains("flows[0].direction"));

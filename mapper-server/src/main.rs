@@ -2,7 +2,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use mapper_server::server::{BoundServer, ServerConfig};

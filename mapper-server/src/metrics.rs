@@ -28,6 +28,8 @@ pub struct Metrics {
     pub edges: Gauge,
     /// Edges removed by retention.
     pub edges_expired: Counter,
+    /// Flow ends that could not be attributed, all reasons (for Health).
+    pub unresolved_total: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -37,7 +39,11 @@ impl Metrics {
         r.register("batches", "Batches received, by result", self.batches.clone());
         r.register("batches_rejected", "Batches rejected as invalid", self.batches_rejected.clone());
         r.register("flows_ingested", "Flows applied to edges", self.flows_ingested.clone());
-        r.register("flows_unresolved", "Flow ends that could not be attributed, by reason", self.flows_unresolved.clone());
+        r.register(
+            "flows_unresolved",
+            "Flow ends that could not be attributed, by reason",
+            self.flows_unresolved.clone(),
+        );
         r.register("edges", "Edges in the store", self.edges.clone());
         r.register("edges_expired", "Edges removed by retention", self.edges_expired.clone());
         let mut out = String::new();
@@ -65,7 +71,11 @@ async fn ready(State(s): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 /// Serves the endpoints on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, cluster: ClusterHandle) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    cluster: ClusterHandle,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     let app = Router::new()
         .route("/metrics", get(self::metrics))

@@ -16,11 +16,17 @@ use crate::{
 pub fn peer_to_pb(p: &Peer, dns_names: &[String]) -> pb::Peer {
     use pb::peer::Peer as P;
     let peer = match p {
-        Peer::Workload(w) => P::Workload(pb::Workload { name: w.name.clone(), namespace: w.namespace.clone(), kind: w.kind.clone() }),
-        Peer::Service { name, namespace } => P::Service(pb::ServiceRef { name: name.clone(), namespace: namespace.clone() }),
+        Peer::Workload(w) => {
+            P::Workload(pb::Workload { name: w.name.clone(), namespace: w.namespace.clone(), kind: w.kind.clone() })
+        }
+        Peer::Service { name, namespace } => {
+            P::Service(pb::ServiceRef { name: name.clone(), namespace: namespace.clone() })
+        }
         Peer::ApiServer => P::ApiServer(pb::ApiServer {}),
         Peer::External { ip } => P::External(pb::External { ip: ip_to_bytes(*ip), dns_names: dns_names.to_vec() }),
-        Peer::Unresolved { ip, reason } => P::Unresolved(pb::Unresolved { ip: ip_to_bytes(*ip), reason: reason.as_str().to_string() }),
+        Peer::Unresolved { ip, reason } => {
+            P::Unresolved(pb::Unresolved { ip: ip_to_bytes(*ip), reason: reason.as_str().to_string() })
+        }
     };
     pb::Peer { peer: Some(peer) }
 }
@@ -99,8 +105,9 @@ impl EdgeFilter {
         if s.last_seen_ms < self.since_ms {
             return false;
         }
-        let resolved = |p: &Peer| matches!(p, Peer::Workload(_) | Peer::Service { .. } | Peer::ApiServer);
-        if !self.include_unresolved && !(matches!(k.client, Peer::Workload(_)) && resolved(&k.server)) {
+        let server_resolved = matches!(k.server, Peer::Workload(_) | Peer::Service { .. } | Peer::ApiServer);
+        let both_resolved = matches!(k.client, Peer::Workload(_)) && server_resolved;
+        if !(self.include_unresolved || both_resolved) {
             return false;
         }
         if !self.client_namespaces.is_empty() {
@@ -134,7 +141,10 @@ pub struct QueryService {
 
 #[tonic::async_trait]
 impl Query for QueryService {
-    async fn list_edges(&self, request: Request<pb::ListEdgesRequest>) -> Result<Response<pb::ListEdgesResponse>, Status> {
+    async fn list_edges(
+        &self,
+        request: Request<pb::ListEdgesRequest>,
+    ) -> Result<Response<pb::ListEdgesResponse>, Status> {
         let filter = EdgeFilter::from_request(request.get_ref())?;
         let snap = self.cluster.snapshot();
         let mut edges: Vec<(EdgeKey, EdgeState)> =
@@ -155,13 +165,11 @@ impl Query for QueryService {
     }
 
     async fn health(&self, _request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
-        let unresolved = self.metrics.flows_unresolved.clone();
-        let _ = unresolved;
         Ok(Response::new(pb::HealthResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             ready: self.cluster.is_ready(),
             edges: self.store.len() as u64,
-            flows_unresolved: 0,
+            flows_unresolved: self.metrics.unresolved_total.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }

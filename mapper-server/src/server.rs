@@ -87,10 +87,13 @@ impl BoundServer {
             .await
             .map_err(|e| ServerError::Bind { addr: cfg.listen, source: std::io::Error::other(e) })??;
         info!(path = %store.path().display(), edges = store.len(), "store opened");
-        let incoming = TcpIncoming::bind(cfg.listen).map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let incoming =
+            TcpIncoming::bind(cfg.listen).map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let local_addr = incoming.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let metrics_listener = match cfg.metrics_listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+            Some(addr) => {
+                Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?)
+            }
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
@@ -140,7 +143,12 @@ impl BoundServer {
             }
         });
         let auth = BearerAuth::new(cfg.token.clone());
-        let ingest = IngestService { store: store.clone(), cluster: cluster.clone(), metrics: metrics.clone(), dns: Arc::new(DnsCache::default()) };
+        let ingest = IngestService {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            metrics: metrics.clone(),
+            dns: Arc::new(DnsCache::default()),
+        };
         let query = QueryService { store, cluster, metrics };
         info!(addr = %local_addr, auth = cfg.token.is_some(), "mapper-server listening");
         tonic::transport::Server::builder()

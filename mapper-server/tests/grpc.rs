@@ -58,7 +58,15 @@ fn start(data: &Path, port: u16, extra: &[&str]) -> Server {
     Server { child, url: format!("http://127.0.0.1:{port}") }
 }
 
-fn flow(direction: pb::Direction, src: [u8; 4], dst: [u8; 4], port: u32, orig: Option<([u8; 4], u32)>, count: u64, pod_uid: &str) -> pb::Flow {
+fn flow(
+    direction: pb::Direction,
+    src: [u8; 4],
+    dst: [u8; 4],
+    port: u32,
+    orig: Option<([u8; 4], u32)>,
+    count: u64,
+    pod_uid: &str,
+) -> pb::Flow {
     pb::Flow {
         direction: direction as i32,
         protocol: pb::Protocol::Tcp as i32,
@@ -77,7 +85,15 @@ fn flow(direction: pb::Direction, src: [u8; 4], dst: [u8; 4], port: u32, orig: O
 
 /// transaction-service → ledger through the ClusterIP, `n` connections, seen by the client.
 fn client_flow(n: u64) -> pb::Flow {
-    flow(pb::Direction::Connect, [10, 244, 1, 2], [10, 244, 1, 3], 8080, Some(([10, 96, 0, 10], 80)), n, "11111111-0000-0000-0000-000000000003")
+    flow(
+        pb::Direction::Connect,
+        [10, 244, 1, 2],
+        [10, 244, 1, 3],
+        8080,
+        Some(([10, 96, 0, 10], 80)),
+        n,
+        "11111111-0000-0000-0000-000000000003",
+    )
 }
 
 async fn wait_ready(url: &str, token: Option<&str>) {
@@ -122,7 +138,10 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
 
     // Batch 1 is applied, but the agent never saw the acknowledgement: it sends it again.
     let b1 = batch(1, vec![client_flow(5)]);
-    assert!(matches!(send(&mut client, None, "node-1", "boot-a", &b1, Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }));
+    assert!(matches!(
+        send(&mut client, None, "node-1", "boot-a", &b1, Duration::from_secs(5)).await,
+        SendOutcome::Acked { duplicate: false }
+    ));
     match send(&mut client, None, "node-1", "boot-a", &b1, Duration::from_secs(5)).await {
         SendOutcome::Acked { duplicate } => assert!(duplicate, "resent batch not recognised"),
         other => panic!("resend: {other:?}"),
@@ -135,7 +154,10 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
 
     // kill -9 right after an acknowledged batch, then a restart on the same data.
     let b2 = batch(2, vec![client_flow(7)]);
-    assert!(matches!(send(&mut client, None, "node-1", "boot-a", &b2, Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }));
+    assert!(matches!(
+        send(&mut client, None, "node-1", "boot-a", &b2, Duration::from_secs(5)).await,
+        SendOutcome::Acked { duplicate: false }
+    ));
     drop(server); // SIGKILL
     let server = start(data.path(), port, &[]);
     wait_ready(&server.url, None).await;
@@ -144,8 +166,19 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
     assert_eq!(e[0].established, 12, "acknowledged flows lost across kill -9");
     // The accept side of the same connections merges into the same edge.
     let mut client = IngestClient::connect(server.url.clone()).await.expect("reconnect");
-    let accept = flow(pb::Direction::Accept, [10, 244, 1, 2], [10, 244, 1, 3], 8080, None, 12, "33333333-0000-0000-0000-000000000003");
-    assert!(matches!(send(&mut client, None, "node-1", "boot-b", &batch(1, vec![accept]), Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }));
+    let accept = flow(
+        pb::Direction::Accept,
+        [10, 244, 1, 2],
+        [10, 244, 1, 3],
+        8080,
+        None,
+        12,
+        "33333333-0000-0000-0000-000000000003",
+    );
+    assert!(matches!(
+        send(&mut client, None, "node-1", "boot-b", &batch(1, vec![accept]), Duration::from_secs(5)).await,
+        SendOutcome::Acked { duplicate: false }
+    ));
     let e = edges(&server.url).await;
     assert_eq!(e.len(), 1, "connect and accept of the same connections are one edge: {e:?}");
     assert_eq!(e[0].established, 12);
@@ -173,14 +206,22 @@ async fn bad_requests_and_tokens_are_refused() {
     // An invalid batch is rejected with the field named, and stores nothing.
     let mut bad = client_flow(1);
     bad.dst_ip = vec![1, 2, 3];
-    match send(&mut client, Some("s3cret"), "n", "b", &batch(1, vec![client_flow(1), bad]), Duration::from_secs(5)).await {
+    match send(&mut client, Some("s3cret"), "n", "b", &batch(1, vec![client_flow(1), bad]), Duration::from_secs(5))
+        .await
+    {
         SendOutcome::Rejected(s) => {
             assert_eq!(s.code(), tonic::Code::InvalidArgument);
             assert!(s.message().contains("flows[1].dst_ip"), "{}", s.message());
         }
         other => panic!("invalid batch accepted: {other:?}"),
     }
-    assert!(matches!(send(&mut client, Some("s3cret"), "n", "b", &b, Duration::from_secs(5)).await, SendOutcome::Acked { duplicate: false }), "the valid batch with the same sequence must still apply");
+    assert!(
+        matches!(
+            send(&mut client, Some("s3cret"), "n", "b", &b, Duration::from_secs(5)).await,
+            SendOutcome::Acked { duplicate: false }
+        ),
+        "the valid batch with the same sequence must still apply"
+    );
 }
 
 #[test]
@@ -194,5 +235,8 @@ fn refuses_to_listen_openly_without_a_token() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("refusing to listen on 0.0.0.0:0 without authentication") && err.contains("--token-file"), "{err}");
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0 without authentication") && err.contains("--token-file"),
+        "{err}"
+    );
 }

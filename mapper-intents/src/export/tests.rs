@@ -5,10 +5,7 @@ fn edge(client: &Workload, server: Target) -> Edge {
     Edge {
         client: client.clone(),
         server,
-        ports: vec![Port {
-            port: 443,
-            protocol: Protocol::Tcp,
-        }],
+        ports: vec![Port { port: 443, protocol: Protocol::Tcp }],
         established: 1,
         failed: 0,
         first_seen_ms: 0,
@@ -17,11 +14,7 @@ fn edge(client: &Workload, server: Target) -> Edge {
 }
 
 fn internet(domain: &str, ports: &[u16]) -> Target {
-    Target::Internet(Internet {
-        domains: vec![domain.to_owned()],
-        ips: Vec::new(),
-        ports: ports.to_vec(),
-    })
+    Target::Internet(Internet { domains: vec![domain.to_owned()], ips: Vec::new(), ports: ports.to_vec() })
 }
 
 #[test]
@@ -31,22 +24,11 @@ fn one_document_per_client_sorted_by_name_then_namespace() {
     let a1 = Workload::new("a", "ns1", "Deployment");
     let server = Target::workload("s", Some("ns1"), None);
     let docs = intents_from_edges(
-        &[
-            edge(&b1, server.clone()),
-            edge(&a2, server.clone()),
-            edge(&a1, server.clone()),
-            edge(&a1, server),
-        ],
+        &[edge(&b1, server.clone()), edge(&a2, server.clone()), edge(&a1, server.clone()), edge(&a1, server)],
         &ExportOptions::default(),
     );
-    let keys: Vec<(&str, Option<&str>)> = docs
-        .iter()
-        .map(|d| (d.name.as_str(), d.namespace.as_deref()))
-        .collect();
-    assert_eq!(
-        keys,
-        [("a", Some("ns1")), ("a", Some("ns2")), ("b", Some("ns1"))]
-    );
+    let keys: Vec<(&str, Option<&str>)> = docs.iter().map(|d| (d.name.as_str(), d.namespace.as_deref())).collect();
+    assert_eq!(keys, [("a", Some("ns1")), ("a", Some("ns2")), ("b", Some("ns1"))]);
     assert_eq!(docs[0].targets.len(), 1, "duplicate edges give one target");
     assert_eq!(docs[0].client_kind.as_deref(), Some("Deployment"));
 }
@@ -56,14 +38,8 @@ fn namespace_is_written_only_across_namespaces() {
     let client = Workload::new("c", "team1", "Deployment");
     let docs = intents_from_edges(
         &[
-            edge(
-                &client,
-                Target::workload("same", Some("team1"), Some("Deployment")),
-            ),
-            edge(
-                &client,
-                Target::workload("other", Some("team3"), Some("Deployment")),
-            ),
+            edge(&client, Target::workload("same", Some("team1"), Some("Deployment"))),
+            edge(&client, Target::workload("other", Some("team3"), Some("Deployment"))),
             edge(&client, Target::workload("implicit", None, None)),
             edge(&client, Target::service("svc", Some("team1"))),
         ],
@@ -92,13 +68,8 @@ fn targets_sort_by_server_name_then_namespace() {
         ],
         &ExportOptions::default(),
     );
-    let names: Vec<(String, String)> = docs[0]
-        .targets
-        .iter()
-        .map(|t| t.server_name_and_namespace("team1"))
-        .collect();
-    let expected = [("w", "z"), ("x", "a"), ("x", "b"), ("x", "team1")]
-        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    let names: Vec<(String, String)> = docs[0].targets.iter().map(|t| t.server_name_and_namespace("team1")).collect();
+    let expected = [("w", "z"), ("x", "a"), ("x", "b"), ("x", "team1")].map(|(a, b)| (a.to_owned(), b.to_owned()));
     assert_eq!(names, expected);
 }
 
@@ -106,18 +77,12 @@ fn targets_sort_by_server_name_then_namespace() {
 fn the_kubernetes_service_in_default_is_the_api_server() {
     let client = Workload::new("c", "team1", "Deployment");
     let docs = intents_from_edges(
-        &[
-            edge(&client, Target::service("kubernetes", Some("default"))),
-            edge(&client, Target::ApiServer),
-        ],
+        &[edge(&client, Target::service("kubernetes", Some("default"))), edge(&client, Target::ApiServer)],
         &ExportOptions::default(),
     );
     assert_eq!(docs[0].targets, [Target::ApiServer]);
     let in_default = Workload::new("d", "default", "Deployment");
-    let docs = intents_from_edges(
-        &[edge(&in_default, Target::service("kubernetes", None))],
-        &ExportOptions::default(),
-    );
+    let docs = intents_from_edges(&[edge(&in_default, Target::service("kubernetes", None))], &ExportOptions::default());
     assert_eq!(docs[0].targets, [Target::ApiServer]);
 }
 
@@ -136,73 +101,23 @@ fn options_exclude_kinds_of_targets_failed_edges_and_namespaces() {
         failed,
         edge(&other_ns, Target::workload("w", None, None)),
     ];
-    let count = |opts: ExportOptions| -> usize {
-        intents_from_edges(&edges, &opts)
-            .iter()
-            .map(|d| d.targets.len())
-            .sum()
-    };
+    let count =
+        |opts: ExportOptions| -> usize { intents_from_edges(&edges, &opts).iter().map(|d| d.targets.len()).sum() };
     assert_eq!(count(ExportOptions::default()), 6);
-    assert_eq!(
-        count(ExportOptions {
-            include_services: false,
-            ..ExportOptions::default()
-        }),
-        5
-    );
-    assert_eq!(
-        count(ExportOptions {
-            include_api_server: false,
-            ..ExportOptions::default()
-        }),
-        5
-    );
-    assert_eq!(
-        count(ExportOptions {
-            include_internet: false,
-            ..ExportOptions::default()
-        }),
-        5
-    );
-    assert_eq!(
-        count(ExportOptions {
-            include_failed_only: false,
-            ..ExportOptions::default()
-        }),
-        5
-    );
-    assert_eq!(
-        count(ExportOptions {
-            client_namespaces: vec!["team9".to_owned()],
-            ..ExportOptions::default()
-        }),
-        1
-    );
-    let services_off = ExportOptions {
-        include_services: false,
-        ..ExportOptions::default()
-    };
-    let api_kept = intents_from_edges(
-        &[edge(
-            &client,
-            Target::service("kubernetes", Some("default")),
-        )],
-        &services_off,
-    );
-    assert_eq!(
-        api_kept[0].targets,
-        [Target::ApiServer],
-        "the API server is not a plain Service target"
-    );
+    assert_eq!(count(ExportOptions { include_services: false, ..ExportOptions::default() }), 5);
+    assert_eq!(count(ExportOptions { include_api_server: false, ..ExportOptions::default() }), 5);
+    assert_eq!(count(ExportOptions { include_internet: false, ..ExportOptions::default() }), 5);
+    assert_eq!(count(ExportOptions { include_failed_only: false, ..ExportOptions::default() }), 5);
+    assert_eq!(count(ExportOptions { client_namespaces: vec!["team9".to_owned()], ..ExportOptions::default() }), 1);
+    let services_off = ExportOptions { include_services: false, ..ExportOptions::default() };
+    let api_kept = intents_from_edges(&[edge(&client, Target::service("kubernetes", Some("default")))], &services_off);
+    assert_eq!(api_kept[0].targets, [Target::ApiServer], "the API server is not a plain Service target");
 }
 
 #[test]
 fn clients_whose_targets_are_all_excluded_get_no_document() {
     let client = Workload::new("c", "team1", "Deployment");
-    let opts = ExportOptions {
-        include_services: false,
-        ..ExportOptions::default()
-    };
+    let opts = ExportOptions { include_services: false, ..ExportOptions::default() };
     assert!(intents_from_edges(&[edge(&client, Target::service("svc", None))], &opts).is_empty());
 }
 
@@ -210,36 +125,16 @@ fn clients_whose_targets_are_all_excluded_get_no_document() {
 fn internet_edges_to_the_same_destination_merge_their_ports() {
     let client = Workload::new("c", "team1", "Deployment");
     let mut http = edge(&client, internet("example.com", &[]));
-    http.ports = vec![Port {
-        port: 80,
-        protocol: Protocol::Tcp,
-    }];
+    http.ports = vec![Port { port: 80, protocol: Protocol::Tcp }];
     let docs = intents_from_edges(
-        &[
-            edge(&client, internet("example.com", &[])),
-            http,
-            edge(&client, internet("other.com", &[8443])),
-        ],
+        &[edge(&client, internet("example.com", &[])), http, edge(&client, internet("other.com", &[8443]))],
         &ExportOptions::default(),
     );
-    assert_eq!(
-        docs[0].targets,
-        [
-            internet("example.com", &[80, 443]),
-            internet("other.com", &[443, 8443])
-        ]
-    );
+    assert_eq!(docs[0].targets, [internet("example.com", &[80, 443]), internet("other.com", &[443, 8443])]);
     let mut any_port = edge(&client, internet("example.com", &[]));
     any_port.ports.clear();
-    let docs = intents_from_edges(
-        &[edge(&client, internet("example.com", &[])), any_port],
-        &ExportOptions::default(),
-    );
-    assert_eq!(
-        docs[0].targets,
-        [internet("example.com", &[])],
-        "no ports means every port"
-    );
+    let docs = intents_from_edges(&[edge(&client, internet("example.com", &[])), any_port], &ExportOptions::default());
+    assert_eq!(docs[0].targets, [internet("example.com", &[])], "no ports means every port");
 }
 
 #[test]
@@ -249,23 +144,9 @@ fn clients_sharing_a_name_in_one_namespace_get_kind_suffixed_names() {
     let lone = Workload::new("solo", "team1", "Deployment");
     let server = Target::workload("s", None, None);
     let docs = intents_from_edges(
-        &[
-            edge(&deployment, server.clone()),
-            edge(&cronjob, server.clone()),
-            edge(&lone, server),
-        ],
+        &[edge(&deployment, server.clone()), edge(&cronjob, server.clone()), edge(&lone, server)],
         &ExportOptions::default(),
     );
-    let names: Vec<(&str, &str)> = docs
-        .iter()
-        .map(|d| (d.name.as_str(), d.client_name.as_str()))
-        .collect();
-    assert_eq!(
-        names,
-        [
-            ("app-cronjob", "app"),
-            ("app-deployment", "app"),
-            ("solo", "solo")
-        ]
-    );
+    let names: Vec<(&str, &str)> = docs.iter().map(|d| (d.name.as_str(), d.client_name.as_str())).collect();
+    assert_eq!(names, [("app-cronjob", "app"), ("app-deployment", "app"), ("solo", "solo")]);
 }

@@ -86,14 +86,9 @@ fn helm_output_keeps_only_client_intents_of_any_version() {
         ]
     );
     assert_eq!(docs[1].targets[0], Target::service("search", None));
-    let Target::Workload(ledger) = &docs[1].targets[1] else {
-        panic!("expected a workload: {:?}", docs[1].targets[1])
-    };
+    let Target::Workload(ledger) = &docs[1].targets[1] else { panic!("expected a workload: {:?}", docs[1].targets[1]) };
     assert_eq!(
-        (
-            ledger.http[0].path.as_str(),
-            ledger.http[0].methods.as_slice()
-        ),
+        (ledger.http[0].path.as_str(), ledger.http[0].methods.as_slice()),
         ("/tx", ["GET".to_owned()].as_slice())
     );
 }
@@ -109,15 +104,9 @@ fn lists_and_json_are_read_item_by_item() {
     ]}"#;
     let docs = parse_ok(json);
     assert_eq!(docs.len(), 1);
-    assert_eq!(
-        docs[0].targets[0],
-        Target::workload("b", None, Some("Deployment"))
-    );
+    assert_eq!(docs[0].targets[0], Target::workload("b", None, Some("Deployment")));
     let found = parse_versioned(json, "list.json").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        (found[0].document, found[0].path_prefix.as_str()),
-        (1, "items[1].")
-    );
+    assert_eq!((found[0].document, found[0].path_prefix.as_str()), (1, "items[1]."));
     assert_eq!(found[0].object.version(), IntentsVersion::V1Beta1);
 }
 
@@ -131,10 +120,7 @@ fn empty_and_comment_only_input_gives_nothing() {
 fn two_kinds_in_a_target_names_source_document_and_target() {
     let text = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: k8s.otterize.com/v2alpha1\nkind: ClientIntents\nmetadata: {name: c}\nspec:\n  workload: {name: c}\n  targets:\n    - kubernetes: {name: a}\n    - kubernetes: {name: a}\n      service: {name: a}\n";
     let err = parse_err(text, "charts/x.yaml");
-    assert_eq!(
-        err.to_string(),
-        "charts/x.yaml: document 2: spec.targets[1]: both kubernetes and service are set"
-    );
+    assert_eq!(err.to_string(), "charts/x.yaml: document 2: spec.targets[1]: both kubernetes and service are set");
     assert!(
         matches!(&err, ParseError::Invalid { document: 2, path, problem: Problem::TwoKinds { .. }, .. } if path == "spec.targets[1]")
     );
@@ -142,10 +128,7 @@ fn two_kinds_in_a_target_names_source_document_and_target() {
 
 #[test]
 fn unknown_version_of_client_intents_is_an_error() {
-    let err = parse_err(
-        "apiVersion: k8s.otterize.com/v3\nkind: ClientIntents\nmetadata: {name: c}\n",
-        "a.yaml",
-    );
+    let err = parse_err("apiVersion: k8s.otterize.com/v3\nkind: ClientIntents\nmetadata: {name: c}\n", "a.yaml");
     assert_eq!(
         err.to_string(),
         "a.yaml: document 1: apiVersion: unknown ClientIntents apiVersion `k8s.otterize.com/v3` (expected k8s.otterize.com/ followed by v1alpha2, v1alpha3, v1beta1, v2alpha1 or v2beta1)"
@@ -182,11 +165,7 @@ fn missing_names_are_errors_at_their_field() {
     ];
     for (text, expected) in cases {
         let message = parse_err(text, "m.yaml").to_string();
-        assert_eq!(
-            message,
-            format!("m.yaml: document 1: {expected}"),
-            "input:\n{text}"
-        );
+        assert_eq!(message, format!("m.yaml: document 1: {expected}"), "input:\n{text}");
     }
 }
 
@@ -225,10 +204,7 @@ fn structure_errors_name_the_place() {
             "apiVersion: k8s.otterize.com/v1alpha3\nkind: ClientIntents\nmetadata: {name: c}\nextra: 1\n",
             "unknown field `extra`",
         ),
-        (
-            "apiVersion: 3\nkind: ClientIntents\n",
-            "apiVersion: expected a string, found a number",
-        ),
+        ("apiVersion: 3\nkind: ClientIntents\n", "apiVersion: expected a string, found a number"),
         (
             "apiVersion: k8s.otterize.com/v1alpha2\nkind: ClientIntents\nmetadata: {name: c}\nspec:\n  service: {name: c}\n  calls:\n    - name: x\n      nmae: y\n",
             "spec.calls[0]: does not match the schema: unknown field `nmae`",
@@ -241,19 +217,13 @@ fn structure_errors_name_the_place() {
             "kind: List\nitems:\n  - apiVersion: k8s.otterize.com/v2beta1\n    kind: ClientIntents\n    metadata: {name: c}\n    spec: {workload: {}}\n",
             "items[0].spec.workload.name: missing or empty",
         ),
-        (
-            "kind: List\nitems:\n  - 3\n",
-            "items[0]: expected a mapping, found a number",
-        ),
+        ("kind: List\nitems:\n  - 3\n", "items[0]: expected a mapping, found a number"),
         ("just a string\n", "expected a mapping, found a string"),
     ];
     for (text, expected) in cases {
         let message = parse_err(text, "s.yaml").to_string();
         let expected = format!("s.yaml: document 1: {expected}");
-        assert!(
-            message.starts_with(&expected),
-            "expected {expected:?}\n     got {message:?}\ninput:\n{text}"
-        );
+        assert!(message.starts_with(&expected), "expected {expected:?}\n     got {message:?}\ninput:\n{text}");
     }
 }
 
@@ -261,30 +231,16 @@ fn structure_errors_name_the_place() {
 fn malformed_yaml_names_the_document_and_position() {
     let text = "apiVersion: v1\nkind: Service\n---\napiVersion: k8s.otterize.com/v2beta1\nkind: ClientIntents\nmetadata: {name: [c\n";
     let err = parse_err(text, "bad.yaml");
-    let ParseError::MalformedYaml { document, line, .. } = &err else {
-        panic!("expected MalformedYaml, got {err:?}")
-    };
+    let ParseError::MalformedYaml { document, line, .. } = &err else { panic!("expected MalformedYaml, got {err:?}") };
     assert_eq!(*document, 2, "the error is in the second document: {err}");
-    assert!(
-        line.is_some_and(|l| l >= 6),
-        "line points into the second document: {err}"
-    );
+    assert!(line.is_some_and(|l| l >= 6), "line points into the second document: {err}");
     let message = err.to_string();
-    assert!(
-        message.starts_with("bad.yaml: document 2: malformed YAML at line "),
-        "message: {message}"
-    );
-    assert!(
-        std::error::Error::source(&err).is_some(),
-        "the parser's error is kept as the source"
-    );
+    assert!(message.starts_with("bad.yaml: document 2: malformed YAML at line "), "message: {message}");
+    assert!(std::error::Error::source(&err).is_some(), "the parser's error is kept as the source");
 }
 
 #[test]
 fn duplicate_keys_are_malformed() {
     let err = parse_err("kind: ClientIntents\nkind: ClientIntents\n", "dup.yaml");
-    assert!(
-        matches!(err, ParseError::MalformedYaml { document: 1, .. }),
-        "got {err:?}"
-    );
+    assert!(matches!(err, ParseError::MalformedYaml { document: 1, .. }), "got {err:?}");
 }

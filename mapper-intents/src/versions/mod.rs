@@ -72,9 +72,7 @@ impl IntentsVersion {
     /// are not accepted here because the operator does not serve them.
     pub fn from_api_version(api_version: &str) -> Option<IntentsVersion> {
         let version = api_version.strip_prefix(GROUP)?.strip_prefix('/')?;
-        IntentsVersion::ALL
-            .into_iter()
-            .find(|v| v.as_str() == version)
+        IntentsVersion::ALL.into_iter().find(|v| v.as_str() == version)
     }
 }
 
@@ -108,9 +106,7 @@ impl FromStr for IntentsVersion {
             other => IntentsVersion::ALL
                 .into_iter()
                 .find(|v| v.as_str() == other)
-                .ok_or_else(|| UnknownVersionError {
-                    given: s.to_owned(),
-                }),
+                .ok_or_else(|| UnknownVersionError { given: s.to_owned() }),
         }
     }
 }
@@ -143,12 +139,7 @@ pub struct ClientIntents<S> {
 impl<S> ClientIntents<S> {
     /// An object with `kind: ClientIntents`.
     pub fn new(api_version: String, metadata: ObjectMeta, spec: S) -> Self {
-        Self {
-            api_version,
-            kind: KIND.to_owned(),
-            metadata,
-            spec,
-        }
+        Self { api_version, kind: KIND.to_owned(), metadata, spec }
     }
 }
 
@@ -194,37 +185,26 @@ impl VersionedClientIntents {
     /// Converts a neutral document to `version`; fails when a target cannot be expressed in it
     /// (v1alpha2 has no internet or cloud targets).
     pub fn from_doc(doc: &ClientIntentsDoc, version: IntentsVersion) -> Result<Self, ConvertError> {
-        let meta = ObjectMeta {
-            name: doc.name.clone(),
-            namespace: doc.namespace.clone(),
-        };
+        let meta = ObjectMeta { name: doc.name.clone(), namespace: doc.namespace.clone() };
         let api_version = version.api_version();
         Ok(match version {
-            IntentsVersion::V1Alpha2 => VersionedClientIntents::V1Alpha2(ClientIntents::new(
-                api_version,
-                meta,
-                v1alpha2::spec_from_doc(doc)?,
-            )),
+            IntentsVersion::V1Alpha2 => {
+                VersionedClientIntents::V1Alpha2(ClientIntents::new(api_version, meta, v1alpha2::spec_from_doc(doc)?))
+            }
             IntentsVersion::V1Alpha3 => VersionedClientIntents::V1Alpha3(ClientIntents::new(
                 api_version,
                 meta,
                 v1::spec_from_doc(doc, version)?,
             )),
-            IntentsVersion::V1Beta1 => VersionedClientIntents::V1Beta1(ClientIntents::new(
-                api_version,
-                meta,
-                v1::spec_from_doc(doc, version)?,
-            )),
-            IntentsVersion::V2Alpha1 => VersionedClientIntents::V2Alpha1(ClientIntents::new(
-                api_version,
-                meta,
-                v2::spec_from_doc(doc),
-            )),
-            IntentsVersion::V2Beta1 => VersionedClientIntents::V2Beta1(ClientIntents::new(
-                api_version,
-                meta,
-                v2::spec_from_doc(doc),
-            )),
+            IntentsVersion::V1Beta1 => {
+                VersionedClientIntents::V1Beta1(ClientIntents::new(api_version, meta, v1::spec_from_doc(doc, version)?))
+            }
+            IntentsVersion::V2Alpha1 => {
+                VersionedClientIntents::V2Alpha1(ClientIntents::new(api_version, meta, v2::spec_from_doc(doc)))
+            }
+            IntentsVersion::V2Beta1 => {
+                VersionedClientIntents::V2Beta1(ClientIntents::new(api_version, meta, v2::spec_from_doc(doc)))
+            }
         })
     }
 
@@ -291,9 +271,7 @@ pub enum Problem {
         field: String,
     },
     /// A target name with more than one `.`, which the operator would misread.
-    #[error(
-        "`{name}` has more than one `.` (the operator reads `<name>.<namespace>` and would ignore the rest)"
-    )]
+    #[error("`{name}` has more than one `.` (the operator reads `<name>.<namespace>` and would ignore the rest)")]
     DottedName {
         /// The name as written.
         name: String,
@@ -334,28 +312,17 @@ pub struct ConvertError {
 
 impl ConvertError {
     pub(crate) fn new(path: impl Into<String>, problem: Problem) -> Self {
-        Self {
-            path: path.into(),
-            problem,
-        }
+        Self { path: path.into(), problem }
     }
 }
 
 /// Splits `server` or `server.namespace` the way the operator does; more dots are an error.
-pub(crate) fn split_name(
-    written: &str,
-    path: &str,
-) -> Result<(String, Option<String>), ConvertError> {
+pub(crate) fn split_name(written: &str, path: &str) -> Result<(String, Option<String>), ConvertError> {
     let mut parts = written.split('.');
     let name = parts.next().unwrap_or_default().to_owned();
     let namespace = parts.next().map(str::to_owned);
     if parts.next().is_some() {
-        return Err(ConvertError::new(
-            path,
-            Problem::DottedName {
-                name: written.to_owned(),
-            },
-        ));
+        return Err(ConvertError::new(path, Problem::DottedName { name: written.to_owned() }));
     }
     if name.is_empty() || namespace.as_deref() == Some("") {
         return Err(ConvertError::new(path, Problem::Missing));
@@ -372,22 +339,13 @@ pub(crate) fn join_name(name: &str, namespace: Option<&str>) -> String {
 }
 
 /// Whether `name`/`namespace` (namespace defaulting to the document's) is `kubernetes.default`.
-pub(crate) fn is_api_server(
-    name: &str,
-    namespace: Option<&str>,
-    doc_namespace: Option<&str>,
-) -> bool {
-    name == crate::model::API_SERVER_NAME
-        && namespace.or(doc_namespace) == Some(crate::model::API_SERVER_NAMESPACE)
+pub(crate) fn is_api_server(name: &str, namespace: Option<&str>, doc_namespace: Option<&str>) -> bool {
+    name == crate::model::API_SERVER_NAME && namespace.or(doc_namespace) == Some(crate::model::API_SERVER_NAMESPACE)
 }
 
 /// Checks that a required string is present.
 pub(crate) fn required(value: &str, path: impl Into<String>) -> Result<String, ConvertError> {
-    if value.is_empty() {
-        Err(ConvertError::new(path, Problem::Missing))
-    } else {
-        Ok(value.to_owned())
-    }
+    if value.is_empty() { Err(ConvertError::new(path, Problem::Missing)) } else { Ok(value.to_owned()) }
 }
 
 #[cfg(test)]

@@ -91,10 +91,7 @@ const MAPPINGS: [KindMapping; 5] = [
         kind: OtherKind::Azure,
         call_type: CallType::Azure,
         name_key: "scope",
-        v1: &[
-            ("roles", "azureRoles"),
-            ("keyVaultPolicy", "azureKeyVaultPolicy"),
-        ],
+        v1: &[("roles", "azureRoles"), ("keyVaultPolicy", "azureKeyVaultPolicy")],
         v1alpha2: None,
     },
 ];
@@ -133,18 +130,12 @@ impl KindMapping {
             let Some((body_key, _)) = fields.iter().find(|(_, k)| k == call_key) else {
                 return Err(ConvertError::new(
                     path,
-                    Problem::FieldNotAllowed {
-                        field: call_key,
-                        call_type: self.call_type.as_str(),
-                    },
+                    Problem::FieldNotAllowed { field: call_key, call_type: self.call_type.as_str() },
                 ));
             };
             body.insert(Value::from(*body_key), value.clone());
         }
-        Ok(OtherTarget {
-            kind: self.kind,
-            body: Value::Mapping(body),
-        })
+        Ok(OtherTarget { kind: self.kind, body: Value::Mapping(body) })
     }
 
     /// Splits a v2 body into the call's name and `(call key, value)` fields for `version`.
@@ -154,18 +145,14 @@ impl KindMapping {
         target: &OtherTarget,
         path: &str,
     ) -> Result<(String, CallFields), ConvertError> {
-        let unsupported =
-            |what: String| ConvertError::new(path, Problem::Unsupported { what, version });
+        let unsupported = |what: String| ConvertError::new(path, Problem::Unsupported { what, version });
         let Some(fields) = self.fields(version) else {
             return Err(unsupported(format!("a {} target", self.kind.key())));
         };
         let Value::Mapping(body) = &target.body else {
             return Err(ConvertError::new(
                 format!("{path}.{}", self.kind.key()),
-                Problem::WrongType {
-                    expected: "a mapping",
-                    found: type_name(&target.body),
-                },
+                Problem::WrongType { expected: "a mapping", found: type_name(&target.body) },
             ));
         };
         let mut name = None;
@@ -181,10 +168,7 @@ impl KindMapping {
             }
         }
         let name = name.filter(|n| !n.is_empty()).ok_or_else(|| {
-            ConvertError::new(
-                format!("{path}.{}.{}", self.kind.key(), self.name_key),
-                Problem::Missing,
-            )
+            ConvertError::new(format!("{path}.{}.{}", self.kind.key(), self.name_key), Problem::Missing)
         })?;
         Ok((name, out))
     }

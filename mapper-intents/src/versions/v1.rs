@@ -11,13 +11,10 @@ use serde_yaml::Value;
 
 use super::opaque::{self, CallType};
 use super::v1alpha2::SERVICE_PREFIX;
-use super::{
-    ConvertError, IntentsVersion, ObjectMeta, Problem, is_api_server, join_name, required,
-    split_name,
-};
+use super::{ConvertError, IntentsVersion, ObjectMeta, Problem, is_api_server, join_name, required, split_name};
 use crate::model::{
-    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, Internet, SERVICE_KIND,
-    ServiceTarget, Target, WorkloadTarget,
+    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, Internet, SERVICE_KIND, ServiceTarget,
+    Target, WorkloadTarget,
 };
 
 /// `spec` of a v1alpha3/v1beta1 ClientIntents.
@@ -61,11 +58,7 @@ pub struct Call {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_topics: Option<Value>,
     /// HTTP resources.
-    #[serde(
-        rename = "HTTPResources",
-        default,
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(rename = "HTTPResources", default, skip_serializing_if = "Vec::is_empty")]
     pub http_resources: Vec<HttpResource>,
     /// Database resources (opaque).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,11 +120,7 @@ pub(crate) fn doc_from(meta: &ObjectMeta, spec: &Spec) -> Result<ClientIntentsDo
     let client_name = required(&spec.service.name, "spec.service.name")?;
     let mut targets = Vec::with_capacity(spec.calls.len());
     for (i, call) in spec.calls.iter().enumerate() {
-        targets.push(target_from_call(
-            call,
-            &format!("spec.calls[{i}]"),
-            meta.namespace.as_deref(),
-        )?);
+        targets.push(target_from_call(call, &format!("spec.calls[{i}]"), meta.namespace.as_deref())?);
     }
     Ok(ClientIntentsDoc {
         name,
@@ -143,13 +132,7 @@ pub(crate) fn doc_from(meta: &ObjectMeta, spec: &Spec) -> Result<ClientIntentsDo
 }
 
 fn not_allowed(path: &str, field: &'static str, call_type: CallType) -> ConvertError {
-    ConvertError::new(
-        path,
-        Problem::FieldNotAllowed {
-            field,
-            call_type: call_type.as_str(),
-        },
-    )
+    ConvertError::new(path, Problem::FieldNotAllowed { field, call_type: call_type.as_str() })
 }
 
 fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Target, ConvertError> {
@@ -165,10 +148,8 @@ fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Tar
         if !call.http_resources.is_empty() {
             return Err(not_allowed(path, "HTTPResources", call_type));
         }
-        let internet = call
-            .internet
-            .clone()
-            .ok_or_else(|| ConvertError::new(format!("{path}.internet"), Problem::Missing))?;
+        let internet =
+            call.internet.clone().ok_or_else(|| ConvertError::new(format!("{path}.internet"), Problem::Missing))?;
         return Ok(Target::Internet(internet));
     }
     if call.internet.is_some() {
@@ -183,9 +164,7 @@ fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Tar
             return Err(not_allowed(path, "kind", call_type));
         }
         let version = IntentsVersion::V1Alpha3;
-        return Ok(Target::Other(
-            mapping.body_from_call(version, &written, &opaque, path)?,
-        ));
+        return Ok(Target::Other(mapping.body_from_call(version, &written, &opaque, path)?));
     }
     if let Some((field, _)) = opaque.first() {
         return Err(not_allowed(path, field, call_type));
@@ -198,36 +177,21 @@ fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Tar
     };
     let (name, namespace) = split_name(bare, &format!("{path}.name"))?;
     if !service {
-        return Ok(Target::Workload(WorkloadTarget {
-            name,
-            namespace,
-            kind,
-            http,
-        }));
+        return Ok(Target::Workload(WorkloadTarget { name, namespace, kind, http }));
     }
     if http.is_empty() && is_api_server(&name, namespace.as_deref(), doc_ns) {
         return Ok(Target::ApiServer);
     }
-    Ok(Target::Service(ServiceTarget {
-        name,
-        namespace,
-        http,
-    }))
+    Ok(Target::Service(ServiceTarget { name, namespace, http }))
 }
 
 /// Converts the neutral model to a v1alpha3/v1beta1 spec (`version` picks the opaque-field names).
-pub(crate) fn spec_from_doc(
-    doc: &ClientIntentsDoc,
-    version: IntentsVersion,
-) -> Result<Spec, ConvertError> {
+pub(crate) fn spec_from_doc(doc: &ClientIntentsDoc, version: IntentsVersion) -> Result<Spec, ConvertError> {
     let mut calls = Vec::with_capacity(doc.targets.len());
     for (i, target) in doc.targets.iter().enumerate() {
         calls.push(call_from_target(target, &format!("targets[{i}]"), version)?);
     }
-    let service = Client {
-        name: doc.client_name.clone(),
-        kind: doc.client_kind.clone(),
-    };
+    let service = Client { name: doc.client_name.clone(), kind: doc.client_kind.clone() };
     Ok(Spec { service, calls })
 }
 
@@ -241,38 +205,23 @@ fn http_call(name: String, kind: Option<String>, http: &[HttpResource]) -> Call 
     }
 }
 
-fn call_from_target(
-    target: &Target,
-    path: &str,
-    version: IntentsVersion,
-) -> Result<Call, ConvertError> {
+fn call_from_target(target: &Target, path: &str, version: IntentsVersion) -> Result<Call, ConvertError> {
     Ok(match target {
-        Target::Workload(w) => http_call(
-            join_name(&w.name, w.namespace.as_deref()),
-            w.kind.clone(),
-            &w.http,
-        ),
+        Target::Workload(w) => http_call(join_name(&w.name, w.namespace.as_deref()), w.kind.clone(), &w.http),
         Target::Service(s) => {
             let name = join_name(&s.name, s.namespace.as_deref());
             http_call(name, Some(SERVICE_KIND.to_owned()), &s.http)
         }
-        Target::ApiServer => Call {
-            name: format!("{SERVICE_PREFIX}{API_SERVER_NAME}.{API_SERVER_NAMESPACE}"),
-            ..Call::default()
-        },
-        Target::Internet(internet) => Call {
-            call_type: Some(CallType::Internet),
-            internet: Some(internet.clone()),
-            ..Call::default()
-        },
+        Target::ApiServer => {
+            Call { name: format!("{SERVICE_PREFIX}{API_SERVER_NAME}.{API_SERVER_NAMESPACE}"), ..Call::default() }
+        }
+        Target::Internet(internet) => {
+            Call { call_type: Some(CallType::Internet), internet: Some(internet.clone()), ..Call::default() }
+        }
         Target::Other(other) => {
             let mapping = opaque::for_kind(other.kind);
             let (name, fields) = mapping.call_from_body(version, other, path)?;
-            let mut call = Call {
-                name,
-                call_type: Some(mapping.call_type),
-                ..Call::default()
-            };
+            let mut call = Call { name, call_type: Some(mapping.call_type), ..Call::default() };
             for (key, value) in fields {
                 call.set_opaque(key, value);
             }

@@ -9,13 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use super::opaque::{self, CallType};
-use super::{
-    ConvertError, IntentsVersion, ObjectMeta, Problem, is_api_server, join_name, required,
-    split_name,
-};
+use super::{ConvertError, IntentsVersion, ObjectMeta, Problem, is_api_server, join_name, required, split_name};
 use crate::model::{
-    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, ServiceTarget, Target,
-    WorkloadTarget,
+    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, ServiceTarget, Target, WorkloadTarget,
 };
 
 /// Prefix that makes a v1alpha2/v1alpha3 call name a Kubernetes Service.
@@ -59,23 +55,16 @@ pub struct Call {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<HttpResource>,
     /// Database resources (opaque).
-    #[serde(
-        rename = "databaseResources",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "databaseResources", default, skip_serializing_if = "Option::is_none")]
     pub database_resources: Option<Value>,
 }
 
 impl Call {
     fn opaque_fields(&self) -> Vec<(&'static str, Value)> {
-        [
-            ("topics", &self.topics),
-            ("databaseResources", &self.database_resources),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-        .collect()
+        [("topics", &self.topics), ("databaseResources", &self.database_resources)]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+            .collect()
     }
 
     fn set_opaque(&mut self, key: &str, value: Value) {
@@ -94,19 +83,9 @@ pub(crate) fn doc_from(meta: &ObjectMeta, spec: &Spec) -> Result<ClientIntentsDo
     let client_name = required(&spec.service.name, "spec.service.name")?;
     let mut targets = Vec::with_capacity(spec.calls.len());
     for (i, call) in spec.calls.iter().enumerate() {
-        targets.push(target_from_call(
-            call,
-            &format!("spec.calls[{i}]"),
-            meta.namespace.as_deref(),
-        )?);
+        targets.push(target_from_call(call, &format!("spec.calls[{i}]"), meta.namespace.as_deref())?);
     }
-    Ok(ClientIntentsDoc {
-        name,
-        namespace: meta.namespace.clone(),
-        client_name,
-        client_kind: None,
-        targets,
-    })
+    Ok(ClientIntentsDoc { name, namespace: meta.namespace.clone(), client_name, client_kind: None, targets })
 }
 
 fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Target, ConvertError> {
@@ -114,13 +93,7 @@ fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Tar
     match call.call_type {
         None | Some(CallType::Http) => {
             if let Some((field, _)) = call.opaque_fields().first() {
-                return Err(ConvertError::new(
-                    path,
-                    Problem::FieldNotAllowed {
-                        field,
-                        call_type: "http",
-                    },
-                ));
+                return Err(ConvertError::new(path, Problem::FieldNotAllowed { field, call_type: "http" }));
             }
             let http = call.resources.clone();
             if let Some(service) = written.strip_prefix(SERVICE_PREFIX) {
@@ -128,39 +101,18 @@ fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Tar
                 if http.is_empty() && is_api_server(&name, namespace.as_deref(), doc_ns) {
                     return Ok(Target::ApiServer);
                 }
-                return Ok(Target::Service(ServiceTarget {
-                    name,
-                    namespace,
-                    http,
-                }));
+                return Ok(Target::Service(ServiceTarget { name, namespace, http }));
             }
             let (name, namespace) = split_name(&written, &format!("{path}.name"))?;
-            Ok(Target::Workload(WorkloadTarget {
-                name,
-                namespace,
-                kind: None,
-                http,
-            }))
+            Ok(Target::Workload(WorkloadTarget { name, namespace, kind: None, http }))
         }
         Some(call_type @ (CallType::Kafka | CallType::Database)) => {
             if !call.resources.is_empty() {
                 let call_type = call_type.as_str();
-                return Err(ConvertError::new(
-                    path,
-                    Problem::FieldNotAllowed {
-                        field: "resources",
-                        call_type,
-                    },
-                ));
+                return Err(ConvertError::new(path, Problem::FieldNotAllowed { field: "resources", call_type }));
             }
-            let mapping = opaque::for_call_type(call_type)
-                .ok_or_else(|| unsupported_type(call_type, path))?;
-            let other = mapping.body_from_call(
-                IntentsVersion::V1Alpha2,
-                &written,
-                &call.opaque_fields(),
-                path,
-            )?;
+            let mapping = opaque::for_call_type(call_type).ok_or_else(|| unsupported_type(call_type, path))?;
+            let other = mapping.body_from_call(IntentsVersion::V1Alpha2, &written, &call.opaque_fields(), path)?;
             Ok(Target::Other(other))
         }
         Some(other) => Err(unsupported_type(other, &format!("{path}.type"))),
@@ -169,13 +121,7 @@ fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Tar
 
 fn unsupported_type(call_type: CallType, path: &str) -> ConvertError {
     let what = format!("call type `{}`", call_type.as_str());
-    ConvertError::new(
-        path,
-        Problem::Unsupported {
-            what,
-            version: IntentsVersion::V1Alpha2,
-        },
-    )
+    ConvertError::new(path, Problem::Unsupported { what, version: IntentsVersion::V1Alpha2 })
 }
 
 /// Converts the neutral model to a v1alpha2 spec. Kinds are dropped (the version has none) and
@@ -188,58 +134,33 @@ pub(crate) fn spec_from_doc(doc: &ClientIntentsDoc) -> Result<Spec, ConvertError
             calls.push(call);
         }
     }
-    Ok(Spec {
-        service: Service {
-            name: doc.client_name.clone(),
-        },
-        calls,
-    })
+    Ok(Spec { service: Service { name: doc.client_name.clone() }, calls })
 }
 
 fn http_call(name: String, http: &[HttpResource]) -> Call {
-    Call {
-        name,
-        call_type: (!http.is_empty()).then_some(CallType::Http),
-        resources: http.to_vec(),
-        ..Call::default()
-    }
+    Call { name, call_type: (!http.is_empty()).then_some(CallType::Http), resources: http.to_vec(), ..Call::default() }
 }
 
 fn call_from_target(target: &Target, path: &str) -> Result<Call, ConvertError> {
     match target {
-        Target::Workload(w) => Ok(http_call(
-            join_name(&w.name, w.namespace.as_deref()),
-            &w.http,
-        )),
-        Target::Service(s) => Ok(http_call(
-            format!(
-                "{SERVICE_PREFIX}{}",
-                join_name(&s.name, s.namespace.as_deref())
-            ),
-            &s.http,
-        )),
+        Target::Workload(w) => Ok(http_call(join_name(&w.name, w.namespace.as_deref()), &w.http)),
+        Target::Service(s) => {
+            Ok(http_call(format!("{SERVICE_PREFIX}{}", join_name(&s.name, s.namespace.as_deref())), &s.http))
+        }
         // The operator only treats a call as the API server's Service when it carries the
         // `svc:` prefix (IsTargetServerKubernetesService); a bare `kubernetes.default` would name
         // a workload called `kubernetes` in `default`, which does not exist.
-        Target::ApiServer => Ok(Call {
-            name: format!("{SERVICE_PREFIX}{API_SERVER_NAME}.{API_SERVER_NAMESPACE}"),
-            ..Call::default()
-        }),
+        Target::ApiServer => {
+            Ok(Call { name: format!("{SERVICE_PREFIX}{API_SERVER_NAME}.{API_SERVER_NAMESPACE}"), ..Call::default() })
+        }
         Target::Internet(_) => Err(ConvertError::new(
             path,
-            Problem::Unsupported {
-                what: "an internet target".to_owned(),
-                version: IntentsVersion::V1Alpha2,
-            },
+            Problem::Unsupported { what: "an internet target".to_owned(), version: IntentsVersion::V1Alpha2 },
         )),
         Target::Other(other) => {
             let mapping = opaque::for_kind(other.kind);
             let (name, fields) = mapping.call_from_body(IntentsVersion::V1Alpha2, other, path)?;
-            let mut call = Call {
-                name,
-                call_type: Some(mapping.call_type),
-                ..Call::default()
-            };
+            let mut call = Call { name, call_type: Some(mapping.call_type), ..Call::default() };
             for (key, value) in fields {
                 call.set_opaque(key, value);
             }

@@ -12,9 +12,8 @@ use serde_yaml::Value;
 use super::opaque::{self, type_name};
 use super::{ConvertError, ObjectMeta, Problem, is_api_server, join_name, required, split_name};
 use crate::model::{
-    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, Internet, OtherKind,
-    OtherTarget, SERVICE_KIND, ServiceTarget as ModelService, Target as ModelTarget,
-    WorkloadTarget,
+    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, Internet, OtherKind, OtherTarget,
+    SERVICE_KIND, ServiceTarget as ModelService, Target as ModelTarget, WorkloadTarget,
 };
 
 /// `spec` of a v2alpha1/v2beta1 ClientIntents.
@@ -101,12 +100,7 @@ impl Target {
         if self.service.is_some() {
             set.push("service");
         }
-        set.extend(
-            OtherKind::ALL
-                .into_iter()
-                .filter(|k| self.opaque(*k).is_some())
-                .map(OtherKind::key),
-        );
+        set.extend(OtherKind::ALL.into_iter().filter(|k| self.opaque(*k).is_some()).map(OtherKind::key));
         if self.internet.is_some() {
             set.push("internet");
         }
@@ -147,11 +141,7 @@ pub(crate) fn doc_from(meta: &ObjectMeta, spec: &Spec) -> Result<ClientIntentsDo
     let client_name = required(&spec.workload.name, "spec.workload.name")?;
     let mut targets = Vec::with_capacity(spec.targets.len());
     for (i, target) in spec.targets.iter().enumerate() {
-        targets.push(model_target(
-            target,
-            &format!("spec.targets[{i}]"),
-            meta.namespace.as_deref(),
-        )?);
+        targets.push(model_target(target, &format!("spec.targets[{i}]"), meta.namespace.as_deref())?);
     }
     Ok(ClientIntentsDoc {
         name,
@@ -171,19 +161,11 @@ fn service_or_api_server(
     if http.is_empty() && is_api_server(&name, namespace.as_deref(), doc_ns) {
         ModelTarget::ApiServer
     } else {
-        ModelTarget::Service(ModelService {
-            name,
-            namespace,
-            http,
-        })
+        ModelTarget::Service(ModelService { name, namespace, http })
     }
 }
 
-fn model_target(
-    target: &Target,
-    path: &str,
-    doc_ns: Option<&str>,
-) -> Result<ModelTarget, ConvertError> {
+fn model_target(target: &Target, path: &str, doc_ns: Option<&str>) -> Result<ModelTarget, ConvertError> {
     match target.kinds_set().as_slice() {
         [] => return Err(ConvertError::new(path, Problem::NoKind)),
         [_] => {}
@@ -196,29 +178,14 @@ fn model_target(
         let (name, namespace) = split_name(&required(&k.name, &name_path)?, &name_path)?;
         let kind = k.kind.clone().filter(|k| !k.is_empty());
         if kind.as_deref() == Some(SERVICE_KIND) {
-            return Ok(service_or_api_server(
-                name,
-                namespace,
-                k.http.clone(),
-                doc_ns,
-            ));
+            return Ok(service_or_api_server(name, namespace, k.http.clone(), doc_ns));
         }
-        return Ok(ModelTarget::Workload(WorkloadTarget {
-            name,
-            namespace,
-            kind,
-            http: k.http.clone(),
-        }));
+        return Ok(ModelTarget::Workload(WorkloadTarget { name, namespace, kind, http: k.http.clone() }));
     }
     if let Some(s) = &target.service {
         let name_path = format!("{path}.service.name");
         let (name, namespace) = split_name(&required(&s.name, &name_path)?, &name_path)?;
-        return Ok(service_or_api_server(
-            name,
-            namespace,
-            s.http.clone(),
-            doc_ns,
-        ));
+        return Ok(service_or_api_server(name, namespace, s.http.clone(), doc_ns));
     }
     if let Some(internet) = &target.internet {
         return Ok(ModelTarget::Internet(internet.clone()));
@@ -229,27 +196,14 @@ fn model_target(
             let Value::Mapping(map) = body else {
                 return Err(ConvertError::new(
                     key_path,
-                    Problem::WrongType {
-                        expected: "a mapping",
-                        found: type_name(body),
-                    },
+                    Problem::WrongType { expected: "a mapping", found: type_name(body) },
                 ));
             };
             let name_key = opaque::for_kind(kind).name_key;
-            if map
-                .get(name_key)
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
-                return Err(ConvertError::new(
-                    format!("{key_path}.{name_key}"),
-                    Problem::Missing,
-                ));
+            if map.get(name_key).and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(ConvertError::new(format!("{key_path}.{name_key}"), Problem::Missing));
             }
-            return Ok(ModelTarget::Other(OtherTarget {
-                kind,
-                body: body.clone(),
-            }));
+            return Ok(ModelTarget::Other(OtherTarget { kind, body: body.clone() }));
         }
     }
     // kinds_set() found exactly one kind, and every kind is handled above.
@@ -259,10 +213,7 @@ fn model_target(
 /// Converts the neutral model to a v2alpha1/v2beta1 spec (every target is expressible).
 pub(crate) fn spec_from_doc(doc: &ClientIntentsDoc) -> Spec {
     let targets = doc.targets.iter().map(v2_target).collect();
-    let workload = Workload {
-        name: doc.client_name.clone(),
-        kind: doc.client_kind.clone(),
-    };
+    let workload = Workload { name: doc.client_name.clone(), kind: doc.client_kind.clone() };
     Spec { workload, targets }
 }
 
@@ -277,10 +228,7 @@ fn v2_target(target: &ModelTarget) -> Target {
             ..Target::default()
         },
         ModelTarget::Service(s) => Target {
-            service: Some(ServiceTarget {
-                name: join_name(&s.name, s.namespace.as_deref()),
-                http: s.http.clone(),
-            }),
+            service: Some(ServiceTarget { name: join_name(&s.name, s.namespace.as_deref()), http: s.http.clone() }),
             ..Target::default()
         },
         ModelTarget::ApiServer => Target {
@@ -290,10 +238,7 @@ fn v2_target(target: &ModelTarget) -> Target {
             }),
             ..Target::default()
         },
-        ModelTarget::Internet(internet) => Target {
-            internet: Some(internet.clone()),
-            ..Target::default()
-        },
+        ModelTarget::Internet(internet) => Target { internet: Some(internet.clone()), ..Target::default() },
         ModelTarget::Other(other) => {
             let mut target = Target::default();
             *target.opaque_mut(other.kind) = Some(other.body.clone());

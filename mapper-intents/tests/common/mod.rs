@@ -11,10 +11,7 @@ pub fn edge(client: Workload, server: Target, port: u16) -> Edge {
     Edge {
         client,
         server,
-        ports: vec![Port {
-            port,
-            protocol: Protocol::Tcp,
-        }],
+        ports: vec![Port { port, protocol: Protocol::Tcp }],
         established: 5,
         failed: 0,
         first_seen_ms: 1_700_000_000_000,
@@ -26,16 +23,8 @@ pub fn edge(client: Workload, server: Target, port: u16) -> Edge {
 pub fn seed_edges() -> Vec<Edge> {
     let ledger = Target::workload("ledger", Some("team3"), Some("Deployment"));
     vec![
-        edge(
-            Workload::new("transaction-service", "team1", "Deployment"),
-            ledger.clone(),
-            8080,
-        ),
-        edge(
-            Workload::new("some-other-transaction-service", "team2", "Deployment"),
-            ledger,
-            8080,
-        ),
+        edge(Workload::new("transaction-service", "team1", "Deployment"), ledger.clone(), 8080),
+        edge(Workload::new("some-other-transaction-service", "team2", "Deployment"), ledger, 8080),
     ]
 }
 
@@ -45,36 +34,12 @@ pub fn kinds_edges() -> Vec<Edge> {
     let report = Workload::new("nightly-report", "team1", "CronJob");
     let cache = Workload::new("cache", "team2", "StatefulSet");
     vec![
-        edge(
-            api.clone(),
-            Target::workload("cache", Some("team2"), Some("StatefulSet")),
-            6379,
-        ),
-        edge(
-            api.clone(),
-            Target::workload("ledger", Some("team1"), Some("Deployment")),
-            8080,
-        ),
-        edge(
-            api.clone(),
-            Target::service("legacy-db", Some("team1")),
-            5432,
-        ),
-        edge(
-            api.clone(),
-            Target::service("kubernetes", Some("default")),
-            443,
-        ),
-        edge(
-            report.clone(),
-            Target::workload("api", Some("team1"), Some("Deployment")),
-            8080,
-        ),
-        edge(
-            report.clone(),
-            Target::workload("ledger", Some("team1"), Some("Deployment")),
-            8080,
-        ),
+        edge(api.clone(), Target::workload("cache", Some("team2"), Some("StatefulSet")), 6379),
+        edge(api.clone(), Target::workload("ledger", Some("team1"), Some("Deployment")), 8080),
+        edge(api.clone(), Target::service("legacy-db", Some("team1")), 5432),
+        edge(api.clone(), Target::service("kubernetes", Some("default")), 443),
+        edge(report.clone(), Target::workload("api", Some("team1"), Some("Deployment")), 8080),
+        edge(report.clone(), Target::workload("ledger", Some("team1"), Some("Deployment")), 8080),
         edge(
             report,
             Target::Internet(Internet {
@@ -84,20 +49,13 @@ pub fn kinds_edges() -> Vec<Edge> {
             }),
             443,
         ),
-        edge(
-            cache,
-            Target::workload("ledger", Some("team1"), Some("Deployment")),
-            8080,
-        ),
+        edge(cache, Target::workload("ledger", Some("team1"), Some("Deployment")), 8080),
     ]
 }
 
 /// Path of a golden file.
 pub fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("golden")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden").join(name)
 }
 
 /// Compares `actual` with a golden file byte for byte. With `UPDATE_GOLDEN=1` the file is
@@ -106,12 +64,10 @@ pub fn assert_golden(name: &str, actual: &str) {
     let path = golden_path(name);
     let reference = matches!(name, "seed_v1alpha2.yaml" | "policy_ledger_from_team1.yaml");
     if std::env::var_os("UPDATE_GOLDEN").is_some() && !reference {
-        std::fs::write(&path, actual)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        std::fs::write(&path, actual).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     assert!(
         actual == expected,
         "output differs from {}\n--- expected\n{expected}--- actual\n{actual}---",

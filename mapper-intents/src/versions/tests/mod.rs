@@ -30,10 +30,7 @@ fn kafka() -> Target {
 fn all_targets() -> Vec<Target> {
     let mut workload = Target::workload("ledger", Some("team3"), Some("StatefulSet"));
     if let Target::Workload(w) = &mut workload {
-        w.http = vec![HttpResource {
-            path: "/tx".to_owned(),
-            methods: vec!["GET".to_owned(), "POST".to_owned()],
-        }];
+        w.http = vec![HttpResource { path: "/tx".to_owned(), methods: vec!["GET".to_owned(), "POST".to_owned()] }];
     }
     vec![
         workload,
@@ -49,9 +46,7 @@ fn all_targets() -> Vec<Target> {
         kafka(),
         Target::Other(OtherTarget {
             kind: OtherKind::Sql,
-            body: yaml(
-                "name: db.team3\nprivileges:\n  - databaseName: tx\n    table: t\n    operations: [SELECT]\n",
-            ),
+            body: yaml("name: db.team3\nprivileges:\n  - databaseName: tx\n    table: t\n    operations: [SELECT]\n"),
         }),
         Target::Other(OtherTarget {
             kind: OtherKind::Aws,
@@ -61,10 +56,7 @@ fn all_targets() -> Vec<Target> {
             kind: OtherKind::Gcp,
             body: yaml("resource: projects/p/buckets/b\npermissions: [storage.objects.get]\n"),
         }),
-        Target::Other(OtherTarget {
-            kind: OtherKind::Azure,
-            body: yaml("scope: /subscriptions/s\nroles: [Reader]\n"),
-        }),
+        Target::Other(OtherTarget { kind: OtherKind::Azure, body: yaml("scope: /subscriptions/s\nroles: [Reader]\n") }),
     ]
 }
 
@@ -72,9 +64,7 @@ fn roundtrip(doc: &ClientIntentsDoc, version: IntentsVersion) -> ClientIntentsDo
     let versioned = VersionedClientIntents::from_doc(doc, version)
         .unwrap_or_else(|e| panic!("{version}: conversion from the model failed: {e}"));
     assert_eq!(versioned.version(), version);
-    versioned
-        .to_doc()
-        .unwrap_or_else(|e| panic!("{version}: conversion back to the model failed: {e}"))
+    versioned.to_doc().unwrap_or_else(|e| panic!("{version}: conversion back to the model failed: {e}"))
 }
 
 #[test]
@@ -89,49 +79,24 @@ fn versions_parse_with_aliases_and_display_bare() {
         ("k8s.otterize.com/v2beta1", IntentsVersion::V2Beta1),
     ];
     for (text, expected) in cases {
-        assert_eq!(
-            text.parse::<IntentsVersion>(),
-            Ok(expected),
-            "parsing {text:?}"
-        );
+        assert_eq!(text.parse::<IntentsVersion>(), Ok(expected), "parsing {text:?}");
     }
     for version in IntentsVersion::ALL {
         assert_eq!(version.to_string().parse::<IntentsVersion>(), Ok(version));
-        assert_eq!(
-            IntentsVersion::from_api_version(&version.api_version()),
-            Some(version)
-        );
+        assert_eq!(IntentsVersion::from_api_version(&version.api_version()), Some(version));
     }
-    let err = "v3"
-        .parse::<IntentsVersion>()
-        .err()
-        .unwrap_or_else(|| panic!("v3 must not parse"));
-    assert!(
-        err.to_string()
-            .contains("unknown ClientIntents version `v3`"),
-        "message: {err}"
-    );
-    assert_eq!(
-        IntentsVersion::from_api_version("k8s.otterize.com/v1"),
-        None,
-        "aliases are not apiVersions"
-    );
+    let err = "v3".parse::<IntentsVersion>().err().unwrap_or_else(|| panic!("v3 must not parse"));
+    assert!(err.to_string().contains("unknown ClientIntents version `v3`"), "message: {err}");
+    assert_eq!(IntentsVersion::from_api_version("k8s.otterize.com/v1"), None, "aliases are not apiVersions");
 }
 
 #[test]
 fn every_target_round_trips_through_v1_and_v2_versions() {
     let original = doc(all_targets());
-    for version in [
-        IntentsVersion::V1Alpha3,
-        IntentsVersion::V1Beta1,
-        IntentsVersion::V2Alpha1,
-        IntentsVersion::V2Beta1,
-    ] {
-        assert_eq!(
-            roundtrip(&original, version),
-            original,
-            "{version} must keep every target"
-        );
+    for version in
+        [IntentsVersion::V1Alpha3, IntentsVersion::V1Beta1, IntentsVersion::V2Alpha1, IntentsVersion::V2Beta1]
+    {
+        assert_eq!(roundtrip(&original, version), original, "{version} must keep every target");
     }
 }
 
@@ -154,11 +119,7 @@ fn v1alpha2_round_trip_drops_only_kinds() {
         ],
         ..original.clone()
     };
-    assert_eq!(
-        roundtrip(&original, IntentsVersion::V1Alpha2),
-        expected,
-        "kinds dropped and the duplicate merged"
-    );
+    assert_eq!(roundtrip(&original, IntentsVersion::V1Alpha2), expected, "kinds dropped and the duplicate merged");
 }
 
 #[test]
@@ -166,20 +127,13 @@ fn v1alpha2_cannot_express_internet_or_cloud_targets() {
     for (i, target) in all_targets().into_iter().enumerate() {
         let expressible = !matches!(&target, Target::Internet(_))
             && !matches!(&target, Target::Other(o) if matches!(o.kind, OtherKind::Aws | OtherKind::Gcp | OtherKind::Azure));
-        let result =
-            VersionedClientIntents::from_doc(&doc(vec![target.clone()]), IntentsVersion::V1Alpha2);
+        let result = VersionedClientIntents::from_doc(&doc(vec![target.clone()]), IntentsVersion::V1Alpha2);
         match (expressible, result) {
             (true, Ok(_)) => {}
             (false, Err(e)) => {
                 assert_eq!(e.path, "targets[0]", "target {i}");
                 assert!(
-                    matches!(
-                        e.problem,
-                        Problem::Unsupported {
-                            version: IntentsVersion::V1Alpha2,
-                            ..
-                        }
-                    ),
+                    matches!(e.problem, Problem::Unsupported { version: IntentsVersion::V1Alpha2, .. }),
                     "target {i}: {e}"
                 );
             }
@@ -192,66 +146,32 @@ fn v1alpha2_cannot_express_internet_or_cloud_targets() {
 
 #[test]
 fn api_server_and_services_use_the_forms_the_operator_recognises() {
-    let d = doc(vec![
-        Target::ApiServer,
-        Target::service("legacy-db", Some("team2")),
-    ]);
-    let v1a2 = VersionedClientIntents::from_doc(&d, IntentsVersion::V1Alpha2)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let VersionedClientIntents::V1Alpha2(ci) = v1a2 else {
-        panic!("wrong variant")
-    };
+    let d = doc(vec![Target::ApiServer, Target::service("legacy-db", Some("team2"))]);
+    let v1a2 = VersionedClientIntents::from_doc(&d, IntentsVersion::V1Alpha2).unwrap_or_else(|e| panic!("{e}"));
+    let VersionedClientIntents::V1Alpha2(ci) = v1a2 else { panic!("wrong variant") };
     let names: Vec<&str> = ci.spec.calls.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["svc:kubernetes.default", "svc:legacy-db.team2"]);
 
-    let v1b1 = VersionedClientIntents::from_doc(&d, IntentsVersion::V1Beta1)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let VersionedClientIntents::V1Beta1(ci) = v1b1 else {
-        panic!("wrong variant")
-    };
+    let v1b1 = VersionedClientIntents::from_doc(&d, IntentsVersion::V1Beta1).unwrap_or_else(|e| panic!("{e}"));
+    let VersionedClientIntents::V1Beta1(ci) = v1b1 else { panic!("wrong variant") };
+    assert_eq!((ci.spec.calls[0].name.as_str(), ci.spec.calls[0].kind.as_deref()), ("svc:kubernetes.default", None));
     assert_eq!(
-        (
-            ci.spec.calls[0].name.as_str(),
-            ci.spec.calls[0].kind.as_deref()
-        ),
-        ("svc:kubernetes.default", None)
-    );
-    assert_eq!(
-        (
-            ci.spec.calls[1].name.as_str(),
-            ci.spec.calls[1].kind.as_deref()
-        ),
+        (ci.spec.calls[1].name.as_str(), ci.spec.calls[1].kind.as_deref()),
         ("legacy-db.team2", Some("Service"))
     );
 
-    let v2 = VersionedClientIntents::from_doc(&d, IntentsVersion::V2Beta1)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let VersionedClientIntents::V2Beta1(ci) = v2 else {
-        panic!("wrong variant")
-    };
-    let services: Vec<Option<&str>> = ci
-        .spec
-        .targets
-        .iter()
-        .map(|t| t.service.as_ref().map(|s| s.name.as_str()))
-        .collect();
-    assert_eq!(
-        services,
-        [Some("kubernetes.default"), Some("legacy-db.team2")]
-    );
+    let v2 = VersionedClientIntents::from_doc(&d, IntentsVersion::V2Beta1).unwrap_or_else(|e| panic!("{e}"));
+    let VersionedClientIntents::V2Beta1(ci) = v2 else { panic!("wrong variant") };
+    let services: Vec<Option<&str>> =
+        ci.spec.targets.iter().map(|t| t.service.as_ref().map(|s| s.name.as_str())).collect();
+    assert_eq!(services, [Some("kubernetes.default"), Some("legacy-db.team2")]);
 }
 
 #[test]
 fn every_opaque_kind_has_its_own_mapping() {
     for kind in OtherKind::ALL {
         let mapping = opaque::for_kind(kind);
-        assert_eq!(
-            mapping.kind, kind,
-            "MAPPINGS must follow the declaration order of OtherKind"
-        );
-        assert_eq!(
-            opaque::for_call_type(mapping.call_type).map(|m| m.kind),
-            Some(kind)
-        );
+        assert_eq!(mapping.kind, kind, "MAPPINGS must follow the declaration order of OtherKind");
+        assert_eq!(opaque::for_call_type(mapping.call_type).map(|m| m.kind), Some(kind));
     }
 }

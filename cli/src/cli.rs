@@ -1,0 +1,171 @@
+//! The command line: global connection flags, one subcommand per module, and the error every
+//! subcommand's error folds into.
+
+use clap::{Parser, Subcommand};
+
+use crate::{completions, connect, edges, export, list, output, policy, reset, visualize};
+
+/// Exit statuses scripts can rely on.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The command failed: server unreachable or refusing, bad input file, cannot write.
+    pub const ERROR: u8 = 1;
+    /// The command line is wrong (unknown flag, conflicting flags, a missing `--yes`).
+    pub const USAGE: u8 = 2;
+}
+
+/// The exit status paragraph every `--help` ends with.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! exit_status_help {
+    () => {
+        "Exit status: 0 success; 1 error (server unreachable or refusing, bad input file, cannot \
+         write); 2 usage error."
+    };
+}
+
+/// Reads the map mapper-server keeps of which workloads talk to which, and exports it as
+/// Otterize ClientIntents, lists or draws it, resets it, or shows the NetworkPolicies a set of
+/// ClientIntents produces.
+///
+/// mapper-server is reached at --mapper-url, or else through a port-forward via the Kubernetes
+/// API to its Service (--mapper-service-name in --mapper-namespace), as kubectl port-forward
+/// would do; no kubectl is needed. Results go to stdout, diagnostics to stderr.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mapper",
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    after_help = concat!(
+        "Examples:\n",
+        "  mapper export -n team1 -n team2 --output-version v1alpha2\n",
+        "  mapper --mapper-url http://127.0.0.1:9090 list\n",
+        "  mapper visualize --format svg -o map.svg\n",
+        "  mapper policy -f intents/\n\n",
+        exit_status_help!()
+    )
+)]
+pub struct Cli {
+    /// How to reach mapper-server.
+    #[command(flatten)]
+    pub connect: connect::ConnectOpts,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export the observed traffic as Otterize ClientIntents, one per client workload.
+    Export(export::ExportArgs),
+    /// List, per client workload, the servers it calls and on which ports.
+    List(list::ListArgs),
+    /// Draw the map: Graphviz DOT, Mermaid, SVG or PNG.
+    Visualize(visualize::VisualizeArgs),
+    /// Forget every edge mapper-server has recorded.
+    Reset(reset::ResetArgs),
+    /// Show the NetworkPolicies the intents operator builds from ClientIntents files, and the
+    /// pod labels they rely on. Needs no server.
+    Policy(policy::PolicyArgs),
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// mapper-server could not be reached, or refused the request.
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
+    /// The edges could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] edges::FetchError),
+    /// `export` failed.
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    /// `visualize` failed.
+    #[error(transparent)]
+    Visualize(#[from] visualize::VisualizeError),
+    /// `reset` failed or was not confirmed.
+    #[error(transparent)]
+    Reset(#[from] reset::ResetError),
+    /// `policy` failed.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// Writing the result failed.
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
+}
+
+impl Error {
+    /// The exit status for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Reset(e) if e.is_usage() => exit::USAGE,
+            Error::Visualize(e) if e.is_usage() => exit::USAGE,
+            _ => exit::ERROR,
+        }
+    }
+
+    /// The message and its causes on one line, `: `-separated.
+    pub fn one_line(&self) -> String {
+        let mut line = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !text.is_empty() && !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            source = cause.source();
+        }
+        line.replace('\n', " ")
+    }
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Export(args) => export::run(&cli.connect, &args).await,
+        Command::List(args) => list::run(&cli.connect, &args).await,
+        Command::Visualize(args) => visualize::run(&cli.connect, &args).await,
+        Command::Reset(args) => reset::run(&cli.connect, &args).await,
+        Command::Policy(args) => policy::run(&args),
+        Command::Completions(args) => completions::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example_and_the_root_documents_exit_statuses() {
+        let root = Cli::command();
+        let help = root.get_after_help().map(ToString::to_string).unwrap_or_default();
+        assert!(help.contains("Exit status: 0"), "{help}");
+        for sub in root.get_subcommands() {
+            let after = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+            assert!(after.contains("mapper "), "`mapper {}` has no example", sub.get_name());
+            assert!(after.contains("Exit status"), "`mapper {}` has no exit statuses", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn one_line_joins_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let err = Error::Output(output::OutputError::Write { path: "out.yaml".into(), error: io });
+        assert_eq!(err.one_line(), "cannot write out.yaml: gone");
+    }
+}

@@ -1,0 +1,349 @@
+//! The server's edges as plain values ([`ObservedEdge`]), the query flags `export`, `list` and
+//! `visualize` share ([`QueryArgs`]), and the conversion into [`mapper_intents::Edge`].
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use mapper_intents::{Internet, Port, Protocol, Target, Workload};
+use mapper_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::connect::{ConnectError, Mapper};
+
+/// One end of an edge.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Peer {
+    /// A workload (Deployment, StatefulSet, CronJob, …).
+    Workload {
+        /// Its name.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its kind; empty when unknown.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        kind: String,
+    },
+    /// A Service with no pods behind it.
+    Service {
+        /// Its name.
+        name: String,
+        /// Its namespace.
+        namespace: String,
+    },
+    /// The Kubernetes API server.
+    ApiServer,
+    /// An address outside the cluster.
+    External {
+        /// The address.
+        ip: IpAddr,
+        /// DNS names clients resolved to it.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        dns_names: Vec<String>,
+    },
+    /// An address mapper-server could not attribute.
+    Unresolved {
+        /// The address.
+        ip: IpAddr,
+        /// Why (`node_ip`, `no_pod_at_time`, …).
+        reason: String,
+    },
+}
+
+impl Peer {
+    /// The namespace the peer belongs to, if any.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Peer::Workload { namespace, .. } | Peer::Service { namespace, .. } => Some(namespace),
+            Peer::ApiServer | Peer::External { .. } | Peer::Unresolved { .. } => None,
+        }
+    }
+
+    /// The peer's own name: workload or Service name, `kubernetes`, or the address.
+    pub fn name(&self) -> String {
+        match self {
+            Peer::Workload { name, .. } | Peer::Service { name, .. } => name.clone(),
+            Peer::ApiServer => mapper_intents::model::API_SERVER_NAME.to_owned(),
+            Peer::External { ip, .. } | Peer::Unresolved { ip, .. } => ip.to_string(),
+        }
+    }
+
+    /// Whether the peer is a workload or Service.
+    pub fn is_resolved(&self) -> bool {
+        !matches!(self, Peer::Unresolved { .. })
+    }
+}
+
+/// How `list` names a peer: `ledger in namespace team3`.
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Workload { name, namespace, .. } => write!(f, "{name} in namespace {namespace}"),
+            Peer::Service { name, namespace } => write!(f, "Service {name} in namespace {namespace}"),
+            Peer::ApiServer => f.write_str("the Kubernetes API server, kubernetes.default"),
+            Peer::External { ip, dns_names } if dns_names.is_empty() => write!(f, "{ip}, outside the cluster"),
+            Peer::External { ip, dns_names } => write!(f, "{} at {ip}, outside the cluster", dns_names.join(", ")),
+            Peer::Unresolved { ip, reason } => write!(f, "{ip}, unresolved: {reason}"),
+        }
+    }
+}
+
+/// A port seen on an edge, written `8080/TCP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SeenPort {
+    /// The port.
+    pub port: u16,
+    /// `TCP` or `UDP`.
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for SeenPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let protocol = match self.protocol {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        };
+        write!(f, "{}/{protocol}", self.port)
+    }
+}
+
+/// Ports as `8080/TCP, 53/UDP`.
+pub fn ports_text(ports: &[SeenPort]) -> String {
+    ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// One (client, server) pair the server has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedEdge {
+    /// The client.
+    pub client: Peer,
+    /// The server.
+    pub server: Peer,
+    /// Server ports seen, sorted.
+    pub ports: Vec<SeenPort>,
+    /// Connections (or datagrams) established.
+    pub established: u64,
+    /// Connection attempts that failed.
+    pub failed: u64,
+    /// First seen, Unix milliseconds.
+    pub first_seen_ms: i64,
+    /// Last seen, Unix milliseconds.
+    pub last_seen_ms: i64,
+    /// The client's node agent saw it.
+    pub seen_by_client: bool,
+    /// The server's node agent saw it.
+    pub seen_by_server: bool,
+}
+
+/// An edge from the server that does not fit the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mapper-server sent an invalid edge: edges[{index}].{field}: {problem}")]
+pub struct EdgeError {
+    /// Index in the answer.
+    pub index: usize,
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn ip(bytes: &[u8]) -> Result<IpAddr, String> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Ok(IpAddr::V4(Ipv4Addr::from(v4)));
+    }
+    if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+        let v6 = Ipv6Addr::from(v6);
+        return Ok(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
+    }
+    Err(format!("{} bytes is not an IPv4 or IPv6 address", bytes.len()))
+}
+
+fn peer(p: Option<&pb::Peer>) -> Result<Peer, String> {
+    use pb::peer::Peer as P;
+    match p.and_then(|p| p.peer.as_ref()) {
+        None => Err("missing".to_owned()),
+        Some(P::Workload(w)) => {
+            Ok(Peer::Workload { name: w.name.clone(), namespace: w.namespace.clone(), kind: w.kind.clone() })
+        }
+        Some(P::Service(s)) => Ok(Peer::Service { name: s.name.clone(), namespace: s.namespace.clone() }),
+        Some(P::ApiServer(_)) => Ok(Peer::ApiServer),
+        Some(P::External(e)) => {
+            let mut dns_names = e.dns_names.clone();
+            dns_names.sort();
+            dns_names.dedup();
+            Ok(Peer::External { ip: ip(&e.ip)?, dns_names })
+        }
+        Some(P::Unresolved(u)) => Ok(Peer::Unresolved { ip: ip(&u.ip)?, reason: u.reason.clone() }),
+    }
+}
+
+impl ObservedEdge {
+    /// Reads edge number `index` of a ListEdges answer.
+    pub fn from_pb(index: usize, edge: &pb::Edge) -> Result<Self, EdgeError> {
+        let bad = |field: &'static str| move |problem: String| EdgeError { index, field, problem };
+        let mut ports = Vec::with_capacity(edge.ports.len());
+        for p in &edge.ports {
+            let port = u16::try_from(p.port).map_err(|_| bad("ports")(format!("{} is not a port", p.port)))?;
+            let protocol = match pb::Protocol::try_from(p.protocol) {
+                Ok(pb::Protocol::Udp) => Protocol::Udp,
+                _ => Protocol::Tcp,
+            };
+            ports.push(SeenPort { port, protocol });
+        }
+        ports.sort();
+        ports.dedup();
+        Ok(Self {
+            client: peer(edge.client.as_ref()).map_err(bad("client"))?,
+            server: peer(edge.server.as_ref()).map_err(bad("server"))?,
+            ports,
+            established: edge.established,
+            failed: edge.failed,
+            first_seen_ms: edge.first_seen_ms,
+            last_seen_ms: edge.last_seen_ms,
+            seen_by_client: edge.seen_by_client,
+            seen_by_server: edge.seen_by_server,
+        })
+    }
+
+    /// The edge in mapper-intents' terms: `None` when the client is not a workload or the server
+    /// is unresolved (neither can be written as an intent).
+    pub fn to_intents_edge(&self) -> Option<mapper_intents::Edge> {
+        let Peer::Workload { name, namespace, kind } = &self.client else { return None };
+        let client = Workload {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            kind: (!kind.is_empty()).then(|| kind.clone()),
+        };
+        let server = match &self.server {
+            Peer::Workload { name, namespace, kind } => {
+                Target::workload(name, Some(namespace), (!kind.is_empty()).then_some(kind.as_str()))
+            }
+            Peer::Service { name, namespace } => Target::service(name, Some(namespace)),
+            Peer::ApiServer => Target::ApiServer,
+            Peer::External { ip, dns_names } => {
+                Target::Internet(Internet { domains: dns_names.clone(), ips: vec![ip.to_string()], ports: Vec::new() })
+            }
+            Peer::Unresolved { .. } => return None,
+        };
+        Some(mapper_intents::Edge {
+            client,
+            server,
+            ports: self.ports.iter().map(|p| Port { port: p.port, protocol: p.protocol }).collect(),
+            established: self.established,
+            failed: self.failed,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+        })
+    }
+
+    /// Whether a peer of this edge is named in `--exclude-services`.
+    fn touches(&self, excluded: &[String]) -> bool {
+        let named = |p: &Peer| match p {
+            Peer::Workload { name, namespace, .. } | Peer::Service { name, namespace } => {
+                excluded.iter().any(|e| e == name || *e == format!("{name}.{namespace}"))
+            }
+            Peer::ApiServer => excluded.iter().any(|e| e == "kubernetes" || e == "kubernetes.default"),
+            Peer::External { .. } | Peer::Unresolved { .. } => false,
+        };
+        named(&self.client) || named(&self.server)
+    }
+}
+
+/// `--server NAME.NAMESPACE`.
+fn parse_server(s: &str) -> Result<String, String> {
+    match s.split_once('.') {
+        Some((name, ns)) if !name.is_empty() && !ns.is_empty() && !ns.contains('.') => Ok(s.to_owned()),
+        _ => Err("expected NAME.NAMESPACE, e.g. ledger.team3".to_owned()),
+    }
+}
+
+/// `--exclude-labels KEY=VALUE`.
+fn parse_label(s: &str) -> Result<pb::LabelPair, String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok(pb::LabelPair { key: key.to_owned(), value: value.to_owned() }),
+        _ => Err("expected KEY=VALUE, e.g. app=debug".to_owned()),
+    }
+}
+
+/// Which edges to ask for (shared by `export`, `list` and `visualize`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct QueryArgs {
+    /// Only clients in these namespaces (repeatable, or comma-separated).
+    #[arg(
+        short = 'n',
+        long = "namespaces",
+        visible_alias = "namespace",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    pub namespaces: Vec<String>,
+    /// Only clients of this server.
+    #[arg(long, conflicts_with = "namespaces", value_parser = parse_server, value_name = "NAME.NAMESPACE")]
+    pub server: Option<String>,
+    /// Only traffic seen within this long before now (humantime: 30m, 2h, 7d).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// Leave out these workloads, as clients and as servers: NAME (any namespace) or
+    /// NAME.NAMESPACE (repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NAME[.NAMESPACE]")]
+    pub exclude_services: Vec<String>,
+    /// Leave out traffic from or to workloads whose pods carry this label (repeatable, or
+    /// comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub exclude_labels: Vec<pb::LabelPair>,
+}
+
+/// Why the edges could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The server could not be asked.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The server's answer does not fit the protocol.
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
+}
+
+impl QueryArgs {
+    /// The request for these flags at `now`.
+    pub fn request(&self, now: SystemTime, include_unresolved: bool) -> pb::ListEdgesRequest {
+        let since_ms = self.since.map_or(0, |since| {
+            let start = now.checked_sub(since).unwrap_or(UNIX_EPOCH);
+            let ms = start.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+            i64::try_from(ms).unwrap_or(i64::MAX).max(1)
+        });
+        pb::ListEdgesRequest {
+            client_namespaces: self.namespaces.clone(),
+            server: self.server.clone().unwrap_or_default(),
+            since_ms,
+            exclude_labels: self.exclude_labels.clone(),
+            include_unresolved,
+        }
+    }
+
+    /// Fetches the edges, leaving out `--exclude-services`. Warns on stderr when the server
+    /// has not synced the cluster state yet (the map may then lack recent workloads).
+    pub async fn fetch(&self, mapper: &mut Mapper, include_unresolved: bool) -> Result<Vec<ObservedEdge>, FetchError> {
+        let health = mapper.health().await?;
+        if !health.ready {
+            eprintln!(
+                "warning: mapper-server at {} has not synced the cluster state yet; the map may be incomplete",
+                mapper.address()
+            );
+        }
+        let edges = mapper.list_edges(self.request(SystemTime::now(), include_unresolved)).await?;
+        let mut out = Vec::with_capacity(edges.len());
+        for (index, edge) in edges.iter().enumerate() {
+            let edge = ObservedEdge::from_pb(index, edge)?;
+            if !edge.touches(&self.exclude_services) {
+                out.push(edge);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

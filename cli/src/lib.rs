@@ -1,0 +1,30 @@
+//! `mapper-cli`: the `mapper` command, which reads the map that mapper-server keeps and turns it
+//! into what people apply or look at.
+//!
+//! - [`cli`]: the command line (clap), the dispatch to one module per subcommand, and the
+//!   [`Error`] every subcommand's error folds into, with its exit status.
+//! - [`connect`]: reaching mapper-server — directly (`--mapper-url`) or through a port-forward
+//!   set up by [`portforward`] — with the bearer token, and the one-line errors for a server
+//!   that cannot be reached or refuses the token.
+//! - [`edges`]: the server's edges as plain values, and their conversion into
+//!   [`mapper_intents::Edge`].
+//! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`completions`]: the
+//!   subcommands.
+//! - [`output`]: stdout and `-o FILE`, quiet on a closed pipe.
+//!
+//! `main.rs` only parses the arguments, runs [`run`] and turns an [`Error`] into one line on
+//! stderr and an exit status.
+
+pub mod cli;
+pub mod completions;
+pub mod connect;
+pub mod edges;
+pub mod export;
+pub mod list;
+pub mod output;
+pub mod policy;
+pub mod portforward;
+pub mod reset;
+pub mod visualize;
+
+pub use cli::{Cli, Command, Error, exit, run};

@@ -1,0 +1,221 @@
+//! `mapper list`: per client, the servers it calls and the ports seen — as text in the Otterize
+//! CLI's layout (`X in namespace N calls:` / `  - S in namespace M`), or as JSON.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::cli::Error;
+use crate::connect::{ConnectOpts, Mapper};
+use crate::edges::{ObservedEdge, Peer, QueryArgs, SeenPort, ports_text};
+use crate::output;
+
+/// Text or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One block per client.
+    Text,
+    /// An array of `{client, calls}`.
+    Json,
+}
+
+/// `mapper list`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  mapper list -n team1\n",
+    "  mapper list --server ledger.team3 --format json | jq '.[].client.name'\n\n",
+    crate::exit_status_help!()
+))]
+pub struct ListArgs {
+    /// Which edges.
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Also show traffic with an end mapper-server could not attribute (node addresses,
+    /// addresses of pods it never saw).
+    #[arg(long)]
+    pub include_unresolved: bool,
+}
+
+/// One server a client calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Call {
+    /// The server.
+    pub server: Peer,
+    /// Ports seen, sorted.
+    pub ports: Vec<SeenPort>,
+    /// Connections established.
+    pub established: u64,
+    /// Connection attempts that failed.
+    pub failed: u64,
+    /// First seen (RFC 3339).
+    pub first_seen: String,
+    /// Last seen (RFC 3339).
+    pub last_seen: String,
+    /// Seen by the client's node agent.
+    pub seen_by_client: bool,
+    /// Seen by the server's node agent.
+    pub seen_by_server: bool,
+}
+
+/// A client and what it calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientCalls {
+    /// The client.
+    pub client: Peer,
+    /// Its calls, sorted by server.
+    pub calls: Vec<Call>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// Groups edges by client; clients and calls sorted by name, then namespace.
+pub fn group(edges: &[ObservedEdge]) -> Vec<ClientCalls> {
+    let mut by_client: BTreeMap<&Peer, Vec<Call>> = BTreeMap::new();
+    for edge in edges {
+        by_client.entry(&edge.client).or_default().push(Call {
+            server: edge.server.clone(),
+            ports: edge.ports.clone(),
+            established: edge.established,
+            failed: edge.failed,
+            first_seen: rfc3339(edge.first_seen_ms),
+            last_seen: rfc3339(edge.last_seen_ms),
+            seen_by_client: edge.seen_by_client,
+            seen_by_server: edge.seen_by_server,
+        });
+    }
+    by_client
+        .into_iter()
+        .map(|(client, mut calls)| {
+            calls.sort_by(|a, b| (&a.server, &a.ports).cmp(&(&b.server, &b.ports)));
+            ClientCalls { client: client.clone(), calls }
+        })
+        .collect()
+}
+
+/// The text layout.
+pub fn render_text(clients: &[ClientCalls]) -> String {
+    let mut out = String::new();
+    for client in clients {
+        out.push_str(&format!("{} calls:\n", client.client));
+        for call in &client.calls {
+            let mut notes = Vec::new();
+            if !call.ports.is_empty() {
+                notes.push(ports_text(&call.ports));
+            }
+            if call.established == 0 && call.failed > 0 {
+                notes.push(format!("all {} attempts failed", call.failed));
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+            out.push_str(&format!("  - {}{notes}\n", call.server));
+        }
+    }
+    out
+}
+
+/// The JSON layout: pretty-printed, ending in a newline.
+pub fn render_json(clients: &[ClientCalls]) -> String {
+    // Plain strings, numbers and enums with string tags: serialization cannot fail.
+    let mut text = serde_json::to_string_pretty(clients).unwrap_or_else(|_| "[]".to_owned());
+    text.push('\n');
+    text
+}
+
+/// Keeps edges whose ends are both attributed unless `include_unresolved`.
+pub fn keep(edges: Vec<ObservedEdge>, include_unresolved: bool) -> Vec<ObservedEdge> {
+    if include_unresolved {
+        return edges;
+    }
+    edges.into_iter().filter(|e| matches!(e.client, Peer::Workload { .. }) && e.server.is_resolved()).collect()
+}
+
+/// Runs `mapper list`.
+pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
+    let mut mapper = Mapper::connect(connect).await?;
+    let edges = args.query.fetch(&mut mapper, true).await?;
+    let clients = group(&keep(edges, args.include_unresolved));
+    let text = match args.format {
+        Format::Text => {
+            if clients.is_empty() {
+                eprintln!("No connections found.");
+            }
+            render_text(&clients)
+        }
+        Format::Json => render_json(&clients),
+    };
+    output::stdout(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mapper_intents::Protocol;
+
+    use super::*;
+
+    fn workload(name: &str, namespace: &str, kind: &str) -> Peer {
+        Peer::Workload { name: name.to_owned(), namespace: namespace.to_owned(), kind: kind.to_owned() }
+    }
+
+    fn edge(client: Peer, server: Peer, ports: &[u16], established: u64, failed: u64) -> ObservedEdge {
+        ObservedEdge {
+            client,
+            server,
+            ports: ports.iter().map(|&port| SeenPort { port, protocol: Protocol::Tcp }).collect(),
+            established,
+            failed,
+            first_seen_ms: 1_800_000_000_000,
+            last_seen_ms: 1_800_000_060_000,
+            seen_by_client: true,
+            seen_by_server: false,
+        }
+    }
+
+    #[test]
+    fn text_has_one_block_per_client_with_ports_and_failures() {
+        let api = workload("api", "team1", "Deployment");
+        let edges = vec![
+            edge(api.clone(), workload("ledger", "team3", "Deployment"), &[8080, 8443], 5, 0),
+            edge(api.clone(), Peer::Service { name: "legacy-db".into(), namespace: "team1".into() }, &[5432], 0, 3),
+            edge(workload("report", "team1", "CronJob"), api, &[8080], 1, 0),
+        ];
+        assert_eq!(
+            render_text(&group(&edges)),
+            "api in namespace team1 calls:\n\
+             \x20 - ledger in namespace team3 (8080/TCP, 8443/TCP)\n\
+             \x20 - Service legacy-db in namespace team1 (5432/TCP; all 3 attempts failed)\n\
+             report in namespace team1 calls:\n\
+             \x20 - api in namespace team1 (8080/TCP)\n"
+        );
+    }
+
+    #[test]
+    fn unresolved_ends_are_kept_only_on_request() {
+        let ip = "10.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let edges = vec![
+            edge(workload("a", "n", "Pod"), Peer::Unresolved { ip, reason: "node_ip".into() }, &[22], 1, 0),
+            edge(Peer::Unresolved { ip, reason: "node_ip".into() }, workload("a", "n", "Pod"), &[80], 1, 0),
+        ];
+        assert!(keep(edges.clone(), false).is_empty());
+        assert_eq!(keep(edges, true).len(), 2);
+    }
+
+    #[test]
+    fn json_carries_peers_ports_and_times() {
+        let edges = vec![edge(workload("a", "n", "Deployment"), Peer::ApiServer, &[443], 2, 0)];
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&group(&edges))).unwrap_or_else(|e| panic!("not JSON: {e}"));
+        assert_eq!(json[0]["client"]["type"], "workload");
+        assert_eq!(json[0]["calls"][0]["server"]["type"], "api_server");
+        assert_eq!(json[0]["calls"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(json[0]["calls"][0]["first_seen"], "2027-01-15T08:00:00.000Z");
+    }
+}

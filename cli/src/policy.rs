@@ -1,0 +1,231 @@
+//! `mapper policy`: reads ClientIntents (files, directories, `-` for stdin; any version) and
+//! prints the NetworkPolicies the intents operator would build from them, followed by the pod
+//! labels those policies select on as a YAML comment (so the output still applies as is).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use mapper_intents::{ClientIntentsDoc, ParseError, PodLabel, PolicyLayout, PolicyOptions, Workload};
+
+use crate::cli::Error;
+use crate::output;
+
+/// Which operator generation's policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// `access-to-<server>-from-<namespace>`, one per server and client namespace, namespaces
+    /// selected by `intents.otterize.com/namespace-name`.
+    Legacy,
+    /// `<server>-access`, one per server, namespaces selected by `kubernetes.io/metadata.name`
+    /// (newer operator releases).
+    Current,
+}
+
+/// `mapper policy`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  mapper policy -f intents.yaml\n",
+    "  mapper export | mapper policy -f - --layout current\n",
+    "  helm template charts/shop | mapper policy -f -\n\n",
+    crate::exit_status_help!()
+))]
+pub struct PolicyArgs {
+    /// ClientIntents to read: files, directories (their .yaml, .yml and .json files) or - for
+    /// stdin. Other kinds of objects in them are skipped.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1.., value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Also read the directories' subdirectories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Policy layout.
+    #[arg(long, value_enum, default_value = "legacy")]
+    pub layout: Layout,
+    /// Namespace of ClientIntents that name none (kubectl apply would use the context's).
+    #[arg(long, default_value = "default", value_name = "NAMESPACE")]
+    pub default_namespace: String,
+}
+
+/// Why the input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A file or directory could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A file is not valid ClientIntents (the message names file, document and field).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> PolicyError + '_ {
+    move |error| PolicyError::Read { path: path.to_owned(), error }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+/// The files a path stands for, directories expanded in name order.
+fn expand(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
+    if path.as_os_str() == "-" || !path.is_dir() {
+        out.push(path.to_owned());
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_error(path))? {
+        entries.push(entry.map_err(read_error(path))?.path());
+    }
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            if recursive {
+                expand(&entry, recursive, out)?;
+            }
+        } else if is_manifest(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// Reads every ClientIntents document in `paths`, in order.
+pub fn read_documents(paths: &[PathBuf], recursive: bool) -> Result<Vec<ClientIntentsDoc>, PolicyError> {
+    let mut files = Vec::new();
+    for path in paths {
+        expand(path, recursive, &mut files)?;
+    }
+    let mut docs = Vec::new();
+    for file in &files {
+        let (text, name) = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(read_error(file))?;
+            (text, "<stdin>".to_owned())
+        } else {
+            (std::fs::read_to_string(file).map_err(read_error(file))?, file.display().to_string())
+        };
+        docs.extend(mapper_intents::parse_documents(&text, &name)?);
+    }
+    Ok(docs)
+}
+
+fn describe(workload: &Workload, with_kind: bool) -> String {
+    match workload.kind.as_ref().filter(|_| with_kind) {
+        Some(kind) => format!("{} in namespace {} ({kind})", workload.name, workload.namespace),
+        None => format!("{} in namespace {}", workload.name, workload.namespace),
+    }
+}
+
+/// The labels as a YAML comment block: per workload, the labels its pods must carry. Kinds are
+/// shown `with_kind` (the current layout's identities have them; the legacy layout's do not).
+pub fn labels_comment(labels: &[PodLabel], with_kind: bool) -> String {
+    let mut by_workload: BTreeMap<&Workload, Vec<&PodLabel>> = BTreeMap::new();
+    for label in labels {
+        by_workload.entry(&label.workload).or_default().push(label);
+    }
+    let mut out = String::from("# Pod labels these policies select on (the intents operator's webhook sets them):\n");
+    for (workload, labels) in by_workload {
+        out.push_str(&format!("#   {}:\n", describe(workload, with_kind)));
+        for label in labels {
+            let value = if mapper_intents::yaml::needs_quotes(&label.value, false) {
+                format!("\"{}\"", label.value)
+            } else {
+                label.value.clone()
+            };
+            out.push_str(&format!("#     {}: {value}\n", label.key));
+        }
+    }
+    out
+}
+
+/// The policies and labels for `docs`, as printed.
+pub fn render(docs: &[ClientIntentsDoc], args: &PolicyArgs) -> String {
+    let opts = PolicyOptions {
+        layout: match args.layout {
+            Layout::Legacy => PolicyLayout::Legacy,
+            Layout::Current => PolicyLayout::Current,
+        },
+        default_namespace: args.default_namespace.clone(),
+    };
+    let set = mapper_intents::network_policies(docs, &opts);
+    if set.policies.is_empty() {
+        return String::new();
+    }
+    let mut out = mapper_intents::render_policies_yaml(&set.policies);
+    out.push_str(&labels_comment(&set.pod_labels, opts.layout == PolicyLayout::Current));
+    out
+}
+
+/// Runs `mapper policy`.
+pub fn run(args: &PolicyArgs) -> Result<(), Error> {
+    let docs = read_documents(&args.files, args.recursive)?;
+    let text = render(&docs, args);
+    if docs.is_empty() {
+        eprintln!("No ClientIntents found in the input.");
+    } else if text.is_empty() {
+        eprintln!("No NetworkPolicies: none of the intents targets a workload or Service in the cluster.");
+    }
+    output::stdout(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mapper_intents::policy::LabelRole;
+
+    use super::*;
+
+    #[test]
+    fn directories_expand_to_their_manifests_in_order() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for name in ["b.yaml", "a.yml", "c.json", "notes.txt", "sub/d.yaml"] {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+            }
+            std::fs::write(&path, "").unwrap_or_else(|e| panic!("write: {e}"));
+        }
+        let names = |recursive| {
+            let mut out = Vec::new();
+            expand(dir.path(), recursive, &mut out).unwrap_or_else(|e| panic!("expand: {e}"));
+            out.iter().map(|p| p.strip_prefix(dir.path()).unwrap_or(p).display().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(false), ["a.yml", "b.yaml", "c.json"]);
+        assert_eq!(names(true), ["a.yml", "b.yaml", "c.json", "sub/d.yaml"]);
+    }
+
+    #[test]
+    fn labels_are_grouped_by_workload_and_quoted_when_yaml_needs_it() {
+        let server = Workload::without_kind("ledger", "team3");
+        let client = Workload::new("api", "team1", "Deployment");
+        let labels = vec![
+            PodLabel {
+                workload: server,
+                role: LabelRole::Server,
+                key: "intents.otterize.com/server".into(),
+                value: "ledger-team3-40d1db".into(),
+            },
+            PodLabel {
+                workload: client,
+                role: LabelRole::Client,
+                key: "intents.otterize.com/access-ledger-team3-40d1db".into(),
+                value: "true".into(),
+            },
+        ];
+        assert_eq!(
+            labels_comment(&labels, true),
+            "# Pod labels these policies select on (the intents operator's webhook sets them):\n\
+             #   api in namespace team1 (Deployment):\n\
+             #     intents.otterize.com/access-ledger-team3-40d1db: \"true\"\n\
+             #   ledger in namespace team3:\n\
+             #     intents.otterize.com/server: ledger-team3-40d1db\n"
+        );
+    }
+}

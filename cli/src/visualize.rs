@@ -1,0 +1,245 @@
+//! `mapper visualize`: the map as a graph — Graphviz DOT, Mermaid, SVG or PNG. Clients and
+//! servers are grouped by namespace (addresses outside the cluster and unresolved ones in their
+//! own groups); edges are labelled with the ports seen, and edges on which every attempt failed
+//! are dashed.
+//!
+//! DOT and Mermaid are text ([`dot`], [`mermaid`]). SVG is laid out and drawn with the pure-Rust
+//! `layout-rs` ([`draw`]), and PNG rasterised from it with `resvg` ([`png`]), so no system
+//! graphviz is needed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::Error;
+use crate::connect::{ConnectOpts, Mapper};
+use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text};
+use crate::list::keep;
+use crate::output;
+
+pub mod dot;
+pub mod draw;
+pub mod mermaid;
+pub mod png;
+
+/// What to draw the map as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Graphviz DOT (render with `dot -Tsvg`).
+    Dot,
+    /// A Mermaid flowchart (renders in GitHub and GitLab Markdown).
+    Mermaid,
+    /// SVG, laid out without graphviz.
+    Svg,
+    /// PNG, laid out without graphviz.
+    Png,
+}
+
+impl Format {
+    /// The format a file name's extension asks for.
+    fn from_extension(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "dot" | "gv" => Some(Format::Dot),
+            "mmd" | "mermaid" => Some(Format::Mermaid),
+            "svg" => Some(Format::Svg),
+            "png" => Some(Format::Png),
+            _ => None,
+        }
+    }
+}
+
+/// `mapper visualize`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = concat!(
+    "Examples:\n",
+    "  mapper visualize -o map.svg            # the format follows the extension\n",
+    "  mapper visualize -n team1 --format mermaid\n",
+    "  mapper visualize --format dot | dot -Tpdf -o map.pdf\n\n",
+    crate::exit_status_help!()
+))]
+pub struct VisualizeArgs {
+    /// Which edges.
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// Output format [default: from the -o extension (.dot, .mmd, .svg, .png), else dot].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write to this file instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also draw traffic with an end mapper-server could not attribute.
+    #[arg(long)]
+    pub include_unresolved: bool,
+}
+
+/// Why the map could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum VisualizeError {
+    /// PNG bytes would go to a terminal.
+    #[error("refusing to write PNG to a terminal: pass -o FILE, or redirect stdout")]
+    BinaryToTerminal,
+    /// Laying out failed.
+    #[error(transparent)]
+    Layout(#[from] draw::LayoutError),
+    /// Rasterising failed.
+    #[error(transparent)]
+    Png(#[from] png::PngError),
+}
+
+impl VisualizeError {
+    /// Whether the command line is at fault: exit status 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, VisualizeError::BinaryToTerminal)
+    }
+}
+
+/// A box the graph groups nodes in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    /// A Kubernetes namespace.
+    Namespace(String),
+    /// Addresses outside the cluster.
+    Outside,
+    /// Addresses mapper-server could not attribute.
+    Unresolved,
+}
+
+impl Group {
+    /// The group's caption.
+    pub fn title(&self) -> String {
+        match self {
+            Group::Namespace(ns) => format!("namespace {ns}"),
+            Group::Outside => "outside the cluster".to_owned(),
+            Group::Unresolved => "unresolved addresses".to_owned(),
+        }
+    }
+}
+
+/// One node: a peer, the group it is drawn in, and its label lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The peer.
+    pub peer: Peer,
+    /// Its group; the API server is in none.
+    pub group: Option<Group>,
+    /// Label lines: the name first, then what it is.
+    pub lines: Vec<String>,
+}
+
+/// One edge between nodes (indexes into [`Graph::nodes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The client's node.
+    pub from: usize,
+    /// The server's node.
+    pub to: usize,
+    /// `8080/TCP, 8443/TCP`.
+    pub label: String,
+    /// Every attempt failed.
+    pub failed_only: bool,
+}
+
+/// The map as nodes and links, in a fixed order (groups, then names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Graph {
+    /// Nodes, sorted by group then peer.
+    pub nodes: Vec<Node>,
+    /// Links, sorted by (from, to).
+    pub links: Vec<Link>,
+}
+
+fn group_of(peer: &Peer) -> Option<Group> {
+    match peer {
+        Peer::Workload { namespace, .. } | Peer::Service { namespace, .. } => Some(Group::Namespace(namespace.clone())),
+        Peer::ApiServer => None,
+        Peer::External { .. } => Some(Group::Outside),
+        Peer::Unresolved { .. } => Some(Group::Unresolved),
+    }
+}
+
+fn lines_of(peer: &Peer) -> Vec<String> {
+    match peer {
+        Peer::Workload { name, kind, .. } => {
+            vec![name.clone(), if kind.is_empty() { "workload".to_owned() } else { kind.clone() }]
+        }
+        Peer::Service { name, .. } => vec![name.clone(), "Service (no pods)".to_owned()],
+        Peer::ApiServer => vec!["Kubernetes API server".to_owned(), "kubernetes.default".to_owned()],
+        Peer::External { ip, dns_names } if dns_names.is_empty() => vec![ip.to_string()],
+        Peer::External { ip, dns_names } => vec![dns_names.join(", "), ip.to_string()],
+        Peer::Unresolved { ip, reason } => vec![ip.to_string(), reason.clone()],
+    }
+}
+
+impl Graph {
+    /// The graph of `edges`.
+    pub fn new(edges: &[ObservedEdge]) -> Self {
+        let peers: BTreeSet<(Option<Group>, &Peer)> =
+            edges.iter().flat_map(|e| [&e.client, &e.server]).map(|p| (group_of(p), p)).collect();
+        let nodes: Vec<Node> =
+            peers.into_iter().map(|(group, peer)| Node { peer: peer.clone(), group, lines: lines_of(peer) }).collect();
+        let index: BTreeMap<&Peer, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.peer, i)).collect();
+        let mut links: Vec<Link> = edges
+            .iter()
+            .filter_map(|e| {
+                let failed_only = e.established == 0 && e.failed > 0;
+                let mut label = ports_text(&e.ports);
+                if failed_only {
+                    label = if label.is_empty() { "failed".to_owned() } else { format!("{label} (failed)") };
+                }
+                Some(Link { from: *index.get(&e.client)?, to: *index.get(&e.server)?, label, failed_only })
+            })
+            .collect();
+        links.sort_by(|a, b| (a.from, a.to, &a.label).cmp(&(b.from, b.to, &b.label)));
+        Self { nodes, links }
+    }
+
+    /// The groups in order, each with its nodes' indexes; then the nodes in no group.
+    pub fn groups(&self) -> (Vec<(&Group, Vec<usize>)>, Vec<usize>) {
+        let mut groups: Vec<(&Group, Vec<usize>)> = Vec::new();
+        let mut loose = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            match &node.group {
+                Some(group) => match groups.last_mut() {
+                    Some((last, members)) if *last == group => members.push(i),
+                    _ => groups.push((group, vec![i])),
+                },
+                None => loose.push(i),
+            }
+        }
+        (groups, loose)
+    }
+}
+
+/// The map drawn in `format`.
+pub fn render(graph: &Graph, format: Format) -> Result<Vec<u8>, VisualizeError> {
+    match format {
+        Format::Dot => Ok(dot::render(graph).into_bytes()),
+        Format::Mermaid => Ok(mermaid::render(graph).into_bytes()),
+        Format::Svg => Ok(draw::svg(graph)?.into_bytes()),
+        Format::Png => Ok(png::png(&draw::svg(graph)?)?),
+    }
+}
+
+/// Runs `mapper visualize`.
+pub async fn run(connect: &ConnectOpts, args: &VisualizeArgs) -> Result<(), Error> {
+    let format = args.format.or_else(|| args.output.as_deref().and_then(Format::from_extension)).unwrap_or(Format::Dot);
+    if format == Format::Png && args.output.is_none() && std::io::stdout().is_terminal() {
+        return Err(VisualizeError::BinaryToTerminal.into());
+    }
+    let mut mapper = Mapper::connect(connect).await?;
+    let edges = keep(args.query.fetch(&mut mapper, true).await?, args.include_unresolved);
+    if edges.is_empty() {
+        eprintln!("No connections found.");
+    }
+    let bytes = render(&Graph::new(&edges), format)?;
+    output::to(args.output.as_deref(), &bytes)?;
+    if let Some(path) = &args.output {
+        eprintln!("Wrote the map to {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,753 @@
+//! mapper-server's costs on this machine, measured in one run and printed as one
+//! JSON object on stdout (progress goes to stderr):
+//!
+//! 1. `ingest`: flows per second over real gRPC on loopback — an in-process
+//!    server (`BoundServer`, store in a temporary directory, a generated
+//!    inventory loaded with `watch_inventory`) fed by N concurrent agent streams
+//!    (one tokio task and one connection each, its own node/boot id, sending its
+//!    batches in sequence with `mapper_agent::report::send` and waiting for each
+//!    acknowledgement); with 1 stream and with 200. Client and server share this
+//!    machine's cores, so the figures are a lower bound for the server alone.
+//! 2. `resolution`: `Snapshot::resolve_local` + `Snapshot::resolve_remote` per
+//!    synthetic flow against the same snapshot (ns per flow).
+//! 3. `memory`: RSS before and after applying distinct edges to an `EdgeStore`
+//!    (batches of 1000), and the size of the redb file. Measured first, while
+//!    the process is still small, so freed memory of the other parts does not
+//!    hide the growth.
+//!
+//! Nothing here asserts on time. Sizes can be changed through environment
+//! variables (see `Params::from_env`); `BENCH_DIR` picks where the temporary
+//! stores live (the default temporary directory otherwise): each batch is an
+//! fsync, so the file system matters and is reported.
+//!
+//! Run: `cargo bench -p mapper-server --bench ingest` (or `scripts/bench-server.sh`).
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use mapper_agent::report::{Batch, SendOutcome, send};
+use mapper_cluster::{ClusterHandle, Evidence, Peer, ResolveOptions, Snapshot, Workload, watch_inventory};
+use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
+use mapper_server::{
+    server::{BoundServer, ServerConfig},
+    store::{EdgeKey, EdgeStore, Observation, Proto, Side},
+};
+use serde_json::{Value, json};
+
+/// What the run measures, with the defaults of the brief; each can be overridden
+/// by the environment variable named beside it.
+#[derive(Debug, Clone)]
+struct Params {
+    /// Deployments in the generated inventory (`BENCH_DEPLOYMENTS`).
+    deployments: usize,
+    /// Pods per Deployment (`BENCH_PODS_PER_DEPLOYMENT`).
+    pods_per_deployment: usize,
+    /// Concurrent agent streams of the main ingest run (`BENCH_STREAMS`).
+    streams: usize,
+    /// Batches each stream sends in the main run (`BENCH_BATCHES`).
+    batches: usize,
+    /// Batches the single stream sends (`BENCH_SINGLE_BATCHES`).
+    single_batches: usize,
+    /// Flows per batch (`BENCH_FLOWS_PER_BATCH`).
+    flows_per_batch: usize,
+    /// Synthetic flows resolved (`BENCH_RESOLVE_FLOWS`).
+    resolve_flows: usize,
+    /// Distinct edges applied to the store (`BENCH_EDGES`, a multiple of 1000).
+    edges: usize,
+}
+
+impl Params {
+    fn from_env() -> Self {
+        let get = |name: &str, default: usize| -> usize {
+            match std::env::var(name) {
+                Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+                Err(_) => default,
+            }
+        };
+        Self {
+            deployments: get("BENCH_DEPLOYMENTS", 50),
+            pods_per_deployment: get("BENCH_PODS_PER_DEPLOYMENT", 20),
+            streams: get("BENCH_STREAMS", 200),
+            batches: get("BENCH_BATCHES", 20),
+            single_batches: get("BENCH_SINGLE_BATCHES", 500),
+            flows_per_batch: get("BENCH_FLOWS_PER_BATCH", 250),
+            resolve_flows: get("BENCH_RESOLVE_FLOWS", 1_000_000),
+            edges: get("BENCH_EDGES", 100_000).div_ceil(EDGES_PER_BATCH) * EDGES_PER_BATCH,
+        }
+    }
+}
+
+const EDGES_PER_BATCH: usize = 1000;
+const NAMESPACES: usize = 5;
+/// Nodes the pods are spread over (one agent per node in the ingest runs).
+const NODES: usize = 200;
+const POD_PORT: u16 = 8080;
+const SERVICE_PORT: u16 = 80;
+const SEND_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench ingest] {msg}");
+}
+
+/// A small deterministic generator (splitmix64): the same flows on every run.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability `percent`/100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The generated cluster.
+
+#[derive(Debug, Clone)]
+struct Pod {
+    uid: String,
+    ip: Ipv4Addr,
+    node: usize,
+}
+
+/// The generated inventory: what the flows are made of.
+#[derive(Debug)]
+struct Cluster {
+    deployments: usize,
+    pods_per_deployment: usize,
+    pods: Vec<Pod>,
+}
+
+fn uid(kind: u32, deployment: usize, index: usize) -> String {
+    format!("{kind:08x}-0000-4000-8000-{deployment:04x}{index:08x}")
+}
+
+fn namespace(d: usize) -> String {
+    format!("team{}", d % NAMESPACES)
+}
+
+fn deployment_name(d: usize) -> String {
+    format!("svc-{d:03}")
+}
+
+fn pod_ip(d: usize, p: usize) -> Ipv4Addr {
+    // 10.244.<d>.<p>, skipping .0 and .1 of each /24 (up to 254 pods per Deployment).
+    let n = d * 256 + p + 2;
+    Ipv4Addr::new(10, 244 + (n >> 16) as u8, (n >> 8) as u8, n as u8)
+}
+
+fn cluster_ip(d: usize) -> Ipv4Addr {
+    let n = d + 10;
+    Ipv4Addr::new(10, 96, (n >> 8) as u8, n as u8)
+}
+
+fn node_ip(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, (n >> 8) as u8, n as u8)
+}
+
+impl Cluster {
+    fn new(deployments: usize, pods_per_deployment: usize) -> Self {
+        assert!(pods_per_deployment <= 254 && deployments <= 1000, "the address plan holds 1000 × 254 pods");
+        let mut pods = Vec::with_capacity(deployments * pods_per_deployment);
+        for d in 0..deployments {
+            for p in 0..pods_per_deployment {
+                let g = d * pods_per_deployment + p;
+                pods.push(Pod { uid: uid(3, d, p), ip: pod_ip(d, p), node: g % NODES });
+            }
+        }
+        Self { deployments, pods_per_deployment, pods }
+    }
+
+    fn pod(&self, d: usize, p: usize) -> &Pod {
+        &self.pods[d * self.pods_per_deployment + p]
+    }
+
+    fn random_pod(&self, rng: &mut Rng) -> &Pod {
+        &self.pods[rng.below(self.pods.len())]
+    }
+
+    /// The inventory as `kubectl get -o yaml` would print it (the format of
+    /// tests/fixtures/seed.yaml): Namespaces, and per Deployment its
+    /// ReplicaSet, Pods, Service and EndpointSlice.
+    fn yaml(&self) -> String {
+        let mut y = String::from("apiVersion: v1\nkind: List\nitems:\n");
+        for ns in 0..NAMESPACES.min(self.deployments) {
+            let _ = write!(y, "- apiVersion: v1\n  kind: Namespace\n  metadata: {{name: {}}}\n", namespace(ns));
+        }
+        for d in 0..self.deployments {
+            let (name, ns) = (deployment_name(d), namespace(d));
+            let (dep_uid, rs_uid, svc_uid) = (uid(1, d, 0), uid(2, d, 0), uid(4, d, 0));
+            let hash = format!("7c9d{d:04}f");
+            let rs = format!("{name}-{hash}");
+            let _ = write!(
+                y,
+                "- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {{name: {name}, namespace: {ns}, uid: {dep_uid}}}
+  spec:
+    selector: {{matchLabels: {{app: {name}}}}}
+    template:
+      metadata: {{labels: {{app: {name}}}}}
+      spec: {{containers: [{{name: app, image: bench}}]}}
+- apiVersion: apps/v1
+  kind: ReplicaSet
+  metadata:
+    name: {rs}
+    namespace: {ns}
+    uid: {rs_uid}
+    ownerReferences:
+    - {{apiVersion: apps/v1, kind: Deployment, name: {name}, uid: {dep_uid}, controller: true}}
+  spec:
+    selector: {{matchLabels: {{app: {name}}}}}
+"
+            );
+            for p in 0..self.pods_per_deployment {
+                let pod = self.pod(d, p);
+                let _ = write!(
+                    y,
+                    "- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: {rs}-p{p:04}
+    namespace: {ns}
+    uid: {uid}
+    creationTimestamp: \"2020-01-01T00:00:00Z\"
+    labels: {{app: {name}, pod-template-hash: {hash}}}
+    ownerReferences:
+    - {{apiVersion: apps/v1, kind: ReplicaSet, name: {rs}, uid: {rs_uid}, controller: true}}
+  spec: {{containers: [{{name: app, image: bench}}], nodeName: node-{node}}}
+  status:
+    phase: Running
+    podIP: {ip}
+    podIPs: [{{ip: {ip}}}]
+    hostIP: {host}
+    startTime: \"2020-01-01T00:00:00Z\"
+",
+                    uid = pod.uid,
+                    node = pod.node,
+                    ip = pod.ip,
+                    host = node_ip(pod.node),
+                );
+            }
+            let cip = cluster_ip(d);
+            let _ = write!(
+                y,
+                "- apiVersion: v1
+  kind: Service
+  metadata: {{name: {name}, namespace: {ns}, uid: {svc_uid}}}
+  spec:
+    clusterIP: {cip}
+    clusterIPs: [{cip}]
+    selector: {{app: {name}}}
+    ports: [{{port: {SERVICE_PORT}, targetPort: {POD_PORT}, protocol: TCP}}]
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: {name}-ep
+    namespace: {ns}
+    labels: {{kubernetes.io/service-name: {name}}}
+  addressType: IPv4
+  endpoints:
+"
+            );
+            for p in 0..self.pods_per_deployment {
+                let pod = self.pod(d, p);
+                let _ = write!(
+                    y,
+                    "  - addresses: [{ip}]
+    conditions: {{ready: true}}
+    targetRef: {{kind: Pod, name: {rs}-p{p:04}, namespace: {ns}, uid: {uid}}}
+",
+                    ip = pod.ip,
+                    uid = pod.uid,
+                );
+            }
+            let _ = writeln!(y, "  ports: [{{port: {POD_PORT}, protocol: TCP}}]");
+        }
+        y
+    }
+
+    /// One agent's flows: 80% connects from one of its pods to a Service
+    /// (conntrack's real destination and the ClusterIP), 20% accepts by one of
+    /// its pods from any pod.
+    fn flows(&self, rng: &mut Rng, local: &[&Pod], n: usize, now: i64) -> Vec<pb::Flow> {
+        (0..n)
+            .map(|_| {
+                let me = local[rng.below(local.len())];
+                let count = 1 + rng.below(10) as u64;
+                if rng.chance(80) {
+                    let t = rng.below(self.deployments);
+                    let to = self.pod(t, rng.below(self.pods_per_deployment));
+                    pb::Flow {
+                        direction: pb::Direction::Connect as i32,
+                        protocol: pb::Protocol::Tcp as i32,
+                        src_ip: me.ip.octets().to_vec(),
+                        dst_ip: to.ip.octets().to_vec(),
+                        dst_port: POD_PORT.into(),
+                        original_dst_ip: cluster_ip(t).octets().to_vec(),
+                        original_dst_port: SERVICE_PORT.into(),
+                        count,
+                        pod_uid: me.uid.clone(),
+                        first_seen_ms: now,
+                        last_seen_ms: now,
+                        ..Default::default()
+                    }
+                } else {
+                    let from = self.random_pod(rng);
+                    pb::Flow {
+                        direction: pb::Direction::Accept as i32,
+                        protocol: pb::Protocol::Tcp as i32,
+                        src_ip: from.ip.octets().to_vec(),
+                        dst_ip: me.ip.octets().to_vec(),
+                        dst_port: POD_PORT.into(),
+                        count,
+                        pod_uid: me.uid.clone(),
+                        first_seen_ms: now,
+                        last_seen_ms: now,
+                        ..Default::default()
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers: RSS, percentiles, the file system under a path.
+
+/// Resident set size of this process, in bytes (VmRSS).
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/self/status");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmRSS value");
+    kib * 1024
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Rounds for the report (3 significant decimals are plenty).
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// "ext4 (/dev/vda on /)": the mount holding `path`.
+fn filesystem_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return "unknown".into() };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[1].len(), format!("{} ({} on {})", f[2], f[0], f[1])))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".into(), |(_, s)| s)
+}
+
+fn temp_dir(base: &Path, prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir_in(base).expect("create a temporary directory")
+}
+
+// ---------------------------------------------------------------------------
+// 3. Memory per edge (run first).
+
+fn workload(kind: &str, i: usize) -> Peer {
+    Peer::Workload(Workload::new(format!("{kind}-{i:05}"), format!("team{}", i % 10), "Deployment"))
+}
+
+fn memory(params: &Params, base: &Path) -> Value {
+    progress(&format!("memory: applying {} distinct edges to an EdgeStore", params.edges));
+    let dir = temp_dir(base, "mapper-bench-store-");
+    let store = EdgeStore::open(dir.path()).expect("open the edge store");
+    let now = now_ms();
+    // Distinct (client, server) pairs: clients × 100 servers.
+    let servers = 100;
+    let observation = |e: usize| Observation {
+        key: EdgeKey { client: workload("client", e / servers), server: workload("server", e % servers) },
+        side: Side::Client,
+        port: POD_PORT,
+        proto: Proto::Tcp,
+        established: 1,
+        failed: 0,
+        first_seen_ms: now,
+        last_seen_ms: now,
+        dns_names: Vec::new(),
+    };
+    let before = rss_bytes();
+    let start = Instant::now();
+    for b in 0..params.edges / EDGES_PER_BATCH {
+        let batch: Vec<Observation> = (b * EDGES_PER_BATCH..(b + 1) * EDGES_PER_BATCH).map(observation).collect();
+        store.apply("bench/memory", b as u64 + 1, &batch).expect("apply a batch");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    let edges = store.len();
+    let file_bytes = std::fs::metadata(store.path()).map_or(0, |m| m.len());
+    drop(store);
+    let per_100k = |bytes: f64| mib(bytes) * 100_000.0 / edges.max(1) as f64;
+    json!({
+        "edges": edges,
+        "batches": params.edges / EDGES_PER_BATCH,
+        "edges_per_batch": EDGES_PER_BATCH,
+        "rss_before_mib": r3(mib(before as f64)),
+        "rss_after_mib": r3(mib(after as f64)),
+        "rss_mib_per_100k_edges": r3(per_100k(after.saturating_sub(before) as f64)),
+        "redb_file_mib": r3(mib(file_bytes as f64)),
+        "redb_file_mib_per_100k_edges": r3(per_100k(file_bytes as f64)),
+        "apply_seconds": r3(elapsed),
+        "new_edges_per_s": (edges as f64 / elapsed).round(),
+        "note": "RSS covers the in-memory map and redb's page cache; the file is after the last commit",
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 1. Ingest over gRPC.
+
+/// One stream's outcome.
+#[derive(Debug, Default)]
+struct StreamResult {
+    latencies_ms: Vec<f64>,
+    flows: u64,
+    batches: u64,
+    duplicates: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// `streams` agents, each with its own connection and (node, boot id), send
+/// `batches` batches of `flows_per_batch` flows in sequence; the clock runs from
+/// when all are connected to the last acknowledgement.
+async fn run_streams(
+    url: &str,
+    cluster: &Arc<Cluster>,
+    tag: &str,
+    streams: usize,
+    batches: usize,
+    flows_per_batch: usize,
+) -> Value {
+    progress(&format!("ingest/{tag}: {streams} stream(s) × {batches} batches × {flows_per_batch} flows"));
+    let now = now_ms();
+    let barrier = Arc::new(tokio::sync::Barrier::new(streams + 1));
+    let mut tasks = Vec::with_capacity(streams);
+    for s in 0..streams {
+        // The agent of node `s % NODES` reports its own pods' flows; batches are made
+        // before the clock starts.
+        let local: Vec<&Pod> = cluster.pods.iter().filter(|p| p.node == s % NODES).collect();
+        let mut rng = Rng(0x5eed ^ ((s as u64) << 20) ^ (tag.len() as u64));
+        let plan: Vec<Batch> = (1..=batches as u64)
+            .map(|sequence| Batch {
+                sequence,
+                flows: cluster.flows(&mut rng, &local, flows_per_batch, now),
+                dns: Vec::new(),
+                sent: false,
+            })
+            .collect();
+        let (url, barrier) = (url.to_owned(), barrier.clone());
+        let (node, boot) = (format!("{tag}-node-{s:03}"), format!("{tag}-boot-{s:03}"));
+        tasks.push(tokio::spawn(async move {
+            let mut client = IngestClient::connect(url).await.expect("connect to the server");
+            barrier.wait().await;
+            let mut r = StreamResult { latencies_ms: Vec::with_capacity(plan.len()), ..Default::default() };
+            for batch in &plan {
+                let t0 = Instant::now();
+                let outcome = send(&mut client, None, &node, &boot, batch, SEND_TIMEOUT).await;
+                r.latencies_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                match outcome {
+                    SendOutcome::Acked { duplicate: false } => {
+                        r.batches += 1;
+                        r.flows += batch.flows.len() as u64;
+                    }
+                    SendOutcome::Acked { duplicate: true } => r.duplicates += 1,
+                    SendOutcome::Rejected(s) | SendOutcome::Retry(s) => {
+                        r.errors += 1;
+                        r.first_error.get_or_insert_with(|| format!("{:?}: {}", s.code(), s.message()));
+                    }
+                }
+            }
+            r
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut total = StreamResult::default();
+    for t in tasks {
+        let r = t.await.expect("stream task");
+        total.latencies_ms.extend(r.latencies_ms);
+        total.flows += r.flows;
+        total.batches += r.batches;
+        total.duplicates += r.duplicates;
+        total.errors += r.errors;
+        if total.first_error.is_none() {
+            total.first_error = r.first_error;
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let lat = &mut total.latencies_ms;
+    lat.sort_by(f64::total_cmp);
+    let mean = lat.iter().sum::<f64>() / lat.len().max(1) as f64;
+    json!({
+        "streams": streams,
+        "batches_per_stream": batches,
+        "flows_per_batch": flows_per_batch,
+        "flows_acked": total.flows,
+        "batches_acked": total.batches,
+        "duplicates": total.duplicates,
+        "errors": total.errors,
+        "first_error": total.first_error,
+        "wall_seconds": r3(wall),
+        "flows_per_s": (total.flows as f64 / wall).round(),
+        "batches_per_s": r3(total.batches as f64 / wall),
+        "batch_latency_ms": {
+            "p50": r3(percentile(lat, 50.0)),
+            "p99": r3(percentile(lat, 99.0)),
+            "max": r3(lat.last().copied().unwrap_or(f64::NAN)),
+            "mean": r3(mean),
+        },
+    })
+}
+
+/// Edges the server holds after the runs, as the query API lists them.
+async fn edge_counts(url: &str) -> Value {
+    let mut q = QueryClient::connect(url.to_owned()).await.expect("connect the query client");
+    let req = pb::ListEdgesRequest { include_unresolved: true, ..Default::default() };
+    let edges = q.list_edges(req).await.expect("list edges").into_inner().edges;
+    let is_workload =
+        |p: &Option<pb::Peer>| matches!(p.as_ref().and_then(|p| p.peer.as_ref()), Some(pb::peer::Peer::Workload(_)));
+    let both = edges.iter().filter(|e| is_workload(&e.client) && is_workload(&e.server)).count();
+    json!({ "total": edges.len(), "workload_to_workload": both })
+}
+
+async fn ingest(params: &Params, cluster: &Arc<Cluster>, handle: ClusterHandle, base: &Path) -> Value {
+    let data = temp_dir(base, "mapper-bench-server-");
+    let cfg = ServerConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        data_dir: data.path().to_path_buf(),
+        token: None,
+        insecure: false,
+        metrics_listen: None,
+        retention: Duration::from_secs(30 * 86_400),
+    };
+    handle.wait_ready().await;
+    let server = BoundServer::bind(cfg, handle).await.expect("bind the server");
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+
+    // Warm-up (connections, the store's first pages, the allocator); not reported.
+    let warmup = run_streams(&url, cluster, "warmup", 4, 5, params.flows_per_batch).await;
+    if warmup["errors"].as_u64() != Some(0) {
+        progress(&format!("warm-up had errors: {}", warmup["first_error"]));
+    }
+    let single = run_streams(&url, cluster, "single", 1, params.single_batches, params.flows_per_batch).await;
+    let concurrent =
+        run_streams(&url, cluster, "concurrent", params.streams, params.batches, params.flows_per_batch).await;
+    let edges = edge_counts(&url).await;
+
+    let _ = stop.send(());
+    match tokio::time::timeout(Duration::from_secs(10), serving).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => progress(&format!("server stopped with an error: {e}")),
+        Ok(Err(e)) => progress(&format!("server task failed: {e}")),
+        Err(_) => progress("server did not stop within 10 s"),
+    }
+    let redb_bytes = std::fs::metadata(data.path().join("edges.redb")).map_or(0, |m| m.len());
+    json!({
+        "single_stream": single,
+        "concurrent_streams": concurrent,
+        "server_edges_after": edges,
+        "server_redb_file_mib": r3(mib(redb_bytes as f64)),
+        "flow_mix": "80% connect to a Service (pod IP + ClusterIP), 20% accept; all between generated pods",
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 2. Resolution cost.
+
+/// One synthetic flow's inputs to resolution.
+#[derive(Debug, Clone, Copy)]
+struct Synthetic<'a> {
+    local: Evidence<'a>,
+    remote: IpAddr,
+    port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemoteKind {
+    PodIp,
+    ClusterIp,
+    External,
+}
+
+fn synthetic<'a>(cluster: &'a Cluster, rng: &mut Rng, now: i64, kind: RemoteKind, by_uid: bool) -> Synthetic<'a> {
+    let me = cluster.random_pod(rng);
+    let local = Evidence {
+        ip: Some(me.ip.into()),
+        pod_uid: by_uid.then_some(me.uid.as_str()),
+        host_network: false,
+        at_ms: now,
+    };
+    let (remote, port) = match kind {
+        RemoteKind::PodIp => (cluster.random_pod(rng).ip, POD_PORT),
+        RemoteKind::ClusterIp => (cluster_ip(rng.below(cluster.deployments)), SERVICE_PORT),
+        RemoteKind::External => (Ipv4Addr::new(203, 0, 113, rng.below(256) as u8), 443),
+    };
+    Synthetic { local, remote: remote.into(), port }
+}
+
+/// Resolves `n` flows cycling through `flows`; ns per flow.
+fn time_resolution(snap: &Snapshot, flows: &[Synthetic<'_>], n: usize) -> f64 {
+    let run = |n: usize| {
+        for i in 0..n {
+            let f = black_box(&flows[i % flows.len()]);
+            let local = snap.resolve_local(&f.local);
+            let remote = snap.resolve_remote(f.remote, f.port, f.local.at_ms);
+            black_box((local, remote));
+        }
+    };
+    run(n / 10); // warm-up
+    let start = Instant::now();
+    run(n);
+    start.elapsed().as_nanos() as f64 / n.max(1) as f64
+}
+
+fn resolution(params: &Params, cluster: &Cluster, snap: &Snapshot) -> Value {
+    progress(&format!("resolution: {} synthetic flows", params.resolve_flows));
+    let now = now_ms();
+    let mut rng = Rng(0xf10e);
+    // 65 536 distinct flows, cycled: 90% of local ends carry a pod UID (10% only an
+    // IP); remote ends are 60% pod IPs, 30% ClusterIPs, 10% external addresses.
+    let mixed: Vec<Synthetic<'_>> = (0..65_536)
+        .map(|_| {
+            let kind = match rng.below(10) {
+                0..=5 => RemoteKind::PodIp,
+                6..=8 => RemoteKind::ClusterIp,
+                _ => RemoteKind::External,
+            };
+            let by_uid = rng.chance(90);
+            synthetic(cluster, &mut rng, now, kind, by_uid)
+        })
+        .collect();
+    let resolved = mixed
+        .iter()
+        .filter(|f| {
+            let local = snap.resolve_local(&f.local);
+            let remote = snap.resolve_remote(f.remote, f.port, f.local.at_ms);
+            local.workload().is_some() && (remote.workload().is_some() || matches!(remote, Peer::External { .. }))
+        })
+        .count();
+    let ns_mixed = time_resolution(snap, &mixed, params.resolve_flows);
+
+    // The same per kind of remote end (local end by pod UID), a fifth of the flows each.
+    let each = (params.resolve_flows / 5).max(1);
+    let mut by_kind = serde_json::Map::new();
+    for (name, kind) in
+        [("pod_ip", RemoteKind::PodIp), ("cluster_ip", RemoteKind::ClusterIp), ("external", RemoteKind::External)]
+    {
+        let flows: Vec<Synthetic<'_>> = (0..65_536).map(|_| synthetic(cluster, &mut rng, now, kind, true)).collect();
+        by_kind.insert(name.into(), json!(r3(time_resolution(snap, &flows, each))));
+    }
+    let by_ip: Vec<Synthetic<'_>> =
+        (0..65_536).map(|_| synthetic(cluster, &mut rng, now, RemoteKind::PodIp, false)).collect();
+    by_kind.insert("pod_ip_local_by_ip_only".into(), json!(r3(time_resolution(snap, &by_ip, each))));
+
+    json!({
+        "flows": params.resolve_flows,
+        "distinct_flows": mixed.len(),
+        "ns_per_flow": r3(ns_mixed),
+        "flows_per_s_one_core": (1e9 / ns_mixed).round(),
+        "resolved_as_expected_fraction": r3(resolved as f64 / mixed.len() as f64),
+        "mix": "local: 90% pod UID + IP, 10% IP only; remote: 60% pod IP, 30% ClusterIP, 10% external",
+        "ns_per_flow_by_remote_kind": by_kind,
+    })
+}
+
+// ---------------------------------------------------------------------------
+
+fn main() {
+    let params = Params::from_env();
+    let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let started = Instant::now();
+
+    // 3 first: while the process is small.
+    let memory = memory(&params, &base);
+
+    let cluster = Arc::new(Cluster::new(params.deployments, params.pods_per_deployment));
+    let inv_dir = temp_dir(&base, "mapper-bench-inventory-");
+    let inv_path = inv_dir.path().join("cluster.yaml");
+    std::fs::write(&inv_path, cluster.yaml()).expect("write the inventory");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let (ingest, snap, pods_known) = rt.block_on(async {
+        // A long interval: no reload looks during the measurements.
+        let (handle, watcher) =
+            watch_inventory(vec![inv_path.clone()], ResolveOptions::default(), Duration::from_secs(3600))
+                .expect("load the generated inventory");
+        let snap = handle.snapshot();
+        let pods_known = snap.pod_count();
+        let ingest = ingest(&params, &cluster, handle, &base).await;
+        watcher.abort();
+        (ingest, snap, pods_known)
+    });
+    drop(rt);
+
+    let resolution = resolution(&params, &cluster, &snap);
+
+    let distinct: BTreeSet<usize> = cluster.pods.iter().map(|p| p.node).collect();
+    let report = json!({
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "store_filesystem": filesystem_of(&base),
+            "note": "agents (gRPC clients) and the server run in one process on the same cores",
+        },
+        "inventory": {
+            "deployments": params.deployments,
+            "pods": cluster.pods.len(),
+            "pods_in_snapshot": pods_known,
+            "services": params.deployments,
+            "namespaces": NAMESPACES.min(params.deployments),
+            "nodes": distinct.len(),
+            "yaml_bytes": std::fs::metadata(&inv_path).map_or(0, |m| m.len()),
+        },
+        "ingest": ingest,
+        "resolution": resolution,
+        "memory": memory,
+        "total_seconds": r3(started.elapsed().as_secs_f64()),
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));
+}
