@@ -381,22 +381,21 @@ pub fn advance(
     let mut node = Node::attach(TAG, K, state.cgroup_base.clone());
     for w in scenario.workloads.iter().filter(|w| w.round > state.round && w.round <= round) {
         let mut host = None;
-        if let Some((vn, vns)) = w.reuse_ip_of.as_deref().and_then(split_ref) {
-            if let Some(i) = state.pods.iter().position(|p| p.workload == vn && p.namespace == vns) {
-                let victim = state.pods.remove(i);
-                netns::remove_cgroup_tree(&victim.cgroup);
-                let h = victim.ip.octets()[3];
-                // Deleting the node's end of the veth frees the pair now; the
-                // namespace itself goes once its last process has died.
-                let _ = netns::ip(&["-n", &state.node_netns, "link", "del", &format!("vh{K}x{h}")]);
-                let _ = netns::ip(&["netns", "del", &victim.netns]);
-                host = Some(h);
-                // Kubernetes stamps startTime to the second: the new pod must start in a
-                // later second than anything its predecessor did, as it would in a cluster.
-                let since_epoch =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                std::thread::sleep(std::time::Duration::from_millis(1050 - u64::from(since_epoch.subsec_millis())));
-            }
+        if let Some((vn, vns)) = w.reuse_ip_of.as_deref().and_then(split_ref)
+            && let Some(i) = state.pods.iter().position(|p| p.workload == vn && p.namespace == vns)
+        {
+            let victim = state.pods.remove(i);
+            netns::remove_cgroup_tree(&victim.cgroup);
+            let h = victim.ip.octets()[3];
+            // Deleting the node's end of the veth frees the pair now; the
+            // namespace itself goes once its last process has died.
+            let _ = netns::ip(&["-n", &state.node_netns, "link", "del", &format!("vh{K}x{h}")]);
+            let _ = netns::ip(&["netns", "del", &victim.netns]);
+            host = Some(h);
+            // Kubernetes stamps startTime to the second: the new pod must start in a
+            // later second than anything its predecessor did, as it would in a cluster.
+            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            std::thread::sleep(std::time::Duration::from_millis(1050 - u64::from(since_epoch.subsec_millis())));
         }
         let made = create_pods(&mut node, w, host)?;
         for p in &made {
