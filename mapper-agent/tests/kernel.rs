@@ -29,9 +29,15 @@ fn two_pods(prefix: &str) -> (Node, mapper_lab::netns::Proc) {
     let mut node = Node::new(prefix).expect("lab node");
     let a = node.add_pod("a").expect("pod a");
     let b = node.add_pod("b").expect("pod b");
-    let _ = a;
     let server =
         serve(node.pods[b].netns.command(lab_bin(), Some(&node.pods[b].cgroup)).expect("cmd"), &["--tcp", "[::]:8080"]);
+    // Warm the neighbour caches (IPv6 neighbour discovery in a fresh namespace
+    // can outlast a connect timeout on a loaded machine) with connects to a
+    // closed port: refused at once, and no test looks at port 7.
+    for to in [format!("{}:7", node.pods[b].ipv4), format!("[{}]:7", node.pods[b].ipv6)] {
+        let r = call(node.pods[a].netns.command(lab_bin(), None).expect("cmd"), &["--to", &to]);
+        assert_eq!(r["failed"], 1, "warm-up connect to {to} was not refused: {r}");
+    }
     (node, server)
 }
 

@@ -480,7 +480,7 @@ pub fn traffic(
             "--count",
             &c.count.to_string(),
             "--timeout",
-            "1s",
+            "3s",
         ]))?;
         let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         results.push(CallResult {

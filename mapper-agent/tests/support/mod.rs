@@ -181,7 +181,14 @@ pub fn sum(lines: &[&Value], field: &str) -> u64 {
 
 /// Runs `mapper-lab call` to completion and returns its summary.
 pub fn call(mut cmd: Command, args: &[&str]) -> Value {
-    let out = cmd.arg("call").args(args).stderr(Stdio::inherit()).output().expect("run mapper-lab call");
+    // A loaded CI machine can be slow to resolve a fresh namespace's neighbours.
+    let out = cmd
+        .arg("call")
+        .args(["--timeout", "5s"])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run mapper-lab call");
     assert!(out.status.success(), "mapper-lab call {args:?} failed: {out:?}");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("call summary not JSON ({e}): {:?}", out.stdout))
 }
