@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info_span, warn};
 
 use crate::{
+    commit::Committer,
     dns::DnsCache,
     metrics::Metrics,
     store::{Applied, EdgeKey, EdgeStore, Observation, Proto, Side},
@@ -167,6 +168,7 @@ fn unresolved_reason(p: &Peer) -> Option<&'static str> {
 #[derive(Debug, Clone)]
 pub struct IngestService {
     pub store: Arc<EdgeStore>,
+    pub committer: Committer,
     pub cluster: ClusterHandle,
     pub metrics: Arc<Metrics>,
     pub dns: Arc<DnsCache>,
@@ -214,14 +216,15 @@ impl IngestService {
             })
             .collect();
         let agent = format!("{}/{}", req.node, req.boot_id);
-        let applied = self.store.apply(&agent, req.sequence, &observations).map_err(|e| {
+        let flows = observations.len();
+        let applied = self.committer.apply(agent.clone(), req.sequence, observations).map_err(|e| {
             warn!(error = %e, "cannot store a batch");
             Status::internal(format!("cannot store the batch: {e}"))
         })?;
         match applied {
             Applied::New => {
                 self.metrics.batches.get_or_create(&[("result", "applied")]).inc();
-                self.metrics.flows_ingested.inc_by(observations.len() as u64);
+                self.metrics.flows_ingested.inc_by(flows as u64);
             }
             Applied::Duplicate => {
                 self.metrics.batches.get_or_create(&[("result", "duplicate")]).inc();
@@ -231,7 +234,7 @@ impl IngestService {
         self.metrics.edges.set(self.store.len() as i64);
         Ok(pb::ReportResponse {
             duplicate: applied == Applied::Duplicate,
-            flows_applied: if applied == Applied::New { observations.len() as u64 } else { 0 },
+            flows_applied: if applied == Applied::New { flows as u64 } else { 0 },
             flows_unresolved: unresolved,
         })
     }

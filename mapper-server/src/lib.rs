@@ -3,6 +3,7 @@
 //! (client, server) in memory and on disk, and answers the CLI's queries.
 
 pub mod auth;
+pub mod commit;
 pub mod dns;
 pub mod ingest;
 pub mod metrics;

@@ -144,6 +144,7 @@ impl BoundServer {
         });
         let auth = BearerAuth::new(cfg.token.clone());
         let ingest = IngestService {
+            committer: crate::commit::Committer::start(store.clone()),
             store: store.clone(),
             cluster: cluster.clone(),
             metrics: metrics.clone(),

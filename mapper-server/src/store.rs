@@ -137,8 +137,18 @@ pub enum StoreError {
     Storage(#[from] redb::StorageError),
     #[error("store commit failed")]
     Commit(#[from] redb::CommitError),
+
     #[error("corrupt record in the store")]
     Corrupt(#[source] serde_json::Error),
+}
+
+/// One agent batch, resolved, as the store applies it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The sender's boot: node and boot id.
+    pub agent: &'a str,
+    pub sequence: u64,
+    pub observations: &'a [Observation],
 }
 
 /// Whether a batch was applied or had been already.
@@ -196,34 +206,52 @@ impl EdgeStore {
     /// Applies a batch durably, unless (agent, sequence) was applied already.
     /// `agent` identifies the sender's boot (node and boot id).
     pub fn apply(&self, agent: &str, sequence: u64, observations: &[Observation]) -> Result<Applied, StoreError> {
+        let batch = Batch { agent, sequence, observations };
+        Ok(self.apply_group(std::slice::from_ref(&batch))?.pop().unwrap_or(Applied::Duplicate))
+    }
+
+    /// Applies several batches in one transaction (one fsync for all: group
+    /// commit), each unless its (agent, sequence) was applied already — also
+    /// earlier in the same group. Either every batch is durable or none is.
+    pub fn apply_group(&self, batches: &[Batch<'_>]) -> Result<Vec<Applied>, StoreError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write()?;
-        let mut updated: Vec<(EdgeKey, EdgeState)> = Vec::new();
+        let mut results = Vec::with_capacity(batches.len());
+        let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
         {
             let mut agents = txn.open_table(AGENTS)?;
-            let last = agents.get(agent)?.map(|v| v.value()).unwrap_or(0);
-            if sequence <= last {
-                return Ok(Applied::Duplicate);
+            for b in batches {
+                let last = agents.get(b.agent)?.map(|v| v.value()).unwrap_or(0);
+                if b.sequence <= last {
+                    results.push(Applied::Duplicate);
+                    continue;
+                }
+                agents.insert(b.agent, b.sequence)?;
+                for obs in b.observations {
+                    merged
+                        .entry(&obs.key)
+                        .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
+                        .add(obs);
+                }
+                results.push(Applied::New);
             }
-            agents.insert(agent, sequence)?;
-            let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
-            for obs in observations {
-                merged
-                    .entry(&obs.key)
-                    .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
-                    .add(obs);
+            if !merged.is_empty() {
+                let mut table = txn.open_table(EDGES)?;
+                for (key, state) in &merged {
+                    table.insert(encode(key).as_slice(), encode(state).as_slice())?;
+                }
             }
-            let mut table = txn.open_table(EDGES)?;
-            for (key, state) in merged {
-                table.insert(encode(key).as_slice(), encode(&state).as_slice())?;
-                updated.push((key.clone(), state));
-            }
+        }
+        if results.iter().all(|r| *r == Applied::Duplicate) {
+            // Nothing to make durable.
+            txn.abort()?;
+            return Ok(results);
         }
         txn.commit()?;
-        for (k, v) in updated {
-            self.edges.insert(k, v);
+        for (k, v) in merged {
+            self.edges.insert(k.clone(), v);
         }
-        Ok(Applied::New)
+        Ok(results)
     }
 
     /// Every edge (a copy), for queries.

@@ -54,3 +54,25 @@ fn reset_and_retention() {
     drop(s);
     assert!(EdgeStore::open(dir.path()).expect("reopen").is_empty(), "reset not durable");
 }
+
+#[test]
+fn a_group_commits_once_and_dedupes_within_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    let one = [obs("a", "ledger", Side::Client, 1, 10)];
+    let two = [obs("a", "ledger", Side::Client, 2, 20)];
+    let group = [
+        Batch { agent: "n1/b", sequence: 1, observations: &one },
+        Batch { agent: "n1/b", sequence: 1, observations: &one }, // the same batch resent
+        Batch { agent: "n2/c", sequence: 1, observations: &two },
+        Batch { agent: "n1/b", sequence: 2, observations: &two },
+    ];
+    let got = s.apply_group(&group).expect("apply group");
+    assert_eq!(got, vec![Applied::New, Applied::Duplicate, Applied::New, Applied::New]);
+    assert_eq!(s.edges()[0].1.client_established, 5, "1 + 2 + 2, the resend not counted");
+    drop(s);
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.edges()[0].1.client_established, 5, "group not durable");
+    let again = s.apply_group(&group).expect("apply again");
+    assert!(again.iter().all(|a| *a == Applied::Duplicate), "{again:?}");
+}

@@ -1,0 +1,92 @@
+//! Group commit: one writer thread takes every batch waiting at that moment
+//! and applies them in a single store transaction, so many agents reporting at
+//! once share one fsync instead of queueing for one each. Each caller still
+//! gets its own answer only once its batch is durable.
+
+use std::{
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use tracing::{debug, error};
+
+use crate::store::{Applied, Batch, EdgeStore, Observation, StoreError};
+
+/// Most batches, and most observations, one transaction takes.
+const MAX_GROUP_BATCHES: usize = 256;
+const MAX_GROUP_OBSERVATIONS: usize = 200_000;
+
+struct Job {
+    agent: String,
+    sequence: u64,
+    observations: Vec<Observation>,
+    reply: mpsc::SyncSender<Result<Applied, String>>,
+}
+
+/// The writer's inbox.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("agent", &self.agent).field("sequence", &self.sequence).finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    /// Starts the writer thread for `store`; it ends when every Committer is dropped.
+    pub fn start(store: Arc<EdgeStore>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("mapper-commit".into())
+            .spawn(move || run(&store, &rx))
+            .map_or_else(|e| error!(error = %e, "cannot start the commit thread"), |_| ());
+        Self { tx }
+    }
+
+    /// Applies one batch durably (blocking until its group has committed).
+    pub fn apply(&self, agent: String, sequence: u64, observations: Vec<Observation>) -> Result<Applied, String> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx
+            .send(Job { agent, sequence, observations, reply })
+            .map_err(|_| "the commit thread has stopped".to_string())?;
+        answer.recv().map_err(|_| "the commit thread has stopped".to_string())?
+    }
+}
+
+fn run(store: &EdgeStore, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut observations = jobs[0].observations.len();
+        while jobs.len() < MAX_GROUP_BATCHES && observations < MAX_GROUP_OBSERVATIONS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    observations += j.observations.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<Batch<'_>> = jobs
+            .iter()
+            .map(|j| Batch { agent: &j.agent, sequence: j.sequence, observations: &j.observations })
+            .collect();
+        let result: Result<Vec<Applied>, StoreError> = store.apply_group(&batches);
+        debug!(batches = jobs.len(), observations, "group committed");
+        match result {
+            Ok(applied) => {
+                for (job, a) in jobs.iter().zip(applied) {
+                    let _ = job.reply.send(Ok(a));
+                }
+            }
+            Err(e) => {
+                error!(error = %e, batches = jobs.len(), "a group of batches could not be stored");
+                for job in &jobs {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
