@@ -16,6 +16,8 @@ ensure_packages() {
   command -v iptables >/dev/null || need+=(iptables)
   command -v cc >/dev/null || need+=(gcc libc6-dev)
   command -v curl >/dev/null || need+=(curl)
+  # `mapper visualize --format png` draws labels with a system font (its test too).
+  [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
   if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     $SUDO apt-get update -qq
