@@ -377,14 +377,20 @@ fn clear_error_without_privileges() {
     if !bpf_available("clear_error_without_privileges") {
         return;
     }
-    use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mapper-agent"))
+    use std::os::unix::{fs::PermissionsExt, process::CommandExt};
+    // A copy in /tmp: the checkout may sit where `nobody` cannot reach.
+    let bin = std::env::temp_dir().join(format!("mapper-agent-nobody-{}", std::process::id()));
+    std::fs::copy(env!("CARGO_BIN_EXE_mapper-agent"), &bin).expect("copy agent");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = std::process::Command::new(&bin)
+        .current_dir(std::env::temp_dir())
         .args(["--bpffs", "/sys/fs/bpf/mapper-test-nobody"])
         .uid(65534)
         .gid(65534)
         .env("NO_COLOR", "1")
         .output()
         .expect("run agent as nobody");
+    let _ = std::fs::remove_file(&bin);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "agent ran without privileges");
     assert!(stderr.contains("CAP_BPF") && stderr.contains("root"), "unclear error: {stderr}");
