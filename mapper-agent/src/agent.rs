@@ -20,7 +20,7 @@ use crate::{
     capture::{Capture, CaptureConfig, CaptureError},
     dns::DnsRecord,
     flow::{Clock, FlowRecord},
-    metrics::{self, Metrics},
+    metrics::Metrics,
     preflight::{self, PreflightError},
     report::{self, Backoff, Pending, SendOutcome},
 };
@@ -154,6 +154,9 @@ impl Drainer {
             p.push(flows, dns);
             self.metrics.pending_batches.set(p.len() as i64);
             self.metrics.pending_flows.set(p.flows() as i64);
+            // Merges and drops happen in push(), while the server is away: count them now.
+            self.metrics.merges.inc_by(p.merges.saturating_sub(self.metrics.merges.get()));
+            self.metrics.flows_dropped.inc_by(p.dropped.saturating_sub(self.metrics.flows_dropped.get()));
         }
         // Only now, with the flows handed on, are they removed from the kernel.
         self.capture.clear(&drained)?;
@@ -299,8 +302,6 @@ fn start_reporter(
                     p.acked();
                     metrics.pending_batches.set(p.len() as i64);
                     metrics.pending_flows.set(p.flows() as i64);
-                    metrics.merges.inc_by(p.merges.saturating_sub(metrics.merges.get()));
-                    metrics.flows_dropped.inc_by(p.dropped.saturating_sub(metrics.flows_dropped.get()));
                 }
                 SendOutcome::Rejected(status) => {
                     error!(sequence = batch.sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
@@ -327,12 +328,12 @@ fn start_reporter(
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = cfg.metrics_listen {
-        let m = metrics.clone();
-        let listener_check =
-            std::net::TcpListener::bind(addr).map_err(|source| AgentError::Metrics { addr, source })?;
-        drop(listener_check);
+        // Bound here, once, so a taken port fails the start with a clear error.
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Metrics { addr, source })?;
+        let health: Arc<dyn mapper_telemetry::Health> = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, m).await {
+            if let Err(e) = mapper_telemetry::serve(listener, health).await {
                 error!(%addr, error = %e, "metrics endpoint failed");
             }
         });

@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     fs,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -87,11 +87,6 @@ impl CgroupResolver {
     /// A resolver over the cgroup2 hierarchy mounted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into(), by_id: HashMap::new(), missing: HashMap::new(), missing_ttl: Duration::from_secs(60) }
-    }
-
-    /// The cgroup2 root this resolver walks.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Makes sure every id of a batch is resolved if it can be: at most one rescan.

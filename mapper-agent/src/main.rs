@@ -9,7 +9,6 @@ use mapper_agent::{
     capture::{self, CaptureConfig},
     preflight,
 };
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OutputArg {
@@ -93,27 +92,9 @@ struct Args {
     log_format: LogFormat,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    mapper_telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
     if args.uninstall {
         capture::remove_pins(&args.bpffs)?;
         eprintln!("removed every mapper program and map pinned under {}", args.bpffs.display());
@@ -163,6 +144,6 @@ fn main() -> anyhow::Result<()> {
         detach_on_exit: args.detach_on_exit,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(agent::run(cfg, shutdown_signal()))?;
+    rt.block_on(agent::run(cfg, mapper_telemetry::shutdown_signal()))?;
     Ok(())
 }

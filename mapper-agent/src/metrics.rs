@@ -1,20 +1,13 @@
-//! Prometheus metrics and the health endpoints (`/metrics`, `/healthz`, `/readyz`).
+//! Prometheus metrics, served with the health endpoints by `mapper-telemetry`.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tracing::{info, warn};
+use tracing::warn;
 
 type Label = [(&'static str, &'static str); 1];
 
@@ -100,22 +93,12 @@ impl Metrics {
     }
 }
 
-async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
-}
+impl mapper_telemetry::Health for Metrics {
+    fn render_metrics(&self) -> String {
+        self.render()
+    }
 
-async fn ready(State(m): State<Arc<Metrics>>) -> StatusCode {
-    if m.ready.load(Ordering::Acquire) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
-}
-
-/// Serves the endpoints on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, m: Arc<Metrics>) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .with_state(m);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    info!(%addr, "metrics listening");
-    axum::serve(listener, app).await
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.ready.load(Ordering::Acquire) { Ok(()) } else { Err("programs not attached yet") }
+    }
 }

@@ -10,7 +10,7 @@ use mapper_proto::v1 as pb;
 use crate::ingest::ip_from_bytes;
 
 /// Addresses remembered at most (a bound on memory; beyond it new addresses
-/// are not remembered and [`DnsCache::full`] says so).
+/// are not remembered).
 const MAX_ADDRESSES: usize = 200_000;
 
 /// ip → names it was the answer for.
@@ -38,11 +38,6 @@ impl DnsCache {
     /// Names seen for `ip`, sorted.
     pub fn names(&self, ip: IpAddr) -> Vec<String> {
         self.names.get(&ip).map(|s| s.iter().cloned().collect()).unwrap_or_default()
-    }
-
-    /// Whether the cache reached its bound.
-    pub fn full(&self) -> bool {
-        self.names.len() >= MAX_ADDRESSES
     }
 }
 

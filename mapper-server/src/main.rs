@@ -5,8 +5,6 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use mapper_server::server::{BoundServer, ServerConfig};
-use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -53,29 +51,10 @@ struct Args {
     log_format: LogFormat,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    info!("signal received, stopping");
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    mapper_telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
     let token = match &args.token_file {
         Some(p) => {
             let t = std::fs::read_to_string(p).with_context(|| format!("cannot read --token-file {}", p.display()))?;
@@ -105,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         retention: args.retention,
     };
     let server = BoundServer::bind(cfg, cluster).await?;
-    server.serve(shutdown_signal()).await?;
+    server.serve(mapper_telemetry::shutdown_signal()).await?;
     Ok(())
 }
 

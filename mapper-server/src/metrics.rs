@@ -1,15 +1,13 @@
-//! Prometheus metrics and `/metrics`, `/healthz`, `/readyz`.
+//! Prometheus metrics, served with `/healthz` and `/readyz` by `mapper-telemetry`.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use mapper_cluster::ClusterHandle;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tracing::info;
 
 type Label = [(&'static str, &'static str); 1];
 
@@ -52,36 +50,20 @@ impl Metrics {
     }
 }
 
-#[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    cluster: ClusterHandle,
+/// What the server's HTTP endpoint reports: its metrics, and ready once the
+/// cluster-state source has synced.
+#[derive(Debug)]
+pub struct ServerHealth {
+    pub metrics: Arc<Metrics>,
+    pub cluster: ClusterHandle,
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
-}
-
-async fn ready(State(s): State<AppState>) -> (StatusCode, &'static str) {
-    if s.cluster.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "cluster state not synced yet")
+impl mapper_telemetry::Health for ServerHealth {
+    fn render_metrics(&self) -> String {
+        self.metrics.render()
     }
-}
 
-/// Serves the endpoints on `listener` until the process ends.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    cluster: ClusterHandle,
-) -> std::io::Result<()> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    let app = Router::new()
-        .route("/metrics", get(self::metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .with_state(AppState { metrics, cluster });
-    info!(addr = ?addr, "metrics listening");
-    axum::serve(listener, app).await
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.cluster.is_ready() { Ok(()) } else { Err("cluster state not synced yet") }
+    }
 }

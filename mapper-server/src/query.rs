@@ -147,8 +147,7 @@ impl Query for QueryService {
     ) -> Result<Response<pb::ListEdgesResponse>, Status> {
         let filter = EdgeFilter::from_request(request.get_ref())?;
         let snap = self.cluster.snapshot();
-        let mut edges: Vec<(EdgeKey, EdgeState)> =
-            self.store.edges().into_iter().filter(|(k, s)| filter.matches(&snap, k, s)).collect();
+        let mut edges: Vec<(EdgeKey, EdgeState)> = self.store.edges_where(|k, s| filter.matches(&snap, k, s));
         edges.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Response::new(pb::ListEdgesResponse { edges: edges.iter().map(|(k, s)| edge_to_pb(k, s)).collect() }))
     }

@@ -115,9 +115,9 @@ impl BoundServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Self { cfg, incoming, local_addr, metrics_listener, store, cluster, metrics } = self;
         if let Some(l) = metrics_listener {
-            let (m, c) = (metrics.clone(), cluster.clone());
+            let health = Arc::new(metrics::ServerHealth { metrics: metrics.clone(), cluster: cluster.clone() });
             tokio::spawn(async move {
-                if let Err(e) = metrics::serve(l, m, c).await {
+                if let Err(e) = mapper_telemetry::serve(l, health).await {
                     error!(error = %e, "metrics endpoint failed");
                 }
             });

@@ -254,9 +254,14 @@ impl EdgeStore {
         Ok(results)
     }
 
-    /// Every edge (a copy), for queries.
+    /// Every edge (a copy).
     pub fn edges(&self) -> Vec<(EdgeKey, EdgeState)> {
-        self.edges.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
+        self.edges_where(|_, _| true)
+    }
+
+    /// Copies of the edges `keep` accepts (the others are not copied).
+    pub fn edges_where(&self, keep: impl Fn(&EdgeKey, &EdgeState) -> bool) -> Vec<(EdgeKey, EdgeState)> {
+        self.edges.iter().filter(|e| keep(e.key(), e.value())).map(|e| (e.key().clone(), e.value().clone())).collect()
     }
 
     /// Number of edges.

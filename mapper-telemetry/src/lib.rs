@@ -1,0 +1,67 @@
+//! What mapper's daemons (mapper-agent, mapper-server) share to be run and
+//! watched: one logging setup that owns `RUST_LOG`, one wait for SIGTERM or
+//! Ctrl-C, and one HTTP endpoint for `/metrics`, `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr, plain or as JSON lines; `RUST_LOG` sets the level (default info).
+pub fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    info!("signal received, stopping");
+}
+
+/// What a daemon exposes to its HTTP endpoint.
+pub trait Health: Send + Sync + 'static {
+    /// The metrics in Prometheus text format.
+    fn render_metrics(&self) -> String;
+    /// `Ok` when ready to serve; otherwise why not.
+    fn readiness(&self) -> Result<(), &'static str>;
+}
+
+async fn metrics(State(h): State<Arc<dyn Health>>) -> impl IntoResponse {
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.render_metrics())
+}
+
+async fn ready(State(h): State<Arc<dyn Health>>) -> (StatusCode, &'static str) {
+    match h.readiness() {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, health: Arc<dyn Health>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(health);
+    info!(addr = ?listener.local_addr().ok(), "metrics listening");
+    axum::serve(listener, app).await
+}
