@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::{
     netns::{self, LabError},
     scenario::{Kind, Scenario, ServiceSpec, Via, WorkloadSpec, split_ref},
-    topo::{Node, pod_uid},
+    topo::{Node, hash, pod_uid},
 };
 
 /// Prefix of every namespace and cgroup the lab makes.
@@ -70,15 +70,6 @@ pub struct LabState {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError::Io { path: path.to_path_buf(), source }
-}
-
-fn hash(seed: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Characters Kubernetes uses in generated name suffixes.

@@ -50,13 +50,14 @@ pub struct Node {
     next_host: u8,
 }
 
+/// FNV-1a of a string: the lab's stable source of names, UIDs and suffixes.
+pub fn hash(seed: &str) -> u64 {
+    seed.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
 /// A deterministic pod UID from a name (UUID-shaped, as kubelet's are).
 pub fn pod_uid(seed: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = hash(seed);
     let h2 = h.rotate_left(17).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let hex = format!("{h:016x}{h2:016x}");
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
