@@ -382,14 +382,26 @@ fn clear_error_without_privileges() {
     let bin = std::env::temp_dir().join(format!("mapper-agent-nobody-{}", std::process::id()));
     std::fs::copy(env!("CARGO_BIN_EXE_mapper-agent"), &bin).expect("copy agent");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let out = std::process::Command::new(&bin)
-        .current_dir(std::env::temp_dir())
-        .args(["--bpffs", "/sys/fs/bpf/mapper-test-nobody"])
-        .uid(65534)
-        .gid(65534)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run agent as nobody");
+    // Another test thread that forks while the copy's write descriptor is open
+    // holds it until its own exec: until then exec of the copy fails with
+    // ETXTBSY. Retry for a moment, as cargo does.
+    let mut tries = 0;
+    let out = loop {
+        let run = std::process::Command::new(&bin)
+            .current_dir(std::env::temp_dir())
+            .args(["--bpffs", "/sys/fs/bpf/mapper-test-nobody"])
+            .uid(65534)
+            .gid(65534)
+            .env("NO_COLOR", "1")
+            .output();
+        match run {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.expect("run agent as nobody"),
+        }
+    };
     let _ = std::fs::remove_file(&bin);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "agent ran without privileges");
