@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use mapper_intents::{Internet, Port, Protocol, Target, Workload};
+use mapper_intents::{Internet, Port, Protocol, ServiceName, Target, Workload};
 use mapper_proto::v1 as pb;
 use serde::Serialize;
 
@@ -135,6 +135,9 @@ pub struct ObservedEdge {
     pub seen_by_client: bool,
     /// The server's node agent saw it.
     pub seen_by_server: bool,
+    /// Services whose ClusterIP the client dialled to reach the server, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub via_services: Vec<ServiceName>,
 }
 
 /// An edge from the server that does not fit the protocol.
@@ -194,6 +197,13 @@ impl ObservedEdge {
         }
         ports.sort();
         ports.dedup();
+        let mut via_services: Vec<ServiceName> = edge
+            .via_services
+            .iter()
+            .map(|s| ServiceName { name: s.name.clone(), namespace: s.namespace.clone() })
+            .collect();
+        via_services.sort();
+        via_services.dedup();
         Ok(Self {
             client: peer(edge.client.as_ref()).map_err(bad("client"))?,
             server: peer(edge.server.as_ref()).map_err(bad("server"))?,
@@ -204,6 +214,7 @@ impl ObservedEdge {
             last_seen_ms: edge.last_seen_ms,
             seen_by_client: edge.seen_by_client,
             seen_by_server: edge.seen_by_server,
+            via_services,
         })
     }
 
@@ -235,6 +246,7 @@ impl ObservedEdge {
             failed: self.failed,
             first_seen_ms: self.first_seen_ms,
             last_seen_ms: self.last_seen_ms,
+            via_services: self.via_services.clone(),
         })
     }
 

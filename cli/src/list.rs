@@ -176,6 +176,7 @@ mod tests {
             last_seen_ms: 1_800_000_060_000,
             seen_by_client: true,
             seen_by_server: false,
+            via_services: Vec::new(),
         }
     }
 

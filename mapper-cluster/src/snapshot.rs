@@ -185,6 +185,11 @@ impl Snapshot {
         self.resolve_address(ip, at_ms)
     }
 
+    /// The Service whose ClusterIP `ip` is, as (name, namespace).
+    pub fn service_at(&self, ip: IpAddr) -> Option<(&str, &str)> {
+        self.services_by_ip.get(&ip).map(|key| (key.1.as_str(), key.0.as_str()))
+    }
+
     /// The workload of a pod (current, or deleted within the retention period).
     pub fn workload_of_pod(&self, uid: &str) -> Option<Workload> {
         self.pods.get(uid).map(|p| p.workload.clone())

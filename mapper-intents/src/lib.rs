@@ -5,6 +5,7 @@
 //!   version-neutral [`ClientIntentsDoc`].
 //! - [`versions`]: serde types for every ClientIntents version the operator serves (v1alpha2,
 //!   v1alpha3, v1beta1, v2alpha1, v2beta1) and conversions to and from the neutral model.
+//! - [`audit`]: declared ClientIntents against observed edges: missing, unused, covered.
 //! - [`export`]: shaping observed edges into documents the way the Otterize CLI exports them.
 //! - [`render`] / [`yaml`]: YAML in the Otterize CLI's layout, and JSON as a `v1` `List`.
 //! - [`parse`]: reading ClientIntents out of `kubectl`/`helm template` output, with errors that
@@ -24,6 +25,7 @@
 //!     failed: 0,
 //!     first_seen_ms: 0,
 //!     last_seen_ms: 0,
+//!     via_services: Vec::new(),
 //! };
 //! let docs = mapper_intents::intents_from_edges(&[edge], &ExportOptions::default());
 //! let yaml = mapper_intents::render_yaml(&docs, IntentsVersion::V1Alpha2).expect("expressible");
@@ -32,6 +34,7 @@
 //! assert_eq!(back[0].client_name, "transaction-service");
 //! ```
 
+pub mod audit;
 pub mod export;
 pub mod identity;
 pub mod model;
@@ -44,8 +47,8 @@ pub mod yaml;
 pub use export::{ExportOptions, intents_from_edges};
 pub use identity::{formatted_identity, formatted_identity_with_kind, workload_identity};
 pub use model::{
-    ClientIntentsDoc, Edge, HttpResource, Internet, OtherKind, OtherTarget, Port, Protocol, ServiceTarget, Target,
-    Workload, WorkloadTarget,
+    ClientIntentsDoc, Edge, HttpResource, Internet, OtherKind, OtherTarget, Port, Protocol, ServiceName, ServiceTarget,
+    Target, Workload, WorkloadTarget,
 };
 pub use parse::{ParseError, parse_documents};
 pub use policy::{

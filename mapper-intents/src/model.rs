@@ -265,6 +265,15 @@ pub struct Port {
     pub protocol: Protocol,
 }
 
+/// A Kubernetes Service by name and namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceName {
+    /// Service name.
+    pub name: String,
+    /// Service namespace.
+    pub namespace: String,
+}
+
 /// One observed (client, server) pair as mapper-server reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Edge {
@@ -287,6 +296,10 @@ pub struct Edge {
     /// Last time seen, unix milliseconds.
     #[serde(default)]
     pub last_seen_ms: i64,
+    /// Services whose ClusterIP the client dialled to reach the server (empty when it dialled
+    /// pod IPs directly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via_services: Vec<ServiceName>,
 }
 
 #[cfg(test)]
@@ -303,6 +316,7 @@ mod tests {
             failed: 1,
             first_seen_ms: 10,
             last_seen_ms: 20,
+            via_services: Vec::new(),
         };
         let json = serde_json::to_string(&edge).unwrap_or_else(|e| panic!("serialize: {e}"));
         assert_eq!(

@@ -406,6 +406,7 @@ fn memory(params: &Params, base: &Path) -> Value {
         first_seen_ms: now,
         last_seen_ms: now,
         dns_names: Vec::new(),
+        via_service: None,
     };
     let before = rss_bytes();
     let start = Instant::now();

@@ -202,6 +202,12 @@ impl IngestService {
                     Peer::External { ip } => self.dns.names(*ip),
                     _ => Vec::new(),
                 };
+                let via_service = match (c.side, c.orig) {
+                    (Side::Client, Some((ip, _))) => {
+                        snap.service_at(ip).map(|(name, namespace)| (namespace.to_owned(), name.to_owned()))
+                    }
+                    _ => None,
+                };
                 Observation {
                     key,
                     side: c.side,
@@ -212,6 +218,7 @@ impl IngestService {
                     first_seen_ms: c.flow.first_seen_ms,
                     last_seen_ms: c.flow.last_seen_ms,
                     dns_names,
+                    via_service,
                 }
             })
             .collect();

@@ -54,6 +54,11 @@ pub fn edge_to_pb(k: &EdgeKey, s: &EdgeState) -> pb::Edge {
         last_seen_ms: s.last_seen_ms,
         seen_by_client: s.seen_by_client(),
         seen_by_server: s.seen_by_server(),
+        via_services: s
+            .via_services
+            .iter()
+            .map(|(namespace, name)| pb::ServiceRef { name: name.clone(), namespace: namespace.clone() })
+            .collect(),
     }
 }
 

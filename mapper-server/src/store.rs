@@ -59,6 +59,9 @@ pub struct EdgeState {
     /// DNS names clients resolved to the server's address (external servers).
     #[serde(default)]
     pub dns_names: BTreeSet<String>,
+    /// Services (namespace, name) whose ClusterIP clients dialled to reach the server.
+    #[serde(default)]
+    pub via_services: BTreeSet<(String, String)>,
 }
 
 impl EdgeState {
@@ -97,6 +100,7 @@ impl EdgeState {
         }
         self.last_seen_ms = self.last_seen_ms.max(obs.last_seen_ms);
         self.dns_names.extend(obs.dns_names.iter().cloned());
+        self.via_services.extend(obs.via_service.iter().cloned());
     }
 }
 
@@ -112,6 +116,8 @@ pub struct Observation {
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub dns_names: Vec<String>,
+    /// The Service (namespace, name) whose ClusterIP the client dialled, if it dialled one.
+    pub via_service: Option<(String, String)>,
 }
 
 /// Why the store failed.

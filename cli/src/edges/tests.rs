@@ -28,6 +28,7 @@ fn edge(client: pb::Peer, server: pb::Peer) -> pb::Edge {
         last_seen_ms: 20,
         seen_by_client: true,
         seen_by_server: false,
+        via_services: vec![pb::ServiceRef { name: "ledger".into(), namespace: "team3".into() }],
     }
 }
 
@@ -42,6 +43,8 @@ fn workload_edges_become_intents_edges_with_kinds() {
     assert_eq!(i.client, Workload::new("api", "team1", "Deployment"));
     assert_eq!(i.server, Target::workload("db", Some("team2"), Some("StatefulSet")));
     assert_eq!((i.established, i.failed, i.ports.len()), (3, 1, 2));
+    let via = [mapper_intents::ServiceName { name: "ledger".into(), namespace: "team3".into() }];
+    assert_eq!((e.via_services.as_slice(), i.via_services.as_slice()), (&via[..], &via[..]));
 }
 
 #[test]

@@ -18,6 +18,7 @@ fn edge(client: Peer, server: Peer, port: u16, established: u64) -> ObservedEdge
         last_seen_ms: 0,
         seen_by_client: true,
         seen_by_server: true,
+        via_services: Vec::new(),
     }
 }
 

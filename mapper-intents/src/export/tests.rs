@@ -10,6 +10,7 @@ fn edge(client: &Workload, server: Target) -> Edge {
         failed: 0,
         first_seen_ms: 0,
         last_seen_ms: 0,
+        via_services: Vec::new(),
     }
 }
 

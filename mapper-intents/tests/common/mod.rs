@@ -16,6 +16,7 @@ pub fn edge(client: Workload, server: Target, port: u16) -> Edge {
         failed: 0,
         first_seen_ms: 1_700_000_000_000,
         last_seen_ms: 1_700_000_060_000,
+        via_services: Vec::new(),
     }
 }
 

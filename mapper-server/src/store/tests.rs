@@ -17,6 +17,7 @@ fn obs(client: &str, server: &str, side: Side, n: u64, at: i64) -> Observation {
         first_seen_ms: at,
         last_seen_ms: at,
         dns_names: vec![],
+        via_service: None,
     }
 }
 
@@ -75,4 +76,24 @@ fn a_group_commits_once_and_dedupes_within_itself() {
     assert_eq!(s.edges()[0].1.client_established, 5, "group not durable");
     let again = s.apply_group(&group).expect("apply again");
     assert!(again.iter().all(|a| *a == Applied::Duplicate), "{again:?}");
+}
+
+#[test]
+fn the_services_dialled_are_kept_with_the_edge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = EdgeStore::open(dir.path()).expect("open");
+        let mut through = obs("a", "ledger", Side::Client, 2, 10);
+        through.via_service = Some(("team3".into(), "ledger".into()));
+        let direct = obs("a", "ledger", Side::Client, 1, 11);
+        s.apply("n/b", 1, &[through, direct]).expect("apply");
+    }
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    let e = s.edges();
+    assert_eq!(e.len(), 1, "the same client and server are one edge whichever address was dialled");
+    assert_eq!(e[0].1.established(), 3);
+    let via: Vec<_> = e[0].1.via_services.iter().cloned().collect();
+    assert_eq!(via, [("team3".to_owned(), "ledger".to_owned())]);
+    let wire = crate::query::edge_to_pb(&e[0].0, &e[0].1);
+    assert_eq!((wire.via_services[0].name.as_str(), wire.via_services[0].namespace.as_str()), ("ledger", "team3"));
 }
