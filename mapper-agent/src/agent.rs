@@ -23,6 +23,7 @@ use crate::{
     metrics::Metrics,
     preflight::{self, PreflightError},
     report::{self, Backoff, Pending, SendOutcome},
+    token::TokenFile,
 };
 
 /// How long a drain waits after switching buffers for programs still running
@@ -43,8 +44,8 @@ pub enum Output {
 pub struct ReportConfig {
     /// `http://host:port` of mapper-server.
     pub url: String,
-    /// Bearer token sent with every batch.
-    pub token: Option<String>,
+    /// Bearer token sent with every batch, re-read from its file before each send.
+    pub token: Option<TokenFile>,
     /// Flows kept while the server is unreachable before batches are merged.
     pub max_pending_flows: usize,
 }
@@ -267,6 +268,7 @@ fn start_reporter(
     info!(url = %rc.url, %boot_id, "reporting to mapper-server");
     let notify = Arc::new(tokio::sync::Notify::new());
     let wake = notify.clone();
+    let mut token = rc.token.clone();
     let task = tokio::spawn(async move {
         let mut backoff = Backoff::default();
         let mut failing = false;
@@ -286,8 +288,8 @@ fn start_reporter(
             if resend {
                 metrics.resends.inc();
             }
-            match report::send(&mut client, rc.token.as_deref(), &node, &boot_id, &batch, Duration::from_secs(30)).await
-            {
+            let token = token.as_mut().map(TokenFile::current);
+            match report::send(&mut client, token, &node, &boot_id, &batch, Duration::from_secs(30)).await {
                 SendOutcome::Acked { duplicate } => {
                     if failing {
                         info!(url = %rc.url, "mapper-server reachable again");

@@ -12,3 +12,4 @@ pub mod flow;
 pub mod metrics;
 pub mod preflight;
 pub mod report;
+pub mod token;

@@ -8,6 +8,7 @@ use mapper_agent::{
     agent::{self, AgentConfig, Output, ReportConfig},
     capture::{self, CaptureConfig},
     preflight,
+    token::TokenFile,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,15 +120,7 @@ fn main() -> anyhow::Result<()> {
     let report = if args.no_report {
         None
     } else {
-        let token = match &args.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read --token-file {}", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let token = args.token_file.as_ref().map(TokenFile::load).transpose()?;
         Some(ReportConfig { url: args.mapper_url.clone(), token, max_pending_flows: args.max_pending_flows })
     };
     let cfg = AgentConfig {
