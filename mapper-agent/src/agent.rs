@@ -55,8 +55,9 @@ pub struct ReportConfig {
 pub struct AgentConfig {
     /// Report to the central mapper (`None`: output only).
     pub report: Option<ReportConfig>,
-    /// The node's own network namespace (`/proc/1/ns/net` with hostPID):
-    /// flows whose local end is in it are marked host-network.
+    /// The node's own network namespace (`/proc/self/ns/net` in a hostNetwork
+    /// pod, `/proc/1/ns/net` on the host): flows whose local end is in it are
+    /// marked host-network.
     pub host_netns: Option<std::path::PathBuf>,
     pub node_name: String,
     pub report_interval: Duration,
@@ -66,6 +67,9 @@ pub struct AgentConfig {
     /// Detach the programs and free the maps on exit (instead of leaving them
     /// pinned for the next agent).
     pub detach_on_exit: bool,
+    /// Leave the capability check to the kernel (the load then fails with the
+    /// kernel's own error when a capability is missing).
+    pub skip_capability_check: bool,
 }
 
 /// Why the agent stopped.
@@ -101,12 +105,20 @@ fn write_jsonl<T: Serialize>(records: &[T]) -> Result<(), AgentError> {
 }
 
 /// Checks the node, then loads (or resumes) the capture.
-pub fn start_capture(cfg: &CaptureConfig) -> Result<Capture, AgentError> {
-    preflight::check_capabilities()?;
+pub fn start_capture(cfg: &CaptureConfig, check_capabilities: bool) -> Result<Capture, AgentError> {
+    if check_capabilities {
+        preflight::check_capabilities()?;
+    }
     preflight::check_btf()?;
     preflight::ensure_tracefs()?;
     preflight::ensure_bpffs(&bpffs_mount_point(&cfg.bpffs))?;
     Ok(Capture::open(cfg)?)
+}
+
+/// The inode number of a network namespace file (what the kernel programs record as `netns`).
+fn netns_inode(path: &std::path::Path) -> io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.ino() as u32)
 }
 
 /// The bpffs mount point above a pin directory (`/sys/fs/bpf` for the default).
@@ -341,7 +353,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         });
     }
 
-    let mut capture = start_capture(&cfg.capture)?;
+    let mut capture = start_capture(&cfg.capture, !cfg.skip_capability_check)?;
     metrics.resumed.set(i64::from(capture.resumed()));
     metrics.flow_map_capacity.set(i64::from(capture.flow_capacity()));
     let cgroups = Arc::new(Mutex::new(CgroupResolver::new(&cfg.capture.cgroup_root)));
@@ -353,14 +365,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         let out = reporting.then(|| dns_out.clone());
         tokio::spawn(read_dns(ring, cfg.node_name.clone(), cgroups.clone(), metrics.clone(), cfg.output, out))
     });
-    let host_netns = cfg.host_netns.as_ref().and_then(|p| {
-        use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata(p) {
-            Ok(m) => Some(m.ino() as u32),
-            Err(e) => {
-                warn!(path = %p.display(), error = %e, "cannot read the node's network namespace: flows will not be marked host-network");
-                None
-            }
+    let host_netns = cfg.host_netns.as_deref().and_then(|p| match netns_inode(p) {
+        Ok(ino) => Some(ino),
+        Err(e) => {
+            let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                "another process's namespace needs ptrace access (CAP_SYS_PTRACE when that process has more \
+                 capabilities); in a pod, run with hostNetwork: true and --host-netns /proc/self/ns/net"
+            } else {
+                "in a pod, run with hostNetwork: true and --host-netns /proc/self/ns/net"
+            };
+            warn!(path = %p.display(), error = %e, hint, "cannot read the node's network namespace: flows will not be marked host-network");
+            None
         }
     });
     let pending = cfg.report.as_ref().map(|r| Arc::new(Mutex::new(Pending::new(r.max_pending_flows))));
@@ -387,6 +402,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         interval = %humantime::format_duration(cfg.report_interval),
         pin_dir = %drainer.capture.pin_dir().display(),
         resumed = drainer.capture.resumed(),
+        host_netns = ?drainer.host_netns,
         "agent running"
     );
 

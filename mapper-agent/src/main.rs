@@ -84,10 +84,15 @@ struct Args {
     /// are merged (counts add up) rather than dropped.
     #[arg(long, env = "MAPPER_MAX_PENDING_FLOWS", default_value_t = 200_000)]
     max_pending_flows: usize,
-    /// The node's own network namespace, to mark host-network flows
-    /// (`/proc/1/ns/net` needs hostPID in a pod).
+    /// The node's own network namespace, to mark host-network flows. In a pod,
+    /// run with hostNetwork and give /proc/self/ns/net (the default needs
+    /// hostPID and CAP_SYS_PTRACE there).
     #[arg(long, env = "MAPPER_HOST_NETNS", default_value = "/proc/1/ns/net")]
     host_netns: PathBuf,
+    /// Do not check for CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN before loading:
+    /// let the kernel refuse what it refuses.
+    #[arg(long, env = "MAPPER_SKIP_CAPABILITY_CHECK", hide = true)]
+    skip_capability_check: bool,
     /// Log format on stderr (RUST_LOG sets the level; default info).
     #[arg(long, env = "MAPPER_LOG_FORMAT", value_enum, default_value = "plain")]
     log_format: LogFormat,
@@ -135,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         capture,
         metrics_listen: args.metrics_listen,
         detach_on_exit: args.detach_on_exit,
+        skip_capability_check: args.skip_capability_check,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(agent::run(cfg, mapper_telemetry::shutdown_signal()))?;

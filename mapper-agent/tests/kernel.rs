@@ -11,7 +11,10 @@ use std::{net::IpAddr, thread, time::Duration};
 
 use mapper_lab::topo::{Node, Pod};
 use serde_json::{Value, json};
-use support::{Agent, bpf_available, call, flows, lab_bin, serve, sum};
+use support::{
+    Agent, agent_command, bpf_available, call, cap_mask, effective_capabilities, ensure_kernel_mounts, flows, lab_bin,
+    output_within, restrict_capabilities, serve, sum,
+};
 
 fn ino(pod: &Pod) -> Value {
     json!(pod.netns.inode().expect("netns inode"))
@@ -407,4 +410,105 @@ fn clear_error_without_privileges() {
     assert!(!out.status.success(), "agent ran without privileges");
     assert!(stderr.contains("CAP_BPF") && stderr.contains("root"), "unclear error: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// What the agent's container gets: `capabilities: {drop: [ALL], add: [BPF, PERFMON, NET_ADMIN]}`.
+const MINIMAL: [(u32, &str); 3] =
+    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_NET_ADMIN, "CAP_NET_ADMIN")];
+
+fn minimal() -> Vec<u32> {
+    MINIMAL.iter().map(|(c, _)| *c).collect()
+}
+
+#[test]
+fn captures_with_only_bpf_perfmon_and_net_admin() {
+    if !bpf_available("captures_with_only_bpf_perfmon_and_net_admin") {
+        return;
+    }
+    ensure_kernel_mounts();
+    let (node, _server) = two_pods("mtp");
+    let (a, b) = (&node.pods[0], &node.pods[1]);
+    let bpffs = std::path::PathBuf::from(format!("/sys/fs/bpf/mapper-test-{}-caps", std::process::id()));
+    // In a hostNetwork pod the agent's own namespace is the node's.
+    let agent = Agent::start_with_capabilities(bpffs, &["--host-netns", "/proc/self/ns/net"], &minimal());
+    assert_eq!(
+        effective_capabilities(agent.pid()),
+        cap_mask(&minimal()),
+        "the agent runs with more than the minimal set"
+    );
+    let r =
+        call(a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"), &["--to", &sock(b.ipv4, 8080), "--count", "3"]);
+    assert_eq!(r["ok"], 3, "{r}");
+    thread::sleep(Duration::from_millis(300));
+    let log = agent.log();
+    let lines = agent.stop();
+    let connect = flows(&lines, &[("direction", json!("connect")), ("netns", ino(a)), ("dst_port", json!(8080))]);
+    assert_eq!(sum(&connect, "count"), 3, "connects not captured with the minimal set: {lines:#?}");
+    let accept = flows(&lines, &[("direction", json!("accept")), ("netns", ino(b)), ("dst_port", json!(8080))]);
+    assert_eq!(sum(&accept, "count"), 3, "accepts not captured with the minimal set: {lines:#?}");
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/ns/net").expect("own netns").ino();
+    assert!(log.contains(&format!("host_netns=Some({own})")), "host netns not found from /proc/self/ns/net:\n{log}");
+}
+
+#[test]
+fn host_netns_of_another_process_needs_sys_ptrace() {
+    if !bpf_available("host_netns_of_another_process_needs_sys_ptrace") {
+        return;
+    }
+    ensure_kernel_mounts();
+    // A process with every capability, like a node's init (/proc/1 with hostPID).
+    let mut init = std::process::Command::new("sleep").arg("600").spawn().expect("spawn sleep");
+    let path = format!("/proc/{}/ns/net", init.id());
+    let bpffs =
+        |n: &str| std::path::PathBuf::from(format!("/sys/fs/bpf/mapper-test-{}-ptrace-{n}", std::process::id()));
+    let without = Agent::start_with_capabilities(bpffs("without"), &["--host-netns", &path], &minimal());
+    let log = without.log();
+    drop(without.stop());
+    assert!(
+        log.contains("cannot read the node's network namespace") && log.contains("CAP_SYS_PTRACE"),
+        "no clear warning when the host netns cannot be read:\n{log}"
+    );
+    let mut caps = minimal();
+    caps.push(CAP_SYS_PTRACE);
+    let with = Agent::start_with_capabilities(bpffs("with"), &["--host-netns", &path], &caps);
+    let log = with.log();
+    drop(with.stop());
+    let _ = init.kill();
+    let _ = init.wait();
+    assert!(!log.contains("cannot read the node's network namespace"), "CAP_SYS_PTRACE did not suffice:\n{log}");
+}
+
+#[test]
+fn each_missing_capability_is_named() {
+    if !bpf_available("each_missing_capability_is_named") {
+        return;
+    }
+    ensure_kernel_mounts();
+    for (cap, name) in MINIMAL {
+        let others: Vec<u32> = minimal().into_iter().filter(|c| *c != cap).collect();
+        let bpffs = std::path::PathBuf::from(format!("/sys/fs/bpf/mapper-test-{}-no-{cap}", std::process::id()));
+        let run = |extra: &[&str]| {
+            let mut cmd = agent_command(&bpffs, extra);
+            restrict_capabilities(&mut cmd, &others);
+            let out = output_within(cmd, Duration::from_secs(60));
+            let _ = std::fs::remove_dir_all(&bpffs);
+            let out = out.unwrap_or_else(|| panic!("the agent kept running without {name}"));
+            assert!(!out.status.success(), "the agent ran without {name}");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            stderr
+        };
+        // The preflight names what is missing.
+        let stderr = run(&[]);
+        assert!(stderr.contains(&format!("lacks {name} ")), "the error does not name {name}: {stderr}");
+        // And the kernel does refuse without it: the check asks for nothing superfluous.
+        let stderr = run(&["--skip-capability-check"]);
+        assert!(stderr.contains("Operation not permitted"), "the kernel accepted the load without {name}: {stderr}");
+    }
 }

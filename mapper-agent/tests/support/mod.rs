@@ -46,6 +46,116 @@ pub fn lab_bin() -> PathBuf {
     p
 }
 
+/// `mapper-agent --output jsonl --no-report` pinned under `bpffs`, stdout and stderr piped.
+pub fn agent_command(bpffs: &Path, extra: &[&str]) -> Command {
+    let interval = if extra.contains(&"--report-interval") { &[][..] } else { &["--report-interval", "100ms"][..] };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mapper-agent"));
+    cmd.args(["--output", "jsonl", "--no-report", "--node-name", "test-node"])
+        .args(interval)
+        .args(extra)
+        .arg("--bpffs")
+        .arg(bpffs)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Runs `cmd` (started by root) with exactly the capabilities `caps`, as a
+/// container with `capabilities: {drop: [ALL], add: [...]}` runs, or as
+/// `setpriv --bounding-set -all,+... --inh-caps -all --no-new-privs` does: every
+/// other capability leaves the bounding set, the inheritable and ambient sets are
+/// cleared, and exec then gives root a permitted and effective set equal to the
+/// bounding set.
+pub fn restrict_capabilities(cmd: &mut Command, caps: &[u32]) {
+    use std::os::unix::process::CommandExt;
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("read cap_last_cap")
+        .trim()
+        .parse()
+        .expect("cap_last_cap is a number");
+    let drop: Vec<u32> = (0..=last).filter(|c| !caps.contains(c)).collect();
+    // SAFETY: only async-signal-safe system calls (prctl, capget, capset) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            for &c in &drop {
+                if libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(c), 0, 0, 0) != 0 {
+                    return fail();
+                }
+            }
+            if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail();
+            }
+            let mut header = CapHeader { version: 0x2008_0522, pid: 0 };
+            let mut data = [CapData::default(); 2];
+            if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+                return fail();
+            }
+            for d in &mut data {
+                d.inheritable = 0;
+            }
+            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+                return fail();
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A capability set as a bit mask (the format of `CapEff:` in /proc/PID/status).
+pub fn cap_mask(caps: &[u32]) -> u64 {
+    caps.iter().fold(0, |m, c| m | (1u64 << c))
+}
+
+/// The effective capabilities of process `pid`.
+pub fn effective_capabilities(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff line");
+    u64::from_str_radix(hex.trim(), 16).expect("CapEff is hex")
+}
+
+/// Mounts tracefs and bpffs when missing, as scripts/lib.sh does: an agent
+/// without CAP_SYS_ADMIN cannot mount them (in a pod it gets the host's).
+pub fn ensure_kernel_mounts() {
+    mapper_agent::preflight::ensure_tracefs().expect("mount tracefs");
+    mapper_agent::preflight::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("mount bpffs");
+}
+
+/// Runs `cmd` to completion, killing it after `timeout`; `None` if it was still running.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Option<std::process::Output> {
+    let mut child = cmd.spawn().expect("spawn");
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Some(child.wait_with_output().expect("output"))
+}
+
 /// A running agent whose JSON lines are collected.
 pub struct Agent {
     child: Option<Child>,
@@ -81,20 +191,18 @@ impl Agent {
 
     /// Same, with extra flags.
     pub fn start_with(bpffs: PathBuf, extra: &[&str]) -> Self {
-        let interval = if extra.contains(&"--report-interval") { &[][..] } else { &["--report-interval", "100ms"][..] };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mapper-agent"))
-            .args(["--output", "jsonl", "--no-report", "--node-name", "test-node"])
-            .args(interval)
-            .args(extra)
-            .arg("--bpffs")
-            .arg(&bpffs)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mapper-agent");
+        Self::spawn(agent_command(&bpffs, extra), bpffs)
+    }
+
+    /// Same, with exactly the capabilities `caps` (see [`restrict_capabilities`]).
+    pub fn start_with_capabilities(bpffs: PathBuf, extra: &[&str], caps: &[u32]) -> Self {
+        let mut cmd = agent_command(&bpffs, extra);
+        restrict_capabilities(&mut cmd, caps);
+        Self::spawn(cmd, bpffs)
+    }
+
+    fn spawn(mut cmd: Command, bpffs: PathBuf) -> Self {
+        let mut child = cmd.spawn().expect("spawn mapper-agent");
         let log = Arc::new(Mutex::new(String::new()));
         collect_stderr(child.stderr.take().expect("stderr"), log.clone());
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -110,6 +218,11 @@ impl Agent {
         let agent = Self { child: Some(child), lines, reader: Some(reader), log, bpffs, keep_pins: false };
         agent.wait_log("agent running", Duration::from_secs(30));
         agent
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// The agent's stderr so far.
