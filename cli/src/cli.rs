@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{completions, connect, edges, export, list, output, policy, reset, visualize};
+use crate::{audit, completions, connect, edges, export, list, output, policy, reset, visualize};
 
 /// Exit statuses scripts can rely on.
 pub mod exit {
@@ -13,6 +13,8 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// The command line is wrong (unknown flag, conflicting flags, a missing `--yes`).
     pub const USAGE: u8 = 2;
+    /// `audit` found what `--fail-on` names.
+    pub const FINDINGS: u8 = 3;
 }
 
 /// The exit status paragraph every `--help` ends with.
@@ -21,7 +23,7 @@ pub mod exit {
 macro_rules! exit_status_help {
     () => {
         "Exit status: 0 success; 1 error (server unreachable or refusing, bad input file, cannot \
-         write); 2 usage error."
+         write); 2 usage error; 3 (audit) findings that --fail-on names."
     };
 }
 
@@ -44,7 +46,8 @@ macro_rules! exit_status_help {
         "  mapper export -n team1 -n team2 --output-version v1alpha2\n",
         "  mapper --mapper-url http://127.0.0.1:9090 list\n",
         "  mapper visualize --format svg -o map.svg\n",
-        "  mapper policy -f intents/\n\n",
+        "  mapper policy -f intents/\n",
+        "  mapper audit --declared charts/transaction-service/\n\n",
         exit_status_help!()
     )
 )]
@@ -68,6 +71,9 @@ pub enum Command {
     Visualize(visualize::VisualizeArgs),
     /// Forget every edge mapper-server has recorded.
     Reset(reset::ResetArgs),
+    /// Compare declared ClientIntents (files, or the cluster's) with the observed traffic:
+    /// missing calls (blocked once enforced), unused and covered targets.
+    Audit(audit::AuditArgs),
     /// Show the NetworkPolicies the intents operator builds from ClientIntents files, and the
     /// pod labels they rely on. Needs no server.
     Policy(policy::PolicyArgs),
@@ -96,6 +102,9 @@ pub enum Error {
     /// `policy` failed.
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
+    /// `audit` failed, or found what --fail-on names.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
     /// Writing the result failed.
     #[error(transparent)]
     Output(#[from] output::OutputError),
@@ -107,6 +116,7 @@ impl Error {
         match self {
             Error::Reset(e) if e.is_usage() => exit::USAGE,
             Error::Visualize(e) if e.is_usage() => exit::USAGE,
+            Error::Audit(e) if e.is_findings() => exit::FINDINGS,
             _ => exit::ERROR,
         }
     }
@@ -134,6 +144,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::List(args) => list::run(&cli.connect, &args).await,
         Command::Visualize(args) => visualize::run(&cli.connect, &args).await,
         Command::Reset(args) => reset::run(&cli.connect, &args).await,
+        Command::Audit(args) => audit::run(&cli.connect, &args).await,
         Command::Policy(args) => policy::run(&args),
         Command::Completions(args) => completions::run(&args),
     }

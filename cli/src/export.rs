@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use mapper_intents::audit::AuditScope;
 use mapper_intents::{ClientIntentsDoc, ExportOptions, IntentsVersion, RenderError, Target};
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
+use crate::declared::{self, ReadError};
 use crate::edges::{ObservedEdge, QueryArgs};
 use crate::output;
 
@@ -68,7 +70,8 @@ pub enum OutputType {
     "Examples:\n",
     "  mapper export -n team1 -n team2 --output-version v1alpha2\n",
     "  mapper export --server ledger.team3 --since 24h\n",
-    "  mapper export -o intents/ --output-type dir && kubectl apply -f intents/\n\n",
+    "  mapper export -o intents/ --output-type dir && kubectl apply -f intents/\n",
+    "  mapper export --declared charts/transaction-service/ -o charts/transaction-service/intents.yaml\n\n",
     crate::exit_status_help!()
 ))]
 pub struct ExportArgs {
@@ -91,6 +94,12 @@ pub struct ExportArgs {
     /// always leaves it out).
     #[arg(long)]
     pub exclude_internet: bool,
+    /// Declared ClientIntents to complete (files, directories read recursively, or - for
+    /// stdin): writes, for each client with observed calls they do not declare (what `mapper
+    /// audit` calls missing), its declared document with those calls added, in the document's
+    /// own version; a client with no ClientIntents gets a new one in --output-version.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub declared: Vec<PathBuf>,
 }
 
 /// Why an export failed.
@@ -99,63 +108,135 @@ pub enum ExportError {
     /// The documents cannot be written in the version asked for.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The --declared ClientIntents could not be read.
+    #[error(transparent)]
+    Declared(#[from] ReadError),
 }
 
-/// The documents for `edges`, with the export flags applied, and how many internet targets were
-/// left out because the version cannot express them (v1alpha2).
-pub fn documents(edges: &[ObservedEdge], args: &ExportArgs) -> (Vec<ClientIntentsDoc>, usize) {
+/// The documents for `edges`, with the export flags applied.
+pub fn documents(edges: &[ObservedEdge], args: &ExportArgs) -> Vec<ClientIntentsDoc> {
     let edges: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
     let opts = ExportOptions {
         include_internet: !args.exclude_internet,
         client_namespaces: args.query.namespaces.clone(),
         ..ExportOptions::default()
     };
-    let mut docs = mapper_intents::intents_from_edges(&edges, &opts);
+    mapper_intents::intents_from_edges(&edges, &opts)
+}
+
+/// Internet targets left out of the documents that are to be written in v1alpha2, which
+/// cannot express them.
+fn drop_inexpressible(docs: &mut Vec<(ClientIntentsDoc, IntentsVersion)>) -> usize {
     let mut dropped = 0;
-    if IntentsVersion::from(args.output_version) == IntentsVersion::V1Alpha2 {
-        for doc in &mut docs {
+    for (doc, version) in docs.iter_mut() {
+        if *version == IntentsVersion::V1Alpha2 {
             let before = doc.targets.len();
             doc.targets.retain(|t| !matches!(t, Target::Internet(_)));
             dropped += before - doc.targets.len();
         }
-        docs.retain(|d| !d.targets.is_empty());
     }
-    (docs, dropped)
+    docs.retain(|(d, _)| !d.targets.is_empty());
+    dropped
 }
 
-fn render(docs: &[ClientIntentsDoc], version: IntentsVersion, format: Format) -> Result<String, ExportError> {
-    Ok(match format {
-        Format::Yaml => mapper_intents::render_yaml(docs, version)?,
-        Format::Json => mapper_intents::render_json(docs, version)?,
-    })
+/// Renders documents, each in its own version: YAML documents separated by `---`, or one JSON
+/// `List`.
+fn render(docs: &[(ClientIntentsDoc, IntentsVersion)], format: Format) -> Result<String, ExportError> {
+    match format {
+        Format::Yaml => {
+            let parts = docs
+                .iter()
+                .map(|(doc, version)| mapper_intents::render_doc_yaml(doc, *version))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(parts.join("---\n"))
+        }
+        Format::Json => {
+            let mut versions: Vec<IntentsVersion> = docs.iter().map(|(_, v)| *v).collect();
+            versions.dedup();
+            if let [version] = versions.as_slice() {
+                let docs: Vec<ClientIntentsDoc> = docs.iter().map(|(d, _)| d.clone()).collect();
+                return Ok(mapper_intents::render_json(&docs, *version)?);
+            }
+            let mut items = Vec::new();
+            for (doc, version) in docs {
+                let list: serde_json::Value =
+                    serde_json::from_str(&mapper_intents::render_json(std::slice::from_ref(doc), *version)?)
+                        .unwrap_or_default();
+                items.extend(list["items"].as_array().cloned().unwrap_or_default());
+            }
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+            Ok(format!("{list:#}\n"))
+        }
+    }
+}
+
+/// The documents `--declared` asks for: the declared ones completed with what was observed
+/// and not declared, and a summary line per client on stderr.
+async fn completed_documents(
+    mapper: &mut Mapper,
+    args: &ExportArgs,
+) -> Result<Vec<(ClientIntentsDoc, IntentsVersion)>, Error> {
+    let mut declared = declared::read_paths(&args.declared, true, "export --declared").map_err(ExportError::from)?;
+    let unnamespaced: Vec<String> =
+        declared.iter().filter(|d| d.doc.namespace.is_none()).map(|d| d.source.clone()).collect();
+    let default_namespace = match args.query.namespaces.as_slice() {
+        [one] => Some(one.as_str()),
+        _ => None,
+    };
+    declared::fill_namespaces(&mut declared, default_namespace).map_err(ExportError::from)?;
+    let observed = args.query.fetch(mapper, !args.exclude_internet).await?;
+    let edges: Vec<mapper_intents::Edge> = observed.iter().filter_map(ObservedEdge::to_intents_edge).collect();
+    let scope = AuditScope { namespaces: args.query.namespaces.clone(), workloads: Vec::new() };
+    let report = mapper_intents::audit::audit(&declared, &edges, &scope, i64::MIN);
+    for client in report.clients.iter().filter(|c| !c.missing.is_empty()) {
+        let added: Vec<String> = client.missing.iter().map(|e| crate::audit::target_text(&e.server)).collect();
+        eprintln!("{}.{}: adding {}", client.client.name, client.client.namespace, added.join(", "));
+    }
+    let mut docs = mapper_intents::audit::amend(&report, &declared, args.output_version.into());
+    // A document that left its namespace to `kubectl apply -n` still does.
+    for (doc, _) in &mut docs {
+        let came_from = declared.iter().find(|d| d.doc.name == doc.name && d.doc.namespace == doc.namespace);
+        if came_from.is_some_and(|d| unnamespaced.contains(&d.source)) {
+            doc.namespace = None;
+        }
+    }
+    if docs.is_empty() {
+        eprintln!("Nothing to add: every observed call is declared.");
+    }
+    Ok(docs)
 }
 
 /// Runs `mapper export`.
 pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> {
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = args.query.fetch(&mut mapper, !args.exclude_internet).await?;
-    let (docs, dropped) = documents(&edges, args);
     let version = IntentsVersion::from(args.output_version);
+    let mut docs = if args.declared.is_empty() {
+        let edges = args.query.fetch(&mut mapper, !args.exclude_internet).await?;
+        documents(&edges, args).into_iter().map(|d| (d, version)).collect()
+    } else {
+        completed_documents(&mut mapper, args).await?
+    };
+    let dropped = drop_inexpressible(&mut docs);
     if dropped > 0 {
         eprintln!(
-            "warning: left out {dropped} internet target(s): {version} cannot express them (use --output-version \
+            "warning: left out {dropped} internet target(s): v1alpha2 cannot express them (use --output-version \
              v1alpha3 or later to keep them)"
         );
     }
-    if docs.is_empty() {
+    if docs.is_empty() && args.declared.is_empty() {
         eprintln!("No connections found.");
     }
     match (&args.output, args.output_type) {
-        (None, _) => output::stdout(render(&docs, version, args.format)?.as_bytes())?,
+        (None, _) => output::stdout(render(&docs, args.format)?.as_bytes())?,
         (Some(path), OutputType::SingleFile) => {
-            output::file(path, render(&docs, version, args.format)?.as_bytes())?;
+            output::file(path, render(&docs, args.format)?.as_bytes())?;
             eprintln!("Wrote {} ClientIntents to {}", docs.len(), path.display());
         }
         (Some(dir), OutputType::Dir) => {
             output::create_dir(dir)?;
             for doc in &docs {
-                let text = render(std::slice::from_ref(doc), version, args.format)?;
-                let mut name = mapper_intents::file_name(doc);
+                let text = render(std::slice::from_ref(doc), args.format)?;
+                let mut name = mapper_intents::file_name(&doc.0);
                 if args.format == Format::Json {
                     name = format!("{}.json", name.trim_end_matches(".yaml"));
                 }

@@ -8,16 +8,20 @@
 //!   that cannot be reached or refuses the token.
 //! - [`edges`]: the server's edges as plain values, and their conversion into
 //!   [`mapper_intents::Edge`].
-//! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`completions`]: the
-//!   subcommands.
+//! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`audit`], [`completions`]:
+//!   the subcommands.
+//! - [`declared`]: reading declared ClientIntents (files, directories, stdin, the cluster) for
+//!   `policy`, `audit` and `export --declared`.
 //! - [`output`]: stdout and `-o FILE`, quiet on a closed pipe.
 //!
 //! `main.rs` only parses the arguments, runs [`run`] and turns an [`Error`] into one line on
 //! stderr and an exit status.
 
+pub mod audit;
 pub mod cli;
 pub mod completions;
 pub mod connect;
+pub mod declared;
 pub mod edges;
 pub mod export;
 pub mod list;

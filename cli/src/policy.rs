@@ -3,13 +3,13 @@
 //! labels those policies select on as a YAML comment (so the output still applies as is).
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use mapper_intents::{ClientIntentsDoc, ParseError, PodLabel, PolicyLayout, PolicyOptions, Workload};
+use mapper_intents::{ClientIntentsDoc, PodLabel, PolicyLayout, PolicyOptions, Workload};
 
 use crate::cli::Error;
+use crate::declared::{self, ReadError};
 use crate::output;
 
 /// Which operator generation's policies.
@@ -51,69 +51,14 @@ pub struct PolicyArgs {
 /// Why the input could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// A file or directory could not be read.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        error: std::io::Error,
-    },
-    /// A file is not valid ClientIntents (the message names file, document and field).
+    /// The ClientIntents could not be read (the message names file, document and field).
     #[error(transparent)]
-    Parse(#[from] ParseError),
-}
-
-fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> PolicyError + '_ {
-    move |error| PolicyError::Read { path: path.to_owned(), error }
-}
-
-fn is_manifest(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
-}
-
-/// The files a path stands for, directories expanded in name order.
-fn expand(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
-    if path.as_os_str() == "-" || !path.is_dir() {
-        out.push(path.to_owned());
-        return Ok(());
-    }
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(read_error(path))? {
-        entries.push(entry.map_err(read_error(path))?.path());
-    }
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            if recursive {
-                expand(&entry, recursive, out)?;
-            }
-        } else if is_manifest(&entry) {
-            out.push(entry);
-        }
-    }
-    Ok(())
+    Read(#[from] ReadError),
 }
 
 /// Reads every ClientIntents document in `paths`, in order.
 pub fn read_documents(paths: &[PathBuf], recursive: bool) -> Result<Vec<ClientIntentsDoc>, PolicyError> {
-    let mut files = Vec::new();
-    for path in paths {
-        expand(path, recursive, &mut files)?;
-    }
-    let mut docs = Vec::new();
-    for file in &files {
-        let (text, name) = if file.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map_err(read_error(file))?;
-            (text, "<stdin>".to_owned())
-        } else {
-            (std::fs::read_to_string(file).map_err(read_error(file))?, file.display().to_string())
-        };
-        docs.extend(mapper_intents::parse_documents(&text, &name)?);
-    }
-    Ok(docs)
+    Ok(declared::read_paths(paths, recursive, "policy -f")?.into_iter().map(|d| d.doc).collect())
 }
 
 fn describe(workload: &Workload, with_kind: bool) -> String {
@@ -181,25 +126,6 @@ mod tests {
     use mapper_intents::policy::LabelRole;
 
     use super::*;
-
-    #[test]
-    fn directories_expand_to_their_manifests_in_order() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        for name in ["b.yaml", "a.yml", "c.json", "notes.txt", "sub/d.yaml"] {
-            let path = dir.path().join(name);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
-            }
-            std::fs::write(&path, "").unwrap_or_else(|e| panic!("write: {e}"));
-        }
-        let names = |recursive| {
-            let mut out = Vec::new();
-            expand(dir.path(), recursive, &mut out).unwrap_or_else(|e| panic!("expand: {e}"));
-            out.iter().map(|p| p.strip_prefix(dir.path()).unwrap_or(p).display().to_string()).collect::<Vec<_>>()
-        };
-        assert_eq!(names(false), ["a.yml", "b.yaml", "c.json"]);
-        assert_eq!(names(true), ["a.yml", "b.yaml", "c.json", "sub/d.yaml"]);
-    }
 
     #[test]
     fn labels_are_grouped_by_workload_and_quoted_when_yaml_needs_it() {

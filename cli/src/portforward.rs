@@ -4,7 +4,7 @@
 //! accepts to that pod port over `pods/portforward`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -166,23 +166,28 @@ impl Drop for PortForward {
     }
 }
 
-/// kube's configuration errors carry their causes in their own message.
-fn config_error(error: impl std::error::Error) -> PortForwardError {
-    PortForwardError::Config { reason: tidy(&error.to_string()) }
+async fn client(target: &ForwardTarget) -> Result<(Client, String), PortForwardError> {
+    kube_client(target.kubeconfig.as_deref(), target.context.as_deref())
+        .await
+        .map_err(|reason| PortForwardError::Config { reason })
 }
 
-async fn client(target: &ForwardTarget) -> Result<(Client, String), PortForwardError> {
-    let options = KubeConfigOptions { context: target.context.clone(), ..KubeConfigOptions::default() };
-    let config = match (&target.kubeconfig, &target.context) {
+/// A Kubernetes client from `--kubeconfig`/`--context` (default: KUBECONFIG, ~/.kube/config,
+/// then the in-cluster configuration) and the API server's URL; the error is the reason, in one
+/// line.
+pub async fn kube_client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<(Client, String), String> {
+    let reason = |error: &dyn std::error::Error| tidy(&error.to_string());
+    let options = KubeConfigOptions { context: context.map(str::to_owned), ..KubeConfigOptions::default() };
+    let config = match (kubeconfig, context) {
         (Some(path), _) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(config_error)?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(config_error)
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| reason(&e))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| reason(&e))
         }
-        (None, Some(_)) => Config::from_kubeconfig(&options).await.map_err(config_error),
-        (None, None) => Config::infer().await.map_err(config_error),
+        (None, Some(_)) => Config::from_kubeconfig(&options).await.map_err(|e| reason(&e)),
+        (None, None) => Config::infer().await.map_err(|e| reason(&e)),
     }?;
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(config_error)?;
+    let client = Client::try_from(config).map_err(|e| reason(&e))?;
     Ok((client, url))
 }
 

@@ -242,7 +242,7 @@ fn audit_client(
             missing.push(edge);
         }
     }
-    missing.sort_by(|a, b| call_key(&a.server).cmp(&call_key(&b.server)));
+    missing.sort_by_key(|e| call_key(&e.server));
     ClientAudit {
         client,
         sources: docs.iter().map(|d| d.source.clone()).collect(),

@@ -50,7 +50,7 @@ pub use model::{
     ClientIntentsDoc, Edge, HttpResource, Internet, OtherKind, OtherTarget, Port, Protocol, ServiceName, ServiceTarget,
     Target, Workload, WorkloadTarget,
 };
-pub use parse::{ParseError, parse_documents};
+pub use parse::{ParseError, ParsedDoc, parse_documents, parse_documents_with_origin};
 pub use policy::{
     NetworkPolicy, PodLabel, PolicyLayout, PolicyOptions, PolicySet, network_policies, render_policies_yaml,
 };

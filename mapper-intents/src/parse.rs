@@ -64,10 +64,33 @@ fn path_prefix(path: &str) -> String {
 /// Reads every ClientIntents object in `text` (multi-document YAML, or JSON) into the neutral
 /// model, in order. `source_name` only labels errors.
 pub fn parse_documents(text: &str, source_name: &str) -> Result<Vec<ClientIntentsDoc>, ParseError> {
+    Ok(parse_documents_with_origin(text, source_name)?.into_iter().map(|parsed| parsed.doc).collect())
+}
+
+/// One ClientIntents object read into the neutral model, with where it was and its version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedDoc {
+    /// The document it is in, counted from 1.
+    pub document: usize,
+    /// Its path inside the document: `items[3].` in a List, empty otherwise.
+    pub path_prefix: String,
+    /// The version it is written in.
+    pub version: IntentsVersion,
+    /// The object.
+    pub doc: ClientIntentsDoc,
+}
+
+/// [`parse_documents`], keeping each object's document number and version.
+pub fn parse_documents_with_origin(text: &str, source_name: &str) -> Result<Vec<ParsedDoc>, ParseError> {
     let mut docs = Vec::new();
     for found in parse_versioned(text, source_name)? {
         let doc = found.object.to_doc().map_err(|e| invalid(source_name, found.document, &found.path_prefix, e))?;
-        docs.push(doc);
+        docs.push(ParsedDoc {
+            document: found.document,
+            path_prefix: found.path_prefix,
+            version: found.object.version(),
+            doc,
+        });
     }
     Ok(docs)
 }

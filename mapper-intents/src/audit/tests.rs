@@ -300,7 +300,7 @@ fn amending_appends_the_missing_targets_in_the_declared_version() {
     let (doc, version) = &amended[0];
     assert_eq!((doc.client_name.as_str(), *version), ("transaction-service", IntentsVersion::V1Alpha2));
     assert_eq!(names(doc.targets.clone()), ["telemetry.team4", "ledger.team3"]);
-    let yaml = crate::render_yaml(&[doc.clone()], *version).unwrap_or_else(|e| panic!("{e}"));
+    let yaml = crate::render_yaml(std::slice::from_ref(doc), *version).unwrap_or_else(|e| panic!("{e}"));
     assert!(yaml.contains("    - name: telemetry.team4\n    - name: ledger.team3\n"), "{yaml}");
     // A client with no ClientIntents gets a new document, its own namespace left implicit.
     let (doc, version) = &amended[1];

@@ -1,0 +1,271 @@
+//! Reading declared ClientIntents: files, directories (their .yaml, .yml and .json files), `-`
+//! for stdin, or the ClientIntents objects in the cluster. Every object is read before anything
+//! is reported, and a bad one fails the whole read with its file, document and field.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc};
+
+/// Why declared ClientIntents could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A file or directory could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A file is not valid ClientIntents (the message names file, document and field).
+    #[error(transparent)]
+    Parse(Box<ParseError>),
+    /// A file is a Helm template, which is YAML only once rendered.
+    #[error(
+        "{source_name} is an unrendered Helm template (it has `{{{{ … }}}}`); render the chart first: helm template \
+         CHART | mapper {verb} -"
+    )]
+    Template {
+        /// The file.
+        source_name: String,
+        /// The command to suggest (`audit --declared`, `policy -f`).
+        verb: &'static str,
+        /// The YAML error.
+        #[source]
+        error: Box<ParseError>,
+    },
+    /// A ClientIntents object names no namespace and no single -n says where it is applied.
+    #[error(
+        "{origin}: ClientIntents {name} has no metadata.namespace; give the namespace it is applied to with exactly one \
+         -n NAMESPACE"
+    )]
+    NoNamespace {
+        /// Where it was read.
+        origin: String,
+        /// `metadata.name`.
+        name: String,
+    },
+    /// The ClientIntents in the cluster could not be listed.
+    #[error("cannot read ClientIntents from the cluster: {reason}")]
+    Cluster {
+        /// What went wrong (the API's message).
+        reason: String,
+    },
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
+    move |error| ReadError::Read { path: path.to_owned(), error }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+/// The files a path stands for, directories expanded in name order.
+fn expand(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
+    if path.as_os_str() == "-" || !path.is_dir() {
+        out.push(path.to_owned());
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_error(path))? {
+        entries.push(entry.map_err(read_error(path))?.path());
+    }
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            if recursive {
+                expand(&entry, recursive, out)?;
+            }
+        } else if is_manifest(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// Reads every ClientIntents object in `paths`, in order; `verb` names the command in the hint
+/// given for an unrendered Helm template.
+pub fn read_paths(paths: &[PathBuf], recursive: bool, verb: &'static str) -> Result<Vec<DeclaredDoc>, ReadError> {
+    let mut files = Vec::new();
+    for path in paths {
+        expand(path, recursive, &mut files)?;
+    }
+    let mut docs = Vec::new();
+    for file in &files {
+        let (text, name) = if file.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(read_error(file))?;
+            (text, "<stdin>".to_owned())
+        } else {
+            (std::fs::read_to_string(file).map_err(read_error(file))?, file.display().to_string())
+        };
+        docs.extend(read_text(&text, &name, verb)?);
+    }
+    Ok(docs)
+}
+
+/// Reads every ClientIntents object in one text.
+pub fn read_text(text: &str, source_name: &str, verb: &'static str) -> Result<Vec<DeclaredDoc>, ReadError> {
+    let parsed = mapper_intents::parse_documents_with_origin(text, source_name).map_err(|error| match error {
+        error if text.contains("{{") => {
+            ReadError::Template { source_name: source_name.to_owned(), verb, error: Box::new(error) }
+        }
+        error => ReadError::Parse(Box::new(error)),
+    })?;
+    Ok(parsed
+        .into_iter()
+        .map(|p| {
+            let place = p.path_prefix.trim_end_matches('.');
+            let source = if place.is_empty() {
+                format!("{source_name}: document {}", p.document)
+            } else {
+                format!("{source_name}: document {}: {place}", p.document)
+            };
+            DeclaredDoc { doc: p.doc, version: p.version, source }
+        })
+        .collect())
+}
+
+/// Gives every document without a namespace `default_namespace`, or fails naming the first
+/// such document when there is none.
+pub fn fill_namespaces(docs: &mut [DeclaredDoc], default_namespace: Option<&str>) -> Result<(), ReadError> {
+    for d in docs.iter_mut().filter(|d| d.doc.namespace.is_none()) {
+        match default_namespace {
+            Some(ns) => d.doc.namespace = Some(ns.to_owned()),
+            None => return Err(ReadError::NoNamespace { origin: d.source.clone(), name: d.doc.name.clone() }),
+        }
+    }
+    Ok(())
+}
+
+/// The versions tried, newest first: the first one the API serves is read (the API server
+/// converts every stored object to it).
+const CLUSTER_VERSIONS: [IntentsVersion; 5] = [
+    IntentsVersion::V2Beta1,
+    IntentsVersion::V2Alpha1,
+    IntentsVersion::V1Beta1,
+    IntentsVersion::V1Alpha3,
+    IntentsVersion::V1Alpha2,
+];
+
+/// Reads the ClientIntents objects in the cluster (in `namespaces`, or every namespace).
+pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result<Vec<DeclaredDoc>, ReadError> {
+    for version in CLUSTER_VERSIONS {
+        let resource = ApiResource {
+            group: "k8s.otterize.com".to_owned(),
+            version: version.as_str().to_owned(),
+            api_version: version.api_version(),
+            kind: "ClientIntents".to_owned(),
+            plural: "clientintents".to_owned(),
+        };
+        let apis: Vec<(String, Api<DynamicObject>)> = if namespaces.is_empty() {
+            vec![("every namespace".to_owned(), Api::all_with(client.clone(), &resource))]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| (format!("namespace {ns}"), Api::namespaced_with(client.clone(), ns, &resource)))
+                .collect()
+        };
+        let mut items = Vec::new();
+        let mut served = true;
+        for (scope, api) in &apis {
+            match api.list(&ListParams::default()).await {
+                Ok(list) => items.extend(list.items),
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    served = false;
+                    break;
+                }
+                Err(kube::Error::Api(status)) => {
+                    return Err(ReadError::Cluster {
+                        reason: format!("listing {} in {scope}: {}", resource.api_version, status.message),
+                    });
+                }
+                Err(other) => return Err(ReadError::Cluster { reason: other.to_string() }),
+            }
+        }
+        if !served {
+            continue;
+        }
+        // Each object as the API sent it, under its own name, so errors name it.
+        let mut docs = Vec::new();
+        for item in items {
+            let name = format!(
+                "clientintents/{} in namespace {}",
+                item.metadata.name.clone().unwrap_or_default(),
+                item.metadata.namespace.clone().unwrap_or_default()
+            );
+            let mut value = serde_json::to_value(&item).map_err(|e| ReadError::Cluster { reason: e.to_string() })?;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("apiVersion".to_owned(), resource.api_version.clone().into());
+                object.insert("kind".to_owned(), "ClientIntents".into());
+                if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    meta.retain(|k, _| k == "name" || k == "namespace");
+                }
+            }
+            let text = serde_json::to_string(&value).map_err(|e| ReadError::Cluster { reason: e.to_string() })?;
+            docs.extend(read_text(&text, &name, "audit --declared")?);
+        }
+        return Ok(docs);
+    }
+    Err(ReadError::Cluster {
+        reason: "the API serves no k8s.otterize.com ClientIntents version (is the Otterize intents operator's CRD \
+                 installed?)"
+            .to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_expand_to_their_manifests_in_order() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for name in ["b.yaml", "a.yml", "c.json", "notes.txt", "sub/d.yaml"] {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+            }
+            std::fs::write(&path, "").unwrap_or_else(|e| panic!("write: {e}"));
+        }
+        let names = |recursive| {
+            let mut out = Vec::new();
+            expand(dir.path(), recursive, &mut out).unwrap_or_else(|e| panic!("expand: {e}"));
+            out.iter().map(|p| p.strip_prefix(dir.path()).unwrap_or(p).display().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(false), ["a.yml", "b.yaml", "c.json"]);
+        assert_eq!(names(true), ["a.yml", "b.yaml", "c.json", "sub/d.yaml"]);
+    }
+
+    #[test]
+    fn documents_are_named_by_file_and_document_and_keep_their_version() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n---\napiVersion: k8s.otterize.com/v1alpha2\n\
+                    kind: ClientIntents\nmetadata: {name: a}\nspec: {service: {name: a}, calls: [{name: b}]}\n";
+        let mut docs = read_text(text, "chart.yaml", "audit --declared").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(docs.len(), 1);
+        assert_eq!((docs[0].source.as_str(), docs[0].version), ("chart.yaml: document 2", IntentsVersion::V1Alpha2));
+        let err = fill_namespaces(&mut docs, None).expect_err("no namespace");
+        assert_eq!(
+            err.to_string(),
+            "chart.yaml: document 2: ClientIntents a has no metadata.namespace; give the namespace it is applied to \
+             with exactly one -n NAMESPACE"
+        );
+        fill_namespaces(&mut docs, Some("team1")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(docs[0].doc.namespace.as_deref(), Some("team1"));
+    }
+
+    #[test]
+    fn an_unrendered_template_gets_a_hint() {
+        let text = "apiVersion: k8s.otterize.com/v2beta1\nkind: ClientIntents\nmetadata:\n  name: {{ .Release.Name }}\n\
+                    spec: {}\n";
+        let err = read_text(text, "templates/intents.yaml", "audit --declared").expect_err("a template");
+        assert!(
+            err.to_string().starts_with("templates/intents.yaml is an unrendered Helm template (it has `{{ … }}`)")
+        );
+        assert!(err.to_string().ends_with("helm template CHART | mapper audit --declared -"), "{err}");
+    }
+}
