@@ -38,6 +38,11 @@ fn pods(ready: bool) -> String {
     )
 }
 
+/// What the cluster declares: transaction-service lost ledger, the other client has it.
+const CLIENT_INTENTS: &str = r#"{"apiVersion":"k8s.otterize.com/v1beta1","kind":"ClientIntentsList","metadata":{"resourceVersion":"7"},"items":[
+{"metadata":{"name":"transaction-service","namespace":"team1","uid":"u1","resourceVersion":"5","managedFields":[]},"spec":{"service":{"name":"transaction-service"},"calls":[{"name":"telemetry.team4"}]},"status":{}},
+{"metadata":{"name":"some-other-transaction-service","namespace":"team2","uid":"u2"},"spec":{"service":{"name":"some-other-transaction-service"},"calls":[{"name":"ledger.team3"}]}}]}"#;
+
 const NOT_FOUND: &str = r#"{"apiVersion":"v1","kind":"Status","status":"Failure","message":"services \"mapper-server\" not found","reason":"NotFound","code":404}"#;
 
 /// Peeks until a whole request head is buffered; returns it without consuming it.
@@ -132,6 +137,9 @@ async fn connection(mut stream: TcpStream, cluster: Cluster, backend: SocketAddr
             } else {
                 ("200 OK", SERVICE.to_owned())
             }
+        } else if path.starts_with("/apis/k8s.otterize.com/v1beta1/clientintents") {
+            // Served only as v1beta1 here (an older operator): v2beta1 and v2alpha1 are 404s.
+            ("200 OK", CLIENT_INTENTS.to_owned())
         } else if path.starts_with("/api/v1/namespaces/mapper-system/pods?")
             && path.contains("labelSelector=app%3Dmapper-server")
         {
@@ -235,4 +243,22 @@ fn an_unreachable_kubernetes_api_is_one_line_naming_it() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn audit_from_the_cluster_through_a_port_forward() {
+    let server = Server::start(None);
+    support::seed(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = fake_api(dir.path(), Cluster::Healthy, backend(&server));
+    let out = mapper(&["--kubeconfig", &kubeconfig, "audit", "--from-cluster", "--format", "json"], None);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&support::stdout(&out)).expect("json");
+    assert_eq!(json["summary"]["clients"], 2, "{json:#}");
+    assert_eq!(json["summary"]["missing"], 1);
+    assert_eq!(json["summary"]["covered"], 1);
+    let ts = &json["clients"][0];
+    assert_eq!(ts["client"]["name"], "transaction-service");
+    assert_eq!(ts["declared_in"][0], "clientintents/transaction-service in namespace team1: document 1");
+    assert_eq!(ts["missing"][0]["target"], "ledger.team3");
 }
