@@ -1,0 +1,145 @@
+//! Values as helm combines them: user values over the chart's defaults (maps merge key by key,
+//! anything else replaces, `null` deletes), `--set a.b=c` as an overlay, and their conversion to
+//! the template engine's values with helm's number rules.
+
+use std::collections::HashMap;
+
+use gtmpl_ng::Value;
+use serde_yaml::{Mapping, Value as Yaml};
+
+/// Why values could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ValuesError {
+    #[error("--set {expr}: expected KEY.PATH=VALUE")]
+    SetSyntax { expr: String },
+    #[error("--set {expr}: the value is not a YAML scalar")]
+    SetValue {
+        expr: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error(
+        "value {path} = {number}: helm reads numbers in values as floats and prints 1000000 and above as \
+         1e+06; quote it"
+    )]
+    ExponentNumber { path: String, number: String },
+    #[error("value {path}: map keys must be strings")]
+    NonStringKey { path: String },
+    #[error("value {path}: YAML tags are not supported")]
+    Tagged { path: String },
+}
+
+/// `overlay` coalesced over `base`, as helm merges `-f` files and `--set` over `values.yaml`.
+pub fn coalesce(base: &mut Yaml, overlay: Yaml) {
+    match (base, overlay) {
+        (Yaml::Mapping(base), Yaml::Mapping(overlay)) => {
+            for (k, v) in overlay {
+                if v.is_null() {
+                    base.remove(&k);
+                } else if let Some(existing) = base.get_mut(&k) {
+                    coalesce(existing, v);
+                } else {
+                    base.insert(k, v);
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// An overlay from `a.b.c=value`; the value is read as a YAML scalar (`true`, `3`, `text`).
+pub fn parse_set(expr: &str) -> Result<Yaml, ValuesError> {
+    let (path, raw) = expr.split_once('=').ok_or_else(|| ValuesError::SetSyntax { expr: expr.into() })?;
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(ValuesError::SetSyntax { expr: expr.into() });
+    }
+    let mut value: Yaml = if raw.is_empty() {
+        Yaml::String(String::new())
+    } else {
+        serde_yaml::from_str(raw).map_err(|source| ValuesError::SetValue { expr: expr.into(), source })?
+    };
+    if value.is_mapping() || value.is_sequence() {
+        return Err(ValuesError::SetSyntax { expr: expr.into() });
+    }
+    for key in path.rsplit('.') {
+        let mut map = Mapping::new();
+        map.insert(Yaml::String(key.into()), value);
+        value = Yaml::Mapping(map);
+    }
+    Ok(value)
+}
+
+/// A YAML value as the template engine sees it. Helm decodes values through JSON into float64,
+/// and Go prints a float64 of 1e6 or more in exponent form: such numbers are refused here so the
+/// chart never prints one differently from helm.
+pub fn to_template_value(yaml: &Yaml, path: &str) -> Result<Value, ValuesError> {
+    Ok(match yaml {
+        Yaml::Null => Value::Nil,
+        Yaml::Bool(b) => Value::Bool(*b),
+        Yaml::Number(n) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.abs() >= 1e6 {
+                return Err(ValuesError::ExponentNumber { path: path.into(), number: n.to_string() });
+            }
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(f)
+            }
+        }
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Sequence(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| to_template_value(v, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Yaml::Mapping(map) => {
+            let mut out = HashMap::with_capacity(map.len());
+            for (k, v) in map {
+                let Yaml::String(key) = k else {
+                    return Err(ValuesError::NonStringKey { path: path.into() });
+                };
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                out.insert(key.clone(), to_template_value(v, &child)?);
+            }
+            Value::Map(out)
+        }
+        Yaml::Tagged(_) => return Err(ValuesError::Tagged { path: path.into() }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn y(s: &str) -> Yaml {
+        serde_yaml::from_str(s).expect("test YAML")
+    }
+
+    #[test]
+    fn coalesce_merges_maps_replaces_lists_and_deletes_on_null() {
+        let mut base = y("a: {b: 1, c: 2}\nl: [1, 2]\nd: x\n");
+        coalesce(&mut base, y("a: {c: 3}\nl: [9]\nd: null\n"));
+        assert_eq!(base, y("a: {b: 1, c: 3}\nl: [9]\n"));
+    }
+
+    #[test]
+    fn set_builds_a_nested_overlay_with_typed_scalars() {
+        assert_eq!(parse_set("a.b.c=true").expect("valid"), y("a: {b: {c: true}}"));
+        assert_eq!(parse_set("n=3").expect("valid"), y("n: 3"));
+        assert_eq!(parse_set("s=").expect("valid"), y("s: ''"));
+        assert!(matches!(parse_set("novalue"), Err(ValuesError::SetSyntax { .. })));
+        assert!(matches!(parse_set("a..b=1"), Err(ValuesError::SetSyntax { .. })));
+    }
+
+    #[test]
+    fn numbers_helm_would_print_as_exponents_are_refused() {
+        let err = to_template_value(&y("agent: {big: 1000000}"), "").expect_err("1e6 refused");
+        assert!(err.to_string().contains("agent.big"), "names the value: {err}");
+        assert!(to_template_value(&y("agent: {big: '1000000', ok: 999999}"), "").is_ok());
+    }
+}

@@ -1,0 +1,306 @@
+//! What every rendering of the chart must satisfy, whatever the values: the rendered objects
+//! typed, and checks that panic naming the object and the rule.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod checks;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mapper_deploy::objects::{self, Object};
+use mapper_deploy::{CHART_DIR, Chart, Release, Rendered, render, workspace_root};
+
+// ---- Decisions kept in one place each, so they are easy to adjust ----
+
+/// Capabilities the agent container adds (and it drops ALL). SYS_RESOURCE joins them only with
+/// `agent.sysResource: true`.
+pub const AGENT_CAPABILITIES: &[&str] = &["BPF", "PERFMON", "NET_ADMIN"];
+
+/// How the agent pod reaches the node's network namespace (values `agent.hostNetns`).
+pub struct HostNetns {
+    /// Where the host's /proc is mounted in the agent, if it is.
+    pub proc_mount: Option<&'static str>,
+    /// MAPPER_HOST_NETNS.
+    pub path: &'static str,
+    pub host_pid: bool,
+}
+pub const HOST_NETNS: HostNetns =
+    HostNetns { proc_mount: Some("/host/proc"), path: "/host/proc/1/ns/net", host_pid: false };
+
+/// What mapper-server lists and watches (mapper-cluster/src/kube_source.rs), as (kind in the
+/// source, API group, resource).
+pub const REFLECTED: &[(&str, &str, &str)] = &[
+    ("Pod", "", "pods"),
+    ("Service", "", "services"),
+    ("EndpointSlice", "discovery.k8s.io", "endpointslices"),
+    ("ReplicaSet", "apps", "replicasets"),
+    ("Job", "batch", "jobs"),
+];
+
+/// Built-in owner kinds the server GETs when an owner chain reaches them (kube_source/owners.rs).
+pub const OWNER_GETS: &[(&str, &str)] =
+    &[("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "cronjobs")];
+
+/// Server settings decided for in-cluster authentication that mapper-server does not read yet
+/// (being added): allowed in the manifests until its source has them.
+pub const PENDING_SERVER_ENV: &[&str] =
+    &["MAPPER_TOKEN_REVIEW_AUDIENCE", "MAPPER_AGENT_SERVICE_ACCOUNT", "MAPPER_ALLOW_LOOPBACK_QUERY"];
+
+// ---- Rendering ----
+
+pub fn root() -> PathBuf {
+    workspace_root()
+}
+
+pub fn chart() -> Chart {
+    Chart::load(&root().join(CHART_DIR)).unwrap_or_else(|e| panic!("chart loads: {e:#}"))
+}
+
+/// The chart rendered into `namespace` with `values` (YAML) over its defaults.
+pub fn render_with(values: &str, namespace: &str) -> Rendered {
+    let overlay: serde_yaml::Value = serde_yaml::from_str(values).expect("test values are YAML");
+    let overlays = if overlay.is_null() { vec![] } else { vec![overlay] };
+    let release = Release { name: "mapper".into(), namespace: namespace.into() };
+    render(&chart(), &release, &overlays).unwrap_or_else(|e| panic!("chart renders with {values:?}: {e}"))
+}
+
+/// Every document typed; panics naming the first that is not a valid object.
+pub fn typed(rendered: &Rendered) -> Vec<Object> {
+    rendered.documents.iter().map(|d| objects::parse(d).unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+/// The rendered objects, by what the checks look up.
+pub struct Objects {
+    pub all: Vec<Object>,
+    pub namespace: String,
+}
+
+impl Objects {
+    pub fn new(rendered: &Rendered, namespace: &str) -> Objects {
+        Objects { all: typed(rendered), namespace: namespace.into() }
+    }
+
+    pub fn deployment(&self, name: &str) -> &Deployment {
+        self.all
+            .iter()
+            .find_map(|o| match o {
+                Object::Deployment(d) if d.metadata.name.as_deref() == Some(name) => Some(&**d),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no Deployment {name}"))
+    }
+
+    pub fn daemonset(&self, name: &str) -> &DaemonSet {
+        self.all
+            .iter()
+            .find_map(|o| match o {
+                Object::DaemonSet(d) if d.metadata.name.as_deref() == Some(name) => Some(&**d),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no DaemonSet {name}"))
+    }
+
+    pub fn service(&self, name: &str) -> &Service {
+        self.all
+            .iter()
+            .find_map(|o| match o {
+                Object::Service(s) if s.metadata.name.as_deref() == Some(name) => Some(&**s),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no Service {name}"))
+    }
+
+    pub fn service_account(&self, name: &str) -> &ServiceAccount {
+        self.all
+            .iter()
+            .find_map(|o| match o {
+                Object::ServiceAccount(s) if s.metadata.name.as_deref() == Some(name) => Some(&**s),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no ServiceAccount {name}"))
+    }
+
+    pub fn cluster_role(&self, name: &str) -> &ClusterRole {
+        self.all
+            .iter()
+            .find_map(|o| match o {
+                Object::ClusterRole(r) if r.metadata.name.as_deref() == Some(name) => Some(&**r),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no ClusterRole {name}"))
+    }
+
+    pub fn cluster_role_bindings(&self) -> Vec<&ClusterRoleBinding> {
+        self.all
+            .iter()
+            .filter_map(|o| match o {
+                Object::ClusterRoleBinding(b) => Some(&**b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn network_policy(&self, name: &str) -> Option<&NetworkPolicy> {
+        self.all.iter().find_map(|o| match o {
+            Object::NetworkPolicy(p) if p.metadata.name.as_deref() == Some(name) => Some(&**p),
+            _ => None,
+        })
+    }
+
+    pub fn monitor(&self, kind: &str) -> Option<&serde_json::Value> {
+        self.all.iter().find_map(|o| match o {
+            Object::Monitor { kind: k, value } if k == kind => Some(value),
+            _ => None,
+        })
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.all.iter().map(kind_of).collect()
+    }
+}
+
+pub fn kind_of(o: &Object) -> String {
+    match o {
+        Object::Namespace(_) => "Namespace".into(),
+        Object::ServiceAccount(_) => "ServiceAccount".into(),
+        Object::ClusterRole(_) => "ClusterRole".into(),
+        Object::ClusterRoleBinding(_) => "ClusterRoleBinding".into(),
+        Object::Role(_) => "Role".into(),
+        Object::RoleBinding(_) => "RoleBinding".into(),
+        Object::Service(_) => "Service".into(),
+        Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim".into(),
+        Object::Deployment(_) => "Deployment".into(),
+        Object::DaemonSet(_) => "DaemonSet".into(),
+        Object::NetworkPolicy(_) => "NetworkPolicy".into(),
+        Object::Monitor { kind, .. } => kind.clone(),
+    }
+}
+
+// ---- Accessors ----
+
+pub fn pod_spec<'a>(template: &'a PodTemplateSpec, what: &str) -> &'a PodSpec {
+    template.spec.as_ref().unwrap_or_else(|| panic!("{what}: pod template has a spec"))
+}
+
+pub fn pod_labels<'a>(template: &'a PodTemplateSpec, what: &str) -> &'a BTreeMap<String, String> {
+    template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .unwrap_or_else(|| panic!("{what}: pod template has labels"))
+}
+
+pub fn pod_annotations<'a>(template: &'a PodTemplateSpec, what: &str) -> &'a BTreeMap<String, String> {
+    template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .unwrap_or_else(|| panic!("{what}: pod template has annotations"))
+}
+
+pub fn server_template(o: &Objects) -> &PodTemplateSpec {
+    &o.deployment("mapper-server").spec.as_ref().expect("Deployment mapper-server has a spec").template
+}
+
+pub fn agent_template(o: &Objects) -> &PodTemplateSpec {
+    &o.daemonset("mapper-agent").spec.as_ref().expect("DaemonSet mapper-agent has a spec").template
+}
+
+pub fn only_container<'a>(spec: &'a PodSpec, what: &str) -> &'a Container {
+    assert_eq!(spec.containers.len(), 1, "{what}: one container");
+    assert!(spec.init_containers.is_none(), "{what}: no init containers");
+    &spec.containers[0]
+}
+
+pub fn env<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    c.env.as_ref()?.iter().find(|e| e.name == name)?.value.as_deref()
+}
+
+pub fn env_required<'a>(c: &'a Container, name: &str) -> &'a str {
+    env(c, name).unwrap_or_else(|| panic!("container {}: env {name} is set", c.name))
+}
+
+pub fn env_field_ref<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    let var = c.env.as_ref()?.iter().find(|e| e.name == name)?;
+    Some(var.value_from.as_ref()?.field_ref.as_ref()?.field_path.as_str())
+}
+
+/// The container port with this name.
+pub fn named_port(c: &Container, name: &str) -> i32 {
+    c.ports
+        .as_ref()
+        .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(name)))
+        .unwrap_or_else(|| panic!("container {}: port named {name}", c.name))
+        .container_port
+}
+
+/// A Service or probe port resolved against the container's ports.
+pub fn resolve_port(c: &Container, port: &IntOrString) -> i32 {
+    match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => named_port(c, name),
+    }
+}
+
+/// The port of `HOST:PORT`.
+pub fn listen_port(addr: &str) -> i32 {
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or_else(|| panic!("{addr:?} is HOST:PORT"))
+}
+
+/// Does `selector` select pods labelled `labels`?
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    assert!(selector.match_expressions.is_none(), "selectors here use matchLabels only");
+    let wanted = selector.match_labels.as_ref().expect("selector has matchLabels");
+    !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+pub fn map_selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// (group, resource, verb) triples a set of rules grants.
+pub fn grants(rules: &[PolicyRule]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for rule in rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    out.push((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// The environment variables a binary's clap arguments read (`env = "X"` in its main.rs).
+pub fn env_vars_read_by(crate_dir: &str) -> Vec<String> {
+    let text = read(&root().join(crate_dir).join("src/main.rs"));
+    text.split("env = \"").skip(1).filter_map(|rest| rest.split('"').next()).map(str::to_owned).collect()
+}
+
+/// Every `.rs` file under `dir`, concatenated.
+pub fn rust_sources(dir: &Path) -> String {
+    let mut out = String::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("directory entry").path()).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            out.push_str(&rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push_str(&read(&path));
+        }
+    }
+    out
+}
