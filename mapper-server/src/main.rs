@@ -4,7 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use mapper_server::server::{BoundServer, ServerConfig};
+use mapper_server::{
+    auth::{ServiceAccount, TokenReviewConfig},
+    server::{BoundServer, ServerConfig},
+};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -30,9 +33,24 @@ struct Args {
     /// Where the edges are kept across restarts.
     #[arg(long, env = "MAPPER_DATA_DIR", default_value = "./mapper-data")]
     data_dir: PathBuf,
-    /// File holding the bearer token every RPC must carry.
+    /// File holding a bearer token accepted on every RPC (without other means of
+    /// authentication, every RPC must carry it).
     #[arg(long, env = "MAPPER_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// Check other bearer tokens with the Kubernetes TokenReview API for this
+    /// audience: agents' projected ServiceAccount tokens, accepted for reporting
+    /// flows when they belong to an --agent-service-account.
+    #[arg(long, env = "MAPPER_TOKEN_REVIEW_AUDIENCE", requires = "agent_service_account")]
+    token_review_audience: Option<String>,
+    /// ServiceAccount (NAMESPACE/NAME) whose reviewed tokens may report flows.
+    /// Repeatable or comma-separated; required with --token-review-audience.
+    #[arg(long, env = "MAPPER_AGENT_SERVICE_ACCOUNT", value_delimiter = ',', requires = "token_review_audience")]
+    agent_service_account: Vec<ServiceAccount>,
+    /// Accept query RPCs (list, reset, health) from a loopback peer without a
+    /// token: in a cluster the CLI comes through a port-forward, so RBAC on
+    /// pods/portforward decides who may read the map.
+    #[arg(long, env = "MAPPER_ALLOW_LOOPBACK_QUERY")]
+    allow_loopback_query: bool,
     /// Listen beyond loopback without a token (only on a network you trust).
     #[arg(long, env = "MAPPER_INSECURE")]
     insecure: bool,
@@ -67,9 +85,20 @@ async fn main() -> anyhow::Result<()> {
         workload_name_annotation: args.workload_name_annotation.clone(),
         ..Default::default()
     };
+    // The client is needed for the cluster source, for token review, or both.
+    let client = if args.inventory.is_empty() || args.token_review_audience.is_some() {
+        Some(kube_client(!args.inventory.is_empty()).await?)
+    } else {
+        None
+    };
+    let token_review = match (args.token_review_audience, &client) {
+        (Some(audience), Some(client)) => {
+            Some(TokenReviewConfig { client: client.clone(), audience, agents: args.agent_service_account.clone() })
+        }
+        _ => None,
+    };
     // The source's task runs for the life of the process.
-    let (cluster, _source_task) = if args.inventory.is_empty() {
-        let client = kube_client().await?;
+    let (cluster, _source_task) = if let (true, Some(client)) = (args.inventory.is_empty(), client) {
         mapper_cluster::KubeSource::new(client, opts).spawn()
     } else {
         mapper_cluster::watch_inventory(args.inventory.clone(), opts, mapper_cluster::DEFAULT_POLL_INTERVAL)
@@ -79,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir,
         token,
+        token_review,
+        allow_loopback_query: args.allow_loopback_query,
         insecure: args.insecure,
         metrics_listen: args.metrics_listen,
         retention: args.retention,
@@ -88,9 +119,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn kube_client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default().await.context(
+async fn kube_client(for_token_review_only: bool) -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.context(if for_token_review_only {
+        "--token-review-audience needs the Kubernetes API (in-cluster config or KUBECONFIG), and none is \
+         reachable; drop --token-review-audience to run without a cluster"
+    } else {
         "no --inventory given and no Kubernetes API reachable (in-cluster config or KUBECONFIG); \
-         give --inventory FILE to run without a cluster",
-    )
+         give --inventory FILE to run without a cluster"
+    })
 }

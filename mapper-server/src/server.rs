@@ -15,7 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 use crate::{
-    auth::BearerAuth,
+    auth::{Authenticator, Reviewer, Role, TokenReviewConfig, layer::Authenticated},
     dns::DnsCache,
     ingest::IngestService,
     metrics::{self, Metrics},
@@ -31,9 +31,14 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Bearer token every RPC must carry (`None`: no authentication).
+    /// Bearer token accepted on every RPC.
     pub token: Option<String>,
-    /// Allow a non-loopback listener without a token.
+    /// Kubernetes TokenReview of other bearer tokens: the agents' ServiceAccount
+    /// tokens, accepted for Ingest.
+    pub token_review: Option<TokenReviewConfig>,
+    /// Query RPCs from a loopback peer (a port-forward) need no token.
+    pub allow_loopback_query: bool,
+    /// Allow a non-loopback listener without a token or token review.
     pub insecure: bool,
     pub metrics_listen: Option<SocketAddr>,
     /// Edges not seen for this long are removed.
@@ -45,7 +50,8 @@ pub struct ServerConfig {
 pub enum ServerError {
     #[error(
         "refusing to listen on {addr} without authentication: anyone who reaches it could read the map and feed it \
-         flows. Give --token-file, listen on a loopback address, or pass --insecure if the network is trusted"
+         flows. Give --token-file or --token-review-audience, listen on a loopback address, or pass --insecure if \
+         the network is trusted"
     )]
     Insecure { addr: SocketAddr },
     #[error("cannot listen on {addr}")]
@@ -79,7 +85,8 @@ pub struct BoundServer {
 impl BoundServer {
     /// Checks the configuration, opens the store and binds the listeners.
     pub async fn bind(cfg: ServerConfig, cluster: ClusterHandle) -> Result<Self, ServerError> {
-        if !cfg.listen.ip().is_loopback() && cfg.token.is_none() && !cfg.insecure {
+        let authenticated = cfg.token.is_some() || cfg.token_review.is_some();
+        if !cfg.listen.ip().is_loopback() && !authenticated && !cfg.insecure {
             return Err(ServerError::Insecure { addr: cfg.listen });
         }
         let dir = cfg.data_dir.clone();
@@ -142,7 +149,11 @@ impl BoundServer {
                 }
             }
         });
-        let auth = BearerAuth::new(cfg.token.clone());
+        let auth = Arc::new(Authenticator::new(
+            cfg.token.as_deref(),
+            cfg.token_review.clone().map(Reviewer::new),
+            cfg.allow_loopback_query,
+        ));
         let ingest = IngestService {
             committer: crate::commit::Committer::start(store.clone()),
             store: store.clone(),
@@ -151,13 +162,22 @@ impl BoundServer {
             dns: Arc::new(DnsCache::default()),
         };
         let query = QueryService { store, cluster, metrics };
-        info!(addr = %local_addr, auth = cfg.token.is_some(), "mapper-server listening");
+        info!(
+            addr = %local_addr,
+            auth = auth.enabled(),
+            static_token = cfg.token.is_some(),
+            token_review_audience = cfg.token_review.as_ref().map(|r| r.audience.as_str()),
+            agents = ?cfg.token_review.as_ref().map(|r| r.agents.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            loopback_query = cfg.allow_loopback_query,
+            "mapper-server listening"
+        );
         tonic::transport::Server::builder()
-            .add_service(tonic::service::interceptor::InterceptedService::new(
+            .add_service(Authenticated::new(
                 IngestServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES),
                 auth.clone(),
+                Role::Ingest,
             ))
-            .add_service(tonic::service::interceptor::InterceptedService::new(QueryServer::new(query), auth))
+            .add_service(Authenticated::new(QueryServer::new(query), auth, Role::Query))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         info!("mapper-server stopped");

@@ -2,7 +2,7 @@
 //! 127.0.0.1: collection lists with a resourceVersion, `?watch=true` streams of
 //! `{"type": ..., "object": ...}` lines resumed from a resourceVersion, `410 Gone` (as an ERROR
 //! event) for a resourceVersion that is too old, plain GETs answering an object or a Status,
-//! and discovery documents.
+//! discovery documents, and POSTs answered by a handler (e.g. TokenReview creation).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -28,12 +28,17 @@ struct Collection {
     oldest_rv: u64,
 }
 
+/// Answers a POST: the request body in, the status code and body out.
+type PostHandler = Arc<dyn Fn(&Value) -> (StatusCode, Value) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     rv: u64,
     collections: HashMap<String, Collection>,
     /// Path → the status code and body a GET answers.
     gets: HashMap<String, (StatusCode, Value)>,
+    /// Path → what answers a POST there.
+    posts: HashMap<String, PostHandler>,
     /// Path → requests seen (lists, watches and GETs alike; by path without query).
     requests: HashMap<String, usize>,
 }
@@ -162,6 +167,12 @@ impl FakeApi {
         self.lock().gets.insert(path.to_owned(), (code, body));
     }
 
+    /// What a POST to `path` answers, computed from its JSON body.
+    #[allow(dead_code)] // used by mapper-server's token review tests, which include this file
+    pub fn on_post(&self, path: &str, handler: impl Fn(&Value) -> (StatusCode, Value) + Send + Sync + 'static) {
+        self.lock().posts.insert(path.to_owned(), Arc::new(handler));
+    }
+
     /// How many requests `path` has received.
     pub fn requests(&self, path: &str) -> usize {
         self.lock().requests.get(path).copied().unwrap_or(0)
@@ -172,7 +183,7 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
+async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri, body: Bytes) -> Response {
     let path = uri.path().to_owned();
     let query: HashMap<String, String> = uri
         .query()
@@ -183,6 +194,21 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri) -> Response {
         .collect();
     let mut inner = inner.lock().expect("fake API state lock");
     *inner.requests.entry(path.clone()).or_default() += 1;
+    if method == Method::POST {
+        let Some(handler) = inner.posts.get(&path).cloned() else {
+            let msg = format!("POST {path} not served");
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", &msg),
+            );
+        };
+        drop(inner);
+        let (code, answer) = match serde_json::from_slice::<Value>(&body) {
+            Ok(request) => handler(&request),
+            Err(e) => (StatusCode::BAD_REQUEST, status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())),
+        };
+        return json_response(code, &answer);
+    }
     let rv = inner.rv;
     if let Some(col) = inner.collections.get_mut(&path) {
         if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
