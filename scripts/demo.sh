@@ -96,12 +96,18 @@ ready() { curl -fsS "http://127.0.0.1:$((PORT + $1))/readyz" >/dev/null 2>&1; }
 wait_for 30 "mapper-server to be ready" ready 1
 wait_for 30 "mapper-agent to attach" ready 2
 
-step "traffic"
-"$BIN/mapper-lab" traffic --scenario "$SCENARIO" --state-dir "$STATE" | tee "$STATE/traffic.jsonl"
-
-step "waiting until the agent's flows are acknowledged"
 AGENT_METRICS="http://127.0.0.1:$((PORT + 2))/metrics"
-drains_before=$(metric "$AGENT_METRICS" mapper_agent_drains_total)
+# Runs the scenario's calls (one round, or all with no argument) and waits
+# until the agent's flows are acknowledged.
+traffic() {
+  local round=()
+  [ $# -gt 0 ] && round=(--round "$1")
+  step "traffic${1:+ (round $1)}"
+  "$BIN/mapper-lab" traffic --scenario "$SCENARIO" --state-dir "$STATE" "${round[@]}" | tee -a "$STATE/traffic.jsonl"
+  step "waiting until the agent's flows are acknowledged"
+  drains_before=$(metric "$AGENT_METRICS" mapper_agent_drains_total)
+  wait_for 30 "the flows to be acknowledged" flushed
+}
 flushed() {
   local drains pending
   drains=$(metric "$AGENT_METRICS" mapper_agent_drains_total)
@@ -110,7 +116,13 @@ flushed() {
   # nothing waiting for the server's acknowledgement.
   [ "${drains%.*}" -ge $(( ${drains_before%.*} + 2 )) ] && [ "${pending%.*}" -eq 0 ]
 }
-wait_for 30 "the flows to be acknowledged" flushed
+
+if [ -n "$GOLDEN" ]; then
+  # The seed's round 1 is the example of Otterize's docs; round 2 is the audit story.
+  traffic 1
+else
+  traffic
+fi
 
 export MAPPER_URL="http://127.0.0.1:$PORT" MAPPER_TOKEN_FILE="$STATE/token"
 if [ -n "$GOLDEN" ]; then
@@ -133,6 +145,26 @@ step "mapper list"
 
 step "mapper policy -f <the export above>"
 "$BIN/mapper" policy -f "$STATE/export.yaml"
+
+if [ -n "$GOLDEN" ]; then
+  traffic 2
+  CHART=deploy/local/charts/transaction-service/
+  step "mapper audit --declared $CHART"
+  echo "# transaction-service's new release calls telemetry; its chart now declares telemetry and, by accident, not ledger"
+  set +e
+  "$BIN/mapper" audit --declared "$CHART"
+  status=$?
+  set -e
+  if [ "$status" -ne 3 ]; then
+    echo "demo.sh: mapper audit exited $status; expected 3 (a missing call)" >&2
+    exit 1
+  fi
+  echo "# mapper audit exited 3: a call the chart does not declare would be blocked"
+  step "mapper export --declared $CHART (the fix, in the chart's own version)"
+  "$BIN/mapper" export --declared "$CHART" | tee "$STATE/fixed.yaml"
+  "$BIN/mapper" audit --declared "$STATE/fixed.yaml" >/dev/null
+  echo "# the fixed ClientIntents pass the audit (exit 0)"
+fi
 
 if [ "$KEEP" = 1 ]; then
   step "kept running; to reach the server:"

@@ -166,13 +166,15 @@ impl Stack {
         }
     }
 
-    /// Runs the scenario's calls and waits until the agent's flows are acknowledged.
-    fn traffic(&self, scenario: &str) -> Vec<Value> {
-        let out = Command::new(bin("mapper-lab"))
-            .args(["traffic", "--scenario", &scenario_path(scenario), "--state-dir"])
-            .arg(&self.state)
-            .output()
-            .expect("traffic");
+    /// Runs the scenario's calls (of one round, or all) and waits until the agent's flows are
+    /// acknowledged.
+    fn traffic(&self, scenario: &str, round: Option<u32>) -> Vec<Value> {
+        let mut command = Command::new(bin("mapper-lab"));
+        command.args(["traffic", "--scenario", &scenario_path(scenario), "--state-dir"]).arg(&self.state);
+        if let Some(round) = round {
+            command.args(["--round", &round.to_string()]);
+        }
+        let out = command.output().expect("traffic");
         assert!(out.status.success(), "traffic failed: {}", String::from_utf8_lossy(&out.stderr));
         // Two drains after the traffic ended: everything it made has left the
         // kernel; an empty resend buffer: the server has acknowledged it all.
@@ -191,9 +193,13 @@ impl Stack {
     }
 
     fn mapper(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("mapper")).arg("--mapper-url").arg(&self.url).args(args).output().expect("mapper");
+        let out = self.mapper_status(args);
         assert!(out.status.success(), "mapper {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    fn mapper_status(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("mapper")).arg("--mapper-url").arg(&self.url).args(args).output().expect("mapper")
     }
 }
 
@@ -215,7 +221,7 @@ fn seed_and_every_kind_end_to_end() {
     // The seed scenario: the export is the example of Otterize's docs, byte for byte.
     {
         let stack = Stack::up("seed.yaml");
-        let calls = stack.traffic("seed.yaml");
+        let calls = stack.traffic("seed.yaml", Some(1));
         assert!(calls.iter().all(|c| c["ok"] == c["count"]), "seed calls failed: {calls:?}");
         let export = stack.mapper(&["export", "-n", "team1", "-n", "team2", "--output-version", "v1alpha2"]);
         let golden = std::fs::read_to_string(format!("{ROOT}/deploy/local/golden/seed-v1alpha2.yaml")).expect("golden");
@@ -234,10 +240,39 @@ fn seed_and_every_kind_end_to_end() {
             assert!(policy.contains(&format!("name: {name}\n")), "policy {name} missing:\n{policy}");
         }
         assert!(policy.contains("intents.otterize.com/server: ledger-team3-40d1db"), "{policy}");
+
+        // Round 2, the audit story: the new release calls telemetry too, and its chart, edited
+        // to declare telemetry, lost ledger.
+        let calls = stack.traffic("seed.yaml", Some(2));
+        assert!(calls.iter().all(|c| c["ok"] == c["count"]), "round 2 calls failed: {calls:?}");
+        let chart = format!("{ROOT}/deploy/local/charts/transaction-service/");
+        let out = stack.mapper_status(&["audit", "--declared", &chart]);
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(3), "the audit fails on the missing call:\n{table}");
+        let missing: Vec<&str> = table.lines().filter(|l| l.trim_start().starts_with("MISSING")).collect();
+        assert_eq!(missing.len(), 1, "{table}");
+        for part in ["ledger.team3 (Deployment)", "8080/TCP", "8 connections", "last seen ", "blocked once enforced"] {
+            assert!(missing[0].contains(part), "`{part}` not in `{}`:\n{table}", missing[0]);
+        }
+        let covered = table.lines().find(|l| l.trim_start().starts_with("COVERED")).expect(&table);
+        assert!(covered.contains("telemetry.team4") && covered.contains("2 connections"), "{table}");
+        let json: Value = serde_json::from_str(&String::from_utf8_lossy(
+            &stack.mapper_status(&["audit", "--declared", &chart, "--format", "json"]).stdout,
+        ))
+        .expect("audit json");
+        assert_eq!(json["clients"][0]["missing"][0]["via_services"][0], "ledger.team3", "{json:#}");
+        // export --declared writes the fix, in the chart's version; the fixed file passes.
+        let fixed = stack.mapper(&["export", "--declared", &chart]);
+        assert!(fixed.starts_with("apiVersion: k8s.otterize.com/v1alpha2\n"), "{fixed}");
+        assert!(fixed.ends_with("  calls:\n    - name: telemetry.team4\n    - name: ledger.team3\n"), "{fixed}");
+        let path = stack.state.join("fixed.yaml");
+        std::fs::write(&path, &fixed).expect("write the fix");
+        let out = stack.mapper_status(&["audit", "--declared", path.to_str().expect("utf8")]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     }
     // Every kind, the annotation, headless and empty Services, hostNetwork, UDP.
     let stack = Stack::up("kinds.yaml");
-    let calls = stack.traffic("kinds.yaml");
+    let calls = stack.traffic("kinds.yaml", None);
     for c in &calls {
         let expect_ok = c["to"] != "legacy.shop";
         assert_eq!(c["ok"] == c["count"], expect_ok, "call {c}");
