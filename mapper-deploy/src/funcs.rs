@@ -11,6 +11,9 @@
 //! | `quote`    | sprig: each non-nil argument as Go's `%q` of its `%v`, space-joined    |
 //! | `default`  | sprig: the default when the value is empty (nil, "", 0, false, [], {}) |
 //! | `required` | helm: fail with the message when the value is nil or ""                |
+//!
+//! One difference on purpose: a missing value (a key absent from the values) handed to
+//! `quote`, `toYaml`, `indent` or `nindent` is an error, where helm prints nothing.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -82,8 +85,15 @@ fn arg_count(name: &str, args: &[Value], n: usize) -> Result<(), FuncError> {
     if args.len() == n { Ok(()) } else { Err(FuncError::ExactlyXArgs(name.into(), n)) }
 }
 
+/// Helm would pass a missing value on as nil and print nothing; here it is an error, so a
+/// misspelt value cannot vanish into an empty field.
+fn missing(name: &str) -> FuncError {
+    err(format!("{name}: a value the template reads is missing"))
+}
+
 fn string_arg<'a>(name: &str, v: &'a Value) -> Result<&'a str, FuncError> {
     match v {
+        Value::NoValue => Err(missing(name)),
         Value::String(s) => Ok(s),
         other => Err(err(format!("{name}: wrong type for value; expected string; got {}", type_name(other)))),
     }
@@ -137,7 +147,8 @@ fn include(args: &[Value]) -> Result<Value, FuncError> {
 /// The value as YAML, the way sigs.k8s.io/yaml marshals it (maps sorted by key).
 pub fn to_yaml_value(v: &Value) -> Result<serde_yaml::Value, FuncError> {
     Ok(match v {
-        Value::NoValue | Value::Nil => serde_yaml::Value::Null,
+        Value::NoValue => return Err(missing("toYaml")),
+        Value::Nil => serde_yaml::Value::Null,
         Value::Bool(b) => serde_yaml::Value::Bool(*b),
         Value::String(s) => serde_yaml::Value::String(s.clone()),
         Value::Number(n) => match n.kind() {
@@ -207,7 +218,8 @@ fn quote(args: &[Value]) -> Result<Value, FuncError> {
     let mut parts = Vec::with_capacity(args.len());
     for v in args {
         match v {
-            Value::NoValue | Value::Nil => {}
+            Value::NoValue => return Err(missing("quote")),
+            Value::Nil => {}
             Value::String(s) => parts.push(go_quote(s)),
             Value::Bool(_) | Value::Number(_) => parts.push(go_quote(&v.to_string())),
             other => return Err(err(format!("quote: will not quote a {}", type_name(other)))),
@@ -310,7 +322,9 @@ mod tests {
             render("{{ quote .n }} {{ quote .b }} {{ quote .s }}", v, "").expect("renders"),
             r#""9090" "false" "a\"b\\""#
         );
-        assert_eq!(render("[{{ quote .missing }}]", map(&[]), "").expect("renders"), "[]");
+        assert_eq!(render("[{{ quote .n }}]", map(&[("n", Value::Nil)]), "").expect("renders"), "[]", "nil: nothing");
+        let missing = render("[{{ quote .missing }}]", map(&[]), "").expect_err("a missing value fails");
+        assert!(missing.contains("missing"), "{missing}");
     }
 
     #[test]

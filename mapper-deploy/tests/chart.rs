@@ -204,9 +204,8 @@ fn env_vars_are_flags_the_binaries_read() {
         let c = only_container(pod_spec(template, what), what);
         for var in c.env.iter().flatten() {
             let read = known.contains(&var.name);
-            let pending = what == "server" && PENDING_SERVER_ENV.contains(&var.name.as_str());
             let helper = var.name == "POD_NAMESPACE";
-            assert!(read || pending || helper, "{what} sets {}, which {dir}/src/main.rs does not read", var.name);
+            assert!(read || helper, "{what} sets {}, which {dir}/src/main.rs does not read", var.name);
         }
     }
 }

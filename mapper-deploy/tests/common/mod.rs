@@ -47,11 +47,6 @@ pub const REFLECTED: &[(&str, &str, &str)] = &[
 pub const OWNER_GETS: &[(&str, &str)] =
     &[("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "cronjobs")];
 
-/// Server settings decided for in-cluster authentication that mapper-server does not read yet
-/// (being added): allowed in the manifests until its source has them.
-pub const PENDING_SERVER_ENV: &[&str] =
-    &["MAPPER_TOKEN_REVIEW_AUDIENCE", "MAPPER_AGENT_SERVICE_ACCOUNT", "MAPPER_ALLOW_LOOPBACK_QUERY"];
-
 // ---- Rendering ----
 
 pub fn root() -> PathBuf {

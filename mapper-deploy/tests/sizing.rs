@@ -1,0 +1,111 @@
+//! The agent's map sizes in values.yaml: the agent's own defaults, and the kernel-memory
+//! arithmetic written beside them, recomputed from the structs the kernel and the agent share.
+
+mod common;
+
+use std::mem::size_of;
+
+use common::*;
+use mapper_ebpf::{FlowKey, FlowValue, ListenerKey, ListenerValue, NatKey, NatValue, SockInfo};
+
+/// `struct htab_elem` before the key (hash node, LRU node, hash), as the kernel lays it out.
+const HTAB_ELEM_HEADER: usize = 48;
+/// `struct bucket`: a list head and a spinlock.
+const BUCKET: usize = 16;
+/// Entries the agent allocates per flow map beyond `--flow-entries`, per CPU (capture.rs).
+const FLOW_SLACK_PER_CPU: usize = 128;
+/// Entries of the listeners map (fixed in the C object).
+const LISTENER_ENTRIES: usize = 4096;
+
+fn round8(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+/// Bytes of a preallocated (LRU) hash map.
+fn hash_map(entries: usize, key: usize, value: usize) -> usize {
+    entries * (HTAB_ELEM_HEADER + round8(key) + round8(value)) + entries.next_power_of_two() * BUCKET
+}
+
+fn values() -> serde_yaml::Value {
+    serde_yaml::from_str(&read(&root().join("deploy/helm/mapper/values.yaml"))).expect("values.yaml")
+}
+
+fn agent_value(key: &str) -> usize {
+    let v = &values()["agent"][key];
+    v.as_u64().unwrap_or_else(|| panic!("agent.{key} is a number")) as usize
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[test]
+fn map_sizes_are_the_agents_defaults() {
+    let main = read(&root().join("mapper-agent/src/main.rs"));
+    for (key, env) in [
+        ("flowEntries", "MAPPER_FLOW_ENTRIES"),
+        ("socketEntries", "MAPPER_SOCKET_ENTRIES"),
+        ("natEntries", "MAPPER_NAT_ENTRIES"),
+        ("dnsRingBytes", "MAPPER_DNS_RING_BYTES"),
+        ("maxPendingFlows", "MAPPER_MAX_PENDING_FLOWS"),
+    ] {
+        let line = main
+            .lines()
+            .find(|l| l.contains(&format!("env = \"{env}\"")))
+            .unwrap_or_else(|| panic!("agent reads {env}"));
+        let default: usize = line
+            .split("default_value_t = ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .map(|s| s.replace('_', "").replace(" * 1024", "").trim().to_owned())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a numeric default in: {line}"));
+        assert_eq!(agent_value(key), default, "values agent.{key} = mapper-agent's default for {env}");
+    }
+}
+
+#[test]
+fn kernel_memory_comment_matches_the_structs() {
+    let text = read(&root().join("deploy/helm/mapper/values.yaml"));
+    let flow_elem = HTAB_ELEM_HEADER + round8(size_of::<FlowKey>()) + round8(size_of::<FlowValue>());
+    let sock_elem = HTAB_ELEM_HEADER + 8 + round8(size_of::<SockInfo>());
+    let nat_elem = HTAB_ELEM_HEADER + round8(size_of::<NatKey>()) + round8(size_of::<NatValue>());
+    let listener_elem = HTAB_ELEM_HEADER + round8(size_of::<ListenerKey>()) + round8(size_of::<ListenerValue>());
+    for (what, expected) in [
+        (
+            format!(
+                "{flow_elem} B (48 B element header + {} B flow_key + {} B flow_value)",
+                size_of::<FlowKey>(),
+                size_of::<FlowValue>()
+            ),
+            "flow",
+        ),
+        (format!("{sock_elem} B (48 + 8 B socket pointer + {} B sock_info)", size_of::<SockInfo>()), "connecting"),
+        (
+            format!("{nat_elem} B (48 + {} B nat_key + {} B nat_value)", size_of::<NatKey>(), size_of::<NatValue>()),
+            "nat",
+        ),
+        (
+            format!(
+                "{listener_elem} B (48 + {} B listener_key + {} B listener_value)",
+                size_of::<ListenerKey>(),
+                round8(size_of::<ListenerValue>())
+            ),
+            "listeners",
+        ),
+    ] {
+        assert!(text.contains(&what), "values.yaml gives the {expected} element as {what:?}");
+    }
+    let flows = agent_value("flowEntries");
+    let fixed = hash_map(agent_value("socketEntries"), 8, size_of::<SockInfo>())
+        + hash_map(agent_value("natEntries"), size_of::<NatKey>(), size_of::<NatValue>())
+        + hash_map(LISTENER_ENTRIES, size_of::<ListenerKey>(), size_of::<ListenerValue>())
+        + agent_value("dnsRingBytes");
+    for cpus in [8, 64] {
+        let flow_maps = 2 * hash_map(flows + FLOW_SLACK_PER_CPU * cpus, size_of::<FlowKey>(), size_of::<FlowValue>());
+        let line = format!("{} at {cpus} CPUs", mib(flow_maps));
+        assert!(text.contains(&line), "values.yaml gives the flow maps as {line:?}");
+        let total = format!("{} at {cpus} CPUs", mib(flow_maps + fixed));
+        assert!(text.contains(&total), "values.yaml gives the total as {total:?}");
+    }
+}
