@@ -178,12 +178,11 @@ pub fn render(chart: &Chart, release: &Release, overlays: &[serde_yaml::Value]) 
             documents.extend(split(&file.name, &text)?);
         }
     }
-    // Stable: documents of one kind keep their template order.
-    documents.sort_by_key(|d| {
-        (
-            install_rank(&d.kind),
-            if install_rank(&d.kind) == INSTALL_ORDER.len() { d.kind.clone() } else { String::new() },
-        )
+    // Helm's order: known kinds by rank, unknown kinds last and by name; stable, so documents of
+    // one kind keep their template order.
+    documents.sort_by_key(|d| match install_rank(&d.kind) {
+        rank if rank == INSTALL_ORDER.len() => (rank, d.kind.clone()),
+        rank => (rank, String::new()),
     });
     Ok(Rendered { documents, notes })
 }

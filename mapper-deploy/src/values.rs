@@ -12,12 +12,14 @@ use serde_yaml::{Mapping, Value as Yaml};
 pub enum ValuesError {
     #[error("--set {expr}: expected KEY.PATH=VALUE")]
     SetSyntax { expr: String },
-    #[error("--set {expr}: the value is not a YAML scalar")]
+    #[error("--set {expr}: the value is not valid YAML")]
     SetValue {
         expr: String,
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("--set {expr}: only scalars (text, numbers, true/false) can be set; use a values file for lists and maps")]
+    SetNotScalar { expr: String },
     #[error(
         "value {path} = {number}: helm reads numbers in values as floats and prints 1000000 and above as \
          1e+06; quote it"
@@ -59,7 +61,7 @@ pub fn parse_set(expr: &str) -> Result<Yaml, ValuesError> {
         serde_yaml::from_str(raw).map_err(|source| ValuesError::SetValue { expr: expr.into(), source })?
     };
     if value.is_mapping() || value.is_sequence() {
-        return Err(ValuesError::SetSyntax { expr: expr.into() });
+        return Err(ValuesError::SetNotScalar { expr: expr.into() });
     }
     for key in path.rsplit('.') {
         let mut map = Mapping::new();
@@ -134,6 +136,7 @@ mod tests {
         assert_eq!(parse_set("s=").expect("valid"), y("s: ''"));
         assert!(matches!(parse_set("novalue"), Err(ValuesError::SetSyntax { .. })));
         assert!(matches!(parse_set("a..b=1"), Err(ValuesError::SetSyntax { .. })));
+        assert!(matches!(parse_set("a=[1]"), Err(ValuesError::SetNotScalar { .. })));
     }
 
     #[test]
