@@ -137,14 +137,14 @@ fn scheduling_and_image_values_reach_the_pods() {
 }
 
 #[test]
-fn host_pid_alternative_drops_the_proc_mount() {
-    let values = "agent: {hostNetns: {hostPID: true, procHostPath: '', path: /proc/1/ns/net}}";
+fn the_host_netns_file_can_be_moved() {
+    let values = "agent: {hostNetns: {hostPath: /var/run/netns/host, mountPath: /node-netns}}";
     let rendered = render_with(values, DEFAULT_NAMESPACE);
     let o = Objects::new(&rendered, DEFAULT_NAMESPACE);
     let agent = pod_spec(agent_template(&o), "agent");
-    assert_eq!(agent.host_pid, Some(true));
-    assert!(agent.volumes.iter().flatten().all(|v| v.name != "host-proc"), "no /proc mount");
-    assert_eq!(env(only_container(agent, "agent"), "MAPPER_HOST_NETNS"), Some("/proc/1/ns/net"));
+    let volume = agent.volumes.iter().flatten().find(|v| v.name == "host-netns").expect("the host-netns volume");
+    assert_eq!(volume.host_path.as_ref().map(|h| h.path.as_str()), Some("/var/run/netns/host"));
+    assert_eq!(env(only_container(agent, "agent"), "MAPPER_HOST_NETNS"), Some("/node-netns"));
 }
 
 #[test]

@@ -126,7 +126,7 @@ pub fn no_container_is_privileged(o: &Objects) {
         assert!(!seccomp.type_.is_empty(), "{what}: seccomp type");
     }
     let agent = pod_spec(agent_template(o), "agent");
-    assert_eq!(agent.host_pid.unwrap_or(false), HOST_NETNS.host_pid, "agent hostPID as decided (HOST_NETNS)");
+    assert_ne!(agent.host_pid, Some(true), "agent: no hostPID (HOST_NETNS is a mounted file)");
 }
 
 pub fn agent_capabilities_are_exactly(o: &Objects, sys_resource: bool) {
@@ -341,13 +341,12 @@ pub fn agent_host_mounts(o: &Objects) {
     assert!(host_path_of(cgroup).is_some(), "MAPPER_CGROUP_ROOT {cgroup} is the host's cgroup2 mount");
     assert!(host_path_of("/sys/kernel/tracing").is_some(), "tracefs mounted where the agent reads tracepoint ids");
     assert_eq!(env_required(agent, "MAPPER_HOST_NETNS"), HOST_NETNS.path, "MAPPER_HOST_NETNS as decided (HOST_NETNS)");
-    match HOST_NETNS.proc_mount {
-        Some(at) => {
-            assert_eq!(host_path_of(at).as_deref(), Some("/proc"), "the host's /proc at {at}");
-            assert!(HOST_NETNS.path.starts_with(at), "MAPPER_HOST_NETNS is under the /proc mount");
-        }
-        None => assert!(agent.volume_mounts.iter().flatten().all(|m| !m.mount_path.ends_with("/proc"))),
-    }
+    assert_eq!(
+        host_path_of(HOST_NETNS.path).as_deref(),
+        Some(HOST_NETNS.host_path),
+        "the node's namespace file mounted at MAPPER_HOST_NETNS"
+    );
+    assert!(agent.volume_mounts.iter().flatten().all(|m| !m.mount_path.ends_with("/proc")), "no /proc mount");
     for m in agent.volume_mounts.iter().flatten() {
         let writable = m.read_only != Some(true);
         assert!(

@@ -22,16 +22,15 @@ use mapper_deploy::{CHART_DIR, Chart, Release, Rendered, render, workspace_root}
 /// `agent.sysResource: true`.
 pub const AGENT_CAPABILITIES: &[&str] = &["BPF", "PERFMON", "NET_ADMIN"];
 
-/// How the agent pod reaches the node's network namespace (values `agent.hostNetns`).
+/// How the agent pod reaches the node's network namespace (values `agent.hostNetns`): the
+/// namespace file on the node, mounted as a hostPath file at MAPPER_HOST_NETNS.
 pub struct HostNetns {
-    /// Where the host's /proc is mounted in the agent, if it is.
-    pub proc_mount: Option<&'static str>,
-    /// MAPPER_HOST_NETNS.
+    /// The file on the node.
+    pub host_path: &'static str,
+    /// Where the agent sees it (MAPPER_HOST_NETNS).
     pub path: &'static str,
-    pub host_pid: bool,
 }
-pub const HOST_NETNS: HostNetns =
-    HostNetns { proc_mount: Some("/host/proc"), path: "/host/proc/1/ns/net", host_pid: false };
+pub const HOST_NETNS: HostNetns = HostNetns { host_path: "/proc/1/ns/net", path: "/host/netns/net" };
 
 /// What mapper-server lists and watches (mapper-cluster/src/kube_source.rs), as (kind in the
 /// source, API group, resource).
