@@ -55,8 +55,8 @@ fn tokens_missing_or_wrong_are_refused_clearly() {
     assert_eq!(
         stderr(&out),
         format!(
-            "error: mapper-server at {} refused the token in {wrong} (invalid bearer token): it must match the \
-             server's --token-file\n",
+            "error: mapper-server at {} refused the token in {wrong} (invalid bearer token for the query service): it \
+             must match the server's --token-file\n",
             server.url
         )
     );
