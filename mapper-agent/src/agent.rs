@@ -370,9 +370,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         Err(e) => {
             let hint = if e.kind() == io::ErrorKind::PermissionDenied {
                 "another process's namespace needs ptrace access (CAP_SYS_PTRACE when that process has more \
-                 capabilities); in a pod, run with hostNetwork: true and --host-netns /proc/self/ns/net"
+                 capabilities); in a pod, mount the node's /proc/1/ns/net as a hostPath file and give its mount \
+                 path (the Helm chart does), or run with hostNetwork: true and --host-netns /proc/self/ns/net"
             } else {
-                "in a pod, run with hostNetwork: true and --host-netns /proc/self/ns/net"
+                "in a pod, mount the node's /proc/1/ns/net as a hostPath file and give its mount path (the Helm \
+                 chart does), or run with hostNetwork: true and --host-netns /proc/self/ns/net"
             };
             warn!(path = %p.display(), error = %e, hint, "cannot read the node's network namespace: flows will not be marked host-network");
             None

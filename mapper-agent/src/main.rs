@@ -85,8 +85,10 @@ struct Args {
     #[arg(long, env = "MAPPER_MAX_PENDING_FLOWS", default_value_t = 200_000)]
     max_pending_flows: usize,
     /// The node's own network namespace, to mark host-network flows. In a pod,
-    /// run with hostNetwork and give /proc/self/ns/net (the default needs
-    /// hostPID and CAP_SYS_PTRACE there).
+    /// mount the node's /proc/1/ns/net as a hostPath file and give its mount
+    /// path (no capability needed; the Helm chart does this), or run with
+    /// hostNetwork and give /proc/self/ns/net. The default needs hostPID and
+    /// CAP_SYS_PTRACE in a pod.
     #[arg(long, env = "MAPPER_HOST_NETNS", default_value = "/proc/1/ns/net")]
     host_netns: PathBuf,
     /// Do not check for CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN before loading:

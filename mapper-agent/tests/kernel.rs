@@ -457,8 +457,8 @@ fn captures_with_only_bpf_perfmon_and_net_admin() {
 }
 
 #[test]
-fn host_netns_of_another_process_needs_sys_ptrace() {
-    if !bpf_available("host_netns_of_another_process_needs_sys_ptrace") {
+fn host_netns_needs_sys_ptrace_or_a_mounted_namespace_file() {
+    if !bpf_available("host_netns_needs_sys_ptrace_or_a_mounted_namespace_file") {
         return;
     }
     ensure_kernel_mounts();
@@ -479,9 +479,27 @@ fn host_netns_of_another_process_needs_sys_ptrace() {
     let with = Agent::start_with_capabilities(bpffs("with"), &["--host-netns", &path], &caps);
     let log = with.log();
     drop(with.stop());
+    assert!(!log.contains("cannot read the node's network namespace"), "CAP_SYS_PTRACE did not suffice:\n{log}");
+    // What the DaemonSet does: the runtime (here: this root test) bind-mounts the namespace file
+    // itself, and the agent stats the mount with the minimal capabilities.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("host-netns");
+    std::fs::write(&file, "").expect("mount point");
+    let st = std::process::Command::new("mount").arg("--bind").arg(&path).arg(&file).status().expect("mount");
+    assert!(st.success(), "mount --bind {path}");
+    let mounted =
+        Agent::start_with_capabilities(bpffs("mounted"), &["--host-netns", file.to_str().expect("utf8")], &minimal());
+    let log = mounted.log();
+    drop(mounted.stop());
+    let _ = std::process::Command::new("umount").arg(&file).status();
     let _ = init.kill();
     let _ = init.wait();
-    assert!(!log.contains("cannot read the node's network namespace"), "CAP_SYS_PTRACE did not suffice:\n{log}");
+    assert!(
+        !log.contains("cannot read the node's network namespace"),
+        "a mounted namespace file needs a capability:\n{log}"
+    );
+    let want = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/proc/self/ns/net").expect("own netns"));
+    assert!(log.contains(&format!("host_netns=Some({want})")), "the mounted file's namespace was not used:\n{log}");
 }
 
 #[test]
