@@ -466,8 +466,8 @@ impl View<'_> {
             if let Some(ips) = self.unattributed_of(c) {
                 let _ = writeln!(
                     out,
-                    "  {} calls to addresses mapper-server could not attribute ({}): mapper list --include-unresolved",
-                    ips.len(),
+                    "  {} to addresses mapper-server could not attribute ({}): mapper list --include-unresolved",
+                    plural(ips.len(), "call", "calls"),
                     ips.join(", ")
                 );
             }

@@ -44,7 +44,7 @@ transaction-service.team1 (Deployment) — declared in charts/ts/intents.yaml: d
   MISSING  ledger.team3 (Deployment)  8080/TCP  8 connections          last seen 2027-01-15T08:01:00Z  (blocked once enforced)
   UNUSED   svc:reports.team1                                           never seen
   COVERED  telemetry.team4            8080/TCP  all 2 attempts failed  last seen 2027-01-15T08:01:00Z
-  1 calls to addresses mapper-server could not attribute (192.168.1.4): mapper list --include-unresolved
+  1 call to addresses mapper-server could not attribute (192.168.1.4): mapper list --include-unresolved
 
 1 missing call (blocked once enforced) · 1 unused target · 1 covered target · 1 client · window: everything mapper-server keeps
 ";
