@@ -220,10 +220,9 @@ fn audit_client(
             continue;
         }
         let hits: Vec<Edge> =
-            in_window.iter().filter(|e| !covered_ports(target, ns, e).is_empty()).map(|e| (*e).clone()).collect();
+            in_window.iter().filter(|e| covers_some_port(target, ns, e)).map(|e| (*e).clone()).collect();
         if hits.is_empty() {
-            let last_seen_ms =
-                before.iter().filter(|e| !covered_ports(target, ns, e).is_empty()).map(|e| e.last_seen_ms).max();
+            let last_seen_ms = before.iter().filter(|e| covers_some_port(target, ns, e)).map(|e| e.last_seen_ms).max();
             unused.push(Unused { target: target.clone(), last_seen_ms });
         } else {
             covered.push(Covered { target: target.clone(), observed: hits });
@@ -286,7 +285,6 @@ fn observable(t: &Target) -> bool {
 
 /// Whether `target`, declared by a client in `client_ns`, allows the call `e` (any port).
 fn covers_call(target: &Target, client_ns: &str, e: &Edge) -> bool {
-    let in_ns = |ns: &Option<String>| ns.as_deref().unwrap_or(client_ns).to_owned();
     let server_is = |name: &str, namespace: &str, kind: Option<&str>| match &e.server {
         Target::Workload(w) => {
             w.name == name
@@ -299,9 +297,9 @@ fn covers_call(target: &Target, client_ns: &str, e: &Edge) -> bool {
         _ => false,
     };
     match target {
-        Target::Workload(w) => server_is(&w.name, &in_ns(&w.namespace), w.kind.as_deref()),
+        Target::Workload(w) => server_is(&w.name, w.namespace.as_deref().unwrap_or(client_ns), w.kind.as_deref()),
         Target::Service(s) => {
-            let ns = in_ns(&s.namespace);
+            let ns = s.namespace.as_deref().unwrap_or(client_ns);
             e.via_services.iter().any(|v| v.name == s.name && v.namespace == ns)
                 || matches!(&e.server, Target::Service(o)
                     if o.name == s.name && o.namespace.as_deref().unwrap_or(&e.client.namespace) == ns)
@@ -330,6 +328,15 @@ fn covers_call(target: &Target, client_ns: &str, e: &Edge) -> bool {
         }
         Target::Other(_) => false,
     }
+}
+
+/// Whether `target` allows at least one port of the call `e`.
+fn covers_some_port(target: &Target, client_ns: &str, e: &Edge) -> bool {
+    covers_call(target, client_ns, e)
+        && match target {
+            Target::Internet(i) if !i.ports.is_empty() => e.ports.iter().any(|p| i.ports.contains(&p.port)),
+            _ => !e.ports.is_empty(),
+        }
 }
 
 /// The observed ports of `e` that `target` allows (all of them for every target but an
