@@ -110,6 +110,10 @@ pub fn start_capture(cfg: &CaptureConfig, check_capabilities: bool) -> Result<Ca
         preflight::check_capabilities()?;
     }
     preflight::check_btf()?;
+    match preflight::raise_memlock() {
+        None => debug!("RLIMIT_MEMLOCK unlimited"),
+        Some(bytes) => debug!(bytes, "RLIMIT_MEMLOCK (matters before kernel 5.11; CAP_SYS_RESOURCE lifts it)"),
+    }
     preflight::ensure_tracefs()?;
     preflight::ensure_bpffs(&bpffs_mount_point(&cfg.bpffs))?;
     Ok(Capture::open(cfg)?)

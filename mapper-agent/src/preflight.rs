@@ -86,6 +86,27 @@ pub fn check_capabilities() -> Result<(), PreflightError> {
     if missing.is_empty() { Ok(()) } else { Err(PreflightError::MissingCapabilities { missing, effective }) }
 }
 
+/// Lifts RLIMIT_MEMLOCK as far as this process may, and returns the soft limit it ends with
+/// (`None`: unlimited). Kernels before 5.11 charge BPF maps to it (later ones to the memory
+/// cgroup, where it changes nothing). Raising the hard limit takes CAP_SYS_RESOURCE; without
+/// it the soft limit goes up to the hard one.
+pub fn raise_memlock() -> Option<u64> {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit/getrlimit read or write only the rlimit structs passed.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) != 0 {
+            let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) == 0 {
+                let raised = libc::rlimit { rlim_cur: current.rlim_max, rlim_max: current.rlim_max };
+                libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised);
+            }
+        }
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut now);
+        (now.rlim_cur != libc::RLIM_INFINITY).then_some(now.rlim_cur)
+    }
+}
+
 /// Fails unless the kernel has BTF (CO-RE relocation needs it).
 pub fn check_btf() -> Result<(), PreflightError> {
     let path = PathBuf::from("/sys/kernel/btf/vmlinux");
@@ -172,6 +193,20 @@ pub fn ensure_bpffs(bpffs: &Path) -> Result<(), PreflightError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memlock_is_raised_to_the_hard_limit_at_least() {
+        let mut before = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes only the struct passed.
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut before) };
+        let soft = raise_memlock();
+        let hard = (before.rlim_max != libc::RLIM_INFINITY).then_some(before.rlim_max);
+        match (soft, hard) {
+            (None, _) => {}
+            (Some(soft), Some(hard)) => assert!(soft >= hard, "soft {soft} stayed below the hard limit {hard}"),
+            (Some(soft), None) => panic!("soft limit {soft} with no hard limit"),
+        }
+    }
 
     #[test]
     fn finds_cgroup2_on_hybrid_and_unified_layouts() {
