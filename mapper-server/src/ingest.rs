@@ -61,13 +61,15 @@ fn port(index: usize, field: &'static str, p: u32) -> Result<u16, BatchError> {
     u16::try_from(p).map_err(|_| BatchError::Flow { index, field, problem: format!("{p} is not a port") })
 }
 
-/// A flow after validation.
+/// A flow after validation, its ends seen from the reporting agent: the local
+/// end (the source of a connect, the destination of an accept) and the far end,
+/// whose address is always known.
 #[derive(Debug, Clone)]
 struct Checked<'a> {
     side: Side,
     proto: Proto,
-    src: Option<IpAddr>,
-    dst: Option<IpAddr>,
+    local: Option<IpAddr>,
+    remote: IpAddr,
     dst_port: u16,
     orig: Option<(IpAddr, u16)>,
     flow: &'a pb::Flow,
@@ -90,16 +92,18 @@ fn check_flow(index: usize, f: &pb::Flow) -> Result<Checked<'_>, BatchError> {
     let orig_ip = ip_from_bytes(&f.original_dst_ip).map_err(|p| bad("original_dst_ip", p))?;
     let dst_port = port(index, "dst_port", f.dst_port)?;
     let orig_port = port(index, "original_dst_port", f.original_dst_port)?;
-    if dst.is_none() {
-        return Err(bad("dst_ip", "missing".into()));
-    }
-    if side == Side::Server && src.is_none() {
-        return Err(bad("src_ip", "missing on an accepted connection".into()));
-    }
+    let Some(dst) = dst else { return Err(bad("dst_ip", "missing".into())) };
+    let (local, remote) = match side {
+        Side::Client => (src, dst),
+        Side::Server => match src {
+            Some(src) => (Some(dst), src),
+            None => return Err(bad("src_ip", "missing on an accepted connection".into())),
+        },
+    };
     if f.last_seen_ms < f.first_seen_ms {
         return Err(bad("last_seen_ms", "earlier than first_seen_ms".into()));
     }
-    Ok(Checked { side, proto, src, dst, dst_port, orig: orig_ip.map(|ip| (ip, orig_port)), flow: f })
+    Ok(Checked { side, proto, local, remote, dst_port, orig: orig_ip.map(|ip| (ip, orig_port)), flow: f })
 }
 
 /// Validates a whole batch; nothing is applied unless every flow is valid.
@@ -126,34 +130,17 @@ fn check_batch(req: &pb::ReportRequest) -> Result<Vec<Checked<'_>>, BatchError> 
 fn resolve(snap: &Snapshot, c: &Checked<'_>) -> EdgeKey {
     let at = c.flow.last_seen_ms;
     let pod_uid = (!c.flow.pod_uid.is_empty()).then_some(c.flow.pod_uid.as_str());
+    let local = snap.resolve_local(&Evidence { ip: c.local, pod_uid, host_network: c.flow.host_network, at_ms: at });
     match c.side {
         Side::Client => {
-            let ev = Evidence { ip: c.src, pod_uid, host_network: c.flow.host_network, at_ms: at };
-            let client = snap.resolve_local(&ev);
-            let real = c.dst.map(|ip| snap.resolve_remote(ip, c.dst_port, at));
-            let server = match (real, c.orig) {
-                (Some(p @ (Peer::Workload(_) | Peer::ApiServer)), _) => p,
+            let server = match (snap.resolve_remote(c.remote, c.dst_port, at), c.orig) {
+                (p @ (Peer::Workload(_) | Peer::ApiServer), _) => p,
                 (_, Some((ip, port))) => snap.resolve_remote(ip, port, at),
-                (Some(p), None) => p,
-                (None, None) => Peer::Unresolved {
-                    ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    reason: mapper_cluster::UnresolvedReason::NoPodAtTime,
-                },
+                (p, None) => p,
             };
-            EdgeKey { client, server }
+            EdgeKey { client: local, server }
         }
-        Side::Server => {
-            let ev = Evidence { ip: c.dst, pod_uid, host_network: c.flow.host_network, at_ms: at };
-            let server = snap.resolve_local(&ev);
-            let client = c.src.map_or(
-                Peer::Unresolved {
-                    ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    reason: mapper_cluster::UnresolvedReason::NoPodAtTime,
-                },
-                |ip| snap.resolve_remote(ip, 0, at),
-            );
-            EdgeKey { client, server }
-        }
+        Side::Server => EdgeKey { client: snap.resolve_remote(c.remote, 0, at), server: local },
     }
 }
 
@@ -303,6 +290,30 @@ mod tests {
         assert_eq!(check_batch(&b).expect_err("seq"), BatchError::ZeroSequence);
         let b = batch(vec![flow(); MAX_FLOWS_PER_BATCH + 1]);
         assert!(matches!(check_batch(&b), Err(BatchError::TooManyFlows { .. })));
+    }
+
+    #[test]
+    fn the_far_end_needs_an_address_the_local_end_may_lack() {
+        let mut f = flow();
+        f.dst_ip.clear();
+        let e = check_batch(&batch(vec![f])).expect_err("no destination");
+        assert_eq!(e.to_string(), "flows[0].dst_ip: missing");
+        let mut f = flow();
+        f.direction = pb::Direction::Accept as i32;
+        f.src_ip.clear();
+        let e = check_batch(&batch(vec![f])).expect_err("accept without a source");
+        assert_eq!(e.to_string(), "flows[0].src_ip: missing on an accepted connection");
+        let (src, dst) = ("10.0.0.2".parse().expect("ip"), "10.0.0.3".parse().expect("ip"));
+        let mut f = flow();
+        f.src_ip.clear();
+        let b = batch(vec![f]);
+        let c = check_batch(&b).expect("a connect without a source address");
+        assert_eq!((c[0].local, c[0].remote), (None, dst));
+        let mut f = flow();
+        f.direction = pb::Direction::Accept as i32;
+        let b = batch(vec![f]);
+        let c = check_batch(&b).expect("accept");
+        assert_eq!((c[0].local, c[0].remote), (Some(dst), src));
     }
 
     #[test]
