@@ -110,8 +110,8 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 enum Decision<'a> {
     Allow,
     Refuse(Status),
-    /// Ask the TokenReview API about this token.
-    Review(&'a str),
+    /// Ask the TokenReview API, through this reviewer, about this token.
+    Review(&'a Reviewer, &'a str),
 }
 
 const MISSING: &str = "missing `authorization: Bearer <token>`";
@@ -136,7 +136,7 @@ impl Authenticator {
         self.static_token.is_some() || self.reviewer.is_some()
     }
 
-    fn decide<'a>(&self, role: Role, authorization: Option<&'a [u8]>, peer: Option<SocketAddr>) -> Decision<'a> {
+    fn decide<'a>(&'a self, role: Role, authorization: Option<&'a [u8]>, peer: Option<SocketAddr>) -> Decision<'a> {
         if !self.enabled() {
             return Decision::Allow;
         }
@@ -164,7 +164,7 @@ impl Authenticator {
                 (Some(None), _) => {
                     Decision::Refuse(Status::unauthenticated("the authorization header is not `Bearer <token>`"))
                 }
-                (Some(Some(token)), Some(_)) => Decision::Review(token),
+                (Some(Some(token)), Some(reviewer)) => Decision::Review(reviewer, token),
                 (Some(Some(_)), None) => Decision::Refuse(Status::unauthenticated("invalid bearer token")),
             },
         }
@@ -182,10 +182,7 @@ impl Authenticator {
         match self.decide(role, authorization, peer) {
             Decision::Allow => Ok(()),
             Decision::Refuse(status) => Err(status),
-            Decision::Review(token) => match &self.reviewer {
-                Some(r) => r.check(token).await,
-                None => Err(Status::internal("token review is not configured")),
-            },
+            Decision::Review(reviewer, token) => reviewer.check(token).await,
         }
     }
 }

@@ -21,7 +21,7 @@ fn peer(s: &str) -> Option<SocketAddr> {
 fn code(d: Decision<'_>) -> Result<Option<String>, Code> {
     match d {
         Decision::Allow => Ok(None),
-        Decision::Review(t) => Ok(Some(t.to_string())),
+        Decision::Review(_, t) => Ok(Some(t.to_string())),
         Decision::Refuse(s) => Err(s.code()),
     }
 }
