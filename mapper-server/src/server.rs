@@ -113,11 +113,6 @@ impl BoundServer {
         self.local_addr
     }
 
-    /// The metrics address actually bound.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Self { cfg, incoming, local_addr, metrics_listener, store, cluster, metrics } = self;

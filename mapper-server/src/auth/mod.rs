@@ -19,7 +19,7 @@ use std::{fmt, net::SocketAddr, str::FromStr};
 
 use tonic::Status;
 
-pub use review::{ReviewCache, Reviewer};
+pub use review::Reviewer;
 
 /// Which service a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
