@@ -19,12 +19,6 @@ enum OutputArg {
     Jsonl,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Plain,
-    Json,
-}
-
 /// mapper's node agent: sees every TCP connect and accept and every UDP flow on
 /// this node, in every network namespace, counted in the kernel, and tells
 /// which pod each local end belongs to.
@@ -95,14 +89,13 @@ struct Args {
     /// let the kernel refuse what it refuses.
     #[arg(long, env = "MAPPER_SKIP_CAPABILITY_CHECK", hide = true)]
     skip_capability_check: bool,
-    /// Log format on stderr (RUST_LOG sets the level; default info).
-    #[arg(long, env = "MAPPER_LOG_FORMAT", value_enum, default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: mapper_telemetry::LogArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    mapper_telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
+    mapper_telemetry::init_logging(args.log.log_format);
     if args.uninstall {
         capture::remove_pins(&args.bpffs)?;
         eprintln!("removed every mapper program and map pinned under {}", args.bpffs.display());

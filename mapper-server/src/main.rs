@@ -3,17 +3,11 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use mapper_server::{
     auth::{ServiceAccount, TokenReviewConfig},
     server::{BoundServer, ServerConfig},
 };
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Plain,
-    Json,
-}
 
 /// mapper's central mapper: receives the agents' flows, resolves both ends of
 /// each to workloads (Deployments, StatefulSets, CronJobs…), keeps the edges
@@ -64,15 +58,14 @@ struct Args {
     /// intents.otterize.com/service-name is honoured too).
     #[arg(long, env = "MAPPER_WORKLOAD_NAME_ANNOTATION", default_value = "intents.otterize.com/workload-name")]
     workload_name_annotation: String,
-    /// Log format on stderr (RUST_LOG sets the level; default info).
-    #[arg(long, env = "MAPPER_LOG_FORMAT", value_enum, default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: mapper_telemetry::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    mapper_telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
+    mapper_telemetry::init_logging(args.log.log_format);
     let token = match &args.token_file {
         Some(p) => {
             let t = std::fs::read_to_string(p).with_context(|| format!("cannot read --token-file {}", p.display()))?;

@@ -1,6 +1,7 @@
 //! What mapper's daemons (mapper-agent, mapper-server) share to be run and
-//! watched: one logging setup that owns `RUST_LOG`, one wait for SIGTERM or
-//! Ctrl-C, and one HTTP endpoint for `/metrics`, `/healthz` and `/readyz`.
+//! watched: one logging setup that owns `RUST_LOG` (and the `--log-format` flag
+//! that picks plain or JSON), one wait for SIGTERM or Ctrl-C, and one HTTP
+//! endpoint for `/metrics`, `/healthz` and `/readyz`.
 
 use std::sync::Arc;
 
@@ -8,14 +9,28 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+/// How a daemon writes its logs on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// The logging flag every daemon takes; `#[command(flatten)]` it into the daemon's flags.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log format on stderr (RUST_LOG sets the level; default info).
+    #[arg(long, env = "MAPPER_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
 /// Logs to stderr, plain or as JSON lines; `RUST_LOG` sets the level (default info).
-pub fn init_logging(json: bool) {
+pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
     }
 }
 
