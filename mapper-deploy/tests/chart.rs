@@ -197,15 +197,15 @@ fn network_policy_admits_only_agents_to_the_grpc_port() {
 #[test]
 fn env_vars_are_flags_the_binaries_read() {
     let o = defaults();
-    for (what, dir, template) in
+    for (what, package, template) in
         [("server", "mapper-server", server_template(&o)), ("agent", "mapper-agent", agent_template(&o))]
     {
-        let known = env_vars_read_by(dir);
+        let known = env_vars_read_by(package);
         let c = only_container(pod_spec(template, what), what);
         for var in c.env.iter().flatten() {
             let read = known.contains(&var.name);
             let helper = var.name == "POD_NAMESPACE";
-            assert!(read || helper, "{what} sets {}, which {dir}/src/main.rs does not read", var.name);
+            assert!(read || helper, "{what} sets {}, which {package} does not read", var.name);
         }
     }
 }

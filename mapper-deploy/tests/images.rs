@@ -67,16 +67,8 @@ fn stages() -> BTreeMap<String, Stage> {
 
 /// (package, bin targets) of every workspace member, from `cargo metadata`.
 fn workspace_bins() -> BTreeMap<String, BTreeSet<String>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
-        .current_dir(root())
-        .output()
-        .expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
     let mut bins = BTreeMap::new();
-    for package in meta["packages"].as_array().expect("packages") {
+    for package in workspace_packages() {
         let names = package["targets"]
             .as_array()
             .expect("targets")

@@ -277,9 +277,37 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// The environment variables a binary's clap arguments read (`env = "X"` in its main.rs).
-pub fn env_vars_read_by(crate_dir: &str) -> Vec<String> {
-    let text = read(&root().join(crate_dir).join("src/main.rs"));
+/// `cargo metadata --no-deps` of the workspace: its `packages`.
+pub fn workspace_packages() -> Vec<serde_json::Value> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let mut meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+    match meta["packages"].take() {
+        serde_json::Value::Array(packages) => packages,
+        other => panic!("cargo metadata: packages is {other}"),
+    }
+}
+
+/// The environment variables a binary's clap arguments read (`env = "X"`): in its crate's
+/// sources and in those of the workspace crates it depends on (flags shared with
+/// `#[command(flatten)]`, such as mapper-telemetry's `--log-format`).
+pub fn env_vars_read_by(package: &str) -> Vec<String> {
+    let packages = workspace_packages();
+    let this =
+        packages.iter().find(|p| p["name"] == package).unwrap_or_else(|| panic!("{package} is a workspace package"));
+    let manifest = Path::new(this["manifest_path"].as_str().expect("manifest_path"));
+    let mut dirs = vec![manifest.parent().expect("crate directory").to_path_buf()];
+    for dep in this["dependencies"].as_array().expect("dependencies") {
+        if let (Some(path), true) = (dep["path"].as_str(), dep["kind"].is_null()) {
+            dirs.push(PathBuf::from(path));
+        }
+    }
+    let text: String = dirs.iter().map(|dir| rust_sources(&dir.join("src"))).collect();
     text.split("env = \"").skip(1).filter_map(|rest| rest.split('"').next()).map(str::to_owned).collect()
 }
 
