@@ -299,12 +299,7 @@ fn server_text(e: &Edge) -> String {
 }
 
 fn ports_text(e: &Edge) -> String {
-    let ports: Vec<String> = e
-        .ports
-        .iter()
-        .map(|p| format!("{}/{}", p.port, if p.protocol == mapper_intents::Protocol::Udp { "UDP" } else { "TCP" }))
-        .collect();
-    ports.join(",")
+    e.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn counts_text(established: u64, failed: u64) -> String {
@@ -521,12 +516,7 @@ impl View<'_> {
 
     fn json(&self) -> Value {
         let t = self.report.totals();
-        let port_list = |e: &Edge| -> Value {
-            e.ports
-                .iter()
-                .map(|p| json!({"port": p.port, "protocol": if p.protocol == mapper_intents::Protocol::Udp { "UDP" } else { "TCP" }}))
-                .collect()
-        };
+        let port_list = |e: &Edge| json!(e.ports);
         let clients: Vec<Value> = self
             .report
             .clients

@@ -90,27 +90,8 @@ impl fmt::Display for Peer {
     }
 }
 
-/// A port seen on an edge, written `8080/TCP`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct SeenPort {
-    /// The port.
-    pub port: u16,
-    /// `TCP` or `UDP`.
-    pub protocol: Protocol,
-}
-
-impl fmt::Display for SeenPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let protocol = match self.protocol {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        };
-        write!(f, "{}/{protocol}", self.port)
-    }
-}
-
 /// Ports as `8080/TCP, 53/UDP`.
-pub fn ports_text(ports: &[SeenPort]) -> String {
+pub fn ports_text(ports: &[Port]) -> String {
     ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
@@ -122,7 +103,7 @@ pub struct ObservedEdge {
     /// The server.
     pub server: Peer,
     /// Server ports seen, sorted.
-    pub ports: Vec<SeenPort>,
+    pub ports: Vec<Port>,
     /// Connections (or datagrams) established.
     pub established: u64,
     /// Connection attempts that failed.
@@ -193,7 +174,7 @@ impl ObservedEdge {
                 Ok(pb::Protocol::Udp) => Protocol::Udp,
                 _ => Protocol::Tcp,
             };
-            ports.push(SeenPort { port, protocol });
+            ports.push(Port { port, protocol });
         }
         ports.sort();
         ports.dedup();
@@ -241,7 +222,7 @@ impl ObservedEdge {
         Some(mapper_intents::Edge {
             client,
             server,
-            ports: self.ports.iter().map(|p| Port { port: p.port, protocol: p.protocol }).collect(),
+            ports: self.ports.clone(),
             established: self.established,
             failed: self.failed,
             first_seen_ms: self.first_seen_ms,

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
+use mapper_intents::Port;
 use serde::Serialize;
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
-use crate::edges::{ObservedEdge, Peer, QueryArgs, SeenPort, ports_text};
+use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text};
 use crate::output;
 
 /// Text or JSON.
@@ -48,7 +49,7 @@ pub struct Call {
     /// The server.
     pub server: Peer,
     /// Ports seen, sorted.
-    pub ports: Vec<SeenPort>,
+    pub ports: Vec<Port>,
     /// Connections established.
     pub established: u64,
     /// Connection attempts that failed.
@@ -169,7 +170,7 @@ mod tests {
         ObservedEdge {
             client,
             server,
-            ports: ports.iter().map(|&port| SeenPort { port, protocol: Protocol::Tcp }).collect(),
+            ports: ports.iter().map(|&port| Port { port, protocol: Protocol::Tcp }).collect(),
             established,
             failed,
             first_seen_ms: 1_800_000_000_000,

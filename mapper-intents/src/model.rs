@@ -274,6 +274,17 @@ pub struct ServiceName {
     pub namespace: String,
 }
 
+/// `8080/TCP`.
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let protocol = match self.protocol {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        };
+        write!(f, "{}/{protocol}", self.port)
+    }
+}
+
 /// One observed (client, server) pair as mapper-server reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Edge {

@@ -1,7 +1,6 @@
-use mapper_intents::Protocol;
+use mapper_intents::{Port, Protocol};
 
 use super::*;
-use crate::edges::SeenPort;
 
 fn workload(name: &str, namespace: &str, kind: &str) -> Peer {
     Peer::Workload { name: name.into(), namespace: namespace.into(), kind: kind.into() }
@@ -11,7 +10,7 @@ fn edge(client: Peer, server: Peer, port: u16, established: u64) -> ObservedEdge
     ObservedEdge {
         client,
         server,
-        ports: vec![SeenPort { port, protocol: Protocol::Tcp }],
+        ports: vec![Port { port, protocol: Protocol::Tcp }],
         established,
         failed: u64::from(established == 0),
         first_seen_ms: 0,
