@@ -3,11 +3,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::{
-    encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tracing::warn;
 
 type Label = [(&'static str, &'static str); 1];
 
@@ -56,7 +54,9 @@ impl Metrics {
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
+}
 
+impl mapper_telemetry::Health for Metrics {
     fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("mapper_agent");
         r.register("flows_drained", "Flows drained from the kernel", self.flows_drained.clone());
@@ -81,21 +81,6 @@ impl Metrics {
         );
         r.register("resumed", "1 when programs left attached by a previous agent were resumed", self.resumed.clone());
         r
-    }
-
-    /// The metrics in Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry()).is_err() {
-            warn!("cannot encode metrics");
-        }
-        out
-    }
-}
-
-impl mapper_telemetry::Health for Metrics {
-    fn render_metrics(&self) -> String {
-        self.render()
     }
 
     fn readiness(&self) -> Result<(), &'static str> {

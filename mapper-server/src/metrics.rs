@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use mapper_cluster::ClusterHandle;
 use prometheus_client::{
-    encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -31,8 +30,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics in Prometheus text format.
-    pub fn render(&self) -> String {
+    fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("mapper_server");
         r.register("batches", "Batches received, by result", self.batches.clone());
         r.register("batches_rejected", "Batches rejected as invalid", self.batches_rejected.clone());
@@ -44,9 +42,7 @@ impl Metrics {
         );
         r.register("edges", "Edges in the store", self.edges.clone());
         r.register("edges_expired", "Edges removed by retention", self.edges_expired.clone());
-        let mut out = String::new();
-        let _ = encode(&mut out, &r);
-        out
+        r
     }
 }
 
@@ -59,8 +55,8 @@ pub struct ServerHealth {
 }
 
 impl mapper_telemetry::Health for ServerHealth {
-    fn render_metrics(&self) -> String {
-        self.metrics.render()
+    fn registry(&self) -> Registry {
+        self.metrics.registry()
     }
 
     fn readiness(&self) -> Result<(), &'static str> {

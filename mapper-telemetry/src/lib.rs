@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use tracing::info;
+use prometheus_client::{encoding::text::encode, registry::Registry};
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// How a daemon writes its logs on stderr.
@@ -53,14 +54,18 @@ pub async fn shutdown_signal() {
 
 /// What a daemon exposes to its HTTP endpoint.
 pub trait Health: Send + Sync + 'static {
-    /// The metrics in Prometheus text format.
-    fn render_metrics(&self) -> String;
+    /// The metrics, registered for one scrape; [`serve`] encodes them.
+    fn registry(&self) -> Registry;
     /// `Ok` when ready to serve; otherwise why not.
     fn readiness(&self) -> Result<(), &'static str>;
 }
 
 async fn metrics(State(h): State<Arc<dyn Health>>) -> impl IntoResponse {
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.render_metrics())
+    let mut body = String::new();
+    if encode(&mut body, &h.registry()).is_err() {
+        warn!("cannot encode metrics");
+    }
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }
 
 async fn ready(State(h): State<Arc<dyn Health>>) -> (StatusCode, &'static str) {
@@ -79,4 +84,58 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<dyn Health>) -
         .with_state(health);
     info!(addr = ?listener.local_addr().ok(), "metrics listening");
     axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(Counter);
+
+    impl Health for Fixed {
+        fn registry(&self) -> Registry {
+            let mut r = Registry::with_prefix("test");
+            r.register("events", "Events seen", self.0.clone());
+            r
+        }
+
+        fn readiness(&self) -> Result<(), &'static str> {
+            Err("not yet")
+        }
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_encoded_metrics_and_readiness() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let health = Fixed(Counter::default());
+        health.0.inc_by(3);
+        tokio::spawn(serve(listener, Arc::new(health)));
+
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.contains("content-type: application/openmetrics-text"), "{metrics}");
+        assert!(
+            metrics.contains("# HELP test_events Events seen") && metrics.contains("test_events_total 3"),
+            "{metrics}"
+        );
+        assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+        let ready = get(addr, "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 503") && ready.ends_with("not yet"), "{ready}");
+        let healthz = get(addr, "/healthz").await;
+        assert!(healthz.starts_with("HTTP/1.1 200") && healthz.ends_with("ok"), "{healthz}");
+    }
 }
