@@ -1,61 +1,26 @@
 //! The real mapper-server binary over real gRPC on loopback: resends after a
 //! lost acknowledgement, a kill -9 between batches, authentication.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+mod support;
+
+use std::{path::Path, time::Duration};
 
 use mapper_agent::report::{Batch, SendOutcome, send};
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
+use support::Server;
 use tonic::Request;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed.yaml");
 const NOW: i64 = 1_800_000_000_000;
-
-/// A mapper-server process, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// The server on `port` (the same one across a restart), its store in `data`.
 fn start(data: &Path, port: u16, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mapper-server"))
-        .args(["--inventory", FIXTURE, "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mapper-server");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = err.read_line(&mut line).expect("read log");
-        assert!(n > 0, "mapper-server exited before listening");
-        if line.contains("mapper-server listening") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in err.lines() {});
-    Server { child, url: format!("http://127.0.0.1:{port}") }
+    let mut cmd = support::command(&format!("127.0.0.1:{port}"));
+    cmd.arg("--data-dir").arg(data).args(extra).env("RUST_LOG", "info");
+    Server::spawn(cmd)
 }
 
 fn flow(
@@ -96,9 +61,10 @@ fn client_flow(n: u64) -> pb::Flow {
     )
 }
 
-async fn wait_ready(url: &str, token: Option<&str>) {
+async fn wait_ready(server: &Server, token: Option<&str>) {
+    let url = server.url(None);
     for _ in 0..100 {
-        if let Ok(mut q) = QueryClient::connect(url.to_string()).await {
+        if let Ok(mut q) = QueryClient::connect(url.clone()).await {
             let mut req = Request::new(pb::HealthRequest {});
             if let Some(t) = token {
                 req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));
@@ -109,7 +75,7 @@ async fn wait_ready(url: &str, token: Option<&str>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{url} never became ready");
+    panic!("{url} never became ready:\n{}", server.log());
 }
 
 async fn edges(url: &str) -> Vec<pb::Edge> {
@@ -133,8 +99,8 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
     let data = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let server = start(data.path(), port, &[]);
-    wait_ready(&server.url, None).await;
-    let mut client = IngestClient::connect(server.url.clone()).await.expect("connect");
+    wait_ready(&server, None).await;
+    let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
 
     // Batch 1 is applied, but the agent never saw the acknowledgement: it sends it again.
     let b1 = batch(1, vec![client_flow(5)]);
@@ -146,7 +112,7 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
         SendOutcome::Acked { duplicate } => assert!(duplicate, "resent batch not recognised"),
         other => panic!("resend: {other:?}"),
     }
-    let e = edges(&server.url).await;
+    let e = edges(&server.url(None)).await;
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(name(&e[0].client), "transaction-service.team1 (Deployment)");
     assert_eq!(name(&e[0].server), "ledger.team3 (Deployment)", "ClusterIP not resolved to the workload behind it");
@@ -160,12 +126,12 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
     ));
     drop(server); // SIGKILL
     let server = start(data.path(), port, &[]);
-    wait_ready(&server.url, None).await;
-    let e = edges(&server.url).await;
+    wait_ready(&server, None).await;
+    let e = edges(&server.url(None)).await;
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].established, 12, "acknowledged flows lost across kill -9");
     // The accept side of the same connections merges into the same edge.
-    let mut client = IngestClient::connect(server.url.clone()).await.expect("reconnect");
+    let mut client = IngestClient::connect(server.url(None)).await.expect("reconnect");
     let accept = flow(
         pb::Direction::Accept,
         [10, 244, 1, 2],
@@ -179,7 +145,7 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
         send(&mut client, None, "node-1", "boot-b", &batch(1, vec![accept]), Duration::from_secs(5)).await,
         SendOutcome::Acked { duplicate: false }
     ));
-    let e = edges(&server.url).await;
+    let e = edges(&server.url(None)).await;
     assert_eq!(e.len(), 1, "connect and accept of the same connections are one edge: {e:?}");
     assert_eq!(e[0].established, 12);
     assert!(e[0].seen_by_client && e[0].seen_by_server);
@@ -192,8 +158,8 @@ async fn bad_requests_and_tokens_are_refused() {
     std::fs::write(&token_file, "s3cret\n").expect("token");
     let port = free_port();
     let server = start(&data.path().join("db"), port, &["--token-file", token_file.to_str().expect("utf8")]);
-    wait_ready(&server.url, Some("s3cret")).await;
-    let mut client = IngestClient::connect(server.url.clone()).await.expect("connect");
+    wait_ready(&server, Some("s3cret")).await;
+    let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
     let b = batch(1, vec![client_flow(1)]);
     match send(&mut client, None, "n", "b", &b, Duration::from_secs(5)).await {
         SendOutcome::Retry(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}"),
@@ -227,12 +193,7 @@ async fn bad_requests_and_tokens_are_refused() {
 #[test]
 fn refuses_to_listen_openly_without_a_token() {
     let data = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_mapper-server"))
-        .args(["--inventory", FIXTURE, "--listen", "0.0.0.0:0"])
-        .arg("--data-dir")
-        .arg(data.path())
-        .output()
-        .expect("run");
+    let out = support::command("0.0.0.0:0").arg("--data-dir").arg(data.path()).output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

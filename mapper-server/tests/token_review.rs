@@ -6,14 +6,14 @@
 #[path = "../../mapper-cluster/tests/support/fake_api.rs"]
 #[allow(dead_code)]
 mod fake_api;
+mod support;
 
 use std::{
-    io::{BufRead, BufReader},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -24,9 +24,9 @@ use fake_api::FakeApi;
 use mapper_agent::report::{Batch, SendOutcome, send};
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
 use serde_json::{Value, json};
+use support::{FIXTURE, Server};
 use tonic::{Code, Request};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed.yaml");
 const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const AGENT: &str = "system:serviceaccount:mapper-system:mapper-agent";
 const TOKENS: [&str; 6] =
@@ -83,70 +83,17 @@ fn kubeconfig(dir: &Path, url: &str) -> std::path::PathBuf {
     path
 }
 
-/// A mapper-server process, killed on drop, whose log is kept.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(dir: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mapper-server"))
-            .args(["--inventory", FIXTURE, "--listen", listen])
-            .arg("--data-dir")
-            .arg(dir.join("db"))
-            .args(args)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("KUBECONFIG", dir.join("kubeconfig"))
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mapper-server");
-        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            let n = err.read_line(&mut line).expect("read log");
-            assert!(n > 0, "mapper-server exited before listening:\n{}", log.lock().expect("log"));
-            log.lock().expect("log").push_str(&line);
-            if line.contains("mapper-server listening") {
-                let addr = line.split("addr=").nth(1).and_then(|s| s.split_whitespace().next()).expect("addr= in log");
-                break addr.parse::<SocketAddr>().expect("listening address");
-            }
-        };
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for l in err.lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
-                s.push_str(&l);
-                s.push('\n');
-            }
-        });
-        Self { child, addr, log }
-    }
-
-    /// The URL on loopback (or on `ip`, for a non-loopback peer).
-    fn url(&self, ip: Option<IpAddr>) -> String {
-        let ip =
-            ip.unwrap_or_else(|| if self.addr.ip().is_unspecified() { [127, 0, 0, 1].into() } else { self.addr.ip() });
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
+/// The server on `listen`, its store under `dir`, its kubeconfig `dir/kubeconfig`.
+fn start(dir: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut cmd = support::command(listen);
+    cmd.arg("--data-dir")
+        .arg(dir.join("db"))
+        .args(args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "debug");
+    Server::spawn(cmd)
 }
 
 fn batch(sequence: u64) -> Batch {
@@ -202,7 +149,7 @@ async fn agent_tokens_are_reviewed_and_cached() {
     kubeconfig(dir.path(), &format!("http://{}", api.addr));
     std::fs::write(dir.path().join("token"), "s3cret-static\n").expect("token file");
     let token_file = dir.path().join("token");
-    let server = Server::start(
+    let server = start(
         dir.path(),
         "127.0.0.1:0",
         &[
@@ -267,7 +214,7 @@ async fn loopback_query_without_a_token_only_with_the_flag() {
     kubeconfig(dir.path(), &format!("http://{}", api.addr));
     // Flags from the environment, as the Deployment sets them; every interface,
     // which token review alone makes acceptable.
-    let server = Server::start(
+    let server = start(
         dir.path(),
         "0.0.0.0:0",
         &[],
@@ -316,7 +263,7 @@ async fn token_review_failures_are_unavailable_and_not_cached() {
     let dir = tempfile::tempdir().expect("tempdir");
     kubeconfig(dir.path(), &format!("http://{}", api.addr));
     let args = ["--token-review-audience", "mapper", "--agent-service-account", "mapper-system/mapper-agent"];
-    let server = Server::start(dir.path(), "127.0.0.1:0", &args, &[]);
+    let server = start(dir.path(), "127.0.0.1:0", &args, &[]);
     let url = server.url(None);
     let msg = refused(report(&url, Some("agent-token"), 1).await, Code::Unavailable, "API failing");
     assert!(msg.contains("TokenReview") && msg.contains("etcdserver: request timed out"), "{msg}");
@@ -333,7 +280,7 @@ async fn token_review_failures_are_unavailable_and_not_cached() {
     // No API server at all.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     kubeconfig(dir.path(), &format!("http://{closed}"));
-    let server = Server::start(dir.path(), "127.0.0.1:0", &args, &[]);
+    let server = start(dir.path(), "127.0.0.1:0", &args, &[]);
     let msg = refused(report(&server.url(None), Some("agent-token"), 1).await, Code::Unavailable, "API down");
     assert!(msg.contains("TokenReview"), "{msg}");
 }
