@@ -79,20 +79,29 @@ pub fn pod_from_cgroup_path(path: &str) -> Option<PodRef> {
 pub struct CgroupResolver {
     root: PathBuf,
     by_id: HashMap<u64, CgroupInfo>,
+    /// Ids in `by_id` whose cgroup a scan found gone, since when.
+    vanished: HashMap<u64, Instant>,
     missing: HashMap<u64, Instant>,
-    missing_ttl: Duration,
+    /// How long an unknown id stays unknown, and a vanished cgroup stays known.
+    ttl: Duration,
 }
 
 impl CgroupResolver {
     /// A resolver over the cgroup2 hierarchy mounted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), by_id: HashMap::new(), missing: HashMap::new(), missing_ttl: Duration::from_secs(60) }
+        Self {
+            root: root.into(),
+            by_id: HashMap::new(),
+            vanished: HashMap::new(),
+            missing: HashMap::new(),
+            ttl: Duration::from_secs(60),
+        }
     }
 
     /// Makes sure every id of a batch is resolved if it can be: at most one rescan.
     pub fn prepare(&mut self, ids: impl IntoIterator<Item = u64>) {
         let now = Instant::now();
-        self.missing.retain(|_, since| now.duration_since(*since) < self.missing_ttl);
+        self.missing.retain(|_, since| now.duration_since(*since) < self.ttl);
         let unknown: Vec<u64> = ids
             .into_iter()
             .filter(|id| *id != 0 && !self.by_id.contains_key(id) && !self.missing.contains_key(id))
@@ -119,8 +128,10 @@ impl CgroupResolver {
         self.get(id)
     }
 
-    /// Walks the whole tree again. Cgroups that disappeared are forgotten only
-    /// here, so a flow drained shortly after its pod died is still attributed.
+    /// Walks the whole tree again. A cgroup that disappeared is forgotten by the
+    /// first scan at least a minute after one found it gone, so a flow drained
+    /// shortly after its pod died is still attributed, and a node's pod churn
+    /// does not grow the map without bound.
     pub fn rescan(&mut self) {
         let started = Instant::now();
         let mut found = HashMap::with_capacity(self.by_id.len().max(64));
@@ -130,7 +141,6 @@ impl CgroupResolver {
                 continue;
             };
             let rel = dir.strip_prefix(&self.root).map(|p| format!("/{}", p.display())).unwrap_or_default();
-            let rel = if rel == "/" { "/".to_string() } else { rel };
             let pod = pod_from_cgroup_path(&rel);
             found.insert(meta.ino(), CgroupInfo { path: rel, pod });
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -142,10 +152,20 @@ impl CgroupResolver {
                 }
             }
         }
-        // Keep what vanished since the last scan for one more round.
+        let now = Instant::now();
+        let ttl = self.ttl;
+        let mut vanished = HashMap::new();
         for (id, info) in self.by_id.drain() {
-            found.entry(id).or_insert(info);
+            if found.contains_key(&id) {
+                continue;
+            }
+            let since = self.vanished.get(&id).copied().unwrap_or(now);
+            if now.duration_since(since) < ttl {
+                found.insert(id, info);
+                vanished.insert(id, since);
+            }
         }
+        self.vanished = vanished;
         debug!(cgroups = found.len(), elapsed_us = started.elapsed().as_micros() as u64, "cgroup tree scanned");
         self.by_id = found;
     }
@@ -213,5 +233,14 @@ mod tests {
         fs::remove_dir_all(&dir).expect("cleanup");
         assert_eq!(info.path, format!("/kubepods/burstable/pod{UID}/0123456789abcdef"));
         assert_eq!(info.pod.expect("pod").container_id.as_deref(), Some("0123456789abcdef"));
+
+        // The pod is gone: still known for a while, then forgotten.
+        r.rescan();
+        r.rescan();
+        assert!(r.get(ino).is_some(), "a cgroup that just vanished was forgotten at once");
+        r.ttl = Duration::ZERO;
+        r.rescan();
+        assert_eq!(r.get(ino), None, "a vanished cgroup is kept for ever");
+        assert!(r.vanished.is_empty());
     }
 }
