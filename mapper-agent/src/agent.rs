@@ -201,7 +201,7 @@ impl Drainer {
             Ok(now) => {
                 for (stat, value) in &now {
                     let before = self.kernel_seen.iter().find(|(s, _)| s == stat).map_or(0, |(_, v)| *v);
-                    let label = Stat::ALL.iter().find(|(s, _)| s == stat).map_or("unknown", |(_, l)| l);
+                    let label = stat.label();
                     let c = self.metrics.kernel_drops.get_or_create(&[("cause", label)]);
                     if *value > before {
                         c.inc_by(value - before);

@@ -326,7 +326,7 @@ impl Capture {
     pub fn kernel_stats(&self) -> Result<Vec<(Stat, u64)>, CaptureError> {
         Stat::ALL
             .iter()
-            .map(|&(stat, _)| {
+            .map(|&stat| {
                 let per_cpu = typed(maps::STATS, self.stats.get(&(stat as u32), 0))?;
                 Ok((stat, per_cpu.iter().sum()))
             })

@@ -107,16 +107,29 @@ pub enum Stat {
 }
 
 impl Stat {
-    /// Every counter with its metric label.
-    pub const ALL: &[(Stat, &'static str)] = &[
-        (Stat::FlowUpdateFailed, "flow_update_failed"),
-        (Stat::FlowMapFull, "flow_map_full"),
-        (Stat::SockUpdateFailed, "sock_update_failed"),
-        (Stat::ConnectUntracked, "connect_untracked"),
-        (Stat::DnsRingbufFull, "dns_ringbuf_full"),
-        (Stat::DnsTruncated, "dns_truncated"),
-        (Stat::NatUpdateFailed, "nat_update_failed"),
+    /// Every counter.
+    pub const ALL: &[Stat] = &[
+        Stat::FlowUpdateFailed,
+        Stat::FlowMapFull,
+        Stat::SockUpdateFailed,
+        Stat::ConnectUntracked,
+        Stat::DnsRingbufFull,
+        Stat::DnsTruncated,
+        Stat::NatUpdateFailed,
     ];
+
+    /// The counter's metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stat::FlowUpdateFailed => "flow_update_failed",
+            Stat::FlowMapFull => "flow_map_full",
+            Stat::SockUpdateFailed => "sock_update_failed",
+            Stat::ConnectUntracked => "connect_untracked",
+            Stat::DnsRingbufFull => "dns_ringbuf_full",
+            Stat::DnsTruncated => "dns_truncated",
+            Stat::NatUpdateFailed => "nat_update_failed",
+        }
+    }
 }
 
 /// Size of the `stats` array.
