@@ -314,9 +314,51 @@ fn sum<'a>(edges: impl IntoIterator<Item = &'a Edge>) -> (u64, u64, i64) {
     edges.into_iter().fold((0, 0, 0), |(e, f, l), x| (e + x.established, f + x.failed, l.max(x.last_seen_ms)))
 }
 
+/// What a line of the table or of the Markdown says of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Missing,
+    Unused,
+    Covered,
+    /// Declared, and not something mapper can observe (SQL, cloud).
+    Declared,
+}
+
+impl Status {
+    /// The table's word for it.
+    fn word(self) -> &'static str {
+        match self {
+            Status::Missing => "MISSING",
+            Status::Unused => "UNUSED",
+            Status::Covered => "COVERED",
+            Status::Declared => "DECLARED",
+        }
+    }
+
+    /// The ANSI colour of that word on a terminal.
+    fn color(self) -> &'static str {
+        match self {
+            Status::Missing => "1;31",
+            Status::Unused => "33",
+            Status::Covered => "32",
+            Status::Declared => "2",
+        }
+    }
+
+    /// The Markdown cell.
+    fn markdown(self) -> &'static str {
+        match self {
+            Status::Missing => "❌ missing",
+            Status::Unused => "⚠️ unused",
+            Status::Covered => "✅ covered",
+            Status::Declared => "ℹ️ declared",
+        }
+    }
+}
+
 /// One line of the table or of the Markdown.
 struct Line {
-    status: &'static str,
+    status: Status,
     target: String,
     ports: String,
     counts: String,
@@ -329,7 +371,7 @@ fn lines(c: &ClientAudit) -> Vec<Line> {
     for e in &c.missing {
         let note = if e.established == 0 { "already failing".to_owned() } else { "blocked once enforced".to_owned() };
         out.push(Line {
-            status: "MISSING",
+            status: Status::Missing,
             target: server_text(e),
             ports: ports_text(e),
             counts: counts_text(e.established, e.failed),
@@ -346,7 +388,7 @@ fn lines(c: &ClientAudit) -> Vec<Line> {
             _ => String::new(),
         };
         out.push(Line {
-            status: "UNUSED",
+            status: Status::Unused,
             target: target_text(&u.target),
             ports: String::new(),
             counts: String::new(),
@@ -363,7 +405,7 @@ fn lines(c: &ClientAudit) -> Vec<Line> {
         ports.sort();
         ports.dedup();
         out.push(Line {
-            status: "COVERED",
+            status: Status::Covered,
             target: target_text(&cov.target),
             ports: ports.join(","),
             counts: counts_text(established, failed),
@@ -373,7 +415,7 @@ fn lines(c: &ClientAudit) -> Vec<Line> {
     }
     for t in &c.not_observable {
         out.push(Line {
-            status: "DECLARED",
+            status: Status::Declared,
             target: target_text(t),
             ports: String::new(),
             counts: String::new(),
@@ -432,14 +474,9 @@ impl View<'_> {
     }
 
     fn table(&self, color: bool) -> String {
-        let paint = |status: &str| -> String {
-            let code = match status {
-                "MISSING" => "1;31",
-                "UNUSED" => "33",
-                "COVERED" => "32",
-                _ => "2",
-            };
-            if color { format!("\x1b[{code}m{status:<8}\x1b[0m") } else { format!("{status:<8}") }
+        let paint = |status: Status| -> String {
+            let word = status.word();
+            if color { format!("\x1b[{}m{word:<8}\x1b[0m", status.color()) } else { format!("{word:<8}") }
         };
         let mut out = String::new();
         if self.report.clients.is_empty() {
@@ -488,12 +525,7 @@ impl View<'_> {
         let cell = |s: &str| s.replace('|', "\\|");
         for c in &self.report.clients {
             for l in lines(c) {
-                let status = match l.status {
-                    "MISSING" => "❌ missing",
-                    "UNUSED" => "⚠️ unused",
-                    "COVERED" => "✅ covered",
-                    _ => "ℹ️ declared",
-                };
+                let status = l.status.markdown();
                 let when = l.when.trim_start_matches("last seen ");
                 let seen = if l.note.is_empty() { l.counts.clone() } else { format!("{} ({})", l.counts, l.note) };
                 let _ = writeln!(
