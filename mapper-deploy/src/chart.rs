@@ -59,7 +59,6 @@ impl TemplateFile {
 
 #[derive(Debug, Clone)]
 pub struct Chart {
-    pub dir: PathBuf,
     pub meta: ChartMeta,
     /// `values.yaml`: the defaults.
     pub values: serde_yaml::Value,
@@ -89,7 +88,7 @@ impl Chart {
         let mut templates = Vec::new();
         collect(&dir.join("templates"), &format!("{}/templates", meta.name), &mut templates)?;
         templates.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Chart { dir: dir.to_path_buf(), meta, values, templates })
+        Ok(Chart { meta, values, templates })
     }
 }
 

@@ -28,11 +28,6 @@ pub enum RenderError {
     Chart(#[from] ChartError),
     #[error(transparent)]
     Values(#[from] ValuesError),
-    #[error("the values overlay is not valid YAML")]
-    Overlay {
-        #[source]
-        source: serde_yaml::Error,
-    },
     #[error("{template}: {message}")]
     Template { template: String, message: String },
     #[error("{template}, line {line}: a value the template reads is missing ({found})")]
@@ -79,11 +74,6 @@ impl Rendered {
             out.push('\n');
         }
         out
-    }
-
-    /// The documents of one kind.
-    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Document> + 'a {
-        self.documents.iter().filter(move |d| d.kind == kind)
     }
 }
 

@@ -145,7 +145,7 @@ fn include(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 /// The value as YAML, the way sigs.k8s.io/yaml marshals it (maps sorted by key).
-pub fn to_yaml_value(v: &Value) -> Result<serde_yaml::Value, FuncError> {
+fn to_yaml_value(v: &Value) -> Result<serde_yaml::Value, FuncError> {
     Ok(match v {
         Value::NoValue => return Err(missing("toYaml")),
         Value::Nil => serde_yaml::Value::Null,
@@ -192,7 +192,7 @@ fn nindent(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 /// Go's `strconv.Quote` for the characters a chart holds (non-ASCII is kept as is).
-pub fn go_quote(s: &str) -> String {
+fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -229,7 +229,7 @@ fn quote(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 /// sprig's `empty`.
-pub fn is_empty(v: &Value) -> bool {
+fn is_empty(v: &Value) -> bool {
     match v {
         Value::NoValue | Value::Nil => true,
         Value::Bool(b) => !b,

@@ -31,22 +31,15 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// What the plain manifests change from the chart's defaults: they create the namespace,
-/// since `kubectl apply` has no `--create-namespace`.
-pub const MANIFESTS_VALUES: &str = "createNamespace: true\n";
-
-/// The release the plain manifests are rendered as.
-pub fn manifests_release() -> Release {
-    Release { name: "mapper".into(), namespace: DEFAULT_NAMESPACE.into() }
-}
-
-/// `deploy/manifests/mapper.yaml` as it must be: the chart under `root` rendered with its
-/// defaults plus [`MANIFESTS_VALUES`], behind a header that says how to regenerate it.
+/// `deploy/manifests/mapper.yaml` as it must be: the chart under `root` rendered as release
+/// `mapper` into [`DEFAULT_NAMESPACE`] with its defaults plus `createNamespace: true` (`kubectl
+/// apply` has no `--create-namespace`), behind a header that says how to regenerate it.
 pub fn render_manifests(root: &Path) -> Result<String, RenderError> {
     let chart = Chart::load(&root.join(CHART_DIR))?;
-    let overlay: serde_yaml::Value =
-        serde_yaml::from_str(MANIFESTS_VALUES).map_err(|source| RenderError::Overlay { source })?;
-    let rendered = render(&chart, &manifests_release(), &[overlay])?;
+    let mut overlay = serde_yaml::Mapping::new();
+    overlay.insert("createNamespace".into(), true.into());
+    let release = Release { name: "mapper".into(), namespace: DEFAULT_NAMESPACE.into() };
+    let rendered = render(&chart, &release, &[overlay.into()])?;
     let header = format!(
         "# mapper {version}: the Helm chart {CHART_DIR} rendered with its default values and\n\
          # createNamespace: true, into namespace {DEFAULT_NAMESPACE}. Generated: do not edit; change the chart\n\
