@@ -298,37 +298,26 @@ impl Cluster {
             .map(|_| {
                 let me = local[rng.below(local.len())];
                 let count = 1 + rng.below(10) as u64;
-                if rng.chance(80) {
+                let (direction, from, to, service) = if rng.chance(80) {
                     let t = rng.below(self.deployments);
                     let to = self.pod(t, rng.below(self.pods_per_deployment));
-                    pb::Flow {
-                        direction: pb::Direction::Connect as i32,
-                        protocol: pb::Protocol::Tcp as i32,
-                        src_ip: me.ip.octets().to_vec(),
-                        dst_ip: to.ip.octets().to_vec(),
-                        dst_port: POD_PORT.into(),
-                        original_dst_ip: cluster_ip(t).octets().to_vec(),
-                        original_dst_port: SERVICE_PORT.into(),
-                        count,
-                        pod_uid: me.uid.clone(),
-                        first_seen_ms: now,
-                        last_seen_ms: now,
-                        ..Default::default()
-                    }
+                    (pb::Direction::Connect, me, to, Some(cluster_ip(t)))
                 } else {
-                    let from = self.random_pod(rng);
-                    pb::Flow {
-                        direction: pb::Direction::Accept as i32,
-                        protocol: pb::Protocol::Tcp as i32,
-                        src_ip: from.ip.octets().to_vec(),
-                        dst_ip: me.ip.octets().to_vec(),
-                        dst_port: POD_PORT.into(),
-                        count,
-                        pod_uid: me.uid.clone(),
-                        first_seen_ms: now,
-                        last_seen_ms: now,
-                        ..Default::default()
-                    }
+                    (pb::Direction::Accept, self.random_pod(rng), me, None)
+                };
+                pb::Flow {
+                    direction: direction as i32,
+                    protocol: pb::Protocol::Tcp as i32,
+                    src_ip: from.ip.octets().to_vec(),
+                    dst_ip: to.ip.octets().to_vec(),
+                    dst_port: POD_PORT.into(),
+                    original_dst_ip: service.map(|ip| ip.octets().to_vec()).unwrap_or_default(),
+                    original_dst_port: service.map_or(0, |_| SERVICE_PORT.into()),
+                    count,
+                    pod_uid: me.uid.clone(),
+                    first_seen_ms: now,
+                    last_seen_ms: now,
+                    ..Default::default()
                 }
             })
             .collect()
