@@ -2,8 +2,9 @@
 //!
 //! The BPF object is built with `clang -target bpf` (CO-RE, BTF kept, DWARF
 //! stripped). The same header is compiled for the host into a tiny program that
-//! prints every struct's size and field offsets; `src/layout_tests.rs` compares
-//! them with the Rust mirror so the two cannot drift.
+//! prints every struct's size and field offsets, and the value of every
+//! constant; `src/layout_tests.rs` compares them with the Rust mirror so the two
+//! cannot drift.
 
 use std::{
     env,
@@ -36,6 +37,23 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ("listener_value", &["pid", "comm"]),
     ("agent_state", &["active"]),
     ("dns_event", &["ts_ns", "cgroup_id", "netns", "len", "family", "payload_len", "dst_addr", "src_addr", "data"]),
+];
+
+/// `#define`s of mapper.h checked against the Rust mirror.
+const CONSTANTS: &[&str] = &[
+    "MAPPER_COMM_LEN",
+    "MAPPER_DNS_MAX",
+    "MAPPER_DIR_CONNECT",
+    "MAPPER_DIR_ACCEPT",
+    "MAPPER_DIR_UDP",
+    "MAPPER_STAT_FLOW_UPDATE_FAILED",
+    "MAPPER_STAT_FLOW_MAP_FULL",
+    "MAPPER_STAT_SOCK_UPDATE_FAILED",
+    "MAPPER_STAT_CONNECT_UNTRACKED",
+    "MAPPER_STAT_DNS_RINGBUF_FULL",
+    "MAPPER_STAT_DNS_TRUNCATED",
+    "MAPPER_STAT_NAT_UPDATE_FAILED",
+    "MAPPER_STAT_MAX",
 ];
 
 fn run(cmd: &mut Command) {
@@ -92,6 +110,10 @@ fn layout_probe(clang: &str, src: &Path, out: &Path) {
                 "printf(\"(\\\"{name}\\\", \\\"{field}\\\", %zu),\\n\", offsetof(struct {name}, {field}));\n"
             ));
         }
+    }
+    c.push_str("printf(\"];\\n/// (name, value) of mapper.h's constants.\\npub const C_CONSTANTS: &[(&str, u64)] = &[\\n\");\n");
+    for name in CONSTANTS {
+        c.push_str(&format!("printf(\"(\\\"{name}\\\", %llu),\\n\", (unsigned long long)({name}));\n"));
     }
     c.push_str("return 0;\n}\n");
     let probe_c = out.join("layout_probe.c");

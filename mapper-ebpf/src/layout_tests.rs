@@ -58,3 +58,36 @@ fn stats_fit_the_array() {
         assert!((stat as u32) < STAT_MAX, "{} outside the stats array", stat.label());
     }
 }
+
+/// A constant of mapper.h as the Rust mirror has it; `MAPPER_STAT_<LABEL>` is the
+/// [`Stat`] whose metric label is `<label>`.
+fn rust_constant(name: &str) -> u64 {
+    let dir = |d: Direction| u64::from(d as u8);
+    match name {
+        "MAPPER_COMM_LEN" => COMM_LEN as u64,
+        "MAPPER_DNS_MAX" => DNS_MAX as u64,
+        "MAPPER_DIR_CONNECT" => dir(Direction::Connect),
+        "MAPPER_DIR_ACCEPT" => dir(Direction::Accept),
+        "MAPPER_DIR_UDP" => dir(Direction::Udp),
+        "MAPPER_STAT_MAX" => u64::from(STAT_MAX),
+        _ => {
+            let stat = name
+                .strip_prefix("MAPPER_STAT_")
+                .and_then(|label| Stat::ALL.iter().find(|s| s.label().eq_ignore_ascii_case(label)))
+                .unwrap_or_else(|| panic!("{name} is in build.rs's constant list but not mirrored in Rust"));
+            u64::from(*stat as u32)
+        }
+    }
+}
+
+#[test]
+fn rust_constants_match_c_header() {
+    for &(name, c) in C_CONSTANTS {
+        let rust = rust_constant(name);
+        assert_eq!(rust, c, "{name}: Rust says {rust}, C says {c}");
+    }
+    for stat in Stat::ALL {
+        let name = format!("MAPPER_STAT_{}", stat.label().to_ascii_uppercase());
+        assert!(C_CONSTANTS.iter().any(|(n, _)| *n == name), "{stat:?} has no {name} checked against mapper.h");
+    }
+}

@@ -5,7 +5,7 @@
 //! The programs themselves are C (`src/bpf/mapper.bpf.c`), compiled by clang
 //! from `build.rs` and loaded by the agent with aya. Every struct below has a
 //! test that compares its size and field offsets with what a C compiler makes of
-//! the header.
+//! the header, and every constant (directions, stats) its value.
 
 use aya::Pod;
 

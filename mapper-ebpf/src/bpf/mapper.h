@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * What the kernel programs and the agent share. Every struct here is mirrored
- * once in mapper-ebpf/src/lib.rs; a test compares the sizes and offsets that a
- * C compiler computes from this header with the Rust ones, so they cannot drift.
+ * once in mapper-ebpf/src/lib.rs; a test compares the sizes, offsets and
+ * constants that a C compiler computes from this header with the Rust ones, so
+ * they cannot drift.
  * Only fixed-width types and explicit padding: the layout is the same for the
  * BPF target and the host.
  */
