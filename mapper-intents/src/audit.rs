@@ -15,7 +15,7 @@
 //! targets name the workload serving Kafka and are matched like workload targets; SQL and cloud
 //! targets say nothing about network calls and are listed apart, never as unused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::export::{ExportOptions, intents_from_edges};
@@ -48,8 +48,20 @@ pub struct AuditScope {
 }
 
 impl AuditScope {
-    fn includes(&self, namespaces: &[String], client: &Workload) -> bool {
-        (namespaces.is_empty() || namespaces.contains(&client.namespace))
+    /// This scope with the default namespaces filled in: the declared documents' when neither
+    /// namespaces nor workloads are given.
+    fn resolved(&self, declared: &[DeclaredDoc]) -> AuditScope {
+        if !self.namespaces.is_empty() || !self.workloads.is_empty() {
+            return self.clone();
+        }
+        let mut namespaces: Vec<String> = declared.iter().map(|d| d.doc.client("").namespace).collect();
+        namespaces.sort();
+        namespaces.dedup();
+        AuditScope { namespaces, workloads: Vec::new() }
+    }
+
+    fn includes(&self, client: &Workload) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.contains(&client.namespace))
             && (self.workloads.is_empty()
                 || self.workloads.iter().any(|(name, ns)| *name == client.name && *ns == client.namespace))
     }
@@ -129,22 +141,23 @@ impl AuditReport {
 /// sighting is before `window_start_ms` are outside the window: they cannot make a call missing
 /// or a target covered, but they date an unused target's last use.
 pub fn audit(declared: &[DeclaredDoc], observed: &[Edge], scope: &AuditScope, window_start_ms: i64) -> AuditReport {
-    let namespaces = effective_namespaces(declared, scope);
+    let scope = scope.resolved(declared);
     // Declared documents by client (name, namespace), in input order.
     let mut declared_by_client: BTreeMap<(String, String), Vec<&DeclaredDoc>> = BTreeMap::new();
     for d in declared {
         let client = d.doc.client("");
-        if scope.includes(&namespaces, &client) {
+        if scope.includes(&client) {
             declared_by_client.entry((client.namespace, client.name)).or_default().push(d);
         }
     }
     // Observed calls by client workload (kind included).
     let mut observed_by_client: BTreeMap<&Workload, Vec<&Edge>> = BTreeMap::new();
-    for e in observed.iter().filter(|e| scope.includes(&namespaces, &e.client)) {
+    for e in observed.iter().filter(|e| scope.includes(&e.client)) {
         observed_by_client.entry(&e.client).or_default().push(e);
     }
     let mut clients = Vec::new();
-    let mut used_declarations: Vec<(String, String)> = Vec::new();
+    // Declarations an observed client has taken; the others are of clients never observed.
+    let mut claimed: BTreeSet<(String, String)> = BTreeSet::new();
     for (client, edges) in &observed_by_client {
         let key = (client.namespace.clone(), client.name.clone());
         let docs: Vec<&DeclaredDoc> = declared_by_client
@@ -152,12 +165,12 @@ pub fn audit(declared: &[DeclaredDoc], observed: &[Edge], scope: &AuditScope, wi
             .map(|docs| docs.iter().copied().filter(|d| same_kind(d.doc.client_kind.as_deref(), client)).collect())
             .unwrap_or_default();
         if !docs.is_empty() {
-            used_declarations.push(key);
+            claimed.insert(key);
         }
         clients.push(audit_client((*client).clone(), &docs, edges, window_start_ms, true));
     }
     for (key, docs) in &declared_by_client {
-        if used_declarations.contains(key) {
+        if claimed.contains(key) {
             continue;
         }
         let (namespace, name) = key;
@@ -173,16 +186,6 @@ pub fn audit(declared: &[DeclaredDoc], observed: &[Edge], scope: &AuditScope, wi
         ))
     });
     AuditReport { clients }
-}
-
-fn effective_namespaces(declared: &[DeclaredDoc], scope: &AuditScope) -> Vec<String> {
-    if !scope.namespaces.is_empty() || !scope.workloads.is_empty() {
-        return scope.namespaces.clone();
-    }
-    let mut namespaces: Vec<String> = declared.iter().map(|d| d.doc.client("").namespace).collect();
-    namespaces.sort();
-    namespaces.dedup();
-    namespaces
 }
 
 /// A declared client kind matches an observed client unless both are known and differ.
@@ -211,37 +214,47 @@ fn audit_client(
     }
     let (in_window, before): (Vec<&Edge>, Vec<&Edge>) = edges.iter().partition(|e| e.last_seen_ms >= window_start_ms);
     let ns = client.namespace.as_str();
-    let mut covered = Vec::new();
-    let mut unused = Vec::new();
-    let mut not_observable = Vec::new();
-    for target in &targets {
-        if !observable(target) {
-            not_observable.push(target.clone());
-            continue;
-        }
-        let hits: Vec<Edge> =
-            in_window.iter().filter(|e| covers_some_port(target, ns, e)).map(|e| (*e).clone()).collect();
-        if hits.is_empty() {
-            let last_seen_ms = before.iter().filter(|e| covers_some_port(target, ns, e)).map(|e| e.last_seen_ms).max();
-            unused.push(Unused { target: target.clone(), last_seen_ms });
-        } else {
-            covered.push(Covered { target: target.clone(), observed: hits });
-        }
-    }
+    // One pass over (call, target): the calls each target covers, and what no target covers.
+    let mut hits: Vec<Vec<Edge>> = vec![Vec::new(); targets.len()];
     let mut missing = Vec::new();
     for e in &in_window {
         let mut uncovered: Vec<Port> = e.ports.clone();
-        for target in &targets {
-            let allowed = covered_ports(target, ns, e);
+        let mut allowed_at_all = false;
+        for (target, hits) in targets.iter().zip(&mut hits) {
+            if !covers_call(target, ns, e) {
+                continue;
+            }
+            allowed_at_all = true;
+            let allowed = allowed_ports(target, e);
+            if !allowed.is_empty() {
+                hits.push((*e).clone());
+            }
             uncovered.retain(|p| !allowed.contains(p));
         }
-        if !uncovered.is_empty() || (e.ports.is_empty() && !targets.iter().any(|t| covers_call(t, ns, e))) {
+        if !uncovered.is_empty() || (e.ports.is_empty() && !allowed_at_all) {
             let mut edge = (*e).clone();
             edge.ports = uncovered;
             missing.push(edge);
         }
     }
-    missing.sort_by_key(|e| call_key(&e.server));
+    let mut covered = Vec::new();
+    let mut unused = Vec::new();
+    let mut not_observable = Vec::new();
+    for (target, observed) in targets.into_iter().zip(hits) {
+        if !observable(&target) {
+            not_observable.push(target);
+        } else if observed.is_empty() {
+            let last_seen_ms = before
+                .iter()
+                .filter(|e| covers_call(&target, ns, e) && !allowed_ports(&target, e).is_empty())
+                .map(|e| e.last_seen_ms)
+                .max();
+            unused.push(Unused { target, last_seen_ms });
+        } else {
+            covered.push(Covered { target, observed });
+        }
+    }
+    missing.sort_by_cached_key(|e| call_key(&e.server));
     ClientAudit {
         client,
         sources: docs.iter().map(|d| d.source.clone()).collect(),
@@ -330,21 +343,9 @@ fn covers_call(target: &Target, client_ns: &str, e: &Edge) -> bool {
     }
 }
 
-/// Whether `target` allows at least one port of the call `e`.
-fn covers_some_port(target: &Target, client_ns: &str, e: &Edge) -> bool {
-    covers_call(target, client_ns, e)
-        && match target {
-            Target::Internet(i) if !i.ports.is_empty() => e.ports.iter().any(|p| i.ports.contains(&p.port)),
-            _ => !e.ports.is_empty(),
-        }
-}
-
-/// The observed ports of `e` that `target` allows (all of them for every target but an
-/// internet target with ports).
-fn covered_ports(target: &Target, client_ns: &str, e: &Edge) -> Vec<Port> {
-    if !covers_call(target, client_ns, e) {
-        return Vec::new();
-    }
+/// The ports of the call `e` that `target`, which [covers it](covers_call), allows: all of them
+/// for every target but an internet target with ports.
+fn allowed_ports(target: &Target, e: &Edge) -> Vec<Port> {
     match target {
         Target::Internet(i) if !i.ports.is_empty() => {
             e.ports.iter().filter(|p| i.ports.contains(&p.port)).copied().collect()
