@@ -5,6 +5,7 @@ mod common;
 
 use common::checks::{self, Expect};
 use common::*;
+use k8s_openapi::api::core::v1::Service;
 use mapper_deploy::{DEFAULT_NAMESPACE, MANIFESTS_FILE, render_manifests};
 
 fn defaults() -> Objects {
@@ -116,7 +117,7 @@ fn ports_agree_between_deployment_service_agent_and_probes() {
 #[test]
 fn cli_defaults_find_the_server() {
     let o = defaults();
-    let service = o.service("mapper-server");
+    let service = o.named::<Service>("mapper-server");
     let grpc = service
         .spec
         .as_ref()

@@ -5,7 +5,8 @@ mod common;
 
 use common::checks::{self, Expect};
 use common::*;
-use mapper_deploy::objects::Object;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use mapper_deploy::{DEFAULT_NAMESPACE, Release, render};
 
 fn render_checked(values: &str, expect: &Expect) -> Objects {
@@ -30,14 +31,7 @@ fn defaults_create_no_optional_object() {
 fn persistence_creates_a_claim_and_mounts_it() {
     let values = "server: {persistence: {enabled: true, storageClassName: fast, size: 5Gi}}";
     let o = render_checked(values, &Expect::defaults());
-    let claim = o
-        .all
-        .iter()
-        .find_map(|x| match x {
-            Object::PersistentVolumeClaim(c) => Some(c),
-            _ => None,
-        })
-        .expect("a PersistentVolumeClaim");
+    let claim = o.all_of::<PersistentVolumeClaim>().next().expect("a PersistentVolumeClaim");
     let spec = claim.spec.as_ref().expect("claim spec");
     assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
     let storage = spec.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage"));
@@ -80,14 +74,7 @@ fn another_namespace_moves_every_object_and_the_agent_url() {
     let o = render_checked("createNamespace: true", &expect);
     let agent = only_container(pod_spec(agent_template(&o), "agent"), "agent");
     assert_eq!(env(agent, "MAPPER_URL"), Some("http://mapper-server.observability.svc:9090"));
-    let namespace = o
-        .all
-        .iter()
-        .find_map(|x| match x {
-            Object::Namespace(n) => Some(n),
-            _ => None,
-        })
-        .expect("the namespace is created");
+    let namespace = o.all_of::<Namespace>().next().expect("the namespace is created");
     let labels = namespace.metadata.labels.as_ref().expect("labels");
     assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("privileged"));
 }
@@ -114,7 +101,7 @@ fn network_policy_can_be_disabled_and_metrics_sources_restricted() {
     let values =
         "networkPolicy: {metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}";
     let o = render_checked(values, &Expect::defaults());
-    let policy = o.network_policy("mapper-server").expect("policy");
+    let policy = o.find::<NetworkPolicy>("mapper-server").expect("policy");
     let rules = policy.spec.as_ref().and_then(|s| s.ingress.as_ref()).expect("rules");
     let metrics_rule = rules.iter().find(|r| r.from.as_ref().is_some_and(|f| f[0].namespace_selector.is_some()));
     assert!(metrics_rule.is_some(), "the metrics rule admits the monitoring namespace");

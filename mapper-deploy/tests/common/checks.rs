@@ -71,13 +71,13 @@ pub fn selectors_match_pod_labels(o: &Objects) {
     let server = server_template(o);
     let agent = agent_template(o);
     let (server_labels, agent_labels) = (pod_labels(server, "server"), pod_labels(agent, "agent"));
-    let deployment = o.deployment("mapper-server").spec.as_ref().expect("spec");
+    let deployment = o.named::<Deployment>("mapper-server").spec.as_ref().expect("spec");
     assert!(selects(&deployment.selector, server_labels), "Deployment selector selects its pods");
     assert!(!selects(&deployment.selector, agent_labels), "Deployment selector leaves agent pods alone");
-    let daemonset = o.daemonset("mapper-agent").spec.as_ref().expect("spec");
+    let daemonset = o.named::<DaemonSet>("mapper-agent").spec.as_ref().expect("spec");
     assert!(selects(&daemonset.selector, agent_labels), "DaemonSet selector selects its pods");
     assert!(!selects(&daemonset.selector, server_labels), "DaemonSet selector leaves server pods alone");
-    let service = o.service("mapper-server").spec.as_ref().expect("Service spec");
+    let service = o.named::<Service>("mapper-server").spec.as_ref().expect("Service spec");
     let selector = service.selector.as_ref().expect("Service mapper-server has a selector (the CLI needs one)");
     assert!(map_selects(selector, server_labels), "Service selects the server pods");
     assert!(!map_selects(selector, agent_labels), "Service does not select agents");
@@ -85,7 +85,7 @@ pub fn selectors_match_pod_labels(o: &Objects) {
         let wanted: BTreeMap<String, String> =
             serde_json::from_value(monitor["spec"]["selector"]["matchLabels"].clone())
                 .expect("ServiceMonitor matchLabels");
-        let service_labels = o.service("mapper-server").metadata.labels.as_ref().expect("Service labels");
+        let service_labels = o.named::<Service>("mapper-server").metadata.labels.as_ref().expect("Service labels");
         assert!(map_selects(&wanted, service_labels), "ServiceMonitor selects Service mapper-server");
         assert_eq!(monitor["spec"]["namespaceSelector"]["matchNames"][0], serde_json::json!(o.namespace));
         let port = monitor["spec"]["endpoints"][0]["port"].as_str().expect("endpoint port");
@@ -164,7 +164,7 @@ pub fn server_runs_as_non_root(o: &Objects) {
 pub fn ports_agree(o: &Objects, expect: &Expect) {
     let server = only_container(pod_spec(server_template(o), "server"), "server");
     let agent = only_container(pod_spec(agent_template(o), "agent"), "agent");
-    let service = o.service("mapper-server").spec.as_ref().expect("Service spec");
+    let service = o.named::<Service>("mapper-server").spec.as_ref().expect("Service spec");
     let grpc = service
         .ports
         .iter()
@@ -201,7 +201,7 @@ pub fn ports_agree(o: &Objects, expect: &Expect) {
 }
 
 pub fn cluster_role_covers_the_server(o: &Objects) {
-    let role = o.cluster_role("mapper-server");
+    let role = o.named::<ClusterRole>("mapper-server");
     let granted = grants(role.rules.as_deref().unwrap_or_default());
     let has = |g: &str, r: &str, v: &str| granted.iter().any(|(gg, rr, vv)| gg == g && rr == r && vv == v);
     for (kind, group, resource) in REFLECTED {
@@ -222,7 +222,7 @@ pub fn cluster_role_covers_the_server(o: &Objects) {
 }
 
 pub fn cluster_role_grants_nothing_more(o: &Objects) {
-    let role = o.cluster_role("mapper-server");
+    let role = o.named::<ClusterRole>("mapper-server");
     for (group, resource, verb) in grants(role.rules.as_deref().unwrap_or_default()) {
         assert!(group != "*" && resource != "*" && verb != "*", "no wildcard in ClusterRole mapper-server");
         let reflected = REFLECTED.iter().any(|(_, g, r)| *g == group && *r == resource);
@@ -246,7 +246,7 @@ pub fn cluster_role_grants_nothing_more(o: &Objects) {
 }
 
 pub fn server_binding_and_agent_without_permissions(o: &Objects, expect: &Expect) {
-    let bindings = o.cluster_role_bindings();
+    let bindings: Vec<&ClusterRoleBinding> = o.all_of().collect();
     let server = bindings
         .iter()
         .find(|b| b.role_ref.kind == "ClusterRole" && b.role_ref.name == "mapper-server")
@@ -275,7 +275,7 @@ pub fn server_binding_and_agent_without_permissions(o: &Objects, expect: &Expect
         );
     }
     assert_eq!(
-        o.service_account("mapper-agent").automount_service_account_token,
+        o.named::<ServiceAccount>("mapper-agent").automount_service_account_token,
         Some(false),
         "agent SA: no API token"
     );
@@ -381,7 +381,7 @@ pub fn probes_use_the_metrics_port(o: &Objects) {
 }
 
 pub fn network_policy_admits_only_agents(o: &Objects) {
-    let Some(policy) = o.network_policy("mapper-server") else { return };
+    let Some(policy) = o.find::<NetworkPolicy>("mapper-server") else { return };
     let spec = policy.spec.as_ref().expect("NetworkPolicy spec");
     let server_labels = pod_labels(server_template(o), "server");
     let agent_labels = pod_labels(agent_template(o), "agent");
@@ -416,7 +416,7 @@ pub fn network_policy_admits_only_agents(o: &Objects) {
         }
     }
     assert_eq!(grpc_rules, 1, "one rule admits the gRPC port");
-    let agent_policy = o.network_policy("mapper-agent").expect("a NetworkPolicy for the agents too");
+    let agent_policy = o.find::<NetworkPolicy>("mapper-agent").expect("a NetworkPolicy for the agents too");
     let agent_spec = agent_policy.spec.as_ref().expect("spec");
     assert!(selects(agent_spec.pod_selector.as_ref().expect("podSelector"), agent_labels));
     let agent = only_container(pod_spec(agent_template(o), "agent"), "agent");

@@ -4,15 +4,19 @@
 
 pub mod checks;
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, PersistentVolumeClaim, PodSpec, PodTemplateSpec, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::{Metadata, Resource};
 use mapper_deploy::objects::{self, Object};
 use mapper_deploy::{CHART_DIR, Chart, Release, Rendered, render, workspace_root};
 
@@ -80,71 +84,19 @@ impl Objects {
         Objects { all: typed(rendered), namespace: namespace.into() }
     }
 
-    pub fn deployment(&self, name: &str) -> &Deployment {
-        self.all
-            .iter()
-            .find_map(|o| match o {
-                Object::Deployment(d) if d.metadata.name.as_deref() == Some(name) => Some(&**d),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no Deployment {name}"))
+    /// Every object of type `T`, in install order.
+    pub fn all_of<T: 'static>(&self) -> impl Iterator<Item = &T> {
+        self.all.iter().filter_map(|o| parts(o).1.downcast_ref::<T>())
     }
 
-    pub fn daemonset(&self, name: &str) -> &DaemonSet {
-        self.all
-            .iter()
-            .find_map(|o| match o {
-                Object::DaemonSet(d) if d.metadata.name.as_deref() == Some(name) => Some(&**d),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no DaemonSet {name}"))
+    /// The `T` named `name`, if one was rendered.
+    pub fn find<T: Resource + Metadata<Ty = ObjectMeta> + 'static>(&self, name: &str) -> Option<&T> {
+        self.all_of::<T>().find(|x| x.metadata().name.as_deref() == Some(name))
     }
 
-    pub fn service(&self, name: &str) -> &Service {
-        self.all
-            .iter()
-            .find_map(|o| match o {
-                Object::Service(s) if s.metadata.name.as_deref() == Some(name) => Some(&**s),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no Service {name}"))
-    }
-
-    pub fn service_account(&self, name: &str) -> &ServiceAccount {
-        self.all
-            .iter()
-            .find_map(|o| match o {
-                Object::ServiceAccount(s) if s.metadata.name.as_deref() == Some(name) => Some(&**s),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no ServiceAccount {name}"))
-    }
-
-    pub fn cluster_role(&self, name: &str) -> &ClusterRole {
-        self.all
-            .iter()
-            .find_map(|o| match o {
-                Object::ClusterRole(r) if r.metadata.name.as_deref() == Some(name) => Some(&**r),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no ClusterRole {name}"))
-    }
-
-    pub fn cluster_role_bindings(&self) -> Vec<&ClusterRoleBinding> {
-        self.all
-            .iter()
-            .filter_map(|o| match o {
-                Object::ClusterRoleBinding(b) => Some(&**b),
-                _ => None,
-            })
-            .collect()
-    }
-
-    pub fn network_policy(&self, name: &str) -> Option<&NetworkPolicy> {
-        self.all.iter().find_map(|o| match o {
-            Object::NetworkPolicy(p) if p.metadata.name.as_deref() == Some(name) => Some(&**p),
-            _ => None,
-        })
+    /// The `T` named `name`; panics naming it when none was rendered.
+    pub fn named<T: Resource + Metadata<Ty = ObjectMeta> + 'static>(&self, name: &str) -> &T {
+        self.find(name).unwrap_or_else(|| panic!("no {} {name}", T::KIND))
     }
 
     pub fn monitor(&self, kind: &str) -> Option<&serde_json::Value> {
@@ -159,21 +111,26 @@ impl Objects {
     }
 }
 
-pub fn kind_of(o: &Object) -> String {
+/// An object's kind, and the typed object inside.
+fn parts(o: &Object) -> (&str, &dyn Any) {
     match o {
-        Object::Namespace(_) => "Namespace".into(),
-        Object::ServiceAccount(_) => "ServiceAccount".into(),
-        Object::ClusterRole(_) => "ClusterRole".into(),
-        Object::ClusterRoleBinding(_) => "ClusterRoleBinding".into(),
-        Object::Role(_) => "Role".into(),
-        Object::RoleBinding(_) => "RoleBinding".into(),
-        Object::Service(_) => "Service".into(),
-        Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim".into(),
-        Object::Deployment(_) => "Deployment".into(),
-        Object::DaemonSet(_) => "DaemonSet".into(),
-        Object::NetworkPolicy(_) => "NetworkPolicy".into(),
-        Object::Monitor { kind, .. } => kind.clone(),
+        Object::Namespace(x) => (Namespace::KIND, &**x),
+        Object::ServiceAccount(x) => (ServiceAccount::KIND, &**x),
+        Object::ClusterRole(x) => (ClusterRole::KIND, &**x),
+        Object::ClusterRoleBinding(x) => (ClusterRoleBinding::KIND, &**x),
+        Object::Role(x) => (Role::KIND, &**x),
+        Object::RoleBinding(x) => (RoleBinding::KIND, &**x),
+        Object::Service(x) => (Service::KIND, &**x),
+        Object::PersistentVolumeClaim(x) => (PersistentVolumeClaim::KIND, &**x),
+        Object::Deployment(x) => (Deployment::KIND, &**x),
+        Object::DaemonSet(x) => (DaemonSet::KIND, &**x),
+        Object::NetworkPolicy(x) => (NetworkPolicy::KIND, &**x),
+        Object::Monitor { kind, value } => (kind, value),
     }
+}
+
+pub fn kind_of(o: &Object) -> String {
+    parts(o).0.to_owned()
 }
 
 // ---- Accessors ----
@@ -199,11 +156,11 @@ pub fn pod_annotations<'a>(template: &'a PodTemplateSpec, what: &str) -> &'a BTr
 }
 
 pub fn server_template(o: &Objects) -> &PodTemplateSpec {
-    &o.deployment("mapper-server").spec.as_ref().expect("Deployment mapper-server has a spec").template
+    &o.named::<Deployment>("mapper-server").spec.as_ref().expect("Deployment mapper-server has a spec").template
 }
 
 pub fn agent_template(o: &Objects) -> &PodTemplateSpec {
-    &o.daemonset("mapper-agent").spec.as_ref().expect("DaemonSet mapper-agent has a spec").template
+    &o.named::<DaemonSet>("mapper-agent").spec.as_ref().expect("DaemonSet mapper-agent has a spec").template
 }
 
 pub fn only_container<'a>(spec: &'a PodSpec, what: &str) -> &'a Container {
