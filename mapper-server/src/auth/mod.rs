@@ -20,6 +20,7 @@ use std::{fmt, net::SocketAddr, str::FromStr};
 use tonic::Status;
 
 pub use review::Reviewer;
+use review::{ReviewCache, TokenKey};
 
 /// Which service a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +90,9 @@ impl fmt::Debug for TokenReviewConfig {
     }
 }
 
-/// Compares without returning early, so the time taken says nothing of the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
+/// Compares two digests without returning early: as both are of fixed length,
+/// the time taken says nothing of the token, not even its length.
+fn constant_time_eq(a: &TokenKey, b: &TokenKey) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -119,7 +118,8 @@ const MISSING: &str = "missing `authorization: Bearer <token>`";
 /// Checks every request against the configured ways in.
 #[derive(Debug)]
 pub struct Authenticator {
-    static_token: Option<Vec<u8>>,
+    /// The static token's SHA-256 (the token itself is not kept, so not printed either).
+    static_token: Option<TokenKey>,
     reviewer: Option<Reviewer>,
     allow_loopback_query: bool,
 }
@@ -128,7 +128,7 @@ impl Authenticator {
     /// `static_token`: accepted everywhere; `reviewer`: agents' tokens for
     /// Ingest; `allow_loopback_query`: Query from loopback without a token.
     pub fn new(static_token: Option<&str>, reviewer: Option<Reviewer>, allow_loopback_query: bool) -> Self {
-        Self { static_token: static_token.map(|t| t.trim().as_bytes().to_vec()), reviewer, allow_loopback_query }
+        Self { static_token: static_token.map(|t| ReviewCache::key(t.trim())), reviewer, allow_loopback_query }
     }
 
     /// Whether any request can be refused.
@@ -148,7 +148,7 @@ impl Authenticator {
                 .filter(|t| !t.is_empty())
         });
         if let (Some(expected), Some(Some(token))) = (&self.static_token, bearer)
-            && constant_time_eq(token.as_bytes(), expected)
+            && constant_time_eq(&ReviewCache::key(token), expected)
         {
             return Decision::Allow;
         }

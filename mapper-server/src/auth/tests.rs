@@ -41,10 +41,14 @@ async fn static_token_only() {
     let a = Authenticator::new(Some("s3cret\n"), None, false);
     for role in [Role::Ingest, Role::Query] {
         assert!(matches!(code(a.decide(role, Some(b"Bearer s3cret"), peer(POD_IP))), Ok(None)));
-        assert_eq!(code(a.decide(role, Some(b"Bearer nope"), peer(POD_IP))), Err(Code::Unauthenticated));
+        for wrong in [&b"Bearer nope"[..], b"Bearer s3cre", b"Bearer s3cret2", b"Bearer S3cret"] {
+            assert_eq!(code(a.decide(role, Some(wrong), peer(POD_IP))), Err(Code::Unauthenticated));
+        }
         assert_eq!(code(a.decide(role, None, peer(LOOPBACK))), Err(Code::Unauthenticated));
         assert_eq!(code(a.decide(role, Some(b"Basic czNjcmV0"), peer(POD_IP))), Err(Code::Unauthenticated));
     }
+    let debug = format!("{a:?}");
+    assert!(!debug.contains("s3cret") && !debug.contains(&format!("{:?}", b"s3cret")), "the token in {debug}");
     let open = Authenticator::new(None, None, false);
     assert!(!open.enabled());
     assert!(open.check(Role::Ingest, None, peer(POD_IP)).await.is_ok(), "no authentication configured");
