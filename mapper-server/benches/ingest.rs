@@ -41,7 +41,7 @@ use mapper_server::{
 };
 use serde_json::{Value, json};
 
-/// What the run measures, with the defaults of the brief; each can be overridden
+/// What the run measures, with its defaults; each can be overridden
 /// by the environment variable named beside it.
 #[derive(Debug, Clone)]
 struct Params {
