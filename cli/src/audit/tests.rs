@@ -1,5 +1,5 @@
 use mapper_intents::audit::{DeclaredDoc, audit};
-use mapper_intents::{IntentsVersion, Port, Protocol, ServiceName};
+use mapper_intents::{Port, Protocol, ServiceName};
 
 use super::*;
 
@@ -84,7 +84,6 @@ fn markdown_and_json_carry_the_same_findings() {
     assert_eq!(client["covered"][0]["failed"], 2);
     assert_eq!(client["unattributed_addresses"], json!(["192.168.1.4"]));
     assert_eq!(json["window"]["since"], "2027-01-15T07:02:00Z");
-    let _ = IntentsVersion::V1Alpha3;
 }
 
 #[test]
