@@ -122,10 +122,15 @@ pub fn find_cgroup2_root() -> Result<PathBuf, PreflightError> {
 }
 
 fn cgroup2_from_mounts(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
+    mount_entries(mounts).find(|(_, fstype)| *fstype == "cgroup2").map(|(mnt, _)| PathBuf::from(mnt))
+}
+
+/// (mount point, filesystem type) of each line of a /proc/mounts table.
+fn mount_entries(mounts: &str) -> impl Iterator<Item = (String, &str)> {
+    mounts.lines().filter_map(|line| {
         let mut it = line.split_whitespace();
         let (_dev, mnt, fstype) = (it.next()?, it.next()?, it.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount(mnt)))
+        Some((unescape_mount(mnt), fstype))
     })
 }
 
@@ -149,14 +154,7 @@ fn unescape_mount(s: &str) -> String {
 
 fn is_mounted(path: &Path, fstype: &str) -> bool {
     fs::read_to_string("/proc/mounts")
-        .map(|m| {
-            m.lines().any(|l| {
-                let mut it = l.split_whitespace();
-                let _ = it.next();
-                it.next().map(unescape_mount).as_deref() == path.to_str() && it.next() == Some(fstype)
-            })
-        })
-        .unwrap_or(false)
+        .is_ok_and(|m| mount_entries(&m).any(|(mnt, t)| t == fstype && path.to_str() == Some(mnt.as_str())))
 }
 
 fn mount(fstype: &'static str, path: &Path) -> Result<(), PreflightError> {
@@ -181,7 +179,7 @@ pub fn ensure_tracefs() -> Result<(), PreflightError> {
     mount("tracefs", path)
 }
 
-/// Mounts a bpf filesystem at `base`'s mount point when nothing is mounted there.
+/// Mounts a bpf filesystem at `bpffs` when none is mounted there.
 pub fn ensure_bpffs(bpffs: &Path) -> Result<(), PreflightError> {
     if is_mounted(bpffs, "bpf") {
         return Ok(());
