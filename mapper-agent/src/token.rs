@@ -55,11 +55,6 @@ impl TokenFile {
         Ok(Self { path, token, failing: false })
     }
 
-    /// Where the token comes from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The token to send now: the file's current content, or the last good
     /// token when the file cannot be read.
     pub fn current(&mut self) -> &str {
