@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use mapper_intents::audit::{AuditReport, AuditScope, AuditTotals, ClientAudit, DeclaredDoc};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
 use crate::declared::{self, ReadError};
-use crate::edges::{ObservedEdge, Peer, QueryArgs};
+use crate::edges::{ObservedEdge, Peer, QueryArgs, time_of, unix_ms, unix_ms_before};
 use crate::output;
 
 /// Table, JSON or Markdown.
@@ -169,10 +169,6 @@ fn observed(edges: &[ObservedEdge], window_start_ms: i64) -> Observed {
     out
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Reads the declared side (before contacting the server: bad input fails fast and alone).
 async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<Vec<DeclaredDoc>, ReadError> {
     let mut docs = if args.from_cluster {
@@ -196,12 +192,12 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let declared = read_declared(connect, args).await.map_err(AuditError::from)?;
     let mut mapper = Mapper::connect(connect).await?;
     let edges = QueryArgs::default().fetch(&mut mapper, true).await?;
-    let now = now_ms();
-    let window_start_ms = args.since.map_or(i64::MIN, |d| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now = SystemTime::now();
+    let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
     let observed = observed(&edges, window_start_ms);
     let scope = AuditScope { namespaces: args.namespaces.clone(), workloads: args.workloads.clone() };
     let report = mapper_intents::audit::audit(&declared, &observed.edges, &scope, window_start_ms);
-    let view = View { report: &report, unattributed: &observed.unattributed, since: args.since, now_ms: now };
+    let view = View { report: &report, unattributed: &observed.unattributed, since: args.since, now_ms: unix_ms(now) };
     let text = match args.format {
         Format::Table => view.table(use_color(args.color)),
         Format::Json => format!("{:#}\n", view.json()),
@@ -248,8 +244,7 @@ fn findings_text(t: &AuditTotals) -> String {
 }
 
 fn rfc3339(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()
+    humantime::format_rfc3339_seconds(time_of(ms)).to_string()
 }
 
 fn workload_text(w: &Workload) -> String {
@@ -613,7 +608,7 @@ impl View<'_> {
         json!({
             "apiVersion": "mapper.audit/v1",
             "generated": rfc3339(self.now_ms),
-            "window": {"since": self.since.map(|d| rfc3339(self.now_ms - d.as_millis() as i64))},
+            "window": {"since": self.since.map(|d| rfc3339(unix_ms_before(time_of(self.now_ms), d)))},
             "summary": {"clients": t.clients, "missing": t.missing, "unused": t.unused, "covered": t.covered},
             "clients": clients,
         })

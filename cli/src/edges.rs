@@ -299,14 +299,25 @@ pub enum FetchError {
     Edge(#[from] EdgeError),
 }
 
+/// A time as Unix milliseconds, the unit of the server's timestamps.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `since` before `now`, as Unix milliseconds (the epoch when `since` reaches back further).
+pub fn unix_ms_before(now: SystemTime, since: Duration) -> i64 {
+    unix_ms(now.checked_sub(since).unwrap_or(UNIX_EPOCH))
+}
+
+/// A server timestamp (Unix milliseconds) as a time.
+pub fn time_of(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 impl QueryArgs {
     /// The request for these flags at `now`.
     pub fn request(&self, now: SystemTime, include_unresolved: bool) -> pb::ListEdgesRequest {
-        let since_ms = self.since.map_or(0, |since| {
-            let start = now.checked_sub(since).unwrap_or(UNIX_EPOCH);
-            let ms = start.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-            i64::try_from(ms).unwrap_or(i64::MAX).max(1)
-        });
+        let since_ms = self.since.map_or(0, |since| unix_ms_before(now, since).max(1));
         pb::ListEdgesRequest {
             client_namespaces: self.namespaces.clone(),
             server: self.server.clone().unwrap_or_default(),

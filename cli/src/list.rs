@@ -2,7 +2,6 @@
 //! CLI's layout (`X in namespace N calls:` / `  - S in namespace M`), or as JSON.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use mapper_intents::Port;
@@ -10,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
-use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text};
+use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text, time_of};
 use crate::output;
 
 /// Text or JSON.
@@ -74,8 +73,7 @@ pub struct ClientCalls {
 }
 
 fn rfc3339(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(at).to_string()
+    humantime::format_rfc3339_millis(time_of(ms)).to_string()
 }
 
 /// Groups edges by client; clients and calls sorted by name, then namespace.
