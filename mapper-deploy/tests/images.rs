@@ -183,12 +183,7 @@ fn server_image_runs_as_the_non_root_user_the_chart_sets() {
 #[test]
 fn readme_builds_and_pushes_the_images_the_chart_pulls() {
     let chart = chart();
-    let readme = read(&root().join("README.md"));
-    let section = readme
-        .split("\n## Install in a cluster\n")
-        .nth(1)
-        .map(|rest| rest.split("\n## ").next().unwrap_or(rest))
-        .expect("README has a section \"## Install in a cluster\"");
+    let section = readme_section("Install in a cluster");
     let version = &chart.meta.app_version;
     let workspace = read(&root().join("Cargo.toml"));
     assert!(workspace.contains(&format!("\nversion = \"{version}\"")), "appVersion {version} is the workspace version");

@@ -1,5 +1,6 @@
 //! The agent's map sizes in values.yaml: the agent's own defaults, and the kernel-memory
-//! arithmetic written beside them, recomputed from the structs the kernel and the agent share.
+//! arithmetic written beside them, recomputed from the structs the kernel and the agent share;
+//! and the README's Resources table, which repeats them.
 
 mod common;
 
@@ -96,16 +97,62 @@ fn kernel_memory_comment_matches_the_structs() {
     ] {
         assert!(text.contains(&what), "values.yaml gives the {expected} element as {what:?}");
     }
-    let flows = agent_value("flowEntries");
-    let fixed = hash_map(agent_value("socketEntries"), 8, size_of::<SockInfo>())
-        + hash_map(agent_value("natEntries"), size_of::<NatKey>(), size_of::<NatValue>())
-        + hash_map(LISTENER_ENTRIES, size_of::<ListenerKey>(), size_of::<ListenerValue>())
-        + agent_value("dnsRingBytes");
+    for (map, bytes) in fixed_maps() {
+        let line = text.lines().find(|l| l.trim_start().starts_with(&format!("#   {map}"))).expect("a line per map");
+        let size = format!("= {:.2} MiB", bytes as f64 / (1024.0 * 1024.0));
+        assert!(line.ends_with(&size), "values.yaml gives the {map} map as {size:?}: {line}");
+    }
     for cpus in [8, 64] {
-        let flow_maps = 2 * hash_map(flows + FLOW_SLACK_PER_CPU * cpus, size_of::<FlowKey>(), size_of::<FlowValue>());
+        let (flow_maps, total) = map_memory(cpus);
         let line = format!("{} at {cpus} CPUs", mib(flow_maps));
         assert!(text.contains(&line), "values.yaml gives the flow maps as {line:?}");
-        let total = format!("{} at {cpus} CPUs", mib(flow_maps + fixed));
+        let total = format!("{} at {cpus} CPUs", mib(total));
         assert!(text.contains(&total), "values.yaml gives the total as {total:?}");
     }
+}
+
+/// The README's table of requests and limits is values.yaml's, and its BPF map sizes are the
+/// ones computed above.
+#[test]
+fn readme_resources_are_the_values() {
+    let section = readme_section("Install in a cluster");
+    let values = values();
+    let text = |v: &serde_yaml::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| panic!("{v:?} is text"));
+    for who in ["agent", "server"] {
+        let r = &values[who]["resources"];
+        let row = format!(
+            "| {who} | {} CPU, {} | {} CPU, {} |",
+            text(&r["requests"]["cpu"]),
+            text(&r["requests"]["memory"]),
+            text(&r["limits"]["cpu"]),
+            text(&r["limits"]["memory"])
+        );
+        assert!(section.contains(&row), "README's Resources table has {row:?}");
+    }
+    let persistence = &values["server"]["persistence"];
+    let store = format!(
+        "| server store | | {} emptyDir, or a {} claim |",
+        text(&persistence["emptyDirSizeLimit"]),
+        text(&persistence["size"])
+    );
+    assert!(section.contains(&store), "README's Resources table has {store:?}");
+    let maps = format!("BPF maps {} (8 CPUs) to {} (64 CPUs)", mib(map_memory(8).1), mib(map_memory(64).1));
+    assert!(section.contains(&maps), "README's Resources table gives {maps:?}");
+}
+
+/// Bytes of the two flow maps, and of every map together, on a node with `cpus` CPUs.
+fn map_memory(cpus: usize) -> (usize, usize) {
+    let flows = agent_value("flowEntries");
+    let flow_maps = 2 * hash_map(flows + FLOW_SLACK_PER_CPU * cpus, size_of::<FlowKey>(), size_of::<FlowValue>());
+    (flow_maps, flow_maps + fixed_maps().iter().map(|(_, bytes)| bytes).sum::<usize>())
+}
+
+/// Bytes of each map whose size does not depend on the CPUs.
+fn fixed_maps() -> [(&'static str, usize); 4] {
+    [
+        ("connecting", hash_map(agent_value("socketEntries"), 8, size_of::<SockInfo>())),
+        ("nat", hash_map(agent_value("natEntries"), size_of::<NatKey>(), size_of::<NatValue>())),
+        ("listeners", hash_map(LISTENER_ENTRIES, size_of::<ListenerKey>(), size_of::<ListenerValue>())),
+        ("dns_events", agent_value("dnsRingBytes")),
+    ]
 }

@@ -234,6 +234,14 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
+/// The README's section `## {title}`, up to the next `## ` heading.
+pub fn readme_section(title: &str) -> String {
+    let readme = read(&root().join("README.md"));
+    let rest =
+        readme.split(&format!("\n## {title}\n")).nth(1).unwrap_or_else(|| panic!("README has a section {title:?}"));
+    rest.split("\n## ").next().unwrap_or(rest).to_owned()
+}
+
 /// `cargo metadata --no-deps` of the workspace: its `packages`.
 pub fn workspace_packages() -> Vec<serde_json::Value> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
