@@ -16,7 +16,7 @@
 //! `quote`, `toYaml`, `indent` or `nindent` is an error, where helm prints nothing.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use gtmpl_ng::{Context, Func, FuncError, NumberKind, Template, Value};
@@ -42,19 +42,28 @@ thread_local! {
     /// The chart's template files while a render runs on this thread, for `include`
     /// (template functions are plain `fn`s: this is the only way to reach them).
     static SOURCES: RefCell<Option<Sources>> = const { RefCell::new(None) };
+    /// `include`'s templates by name, each parsed once per render rather than once per call.
+    static INCLUDES: RefCell<HashMap<String, Rc<Template>>> = RefCell::new(HashMap::new());
     static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Makes `sources` what `include` sees until dropped (restoring what was there before).
-#[derive(Debug)]
 pub struct SourcesGuard {
     previous: Option<Sources>,
+    previous_includes: HashMap<String, Rc<Template>>,
+}
+
+impl std::fmt::Debug for SourcesGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourcesGuard").field("previous", &self.previous).finish_non_exhaustive()
+    }
 }
 
 impl SourcesGuard {
     pub fn install(sources: Sources) -> SourcesGuard {
         let previous = SOURCES.with(|s| s.borrow_mut().replace(sources));
-        SourcesGuard { previous }
+        let previous_includes = INCLUDES.with(|i| std::mem::take(&mut *i.borrow_mut()));
+        SourcesGuard { previous, previous_includes }
     }
 }
 
@@ -62,6 +71,8 @@ impl Drop for SourcesGuard {
     fn drop(&mut self) {
         let previous = self.previous.take();
         SOURCES.with(|s| *s.borrow_mut() = previous);
+        let previous_includes = std::mem::take(&mut self.previous_includes);
+        INCLUDES.with(|i| *i.borrow_mut() = previous_includes);
     }
 }
 
@@ -134,10 +145,18 @@ fn include(args: &[Value]) -> Result<Value, FuncError> {
     if depth >= MAX_INCLUDE_DEPTH {
         return Err(err(format!("include {name:?}: nested more than {MAX_INCLUDE_DEPTH} deep (a loop?)")));
     }
-    const WRAPPER: &str = "mapper-deploy/include";
-    let mut tmpl = template(WRAPPER, &sources).map_err(|e| err(format!("include {name:?}: {e}")))?;
-    tmpl.add_template(WRAPPER, format!("{{{{ template \"{name}\" . }}}}"))
-        .map_err(|e| err(format!("include {name:?}: {e}")))?;
+    let tmpl = match INCLUDES.with(|i| i.borrow().get(name).cloned()) {
+        Some(tmpl) => tmpl,
+        None => {
+            const WRAPPER: &str = "mapper-deploy/include";
+            let mut tmpl = template(WRAPPER, &sources).map_err(|e| err(format!("include {name:?}: {e}")))?;
+            tmpl.add_template(WRAPPER, format!("{{{{ template \"{name}\" . }}}}"))
+                .map_err(|e| err(format!("include {name:?}: {e}")))?;
+            let tmpl = Rc::new(tmpl);
+            INCLUDES.with(|i| i.borrow_mut().insert(name.to_owned(), Rc::clone(&tmpl)));
+            tmpl
+        }
+    };
     DEPTH.with(|d| d.set(depth + 1));
     let out = tmpl.render(&Context::from(args[1].clone()));
     DEPTH.with(|d| d.set(depth));
