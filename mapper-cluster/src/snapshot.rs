@@ -23,10 +23,24 @@ struct PodEntry {
     workload: Workload,
 }
 
+/// Who serves one port of a Service, worked out when the snapshot is built: the ready endpoints
+/// on the slices serving that port (all the Service's slices when none does).
+#[derive(Debug, Clone)]
+struct Backends {
+    /// How many endpoints each workload has, of those whose pod the slice names (targetRef).
+    named: BTreeMap<Workload, usize>,
+    /// The addresses of each endpoint whose pod the slice does not name (or names a pod this
+    /// snapshot does not know): looked up in the IP history at the flow's time.
+    by_address: Vec<Vec<IpAddr>>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct ServiceEntry {
+    /// (port, port name), as the Service declares them.
     ports: Vec<(u16, Option<String>)>,
-    slices: Vec<SliceRecord>,
+    /// The backends of each port name the Service declares, and of None (an unnamed port, or
+    /// one the Service does not declare).
+    backends: Vec<(Option<String>, Backends)>,
 }
 
 type ServiceKey = (String, String);
@@ -109,16 +123,7 @@ impl Snapshot {
                 snap.node_ips.extend(pod.ips.iter().copied());
             }
         }
-        for svc in &objects.services {
-            let key = (svc.namespace.clone(), svc.name.clone());
-            if key.0 == API_SERVER_SERVICE.0 && key.1 == API_SERVER_SERVICE.1 {
-                snap.api_server_ips.extend(svc.cluster_ips.iter().copied());
-            }
-            for ip in &svc.cluster_ips {
-                snap.services_by_ip.insert(*ip, key.clone());
-            }
-            snap.services.insert(key, ServiceEntry { ports: svc.ports.clone(), slices: Vec::new() });
-        }
+        let mut slices_of: HashMap<(&str, &str), Vec<&SliceRecord>> = HashMap::new();
         for slice in &objects.slices {
             if slice.namespace == API_SERVER_SERVICE.0 && slice.service == API_SERVER_SERVICE.1 {
                 let ports: Vec<u16> = slice.ports.iter().filter_map(|(_, p)| *p).collect();
@@ -128,11 +133,51 @@ impl Snapshot {
                     }
                 }
             }
-            if let Some(entry) = snap.services.get_mut(&(slice.namespace.clone(), slice.service.clone())) {
-                entry.slices.push(slice.clone());
+            slices_of.entry((&slice.namespace, &slice.service)).or_default().push(slice);
+        }
+        for svc in &objects.services {
+            let key = (svc.namespace.clone(), svc.name.clone());
+            if key.0 == API_SERVER_SERVICE.0 && key.1 == API_SERVER_SERVICE.1 {
+                snap.api_server_ips.extend(svc.cluster_ips.iter().copied());
             }
+            for ip in &svc.cluster_ips {
+                snap.services_by_ip.insert(*ip, key.clone());
+            }
+            let slices = slices_of.get(&(svc.namespace.as_str(), svc.name.as_str())).map_or(&[][..], Vec::as_slice);
+            let mut backends: Vec<(Option<String>, Backends)> = Vec::new();
+            for name in std::iter::once(None).chain(svc.ports.iter().map(|(_, name)| name.clone())) {
+                if !backends.iter().any(|(known, _)| *known == name) {
+                    let serving = snap.backends(&svc.namespace, slices, name.as_deref());
+                    backends.push((name, serving));
+                }
+            }
+            snap.services.insert(key, ServiceEntry { ports: svc.ports.clone(), backends });
         }
         snap
+    }
+
+    /// Who serves `port_name` of a Service in `namespace` with these `slices`.
+    fn backends(&self, namespace: &str, slices: &[&SliceRecord], port_name: Option<&str>) -> Backends {
+        let serving: Vec<&SliceRecord> = slices
+            .iter()
+            .copied()
+            .filter(|s| s.ports.is_empty() || s.ports.iter().any(|(n, _)| n.as_deref() == port_name))
+            .collect();
+        let chosen = if serving.is_empty() { slices } else { &serving };
+        let mut named: BTreeMap<&Workload, usize> = BTreeMap::new();
+        let mut by_address = Vec::new();
+        for ep in chosen.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready) {
+            let pod = ep.pod_uid.as_ref().and_then(|uid| self.pods.get(uid)).or_else(|| {
+                let uid = self.pod_by_name.get(&(namespace.to_owned(), ep.pod_name.clone()?))?;
+                self.pods.get(uid)
+            });
+            match pod {
+                Some(pod) => *named.entry(&pod.workload).or_default() += 1,
+                None if !ep.addresses.is_empty() => by_address.push(ep.addresses.clone()),
+                None => {}
+            }
+        }
+        Backends { named: named.into_iter().map(|(w, n)| (w.clone(), n)).collect(), by_address }
     }
 
     /// When this snapshot was built (Unix milliseconds).
@@ -225,37 +270,40 @@ impl Snapshot {
     fn service_peer(&self, key: &ServiceKey, port: u16, at_ms: i64) -> Peer {
         let service = Peer::Service { name: key.1.clone(), namespace: key.0.clone() };
         let Some(entry) = self.services.get(key) else { return service };
-        let port_name = entry.ports.iter().find(|(p, _)| *p == port).and_then(|(_, name)| name.as_ref());
-        let serves_port = |s: &&SliceRecord| s.ports.is_empty() || s.ports.iter().any(|(n, _)| n.as_ref() == port_name);
-        let mut slices: Vec<&SliceRecord> = entry.slices.iter().filter(serves_port).collect();
-        if slices.is_empty() {
-            slices = entry.slices.iter().collect();
-        }
-        let mut counts: BTreeMap<&Workload, usize> = BTreeMap::new();
-        for ep in slices.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready) {
-            let by_ref = ep.pod_uid.clone().filter(|uid| self.pods.contains_key(uid)).or_else(|| {
-                let name = ep.pod_name.as_ref()?;
-                self.pod_by_name.get(&(key.0.clone(), name.clone())).cloned()
-            });
-            let uid = by_ref.or_else(|| {
-                ep.addresses.iter().find_map(|ip| match self.ips.lookup(*ip, at_ms, self.tolerance_ms) {
-                    Holder::Pod(uid) => Some(uid.to_owned()),
+        let port_name = entry.ports.iter().find(|(p, _)| *p == port).and_then(|(_, name)| name.as_deref());
+        let Some((_, backends)) = entry.backends.iter().find(|(name, _)| name.as_deref() == port_name) else {
+            return service;
+        };
+        let named = backends.named.iter().map(|(w, n)| (w, *n));
+        let best = if backends.by_address.is_empty() {
+            most_endpoints(named)
+        } else {
+            let mut counts: BTreeMap<&Workload, usize> = named.collect();
+            for addresses in &backends.by_address {
+                let holder = addresses.iter().find_map(|ip| match self.ips.lookup(*ip, at_ms, self.tolerance_ms) {
+                    Holder::Pod(uid) => Some(uid),
                     _ => None,
-                })
-            });
-            if let Some(pod) = uid.and_then(|uid| self.pods.get(&uid)) {
-                *counts.entry(&pod.workload).or_default() += 1;
+                });
+                if let Some(pod) = holder.and_then(|uid| self.pods.get(uid)) {
+                    *counts.entry(&pod.workload).or_default() += 1;
+                }
             }
-        }
-        // Iterating in order and keeping only strictly larger counts picks the smallest on ties.
-        let mut best: Option<(&Workload, usize)> = None;
-        for (w, n) in counts {
-            if best.is_none_or(|(_, b)| n > b) {
-                best = Some((w, n));
-            }
-        }
-        best.map_or(service, |(w, _)| Peer::Workload(w.clone()))
+            most_endpoints(counts)
+        };
+        best.map_or(service, |w| Peer::Workload(w.clone()))
     }
+}
+
+/// The workload with the most endpoints, ties to the smallest (`counts` in workload order).
+fn most_endpoints<'a>(counts: impl IntoIterator<Item = (&'a Workload, usize)>) -> Option<&'a Workload> {
+    // Keeping only strictly larger counts picks the smallest on ties.
+    let mut best: Option<(&Workload, usize)> = None;
+    for (w, n) in counts {
+        if best.is_none_or(|(_, b)| n > b) {
+            best = Some((w, n));
+        }
+    }
+    best.map(|(w, _)| w)
 }
 
 #[derive(Debug)]
@@ -321,3 +369,6 @@ impl ClusterHandle {
         self.shared.current.send_replace(snapshot);
     }
 }
+
+#[cfg(test)]
+mod tests;
