@@ -71,4 +71,18 @@ impl Server {
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Whether the server logs `needle` within 10 s (its log is read by a thread, so a line
+    /// written just before an RPC returned may not have arrived yet).
+    #[allow(dead_code, reason = "a support module: token_review.rs uses it, grpc.rs does not")]
+    pub fn logs_soon(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
 }
