@@ -55,6 +55,32 @@ pub fn ip(args: &[&str]) -> Result<Output, LabError> {
     run(Command::new("ip").args(args))
 }
 
+/// Whether a kernel test (`test`, for the message) can run here: root, a kernel with BTF and
+/// iproute2. Otherwise the test is skipped with the reason printed, or fails when
+/// `MAPPER_REQUIRE_BPF=1` (CI) says a skipped kernel test is a failure.
+pub fn bpf_available(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let reason = if unsafe { libc::geteuid() } != 0 {
+        Some("not running as root")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("kernel has no BTF")
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("iproute2 is not installed")
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) if std::env::var("MAPPER_REQUIRE_BPF").as_deref() == Ok("1") => {
+            panic!("{test}: needs root and BPF but {r} (MAPPER_REQUIRE_BPF=1)")
+        }
+        Some(r) => {
+            eprintln!("SKIPPED {test}: {r} (set MAPPER_REQUIRE_BPF=1 to make this a failure)");
+            false
+        }
+    }
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 #[derive(Debug)]
 pub struct Netns {

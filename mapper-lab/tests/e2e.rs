@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mapper_lab::netns::bpf_available;
 use serde_json::Value;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -21,27 +22,6 @@ fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn bpf_available() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let reason = if unsafe { libc::geteuid() } != 0 {
-        Some("not running as root")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("kernel has no BTF")
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(r) if std::env::var("MAPPER_REQUIRE_BPF").as_deref() == Ok("1") => {
-            panic!("e2e: {r} (MAPPER_REQUIRE_BPF=1)")
-        }
-        Some(r) => {
-            eprintln!("SKIPPED e2e: {r} (set MAPPER_REQUIRE_BPF=1 to make this a failure)");
-            false
-        }
-    }
 }
 
 /// A child process stopped on drop (SIGTERM first: the agent detaches its programs).
@@ -215,7 +195,7 @@ fn describe(p: &Value) -> String {
 
 #[test]
 fn seed_and_every_kind_end_to_end() {
-    if !bpf_available() {
+    if !bpf_available("e2e") {
         return;
     }
     // The seed scenario: the export is the example of Otterize's docs, byte for byte.
