@@ -105,6 +105,11 @@ impl Netns {
         Self { name: name.to_string(), keep: true }
     }
 
+    /// Leaves the namespace in place when dropped (the lab's `up`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -161,13 +166,6 @@ impl Netns {
     }
 }
 
-impl Netns {
-    /// Leaves the namespace in place when dropped (the lab's `up`).
-    pub fn keep(&mut self) {
-        self.keep = true;
-    }
-}
-
 impl Drop for Netns {
     fn drop(&mut self) {
         if !self.keep {
@@ -213,6 +211,11 @@ impl CgroupTree {
         Self { base, keep: true }
     }
 
+    /// Leaves the tree in place when dropped (the lab's `up`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
     /// Creates (if needed) and returns `<base>/<rel>`.
     pub fn dir(&self, rel: &str) -> Result<PathBuf, LabError> {
         let p = self.base.join(rel.trim_start_matches('/'));
@@ -251,13 +254,6 @@ pub fn remove_cgroup_tree(base: &Path) {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-    }
-}
-
-impl CgroupTree {
-    /// Leaves the tree in place when dropped (the lab's `up`).
-    pub fn keep(&mut self) {
-        self.keep = true;
     }
 }
 
