@@ -251,7 +251,7 @@ async fn build(stores: &Stores, tracker: &mut PodTracker, owners: &mut OwnerCach
     let now = now_ms();
     tracker.history.expire(now, duration_ms(opts.deleted_pod_retention));
     let mut objects = ClusterObjects {
-        pods: stores.pods.state().iter().map(|p| PodRecord::from_pod(p, &tracker.keep())).collect(),
+        pods: stores.pods.state().iter().map(|p| PodRecord::from_pod(p, tracker.keep())).collect(),
         services: stores.services.state().iter().map(|s| ServiceRecord::from_service(s)).collect(),
         slices: stores.slices.state().iter().filter_map(|s| SliceRecord::from_slice(s)).collect(),
         ..ClusterObjects::default()

@@ -111,7 +111,7 @@ fn parse_ips<'a>(ips: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
 
 impl PodRecord {
     /// The record of a pod; `name_annotations` are the annotations kept (all others dropped).
-    pub fn from_pod(pod: &Pod, name_annotations: &[&str]) -> Self {
+    pub fn from_pod(pod: &Pod, name_annotations: &[impl AsRef<str>]) -> Self {
         let meta = &pod.metadata;
         let name = meta.name.clone().unwrap_or_default();
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
@@ -133,7 +133,7 @@ impl PodRecord {
             .annotations
             .iter()
             .flatten()
-            .filter(|(k, _)| name_annotations.contains(&k.as_str()))
+            .filter(|(k, _)| name_annotations.iter().any(|a| a.as_ref() == k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let finished_ms = status

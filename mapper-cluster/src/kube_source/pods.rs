@@ -28,12 +28,12 @@ impl PodTracker {
     }
 
     /// The annotations kept on pods.
-    pub fn keep(&self) -> Vec<&str> {
-        self.keep.iter().map(String::as_str).collect()
+    pub fn keep(&self) -> &[String] {
+        &self.keep
     }
 
     fn record(&self, pod: &Pod) -> PodRecord {
-        PodRecord::from_pod(pod, &self.keep())
+        PodRecord::from_pod(pod, &self.keep)
     }
 
     /// Apply one watch event seen at `now_ms`; `current` names the workloads of pods that go.
