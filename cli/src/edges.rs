@@ -2,7 +2,7 @@
 //! `visualize` share ([`QueryArgs`]), and the conversion into [`mapper_intents::Edge`].
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -134,14 +134,7 @@ pub struct EdgeError {
 }
 
 fn ip(bytes: &[u8]) -> Result<IpAddr, String> {
-    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
-        return Ok(IpAddr::V4(Ipv4Addr::from(v4)));
-    }
-    if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
-        let v6 = Ipv6Addr::from(v6);
-        return Ok(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
-    }
-    Err(format!("{} bytes is not an IPv4 or IPv6 address", bytes.len()))
+    mapper_proto::addr::from_bytes(bytes)?.ok_or_else(|| "missing".to_owned())
 }
 
 fn peer(p: Option<&pb::Peer>) -> Result<Peer, String> {

@@ -22,11 +22,7 @@ pub fn boot_id() -> String {
 }
 
 fn ip_bytes(ip: Option<std::net::IpAddr>) -> Vec<u8> {
-    match ip {
-        Some(std::net::IpAddr::V4(a)) => a.octets().to_vec(),
-        Some(std::net::IpAddr::V6(a)) => a.octets().to_vec(),
-        None => Vec::new(),
-    }
+    ip.map(mapper_proto::addr::to_bytes).unwrap_or_default()
 }
 
 /// A drained flow on the wire.

@@ -1,10 +1,7 @@
 //! Ingest: validate a batch, resolve each flow's two ends to workloads, and
 //! apply the batch to the store durably before acknowledging it.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
-};
+use std::{net::IpAddr, sync::Arc};
 
 use mapper_cluster::{ClusterHandle, Evidence, Peer, Snapshot};
 use mapper_proto::v1::{self as pb, ingest_server::Ingest};
@@ -34,28 +31,7 @@ pub enum BatchError {
     Flow { index: usize, field: &'static str, problem: String },
 }
 
-/// An address from the wire: 4 or 16 bytes; empty is "unknown".
-pub fn ip_from_bytes(b: &[u8]) -> Result<Option<IpAddr>, String> {
-    match b.len() {
-        0 => Ok(None),
-        4 => Ok(Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))),
-        16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(b);
-            let v6 = Ipv6Addr::from(a);
-            Ok(Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)))
-        }
-        n => Err(format!("{n} bytes is not an IPv4 (4) or IPv6 (16) address")),
-    }
-}
-
-/// An address to the wire.
-pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
+pub use mapper_proto::addr::{from_bytes as ip_from_bytes, to_bytes as ip_to_bytes};
 
 fn port(index: usize, field: &'static str, p: u32) -> Result<u16, BatchError> {
     u16::try_from(p).map_err(|_| BatchError::Flow { index, field, problem: format!("{p} is not a port") })
@@ -314,14 +290,5 @@ mod tests {
         let b = batch(vec![f]);
         let c = check_batch(&b).expect("accept");
         assert_eq!((c[0].local, c[0].remote), (Some(dst), src));
-    }
-
-    #[test]
-    fn v4_mapped_addresses_become_v4() {
-        let mut b = vec![0u8; 16];
-        b[10] = 0xff;
-        b[11] = 0xff;
-        b[12..].copy_from_slice(&[10, 0, 0, 9]);
-        assert_eq!(ip_from_bytes(&b), Ok(Some("10.0.0.9".parse().expect("ip"))));
     }
 }
