@@ -262,7 +262,7 @@ async fn read_dns(
         if let Some(out) = &dns_out {
             let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
             // Bounded: DNS answers are hints for naming external addresses.
-            let room = 10_000usize.saturating_sub(out.len());
+            let room = report::MAX_PENDING_DNS.saturating_sub(out.len());
             out.extend(records.iter().take(room).map(report::dns_to_pb));
         }
     }

@@ -21,6 +21,10 @@ pub fn boot_id() -> String {
     })
 }
 
+/// DNS answers kept for the next report (they are hints for naming external addresses, so
+/// beyond this many the oldest are the ones kept and the rest dropped).
+pub const MAX_PENDING_DNS: usize = 10_000;
+
 fn ip_bytes(ip: Option<std::net::IpAddr>) -> Vec<u8> {
     ip.map(mapper_proto::addr::to_bytes).unwrap_or_default()
 }
@@ -187,7 +191,7 @@ impl Pending {
             self.dropped += (flows.len() - room) as u64;
             flows.truncate(room);
         }
-        dns.truncate(10_000);
+        dns.truncate(MAX_PENDING_DNS);
         // Later sequences were handed out; the merged batch keeps the first.
         self.batches.push_back(Batch { sequence, flows, dns, sent: false });
     }
