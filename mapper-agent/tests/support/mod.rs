@@ -11,29 +11,7 @@ use std::{
 
 use serde_json::Value;
 
-/// Whether this test can touch the kernel. With `MAPPER_REQUIRE_BPF=1` (CI) a
-/// missing requirement fails the test; otherwise it is skipped with the reason.
-pub fn bpf_available(test: &str) -> bool {
-    let reason = if unsafe { libc::geteuid() } != 0 {
-        Some("not running as root")
-    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("kernel has no BTF")
-    } else if Command::new("ip").arg("-V").output().is_err() {
-        Some("iproute2 is not installed")
-    } else {
-        None
-    };
-    match reason {
-        None => true,
-        Some(r) if std::env::var("MAPPER_REQUIRE_BPF").as_deref() == Ok("1") => {
-            panic!("{test}: needs root and BPF but {r} (MAPPER_REQUIRE_BPF=1)")
-        }
-        Some(r) => {
-            eprintln!("SKIPPED {test}: {r} (set MAPPER_REQUIRE_BPF=1 to make this a failure)");
-            false
-        }
-    }
-}
+pub use mapper_lab::netns::bpf_available;
 
 /// The `mapper-lab` binary, built beside the agent (`cargo build --workspace --bins`).
 pub fn lab_bin() -> PathBuf {
