@@ -12,9 +12,11 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Service};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec, PodStatus, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -95,9 +97,23 @@ fn trim_pod(pod: &mut Pod, keep: &[String]) {
             phase: status.phase.take(),
             // When the pod started holding its IP: the start of its IP history at first sight.
             start_time: status.start_time.take(),
+            // When a finished pod's containers ended: when it stopped holding its IP.
+            container_statuses: status.container_statuses.take().map(|statuses| {
+                statuses
+                    .into_iter()
+                    .filter_map(|c| Some(finished_only(c.name, c.state?.terminated?.finished_at?)))
+                    .collect()
+            }),
             ..PodStatus::default()
         };
     }
+}
+
+/// A container status holding nothing but when the container terminated.
+fn finished_only(name: String, finished_at: Time) -> ContainerStatus {
+    let terminated = ContainerStateTerminated { finished_at: Some(finished_at), ..ContainerStateTerminated::default() };
+    let state = ContainerState { terminated: Some(terminated), ..ContainerState::default() };
+    ContainerStatus { name, state: Some(state), ..ContainerStatus::default() }
 }
 
 /// A reflector for `K` with every object passed through `trim`, as a stream of [`Change`]s.
@@ -299,5 +315,33 @@ mod tests {
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert!(status.start_time.is_some(), "startTime kept: it starts the IP history");
         assert!(status.conditions.is_none() && status.qos_class.is_none(), "the rest of the status dropped");
+        assert!(status.container_statuses.is_none(), "no container status to keep");
+    }
+
+    /// A finished pod releases its IP when its containers ended, not when the watch saw it.
+    #[test]
+    fn trimming_keeps_when_a_finished_pods_containers_ended() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "job-x", "namespace": "ns", "uid": "u"},
+            "spec": {"containers": [{"name": "main", "image": "example/app"}]},
+            "status": {"phase": "Succeeded", "podIP": "10.0.0.7",
+                       "containerStatuses": [
+                           {"name": "main", "image": "example/app", "imageID": "sha", "ready": false,
+                            "restartCount": 0, "containerID": "containerd://abc",
+                            "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                      "startedAt": "2025-06-01T00:00:00Z", "finishedAt": "2025-06-01T00:01:00Z"}}},
+                           {"name": "side", "image": "example/side", "imageID": "sha", "ready": true,
+                            "restartCount": 0, "state": {"running": {"startedAt": "2025-06-01T00:00:00Z"}}}]}
+        }))
+        .expect("test pod deserialises");
+        let before = PodRecord::from_pod(&pod, &[] as &[&str]).finished_ms;
+        trim_pod(&mut pod, &[]);
+        let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).expect("statuses");
+        assert_eq!(statuses.len(), 1, "only the terminated container is kept");
+        assert!(statuses[0].image.is_empty() && statuses[0].container_id.is_none(), "and only its end time");
+        let after = PodRecord::from_pod(&pod, &[] as &[&str]).finished_ms;
+        assert_eq!(after, before);
+        assert_eq!(after, Some(1_748_736_060_000), "2025-06-01T00:01:00Z");
     }
 }
