@@ -153,10 +153,11 @@ impl Drainer {
         let mut records = Vec::with_capacity(drained.flows.len());
         {
             let mut cg = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
-            cg.prepare(drained.flows.iter().map(|(k, _)| k.cgroup_id));
+            cg.prepare(drained.flows.iter().flat_map(|(k, _)| [k.cgroup_id, k.peer_cgroup_id]));
             for (key, val) in &drained.flows {
                 let info = cg.get(key.cgroup_id);
-                if let Some(r) = FlowRecord::from_kernel(&self.node, key, val, &clock, info) {
+                let peer = cg.get(key.peer_cgroup_id);
+                if let Some(r) = FlowRecord::from_kernel(&self.node, key, val, &clock, info, peer) {
                     records.push(r);
                 }
             }

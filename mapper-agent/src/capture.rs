@@ -139,6 +139,8 @@ const HOOKS: &[(&str, Hook)] = &[
     (programs::CONNECT6, Hook::SockAddr),
     (programs::SENDMSG4, Hook::SockAddr),
     (programs::SENDMSG6, Hook::SockAddr),
+    (programs::RECVMSG4, Hook::SockAddr),
+    (programs::RECVMSG6, Hook::SockAddr),
     (programs::DNS_INGRESS, Hook::SkbIngress),
 ];
 

@@ -74,7 +74,8 @@ pub struct FlowRecord {
     pub record: &'static str,
     /// The node this agent runs on.
     pub node: String,
-    /// `connect`, `accept` or `udp`: which end saw it.
+    /// `connect`, `accept` or `udp`: which end saw it (`accept` with `udp`: a
+    /// reply of the server end to a client that sent to it first).
     pub direction: &'static str,
     pub protocol: &'static str,
     /// The connection's client side; `None` for UDP sent before a source was chosen.
@@ -101,6 +102,9 @@ pub struct FlowRecord {
     pub pod_uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The other end, when it is on this node too (its cgroup told by the kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerEnd>,
     /// Last process seen on the local end (0 when unknown).
     pub pid: u32,
     pub comm: String,
@@ -109,14 +113,28 @@ pub struct FlowRecord {
     pub last_seen: i64,
 }
 
+/// The far end of a flow when the kernel saw it on this node as well.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerEnd {
+    pub netns: u32,
+    pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
 impl FlowRecord {
     /// Builds the record of a kernel flow; `None` for a key the kernel never writes.
+    /// `cgroup` is what is known of the local end's cgroup, `peer_cgroup` of the
+    /// far end's when the kernel named it (`key.peer_cgroup_id`).
     pub fn from_kernel(
         node: &str,
         key: &FlowKey,
         val: &FlowValue,
         clock: &Clock,
         cgroup: Option<&CgroupInfo>,
+        peer_cgroup: Option<&CgroupInfo>,
     ) -> Option<Self> {
         let direction = match Direction::from_raw(key.direction)? {
             Direction::Connect => "connect",
@@ -135,7 +153,8 @@ impl FlowRecord {
             direction,
             protocol,
             src_ip: specified(ip_from(key.family, &key.src_addr)),
-            dst_ip: ip_from(key.family, &key.dst_addr),
+            // A UDP reply from a socket bound to every address does not know its own.
+            dst_ip: specified(ip_from(key.family, &key.dst_addr)),
             dst_port: key.dst_port,
             original_dst_ip: orig,
             original_dst_port: orig.map(|_| key.orig_dst_port),
@@ -146,6 +165,12 @@ impl FlowRecord {
             cgroup_path: cgroup.map(|c| c.path.clone()),
             pod_uid: cgroup.and_then(|c| c.pod.as_ref()).map(|p| p.pod_uid.clone()),
             container_id: cgroup.and_then(|c| c.pod.as_ref()).and_then(|p| p.container_id.clone()),
+            peer: (key.peer_cgroup_id != 0).then(|| PeerEnd {
+                netns: key.peer_netns,
+                cgroup_id: key.peer_cgroup_id,
+                cgroup_path: peer_cgroup.map(|c| c.path.clone()),
+                pod_uid: peer_cgroup.and_then(|c| c.pod.as_ref()).map(|p| p.pod_uid.clone()),
+            }),
             pid: val.pid,
             comm: comm_str(&val.comm),
             first_seen: clock.unix_ms(val.first_seen_ns),
@@ -183,7 +208,7 @@ mod tests {
         };
         val.comm[..4].copy_from_slice(b"curl");
         let clock = Clock { offset_ns: 1_700_000_000_000_000_000 };
-        let r = FlowRecord::from_kernel("n1", &key, &val, &clock, None).expect("record");
+        let r = FlowRecord::from_kernel("n1", &key, &val, &clock, None, None).expect("record");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["direction"], "connect");
         assert_eq!(json["src_ip"], "10.0.0.2");
@@ -203,7 +228,7 @@ mod tests {
         let mut key = FlowKey { direction: 2, protocol: 6, family: AF_INET6, dst_port: 443, ..Default::default() };
         key.dst_addr = "fd00::3".parse::<Ipv6Addr>().expect("v6").octets();
         key.src_addr = "fd00::2".parse::<Ipv6Addr>().expect("v6").octets();
-        let r = FlowRecord::from_kernel("n1", &key, &FlowValue::default(), &Clock::now(), None).expect("record");
+        let r = FlowRecord::from_kernel("n1", &key, &FlowValue::default(), &Clock::now(), None, None).expect("record");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["direction"], "accept");
         assert_eq!(json["src_ip"], "fd00::2");
@@ -214,15 +239,15 @@ mod tests {
     fn v4_mapped_addresses_are_reported_as_v4() {
         let mut key = FlowKey { direction: 2, protocol: 6, family: AF_INET6, dst_port: 80, ..Default::default() };
         key.src_addr = "::ffff:10.0.0.2".parse::<Ipv6Addr>().expect("v6").octets();
-        let r = FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).expect("record");
+        let r = FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).expect("record");
         assert_eq!(r.src_ip, Some("10.0.0.2".parse().expect("ip")));
     }
 
     #[test]
     fn unknown_direction_or_protocol_is_skipped() {
         let key = FlowKey { direction: 9, protocol: 6, family: AF_INET, ..Default::default() };
-        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).is_none());
+        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).is_none());
         let key = FlowKey { direction: 1, protocol: 132, family: AF_INET, ..Default::default() };
-        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).is_none());
+        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).is_none());
     }
 }

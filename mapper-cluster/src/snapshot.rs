@@ -270,7 +270,13 @@ impl Snapshot {
     fn service_peer(&self, key: &ServiceKey, port: u16, at_ms: i64) -> Peer {
         let service = Peer::Service { name: key.1.clone(), namespace: key.0.clone() };
         let Some(entry) = self.services.get(key) else { return service };
-        let port_name = entry.ports.iter().find(|(p, _)| *p == port).and_then(|(_, name)| name.as_deref());
+        // A port the Service does not have reaches nobody (kube-proxy rejects it): the call is
+        // to the Service, not to the workload behind its other ports.
+        let port_name = match entry.ports.iter().find(|(p, _)| *p == port) {
+            Some((_, name)) => name.as_deref(),
+            None if entry.ports.is_empty() => None,
+            None => return service,
+        };
         let Some((_, backends)) = entry.backends.iter().find(|(name, _)| name.as_deref() == port_name) else {
             return service;
         };

@@ -89,8 +89,8 @@ fn each_port_resolves_through_the_slices_serving_it() {
     assert_eq!(snap.resolve_remote(ip(CLUSTER_IP), 9090, 1_000), workload("beta"), "metrics → the metrics slice");
     assert_eq!(
         snap.resolve_remote(ip(CLUSTER_IP), 1234, 1_000),
-        workload("alpha"),
-        "a port the Service does not declare: every slice, two each, the smallest workload wins the tie"
+        Peer::Service { name: "multi".to_owned(), namespace: NS.to_owned() },
+        "a port the Service does not declare reaches no pod: the call is to the Service"
     );
 }
 
