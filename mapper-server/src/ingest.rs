@@ -199,12 +199,15 @@ impl IngestService {
                     Peer::External { ip } => self.dns.names(*ip),
                     _ => Vec::new(),
                 };
+                // The ClusterIP dialled: before DNAT when the kernel saw the translation (TCP),
+                // else the destination itself (UDP is recorded as sent, before DNAT).
                 let via_service = match (c.side, c.orig) {
-                    (Side::Client, Some((ip, _))) => {
-                        snap.service_at(ip).map(|(name, namespace)| (namespace.to_owned(), name.to_owned()))
-                    }
-                    _ => None,
-                };
+                    (Side::Client, Some((ip, _))) => Some(ip),
+                    (Side::Client, None) => Some(c.remote),
+                    (Side::Server, _) => None,
+                }
+                .and_then(|ip| snap.service_at(ip))
+                .map(|(name, namespace)| (namespace.to_owned(), name.to_owned()));
                 Observation {
                     key,
                     side: c.side,
