@@ -316,6 +316,7 @@ fn most_endpoints<'a>(counts: impl IntoIterator<Item = (&'a Workload, usize)>) -
 struct Shared {
     current: watch::Sender<Arc<Snapshot>>,
     ready: AtomicBool,
+    synced_at_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A handle on the cluster state: the current [`Snapshot`] (replaced as a whole when the source
@@ -329,7 +330,13 @@ impl ClusterHandle {
     /// A handle on an empty, not yet ready, cluster.
     pub(crate) fn new() -> Self {
         let (current, _) = watch::channel(Arc::new(Snapshot::default()));
-        Self { shared: Arc::new(Shared { current, ready: AtomicBool::new(false) }) }
+        Self {
+            shared: Arc::new(Shared {
+                current,
+                ready: AtomicBool::new(false),
+                synced_at_ms: std::sync::atomic::AtomicI64::new(i64::MAX),
+            }),
+        }
     }
 
     /// A handle on a snapshot that never changes, ready at once (for tests, or a one-shot
@@ -349,6 +356,18 @@ impl ClusterHandle {
     /// listed).
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// The time (Unix ms) up to which the current snapshot is known to hold everything the
+    /// source knew: a flow seen later may involve a pod the snapshot does not have yet.
+    /// `i64::MAX` for a source that is always current (watches).
+    pub fn synced_at_ms(&self) -> i64 {
+        self.shared.synced_at_ms.load(Ordering::Acquire)
+    }
+
+    /// The source was found current as of `at_ms` (a look at files that started then).
+    pub(crate) fn mark_synced(&self, at_ms: i64) {
+        self.shared.synced_at_ms.store(at_ms, Ordering::Release);
     }
 
     /// A receiver that is told each time a new snapshot is published.

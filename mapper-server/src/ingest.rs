@@ -15,6 +15,9 @@ use crate::{
     store::{Applied, EdgeKey, EdgeStore, Observation, Proto, Side},
 };
 
+/// How long after a flow was seen its batch may wait for the cluster state to catch up.
+pub const MAX_RESOLVE_WAIT_MS: i64 = 5_000;
+
 /// Most flows one batch may carry.
 pub const MAX_FLOWS_PER_BATCH: usize = 100_000;
 
@@ -180,6 +183,18 @@ impl IngestService {
         })?;
         if !self.cluster.is_ready() {
             return Err(Status::unavailable("the cluster state has not synced yet; retry shortly"));
+        }
+        // A flow newer than what the cluster state is known to hold may involve a pod it does
+        // not have yet (created, or given a freed IP, since): the agent retries in a moment.
+        // Bounded, so a skewed clock or a stalled source delays flows, never loses them.
+        let synced_at = self.cluster.synced_at_ms();
+        let newest = req.flows.iter().map(|f| f.last_seen_ms).max().unwrap_or(i64::MIN);
+        if newest > synced_at && crate::server::now_ms() < newest.saturating_add(MAX_RESOLVE_WAIT_MS) {
+            self.metrics.batches.get_or_create(&[("result", "deferred")]).inc();
+            return Err(Status::unavailable(format!(
+                "the cluster state is {} ms older than the newest flow; retry shortly",
+                newest - synced_at
+            )));
         }
         for d in &req.dns {
             self.dns.record(d);
