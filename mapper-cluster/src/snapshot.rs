@@ -41,6 +41,8 @@ struct ServiceEntry {
     /// The backends of each port name the Service declares, and of None (an unnamed port, or
     /// one the Service does not declare).
     backends: Vec<(Option<String>, Backends)>,
+    /// (port name, port number on the pods), as the Service's EndpointSlices give them.
+    target_ports: Vec<(Option<String>, u16)>,
 }
 
 type ServiceKey = (String, String);
@@ -151,7 +153,13 @@ impl Snapshot {
                     backends.push((name, serving));
                 }
             }
-            snap.services.insert(key, ServiceEntry { ports: svc.ports.clone(), backends });
+            let mut target_ports: Vec<(Option<String>, u16)> = slices
+                .iter()
+                .flat_map(|s| s.ports.iter().filter_map(|(name, p)| Some((name.clone(), (*p)?))))
+                .collect();
+            target_ports.sort();
+            target_ports.dedup();
+            snap.services.insert(key, ServiceEntry { ports: svc.ports.clone(), backends, target_ports });
         }
         snap
     }
@@ -228,6 +236,16 @@ impl Snapshot {
             return self.service_peer(key, port, at_ms);
         }
         self.resolve_address(ip, at_ms)
+    }
+
+    /// The port on the pods that `port` of the Service at ClusterIP `ip` leads to (its
+    /// targetPort, as the EndpointSlices give it), when that is known and one number.
+    pub fn target_port(&self, ip: IpAddr, port: u16) -> Option<u16> {
+        let entry = self.services.get(self.services_by_ip.get(&ip)?)?;
+        let (_, name) = entry.ports.iter().find(|(p, _)| *p == port)?;
+        let mut targets = entry.target_ports.iter().filter(|(n, _)| n == name).map(|(_, p)| *p);
+        let first = targets.next()?;
+        targets.all(|p| p == first).then_some(first)
     }
 
     /// The Service whose ClusterIP `ip` is, as (name, namespace).

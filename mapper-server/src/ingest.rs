@@ -223,10 +223,17 @@ impl IngestService {
                 }
                 .and_then(|ip| snap.service_at(ip))
                 .map(|(name, namespace)| (namespace.to_owned(), name.to_owned()));
+                // A call to a ClusterIP whose translation the kernel did not see (UDP, or a
+                // Service whose endpoint is on the node itself) is counted on the port the
+                // pods serve, as the server end counts it.
+                let port = match (c.side, c.orig) {
+                    (Side::Client, None) => snap.target_port(c.remote, c.dst_port).unwrap_or(c.dst_port),
+                    _ => c.dst_port,
+                };
                 Observation {
                     key,
                     side: c.side,
-                    port: c.dst_port,
+                    port,
                     proto: c.proto,
                     established: c.flow.count,
                     failed: c.flow.failed,
