@@ -511,6 +511,9 @@ impl Scenario {
         if c.round == 0 {
             return Err(format!("calls[{i}].round: must be at least 1"));
         }
+        if c.round < client.round {
+            return Err(format!("calls[{i}].round {}: {} is only created at round {}", c.round, c.from, client.round));
+        }
         if c.family == Family::IPv6 && !self.dual_stack() {
             return Err(format!("calls[{i}].family IPv6: the scenario needs ipFamilies: [IPv4, IPv6]"));
         }
@@ -531,6 +534,12 @@ impl Scenario {
             Via::Service | Via::Pod => {
                 let (tn, tns) =
                     split_ref(&c.to).ok_or(format!("calls[{i}].to {:?}: expected <name>.<namespace>", c.to))?;
+                if c.via == Via::Pod
+                    && let Some(t) = self.workload(tn, tns)
+                    && t.round > c.round
+                {
+                    return Err(format!("calls[{i}].round {}: {} is only created at round {}", c.round, c.to, t.round));
+                }
                 let known = match c.via {
                     Via::Pod => self.workload(tn, tns).is_some(),
                     _ => {

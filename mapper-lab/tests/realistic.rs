@@ -50,16 +50,10 @@ fn dnat_targets(vip: &str, tool: &str) -> Vec<String> {
     v
 }
 
+/// Unix milliseconds of an RFC 3339 time the lab wrote (whole seconds, as Kubernetes writes).
 fn ms(rfc3339: &str) -> i64 {
-    let t = humantime_ms(rfc3339);
-    assert!(t > 0, "time {rfc3339}");
-    t
-}
-
-fn humantime_ms(s: &str) -> i64 {
-    // The lab writes whole seconds (`2026-12-01T11:13:07Z`), as Kubernetes does.
-    let out = Command::new("date").args(["-u", "-d", s, "+%s"]).output().expect("date");
-    String::from_utf8_lossy(&out.stdout).trim().parse::<i64>().map_or(0, |s| s * 1000)
+    let t = humantime::parse_rfc3339(rfc3339).unwrap_or_else(|e| panic!("time {rfc3339:?}: {e}"));
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[test]
@@ -159,11 +153,11 @@ fn realistic_scenario_does_what_it_says() {
     // The inventory loads as mapper-server loads it, and says who held what when.
     let current = seen.join("current.yaml");
     std::fs::copy(seen.join("round1.yaml"), &current).expect("copy");
-    let t1 = humantime_ms(new[0]["created"].as_str().unwrap_or_default()) - 1;
+    let t1 = ms(new[0]["created"].as_str().unwrap_or_default()) - 1;
     let mut inventory = Inventory::load_at(vec![current.clone()], ResolveOptions::default(), t1)
         .unwrap_or_else(|e| panic!("mapper-cluster cannot load the lab's round 1 inventory: {e:?}"));
     std::fs::copy(seen.join("round2.yaml"), &current).expect("copy");
-    let now = humantime_ms(invoicer["created"].as_str().unwrap_or_default()) + 60_000;
+    let now = ms(invoicer["created"].as_str().unwrap_or_default()) + 60_000;
     let snap = inventory
         .reload_at(now)
         .unwrap_or_else(|e| panic!("mapper-cluster cannot load the lab's round 2 inventory: {e:?}"));

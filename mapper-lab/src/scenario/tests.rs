@@ -105,6 +105,10 @@ fn errors_name_the_field() {
         ("{name: x, namespace: shop, kind: Deployment, rollout: {round: 2, surge: 1}}", "unknown field `surge`"),
         ("{name: coredns, namespace: kube-system, kind: Deployment}", "workload coredns.kube-system"),
     ];
+    let e = error(&format!(
+        "{BASE}  - {{name: late, namespace: shop, kind: Pod, round: 2}}\ncalls:\n  - {{from: late.shop, to: web.shop, port: 80}}\n"
+    ));
+    assert!(e.contains("calls[0].round 1: late.shop is only created at round 2"), "{e}");
     for (w, want) in workload_cases {
         let e = error(&format!("{BASE}  - {w}\n"));
         assert!(e.contains(want), "`{want}` not in the error for {w}: {e}");
