@@ -11,7 +11,6 @@
 //! `down` removes all of it, also after a crash: everything the lab makes is named `mlab-…`.
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -20,18 +19,17 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+pub use crate::calls::{CallResult, PodCall, traffic};
+use crate::cluster::sync_cluster;
+pub use crate::cluster::{ServiceDef, service_defs};
 pub use crate::netns::LabError;
 use crate::{
-    dns::{self, Addresses, Records},
-    inventory::{self, labels_of, owner_chain},
+    inventory::owner_chain,
     kubelet,
     netns::{self, Netns},
-    proxy::{self, Rule},
-    scenario::{
-        API_PORT, API_SERVICE, DNS_SERVICE, DNS_WORKLOAD, Family, Scenario, ServicePort, Via, WorkloadSpec, split_ref,
-    },
+    proxy,
+    scenario::{DNS_WORKLOAD, Scenario, WorkloadSpec, split_ref},
     topo::{Node, hash, pod_uid},
 };
 
@@ -132,7 +130,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '
     move |source| LabError::Io { path: path.to_path_buf(), source }
 }
 
-fn internal(command: &str, stderr: impl Into<String>) -> LabError {
+pub(crate) fn internal(command: &str, stderr: impl Into<String>) -> LabError {
     LabError::Command { command: command.into(), stderr: stderr.into() }
 }
 
@@ -151,95 +149,6 @@ pub(crate) fn suffix(seed: &str, len: usize) -> String {
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// A Service as the lab builds it: the scenario's, or kube-dns and kubernetes.
-#[derive(Debug, Clone)]
-pub struct ServiceDef {
-    pub name: String,
-    pub namespace: String,
-    pub selector: BTreeMap<String, String>,
-    pub ports: Vec<ServicePort>,
-    pub v4: Option<Ipv4Addr>,
-    pub v6: Option<Ipv6Addr>,
-    /// The API server's Service: its endpoint is the node, not a pod.
-    pub api: bool,
-}
-
-impl ServiceDef {
-    /// The alive pods it selects.
-    pub fn endpoints<'a>(&self, scenario: &Scenario, state: &'a LabState) -> Vec<&'a LabPod> {
-        if self.selector.is_empty() {
-            return Vec::new();
-        }
-        state
-            .pods
-            .iter()
-            .filter(|p| p.namespace == self.namespace)
-            .filter(|p| {
-                let labels = labels_of(scenario, p);
-                self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-            .collect()
-    }
-
-    fn endpoint_ips(&self, scenario: &Scenario, state: &LabState) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
-        if self.api {
-            return (vec![state.node_ip], Vec::new());
-        }
-        let pods = self.endpoints(scenario, state);
-        (pods.iter().map(|p| p.ip).collect(), pods.iter().filter_map(|p| p.ipv6).collect())
-    }
-}
-
-fn v6_cluster_ip(n: u16) -> Option<Ipv6Addr> {
-    format!("fd00:96:{K}::{n:x}").parse().ok()
-}
-
-/// Every Service of the lab: kube-dns, kubernetes, then the scenario's
-/// (ClusterIPs 10.96.<K>.10 and up, fd00:96:<K>::10 and up when dual-stack).
-pub fn service_defs(scenario: &Scenario) -> Vec<ServiceDef> {
-    let dual = scenario.dual_stack();
-    let port = |port: u16, target: u16, udp: bool, name: &str| ServicePort {
-        port,
-        target_port: Some(target),
-        protocol: Some(if udp { "UDP" } else { "TCP" }.into()),
-        name: Some(name.into()),
-    };
-    let mut defs = vec![
-        ServiceDef {
-            name: DNS_SERVICE.0.into(),
-            namespace: DNS_SERVICE.1.into(),
-            selector: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
-            ports: vec![port(53, 53, true, "dns"), port(53, 53, false, "dns-tcp")],
-            v4: Some(DNS_IP),
-            v6: if dual { v6_cluster_ip(0xa) } else { None },
-            api: false,
-        },
-        ServiceDef {
-            name: API_SERVICE.0.into(),
-            namespace: API_SERVICE.1.into(),
-            selector: BTreeMap::new(),
-            ports: vec![port(API_PORT, API_SERVER_PORT, false, "https")],
-            v4: Some(API_IP),
-            v6: None,
-            api: true,
-        },
-    ];
-    for (i, s) in scenario.services.iter().enumerate() {
-        let n = 10 + i as u16;
-        defs.push(ServiceDef {
-            name: s.name.clone(),
-            namespace: s.namespace.clone(),
-            selector: s.selector.clone(),
-            ports: s.ports.clone(),
-            v4: (!s.headless).then(|| Ipv4Addr::new(10, 96, K, n as u8)),
-            // fd00:96:<K>::<n> with n's decimal digits, as topo's cluster_ip writes it.
-            v6: if dual && !s.headless { format!("fd00:96:{K}::{n}").parse().ok() } else { None },
-            api: false,
-        });
-    }
-    defs
 }
 
 /// Brings the scenario up; writes `<state>/state.json` and `<state>/inventory.yaml`.
@@ -478,66 +387,6 @@ fn flush_neighbours(state: &LabState, pod: &LabPod) {
     }
 }
 
-/// kube-proxy, kube-dns and the API objects follow the pods: rules, records, state and
-/// inventory rewritten from the current endpoints.
-fn sync_cluster(
-    scenario: &Scenario,
-    state: &mut LabState,
-    defs: &[ServiceDef],
-    state_dir: &Path,
-) -> Result<(), LabError> {
-    let mut rules = Vec::new();
-    let mut records = Records::new();
-    state.services.clear();
-    for d in defs {
-        let (e4, e6) = d.endpoint_ips(scenario, state);
-        for p in &d.ports {
-            if let Some(vip) = d.v4 {
-                let backends = e4.iter().map(|ip| (IpAddr::V4(*ip), p.target())).collect();
-                rules.push(Rule { vip: IpAddr::V4(vip), port: p.port, udp: p.udp(), backends });
-            }
-            if let Some(vip) = d.v6 {
-                let backends = e6.iter().map(|ip| (IpAddr::V6(*ip), p.target())).collect();
-                rules.push(Rule { vip: IpAddr::V6(vip), port: p.port, udp: p.udp(), backends });
-            }
-        }
-        let name = format!("{}.{}.svc.{}", d.name, d.namespace, dns::CLUSTER_DOMAIN);
-        let addrs = match d.v4 {
-            Some(v4) => Addresses { a: vec![IpAddr::V4(v4)], aaaa: d.v6.map(IpAddr::V6).into_iter().collect() },
-            None => Addresses {
-                a: e4.iter().copied().map(IpAddr::V4).collect(),
-                aaaa: e6.iter().copied().map(IpAddr::V6).collect(),
-            },
-        };
-        records.insert(name, addrs);
-        state.services.push(LabService {
-            name: d.name.clone(),
-            namespace: d.namespace.clone(),
-            cluster_ip: d.v4,
-            cluster_ipv6: d.v6,
-            endpoints: e4,
-            endpoints_v6: e6,
-        });
-    }
-    for x in &scenario.external {
-        let entry = records.entry(x.name.to_ascii_lowercase()).or_default();
-        if x.ip.is_ipv6() { entry.aaaa.push(x.ip) } else { entry.a.push(x.ip) }
-    }
-    proxy::sync(&state.node_netns, &rules)?;
-    let rec = state_dir.join(RECORDS_FILE);
-    dns::write_records(&rec, &records).map_err(io_err(&rec))?;
-    inventory::write(scenario, state, defs, state_dir)?;
-    save_state(state, state_dir)
-}
-
-fn save_state(state: &LabState, state_dir: &Path) -> Result<(), LabError> {
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| internal("write state.json", e.to_string()))?;
-    let tmp = state_dir.join(".state.json.tmp");
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    let path = state_dir.join("state.json");
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))
-}
-
 /// Sleeps into the next whole second: Kubernetes stamps times to the second, so a pod that
 /// takes a freed IP starts in a later second than anything its predecessor did, as in a
 /// cluster (where a new pod also takes about that long to start); returns that second.
@@ -623,148 +472,6 @@ pub fn load_state(state_dir: &Path) -> Result<LabState, LabError> {
     let p = state_dir.join("state.json");
     let bytes = std::fs::read(&p).map_err(io_err(&p))?;
     serde_json::from_slice(&bytes).map_err(|e| internal(&format!("read {}", p.display()), e.to_string()))
-}
-
-/// What one pod of a call did.
-#[derive(Debug, Clone, Serialize)]
-pub struct PodCall {
-    pub pod: String,
-    pub count: u64,
-    pub ok: u64,
-    pub failed: u64,
-    /// The address it called (after DNS, when it resolved).
-    pub address: String,
-    /// The names it asked kube-dns (search list first), when it resolved.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub dns_queries: Vec<String>,
-}
-
-/// One call's outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallResult {
-    pub from: String,
-    pub to: String,
-    /// The address the first pod called.
-    pub address: String,
-    pub protocol: String,
-    pub family: Family,
-    /// Whether the client resolved the name through kube-dns first.
-    pub dns: bool,
-    pub count: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub pods: Vec<PodCall>,
-}
-
-/// The address a call goes to without DNS.
-fn direct_target(scenario: &Scenario, state: &LabState, c: &crate::scenario::CallSpec) -> Option<IpAddr> {
-    let v6 = c.family == Family::IPv6;
-    match c.via {
-        Via::Service => {
-            let (n, ns) = split_ref(&c.to)?;
-            let s = state.services.iter().find(|s| s.name == n && s.namespace == ns)?;
-            if v6 {
-                s.cluster_ipv6.or_else(|| s.endpoints_v6.first().copied()).map(IpAddr::V6)
-            } else {
-                s.cluster_ip.or_else(|| s.endpoints.first().copied()).map(IpAddr::V4)
-            }
-        }
-        Via::Pod => {
-            let (n, ns) = split_ref(&c.to)?;
-            let p = state.pods.iter().find(|p| p.workload == n && p.namespace == ns)?;
-            if v6 { p.ipv6.map(IpAddr::V6) } else { Some(IpAddr::V4(p.ip)) }
-        }
-        Via::External => scenario.external.iter().find(|e| e.name == c.to).map(|e| e.ip),
-    }
-}
-
-/// Makes the calls of `round` (all rounds when `None`) from inside the calling pods: each
-/// call's connections spread round-robin over the client's pods (or from `fromPod`), each pod
-/// resolving the name through kube-dns first when the call says so.
-pub fn traffic(
-    scenario: &Scenario,
-    state: &LabState,
-    round: Option<u32>,
-    lab_bin: &Path,
-) -> Result<Vec<CallResult>, LabError> {
-    let mut results = Vec::new();
-    for c in scenario.calls.iter().filter(|c| round.is_none_or(|r| c.round == r)) {
-        let (fname, fns) = split_ref(&c.from).unwrap_or_default();
-        let clients: Vec<&LabPod> = state.pods.iter().filter(|p| p.workload == fname && p.namespace == fns).collect();
-        let clients: Vec<&LabPod> = match c.from_pod {
-            Some(i) => clients.get(i as usize).copied().into_iter().collect(),
-            None => clients,
-        };
-        if clients.is_empty() {
-            return Err(internal(&format!("call from {}", c.from), "no pod of that workload (yet)"));
-        }
-        // With DNS the pod is given the name (`ledger.team3`, `api.example.com`) as a program
-        // would be; without, the address.
-        let host = if c.resolves() {
-            c.to.clone()
-        } else {
-            let ip = direct_target(scenario, state, c).ok_or_else(|| {
-                internal(&format!("call to {}", c.to), "no address (headless Service without pods? no IPv6?)")
-            })?;
-            if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
-        };
-        let n = clients.len() as u64;
-        let mut pods = Vec::new();
-        for (i, pod) in clients.iter().enumerate() {
-            let count = c.count / n + u64::from((i as u64) < c.count % n);
-            if count == 0 {
-                continue;
-            }
-            let mut args: Vec<String> = vec![
-                "call".into(),
-                "--to".into(),
-                format!("{host}:{}", c.port),
-                "--protocol".into(),
-                c.protocol.clone(),
-                "--count".into(),
-                count.to_string(),
-                "--timeout".into(),
-                "3s".into(),
-            ];
-            if c.protocol == "udp" {
-                args.extend(["--reply-timeout".into(), "1s".into()]);
-            }
-            if c.resolves() {
-                args.extend(["--nameserver".into(), DNS_IP.to_string()]);
-                args.extend(["--search".into(), dns::search_list(&pod.namespace).join(",")]);
-                if c.family == Family::IPv6 {
-                    args.push("--aaaa".into());
-                }
-            }
-            let ns = Netns::attach(&pod.netns);
-            let out = netns::run(ns.command(lab_bin, Some(&pod.cgroup))?.args(&args))?;
-            let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            let strings = |v: &Value| -> Vec<String> {
-                v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
-            };
-            pods.push(PodCall {
-                pod: pod.name.clone(),
-                count,
-                ok: summary["ok"].as_u64().unwrap_or(0),
-                failed: summary["failed"].as_u64().unwrap_or(count),
-                address: summary["address"].as_str().unwrap_or_default().to_string(),
-                dns_queries: strings(&summary["dns_queries"]),
-            });
-        }
-        results.push(CallResult {
-            from: c.from.clone(),
-            to: c.to.clone(),
-            address: pods.first().map(|p| p.address.clone()).unwrap_or_default(),
-            protocol: c.protocol.clone(),
-            family: c.family,
-            dns: c.resolves(),
-            count: c.count,
-            ok: pods.iter().map(|p| p.ok).sum(),
-            failed: pods.iter().map(|p| p.failed).sum(),
-            pods,
-        });
-    }
-    Ok(results)
 }
 
 /// Removes everything the lab made (also after a crash): processes in its cgroups (pods'
