@@ -206,3 +206,55 @@ pub fn resolve(server: SocketAddr, name: &str, search: &[String], v6: bool) -> i
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_the_records_through_the_search_list_on_loopback() {
+        let dir = std::env::temp_dir().join(format!("mapper-lab-dns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("dns.json");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut records = Records::new();
+        records.insert(
+            "ledger.team3.svc.cluster.local".into(),
+            Addresses { a: vec![ip("10.96.100.10")], aaaa: vec![ip("fd00:96:100::10")] },
+        );
+        records.insert("api.example.com".into(), Addresses { a: vec![ip("203.0.113.10")], aaaa: vec![] });
+        write_records(&file, &records).expect("write records");
+        let port = 20_000 + (std::process::id() % 20_000) as u16;
+        let server: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        serve(&[server], &file).expect("serve");
+        let search = search_list("team1");
+        let r = resolve(server, "ledger.team3", &search, false).expect("resolve");
+        assert_eq!(r.queries, vec!["ledger.team3.team1.svc.cluster.local", "ledger.team3.svc.cluster.local"]);
+        assert_eq!(r.addresses, vec![ip("10.96.100.10")]);
+        let r = resolve(server, "ledger.team3", &search, true).expect("resolve AAAA");
+        assert_eq!(r.addresses, vec![ip("fd00:96:100::10")]);
+        let r = resolve(server, "api.example.com", &search, false).expect("resolve external");
+        assert_eq!((r.queries.len(), r.addresses.clone()), (4, vec![ip("203.0.113.10")]), "{r:?}");
+        let r = resolve(server, "nothing.example.com", &search, false).expect("resolve unknown");
+        assert!(r.addresses.is_empty(), "{r:?}");
+        // The records follow the file (kube-dns follows the endpoints).
+        records.insert("new.team3.svc.cluster.local".into(), Addresses { a: vec![ip("10.96.100.11")], aaaa: vec![] });
+        std::thread::sleep(Duration::from_millis(20));
+        write_records(&file, &records).expect("rewrite records");
+        let r = resolve(server, "new.team3.svc.cluster.local.", &search, false).expect("resolve new");
+        assert_eq!((r.queries.len(), r.addresses), (1, vec![ip("10.96.100.11")]));
+        // Over TCP too.
+        let mut conn = TcpStream::connect(server).expect("tcp");
+        let mut q = Message::new(7, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(Name::from_str("api.example.com.").expect("name"), RecordType::A));
+        let bytes = q.to_vec().expect("encode");
+        conn.write_all(&(bytes.len() as u16).to_be_bytes()).expect("write");
+        conn.write_all(&bytes).expect("write");
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).expect("read");
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut msg).expect("read");
+        assert_eq!(Message::from_vec(&msg).expect("decode").answers.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

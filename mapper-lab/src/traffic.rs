@@ -229,3 +229,28 @@ pub fn target(host: &str, port: u16, resolver: &Resolver, report: &mut CallRepor
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_udp_replies() {
+        assert_eq!(split_host_port("10.96.0.10:53"), Ok(("10.96.0.10".into(), 53)));
+        assert_eq!(split_host_port("[fd00::1]:80"), Ok(("fd00::1".into(), 80)));
+        assert_eq!(split_host_port("ledger.team3:80"), Ok(("ledger.team3".into(), 80)));
+        assert!(split_host_port("ledger").is_err() && split_host_port(":80").is_err());
+        assert!(split_host_port("x:http").is_err_and(|e| e.contains("port \"http\"")));
+        // A UDP server answers every datagram; the client counts only answered ones.
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("addr");
+        thread::spawn(move || serve_udp(server));
+        let s = call_udp(addr, 3, Some(Duration::from_secs(1))).expect("call");
+        assert_eq!(s, CallSummary { ok: 3, failed: 0 });
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let s = call_udp(silent.local_addr().expect("addr"), 2, Some(Duration::from_millis(50))).expect("call");
+        assert_eq!(s, CallSummary { ok: 0, failed: 2 });
+        // Without a reply timeout, a datagram sent is ok (as before).
+        assert_eq!(call_udp(silent.local_addr().expect("addr"), 1, None).expect("call").ok, 1);
+    }
+}
