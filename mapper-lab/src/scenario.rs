@@ -86,13 +86,26 @@ impl<'de> Deserialize<'de> for Probes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+impl Span {
+    /// A field's duration, the error naming the field.
+    fn field<'de, D: serde::Deserializer<'de>>(d: D, field: &str) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(s.trim())
             .map(Span)
-            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e} (e.g. 1s, 250ms, 0s)")))
+            .map_err(|e| serde::de::Error::custom(format!("{field} {s:?}: {e} (a duration: 1s, 250ms, 0s)")))
     }
+}
+
+fn round_gap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+    Span::field(d, "roundGap")
+}
+
+fn probe_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+    let span = Span::field(d, "probeInterval")?;
+    if span.0.is_zero() {
+        return Err(serde::de::Error::custom("probeInterval 0s: the kubelet needs a period (e.g. 1s)"));
+    }
+    Ok(span)
 }
 
 /// `rollout: {round: N}`: all of the workload's pods are replaced at round N.
@@ -314,10 +327,10 @@ pub struct Scenario {
     #[serde(default)]
     pub external: Vec<ExternalSpec>,
     /// How often the kubelet probes (default 1s).
-    #[serde(default = "default_probe_interval")]
+    #[serde(default = "default_probe_interval", deserialize_with = "probe_interval")]
     pub probe_interval: Span,
     /// Pause after the lab moves to a new round, before its calls (default 2.5s).
-    #[serde(default = "default_round_gap")]
+    #[serde(default = "default_round_gap", deserialize_with = "round_gap")]
     pub round_gap: Span,
 }
 

@@ -74,7 +74,9 @@ fn errors_name_the_field() {
     let cases = [
         ("ipFamilies: [IPv6]\n", "ipFamilies"),
         ("ipFamily: [IPv4]\n", "unknown field `ipFamily`"),
-        ("roundGap: soon\n", "duration \"soon\""),
+        ("roundGap: soon\n", "roundGap \"soon\""),
+        ("roundGap: 5\n", "roundGap \"5\""),
+        ("probeInterval: 0s\n", "probeInterval 0s"),
         ("calls:\n  - {from: web.shop, to: web.shop, port: 80, family: IPv6}\n", "calls[0].family IPv6"),
         ("calls:\n  - {from: web.shop, to: web.shop, port: 80, fromPod: 3}\n", "calls[0].fromPod 3"),
         ("calls:\n  - {from: web.shop, to: web.shop, port: 80, familly: IPv4}\n", "unknown field `familly`"),
