@@ -56,8 +56,10 @@ pub fn probe_once(state: &LabState, timeout: Duration, counters: &mut Counters) 
     }
 }
 
-/// Probes until killed, writing the counters after every round.
-pub fn run(state_dir: &Path, interval: Duration) -> ! {
+/// Probes until killed, writing the counters after every round; `ready` is called after the
+/// first round (so every pod that exists at `up` has been probed once when `up` returns).
+pub fn run(state_dir: &Path, interval: Duration, ready: impl FnOnce()) -> ! {
+    let mut ready = Some(ready);
     let mut counters = Counters::default();
     let path = state_dir.join(COUNTERS_FILE);
     let tmp = state_dir.join(".kubelet.json.tmp");
@@ -70,6 +72,9 @@ pub fn run(state_dir: &Path, interval: Duration) -> ! {
             {
                 let _ = std::fs::rename(&tmp, &path);
             }
+        }
+        if let Some(f) = ready.take() {
+            f();
         }
         std::thread::sleep(interval.saturating_sub(started.elapsed()).max(Duration::from_millis(10)));
     }

@@ -231,10 +231,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Kubelet { state_dir, interval } => {
-            println!("ready");
-            mapper_lab::kubelet::run(&state_dir, interval)
-        }
+        Cmd::Kubelet { state_dir, interval } => mapper_lab::kubelet::run(&state_dir, interval, || println!("ready")),
         Cmd::Call { to, protocol, count, name, aaaa, nameserver, search, reply_timeout, interval, timeout } => {
             let (host, port) = traffic::split_host_port(&to).map_err(|e| anyhow::anyhow!("--to {e}"))?;
             let resolver = traffic::Resolver { nameserver: SocketAddr::new(nameserver, 53), search, v6: aaaa };

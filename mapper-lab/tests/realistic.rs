@@ -178,11 +178,15 @@ fn realistic_scenario_does_what_it_says() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let k = json_file(&state.join("kubelet.json"));
-        let probed = |p: &Value| {
+        let probes = |p: &Value, what: &str| {
             let key = format!("{}/{}", p["namespace"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or(""));
-            k["pods"][&key]["ok"].as_u64().unwrap_or(0) > 0
+            k["pods"][&key][what].as_u64().unwrap_or(0)
         };
-        if new.iter().all(probed) && probed(invoicer) && old.iter().all(probed) {
+        let probed = |p: &Value| probes(p, "ok") > 0;
+        // The old pods were probed at least once (the kubelet's first round is done when `up`
+        // returns); whether that probe succeeded depends on the machine's load.
+        let tried = |p: &Value| probes(p, "ok") + probes(p, "failed") > 0;
+        if new.iter().all(probed) && probed(invoicer) && old.iter().all(tried) {
             assert!(k["ok"].as_u64().unwrap_or(0) >= 8, "{k:#}");
             break;
         }
