@@ -143,6 +143,7 @@ struct Drainer {
     pending: Option<Arc<Mutex<Pending>>>,
     dns_out: Arc<Mutex<Vec<mapper_proto::v1::DnsAnswer>>>,
     host_netns: Option<u32>,
+    local_servers: crate::flow::LocalServers,
 }
 
 impl Drainer {
@@ -162,6 +163,7 @@ impl Drainer {
                 }
             }
         }
+        self.local_servers.apply(&mut records);
         if self.output == Output::Jsonl {
             write_jsonl(&records)?;
         }
@@ -401,6 +403,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         pending,
         dns_out,
         host_netns,
+        local_servers: crate::flow::LocalServers::default(),
     };
     drainer.update_kernel_metrics();
     metrics.set_ready();

@@ -1,6 +1,7 @@
 //! A drained flow as user space sees it: addresses, counts, wall-clock times,
 //! and who the local end is. This is what `--output jsonl` prints.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mapper_ebpf::{Direction, FlowKey, FlowValue};
@@ -179,6 +180,47 @@ impl FlowRecord {
     }
 }
 
+/// Who serves each address of this node's namespaces, learned from accepted TCP
+/// connections. A connect to a local address of its own namespace (two hostNetwork pods on
+/// the node's IP) whose listener the kernel could not name, because it listened before the
+/// programs were attached, is named from it: the accept is seen microseconds after the
+/// connect, in the same drain or an earlier one.
+#[derive(Debug, Default)]
+pub struct LocalServers {
+    by_addr: HashMap<(u32, IpAddr, u16), PeerEnd>,
+}
+
+impl LocalServers {
+    /// Addresses remembered at most (then forgotten all at once, and learned again).
+    const MAX: usize = 16_384;
+
+    /// Learns from `records`, then names the server of every local connect among them that
+    /// the kernel left unnamed.
+    pub fn apply(&mut self, records: &mut [FlowRecord]) {
+        for r in records.iter().filter(|r| r.direction == "accept" && r.protocol == "tcp") {
+            let Some(ip) = r.dst_ip else { continue };
+            if self.by_addr.len() >= Self::MAX {
+                self.by_addr.clear();
+            }
+            self.by_addr.insert(
+                (r.netns, ip, r.dst_port),
+                PeerEnd {
+                    netns: r.netns,
+                    cgroup_id: r.cgroup_id,
+                    cgroup_path: r.cgroup_path.clone(),
+                    pod_uid: r.pod_uid.clone(),
+                },
+            );
+        }
+        for r in records.iter_mut().filter(|r| r.direction == "connect" && r.peer.is_none()) {
+            let (Some(src), Some(dst)) = (r.src_ip, r.dst_ip) else { continue };
+            if src == dst {
+                r.peer = self.by_addr.get(&(r.netns, dst, r.dst_port)).cloned();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +291,44 @@ mod tests {
         assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).is_none());
         let key = FlowKey { direction: 1, protocol: 132, family: AF_INET, ..Default::default() };
         assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).is_none());
+    }
+
+    #[test]
+    fn a_local_connect_is_named_from_the_accept_of_its_server() {
+        let node_ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let record = |direction: &'static str, cgroup_id: u64, pod: &str| FlowRecord {
+            record: "flow",
+            node: "n".into(),
+            direction,
+            protocol: "tcp",
+            src_ip: Some(node_ip),
+            dst_ip: Some(node_ip),
+            dst_port: 9100,
+            original_dst_ip: None,
+            original_dst_port: None,
+            count: 1,
+            failed: 0,
+            netns: 7,
+            cgroup_id,
+            cgroup_path: Some(format!("/kubepods/pod{pod}")),
+            pod_uid: Some(pod.to_owned()),
+            container_id: None,
+            peer: None,
+            pid: 0,
+            comm: String::new(),
+            first_seen: 0,
+            last_seen: 0,
+        };
+        let mut servers = LocalServers::default();
+        let mut first = vec![record("connect", 1, "client"), record("accept", 2, "server")];
+        servers.apply(&mut first);
+        assert_eq!(first[0].peer.as_ref().and_then(|p| p.pod_uid.as_deref()), Some("server"), "same drain");
+        let mut later = vec![record("connect", 1, "client")];
+        servers.apply(&mut later);
+        assert_eq!(later[0].peer.as_ref().map(|p| p.cgroup_id), Some(2), "a later drain");
+        let mut remote =
+            vec![FlowRecord { dst_ip: Some("10.0.0.9".parse().expect("ip")), ..record("connect", 1, "c") }];
+        servers.apply(&mut remote);
+        assert!(remote[0].peer.is_none(), "only a connect to its own address is local");
     }
 }

@@ -119,7 +119,12 @@ fn resolve(snap: &Snapshot, node: &str, c: &Checked<'_>) -> EdgeKey {
     let at = c.flow.last_seen_ms;
     let f = c.flow;
     let as_node = || Peer::Node { name: node.to_owned() };
-    let local = if f.node_process {
+    // The API server's endpoint (a node process in most clusters) serving is the API server.
+    let api_server_end =
+        c.side == Side::Server && c.local.is_some_and(|ip| snap.resolve_remote(ip, c.dst_port, at) == Peer::ApiServer);
+    let local = if api_server_end {
+        Peer::ApiServer
+    } else if f.node_process {
         as_node()
     } else {
         let pod_uid = (!f.pod_uid.is_empty()).then_some(f.pod_uid.as_str());

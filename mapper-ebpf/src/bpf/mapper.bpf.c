@@ -377,10 +377,16 @@ static __always_inline void on_accept_done(const struct inet_sock_set_state_args
 	lk.port = ctx->sport;
 	lk.family = key.family;
 	struct listener_value *lv = bpf_map_lookup_elem(&listeners, &lk);
-	if (lv)
+	if (lv) {
 		flow_add(&key, failed, lv->pid, lv->comm);
-	else
+	} else {
+		/* Listening since before we attached: its accepted socket still tells
+		 * whose it is, so later connects from this namespace can name it. */
+		struct listener_value nv = {};
+		nv.cgroup_id = key.cgroup_id;
+		bpf_map_update_elem(&listeners, &lk, &nv, BPF_NOEXIST);
 		flow_add(&key, failed, 0, 0);
+	}
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
