@@ -7,7 +7,9 @@ mod common;
 use std::mem::size_of;
 
 use common::*;
-use mapper_ebpf::{FlowKey, FlowValue, ListenerKey, ListenerValue, NatKey, NatValue, PeerKey, PeerValue, SockInfo, UdpKey};
+use mapper_ebpf::{
+    FlowKey, FlowValue, ListenerKey, ListenerValue, NatKey, NatValue, PeerKey, PeerValue, SockInfo, UdpKey,
+};
 
 /// `struct htab_elem` before the key (hash node, LRU node, hash), as the kernel lays it out.
 const HTAB_ELEM_HEADER: usize = 48;
@@ -100,7 +102,11 @@ fn kernel_memory_comment_matches_the_structs() {
             "listeners",
         ),
         (
-            format!("{peer_elem} B (48 + {} B peer_key + {} B peer_value)", size_of::<PeerKey>(), size_of::<PeerValue>()),
+            format!(
+                "{peer_elem} B (48 + {} B peer_key + {} B peer_value)",
+                size_of::<PeerKey>(),
+                size_of::<PeerValue>()
+            ),
             "peers",
         ),
         (format!("{udp_elem} B (48 + {} B udp_key + 8 B value)", round8(size_of::<UdpKey>())), "udp_first"),
