@@ -192,9 +192,11 @@ impl IngestService {
         // A flow newer than what the cluster state is known to hold may involve a pod it does
         // not have yet (created, or given a freed IP, since): the agent retries in a moment.
         // Bounded, so a skewed clock or a stalled source delays flows, never loses them.
+        // A flow stamped ahead of the server's clock (a skewed node) is not waited for.
         let synced_at = self.cluster.synced_at_ms();
-        let newest = req.flows.iter().map(|f| f.last_seen_ms).max().unwrap_or(i64::MIN);
-        if newest > synced_at && crate::server::now_ms() < newest.saturating_add(MAX_RESOLVE_WAIT_MS) {
+        let now = crate::server::now_ms();
+        let newest = req.flows.iter().map(|f| f.last_seen_ms).filter(|t| *t <= now).max().unwrap_or(i64::MIN);
+        if newest > synced_at && now < newest.saturating_add(MAX_RESOLVE_WAIT_MS) {
             self.metrics.batches.get_or_create(&[("result", "deferred")]).inc();
             return Err(Status::unavailable(format!(
                 "the cluster state is {} ms older than the newest flow; retry shortly",
