@@ -5,7 +5,11 @@ use std::{
     future::Future,
     io::{self, Write},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -23,8 +27,12 @@ use crate::{
     metrics::Metrics,
     preflight::{self, PreflightError},
     report::{self, Backoff, Pending, SendOutcome},
+    spool::{Spool, SpoolError},
     token::TokenFile,
 };
+
+/// How long a starting agent waits for the spool's lock (held by an agent still stopping).
+const SPOOL_LOCK_WAIT: Duration = Duration::from_secs(15);
 
 /// How long a drain waits after switching buffers for programs still running
 /// on the old one (they run for microseconds, with preemption disabled).
@@ -48,6 +56,9 @@ pub struct ReportConfig {
     pub token: Option<TokenFile>,
     /// Flows kept while the server is unreachable before batches are merged.
     pub max_pending_flows: usize,
+    /// Where drained batches are kept until acknowledged (`None`: memory only,
+    /// lost with the process).
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// Everything the agent needs to run.
@@ -70,6 +81,9 @@ pub struct AgentConfig {
     /// Leave the capability check to the kernel (the load then fails with the
     /// kernel's own error when a capability is missing).
     pub skip_capability_check: bool,
+    /// On shutdown, how long the last batches may take to be acknowledged
+    /// before the agent exits, leaving them spooled.
+    pub shutdown_flush: Duration,
 }
 
 /// Why the agent stopped.
@@ -85,6 +99,8 @@ pub enum AgentError {
     BadUrl { url: String, problem: String },
     #[error("cannot wait on the DNS ring buffer")]
     Dns(#[source] io::Error),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: SocketAddr,
@@ -141,12 +157,31 @@ struct Drainer {
     output: Output,
     kernel_seen: Vec<(Stat, u64)>,
     pending: Option<Arc<Mutex<Pending>>>,
+    /// Wakes the reporter when a drain queued a batch.
+    wake: Option<Arc<tokio::sync::Notify>>,
     dns_out: Arc<Mutex<Vec<mapper_proto::v1::DnsAnswer>>>,
     host_netns: Option<u32>,
 }
 
+/// Publishes the resend buffer's and spool's figures.
+fn publish(metrics: &Metrics, p: &Pending) {
+    metrics.pending_batches.set(p.len() as i64);
+    metrics.pending_flows.set(p.flows() as i64);
+    if p.spool_dir().is_some() {
+        metrics.spool_batches.set(p.len() as i64);
+        metrics.spool_bytes.set(p.bytes() as i64);
+    }
+    // Merges, drops and write errors happen in push(): bring the counters up to date.
+    let catch_up =
+        |c: &prometheus_client::metrics::counter::Counter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+    catch_up(&metrics.merges, p.merges);
+    catch_up(&metrics.spool_merged_batches, p.merged_batches);
+    catch_up(&metrics.flows_dropped, p.dropped);
+    catch_up(&metrics.spool_write_errors, p.write_errors);
+}
+
 impl Drainer {
-    /// One round: drain, attribute, output, then delete from the kernel.
+    /// One round: drain, attribute, output, spool, then delete from the kernel.
     fn round(&mut self) -> Result<usize, AgentError> {
         let drained = self.capture.drain(GRACE)?;
         let clock = Clock::now();
@@ -166,16 +201,26 @@ impl Drainer {
         }
         if let Some(p) = &self.pending {
             let flows = records.iter().map(|r| report::flow_to_pb(r, self.host_netns)).collect();
+            let kernel = drained.flows.iter().map(|(k, v)| crate::capture::fingerprint(k, v)).collect();
             let dns = std::mem::take(&mut *self.dns_out.lock().unwrap_or_else(|p| p.into_inner()));
             let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
-            p.push(flows, dns);
-            self.metrics.pending_batches.set(p.len() as i64);
-            self.metrics.pending_flows.set(p.flows() as i64);
-            // Merges and drops happen in push(), while the server is away: count them now.
-            self.metrics.merges.inc_by(p.merges.saturating_sub(self.metrics.merges.get()));
-            self.metrics.flows_dropped.inc_by(p.dropped.saturating_sub(self.metrics.flows_dropped.get()));
+            let pushed = p.push(flows, dns.clone(), kernel);
+            publish(&self.metrics, &p);
+            drop(p);
+            if let Err(e) = pushed {
+                // Not safe on disk: the flows stay in the kernel for the next
+                // drain, and the DNS answers go back in line.
+                let mut out = self.dns_out.lock().unwrap_or_else(|p| p.into_inner());
+                let later = std::mem::replace(&mut *out, dns);
+                let room = report::MAX_PENDING_DNS.saturating_sub(out.len());
+                out.extend(later.into_iter().take(room));
+                return Err(e.into());
+            }
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
         }
-        // Only now, with the flows handed on, are they removed from the kernel.
+        // Only now, with the flows safe in the spool, are they removed from the kernel.
         self.capture.clear(&drained)?;
         for r in &records {
             self.metrics.flows_drained.get_or_create(&[("direction", r.direction)]).inc();
@@ -268,35 +313,46 @@ async fn read_dns(
     }
 }
 
-/// Starts the task that sends pending batches, in order, one at a time.
+/// The task that sends pending batches, and how to reach it.
+struct Reporter {
+    wake: Arc<tokio::sync::Notify>,
+    /// The last send failed (the server is unreachable or refusing for now).
+    failing: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the task that sends pending batches, in order, one at a time. It
+/// sleeps until a drain queues a batch; while the server is unreachable it
+/// retries with a backoff capped at `max_retry_delay`.
 fn start_reporter(
-    rc: ReportConfig,
-    node: String,
+    rc: &ReportConfig,
     pending: Arc<Mutex<Pending>>,
     metrics: Arc<Metrics>,
-) -> Result<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>), AgentError> {
+    max_retry_delay: Duration,
+) -> Result<Reporter, AgentError> {
     let channel = tonic::transport::Channel::from_shared(rc.url.clone())
         .map_err(|e| AgentError::BadUrl { url: rc.url.clone(), problem: e.to_string() })?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
     let mut client = mapper_proto::v1::ingest_client::IngestClient::new(channel);
-    let boot_id = report::boot_id();
-    info!(url = %rc.url, %boot_id, "reporting to mapper-server");
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let wake = notify.clone();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let failing = Arc::new(AtomicBool::new(false));
+    let (notified, failed) = (wake.clone(), failing.clone());
     let mut token = rc.token.clone();
+    let url = rc.url.clone();
     let task = tokio::spawn(async move {
-        let mut backoff = Backoff::default();
-        let mut failing = false;
+        let mut backoff = Backoff::capped(max_retry_delay);
         loop {
             let batch = pending.lock().unwrap_or_else(|p| p.into_inner()).front_mut().map(|b| {
                 let resend = b.sent;
+                let from_spool = b.resumed && !b.attempted;
                 b.sent = true;
-                (b.clone(), resend)
+                b.attempted = true;
+                (b.clone(), resend, from_spool)
             });
-            let Some((batch, resend)) = batch else {
+            let Some((batch, resend, from_spool)) = batch else {
                 tokio::select! {
-                    () = wake.notified() => {}
+                    () = notified.notified() => {}
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
@@ -304,33 +360,35 @@ fn start_reporter(
             if resend {
                 metrics.resends.inc();
             }
+            if from_spool {
+                metrics.spool_resent_batches.inc();
+            }
             let token = token.as_mut().map(TokenFile::current);
-            match report::send(&mut client, token, &node, &boot_id, &batch, Duration::from_secs(30)).await {
+            match report::send(&mut client, token, &batch, Duration::from_secs(30)).await {
                 SendOutcome::Acked { duplicate } => {
-                    if failing {
-                        info!(url = %rc.url, "mapper-server reachable again");
-                        failing = false;
+                    if failed.swap(false, Ordering::AcqRel) {
+                        info!(%url, "mapper-server reachable again");
                     }
                     backoff.reset();
                     metrics.batches_acked.inc();
                     if duplicate {
-                        debug!(sequence = batch.sequence, "server had this batch already");
+                        debug!(boot_id = %batch.boot_id, sequence = batch.sequence, "server had this batch already");
                     }
                     let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-                    p.acked();
-                    metrics.pending_batches.set(p.len() as i64);
-                    metrics.pending_flows.set(p.flows() as i64);
+                    tokio::task::block_in_place(|| p.acked());
+                    publish(&metrics, &p);
                 }
                 SendOutcome::Rejected(status) => {
-                    error!(sequence = batch.sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
+                    error!(boot_id = %batch.boot_id, sequence = batch.sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
                     metrics.batches_rejected.inc();
-                    pending.lock().unwrap_or_else(|p| p.into_inner()).acked();
+                    let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    tokio::task::block_in_place(|| p.acked());
+                    publish(&metrics, &p);
                 }
                 SendOutcome::Retry(status) => {
                     let delay = backoff.next_delay();
-                    if !failing {
-                        warn!(url = %rc.url, code = ?status.code(), message = status.message(), "cannot report to mapper-server; keeping the flows and retrying");
-                        failing = true;
+                    if !failed.swap(true, Ordering::AcqRel) {
+                        warn!(%url, code = ?status.code(), message = status.message(), "cannot report to mapper-server; keeping the flows spooled and retrying");
                     } else {
                         debug!(code = ?status.code(), retry_in = ?delay, "report failed again");
                     }
@@ -339,23 +397,39 @@ fn start_reporter(
             }
         }
     });
-    Ok((notify, task))
+    Ok(Reporter { wake, failing, task })
+}
+
+/// Opens the spool (or not) and builds the resend buffer from what it holds.
+fn open_pending(rc: &ReportConfig, node: &str, boot_id: &str, metrics: &Metrics) -> Result<Pending, AgentError> {
+    let Some(dir) = &rc.spool_dir else {
+        return Ok(Pending::new(node, boot_id, rc.max_pending_flows));
+    };
+    let (spool, loaded) = tokio::task::block_in_place(|| Spool::open(dir, SPOOL_LOCK_WAIT))?;
+    metrics.spool_loaded_batches.inc_by(loaded.batches.len() as u64);
+    metrics.spool_corrupt_files.inc_by(loaded.corrupt);
+    let p = Pending::with_spool(node, boot_id, rc.max_pending_flows, spool, loaded.batches);
+    publish(metrics, &p);
+    Ok(p)
 }
 
 /// Runs the agent until `shutdown` resolves, then drains one last time.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let metrics = Arc::new(Metrics::default());
-    if let Some(addr) = cfg.metrics_listen {
-        // Bound here, once, so a taken port fails the start with a clear error.
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Metrics { addr, source })?;
-        let health: Arc<dyn mapper_telemetry::Health> = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = mapper_telemetry::serve(listener, health).await {
-                error!(%addr, error = %e, "metrics endpoint failed");
-            }
-        });
-    }
+    let metrics_task = match cfg.metrics_listen {
+        Some(addr) => {
+            // Bound here, once, so a taken port fails the start with a clear error.
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Metrics { addr, source })?;
+            let health: Arc<dyn mapper_telemetry::Health> = metrics.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = mapper_telemetry::serve(listener, health).await {
+                    error!(%addr, error = %e, "metrics endpoint failed");
+                }
+            }))
+        }
+        None => None,
+    };
 
     let mut capture = start_capture(&cfg.capture, !cfg.skip_capability_check)?;
     metrics.resumed.set(i64::from(capture.resumed()));
@@ -384,9 +458,27 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             None
         }
     });
-    let pending = cfg.report.as_ref().map(|r| Arc::new(Mutex::new(Pending::new(r.max_pending_flows))));
+    let boot_id = report::boot_id();
+    let pending = match &cfg.report {
+        Some(rc) => {
+            let p = open_pending(rc, &cfg.node_name, &boot_id, &metrics)?;
+            // An agent killed between spooling a drain and deleting it from the
+            // kernel left those entries in the idle buffer: delete them now,
+            // before a drain would count them a second time.
+            let leftovers = tokio::task::block_in_place(|| capture.remove_spooled(&p.kernel_fingerprints()))?;
+            if leftovers > 0 {
+                metrics.spool_kernel_leftovers.inc_by(leftovers as u64);
+                info!(entries = leftovers, "deleted kernel entries an earlier agent had spooled but not yet deleted");
+            }
+            Some(Arc::new(Mutex::new(p)))
+        }
+        None => None,
+    };
     let reporter = match (&cfg.report, &pending) {
-        (Some(rc), Some(p)) => Some(start_reporter(rc.clone(), cfg.node_name.clone(), p.clone(), metrics.clone())?),
+        (Some(rc), Some(p)) => {
+            info!(url = %rc.url, %boot_id, spool = ?rc.spool_dir, "reporting to mapper-server");
+            Some(start_reporter(rc, p.clone(), metrics.clone(), cfg.report_interval)?)
+        }
         _ => None,
     };
 
@@ -398,6 +490,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         output: cfg.output,
         kernel_seen: Vec::new(),
         pending,
+        wake: reporter.as_ref().map(|r| r.wake.clone()),
         dns_out,
         host_netns,
     };
@@ -427,7 +520,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     Err(AgentError::Stdout(e)) => return Err(AgentError::Stdout(e)),
                     Err(e) => {
                         drainer.metrics.drain_errors.inc();
-                        error!(error = %e, "drain failed; will retry next interval");
+                        error!(error = %e, "drain failed; the flows stay in the kernel, retrying next interval");
                     }
                 }
             }
@@ -436,7 +529,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         }
     }
 
-    info!("shutting down: last drain");
+    // Stop being an agent to the outside first: not ready, metrics port
+    // closed (a successor can bind it at once), then the last drains.
+    metrics.set_not_ready();
+    if let Some(t) = metrics_task {
+        t.abort();
+        let _ = t.await;
+    }
+    info!("shutting down: not ready, metrics endpoint closed; last drain");
     if cfg.detach_on_exit {
         // Detach first so nothing is written after the last drain.
         let pin_dir = drainer.capture.pin_dir().join("links");
@@ -446,25 +546,47 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     }
     // Both buffers: the one being written and whatever a crash left in the other.
     for _ in 0..2 {
-        tokio::task::block_in_place(|| drainer.round())?;
+        match tokio::task::block_in_place(|| drainer.round()) {
+            Ok(_) => {}
+            Err(AgentError::Stdout(e)) => return Err(AgentError::Stdout(e)),
+            Err(e) => error!(error = %e, "last drain failed; those flows stay in the kernel"),
+        }
     }
     if let Some(t) = dns_task {
         t.abort();
     }
-    if let Some((notify, task)) = reporter {
-        // Give the reporter a few seconds to hand the last batches on.
-        notify.notify_one();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while drainer.pending.as_ref().is_some_and(|p| !p.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    if let (Some(r), Some(pending)) = (reporter, &drainer.pending) {
+        // A bounded flush while the server answers; whatever it has not
+        // acknowledged by then stays spooled for the next agent.
+        r.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + cfg.shutdown_flush;
+        let started = tokio::time::Instant::now();
+        while !pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+            && !r.failing.load(Ordering::Acquire)
             && tokio::time::Instant::now() < deadline
         {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = drainer.pending.as_ref().map_or(0, |p| p.lock().unwrap_or_else(|p| p.into_inner()).flows());
-        if left > 0 {
-            warn!(flows = left, "exiting with flows the server has not acknowledged");
+        r.task.abort();
+        let _ = r.task.await;
+        let p = pending.lock().unwrap_or_else(|p| p.into_inner());
+        let waited = started.elapsed();
+        match p.spool_dir() {
+            _ if p.is_empty() => info!(?waited, "every batch acknowledged"),
+            Some(dir) => warn!(
+                batches = p.len(),
+                flows = p.flows(),
+                bytes = p.bytes(),
+                spool = %dir.display(),
+                ?waited,
+                "batches the server has not acknowledged stay spooled: the next agent resends them"
+            ),
+            None => warn!(
+                batches = p.len(),
+                flows = p.flows(),
+                "exiting with flows the server has not acknowledged (no spool: they are lost)"
+            ),
         }
-        task.abort();
     }
     if cfg.detach_on_exit {
         crate::capture::remove_pins(drainer.capture.pin_dir())?;

@@ -12,4 +12,5 @@ pub mod flow;
 pub mod metrics;
 pub mod preflight;
 pub mod report;
+pub mod spool;
 pub mod token;

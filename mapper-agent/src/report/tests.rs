@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use super::*;
+use crate::spool::{self, Spool};
+
+fn flow(port: u32, count: u64) -> pb::Flow {
+    pb::Flow {
+        direction: 1,
+        protocol: 1,
+        dst_ip: vec![10, 0, 0, 3],
+        dst_port: port,
+        count,
+        first_seen_ms: 5,
+        last_seen_ms: 9,
+        ..Default::default()
+    }
+}
+
+/// Total count of the flows to `port` over every batch waiting.
+fn count(p: &Pending, port: u32) -> u64 {
+    p.batches.iter().flat_map(|b| &b.flows).filter(|f| f.dst_port == port).map(|f| f.count).sum()
+}
+
+fn open(dir: &std::path::Path) -> (Spool, spool::LoadReport) {
+    Spool::open(dir, Duration::from_secs(1)).expect("open spool")
+}
+
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".batch"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bound_merges_unsent_batches_without_losing_counts() {
+    let mut p = Pending::new("n1", "boot", 4);
+    p.push(vec![flow(80, 1), flow(81, 1)], vec![], vec![]).expect("push");
+    p.front_mut().expect("front").sent = true; // in flight: must not be merged
+    p.push(vec![flow(80, 2)], vec![], vec![]).expect("push");
+    p.push(vec![flow(80, 3), flow(82, 1)], vec![], vec![]).expect("push");
+    assert_eq!(p.len(), 2, "unsent batches merged into one");
+    assert_eq!((p.merges, p.merged_batches), (1, 1));
+    let merged = &p.batches[1];
+    assert_eq!(merged.sequence, 2, "merged batch keeps the first unsent sequence");
+    assert_eq!(merged.covers, vec![Covered { boot_id: "boot".into(), first: 3, last: 3 }]);
+    let c80: u64 = merged.flows.iter().filter(|f| f.dst_port == 80).map(|f| f.count).sum();
+    assert_eq!(c80, 5, "counts of the same flow add up");
+    assert_eq!(p.batches[0].flows.len(), 2, "the in-flight batch is untouched");
+    assert_eq!(p.dropped, 0);
+    // Acknowledging in order.
+    p.acked();
+    assert_eq!(p.front_mut().expect("front").sequence, 2);
+}
+
+#[test]
+fn more_distinct_flows_than_the_bound_are_counted_as_dropped() {
+    let mut p = Pending::new("n1", "boot", 2);
+    p.push((0..5).map(|i| flow(i, 1)).collect(), vec![], vec![]).expect("push");
+    assert_eq!(p.flows(), 2);
+    assert_eq!(p.dropped, 3);
+}
+
+#[test]
+fn spooled_batches_outlive_the_buffer_and_come_back_with_their_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (s, r) = open(dir.path());
+        assert!(r.batches.is_empty());
+        let mut p = Pending::with_spool("n1", "boot-a", 100, s, r.batches);
+        p.push(vec![flow(80, 1)], vec![], vec![11]).expect("push");
+        p.push(vec![flow(80, 2)], vec![], vec![12]).expect("push");
+        p.push(vec![flow(81, 4)], vec![], vec![13]).expect("push");
+        assert_eq!(files(dir.path()).len(), 3, "one file per batch");
+        assert!(p.bytes() > 0);
+        p.acked();
+        assert_eq!(files(dir.path()).len(), 2, "acknowledged: removed from the spool");
+        // The agent dies here (the buffer is dropped, the lock released).
+    }
+    let (s, r) = open(dir.path());
+    let ids: Vec<(String, u64)> = r.batches.iter().map(|l| spool::id(&l.record)).collect();
+    assert_eq!(ids, vec![("boot-a".to_string(), 2), ("boot-a".to_string(), 3)], "original identities, in order");
+    let mut p = Pending::with_spool("n1", "boot-b", 100, s, r.batches);
+    assert_eq!(p.kernel_fingerprints(), [12, 13].into_iter().collect());
+    assert!(p.batches[0].sent && p.batches[0].resumed, "an earlier boot's first batch may have been in flight");
+    assert!(!p.batches[1].sent, "the ones after it were never sent");
+    assert_eq!((count(&p, 80), count(&p, 81)), (2, 4));
+    p.push(vec![flow(80, 5)], vec![], vec![]).expect("push");
+    let last = p.batches.back().expect("new batch");
+    assert_eq!((last.boot_id.as_str(), last.sequence), ("boot-b", 1), "new batches under the new boot id");
+}
+
+#[test]
+fn a_full_spool_merges_unsent_batches_across_restarts_and_loses_no_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (s, r) = open(dir.path());
+        let mut p = Pending::with_spool("n1", "boot-a", 3, s, r.batches);
+        for i in 0..10 {
+            p.push(vec![flow(80, 1), flow(81 + (i % 2), 1)], vec![], vec![]).expect("push");
+        }
+        // Nothing ever sent: every batch merged into the first.
+        assert_eq!(p.len(), 1);
+        assert!(p.merges >= 4 && p.merged_batches == 9, "merges {} merged {}", p.merges, p.merged_batches);
+        assert_eq!((count(&p, 80), count(&p, 81), count(&p, 82)), (10, 5, 5));
+        assert_eq!(p.dropped, 0);
+        assert_eq!(files(dir.path()), vec![spool::file_name("boot-a", 1)], "the merged batch replaced the others");
+    }
+    // A second agent: boot-a's batch may have been in flight, so it stays as it is;
+    // the new agent's batches merge among themselves.
+    let (s, r) = open(dir.path());
+    let mut p = Pending::with_spool("n1", "boot-b", 4, s, r.batches);
+    for _ in 0..6 {
+        p.push(vec![flow(80, 1), flow(83, 2)], vec![], vec![]).expect("push");
+    }
+    assert_eq!(p.len(), 2);
+    assert_eq!(p.batches[0].flows.len(), 3, "the possibly-sent batch is never merged");
+    assert_eq!((count(&p, 80), count(&p, 83)), (16, 12));
+    drop(p);
+    let (_, r) = open(dir.path());
+    let total: u64 = r
+        .batches
+        .iter()
+        .flat_map(|l| &l.record.report.as_ref().expect("report").flows)
+        .filter(|f| f.dst_port == 80)
+        .map(|f| f.count)
+        .sum();
+    assert_eq!(total, 16, "the spool on disk holds every count");
+}
+
+#[test]
+fn a_crash_between_a_merge_and_removing_its_parts_counts_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = open(dir.path());
+    let mut p = Pending::with_spool("n1", "boot-a", 100, s, r.batches);
+    p.push(vec![flow(80, 1)], vec![], vec![]).expect("push");
+    p.push(vec![flow(80, 2)], vec![], vec![]).expect("push");
+    let second = std::fs::read(dir.path().join(spool::file_name("boot-a", 2))).expect("read");
+    p.max_flows = 1;
+    p.compact();
+    assert_eq!(p.len(), 1);
+    drop(p);
+    // As if the agent died before removing batch 2's file.
+    std::fs::write(dir.path().join(spool::file_name("boot-a", 2)), second).expect("restore");
+    let (_, r) = open(dir.path());
+    assert_eq!(r.superseded, 1, "{r:?}");
+    assert_eq!(r.batches.len(), 1);
+    assert_eq!(files(dir.path()), vec![spool::file_name("boot-a", 1)]);
+}
+
+#[test]
+fn corrupt_and_unfinished_files_are_set_aside_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (s, r) = open(dir.path());
+        let mut p = Pending::with_spool("n1", "boot-a", 100, s, r.batches);
+        p.push(vec![flow(80, 1)], vec![], vec![]).expect("push");
+        p.push(vec![flow(80, 2)], vec![], vec![]).expect("push");
+    }
+    let one = dir.path().join(spool::file_name("boot-a", 1));
+    let mut bytes = std::fs::read(&one).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&one, &bytes).expect("flip a bit");
+    std::fs::write(dir.path().join(".tmp.boot-a.00000000000000000003.batch"), b"half").expect("temp");
+    std::fs::write(dir.path().join(spool::file_name("boot-a", 4)), b"MAPSPL01").expect("short");
+    let (_, r) = open(dir.path());
+    assert_eq!((r.corrupt, r.partial), (2, 1), "{r:?}");
+    assert_eq!(r.batches.len(), 1);
+    assert_eq!(spool::id(&r.batches[0].record), ("boot-a".to_string(), 2));
+    assert!(dir.path().join("corrupt").join(spool::file_name("boot-a", 1)).exists(), "moved aside");
+    assert_eq!(files(dir.path()), vec![spool::file_name("boot-a", 2)]);
+}
+
+#[test]
+fn a_batch_of_another_node_name_is_resent_as_that_node_and_never_merged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (s, r) = open(dir.path());
+        let mut p = Pending::with_spool("old-name", "boot-a", 100, s, r.batches);
+        p.push(vec![flow(80, 1)], vec![], vec![]).expect("push");
+        p.push(vec![flow(80, 2)], vec![], vec![]).expect("push");
+    }
+    let (s, r) = open(dir.path());
+    let mut p = Pending::with_spool("new-name", "boot-b", 2, s, r.batches);
+    assert!(p.batches.iter().all(|b| b.node == "old-name" && b.sent));
+    p.push(vec![flow(81, 1)], vec![], vec![]).expect("push");
+    p.push(vec![flow(81, 1)], vec![], vec![]).expect("push");
+    assert_eq!(p.len(), 3, "only the new node's batches merge");
+    assert_eq!(p.batches[2].node, "new-name");
+    assert_eq!(count(&p, 81), 2);
+}
+
+#[test]
+fn backoff_doubles_and_caps() {
+    let mut b = Backoff::default();
+    assert_eq!(b.next_delay(), Duration::from_millis(200));
+    assert_eq!(b.next_delay(), Duration::from_millis(400));
+    for _ in 0..20 {
+        b.next_delay();
+    }
+    assert_eq!(b.next_delay(), Duration::from_secs(30));
+    b.reset();
+    assert_eq!(b.next_delay(), Duration::from_millis(200));
+    let mut b = Backoff::capped(Duration::from_millis(500));
+    assert_eq!([b.next_delay(), b.next_delay(), b.next_delay()].map(|d| d.as_millis()), [200, 400, 500]);
+}
