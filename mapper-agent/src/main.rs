@@ -77,7 +77,7 @@ struct Args {
     /// Flows kept (in memory and in the spool) until mapper-server
     /// acknowledges them; past it, batches not yet sent are merged, flows
     /// with the same key adding their counts, rather than dropped. A spooled
-    /// flow takes about 120 bytes on disk (pod and container ids included).
+    /// flow takes about 190 bytes on disk (pod and container ids included).
     #[arg(long, env = "MAPPER_MAX_PENDING_FLOWS", default_value_t = 200_000)]
     max_pending_flows: usize,
     /// Directory on the node's disk where drained batches are kept until

@@ -210,3 +210,45 @@ fn backoff_doubles_and_caps() {
     let mut b = Backoff::capped(Duration::from_millis(500));
     assert_eq!([b.next_delay(), b.next_delay(), b.next_delay()].map(|d| d.as_millis()), [200, 400, 500]);
 }
+
+/// A flow as a busy node reports it: pod to a Service, pod UID, container id, process name.
+fn realistic(i: u32) -> pb::Flow {
+    pb::Flow {
+        direction: pb::Direction::Connect as i32,
+        protocol: pb::Protocol::Tcp as i32,
+        src_ip: vec![10, 244, (i >> 8) as u8, i as u8],
+        dst_ip: vec![10, 244, 200, (i % 250) as u8],
+        dst_port: 8080,
+        original_dst_ip: vec![10, 96, 0, 10],
+        original_dst_port: 80,
+        count: 1234,
+        failed: 3,
+        netns: 4_026_532_246,
+        cgroup_id: 22_480 + u64::from(i),
+        pod_uid: format!("1fa34f9c-5c2e-4d0b-9f0e-{i:012x}"),
+        container_id: format!("{i:064x}"),
+        comm: "transaction-svc".into(),
+        first_seen_ms: 1_795_679_181_355,
+        last_seen_ms: 1_795_679_189_355,
+        host_network: false,
+    }
+}
+
+/// The figure values.yaml and the README size the spool with: bytes per
+/// spooled flow, kernel fingerprint included, in a full (merged) batch.
+const BYTES_PER_SPOOLED_FLOW: u64 = 200;
+
+#[test]
+fn a_spooled_flow_takes_the_documented_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = open(dir.path());
+    let mut p = Pending::with_spool("ip-10-0-12-34.eu-west-1.compute.internal", "boot-a", 20_000, s, r.batches);
+    const N: u32 = 10_000;
+    p.push((0..N).map(realistic).collect(), vec![], (0..u64::from(N)).collect()).expect("push");
+    let per_flow = p.bytes() as f64 / f64::from(N);
+    eprintln!("{N} realistic flows spooled in {} bytes: {per_flow:.1} bytes per flow", p.bytes());
+    assert!(
+        per_flow <= BYTES_PER_SPOOLED_FLOW as f64,
+        "{per_flow} bytes per spooled flow: update values.yaml and the README"
+    );
+}
