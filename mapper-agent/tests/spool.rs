@@ -82,6 +82,22 @@ impl Daemon {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the process has exited (someone else stopped it), successfully.
+    fn exited_ok(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        match child.try_wait().expect("try_wait") {
+            Some(status) => status.success(),
+            None => {
+                self.child = Some(child);
+                false
+            }
+        }
+    }
+
     /// Sends `signal` and waits for the exit; returns how long that took.
     fn finish(&mut self, signal: i32) -> Duration {
         let mut child = self.child.take().expect("running");
@@ -353,24 +369,51 @@ fn agent_stopped_during_a_server_outage_loses_nothing() {
 }
 
 #[test]
-fn sigterm_closes_readiness_and_the_metrics_port_first() {
-    if !bpf_available("sigterm_closes_readiness_and_the_metrics_port_first") {
+fn demo_down_waits_for_the_agent_so_the_next_one_starts_at_once() {
+    if !bpf_available("demo_down_waits_for_the_agent_so_the_next_one_starts_at_once") {
         return;
     }
-    // No server at all: the agent has batches it cannot deliver.
+    // No server at all: the agent has batches it cannot deliver, as in a demo
+    // torn down while its server is already gone.
     let rig = Rig::new("mstp", &["--shutdown-flush", "5s"]);
     let mut agent = rig.agent();
     assert!(http_get(&rig.metrics, "/readyz").is_some_and(|r| r.contains(" 200 ")), "not ready");
     assert_eq!(rig.connect(50, 8080)["ok"], 50);
     thread::sleep(Duration::from_millis(300));
-    let took = agent.finish(libc::SIGTERM);
+    // What `scripts/demo.sh --down` does: stop_pid from scripts/lib.sh.
+    let pid_file = rig.dir.path().join("agent.pid");
+    std::fs::write(&pid_file, agent.pid().to_string()).expect("pid file");
+    let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib.sh");
+    let start = Instant::now();
+    let st = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {lib} && stop_pid {} 10", pid_file.display()))
+        .status()
+        .expect("bash");
+    let took = start.elapsed();
+    assert!(st.success(), "stop_pid failed");
+    assert!(agent.exited_ok(), "stop_pid returned before the agent exited, or it failed:\n{}", agent.log());
     assert!(took < Duration::from_secs(2), "stopping with the server away took {took:?}:\n{}", agent.log());
-    // A successor binds the same metrics port at once and resends what was spooled.
+    let log = agent.log();
+    let closed = log.find("metrics endpoint closed").expect("logs the metrics endpoint closed");
+    let spooled = log.find("stay spooled").expect("logs what stays spooled");
+    assert!(closed < spooled, "readiness and metrics go first:\n{log}");
+    // stop_pid leaves alone a pid that is not a mapper process.
+    let mut other = Command::new("sleep").arg("30").spawn().expect("sleep");
+    std::fs::write(&pid_file, other.id().to_string()).expect("pid file");
+    let st = Command::new("bash").arg("-c").arg(format!("source {lib} && stop_pid {} 1", pid_file.display())).status();
+    assert!(st.is_ok_and(|s| s.success()));
+    assert!(other.try_wait().expect("try_wait").is_none(), "stop_pid killed a process that is not mapper's");
+    let _ = other.kill();
+    let _ = other.wait();
+    // The next agent binds the same metrics port and spool at once, and
+    // resends what the first one spooled.
     let agent = rig.agent();
     assert!(metric(&rig.metrics, "mapper_agent_spool_loaded_batches_total") >= 1, "{}", agent.log());
     let mut server = rig.server();
     rig.wait_acknowledged(&agent);
     drop(agent);
     server.finish(libc::SIGTERM);
+    eprintln!("stop_pid stopped an agent with undeliverable batches in {took:?}; the next one resent them");
     assert_eq!(rig.counts(), (50, 50));
 }
