@@ -84,6 +84,10 @@ pub struct AgentConfig {
     /// On shutdown, how long the last batches may take to be acknowledged
     /// before the agent exits, leaving them spooled.
     pub shutdown_flush: Duration,
+    /// For tests: abort the process right after a batch with flows is
+    /// spooled, before its flows are deleted from the kernel (the narrowest
+    /// window a kill -9 can hit).
+    pub crash_after_spool: bool,
 }
 
 /// Why the agent stopped.
@@ -161,6 +165,7 @@ struct Drainer {
     wake: Option<Arc<tokio::sync::Notify>>,
     dns_out: Arc<Mutex<Vec<mapper_proto::v1::DnsAnswer>>>,
     host_netns: Option<u32>,
+    crash_after_spool: bool,
 }
 
 /// Publishes the resend buffer's and spool's figures.
@@ -218,6 +223,10 @@ impl Drainer {
             }
             if let Some(w) = &self.wake {
                 w.notify_one();
+            }
+            if self.crash_after_spool && !records.is_empty() {
+                error!("--crash-after-spool: aborting between spooling a drain and deleting it from the kernel");
+                std::process::abort();
             }
         }
         // Only now, with the flows safe in the spool, are they removed from the kernel.
@@ -493,6 +502,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         wake: reporter.as_ref().map(|r| r.wake.clone()),
         dns_out,
         host_netns,
+        crash_after_spool: cfg.crash_after_spool,
     };
     drainer.update_kernel_metrics();
     metrics.set_ready();

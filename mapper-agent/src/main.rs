@@ -104,6 +104,10 @@ struct Args {
     /// let the kernel refuse what it refuses.
     #[arg(long, env = "MAPPER_SKIP_CAPABILITY_CHECK", hide = true)]
     skip_capability_check: bool,
+    /// For tests: abort right after spooling a drain, before deleting its
+    /// flows from the kernel (what a kill -9 at the worst moment leaves).
+    #[arg(long, env = "MAPPER_CRASH_AFTER_SPOOL", hide = true)]
+    crash_after_spool: bool,
     #[command(flatten)]
     log: mapper_telemetry::LogArgs,
 }
@@ -157,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         detach_on_exit: args.detach_on_exit,
         skip_capability_check: args.skip_capability_check,
         shutdown_flush: args.shutdown_flush,
+        crash_after_spool: args.crash_after_spool,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(agent::run(cfg, mapper_telemetry::shutdown_signal()))?;

@@ -209,12 +209,15 @@ impl Rig {
     fn agent(&self) -> Daemon {
         let mut cmd = Command::new(bin("mapper-agent"));
         cmd.args(["--mapper-url", &format!("http://127.0.0.1:{}", self.port)])
-            .args(["--node-name", "spool-node", "--report-interval", "100ms", "--metrics-listen", &self.metrics])
+            .args(["--node-name", "spool-node", "--metrics-listen", &self.metrics])
             .arg("--spool-dir")
             .arg(self.dir.path().join("spool"))
             .arg("--bpffs")
             .arg(&self.bpffs)
             .args(&self.extra);
+        if !self.extra.iter().any(|a| a == "--report-interval") {
+            cmd.args(["--report-interval", "100ms"]);
+        }
         Daemon::spawn(cmd, "agent running", "mapper-agent")
     }
 
@@ -280,17 +283,19 @@ fn ten_kill_9s_during_100k_connections_lose_nothing() {
         return;
     }
     const N: u64 = 100_000;
-    let rig = Rig::new("msk", &[]);
+    // Drains every 20 ms: many kills land between a drain and its acknowledgement.
+    let rig = Rig::new("msk", &["--report-interval", "20ms"]);
     let mut server = rig.server();
     let mut agent = rig.agent();
     let start = Instant::now();
     // Paced so that the ten kills fall inside the traffic.
     let mut client = rig.client(N, "25us");
     let mut kills = 0;
-    let mut loaded = 0;
+    let (mut loaded, mut with_spooled) = (0, 0);
     while kills < 10 {
         thread::sleep(Duration::from_millis(300 + 37 * kills));
         assert!(client.try_wait().expect("try_wait").is_none(), "the client ended before kill {}: too fast", kills + 1);
+        with_spooled += u64::from(metric(&rig.metrics, "mapper_agent_spool_batches") > 0);
         agent.finish(libc::SIGKILL);
         kills += 1;
         agent = rig.agent();
@@ -304,7 +309,7 @@ fn ten_kill_9s_during_100k_connections_lose_nothing() {
     server.finish(libc::SIGTERM);
     let (connect, accept) = rig.counts();
     eprintln!(
-        "10 kill -9s over {killing:?}, {N} connections in {traffic:?}, {loaded} batches found spooled by restarted agents; server: connect {connect}, accept {accept}"
+        "10 kill -9s over {killing:?} ({with_spooled} with batches spooled a moment before), {N} connections in {traffic:?}, {loaded} batches found spooled by restarted agents; server: connect {connect}, accept {accept}"
     );
     assert_eq!((connect, accept), (N, N), "counts lost or doubled across 10 kill -9s");
 }
@@ -416,4 +421,35 @@ fn demo_down_waits_for_the_agent_so_the_next_one_starts_at_once() {
     server.finish(libc::SIGTERM);
     eprintln!("stop_pid stopped an agent with undeliverable batches in {took:?}; the next one resent them");
     assert_eq!(rig.counts(), (50, 50));
+}
+
+#[test]
+fn a_kill_between_spooling_and_deleting_from_the_kernel_counts_nothing_twice() {
+    if !bpf_available("a_kill_between_spooling_and_deleting_from_the_kernel_counts_nothing_twice") {
+        return;
+    }
+    const N: u64 = 200;
+    let rig = Rig::new("mskd", &[]);
+    // The agent aborts after spooling its first drain with flows, before deleting
+    // them from the kernel: the entries are both in the spool and in the idle buffer.
+    let mut cmd = Command::new(bin("mapper-agent"));
+    cmd.args(["--mapper-url", &format!("http://127.0.0.1:{}", rig.port), "--node-name", "spool-node"])
+        .args(["--report-interval", "200ms", "--crash-after-spool", "--spool-dir"])
+        .arg(rig.dir.path().join("spool"))
+        .arg("--bpffs")
+        .arg(&rig.bpffs);
+    let mut first = Daemon::spawn(cmd, "agent running", "mapper-agent");
+    assert_eq!(rig.connect(N, 8080)["ok"], N);
+    first.wait_log("aborting between spooling", Duration::from_secs(10));
+    let status = first.child.take().expect("running").wait().expect("wait");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGABRT), "{status}");
+    let agent = rig.agent();
+    let leftovers = metric(&rig.metrics, "mapper_agent_spool_kernel_leftovers_total");
+    assert!(leftovers >= 2, "the spooled entries left in the kernel were not recognised:\n{}", agent.log());
+    let mut server = rig.server();
+    rig.wait_acknowledged(&agent);
+    drop(agent);
+    server.finish(libc::SIGTERM);
+    eprintln!("abort after spooling: {leftovers} kernel entries recognised as spooled and deleted");
+    assert_eq!(rig.counts(), (N, N), "the spooled entries were counted twice (or lost)");
 }
