@@ -373,7 +373,7 @@ fn start_reporter(
                 metrics.spool_resent_batches.inc();
             }
             let token = token.as_mut().map(TokenFile::current);
-            match report::send(&mut client, token, &batch, Duration::from_secs(30)).await {
+            match report::send(&mut client, token, &batch.node, &batch.boot_id, &batch, Duration::from_secs(30)).await {
                 SendOutcome::Acked { duplicate } => {
                     if failed.swap(false, Ordering::AcqRel) {
                         info!(%url, "mapper-server reachable again");

@@ -31,6 +31,9 @@ struct Args {
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
     /// How often the kernel's flow map is drained (humantime: 200ms, 5s, 1m).
+    /// Each drain is sent at once, so this is about the most a flow waits to
+    /// be acknowledged; while the server is away, retries are at most this far
+    /// apart.
     #[arg(long, env = "MAPPER_REPORT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     report_interval: Duration,
     /// Also print every drained flow on stdout.

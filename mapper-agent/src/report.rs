@@ -105,6 +105,24 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch as a drain makes it (not yet sent, not spooled).
+    pub fn new(node: &str, boot_id: &str, sequence: u64, flows: Vec<pb::Flow>, dns: Vec<pb::DnsAnswer>) -> Self {
+        Self {
+            node: node.into(),
+            boot_id: boot_id.into(),
+            sequence,
+            flows,
+            dns,
+            sent: false,
+            attempted: false,
+            resumed: false,
+            created_ms: now_ms(),
+            kernel: Vec::new(),
+            covers: Vec::new(),
+            bytes: 0,
+        }
+    }
+
     fn record(&self) -> Record {
         Record {
             report: Some(pb::ReportRequest {
@@ -305,20 +323,7 @@ impl Pending {
         if flows.is_empty() && dns.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch {
-            node: self.node.clone(),
-            boot_id: self.boot_id.clone(),
-            sequence: self.next_sequence,
-            flows,
-            dns,
-            sent: false,
-            attempted: false,
-            resumed: false,
-            created_ms: now_ms(),
-            kernel,
-            covers: Vec::new(),
-            bytes: 0,
-        };
+        let mut batch = Batch { kernel, ..Batch::new(&self.node, &self.boot_id, self.next_sequence, flows, dns) };
         if let Some(spool) = &self.spool {
             batch.bytes = spool.write(&batch.record()).inspect_err(|_| self.write_errors += 1)?;
         }
@@ -354,9 +359,11 @@ impl Pending {
         // The bound is on the distinct flows of the merged batch; the batches
         // that may be on the server already (one in flight, and the first of
         // each earlier boot) come on top of it.
+        // More distinct flows than that: the ones with the fewest connections go (counted).
         let mut dropped = 0;
         if flows.len() > self.max_flows {
             dropped = (flows.len() - self.max_flows) as u64;
+            flows.sort_by_key(|f| std::cmp::Reverse(f.count + f.failed));
             flows.truncate(self.max_flows);
         }
         dns.truncate(MAX_PENDING_DNS);
@@ -432,16 +439,19 @@ pub enum SendOutcome {
     Retry(tonic::Status),
 }
 
-/// Sends one batch, under the (node, boot id, sequence) it was drained with.
+/// Sends one batch as `node`/`boot_id` (the agent passes the batch's own,
+/// those it was drained with).
 pub async fn send(
     client: &mut IngestClient<Channel>,
     token: Option<&str>,
+    node: &str,
+    boot_id: &str,
     batch: &Batch,
     timeout: Duration,
 ) -> SendOutcome {
     let mut req = Request::new(pb::ReportRequest {
-        node: batch.node.clone(),
-        boot_id: batch.boot_id.clone(),
+        node: node.to_string(),
+        boot_id: boot_id.to_string(),
         sequence: batch.sequence,
         flows: batch.flows.clone(),
         dns: batch.dns.clone(),

@@ -61,9 +61,10 @@ fn bound_merges_unsent_batches_without_losing_counts() {
 #[test]
 fn more_distinct_flows_than_the_bound_are_counted_as_dropped() {
     let mut p = Pending::new("n1", "boot", 2);
-    p.push((0..5).map(|i| flow(i, 1)).collect(), vec![], vec![]).expect("push");
+    p.push((0..5).map(|i| flow(i, u64::from(i) + 1)).collect(), vec![], vec![]).expect("push");
     assert_eq!(p.flows(), 2);
     assert_eq!(p.dropped, 3);
+    assert_eq!((count(&p, 4), count(&p, 3)), (5, 4), "the flows with the most connections are kept");
 }
 
 #[test]
