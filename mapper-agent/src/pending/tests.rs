@@ -197,21 +197,6 @@ fn a_batch_of_another_node_name_is_resent_as_that_node_and_never_merged() {
     assert_eq!(count(&p, 81), 2);
 }
 
-#[test]
-fn backoff_doubles_and_caps() {
-    let mut b = Backoff::default();
-    assert_eq!(b.next_delay(), Duration::from_millis(200));
-    assert_eq!(b.next_delay(), Duration::from_millis(400));
-    for _ in 0..20 {
-        b.next_delay();
-    }
-    assert_eq!(b.next_delay(), Duration::from_secs(30));
-    b.reset();
-    assert_eq!(b.next_delay(), Duration::from_millis(200));
-    let mut b = Backoff::capped(Duration::from_millis(500));
-    assert_eq!([b.next_delay(), b.next_delay(), b.next_delay()].map(|d| d.as_millis()), [200, 400, 500]);
-}
-
 /// A flow as a busy node reports it: pod to a Service, pod UID, container id, process name.
 fn realistic(i: u32) -> pb::Flow {
     pb::Flow {
