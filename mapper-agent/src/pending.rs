@@ -64,19 +64,35 @@ impl Batch {
         }
     }
 
-    fn record(&self) -> Record {
-        Record {
+    /// Writes the batch to `spool` (its flows are moved into the record for
+    /// the write and back, not copied) and returns the bytes written.
+    fn write_to(&mut self, spool: &Spool) -> Result<u64, SpoolError> {
+        use std::mem::take;
+        let record = Record {
             report: Some(pb::ReportRequest {
-                node: self.node.clone(),
-                boot_id: self.boot_id.clone(),
+                node: take(&mut self.node),
+                boot_id: take(&mut self.boot_id),
                 sequence: self.sequence,
-                flows: self.flows.clone(),
-                dns: self.dns.clone(),
+                flows: take(&mut self.flows),
+                dns: take(&mut self.dns),
             }),
             created_ms: self.created_ms,
-            kernel: self.kernel.clone(),
-            covers: self.covers.clone(),
-        }
+            kernel: take(&mut self.kernel),
+            covers: take(&mut self.covers),
+        };
+        let written = spool.write(&record);
+        let Record { report, kernel, covers, .. } = record;
+        let report = report.unwrap_or_default();
+        (self.node, self.boot_id, self.flows, self.dns) = (report.node, report.boot_id, report.flows, report.dns);
+        (self.kernel, self.covers) = (kernel, covers);
+        let bytes = written?;
+        self.bytes = bytes;
+        Ok(bytes)
+    }
+
+    /// (boot id, sequence) of every batch whose file this one makes redundant.
+    fn covered(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.covers.iter().flat_map(|c| (c.first..=c.last).map(move |s| (c.boot_id.as_str(), s)))
     }
 
     fn from_loaded(l: Loaded) -> Self {
@@ -117,14 +133,14 @@ fn key(f: &pb::Flow) -> FlowKey {
     )
 }
 
-/// Merges `flows` by key: counts add up, times widen.
+/// Merges `flows` by key, in order of first appearance: counts add up, times widen.
 pub fn merge_flows(flows: impl IntoIterator<Item = pb::Flow>) -> Vec<pb::Flow> {
-    let mut by_key: HashMap<FlowKey, pb::Flow> = HashMap::new();
-    let mut order = Vec::new();
+    let mut at: HashMap<FlowKey, usize> = HashMap::new();
+    let mut out: Vec<pb::Flow> = Vec::new();
     for f in flows {
-        let k = key(&f);
-        match by_key.get_mut(&k) {
-            Some(m) => {
+        match at.entry(key(&f)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let m = &mut out[*e.get()];
                 m.count += f.count;
                 m.failed += f.failed;
                 m.first_seen_ms = m.first_seen_ms.min(f.first_seen_ms);
@@ -133,13 +149,13 @@ pub fn merge_flows(flows: impl IntoIterator<Item = pb::Flow>) -> Vec<pb::Flow> {
                     m.comm = f.comm;
                 }
             }
-            None => {
-                order.push(k.clone());
-                by_key.insert(k, f);
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(f);
             }
         }
     }
-    order.into_iter().filter_map(|k| by_key.remove(&k)).collect()
+    out
 }
 
 fn now_ms() -> i64 {
@@ -266,7 +282,7 @@ impl Pending {
         }
         let mut batch = Batch { kernel, ..Batch::new(&self.node, &self.boot_id, self.next_sequence, flows, dns) };
         if let Some(spool) = &self.spool {
-            batch.bytes = spool.write(&batch.record()).inspect_err(|_| self.write_errors += 1)?;
+            batch.write_to(spool).inspect_err(|_| self.write_errors += 1)?;
         }
         self.next_sequence += 1;
         self.bytes += batch.bytes;
@@ -278,29 +294,50 @@ impl Pending {
     }
 
     /// Merges every unsent batch into one, under the identity of the first
-    /// (never sent, so nothing of it is on the server yet), at its place.
+    /// (never sent, so nothing of it is on the server yet), at its place. The
+    /// parts are moved, not copied; should the merged batch not reach the
+    /// spool, they are read back from their files, which still hold them.
     fn compact(&mut self) {
-        let unsent: Vec<usize> = (0..self.batches.len()).filter(|&i| !self.batches[i].sent).collect();
-        let Some(&at) = unsent.first() else { return };
-        if unsent.len() < 2 && self.batches[at].flows.len() <= self.max_flows {
+        let unsent = self.batches.iter().filter(|b| !b.sent).count();
+        let Some(first) = self.batches.iter().find(|b| !b.sent) else { return };
+        if unsent < 2 && first.flows.len() <= self.max_flows {
             return;
         }
-        let parts: Vec<&Batch> = unsent.iter().map(|&i| &self.batches[i]).collect();
-        let first = parts[0];
+        let mut kept = VecDeque::with_capacity(self.batches.len() - unsent + 1);
+        let mut parts = Vec::with_capacity(unsent);
+        let mut at = 0;
+        for b in std::mem::take(&mut self.batches) {
+            if b.sent {
+                kept.push_back(b);
+            } else {
+                if parts.is_empty() {
+                    at = kept.len();
+                }
+                parts.push(b);
+            }
+        }
+        let ids: Vec<(String, u64, bool)> = parts.iter().map(|b| (b.boot_id.clone(), b.sequence, b.resumed)).collect();
         let mut covers: Vec<Covered> = Vec::new();
         let mut dns: Vec<pb::DnsAnswer> = Vec::new();
-        for (n, b) in parts.iter().enumerate() {
-            covers.extend(b.covers.iter().cloned());
+        for (n, b) in parts.iter_mut().enumerate() {
+            covers.append(&mut b.covers);
             if n > 0 {
                 covers.push(Covered { boot_id: b.boot_id.clone(), first: b.sequence, last: b.sequence });
             }
-            dns.extend(b.dns.iter().cloned());
+            dns.append(&mut b.dns);
         }
-        let mut flows = merge_flows(parts.iter().flat_map(|b| b.flows.iter().cloned()));
+        let template = Batch {
+            kernel: parts.last_mut().map(|b| std::mem::take(&mut b.kernel)).unwrap_or_default(),
+            covers: normalize(covers),
+            resumed: parts[0].resumed,
+            created_ms: parts[0].created_ms,
+            ..Batch::new(&parts[0].node, &parts[0].boot_id, parts[0].sequence, Vec::new(), Vec::new())
+        };
+        let mut flows = merge_flows(parts.into_iter().flat_map(|b| b.flows));
         // The bound is on the distinct flows of the merged batch; the batches
         // that may be on the server already (one in flight, and the first of
-        // each earlier boot) come on top of it.
-        // More distinct flows than that: the ones with the fewest connections go (counted).
+        // each earlier boot) come on top of it. More distinct flows than that:
+        // the ones with the fewest connections go (counted).
         let mut dropped = 0;
         if flows.len() > self.max_flows {
             dropped = (flows.len() - self.max_flows) as u64;
@@ -308,47 +345,43 @@ impl Pending {
             flows.truncate(self.max_flows);
         }
         dns.truncate(MAX_PENDING_DNS);
-        let mut merged = Batch {
-            node: first.node.clone(),
-            boot_id: first.boot_id.clone(),
-            sequence: first.sequence,
-            flows,
-            dns,
-            sent: false,
-            attempted: false,
-            resumed: first.resumed,
-            created_ms: first.created_ms,
-            kernel: parts.last().map(|b| b.kernel.clone()).unwrap_or_default(),
-            covers: normalize(covers),
-            bytes: 0,
-        };
+        let mut merged = Batch { flows, dns, ..template };
         if let Some(spool) = &self.spool {
             // The merged batch replaces its first batch's file atomically; the
-            // others' files go after. Should that fail, nothing is merged.
-            match spool.write(&merged.record()) {
-                Ok(bytes) => merged.bytes = bytes,
-                Err(e) => {
-                    self.write_errors += 1;
-                    warn!(error = %e, "cannot write a merged batch to the spool; keeping the batches unmerged");
-                    return;
+            // others' files go after (and its `covers` name them, should a
+            // crash come between).
+            if let Err(e) = merged.write_to(spool) {
+                self.write_errors += 1;
+                match ids.iter().map(|(boot, seq, _)| spool.read(boot, *seq)).collect::<Result<Vec<_>, _>>() {
+                    Ok(loaded) => {
+                        warn!(error = %e, "cannot write a merged batch to the spool; keeping the batches unmerged");
+                        let parts = loaded
+                            .into_iter()
+                            .zip(&ids)
+                            .map(|(l, (_, _, resumed))| Batch { resumed: *resumed, ..Batch::from_loaded(l) });
+                        for (n, b) in parts.enumerate() {
+                            kept.insert(at + n, b);
+                        }
+                        self.batches = kept;
+                        return;
+                    }
+                    Err(read) => {
+                        // Kept merged in memory only: the spool still holds the parts,
+                        // each counted once if this agent dies before sending it.
+                        warn!(error = %e, read_error = %read, "cannot write a merged batch to the spool nor read its parts back; keeping it in memory");
+                    }
                 }
-            }
-            for b in &parts[1..] {
-                spool.remove(&b.boot_id, b.sequence);
+            } else {
+                for (boot, seq, _) in &ids[1..] {
+                    spool.remove(boot, *seq);
+                }
             }
         }
         self.merges += 1;
-        self.merged_batches += (parts.len() - 1) as u64;
+        self.merged_batches += (ids.len() - 1) as u64;
         self.dropped += dropped;
-        let mut rest = VecDeque::with_capacity(self.batches.len() - unsent.len() + 1);
-        for (i, b) in std::mem::take(&mut self.batches).into_iter().enumerate() {
-            if i == at {
-                rest.push_back(merged.clone());
-            } else if b.sent {
-                rest.push_back(b);
-            }
-        }
-        self.batches = rest;
+        kept.insert(at, merged);
+        self.batches = kept;
         self.bytes = self.batches.iter().map(|b| b.bytes).sum();
     }
 
@@ -363,6 +396,11 @@ impl Pending {
         if let Some(b) = self.batches.pop_front() {
             if let Some(spool) = &self.spool {
                 spool.remove(&b.boot_id, b.sequence);
+                // Normally gone already; left by a crash, or by a merge that
+                // never reached the disk.
+                for (boot, seq) in b.covered() {
+                    spool.remove(boot, seq);
+                }
             }
             self.bytes = self.bytes.saturating_sub(b.bytes);
         }

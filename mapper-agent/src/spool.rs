@@ -100,6 +100,18 @@ pub enum SpoolError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot read spool file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("spool file {path} is unreadable")]
+    Bad {
+        path: PathBuf,
+        #[source]
+        problem: BadFile,
+    },
     #[error("batch has a boot id {boot_id:?} that cannot name a file")]
     BadBootId { boot_id: String },
 }
@@ -164,12 +176,15 @@ pub fn file_name(boot_id: &str, sequence: u64) -> String {
 
 /// Encodes a record with its header.
 pub fn encode(record: &Record) -> Vec<u8> {
-    let payload = record.encode_to_vec();
-    let mut out = Vec::with_capacity(HEADER + payload.len());
+    let len = record.encoded_len();
+    let mut out = Vec::with_capacity(HEADER + len);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&fnv1a(payload.iter().copied()).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&(len as u64).to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    // Encoding into a Vec with room reserved cannot fail.
+    let _ = record.encode(&mut out);
+    let sum = fnv1a(out[HEADER..].iter().copied());
+    out[16..HEADER].copy_from_slice(&sum.to_le_bytes());
     out
 }
 
@@ -370,6 +385,14 @@ impl Spool {
         fs::rename(&temp, &path).map_err(werr(&path))?;
         sync_dir(&self.dir).map_err(werr(&self.dir))?;
         Ok(bytes.len() as u64)
+    }
+
+    /// Reads batch (`boot_id`, `sequence`) back.
+    pub fn read(&self, boot_id: &str, sequence: u64) -> Result<Loaded, SpoolError> {
+        let path = self.dir.join(file_name(boot_id, sequence));
+        let bytes = fs::read(&path).map_err(|source| SpoolError::Read { path: path.clone(), source })?;
+        let record = decode(&bytes).map_err(|problem| SpoolError::Bad { path, problem })?;
+        Ok(Loaded { record, bytes: bytes.len() as u64 })
     }
 
     /// Removes batch (`boot_id`, `sequence`): acknowledged, or merged into

@@ -238,3 +238,22 @@ fn a_spooled_flow_takes_the_documented_bytes() {
         "{per_flow} bytes per spooled flow: update values.yaml and the README"
     );
 }
+
+#[test]
+fn a_merge_that_cannot_be_written_keeps_the_batches_as_they_were() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = open(dir.path());
+    let mut p = Pending::with_spool("n1", "boot-a", 100, s, r.batches);
+    p.push(vec![flow(80, 1)], vec![], vec![]).expect("push");
+    p.push(vec![flow(80, 2), flow(81, 1)], vec![], vec![]).expect("push");
+    // The merged batch would be written through this temporary name: make it unwritable.
+    std::fs::create_dir(dir.path().join(format!(".tmp.{}", spool::file_name("boot-a", 1)))).expect("block");
+    p.max_flows = 1;
+    p.compact();
+    assert_eq!((p.len(), p.merges, p.write_errors), (2, 0, 1), "nothing merged");
+    assert_eq!((count(&p, 80), count(&p, 81)), (3, 1));
+    assert_eq!(files(dir.path()).len(), 2, "both files kept");
+    p.acked();
+    p.acked();
+    assert!(files(dir.path()).is_empty());
+}
