@@ -115,28 +115,41 @@ impl Batch {
     }
 }
 
-type FlowKey = (i32, i32, Vec<u8>, Vec<u8>, u32, Vec<u8>, u32, u32, u64, String, bool);
+/// What makes two flows the same flow, without copying any of it to the heap:
+/// addresses as fixed arrays, the pod UID by its hash (the cgroup id beside it
+/// already tells pods apart; the hash only has to agree with it).
+#[derive(PartialEq, Eq, Hash)]
+struct FlowKey {
+    kind: (i32, i32, u32, u32, u32, bool),
+    addrs: [[u8; 16]; 3],
+    lens: [u8; 3],
+    cgroup_id: u64,
+    pod_uid: u64,
+}
+
+fn addr(b: &[u8]) -> ([u8; 16], u8) {
+    let mut a = [0u8; 16];
+    let n = b.len().min(16);
+    a[..n].copy_from_slice(&b[..n]);
+    (a, b.len() as u8)
+}
 
 fn key(f: &pb::Flow) -> FlowKey {
-    (
-        f.direction,
-        f.protocol,
-        f.src_ip.clone(),
-        f.dst_ip.clone(),
-        f.dst_port,
-        f.original_dst_ip.clone(),
-        f.original_dst_port,
-        f.netns,
-        f.cgroup_id,
-        f.pod_uid.clone(),
-        f.host_network,
-    )
+    let (src, dst, orig) = (addr(&f.src_ip), addr(&f.dst_ip), addr(&f.original_dst_ip));
+    FlowKey {
+        kind: (f.direction, f.protocol, f.dst_port, f.original_dst_port, f.netns, f.host_network),
+        addrs: [src.0, dst.0, orig.0],
+        lens: [src.1, dst.1, orig.1],
+        cgroup_id: f.cgroup_id,
+        pod_uid: crate::spool::fnv1a(f.pod_uid.bytes()),
+    }
 }
 
 /// Merges `flows` by key, in order of first appearance: counts add up, times widen.
 pub fn merge_flows(flows: impl IntoIterator<Item = pb::Flow>) -> Vec<pb::Flow> {
-    let mut at: HashMap<FlowKey, usize> = HashMap::new();
-    let mut out: Vec<pb::Flow> = Vec::new();
+    let flows = flows.into_iter();
+    let mut at: HashMap<FlowKey, usize> = HashMap::with_capacity(flows.size_hint().0);
+    let mut out: Vec<pb::Flow> = Vec::with_capacity(flows.size_hint().0);
     for f in flows {
         match at.entry(key(&f)) {
             std::collections::hash_map::Entry::Occupied(e) => {
@@ -156,6 +169,19 @@ pub fn merge_flows(flows: impl IntoIterator<Item = pb::Flow>) -> Vec<pb::Flow> {
         }
     }
     out
+}
+
+/// An iterator that knows how many items it yields at most (for pre-sizing).
+struct Sized<I>(I, usize);
+
+impl<I: Iterator> Iterator for Sized<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
 }
 
 fn now_ms() -> i64 {
@@ -333,7 +359,8 @@ impl Pending {
             created_ms: parts[0].created_ms,
             ..Batch::new(&parts[0].node, &parts[0].boot_id, parts[0].sequence, Vec::new(), Vec::new())
         };
-        let mut flows = merge_flows(parts.into_iter().flat_map(|b| b.flows));
+        let total: usize = parts.iter().map(|b| b.flows.len()).sum();
+        let mut flows = merge_flows(Sized(parts.into_iter().flat_map(|b| b.flows), total));
         // The bound is on the distinct flows of the merged batch; the batches
         // that may be on the server already (one in flight, and the first of
         // each earlier boot) come on top of it. More distinct flows than that:

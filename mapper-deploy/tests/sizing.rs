@@ -170,6 +170,6 @@ fn spool_size_comment_is_the_bound_times_the_measured_flow() {
         (agent_value("maxPendingFlows") * BYTES_PER_SPOOLED_FLOW) as f64 / 1e6
     );
     assert!(text.contains(&total), "values.yaml gives the spool as {total:?}");
-    let test = read(&root().join("mapper-agent/src/report/tests.rs"));
+    let test = read(&root().join("mapper-agent/src/pending/tests.rs"));
     assert!(test.contains("fn a_spooled_flow_takes_the_documented_bytes"), "the measuring test exists");
 }

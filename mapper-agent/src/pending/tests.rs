@@ -257,3 +257,34 @@ fn a_merge_that_cannot_be_written_keeps_the_batches_as_they_were() {
     p.acked();
     assert!(files(dir.path()).is_empty());
 }
+
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("kB")
+}
+
+/// The memory a full spool costs (run alone: `cargo test -p mapper-agent --lib
+/// full_spool_memory -- --ignored --nocapture`): 200 000 distinct flows, then
+/// drains that each merge into them.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn full_spool_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = open(dir.path());
+    let before = vm_hwm_kib();
+    let bound = std::env::var("BOUND").ok().and_then(|b| b.parse().ok()).unwrap_or(200_000);
+    let mut p = Pending::with_spool("node", "boot-a", bound, s, r.batches);
+    for round in 0..14u32 {
+        let flows = (0..20_000u32).map(|i| realistic(round % 10 * 20_000 + i)).collect();
+        p.push(flows, vec![], vec![]).expect("push");
+    }
+    eprintln!(
+        "{} flows pending ({} merges, {} dropped), {} bytes spooled; peak RSS grew by {} MiB",
+        p.flows(),
+        p.merges,
+        p.dropped,
+        p.bytes(),
+        (vm_hwm_kib() - before) / 1024
+    );
+}
