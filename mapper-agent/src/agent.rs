@@ -351,7 +351,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let boot_id = report::boot_id();
     let pending = match &cfg.report {
         Some(rc) => {
-            let p = open_pending(rc, &cfg.node_name, &boot_id, &metrics)?;
+            let mut p = open_pending(rc, &cfg.node_name, &boot_id, &metrics)?;
             // An agent killed between spooling a drain and deleting it from the
             // kernel left those entries in the idle buffer: delete them now,
             // before a drain would count them a second time.
@@ -360,6 +360,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                 metrics.spool_kernel_leftovers.inc_by(leftovers as u64);
                 info!(entries = leftovers, "deleted kernel entries an earlier agent had spooled but not yet deleted");
             }
+            p.enforce_bound();
+            publish(&metrics, &p);
             Some(Arc::new(Mutex::new(p)))
         }
         None => None,

@@ -262,10 +262,16 @@ impl Pending {
             p.batches.push_back(b);
         }
         p.spool = Some(spool);
-        if p.flows() > p.max_flows {
-            p.compact();
-        }
         p
+    }
+
+    /// Merges unsent batches if what was loaded is past the bound. Call after
+    /// the kernel has been reconciled with [`Self::kernel_fingerprints`] (a
+    /// merge keeps only the newest batch's fingerprints).
+    pub fn enforce_bound(&mut self) {
+        if self.flows() > self.max_flows {
+            self.compact();
+        }
     }
 
     /// Batches waiting.

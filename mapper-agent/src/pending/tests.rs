@@ -288,3 +288,22 @@ fn full_spool_memory() {
         (vm_hwm_kib() - before) / 1024
     );
 }
+
+#[test]
+fn a_spool_loaded_past_a_lowered_bound_is_merged_after_the_kernel_is_reconciled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (s, r) = open(dir.path());
+        let mut p = Pending::with_spool("n1", "boot-a", 100, s, r.batches);
+        for i in 0..4 {
+            p.push(vec![flow(80, 1), flow(90 + i, 1)], vec![], vec![u64::from(i)]).expect("push");
+        }
+    }
+    let (s, r) = open(dir.path());
+    let mut p = Pending::with_spool("n1", "boot-b", 5, s, r.batches);
+    assert_eq!(p.kernel_fingerprints(), (0..4).collect(), "every drain's fingerprints before the merge");
+    p.enforce_bound();
+    assert_eq!(p.len(), 2, "boot-a's first batch (maybe sent) and the rest merged");
+    assert_eq!((count(&p, 80), count(&p, 93)), (4, 1));
+    assert_eq!(p.dropped, 0);
+}
