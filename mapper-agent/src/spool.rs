@@ -227,6 +227,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Per boot id, the sequence ranges merged batches took in, and which batch took them.
+type Covering = std::collections::HashMap<String, Vec<(u64, u64, (String, u64))>>;
+
 /// An open, locked spool directory.
 #[derive(Debug)]
 pub struct Spool {
@@ -319,11 +322,18 @@ impl Spool {
             }
         }
         // Files a merged batch took in (a crash between the merge and their removal).
-        let covering: Vec<Record> = found.iter().map(|l| l.record.clone()).collect();
+        let mut covers: Covering = std::collections::HashMap::new();
+        for l in &found {
+            for c in &l.record.covers {
+                covers.entry(c.boot_id.clone()).or_default().push((c.first, c.last, id(&l.record)));
+            }
+        }
         let mut keep = found;
         keep.retain(|l| {
             let (boot, seq) = id(&l.record);
-            let covered = covering.iter().any(|c| id(c) != (boot.clone(), seq) && c.covers(&boot, seq));
+            let covered = covers
+                .get(&boot)
+                .is_some_and(|r| r.iter().any(|(a, b, by)| (*a..=*b).contains(&seq) && (by.0 != boot || by.1 != seq)));
             if covered {
                 report.superseded += 1;
                 self.remove(&boot, seq);
@@ -331,14 +341,17 @@ impl Spool {
             !covered
         });
         // Send order: boots by their first batch's time, each boot's batches by sequence.
-        let first_seen = |boot: &str| {
-            keep.iter().filter(|l| id(&l.record).0 == boot).map(|l| l.record.created_ms).min().unwrap_or(0)
-        };
+        let mut first_seen: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for l in &keep {
+            let (boot, _) = id(&l.record);
+            let t = first_seen.entry(boot).or_insert(i64::MAX);
+            *t = (*t).min(l.record.created_ms);
+        }
         let mut keyed: Vec<(i64, String, u64, Loaded)> = keep
-            .iter()
+            .into_iter()
             .map(|l| {
                 let (boot, seq) = id(&l.record);
-                (first_seen(&boot), boot, seq, l.clone())
+                (first_seen.get(&boot).copied().unwrap_or(0), boot, seq, l)
             })
             .collect();
         keyed.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
