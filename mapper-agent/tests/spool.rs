@@ -289,11 +289,11 @@ fn ten_kill_9s_during_100k_connections_lose_nothing() {
     let mut agent = rig.agent();
     let start = Instant::now();
     // Paced so that the ten kills fall inside the traffic.
-    let mut client = rig.client(N, "25us");
+    let mut client = rig.client(N, "40us");
     let mut kills = 0;
     let (mut loaded, mut with_spooled) = (0, 0);
     while kills < 10 {
-        thread::sleep(Duration::from_millis(300 + 37 * kills));
+        thread::sleep(Duration::from_millis(200 + 20 * kills));
         assert!(client.try_wait().expect("try_wait").is_none(), "the client ended before kill {}: too fast", kills + 1);
         with_spooled += u64::from(metric(&rig.metrics, "mapper_agent_spool_batches") > 0);
         agent.finish(libc::SIGKILL);
