@@ -395,8 +395,18 @@ impl Spool {
             let _ = fs::remove_file(&temp);
             return Err(werr(&temp)(e));
         }
-        fs::rename(&temp, &path).map_err(werr(&path))?;
-        sync_dir(&self.dir).map_err(werr(&self.dir))?;
+        if let Err(e) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            return Err(werr(&path)(e));
+        }
+        // Renamed, the batch is in the spool for every later reader; were this
+        // fsync to fail, only a power cut could still lose it — and with it the
+        // node's kernel maps, which are gone in a power cut anyway. Reporting an
+        // error here would have the caller keep the flows in the kernel too, and
+        // count them twice.
+        if let Err(e) = sync_dir(&self.dir) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot fsync the spool directory; the batch is written but may not survive a power cut");
+        }
         Ok(bytes.len() as u64)
     }
 
