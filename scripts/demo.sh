@@ -5,7 +5,8 @@
 # ClientIntents. Needs root (the agent loads BPF programs).
 #
 #   scripts/demo.sh                      the seed scenario, checked against its golden export
-#   scripts/demo.sh --scenario FILE      another scenario (exports all its namespaces)
+#   scripts/demo.sh --scenario FILE      another scenario (exports all its namespaces), e.g.
+#                                        deploy/local/scenarios/realistic.yaml (DNS, probes, dual stack, ...)
 #   scripts/demo.sh --keep               leave it running; prints how to reach the server
 #   scripts/demo.sh --down               tear a kept run down
 set -euo pipefail
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
     --scenario) SCENARIO="$2"; GOLDEN=""; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --down) DOWN=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -109,6 +109,11 @@ pub struct AuditArgs {
     /// Colour the table.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     pub color: Color,
+    /// Also report undeclared calls to the cluster DNS (port 53 of kube-dns/CoreDNS in
+    /// kube-system) as missing. Left out by default: the operator's policies never block
+    /// them. Declared DNS targets are audited either way.
+    #[arg(long)]
+    pub include_dns: bool,
 }
 
 fn parse_workload(s: &str) -> Result<(String, String), String> {
@@ -196,7 +201,10 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
     let observed = observed(&edges, window_start_ms);
     let scope = AuditScope { namespaces: args.namespaces.clone(), workloads: args.workloads.clone() };
-    let report = mapper_intents::audit::audit(&declared, &observed.edges, &scope, window_start_ms);
+    let mut report = mapper_intents::audit::audit(&declared, &observed.edges, &scope, window_start_ms);
+    if !args.include_dns {
+        report = report.without_cluster_dns();
+    }
     let view = View { report: &report, unattributed: &observed.unattributed, since: args.since, now_ms: unix_ms(now) };
     let text = match args.format {
         Format::Table => view.table(use_color(args.color)),

@@ -50,6 +50,11 @@ pub enum Peer {
         /// Why (`node_ip`, `no_pod_at_time`, …).
         reason: String,
     },
+    /// A process of a node that is no pod (the kubelet's probes, node daemons).
+    Node {
+        /// The node's name.
+        name: String,
+    },
 }
 
 impl Peer {
@@ -57,7 +62,7 @@ impl Peer {
     pub fn namespace(&self) -> Option<&str> {
         match self {
             Peer::Workload { namespace, .. } | Peer::Service { namespace, .. } => Some(namespace),
-            Peer::ApiServer | Peer::External { .. } | Peer::Unresolved { .. } => None,
+            Peer::ApiServer | Peer::External { .. } | Peer::Unresolved { .. } | Peer::Node { .. } => None,
         }
     }
 
@@ -67,6 +72,7 @@ impl Peer {
             Peer::Workload { name, .. } | Peer::Service { name, .. } => name.clone(),
             Peer::ApiServer => mapper_intents::model::API_SERVER_NAME.to_owned(),
             Peer::External { ip, .. } | Peer::Unresolved { ip, .. } => ip.to_string(),
+            Peer::Node { name } => name.clone(),
         }
     }
 
@@ -86,6 +92,7 @@ impl fmt::Display for Peer {
             Peer::External { ip, dns_names } if dns_names.is_empty() => write!(f, "{ip}, outside the cluster"),
             Peer::External { ip, dns_names } => write!(f, "{} at {ip}, outside the cluster", dns_names.join(", ")),
             Peer::Unresolved { ip, reason } => write!(f, "{ip}, unresolved: {reason}"),
+            Peer::Node { name } => write!(f, "node {name} (a node process, no pod)"),
         }
     }
 }
@@ -153,6 +160,7 @@ fn peer(p: Option<&pb::Peer>) -> Result<Peer, String> {
             Ok(Peer::External { ip: ip(&e.ip)?, dns_names })
         }
         Some(P::Unresolved(u)) => Ok(Peer::Unresolved { ip: ip(&u.ip)?, reason: u.reason.clone() }),
+        Some(P::Node(n)) => Ok(Peer::Node { name: n.name.clone() }),
     }
 }
 
@@ -210,7 +218,7 @@ impl ObservedEdge {
             Peer::External { ip, dns_names } => {
                 Target::Internet(Internet { domains: dns_names.clone(), ips: vec![ip.to_string()], ports: Vec::new() })
             }
-            Peer::Unresolved { .. } => return None,
+            Peer::Unresolved { .. } | Peer::Node { .. } => return None,
         };
         Some(mapper_intents::Edge {
             client,
@@ -231,7 +239,7 @@ impl ObservedEdge {
                 excluded.iter().any(|e| e == name || *e == format!("{name}.{namespace}"))
             }
             Peer::ApiServer => excluded.iter().any(|e| e == "kubernetes" || e == "kubernetes.default"),
-            Peer::External { .. } | Peer::Unresolved { .. } => false,
+            Peer::External { .. } | Peer::Unresolved { .. } | Peer::Node { .. } => false,
         };
         named(&self.client) || named(&self.server)
     }
@@ -310,6 +318,11 @@ pub fn time_of(ms: i64) -> SystemTime {
 impl QueryArgs {
     /// The request for these flags at `now`.
     pub fn request(&self, now: SystemTime, include_unresolved: bool) -> pb::ListEdgesRequest {
+        self.request_with(now, include_unresolved, false)
+    }
+
+    /// The request for these flags at `now`, with edges of node processes when `include_nodes`.
+    pub fn request_with(&self, now: SystemTime, include_unresolved: bool, include_nodes: bool) -> pb::ListEdgesRequest {
         let since_ms = self.since.map_or(0, |since| unix_ms_before(now, since).max(1));
         pb::ListEdgesRequest {
             client_namespaces: self.namespaces.clone(),
@@ -317,12 +330,24 @@ impl QueryArgs {
             since_ms,
             exclude_labels: self.exclude_labels.clone(),
             include_unresolved,
+            include_nodes,
         }
     }
 
     /// Fetches the edges, leaving out `--exclude-services`. Warns on stderr when the server
     /// has not synced the cluster state yet (the map may then lack recent workloads).
     pub async fn fetch(&self, mapper: &mut Mapper, include_unresolved: bool) -> Result<Vec<ObservedEdge>, FetchError> {
+        self.fetch_with(mapper, include_unresolved, false).await
+    }
+
+    /// [`fetch`](Self::fetch), with edges of node processes (the kubelet's probes, node
+    /// daemons) when `include_nodes`.
+    pub async fn fetch_with(
+        &self,
+        mapper: &mut Mapper,
+        include_unresolved: bool,
+        include_nodes: bool,
+    ) -> Result<Vec<ObservedEdge>, FetchError> {
         let health = mapper.health().await?;
         if !health.ready {
             eprintln!(
@@ -330,7 +355,7 @@ impl QueryArgs {
                 mapper.address()
             );
         }
-        let edges = mapper.list_edges(self.request(SystemTime::now(), include_unresolved)).await?;
+        let edges = mapper.list_edges(self.request_with(SystemTime::now(), include_unresolved, include_nodes)).await?;
         let mut out = Vec::with_capacity(edges.len());
         for (index, edge) in edges.iter().enumerate() {
             let edge = ObservedEdge::from_pb(index, edge)?;

@@ -94,6 +94,15 @@ pub struct ExportArgs {
     /// always leaves it out).
     #[arg(long)]
     pub exclude_internet: bool,
+    /// Also export calls that never succeeded (every attempt refused or timed out). Left out
+    /// by default, as Otterize exports established connections only: access that never
+    /// worked should not become policy unasked. `mapper audit` reports them either way.
+    #[arg(long)]
+    pub include_failed: bool,
+    /// Also export calls to the cluster DNS (port 53 of kube-dns/CoreDNS in kube-system),
+    /// which every resolving pod makes and Otterize leaves out. `mapper list` shows them.
+    #[arg(long)]
+    pub include_dns: bool,
     /// Declared ClientIntents to complete (files, directories read recursively, or - for
     /// stdin): writes, for each client with observed calls they do not declare (what `mapper
     /// audit` calls missing), its declared document with those calls added, in the document's
@@ -113,15 +122,21 @@ pub enum ExportError {
     Declared(#[from] ReadError),
 }
 
+/// The export options the flags ask for.
+fn options(args: &ExportArgs) -> ExportOptions {
+    ExportOptions {
+        include_internet: !args.exclude_internet,
+        include_failed_only: args.include_failed,
+        include_dns: args.include_dns,
+        client_namespaces: args.query.namespaces.clone(),
+        ..ExportOptions::default()
+    }
+}
+
 /// The documents for `edges`, with the export flags applied.
 pub fn documents(edges: &[ObservedEdge], args: &ExportArgs) -> Vec<ClientIntentsDoc> {
     let edges: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
-    let opts = ExportOptions {
-        include_internet: !args.exclude_internet,
-        client_namespaces: args.query.namespaces.clone(),
-        ..ExportOptions::default()
-    };
-    mapper_intents::intents_from_edges(&edges, &opts)
+    mapper_intents::intents_from_edges(&edges, &options(args))
 }
 
 /// Internet targets left out of the documents that are to be written in v1alpha2, which
@@ -185,7 +200,10 @@ async fn completed_documents(
     };
     declared::fill_namespaces(&mut declared, default_namespace).map_err(ExportError::from)?;
     let observed = args.query.fetch(mapper, !args.exclude_internet).await?;
-    let edges: Vec<mapper_intents::Edge> = observed.iter().filter_map(ObservedEdge::to_intents_edge).collect();
+    // What is added to the declared documents is what a plain export would write.
+    let opts = ExportOptions { client_namespaces: Vec::new(), ..options(args) };
+    let edges: Vec<mapper_intents::Edge> =
+        observed.iter().filter_map(ObservedEdge::to_intents_edge).filter(|e| opts.keeps(e)).collect();
     let scope = AuditScope { namespaces: args.query.namespaces.clone(), workloads: Vec::new() };
     let report = mapper_intents::audit::audit(&declared, &edges, &scope, i64::MIN);
     for client in report.clients.iter().filter(|c| !c.missing.is_empty()) {

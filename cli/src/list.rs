@@ -40,6 +40,10 @@ pub struct ListArgs {
     /// addresses of pods it never saw).
     #[arg(long)]
     pub include_unresolved: bool,
+    /// Also show traffic of node processes that are no pod (the kubelet's probes, node
+    /// daemons), as `node NAME`. Never exported as ClientIntents.
+    #[arg(long)]
+    pub include_nodes: bool,
 }
 
 /// One server a client calls.
@@ -128,18 +132,22 @@ pub fn render_json(clients: &[ClientCalls]) -> String {
     text
 }
 
-/// Keeps edges whose ends are both attributed unless `include_unresolved`.
+/// Keeps edges whose ends are both attributed (a node process counts as attributed) unless
+/// `include_unresolved`.
 pub fn keep(edges: Vec<ObservedEdge>, include_unresolved: bool) -> Vec<ObservedEdge> {
     if include_unresolved {
         return edges;
     }
-    edges.into_iter().filter(|e| matches!(e.client, Peer::Workload { .. }) && e.server.is_resolved()).collect()
+    edges
+        .into_iter()
+        .filter(|e| matches!(e.client, Peer::Workload { .. } | Peer::Node { .. }) && e.server.is_resolved())
+        .collect()
 }
 
 /// Runs `mapper list`.
 pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = args.query.fetch(&mut mapper, true).await?;
+    let edges = args.query.fetch_with(&mut mapper, true, args.include_nodes).await?;
     let clients = group(&keep(edges, args.include_unresolved));
     let text = match args.format {
         Format::Text => {

@@ -72,6 +72,9 @@ pub struct VisualizeArgs {
     /// Also draw traffic with an end mapper-server could not attribute.
     #[arg(long)]
     pub include_unresolved: bool,
+    /// Also draw traffic of node processes that are no pod (the kubelet's probes, node daemons).
+    #[arg(long)]
+    pub include_nodes: bool,
 }
 
 /// Why the map could not be drawn.
@@ -104,6 +107,8 @@ pub enum Group {
     Outside,
     /// Addresses mapper-server could not attribute.
     Unresolved,
+    /// Node processes that are no pod.
+    Nodes,
 }
 
 impl Group {
@@ -113,6 +118,7 @@ impl Group {
             Group::Namespace(ns) => format!("namespace {ns}"),
             Group::Outside => "outside the cluster".to_owned(),
             Group::Unresolved => "unresolved addresses".to_owned(),
+            Group::Nodes => "nodes".to_owned(),
         }
     }
 }
@@ -156,6 +162,7 @@ fn group_of(peer: &Peer) -> Option<Group> {
         Peer::ApiServer => None,
         Peer::External { .. } => Some(Group::Outside),
         Peer::Unresolved { .. } => Some(Group::Unresolved),
+        Peer::Node { .. } => Some(Group::Nodes),
     }
 }
 
@@ -169,6 +176,7 @@ fn lines_of(peer: &Peer) -> Vec<String> {
         Peer::External { ip, dns_names } if dns_names.is_empty() => vec![ip.to_string()],
         Peer::External { ip, dns_names } => vec![dns_names.join(", "), ip.to_string()],
         Peer::Unresolved { ip, reason } => vec![ip.to_string(), reason.clone()],
+        Peer::Node { name } => vec![name.clone(), "node process".to_owned()],
     }
 }
 
@@ -229,7 +237,7 @@ pub async fn run(connect: &ConnectOpts, args: &VisualizeArgs) -> Result<(), Erro
         return Err(VisualizeError::BinaryToTerminal.into());
     }
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = keep(args.query.fetch(&mut mapper, true).await?, args.include_unresolved);
+    let edges = keep(args.query.fetch_with(&mut mapper, true, args.include_nodes).await?, args.include_unresolved);
     if edges.is_empty() {
         eprintln!("No connections found.");
     }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use mapper_proto::v1 as pb;
 use support::{Server, assert_golden, intents_golden, ok, stderr};
 
 fn seeded() -> Server {
@@ -130,4 +131,24 @@ fn no_edges_is_an_empty_export_and_a_note() {
     let out = server.mapper(&["export"]);
     assert_eq!(ok(&out), "");
     assert!(stderr(&out).contains("No connections found."));
+}
+
+#[test]
+fn calls_that_never_succeeded_are_exported_only_when_asked_for() {
+    let server = seeded();
+    let failed = pb::Flow {
+        count: 0,
+        failed: 3,
+        ..support::connect(support::TRANSACTION, [10, 244, 1, 2], ([10, 244, 2, 5], 6379), None, 0)
+    };
+    server.ingest(vec![failed], Vec::new());
+    let plain = ok(&server.mapper(&["export", "-n", "team1", "--output-version", "v1alpha2"]));
+    let with_failed =
+        ok(&server.mapper(&["export", "-n", "team1", "--output-version", "v1alpha2", "--include-failed"]));
+    let targets = |yaml: &str| yaml.lines().filter(|l| l.trim_start().starts_with("- name:")).count();
+    assert_eq!(targets(&plain), 1, "only the call that succeeded:\n{plain}");
+    assert_eq!(targets(&with_failed), 2, "--include-failed adds the failed call:\n{with_failed}");
+    // list still shows it, as failed.
+    let list = ok(&server.mapper(&["list", "-n", "team1"]));
+    assert!(list.contains("all 3 attempts failed"), "{list}");
 }

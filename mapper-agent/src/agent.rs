@@ -164,6 +164,7 @@ struct Drainer {
     dns_out: Arc<Mutex<Vec<mapper_proto::v1::DnsAnswer>>>,
     host_netns: Option<u32>,
     crash_after_spool: bool,
+    local_servers: crate::flow::LocalServers,
 }
 
 impl Drainer {
@@ -174,14 +175,16 @@ impl Drainer {
         let mut records = Vec::with_capacity(drained.flows.len());
         {
             let mut cg = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
-            cg.prepare(drained.flows.iter().map(|(k, _)| k.cgroup_id));
+            cg.prepare(drained.flows.iter().flat_map(|(k, _)| [k.cgroup_id, k.peer_cgroup_id]));
             for (key, val) in &drained.flows {
                 let info = cg.get(key.cgroup_id);
-                if let Some(r) = FlowRecord::from_kernel(&self.node, key, val, &clock, info) {
+                let peer = cg.get(key.peer_cgroup_id);
+                if let Some(r) = FlowRecord::from_kernel(&self.node, key, val, &clock, info, peer) {
                     records.push(r);
                 }
             }
         }
+        self.local_servers.apply(&mut records);
         if self.output == Output::Jsonl {
             write_jsonl(&records)?;
         }
@@ -386,6 +389,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         dns_out,
         host_netns,
         crash_after_spool: cfg.crash_after_spool,
+        local_servers: crate::flow::LocalServers::default(),
     };
     drainer.update_kernel_metrics();
     metrics.set_ready();

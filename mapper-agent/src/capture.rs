@@ -139,6 +139,8 @@ const HOOKS: &[(&str, Hook)] = &[
     (programs::CONNECT6, Hook::SockAddr),
     (programs::SENDMSG4, Hook::SockAddr),
     (programs::SENDMSG6, Hook::SockAddr),
+    (programs::RECVMSG4, Hook::SockAddr),
+    (programs::RECVMSG6, Hook::SockAddr),
     (programs::DNS_INGRESS, Hook::SkbIngress),
 ];
 
@@ -383,6 +385,8 @@ pub fn fingerprint(key: &FlowKey, value: &FlowValue) -> u64 {
         u64::from(k.orig_dst_port),
         u64::from(k.netns),
         k.cgroup_id,
+        u64::from(k.peer_netns),
+        k.peer_cgroup_id,
         value.established,
         value.failed,
         value.first_seen_ns,

@@ -1,6 +1,7 @@
 //! A drained flow as user space sees it: addresses, counts, wall-clock times,
 //! and who the local end is. This is what `--output jsonl` prints.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use mapper_ebpf::{Direction, FlowKey, FlowValue};
@@ -74,7 +75,8 @@ pub struct FlowRecord {
     pub record: &'static str,
     /// The node this agent runs on.
     pub node: String,
-    /// `connect`, `accept` or `udp`: which end saw it.
+    /// `connect`, `accept` or `udp`: which end saw it (`accept` with `udp`: a
+    /// reply of the server end to a client that sent to it first).
     pub direction: &'static str,
     pub protocol: &'static str,
     /// The connection's client side; `None` for UDP sent before a source was chosen.
@@ -101,6 +103,9 @@ pub struct FlowRecord {
     pub pod_uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The other end, when it is on this node too (its cgroup told by the kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerEnd>,
     /// Last process seen on the local end (0 when unknown).
     pub pid: u32,
     pub comm: String,
@@ -109,14 +114,28 @@ pub struct FlowRecord {
     pub last_seen: i64,
 }
 
+/// The far end of a flow when the kernel saw it on this node as well.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerEnd {
+    pub netns: u32,
+    pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
 impl FlowRecord {
     /// Builds the record of a kernel flow; `None` for a key the kernel never writes.
+    /// `cgroup` is what is known of the local end's cgroup, `peer_cgroup` of the
+    /// far end's when the kernel named it (`key.peer_cgroup_id`).
     pub fn from_kernel(
         node: &str,
         key: &FlowKey,
         val: &FlowValue,
         clock: &Clock,
         cgroup: Option<&CgroupInfo>,
+        peer_cgroup: Option<&CgroupInfo>,
     ) -> Option<Self> {
         let direction = match Direction::from_raw(key.direction)? {
             Direction::Connect => "connect",
@@ -135,7 +154,8 @@ impl FlowRecord {
             direction,
             protocol,
             src_ip: specified(ip_from(key.family, &key.src_addr)),
-            dst_ip: ip_from(key.family, &key.dst_addr),
+            // A UDP reply from a socket bound to every address does not know its own.
+            dst_ip: specified(ip_from(key.family, &key.dst_addr)),
             dst_port: key.dst_port,
             original_dst_ip: orig,
             original_dst_port: orig.map(|_| key.orig_dst_port),
@@ -146,11 +166,58 @@ impl FlowRecord {
             cgroup_path: cgroup.map(|c| c.path.clone()),
             pod_uid: cgroup.and_then(|c| c.pod.as_ref()).map(|p| p.pod_uid.clone()),
             container_id: cgroup.and_then(|c| c.pod.as_ref()).and_then(|p| p.container_id.clone()),
+            peer: (key.peer_cgroup_id != 0).then(|| PeerEnd {
+                netns: key.peer_netns,
+                cgroup_id: key.peer_cgroup_id,
+                cgroup_path: peer_cgroup.map(|c| c.path.clone()),
+                pod_uid: peer_cgroup.and_then(|c| c.pod.as_ref()).map(|p| p.pod_uid.clone()),
+            }),
             pid: val.pid,
             comm: comm_str(&val.comm),
             first_seen: clock.unix_ms(val.first_seen_ns),
             last_seen: clock.unix_ms(val.last_seen_ns),
         })
+    }
+}
+
+/// Who serves each address of this node's namespaces, learned from accepted TCP
+/// connections. A connect to a local address of its own namespace (two hostNetwork pods on
+/// the node's IP) whose listener the kernel could not name, because it listened before the
+/// programs were attached, is named from it: the accept is seen microseconds after the
+/// connect, in the same drain or an earlier one.
+#[derive(Debug, Default)]
+pub struct LocalServers {
+    by_addr: HashMap<(u32, IpAddr, u16), PeerEnd>,
+}
+
+impl LocalServers {
+    /// Addresses remembered at most (then forgotten all at once, and learned again).
+    const MAX: usize = 16_384;
+
+    /// Learns from `records`, then names the server of every local connect among them that
+    /// the kernel left unnamed.
+    pub fn apply(&mut self, records: &mut [FlowRecord]) {
+        for r in records.iter().filter(|r| r.direction == "accept" && r.protocol == "tcp") {
+            let Some(ip) = r.dst_ip else { continue };
+            if self.by_addr.len() >= Self::MAX {
+                self.by_addr.clear();
+            }
+            self.by_addr.insert(
+                (r.netns, ip, r.dst_port),
+                PeerEnd {
+                    netns: r.netns,
+                    cgroup_id: r.cgroup_id,
+                    cgroup_path: r.cgroup_path.clone(),
+                    pod_uid: r.pod_uid.clone(),
+                },
+            );
+        }
+        for r in records.iter_mut().filter(|r| r.direction == "connect" && r.peer.is_none()) {
+            let (Some(src), Some(dst)) = (r.src_ip, r.dst_ip) else { continue };
+            if src == dst {
+                r.peer = self.by_addr.get(&(r.netns, dst, r.dst_port)).cloned();
+            }
+        }
     }
 }
 
@@ -183,7 +250,7 @@ mod tests {
         };
         val.comm[..4].copy_from_slice(b"curl");
         let clock = Clock { offset_ns: 1_700_000_000_000_000_000 };
-        let r = FlowRecord::from_kernel("n1", &key, &val, &clock, None).expect("record");
+        let r = FlowRecord::from_kernel("n1", &key, &val, &clock, None, None).expect("record");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["direction"], "connect");
         assert_eq!(json["src_ip"], "10.0.0.2");
@@ -203,7 +270,7 @@ mod tests {
         let mut key = FlowKey { direction: 2, protocol: 6, family: AF_INET6, dst_port: 443, ..Default::default() };
         key.dst_addr = "fd00::3".parse::<Ipv6Addr>().expect("v6").octets();
         key.src_addr = "fd00::2".parse::<Ipv6Addr>().expect("v6").octets();
-        let r = FlowRecord::from_kernel("n1", &key, &FlowValue::default(), &Clock::now(), None).expect("record");
+        let r = FlowRecord::from_kernel("n1", &key, &FlowValue::default(), &Clock::now(), None, None).expect("record");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["direction"], "accept");
         assert_eq!(json["src_ip"], "fd00::2");
@@ -214,15 +281,54 @@ mod tests {
     fn v4_mapped_addresses_are_reported_as_v4() {
         let mut key = FlowKey { direction: 2, protocol: 6, family: AF_INET6, dst_port: 80, ..Default::default() };
         key.src_addr = "::ffff:10.0.0.2".parse::<Ipv6Addr>().expect("v6").octets();
-        let r = FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).expect("record");
+        let r = FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).expect("record");
         assert_eq!(r.src_ip, Some("10.0.0.2".parse().expect("ip")));
     }
 
     #[test]
     fn unknown_direction_or_protocol_is_skipped() {
         let key = FlowKey { direction: 9, protocol: 6, family: AF_INET, ..Default::default() };
-        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).is_none());
+        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).is_none());
         let key = FlowKey { direction: 1, protocol: 132, family: AF_INET, ..Default::default() };
-        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None).is_none());
+        assert!(FlowRecord::from_kernel("n", &key, &FlowValue::default(), &Clock::now(), None, None).is_none());
+    }
+
+    #[test]
+    fn a_local_connect_is_named_from_the_accept_of_its_server() {
+        let node_ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let record = |direction: &'static str, cgroup_id: u64, pod: &str| FlowRecord {
+            record: "flow",
+            node: "n".into(),
+            direction,
+            protocol: "tcp",
+            src_ip: Some(node_ip),
+            dst_ip: Some(node_ip),
+            dst_port: 9100,
+            original_dst_ip: None,
+            original_dst_port: None,
+            count: 1,
+            failed: 0,
+            netns: 7,
+            cgroup_id,
+            cgroup_path: Some(format!("/kubepods/pod{pod}")),
+            pod_uid: Some(pod.to_owned()),
+            container_id: None,
+            peer: None,
+            pid: 0,
+            comm: String::new(),
+            first_seen: 0,
+            last_seen: 0,
+        };
+        let mut servers = LocalServers::default();
+        let mut first = vec![record("connect", 1, "client"), record("accept", 2, "server")];
+        servers.apply(&mut first);
+        assert_eq!(first[0].peer.as_ref().and_then(|p| p.pod_uid.as_deref()), Some("server"), "same drain");
+        let mut later = vec![record("connect", 1, "client")];
+        servers.apply(&mut later);
+        assert_eq!(later[0].peer.as_ref().map(|p| p.cgroup_id), Some(2), "a later drain");
+        let mut remote =
+            vec![FlowRecord { dst_ip: Some("10.0.0.9".parse().expect("ip")), ..record("connect", 1, "c") }];
+        servers.apply(&mut remote);
+        assert!(remote[0].peer.is_none(), "only a connect to its own address is local");
     }
 }

@@ -125,6 +125,8 @@ struct FlowKey {
     lens: [u8; 3],
     cgroup_id: u64,
     pod_uid: u64,
+    /// What is known of the other end when it is on this node too.
+    peer: (u64, bool, bool),
 }
 
 fn addr(b: &[u8]) -> ([u8; 16], u8) {
@@ -142,6 +144,7 @@ fn key(f: &pb::Flow) -> FlowKey {
         lens: [src.1, dst.1, orig.1],
         cgroup_id: f.cgroup_id,
         pod_uid: crate::spool::fnv1a(f.pod_uid.bytes()),
+        peer: (crate::spool::fnv1a(f.peer_pod_uid.bytes()), f.peer_on_node, f.peer_node_process),
     }
 }
 

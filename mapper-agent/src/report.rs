@@ -27,6 +27,8 @@ fn ip_bytes(ip: Option<std::net::IpAddr>) -> Vec<u8> {
 
 /// A drained flow on the wire.
 pub fn flow_to_pb(r: &crate::flow::FlowRecord, host_netns: Option<u32>) -> pb::Flow {
+    let host_network = host_netns == Some(r.netns);
+    let peer_host_network = r.peer.as_ref().is_some_and(|p| host_netns == Some(p.netns));
     pb::Flow {
         direction: match r.direction {
             "connect" => pb::Direction::Connect,
@@ -48,7 +50,13 @@ pub fn flow_to_pb(r: &crate::flow::FlowRecord, host_netns: Option<u32>) -> pb::F
         comm: r.comm.clone(),
         first_seen_ms: r.first_seen,
         last_seen_ms: r.last_seen,
-        host_network: host_netns == Some(r.netns),
+        host_network,
+        node_process: host_network && r.cgroup_path.is_some() && r.pod_uid.is_none(),
+        peer_on_node: r.peer.is_some(),
+        peer_pod_uid: r.peer.as_ref().and_then(|p| p.pod_uid.clone()).unwrap_or_default(),
+        peer_host_network,
+        peer_node_process: peer_host_network
+            && r.peer.as_ref().is_some_and(|p| p.cgroup_path.is_some() && p.pod_uid.is_none()),
     }
 }
 

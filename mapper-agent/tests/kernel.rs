@@ -232,6 +232,26 @@ fn udp_and_dns_answers_both_families() {
         );
         assert!(sum(&q, "count") >= 1, "DNS query flow to {dst}:53 missing in {lines:#?}");
     }
+    // The DNS server answered every query: its replies are the server end of a's calls
+    // (accept, client a, port 53), never calls of its own to a's ephemeral ports.
+    let from_server = flows(&lines, &[("direction", json!("udp")), ("netns", ino(b))]);
+    assert!(from_server.is_empty(), "replies recorded as calls from the server: {from_server:#?}");
+    for (src, dst, replies) in
+        [(a.ipv4.to_string(), b.ipv4.to_string(), 2), (a.ipv6.to_string(), b.ipv6.to_string(), 1)]
+    {
+        let r = flows(
+            &lines,
+            &[
+                ("direction", json!("accept")),
+                ("protocol", json!("udp")),
+                ("netns", ino(b)),
+                ("src_ip", json!(src)),
+                ("dst_port", json!(53)),
+            ],
+        );
+        assert_eq!(sum(&r, "count"), replies, "DNS replies to {src} in {lines:#?}");
+        assert!(r.iter().all(|x| x["dst_ip"] == json!(dst) && x["pod_uid"] == json!(b.uid)), "{r:#?}");
+    }
     let dns: Vec<&Value> = lines.iter().filter(|l| l["record"] == "dns" && l["netns"] == ino(a)).collect();
     let find = |name: &str| dns.iter().filter(|d| d["query"] == name).count();
     assert_eq!(find("ledger.team3.svc.cluster.local"), 2, "A answers in {dns:#?}");
@@ -284,6 +304,60 @@ fn host_network_pod_told_apart_by_cgroup() {
     );
     // Both share the node's address: only the cgroup tells them apart.
     assert_eq!(pod[0]["src_ip"], other[0]["src_ip"]);
+}
+
+#[test]
+fn both_ends_on_one_node_are_named_by_cgroup() {
+    if !bpf_available("both_ends_on_one_node_are_named_by_cgroup") {
+        return;
+    }
+    let agent = Agent::start("peers");
+    let (node, _server) = two_pods("mtp");
+    let b = &node.pods[1];
+    let node_ns = json!(node.netns.inode().expect("inode"));
+    // Two hostNetwork pods: node-metrics serves on the node's address, node-agent calls it.
+    let (metrics_uid, agent_uid) = (mapper_lab::topo::pod_uid("node-metrics"), mapper_lab::topo::pod_uid("node-agent"));
+    let metrics_cg = node.pod_cgroup(&metrics_uid, "0123456789abcdef0001").expect("pod cgroup");
+    let agent_cg = node.pod_cgroup(&agent_uid, "0123456789abcdef0002").expect("pod cgroup");
+    let kubelet_cg = node.cgroups.dir("system.slice/kubelet.service").expect("kubelet cgroup");
+    let node_ip = node.ipv4();
+    let _metrics =
+        serve(node.netns.command(lab_bin(), Some(&metrics_cg)).expect("cmd"), &["--tcp", &sock(node_ip, 9100)]);
+    let r = call(
+        node.netns.command(lab_bin(), Some(&agent_cg)).expect("cmd"),
+        &["--to", &sock(node_ip, 9100), "--count", "3"],
+    );
+    assert_eq!(r["ok"], 3, "{r}");
+    // The kubelet (a node process, no pod) probes pod b.
+    let r = call(
+        node.netns.command(lab_bin(), Some(&kubelet_cg)).expect("cmd"),
+        &["--to", &sock(b.ipv4, 8080), "--count", "2"],
+    );
+    assert_eq!(r["ok"], 2, "{r}");
+    thread::sleep(Duration::from_millis(300));
+    let lines = agent.stop();
+
+    let at = |direction: &str, uid: &str| {
+        flows(&lines, &[("direction", json!(direction)), ("netns", node_ns.clone()), ("pod_uid", json!(uid))])
+    };
+    let connects = at("connect", &agent_uid);
+    assert_eq!(sum(&connects, "count"), 3, "node-agent's connects in {lines:#?}");
+    assert!(connects.iter().all(|f| f["peer"]["pod_uid"] == json!(metrics_uid)), "server not named: {connects:#?}");
+    let accepts = at("accept", &metrics_uid);
+    assert_eq!(sum(&accepts, "count"), 3, "node-metrics' accepts in {lines:#?}");
+    assert!(accepts.iter().all(|f| f["peer"]["pod_uid"] == json!(agent_uid)), "client not named: {accepts:#?}");
+    assert!(accepts.iter().all(|f| f["peer"]["netns"] == node_ns), "{accepts:#?}");
+
+    let probes = flows(&lines, &[("direction", json!("accept")), ("netns", ino(b)), ("dst_port", json!(8080))]);
+    assert_eq!(sum(&probes, "count"), 2, "probes accepted by b in {lines:#?}");
+    for p in &probes {
+        assert_eq!(p["peer"]["netns"], node_ns, "the prober is in the node's namespace: {p}");
+        assert!(p["peer"].get("pod_uid").is_none(), "the kubelet is no pod: {p}");
+        assert!(
+            p["peer"]["cgroup_path"].as_str().unwrap_or("").ends_with("system.slice/kubelet.service"),
+            "the prober's cgroup: {p}"
+        );
+    }
 }
 
 #[test]

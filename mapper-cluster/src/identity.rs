@@ -59,6 +59,11 @@ pub enum Peer {
         ip: IpAddr,
         reason: UnresolvedReason,
     },
+    /// A process of a node that is no pod (the kubelet's probes, node daemons), known from the
+    /// agent's cgroup evidence: kept in the map, never a ClientIntents client.
+    Node {
+        name: String,
+    },
 }
 
 impl Peer {

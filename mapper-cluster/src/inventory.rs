@@ -113,9 +113,11 @@ pub fn watch_inventory(
 ) -> Result<(ClusterHandle, JoinHandle<()>), InventoryError> {
     // Taken before the load, so a change made during it is seen at the next look.
     let seen = parse::fingerprint(&paths).ok();
+    let loaded_at = now_ms();
     let inventory = Inventory::load(paths, options)?;
     let handle = ClusterHandle::new();
     handle.publish(inventory.snapshot(), true);
+    handle.mark_synced(loaded_at);
     tracing::info!(paths = ?inventory.paths(), pods = inventory.snapshot().pod_count(), "inventory loaded");
     let task = tokio::spawn(poll(inventory, seen, handle.clone(), interval));
     Ok((handle, task))
@@ -137,6 +139,7 @@ async fn poll(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate; the files were just loaded
+    let mut broken = false;
     loop {
         ticker.tick().await;
         let previous = seen.clone();
@@ -159,11 +162,11 @@ async fn poll(
                     Err(e) => Look::Failed(e),
                 },
             };
-            (inventory, current.ok(), look)
+            (inventory, current.ok(), look, now)
         })
         .await;
-        let look;
-        (inventory, seen, look) = match joined {
+        let (look, looked_at);
+        (inventory, seen, look, looked_at) = match joined {
             Ok(result) => result,
             Err(e) => {
                 tracing::error!(error = %e, "inventory reload task failed; no more reloads");
@@ -171,12 +174,19 @@ async fn poll(
             }
         };
         match look {
+            // Files left broken since a failed reload are not reflected: not current.
+            Look::Unchanged if !broken => handle.mark_synced(looked_at),
             Look::Unchanged => {}
             Look::Reloaded(snapshot) => {
                 tracing::info!(pods = snapshot.pod_count(), "inventory reloaded");
+                // The snapshot first: whoever reads the time and then the snapshot gets one
+                // at least that current.
                 handle.publish(snapshot, true);
+                handle.mark_synced(looked_at);
+                broken = false;
             }
             Look::Failed(e) => {
+                broken = true;
                 tracing::warn!(error = %error_chain(&e), "inventory reload failed; keeping the previous state");
             }
         }

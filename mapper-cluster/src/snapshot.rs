@@ -41,6 +41,8 @@ struct ServiceEntry {
     /// The backends of each port name the Service declares, and of None (an unnamed port, or
     /// one the Service does not declare).
     backends: Vec<(Option<String>, Backends)>,
+    /// (port name, port number on the pods), as the Service's EndpointSlices give them.
+    target_ports: Vec<(Option<String>, u16)>,
 }
 
 type ServiceKey = (String, String);
@@ -151,7 +153,13 @@ impl Snapshot {
                     backends.push((name, serving));
                 }
             }
-            snap.services.insert(key, ServiceEntry { ports: svc.ports.clone(), backends });
+            let mut target_ports: Vec<(Option<String>, u16)> = slices
+                .iter()
+                .flat_map(|s| s.ports.iter().filter_map(|(name, p)| Some((name.clone(), (*p)?))))
+                .collect();
+            target_ports.sort();
+            target_ports.dedup();
+            snap.services.insert(key, ServiceEntry { ports: svc.ports.clone(), backends, target_ports });
         }
         snap
     }
@@ -230,6 +238,16 @@ impl Snapshot {
         self.resolve_address(ip, at_ms)
     }
 
+    /// The port on the pods that `port` of the Service at ClusterIP `ip` leads to (its
+    /// targetPort, as the EndpointSlices give it), when that is known and one number.
+    pub fn target_port(&self, ip: IpAddr, port: u16) -> Option<u16> {
+        let entry = self.services.get(self.services_by_ip.get(&ip)?)?;
+        let (_, name) = entry.ports.iter().find(|(p, _)| *p == port)?;
+        let mut targets = entry.target_ports.iter().filter(|(n, _)| n == name).map(|(_, p)| *p);
+        let first = targets.next()?;
+        targets.all(|p| p == first).then_some(first)
+    }
+
     /// The Service whose ClusterIP `ip` is, as (name, namespace).
     pub fn service_at(&self, ip: IpAddr) -> Option<(&str, &str)> {
         self.services_by_ip.get(&ip).map(|key| (key.1.as_str(), key.0.as_str()))
@@ -270,7 +288,13 @@ impl Snapshot {
     fn service_peer(&self, key: &ServiceKey, port: u16, at_ms: i64) -> Peer {
         let service = Peer::Service { name: key.1.clone(), namespace: key.0.clone() };
         let Some(entry) = self.services.get(key) else { return service };
-        let port_name = entry.ports.iter().find(|(p, _)| *p == port).and_then(|(_, name)| name.as_deref());
+        // A port the Service does not have reaches nobody (kube-proxy rejects it): the call is
+        // to the Service, not to the workload behind its other ports.
+        let port_name = match entry.ports.iter().find(|(p, _)| *p == port) {
+            Some((_, name)) => name.as_deref(),
+            None if entry.ports.is_empty() => None,
+            None => return service,
+        };
         let Some((_, backends)) = entry.backends.iter().find(|(name, _)| name.as_deref() == port_name) else {
             return service;
         };
@@ -310,6 +334,7 @@ fn most_endpoints<'a>(counts: impl IntoIterator<Item = (&'a Workload, usize)>) -
 struct Shared {
     current: watch::Sender<Arc<Snapshot>>,
     ready: AtomicBool,
+    synced_at_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A handle on the cluster state: the current [`Snapshot`] (replaced as a whole when the source
@@ -323,7 +348,13 @@ impl ClusterHandle {
     /// A handle on an empty, not yet ready, cluster.
     pub(crate) fn new() -> Self {
         let (current, _) = watch::channel(Arc::new(Snapshot::default()));
-        Self { shared: Arc::new(Shared { current, ready: AtomicBool::new(false) }) }
+        Self {
+            shared: Arc::new(Shared {
+                current,
+                ready: AtomicBool::new(false),
+                synced_at_ms: std::sync::atomic::AtomicI64::new(i64::MAX),
+            }),
+        }
     }
 
     /// A handle on a snapshot that never changes, ready at once (for tests, or a one-shot
@@ -343,6 +374,18 @@ impl ClusterHandle {
     /// listed).
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// The time (Unix ms) up to which the current snapshot is known to hold everything the
+    /// source knew: a flow seen later may involve a pod the snapshot does not have yet.
+    /// `i64::MAX` for a source that is always current (watches).
+    pub fn synced_at_ms(&self) -> i64 {
+        self.shared.synced_at_ms.load(Ordering::Acquire)
+    }
+
+    /// The source was found current as of `at_ms` (a look at files that started then).
+    pub(crate) fn mark_synced(&self, at_ms: i64) {
+        self.shared.synced_at_ms.store(at_ms, Ordering::Release);
     }
 
     /// A receiver that is told each time a new snapshot is published.

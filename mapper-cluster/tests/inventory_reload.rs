@@ -165,11 +165,19 @@ async fn the_watcher_reloads_on_change_and_keeps_the_last_good_state() {
     write(&dir.path().join("more.yml"), &pod_yaml("beta", "uid-beta", "10.1.0.8", "2025-06-01T10:00:00Z", false));
     eventually("a new file is picked up", || handle.snapshot().workload_of_pod("uid-beta").is_some()).await;
 
+    // Every look that finds the files current moves the time the state is known to hold.
+    let synced = handle.synced_at_ms();
+    assert!(synced > T0 && synced < i64::MAX, "an inventory is current as of its last look: {synced}");
+    eventually("a later look", || handle.synced_at_ms() > synced).await;
+
     let good = handle.snapshot();
     write(&pods, "apiVersion: v1\nkind: Pod\nmetadata: [broken\n");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(Arc::ptr_eq(&good, &handle.snapshot()), "a failed reload keeps the previous snapshot");
     assert!(handle.is_ready(), "and readiness");
+    let stale = handle.synced_at_ms();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(handle.synced_at_ms(), stale, "a failed reload does not claim the state is current");
 
     write(&pods, &pod_yaml("gamma", "uid-gamma", "10.1.0.9", "2025-06-01T10:00:00Z", false));
     eventually("the fixed file is loaded", || handle.snapshot().workload_of_pod("uid-gamma").is_some()).await;

@@ -19,13 +19,16 @@ fn rust_layout(name: &str, field: &str) -> usize {
         };
     }
     table! {
-        "flow_key" => FlowKey { direction, protocol, family, dst_port, orig_dst_port, netns, src_addr, dst_addr, orig_dst_addr, cgroup_id },
+        "flow_key" => FlowKey { direction, protocol, family, dst_port, orig_dst_port, netns, src_addr, dst_addr, orig_dst_addr, peer_netns, cgroup_id, peer_cgroup_id },
         "flow_value" => FlowValue { established, failed, first_seen_ns, last_seen_ns, pid, comm },
         "sock_info" => SockInfo { cgroup_id, start_ns, pid, comm },
         "nat_key" => NatKey { family, protocol, src_port, dst_port, src_addr, dst_addr },
         "nat_value" => NatValue { dst_addr, dst_port },
         "listener_key" => ListenerKey { netns, port, family },
-        "listener_value" => ListenerValue { pid, comm },
+        "listener_value" => ListenerValue { pid, comm, cgroup_id },
+        "peer_key" => PeerKey { family, client_port, server_port, client_addr, server_addr },
+        "peer_value" => PeerValue { cgroup_id, netns },
+        "udp_key" => UdpKey { netns, local_port, peer_port, family, peer_addr },
         "agent_state" => AgentState { active },
         "dns_event" => DnsEvent { ts_ns, cgroup_id, netns, len, family, payload_len, dst_addr, src_addr, data },
     }
@@ -69,6 +72,8 @@ fn rust_constant(name: &str) -> u64 {
         "MAPPER_DIR_CONNECT" => dir(Direction::Connect),
         "MAPPER_DIR_ACCEPT" => dir(Direction::Accept),
         "MAPPER_DIR_UDP" => dir(Direction::Udp),
+        "MAPPER_UDP_SENT_FIRST" => u64::from(UDP_SENT_FIRST),
+        "MAPPER_UDP_RECEIVED_FIRST" => u64::from(UDP_RECEIVED_FIRST),
         "MAPPER_STAT_MAX" => u64::from(STAT_MAX),
         _ => {
             let stat = name

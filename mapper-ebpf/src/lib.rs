@@ -26,6 +26,10 @@ pub mod programs {
     pub const SENDMSG4: &str = "mapper_sendmsg4";
     /// `cgroup/sendmsg6`: unconnected UDP (IPv6).
     pub const SENDMSG6: &str = "mapper_sendmsg6";
+    /// `cgroup/recvmsg4`: UDP peers that sent first (IPv4), so replies to them are not calls.
+    pub const RECVMSG4: &str = "mapper_recvmsg4";
+    /// `cgroup/recvmsg6`: the same for IPv6.
+    pub const RECVMSG6: &str = "mapper_recvmsg6";
     /// `cgroup_skb/ingress`: DNS answers.
     pub const DNS_INGRESS: &str = "mapper_dns_ingress";
 }
@@ -46,12 +50,18 @@ pub mod maps {
     pub const NAT: &str = "nat";
     /// Listening sockets' owners.
     pub const LISTENERS: &str = "listeners";
+    /// Client ends of established TCP connections ([`PeerKey`](super::PeerKey) → [`PeerValue`](super::PeerValue)),
+    /// for a server end on the same node.
+    pub const PEERS: &str = "peers";
+    /// Which end of each UDP conversation sent first ([`UdpKey`](super::UdpKey) → u32).
+    pub const UDP_FIRST: &str = "udp_first";
     /// Per-CPU counters of what could not be recorded, indexed by [`Stat`](super::Stat).
     pub const STATS: &str = "stats";
     /// Ring buffer of [`DnsEvent`](super::DnsEvent).
     pub const DNS_EVENTS: &str = "dns_events";
     /// Every map, in a stable order (for pinning).
-    pub const ALL: &[&str] = &[FLOWS_A, FLOWS_B, STATE, OCCUPANCY, CONNECTING, NAT, LISTENERS, STATS, DNS_EVENTS];
+    pub const ALL: &[&str] =
+        &[FLOWS_A, FLOWS_B, STATE, OCCUPANCY, CONNECTING, NAT, LISTENERS, PEERS, UDP_FIRST, STATS, DNS_EVENTS];
 }
 
 /// Name of the read-only global holding one flow buffer's logical capacity.
@@ -68,9 +78,10 @@ pub const DNS_MAX: usize = 512;
 pub enum Direction {
     /// TCP, seen from the client's socket.
     Connect = 1,
-    /// TCP, seen from the server's accepted socket.
+    /// Seen from the server's end: a TCP accepted socket, or a UDP socket
+    /// answering a peer that sent to it first.
     Accept = 2,
-    /// UDP datagrams (or a connect) from the sender.
+    /// UDP datagrams (or a connect) from the side that sent first.
     Udp = 3,
 }
 
@@ -150,8 +161,11 @@ pub struct FlowKey {
     pub src_addr: [u8; 16],
     pub dst_addr: [u8; 16],
     pub orig_dst_addr: [u8; 16],
-    pub _pad1: u32,
+    /// The other end's network namespace, when it is on this node too (else 0).
+    pub peer_netns: u32,
     pub cgroup_id: u64,
+    /// The other end's cgroup v2 id, when it is on this node too (else 0).
+    pub peer_cgroup_id: u64,
 }
 
 /// `struct flow_value`: counts and times of a flow (CLOCK_BOOTTIME nanoseconds).
@@ -217,7 +231,46 @@ pub struct ListenerKey {
 pub struct ListenerValue {
     pub pid: u32,
     pub comm: [u8; COMM_LEN],
+    pub _pad0: u32,
+    /// The listening socket's cgroup (accepted sockets inherit it).
+    pub cgroup_id: u64,
 }
+/// `struct peer_key`: an established TCP connection's tuple as its client saw
+/// it (after DNAT; IPv4-mapped addresses as IPv4; ports in host order).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerKey {
+    pub family: u8,
+    pub _pad0: u8,
+    pub client_port: u16,
+    pub server_port: u16,
+    pub _pad1: u16,
+    pub client_addr: [u8; 16],
+    pub server_addr: [u8; 16],
+}
+/// `struct peer_value`: who the client of a [`PeerKey`] is.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerValue {
+    pub cgroup_id: u64,
+    pub netns: u32,
+    pub _pad0: u32,
+}
+/// `struct udp_key`: a UDP socket's port and one of its peers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UdpKey {
+    pub netns: u32,
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub family: u8,
+    pub _pad0: [u8; 3],
+    pub peer_addr: [u8; 16],
+}
+/// `udp_first` value: this socket sent to the peer before hearing from it.
+pub const UDP_SENT_FIRST: u32 = 1;
+/// `udp_first` value: the peer sent first; what this socket sends it are replies.
+pub const UDP_RECEIVED_FIRST: u32 = 2;
 
 /// `struct agent_state`: which flow buffer the programs write to.
 #[repr(C)]
@@ -253,6 +306,9 @@ unsafe impl Pod for NatKey {}
 unsafe impl Pod for NatValue {}
 unsafe impl Pod for ListenerKey {}
 unsafe impl Pod for ListenerValue {}
+unsafe impl Pod for PeerKey {}
+unsafe impl Pod for PeerValue {}
+unsafe impl Pod for UdpKey {}
 unsafe impl Pod for AgentState {}
 unsafe impl Pod for DnsEvent {}
 

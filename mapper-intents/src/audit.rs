@@ -125,6 +125,18 @@ pub struct AuditReport {
 }
 
 impl AuditReport {
+    /// Drops missing calls to the cluster DNS ([`Edge::is_cluster_dns`]): the operator's
+    /// policies never block them, so declaring them is not needed. A client with no
+    /// ClientIntents left with nothing missing is dropped too. Declared DNS targets stay
+    /// covered (or unused).
+    pub fn without_cluster_dns(mut self) -> Self {
+        for c in &mut self.clients {
+            c.missing.retain(|e| !e.is_cluster_dns());
+        }
+        self.clients.retain(|c| !(c.sources.is_empty() && c.missing.is_empty()));
+        self
+    }
+
     /// Totals over every client.
     pub fn totals(&self) -> AuditTotals {
         let mut t = AuditTotals { clients: self.clients.len(), ..AuditTotals::default() };

@@ -19,9 +19,12 @@ pub struct ExportOptions {
     pub include_api_server: bool,
     /// Keep internet targets. Default `true`.
     pub include_internet: bool,
-    /// Keep edges on which every connection failed (`established == 0`). Default `true`: a
-    /// connection refused by a policy is still something the client needs.
+    /// Keep edges on which every connection failed (`established == 0`). Default `false`, as
+    /// Otterize exports established connections only: access that never worked should not
+    /// become policy unasked (`mapper audit` still reports such calls, as already failing).
     pub include_failed_only: bool,
+    /// Keep calls to the cluster DNS ([`Edge::is_cluster_dns`]). Default `false`, as Otterize.
+    pub include_dns: bool,
     /// Only clients in these namespaces; empty = every namespace.
     pub client_namespaces: Vec<String>,
 }
@@ -32,14 +35,16 @@ impl Default for ExportOptions {
             include_services: true,
             include_api_server: true,
             include_internet: true,
-            include_failed_only: true,
+            include_failed_only: false,
+            include_dns: false,
             client_namespaces: Vec::new(),
         }
     }
 }
 
 impl ExportOptions {
-    fn keeps(&self, edge: &Edge) -> bool {
+    /// Whether `edge` is kept in an export with these options.
+    pub fn keeps(&self, edge: &Edge) -> bool {
         let kind_kept = match &edge.server {
             Target::Service(s) => {
                 if is_api_server_service(s, &edge.client.namespace) {
@@ -54,6 +59,7 @@ impl ExportOptions {
         };
         kind_kept
             && (self.include_failed_only || edge.established > 0)
+            && (self.include_dns || !edge.is_cluster_dns())
             && (self.client_namespaces.is_empty() || self.client_namespaces.contains(&edge.client.namespace))
     }
 }

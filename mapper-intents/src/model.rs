@@ -274,6 +274,34 @@ pub struct ServiceName {
     pub namespace: String,
 }
 
+/// Namespace of the cluster DNS Service (`kube-dns`, served by CoreDNS).
+pub const CLUSTER_DNS_NAMESPACE: &str = "kube-system";
+/// Names the cluster DNS Service goes by in `kube-system`.
+pub const CLUSTER_DNS_SERVICES: &[&str] = &["kube-dns", "coredns"];
+
+impl Edge {
+    /// Whether this is a call to the cluster DNS: only port 53, to a server in `kube-system`
+    /// or through the `kube-dns` (or `coredns`) Service there. Every pod resolving names
+    /// makes one, the operator never blocks them, and Otterize leaves them out of exports.
+    pub fn is_cluster_dns(&self) -> bool {
+        if self.ports.is_empty() || self.ports.iter().any(|p| p.port != 53) {
+            return false;
+        }
+        let through_dns_service = self
+            .via_services
+            .iter()
+            .any(|s| s.namespace == CLUSTER_DNS_NAMESPACE && CLUSTER_DNS_SERVICES.contains(&s.name.as_str()));
+        let server_namespace = match &self.server {
+            Target::Workload(w) => w.namespace.as_deref(),
+            Target::Service(s) => s.namespace.as_deref(),
+            _ => None,
+        }
+        .unwrap_or(&self.client.namespace);
+        through_dns_service
+            || (server_namespace == CLUSTER_DNS_NAMESPACE && !matches!(self.server, Target::Internet(_)))
+    }
+}
+
 /// `8080/TCP`.
 impl std::fmt::Display for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,25 +1,35 @@
 //! `mapper-lab up | traffic | down`: a scenario made real on one machine.
 //!
-//! `up` builds the node namespace, a namespace (or, for hostNetwork, a cgroup
-//! in the node namespace) per pod, the Services' ClusterIPs as kube-proxy
-//! rules, starts a server in every pod on its ports, and writes the inventory
-//! a cluster would have (`<state>/inventory.yaml`). `traffic` makes the
-//! scenario's calls from inside the calling pods. `down` removes all of it,
-//! also after a crash: everything the lab makes is named `mlab-…`.
+//! `up` builds the node namespace, a namespace (or, for hostNetwork, a cgroup in the node
+//! namespace) per pod, a server in every pod on its ports, the cluster's own processes (the
+//! `coredns` pod's DNS server, the API server and the kubelet prober in the node namespace, in
+//! cgroups of their own under `system.slice`), the external hosts' namespace beyond the node's
+//! uplink, the Services' ClusterIPs as kube-proxy rules, and writes the inventory a cluster
+//! would have (`<state>/inventory.yaml`). `traffic` moves the lab from round to round (new
+//! workloads, rollouts, IP reuse; kube-proxy rules, DNS records and the inventory rewritten
+//! from the current endpoints) and makes the scenario's calls from inside the calling pods.
+//! `down` removes all of it, also after a crash: everything the lab makes is named `mlab-…`.
 
 use std::{
     io::{BufRead, BufReader},
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Stdio,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
+pub use crate::calls::{CallResult, PodCall, traffic};
+use crate::cluster::sync_cluster;
+pub use crate::cluster::{ServiceDef, service_defs};
+pub use crate::netns::LabError;
 use crate::{
-    netns::{self, LabError},
-    scenario::{Kind, Scenario, ServiceSpec, Via, WorkloadSpec, split_ref},
+    inventory::owner_chain,
+    kubelet,
+    netns::{self, Netns},
+    proxy,
+    scenario::{DNS_WORKLOAD, Scenario, WorkloadSpec, split_ref},
     topo::{Node, hash, pod_uid},
 };
 
@@ -29,6 +39,26 @@ pub const TAG: &str = "mlab";
 pub const K: u8 = 100;
 /// The node's name in the inventory.
 pub const NODE_NAME: &str = "lab-node";
+/// kube-dns's ClusterIP.
+pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The `kubernetes` Service's ClusterIP.
+pub const API_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// Where the API server listens on the node.
+pub const API_SERVER_PORT: u16 = 6443;
+/// The namespace of the external hosts, beyond the node's uplink.
+pub const EXTERNAL_NETNS: &str = "mlab-external";
+/// The node's end of the uplink, and the external namespace's.
+const UPLINK: (&str, &str) = ("192.0.2.1", "192.0.2.2");
+const UPLINK6: (&str, &str) = ("fd00:ff::1", "fd00:ff::2");
+/// The DNS records file in the state directory.
+pub const RECORDS_FILE: &str = "dns.json";
+/// Pod addresses 10.244.<K>.2 to .254.
+const FIRST_HOST: u8 = 2;
+const LAST_HOST: u8 = 254;
+
+fn first_host() -> u8 {
+    FIRST_HOST
+}
 
 /// A pod the lab made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,10 +70,22 @@ pub struct LabPod {
     /// The network namespace its processes run in (the node's for hostNetwork).
     pub netns: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address (dual-stack scenarios).
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
     pub cgroup: PathBuf,
     pub host_network: bool,
     /// Its creationTimestamp and startTime (RFC 3339).
     pub created: String,
+    /// The workload's rollout it belongs to (0: the first pods).
+    #[serde(default)]
+    pub revision: u32,
+    /// TCP ports the kubelet probes.
+    #[serde(default)]
+    pub probes: Vec<u16>,
+    /// When it was deleted and its container ended (RFC 3339); only for `LabState::deleted`.
+    #[serde(default)]
+    pub finished: Option<String>,
 }
 
 /// A Service the lab made.
@@ -52,28 +94,48 @@ pub struct LabService {
     pub name: String,
     pub namespace: String,
     pub cluster_ip: Option<Ipv4Addr>,
-    /// Pod IPs behind it.
+    #[serde(default)]
+    pub cluster_ipv6: Option<Ipv6Addr>,
+    /// Addresses behind it now.
     pub endpoints: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub endpoints_v6: Vec<Ipv6Addr>,
 }
 
-/// What `up` made, for `traffic` and `down`.
+/// What `up` made, for `traffic`, the kubelet and `down`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
     pub node_netns: String,
     pub node_ip: Ipv4Addr,
+    #[serde(default)]
+    pub node_ipv6: Option<Ipv6Addr>,
     pub cgroup_base: PathBuf,
+    /// Pods alive now.
     pub pods: Vec<LabPod>,
+    /// Every Service (kube-dns and kubernetes first) with its current endpoints.
     pub services: Vec<LabService>,
     /// The traffic round the lab is at (workloads of later rounds do not exist yet).
     pub round: u32,
+    /// Pods deleted so far (a rollout's old pods, `reuseIpOf` victims).
+    #[serde(default)]
+    pub deleted: Vec<LabPod>,
+    /// Pod addresses (last octet) freed by deleted pods, handed out before new ones.
+    #[serde(default)]
+    pub free_hosts: Vec<u8>,
+    #[serde(default = "first_host")]
+    pub next_host: u8,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError::Io { path: path.to_path_buf(), source }
 }
 
+pub(crate) fn internal(command: &str, stderr: impl Into<String>) -> LabError {
+    LabError::Command { command: command.into(), stderr: stderr.into() }
+}
+
 /// Characters Kubernetes uses in generated name suffixes.
-fn suffix(seed: &str, len: usize) -> String {
+pub(crate) fn suffix(seed: &str, len: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut h = hash(seed);
     (0..len)
@@ -85,140 +147,198 @@ fn suffix(seed: &str, len: usize) -> String {
         .collect()
 }
 
-fn owner_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
-    json!([{ "apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true }])
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The pods of a workload (names, owner chain objects) as the controllers would make them.
-fn owner_chain(w: &WorkloadSpec, objects: &mut Vec<Value>) -> (Vec<String>, Option<Value>, BTreeLabels) {
-    let ns = &w.namespace;
-    let uid = |what: &str| pod_uid(&format!("{what}/{ns}/{}", w.name));
-    let template = json!({ "metadata": { "labels": w.pod_labels() }, "spec": { "containers": [{ "name": "app", "image": "mapper-lab" }] } });
-    let selector = json!({ "matchLabels": w.pod_labels() });
-    let mut extra_labels = BTreeLabels::new();
-    let (names, owner) = match w.kind {
-        Kind::Deployment => {
-            let hash = suffix(&format!("{ns}/{}/rs", w.name), 10);
-            let rs = format!("{}-{hash}", w.name);
-            objects.push(json!({ "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": { "name": w.name, "namespace": ns, "uid": uid("deploy") },
-                "spec": { "replicas": w.replicas, "selector": selector, "template": template } }));
-            objects.push(json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": { "name": rs, "namespace": ns, "uid": uid("rs"), "labels": { "pod-template-hash": hash },
-                    "ownerReferences": owner_ref("apps/v1", "Deployment", &w.name, &uid("deploy")) },
-                "spec": { "replicas": w.replicas, "selector": selector, "template": template } }));
-            extra_labels.insert("pod-template-hash".into(), hash);
-            let names = (0..w.replicas).map(|i| format!("{rs}-{}", suffix(&format!("{rs}/{i}"), 5))).collect();
-            (names, Some(owner_ref("apps/v1", "ReplicaSet", &rs, &uid("rs"))))
-        }
-        Kind::StatefulSet => {
-            objects.push(json!({ "apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": { "name": w.name, "namespace": ns, "uid": uid("sts") },
-                "spec": { "replicas": w.replicas, "selector": selector, "serviceName": w.name, "template": template } }));
-            let names = (0..w.replicas).map(|i| format!("{}-{i}", w.name)).collect();
-            (names, Some(owner_ref("apps/v1", "StatefulSet", &w.name, &uid("sts"))))
-        }
-        Kind::DaemonSet => {
-            objects.push(json!({ "apiVersion": "apps/v1", "kind": "DaemonSet",
-                "metadata": { "name": w.name, "namespace": ns, "uid": uid("ds") },
-                "spec": { "selector": selector, "template": template } }));
-            let names =
-                (0..w.replicas).map(|i| format!("{}-{}", w.name, suffix(&format!("{ns}/{}/{i}", w.name), 5))).collect();
-            (names, Some(owner_ref("apps/v1", "DaemonSet", &w.name, &uid("ds"))))
-        }
-        Kind::Job => {
-            objects.push(json!({ "apiVersion": "batch/v1", "kind": "Job",
-                "metadata": { "name": w.name, "namespace": ns, "uid": uid("job") },
-                "spec": { "template": template } }));
-            let names =
-                (0..w.replicas).map(|i| format!("{}-{}", w.name, suffix(&format!("{ns}/{}/{i}", w.name), 5))).collect();
-            (names, Some(owner_ref("batch/v1", "Job", &w.name, &uid("job"))))
-        }
-        Kind::CronJob => {
-            let job = format!("{}-{}", w.name, 29_000_000 + hash(&w.name) % 1_000_000);
-            objects.push(json!({ "apiVersion": "batch/v1", "kind": "CronJob",
-                "metadata": { "name": w.name, "namespace": ns, "uid": uid("cronjob") },
-                "spec": { "schedule": "*/5 * * * *", "jobTemplate": { "spec": { "template": template } } } }));
-            objects.push(json!({ "apiVersion": "batch/v1", "kind": "Job",
-                "metadata": { "name": job, "namespace": ns, "uid": uid("cronjob-job"),
-                    "ownerReferences": owner_ref("batch/v1", "CronJob", &w.name, &uid("cronjob")) },
-                "spec": { "template": template } }));
-            let names = (0..w.replicas).map(|i| format!("{job}-{}", suffix(&format!("{job}/{i}"), 5))).collect();
-            (names, Some(owner_ref("batch/v1", "Job", &job, &uid("cronjob-job"))))
-        }
-        Kind::Pod => {
-            let names = if w.replicas == 1 {
-                vec![w.name.clone()]
-            } else {
-                (0..w.replicas).map(|i| format!("{}-{i}", w.name)).collect()
-            };
-            (names, None)
-        }
+/// Brings the scenario up; writes `<state>/state.json` and `<state>/inventory.yaml`.
+pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabState, LabError> {
+    down(state_dir);
+    std::fs::create_dir_all(state_dir).map_err(io_err(state_dir))?;
+    let mut node = Node::named(TAG, K)?;
+    let node_ns = node.netns.name().to_string();
+    // kube-dns and kubernetes live in 10.96.0.0/24, beside the Services' range.
+    netns::ip(&["-n", &node_ns, "route", "add", "10.96.0.0/24", "dev", "br0"])?;
+    proxy::install(&node_ns)?;
+    if !scenario.external.is_empty() {
+        external_hosts(scenario, &node, lab_bin)?;
+    }
+    let mut state = LabState {
+        node_netns: node_ns.clone(),
+        node_ip: node.ipv4(),
+        node_ipv6: scenario.dual_stack().then(|| node.ipv6()),
+        cgroup_base: node.cgroups.base().to_path_buf(),
+        pods: Vec::new(),
+        services: Vec::new(),
+        round: 1,
+        deleted: Vec::new(),
+        free_hosts: Vec::new(),
+        next_host: FIRST_HOST,
     };
-    (names, owner, extra_labels)
-}
-
-type BTreeLabels = std::collections::BTreeMap<String, String>;
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-fn selects(svc: &ServiceSpec, labels: &BTreeLabels) -> bool {
-    !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-/// Starts a pod's server and waits until it listens.
-fn start_server(node: &Node, pod: &LabPod, w: &WorkloadSpec, lab_bin: &Path) -> Result<(), LabError> {
-    if w.ports.is_empty() {
-        return Ok(());
+    let defs = service_defs(scenario);
+    for w in scenario.workloads.iter().filter(|w| w.round <= 1) {
+        let made = create_pods(&mut node, &mut state, scenario, w, 0, None)?;
+        for p in &made {
+            start_server(&state, p, w, scenario, lab_bin, state_dir)?;
+        }
+        state.pods.extend(made);
     }
-    let ns = crate::netns::Netns::attach(&pod.netns);
-    let mut cmd = ns.command(lab_bin, Some(&pod.cgroup))?;
-    cmd.arg("serve");
-    let bind = if pod.host_network { IpAddr::V4(node.ipv4()) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
-    for p in &w.ports {
-        cmd.arg(if p.udp { "--udp" } else { "--tcp" }).arg(format!("{bind}:{}", p.port));
+    sync_cluster(scenario, &mut state, &defs, state_dir)?;
+    // The API server and the kubelet: node processes, each in a cgroup of its own.
+    let api = node.cgroups.dir("system.slice/kube-apiserver.service")?;
+    let mut cmd = node.netns.command(lab_bin, Some(&api))?;
+    cmd.args(["serve", "--tcp", &SocketAddr::new(IpAddr::V4(state.node_ip), API_SERVER_PORT).to_string()]);
+    wait_ready(cmd, "the API server")?;
+    let kubelet_cg = node.cgroups.dir(kubelet::CGROUP)?;
+    let mut cmd = node.netns.command(lab_bin, Some(&kubelet_cg))?;
+    cmd.arg("kubelet")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--interval")
+        .arg(format!("{}ms", scenario.probe_interval.0.as_millis().max(1)));
+    wait_ready(cmd, "the kubelet prober")?;
+    node.keep();
+    Ok(state)
+}
+
+/// The external hosts: a namespace with no route but back to the node's uplink, every
+/// external IP on its loopback and a server on its ports; the node routes just those IPs
+/// there and masquerades what it sends, as a node's uplink does.
+fn external_hosts(scenario: &Scenario, node: &Node, lab_bin: &Path) -> Result<(), LabError> {
+    let mut ext = Netns::create(EXTERNAL_NETNS)?;
+    let (n, e) = (node.netns.name().to_string(), ext.name().to_string());
+    netns::ip(&["-n", &n, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", &e])?;
+    netns::ip(&["-n", &n, "addr", "add", &format!("{}/30", UPLINK.0), "dev", "uplink"])?;
+    netns::ip(&["-n", &n, "-6", "addr", "add", &format!("{}/64", UPLINK6.0), "dev", "uplink", "nodad"])?;
+    netns::ip(&["-n", &n, "link", "set", "uplink", "up"])?;
+    netns::ip(&["-n", &e, "addr", "add", &format!("{}/30", UPLINK.1), "dev", "eth0"])?;
+    netns::ip(&["-n", &e, "-6", "addr", "add", &format!("{}/64", UPLINK6.1), "dev", "eth0", "nodad"])?;
+    netns::ip(&["-n", &e, "link", "set", "eth0", "up"])?;
+    for t in ["iptables", "ip6tables"] {
+        node.netns.exec(&[t, "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "uplink", "-j", "MASQUERADE"])?;
     }
+    let cgroups = crate::netns::CgroupTree::attach(node.cgroups.base().to_path_buf());
+    for x in &scenario.external {
+        let ip = x.ip.to_string();
+        let (fam, plen, via) = if x.ip.is_ipv6() { ("-6", "128", UPLINK6.1) } else { ("-4", "32", UPLINK.1) };
+        netns::ip(&["-n", &e, fam, "addr", "add", &format!("{ip}/{plen}"), "dev", "lo"])?;
+        netns::ip(&["-n", &n, fam, "route", "add", &format!("{ip}/{plen}"), "via", via, "dev", "uplink"])?;
+        if x.ports.is_empty() {
+            continue;
+        }
+        let cg = cgroups.dir(&format!("external.slice/{}", x.name))?;
+        let mut cmd = ext.command(lab_bin, Some(&cg))?;
+        cmd.arg("serve");
+        for p in &x.ports {
+            cmd.arg("--tcp").arg(SocketAddr::new(x.ip, *p).to_string());
+        }
+        wait_ready(cmd, &format!("external host {}", x.name))?;
+    }
+    ext.keep();
+    Ok(())
+}
+
+/// Starts a command that prints `ready` once it serves, and waits for that line.
+fn wait_ready(mut cmd: std::process::Command, what: &str) -> Result<(), LabError> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|source| LabError::Spawn { command: format!("mapper-lab serve in {}", pod.name), source })?;
+        .map_err(|source| LabError::Spawn { command: format!("mapper-lab for {what}"), source })?;
     let mut line = String::new();
-    let _ = BufReader::new(
-        child.stdout.take().ok_or_else(|| LabError::Command { command: "serve".into(), stderr: "no stdout".into() })?,
-    )
-    .read_line(&mut line);
+    let out = child.stdout.take().ok_or_else(|| internal(what, "no stdout"))?;
+    let _ = BufReader::new(out).read_line(&mut line);
     if line.trim() != "ready" {
-        return Err(LabError::Command {
-            command: format!("mapper-lab serve in pod {}", pod.name),
-            stderr: "did not start".into(),
-        });
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(internal(&format!("mapper-lab for {what}"), "did not start"));
     }
     Ok(())
 }
 
-/// Creates the pods of one workload (hostNetwork: cgroups in the node namespace);
-/// `host` fixes the address of a single pod (IP reuse).
-fn create_pods(node: &mut Node, w: &WorkloadSpec, host: Option<u8>) -> Result<Vec<LabPod>, LabError> {
-    let (names, _, _) = owner_chain(w, &mut Vec::new());
-    let created = now_rfc3339();
+/// Starts a pod's server (the coredns pod's: the cluster DNS) and waits until it listens.
+fn start_server(
+    state: &LabState,
+    pod: &LabPod,
+    w: &WorkloadSpec,
+    scenario: &Scenario,
+    lab_bin: &Path,
+    state_dir: &Path,
+) -> Result<(), LabError> {
+    if w.ports.is_empty() {
+        return Ok(());
+    }
+    let ns = Netns::attach(&pod.netns);
+    let mut cmd = ns.command(lab_bin, Some(&pod.cgroup))?;
+    let (v4, v6) = if pod.host_network {
+        (IpAddr::V4(state.node_ip), state.node_ipv6)
+    } else {
+        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), pod.ipv6)
+    };
+    // A v6 socket on the pod's own v6 address: a wildcard one would take v4 too.
+    let binds: Vec<IpAddr> = std::iter::once(v4).chain(v6.filter(|_| scenario.dual_stack()).map(IpAddr::V6)).collect();
+    if (w.name.as_str(), w.namespace.as_str()) == DNS_WORKLOAD {
+        cmd.arg("coredns").arg("--records").arg(state_dir.join(RECORDS_FILE));
+        for b in &binds {
+            cmd.arg("--listen").arg(SocketAddr::new(*b, 53).to_string());
+        }
+    } else {
+        cmd.arg("serve");
+        for p in &w.ports {
+            for b in &binds {
+                cmd.arg(if p.udp { "--udp" } else { "--tcp" }).arg(SocketAddr::new(*b, p.port).to_string());
+            }
+        }
+    }
+    wait_ready(cmd, &format!("pod {}/{}", pod.namespace, pod.name))
+}
+
+/// The next free pod address: a freed one first (as the lab wants IPs reused), else a new one.
+fn alloc_host(state: &mut LabState) -> Result<u8, LabError> {
+    if !state.free_hosts.is_empty() {
+        return Ok(state.free_hosts.remove(0));
+    }
+    let h = state.next_host;
+    if h > LAST_HOST {
+        return Err(internal("add pod", format!("no pod address left in 10.244.{K}.0/24")));
+    }
+    state.next_host = h + 1;
+    Ok(h)
+}
+
+/// Creates the pods of one workload at `revision` (hostNetwork: cgroups in the node
+/// namespace); `host` fixes the address of a single pod (`reuseIpOf`).
+fn create_pods(
+    node: &mut Node,
+    state: &mut LabState,
+    scenario: &Scenario,
+    w: &WorkloadSpec,
+    revision: u32,
+    host: Option<u8>,
+) -> Result<Vec<LabPod>, LabError> {
+    let (names, _, _) = owner_chain(w, revision, &mut Vec::new());
+    let created = rfc3339(SystemTime::now());
     let mut pods = Vec::new();
     for name in names {
         // A new UID per incarnation: a pod that takes a freed IP is another pod.
-        let uid = pod_uid(&format!("pod/{}/{name}/{created}", w.namespace));
+        let uid = pod_uid(&format!("pod/{}/{name}/{created}/{revision}", w.namespace));
         let cgroup = node.pod_cgroup(&uid, &format!("{:064x}", hash(&uid)))?;
-        let (netns, ip) = if w.host_network {
-            (node.netns.name().to_string(), node.ipv4())
+        let (netns, ip, ipv6) = if w.host_network {
+            (node.netns.name().to_string(), node.ipv4(), state.node_ipv6)
         } else {
-            let ns_name = format!("{}-{name}", w.namespace);
-            let i = match host {
-                Some(h) => node.add_pod_at(&ns_name, h)?,
-                None => node.add_pod(&ns_name)?,
+            let ns_name = if revision == 0 {
+                format!("{}-{name}", w.namespace)
+            } else {
+                format!("{}-{name}-r{revision}", w.namespace)
             };
-            (node.pods[i].netns.name().to_string(), node.pods[i].ipv4)
+            let h = match host {
+                Some(h) => h,
+                None => alloc_host(state)?,
+            };
+            let i = node.add_pod_at(&ns_name, h)?;
+            let p = &node.pods[i];
+            (p.netns.name().to_string(), p.ipv4, scenario.dual_stack().then_some(p.ipv6))
         };
         pods.push(LabPod {
             name,
@@ -227,138 +347,59 @@ fn create_pods(node: &mut Node, w: &WorkloadSpec, host: Option<u8>) -> Result<Ve
             uid,
             netns,
             ip,
+            ipv6,
             cgroup,
             host_network: w.host_network,
             created: created.clone(),
+            revision,
+            probes: w.probe_ports(),
+            finished: None,
         });
     }
     Ok(pods)
 }
 
-fn labels_of(scenario: &Scenario, pod: &LabPod) -> BTreeLabels {
-    let Some(w) = scenario.workload(&pod.workload, &pod.namespace) else { return BTreeLabels::new() };
-    let (_, _, extra) = owner_chain(w, &mut Vec::new());
-    let mut labels = w.pod_labels();
-    labels.extend(extra);
-    labels
+/// Deletes a pod: its processes, its veth and namespace; its address is free again, and it
+/// stays in the inventory as terminated (finished at `finished`).
+fn delete_pod(state: &mut LabState, mut pod: LabPod, finished: &str) {
+    netns::remove_cgroup_tree(&pod.cgroup);
+    if !pod.host_network {
+        let h = pod.ip.octets()[3];
+        // Deleting the node's end of the veth frees the pair now; the namespace itself goes
+        // once its last process has died.
+        let _ = netns::ip(&["-n", &state.node_netns, "link", "del", &format!("vh{K}x{h}")]);
+        let _ = netns::ip(&["netns", "del", &pod.netns]);
+        state.free_hosts.push(h);
+    }
+    pod.finished = Some(finished.to_string());
+    state.deleted.push(pod);
 }
 
-/// The inventory a cluster would show now: owner objects of the workloads that
-/// exist at this round, the pods that are alive, Services and their endpoints.
-fn write_inventory(scenario: &Scenario, state: &LabState, state_dir: &Path) -> Result<(), LabError> {
-    let mut objects: Vec<Value> = scenario
-        .namespaces()
-        .iter()
-        .map(|n| json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": n, "labels": { "kubernetes.io/metadata.name": n } } }))
-        .collect();
-    objects.push(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE_NAME },
-        "status": { "addresses": [{ "type": "InternalIP", "address": state.node_ip.to_string() }] } }));
-    for w in scenario.workloads.iter().filter(|w| w.round <= state.round) {
-        let (_, owner, _) = owner_chain(w, &mut objects);
-        for pod in state.pods.iter().filter(|p| p.workload == w.name && p.namespace == w.namespace) {
-            let mut meta = json!({ "name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
-                "labels": labels_of(scenario, pod), "creationTimestamp": pod.created });
-            if !w.annotations.is_empty() {
-                meta["annotations"] = json!(w.annotations);
-            }
-            if let Some(o) = &owner {
-                meta["ownerReferences"] = o.clone();
-            }
-            let ports: Vec<Value> = w
-                .ports
-                .iter()
-                .map(|p| json!({ "containerPort": p.port, "protocol": if p.udp { "UDP" } else { "TCP" } }))
-                .collect();
-            let ip = pod.ip.to_string();
-            objects.push(json!({ "apiVersion": "v1", "kind": "Pod", "metadata": meta,
-                "spec": { "nodeName": NODE_NAME, "hostNetwork": w.host_network, "containers": [{ "name": "app", "image": "mapper-lab", "ports": ports }] },
-                "status": { "phase": "Running", "podIP": ip, "podIPs": [{ "ip": ip }], "hostIP": state.node_ip.to_string(), "startTime": pod.created } }));
+/// Neighbours still map a reused address to the old pod's MAC: forget it, as a gratuitous
+/// ARP (or NA) from the new pod would make them do.
+fn flush_neighbours(state: &LabState, pod: &LabPod) {
+    let addrs: Vec<String> = std::iter::once(pod.ip.to_string()).chain(pod.ipv6.map(|a| a.to_string())).collect();
+    for ns in state.pods.iter().filter(|p| !p.host_network).map(|p| p.netns.as_str()).chain([state.node_netns.as_str()])
+    {
+        for a in &addrs {
+            let _ = netns::ip(&["-n", ns, "neigh", "flush", "to", a]);
         }
     }
-    objects.push(json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "kubernetes", "namespace": "default", "uid": pod_uid("svc/default/kubernetes") },
-        "spec": { "clusterIP": format!("10.96.{K}.1"), "clusterIPs": [format!("10.96.{K}.1")], "ports": [{ "name": "https", "port": 443, "targetPort": 6443, "protocol": "TCP" }] } }));
-    for (s, ls) in scenario.services.iter().zip(&state.services) {
-        let ip_str = ls.cluster_ip.map_or("None".to_string(), |ip| ip.to_string());
-        let ports: Vec<Value> = s.ports.iter().map(|p| json!({ "port": p.port, "targetPort": p.target(), "protocol": if p.udp() { "UDP" } else { "TCP" } })).collect();
-        let mut spec = json!({ "clusterIP": ip_str, "ports": ports, "selector": s.selector, "type": "ClusterIP" });
-        if ls.cluster_ip.is_some() {
-            spec["clusterIPs"] = json!([ip_str]);
-        }
-        objects.push(json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": s.name, "namespace": s.namespace, "uid": pod_uid(&format!("svc/{}/{}", s.namespace, s.name)) }, "spec": spec }));
-        let endpoints: Vec<Value> = state
-            .pods
-            .iter()
-            .filter(|p| p.namespace == s.namespace && selects(s, &labels_of(scenario, p)))
-            .map(|p| json!({ "addresses": [p.ip.to_string()], "conditions": { "ready": true },
-                "nodeName": NODE_NAME, "targetRef": { "kind": "Pod", "name": p.name, "namespace": p.namespace, "uid": p.uid } }))
-            .collect();
-        let eports: Vec<Value> = s
-            .ports
-            .iter()
-            .map(|p| json!({ "port": p.target(), "protocol": if p.udp() { "UDP" } else { "TCP" } }))
-            .collect();
-        objects.push(json!({ "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": { "name": format!("{}-{}", s.name, suffix(&s.name, 5)), "namespace": s.namespace, "labels": { "kubernetes.io/service-name": s.name } },
-            "addressType": "IPv4", "endpoints": endpoints, "ports": eports }));
-    }
-    let inventory = serde_yaml::to_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
-        .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;
-    // Written whole then renamed: a server polling it never reads half a file.
-    let tmp = state_dir.join(".inventory.yaml.tmp");
-    std::fs::write(&tmp, inventory).map_err(io(&tmp))?;
-    let inv = state_dir.join("inventory.yaml");
-    std::fs::rename(&tmp, &inv).map_err(io(&inv))?;
-    let state_path = state_dir.join("state.json");
-    std::fs::write(&state_path, serde_json::to_vec_pretty(state).unwrap_or_default()).map_err(io(&state_path))
 }
 
-/// Brings the scenario up; writes `<state>/state.json` and `<state>/inventory.yaml`.
-pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabState, LabError> {
-    down(state_dir);
-    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-    let mut node = Node::named(TAG, K)?;
-    let mut pods = Vec::new();
-    for w in scenario.workloads.iter().filter(|w| w.round <= 1) {
-        let made = create_pods(&mut node, w, None)?;
-        for p in &made {
-            start_server(&node, p, w, lab_bin)?;
-        }
-        pods.extend(made);
-    }
-    let mut state = LabState {
-        node_netns: node.netns.name().to_string(),
-        node_ip: node.ipv4(),
-        cgroup_base: node.cgroups.base().to_path_buf(),
-        pods,
-        services: Vec::new(),
-        round: 1,
-    };
-    for (i, s) in scenario.services.iter().enumerate() {
-        let backends: Vec<&LabPod> =
-            state.pods.iter().filter(|p| p.namespace == s.namespace && selects(s, &labels_of(scenario, p))).collect();
-        let cluster_ip = (!s.headless).then(|| Ipv4Addr::new(10, 96, K, 10 + i as u8));
-        if let Some(vip) = cluster_ip {
-            for p in &s.ports {
-                let proto = if p.udp() { "udp" } else { "tcp" };
-                if backends.is_empty() {
-                    node.reject_cluster_ip(IpAddr::V4(vip), p.port, proto)?;
-                } else {
-                    let b: Vec<(IpAddr, u16)> = backends.iter().map(|pod| (IpAddr::V4(pod.ip), p.target())).collect();
-                    node.add_cluster_ip(IpAddr::V4(vip), p.port, proto, &b)?;
-                }
-            }
-        }
-        let endpoints = backends.iter().map(|p| p.ip).collect();
-        state.services.push(LabService { name: s.name.clone(), namespace: s.namespace.clone(), cluster_ip, endpoints });
-    }
-    write_inventory(scenario, &state, state_dir)?;
-    node.keep();
-    Ok(state)
+/// Sleeps into the next whole second: Kubernetes stamps times to the second, so a pod that
+/// takes a freed IP starts in a later second than anything its predecessor did, as in a
+/// cluster (where a new pod also takes about that long to start); returns that second.
+fn next_second() -> SystemTime {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(1050 - u64::from(since.subsec_millis())));
+    UNIX_EPOCH + Duration::from_secs(since.as_secs() + 1)
 }
 
-/// Moves the lab to `round`: workloads of the rounds in between are created,
-/// each taking over the IP of the pod it replaces (`reuseIpOf`), which is
-/// deleted first; the inventory is rewritten as the cluster would now show it.
+/// Moves the lab to `round`, one round at a time: workloads rolled out at a round get new pods
+/// (new names and IPs) and their old ones are deleted; workloads of that round are created,
+/// on freed IPs first (`reuseIpOf` takes its victim's); then kube-proxy rules, DNS records and
+/// the inventory follow.
 pub fn advance(
     scenario: &Scenario,
     state: &mut LabState,
@@ -370,125 +411,72 @@ pub fn advance(
         return Ok(false);
     }
     let mut node = Node::attach(TAG, K, state.cgroup_base.clone());
-    for w in scenario.workloads.iter().filter(|w| w.round > state.round && w.round <= round) {
-        let mut host = None;
-        if let Some((vn, vns)) = w.reuse_ip_of.as_deref().and_then(split_ref)
-            && let Some(i) = state.pods.iter().position(|p| p.workload == vn && p.namespace == vns)
-        {
-            let victim = state.pods.remove(i);
-            netns::remove_cgroup_tree(&victim.cgroup);
-            let h = victim.ip.octets()[3];
-            // Deleting the node's end of the veth frees the pair now; the
-            // namespace itself goes once its last process has died.
-            let _ = netns::ip(&["-n", &state.node_netns, "link", "del", &format!("vh{K}x{h}")]);
-            let _ = netns::ip(&["netns", "del", &victim.netns]);
-            host = Some(h);
-            // Kubernetes stamps startTime to the second: the new pod must start in a
-            // later second than anything its predecessor did, as it would in a cluster.
-            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            std::thread::sleep(std::time::Duration::from_millis(1050 - u64::from(since_epoch.subsec_millis())));
-        }
-        let made = create_pods(&mut node, w, host)?;
-        for p in &made {
-            start_server(&node, p, w, lab_bin)?;
-        }
-        if let Some(h) = host {
-            // Neighbours still map the address to the old pod's MAC: forget it,
-            // as a gratuitous ARP from the new pod would make them do.
-            let addr = format!("10.244.{K}.{h}");
-            for ns in state
-                .pods
-                .iter()
-                .filter(|p| !p.host_network)
-                .map(|p| p.netns.as_str())
-                .chain([state.node_netns.as_str()])
-            {
-                let _ = netns::ip(&["-n", ns, "neigh", "flush", "to", &addr]);
+    let defs = service_defs(scenario);
+    for r in state.round + 1..=round {
+        let mut deleted_any = false;
+        // Rollouts: the new pods first (on new addresses), then the old ones go.
+        for w in scenario.workloads.iter().filter(|w| w.round < r && w.rollout.is_some_and(|x| x.round == r)) {
+            let revision = w.revision_at(r);
+            let made = create_pods(&mut node, state, scenario, w, revision, None)?;
+            for p in &made {
+                start_server(state, p, w, scenario, lab_bin, state_dir)?;
             }
+            let finished = rfc3339(SystemTime::now() + Duration::from_secs(1));
+            let (old, keep): (Vec<LabPod>, Vec<LabPod>) =
+                state.pods.drain(..).partition(|p| p.workload == w.name && p.namespace == w.namespace);
+            state.pods = keep;
+            for p in old {
+                delete_pod(state, p, &finished);
+                deleted_any = true;
+            }
+            state.pods.extend(made);
         }
-        state.pods.extend(made);
+        let new: Vec<&WorkloadSpec> = scenario.workloads.iter().filter(|w| w.round == r).collect();
+        let mut hosts = Vec::new();
+        for w in &new {
+            let mut host = None;
+            if let Some((vn, vns)) = w.reuse_ip_of.as_deref().and_then(split_ref)
+                && let Some(i) = state.pods.iter().position(|p| p.workload == vn && p.namespace == vns)
+            {
+                let victim = state.pods.remove(i);
+                let h = victim.ip.octets()[3];
+                delete_pod(state, victim, &rfc3339(SystemTime::now() + Duration::from_secs(1)));
+                state.free_hosts.retain(|f| *f != h);
+                deleted_any = true;
+                host = Some(h);
+            }
+            hosts.push(host);
+        }
+        if deleted_any && !new.is_empty() {
+            next_second();
+        }
+        for (w, host) in new.into_iter().zip(hosts) {
+            let made = create_pods(&mut node, state, scenario, w, w.revision_at(r), host)?;
+            for p in &made {
+                start_server(state, p, w, scenario, lab_bin, state_dir)?;
+                if state.deleted.iter().any(|d| d.ip == p.ip && !d.host_network) && !p.host_network {
+                    flush_neighbours(state, p);
+                }
+            }
+            state.pods.extend(made);
+        }
+        state.round = r;
+        sync_cluster(scenario, state, &defs, state_dir)?;
     }
     node.keep();
-    state.round = round;
-    write_inventory(scenario, state, state_dir)?;
     Ok(true)
 }
 
 /// Reads what `up` wrote.
 pub fn load_state(state_dir: &Path) -> Result<LabState, LabError> {
     let p = state_dir.join("state.json");
-    let bytes = std::fs::read(&p).map_err(io(&p))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| LabError::Command { command: format!("read {}", p.display()), stderr: e.to_string() })
+    let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+    serde_json::from_slice(&bytes).map_err(|e| internal(&format!("read {}", p.display()), e.to_string()))
 }
 
-/// One call's outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallResult {
-    pub from: String,
-    pub to: String,
-    pub address: String,
-    pub protocol: String,
-    pub count: u64,
-    pub ok: u64,
-    pub failed: u64,
-}
-
-/// Makes the calls of `round` (all rounds when `None`) from inside the calling pods.
-pub fn traffic(
-    scenario: &Scenario,
-    state: &LabState,
-    round: Option<u32>,
-    lab_bin: &Path,
-) -> Result<Vec<CallResult>, LabError> {
-    let mut results = Vec::new();
-    for c in scenario.calls.iter().filter(|c| round.is_none_or(|r| c.round == r)) {
-        let (fname, fns) = split_ref(&c.from).unwrap_or_default();
-        let caller = state.pods.iter().find(|p| p.workload == fname && p.namespace == fns).ok_or_else(|| {
-            LabError::Command { command: format!("call from {}", c.from), stderr: "no pod of that workload".into() }
-        })?;
-        let (tname, tns) = split_ref(&c.to).unwrap_or_default();
-        let target_ip = match c.via {
-            Via::Service => state
-                .services
-                .iter()
-                .find(|s| s.name == tname && s.namespace == tns)
-                .and_then(|s| s.cluster_ip.or_else(|| s.endpoints.first().copied())),
-            Via::Pod => state.pods.iter().find(|p| p.workload == tname && p.namespace == tns).map(|p| p.ip),
-        }
-        .ok_or_else(|| LabError::Command {
-            command: format!("call to {}", c.to),
-            stderr: "no address (headless Service without pods?)".into(),
-        })?;
-        let address = format!("{target_ip}:{}", c.port);
-        let ns = crate::netns::Netns::attach(&caller.netns);
-        let out = netns::run(ns.command(lab_bin, Some(&caller.cgroup))?.args([
-            "call",
-            "--to",
-            &address,
-            "--protocol",
-            &c.protocol,
-            "--count",
-            &c.count.to_string(),
-            "--timeout",
-            "3s",
-        ]))?;
-        let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        results.push(CallResult {
-            from: c.from.clone(),
-            to: c.to.clone(),
-            address,
-            protocol: c.protocol.clone(),
-            count: c.count,
-            ok: summary["ok"].as_u64().unwrap_or(0),
-            failed: summary["failed"].as_u64().unwrap_or(0),
-        });
-    }
-    Ok(results)
-}
-
-/// Removes everything the lab made (also after a crash): processes in its
-/// cgroups, its namespaces (and with them its ClusterIP rules), its state files.
+/// Removes everything the lab made (also after a crash): processes in its cgroups (pods'
+/// servers, DNS, API server, kubelet, external hosts), its namespaces (and with them its
+/// ClusterIP rules), its state files.
 pub fn down(state_dir: &Path) {
     if let Ok(root) = netns::cgroup2_root()
         && let Ok(entries) = std::fs::read_dir(&root)
@@ -507,7 +495,7 @@ pub fn down(state_dir: &Path) {
             }
         }
     }
-    for f in ["state.json", "inventory.yaml"] {
+    for f in ["state.json", "inventory.yaml", RECORDS_FILE, kubelet::COUNTERS_FILE] {
         let _ = std::fs::remove_file(state_dir.join(f));
     }
 }

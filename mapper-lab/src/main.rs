@@ -1,4 +1,4 @@
-//! `mapper-lab`: the lab's workloads (`serve`, `call`).
+//! `mapper-lab`: the lab (`up`, `traffic`, `down`) and its workloads (`serve`, `call`, `coredns`, `kubelet`).
 
 use std::{
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
@@ -88,13 +88,34 @@ enum Cmd {
         #[arg(long)]
         dns: Vec<String>,
     },
+    /// The cluster DNS (the coredns pod's process): A and AAAA from a records file, re-read
+    /// when it changes, over UDP and TCP.
+    ///
+    /// Example: mapper-lab coredns --records /tmp/mapper-lab/dns.json --listen 0.0.0.0:53
+    Coredns {
+        /// The records file (`mapper-lab up` writes <state-dir>/dns.json).
+        #[arg(long)]
+        records: PathBuf,
+        /// Address to serve on, UDP and TCP (repeatable).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// The kubelet's prober: TCP probes of the pods in the lab's state, every interval, until
+    /// killed; counters in <state-dir>/kubelet.json.
+    Kubelet {
+        #[arg(long, env = "MAPPER_LAB_STATE", default_value = "/tmp/mapper-lab")]
+        state_dir: PathBuf,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
     /// Make a number of connections (datagrams, DNS queries) and print a JSON summary.
     ///
     /// Example: mapper-lab call --to 10.96.0.10:80 --count 5
+    /// Example: mapper-lab call --to ledger.team3:80 --search team1.svc.cluster.local,svc.cluster.local
     Call {
-        /// Where to.
+        /// Where to: IP:PORT, [IPv6]:PORT, or NAME:PORT (resolved through --nameserver first).
         #[arg(long)]
-        to: SocketAddr,
+        to: String,
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Proto,
         #[arg(long, default_value_t = 1)]
@@ -102,9 +123,18 @@ enum Cmd {
         /// Name to resolve (with --protocol dns).
         #[arg(long, default_value = "ledger.team3.svc.cluster.local")]
         name: String,
-        /// Ask for AAAA instead of A (with --protocol dns).
+        /// Ask for AAAA instead of A (with --protocol dns, and when resolving --to).
         #[arg(long)]
         aaaa: bool,
+        /// The DNS server that resolves a name in --to (port 53).
+        #[arg(long, default_value = "10.96.0.10")]
+        nameserver: IpAddr,
+        /// Search domains tried first for a name in --to with fewer than 5 dots (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        search: Vec<String>,
+        /// UDP: count a datagram ok only when the reply arrives within this (default: when sent).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        reply_timeout: Option<Duration>,
         /// Pause between two attempts (humantime: 1ms, 10ms).
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         interval: Duration,
@@ -139,16 +169,16 @@ fn main() -> anyhow::Result<()> {
             let mut state = lab::load_state(&state_dir).context("no lab is up (run `mapper-lab up` first)")?;
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
             // Without --round: every round in order.
-            let last = s.calls.iter().map(|c| c.round).chain(s.workloads.iter().map(|w| w.round)).max().unwrap_or(1);
             let rounds: Vec<u32> = match round {
                 Some(r) => vec![r],
-                None => (1..=last).collect(),
+                None => (1..=s.last_round()).collect(),
             };
             for r in rounds {
                 if lab::advance(&s, &mut state, r, &state_dir, &lab)? {
-                    // Let a server polling the inventory (every second) see the new pods.
-                    eprintln!("lab moved to round {r}; inventory rewritten");
-                    std::thread::sleep(std::time::Duration::from_millis(2500));
+                    // Let a server polling the inventory (every second) see the new pods
+                    // (roundGap: 0s makes a reused IP's two holders meet within one report).
+                    eprintln!("lab moved to round {r}; inventory, kube-proxy rules and DNS rewritten");
+                    std::thread::sleep(s.round_gap.0);
                 }
                 for res in lab::traffic(&s, &state, Some(r), &lab)? {
                     println!("{}", serde_json::to_string(&res)?);
@@ -192,13 +222,33 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Call { to, protocol, count, name, aaaa, interval, timeout } => {
-            let summary = match protocol {
+        Cmd::Coredns { records, listen } => {
+            let handles =
+                mapper_lab::dns::serve(&listen, &records).with_context(|| format!("cannot serve DNS on {listen:?}"))?;
+            println!("ready");
+            for h in handles {
+                let _ = h.join();
+            }
+            Ok(())
+        }
+        Cmd::Kubelet { state_dir, interval } => mapper_lab::kubelet::run(&state_dir, interval, || println!("ready")),
+        Cmd::Call { to, protocol, count, name, aaaa, nameserver, search, reply_timeout, interval, timeout } => {
+            let (host, port) = traffic::split_host_port(&to).map_err(|e| anyhow::anyhow!("--to {e}"))?;
+            let resolver = traffic::Resolver { nameserver: SocketAddr::new(nameserver, 53), search, v6: aaaa };
+            let mut report = traffic::CallReport::default();
+            let Some(to) = traffic::target(&host, port, &resolver, &mut report) else {
+                // The name did not resolve: every attempt failed.
+                report.summary.failed = count;
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(());
+            };
+            report.address = to.to_string();
+            report.summary = match protocol {
                 Proto::Tcp => traffic::call_tcp(to, count, interval, timeout),
-                Proto::Udp => traffic::call_udp(to, count)?,
+                Proto::Udp => traffic::call_udp(to, count, reply_timeout)?,
                 Proto::Dns => traffic::call_dns(to, &name, aaaa, count)?,
             };
-            println!("{}", serde_json::to_string(&summary)?);
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
     }

@@ -1,7 +1,11 @@
-//! The lab's scenario file (format in DESIGN.md, "Interfaces"): workloads,
-//! services and the calls between them.
+//! The lab's scenario file (format in DESIGN.md, "Interfaces", and the README's "The lab's
+//! scenario format"): workloads, services, external hosts and the calls between them.
+//!
+//! Every scenario also gets the cluster's own objects (see [`Scenario::load`]): `coredns`
+//! (Deployment, kube-system) behind Service `kube-dns` (10.96.0.10, 53/UDP and 53/TCP), and
+//! Service `kubernetes` in `default` (10.96.0.1:443, the API server on the node).
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
@@ -47,6 +51,65 @@ impl<'de> Deserialize<'de> for PodPort {
     }
 }
 
+/// Which ports the kubelet probes: `probes: [8080]` or `probes: all` (every TCP port).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Probes {
+    #[default]
+    None,
+    All,
+    Ports(Vec<u16>),
+}
+
+impl<'de> Deserialize<'de> for Probes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ports(Vec<u16>),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Ports(p) if p.is_empty() => Ok(Self::None),
+            Raw::Ports(p) => Ok(Self::Ports(p)),
+            Raw::S(s) if s == "all" => Ok(Self::All),
+            Raw::S(s) => Err(serde::de::Error::custom(format!("probes {s:?}: expected a list of ports or `all`"))),
+        }
+    }
+}
+
+/// A duration in humantime syntax (`1s`, `250ms`, `0s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl Span {
+    /// A field's duration, the error naming the field.
+    fn field<'de, D: serde::Deserializer<'de>>(d: D, field: &str) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(Span)
+            .map_err(|e| serde::de::Error::custom(format!("{field} {s:?}: {e} (a duration: 1s, 250ms, 0s)")))
+    }
+}
+
+fn round_gap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+    Span::field(d, "roundGap")
+}
+
+fn probe_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+    let span = Span::field(d, "probeInterval")?;
+    if span.0.is_zero() {
+        return Err(serde::de::Error::custom("probeInterval 0s: the kubelet needs a period (e.g. 1s)"));
+    }
+    Ok(span)
+}
+
+/// `rollout: {round: N}`: all of the workload's pods are replaced at round N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub round: u32,
+}
+
 fn one() -> u32 {
     1
 }
@@ -76,6 +139,12 @@ pub struct WorkloadSpec {
     /// reuses a freed address.
     #[serde(default)]
     pub reuse_ip_of: Option<String>,
+    /// TCP ports the kubelet probes on every pod of this workload.
+    #[serde(default)]
+    pub probes: Probes,
+    /// The round at which all pods are replaced by new ones (new names, UIDs and IPs).
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
 }
 
 impl WorkloadSpec {
@@ -87,6 +156,24 @@ impl WorkloadSpec {
             self.labels.clone()
         }
     }
+
+    /// The TCP ports the kubelet probes.
+    pub fn probe_ports(&self) -> Vec<u16> {
+        match &self.probes {
+            Probes::None => Vec::new(),
+            Probes::All => self.ports.iter().filter(|p| !p.udp).map(|p| p.port).collect(),
+            Probes::Ports(p) => p.clone(),
+        }
+    }
+
+    /// How many rollouts have happened by `round` (the ReplicaSet revision is this + 1).
+    pub fn revision_at(&self, round: u32) -> u32 {
+        u32::from(self.rollout.is_some_and(|r| r.round <= round))
+    }
+
+    fn id(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
 }
 
 /// One Service port.
@@ -97,6 +184,9 @@ pub struct ServicePort {
     pub target_port: Option<u16>,
     #[serde(default)]
     pub protocol: Option<String>,
+    /// The port's name (needed by Kubernetes when a Service has several); not in scenarios.
+    #[serde(skip)]
+    pub name: Option<String>,
 }
 
 impl ServicePort {
@@ -131,26 +221,54 @@ pub enum Via {
     Service,
     /// A pod IP of the target workload.
     Pod,
+    /// One of the scenario's `external` hosts, beyond the node's uplink.
+    External,
 }
 
-/// Calls from one workload to a service or workload.
+/// An IP family, as Kubernetes spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Default)]
+pub enum Family {
+    #[default]
+    IPv4,
+    IPv6,
+}
+
+/// Calls from one workload to a service, workload or external host.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CallSpec {
     /// `<workload>.<namespace>`.
     pub from: String,
-    /// `<service>.<namespace>` (via service) or `<workload>.<namespace>` (via pod).
+    /// `<service>.<namespace>` (via service), `<workload>.<namespace>` (via pod), or an
+    /// external host's name (via external).
     pub to: String,
     pub port: u16,
     #[serde(default)]
     pub via: Via,
     #[serde(default = "tcp")]
     pub protocol: String,
+    /// Connections (datagrams) in all, spread round-robin over the client's pods.
     #[serde(default = "one_u64")]
     pub count: u64,
     /// Traffic round this call belongs to (`mapper-lab traffic --round N`); default 1.
     #[serde(default = "one")]
     pub round: u32,
+    /// Resolve the name through kube-dns first (default: true via service and external).
+    #[serde(default)]
+    pub dns: Option<bool>,
+    /// Make every connection from this pod of the client (0-based) instead of all of them.
+    #[serde(default)]
+    pub from_pod: Option<u32>,
+    /// The family of the address called (default IPv4).
+    #[serde(default)]
+    pub family: Family,
+}
+
+impl CallSpec {
+    /// Whether the client resolves the target's name through kube-dns before calling.
+    pub fn resolves(&self) -> bool {
+        self.dns.unwrap_or(self.via != Via::Pod)
+    }
 }
 
 fn tcp() -> String {
@@ -161,15 +279,54 @@ fn one_u64() -> u64 {
     1
 }
 
-/// A whole scenario.
+/// A host outside the cluster, in a namespace beyond the node's uplink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    /// Its DNS name (`api.example.com`), answered by kube-dns.
+    pub name: String,
+    pub ip: IpAddr,
+    /// TCP ports it serves.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+fn ipv4_only() -> Vec<Family> {
+    vec![Family::IPv4]
+}
+
+/// The default gap between two traffic rounds (for a server polling the inventory every second).
+pub const DEFAULT_ROUND_GAP: Duration = Duration::from_millis(2500);
+
+fn default_round_gap() -> Span {
+    Span(DEFAULT_ROUND_GAP)
+}
+
+fn default_probe_interval() -> Span {
+    Span(Duration::from_secs(1))
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Scenario {
     pub workloads: Vec<WorkloadSpec>,
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
     #[serde(default)]
     pub calls: Vec<CallSpec>,
+    /// `[IPv4]` (default) or `[IPv4, IPv6]` (dual stack).
+    #[serde(default = "ipv4_only")]
+    pub ip_families: Vec<Family>,
+    /// Hosts outside the cluster.
+    #[serde(default)]
+    pub external: Vec<ExternalSpec>,
+    /// How often the kubelet probes (default 1s).
+    #[serde(default = "default_probe_interval", deserialize_with = "probe_interval")]
+    pub probe_interval: Span,
+    /// Pause after the lab moves to a new round, before its calls (default 2.5s).
+    #[serde(default = "default_round_gap", deserialize_with = "round_gap")]
+    pub round_gap: Span,
 }
 
 /// Why a scenario cannot be used.
@@ -196,68 +353,71 @@ pub fn split_ref(s: &str) -> Option<(&str, &str)> {
     s.split_once('.').filter(|(n, ns)| !n.is_empty() && !ns.is_empty() && !ns.contains('.'))
 }
 
+/// The cluster DNS workload every lab has.
+pub const DNS_WORKLOAD: (&str, &str) = ("coredns", "kube-system");
+/// Its Service.
+pub const DNS_SERVICE: (&str, &str) = ("kube-dns", "kube-system");
+/// The API server's Service.
+pub const API_SERVICE: (&str, &str) = ("kubernetes", "default");
+/// The API server's Service port.
+pub const API_PORT: u16 = 443;
+
+/// The most Services a scenario may define (ClusterIPs 10.96.<K>.10 and up).
+const MAX_SERVICES: usize = 200;
+
 impl Scenario {
-    /// Reads and checks a scenario file.
+    /// Reads and checks a scenario file, and adds the cluster's own objects (coredns and
+    /// kube-dns).
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
-        let s: Scenario =
-            serde_yaml::from_str(&text).map_err(|source| ScenarioError::Parse { path: p.clone(), source })?;
-        s.check().map_err(|problem| ScenarioError::Invalid { path: p, problem })?;
+        Self::parse(&text).map_err(|e| match e {
+            ParseError::Yaml(source) => ScenarioError::Parse { path: p, source },
+            ParseError::Invalid(problem) => ScenarioError::Invalid { path: p, problem },
+        })
+    }
+
+    /// [`Scenario::load`] on text.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut s: Scenario = serde_yaml::from_str(text).map_err(ParseError::Yaml)?;
+        s.check().map_err(ParseError::Invalid)?;
+        s.add_cluster_objects();
         Ok(s)
     }
 
-    fn check(&self) -> Result<(), String> {
-        let mut seen = std::collections::BTreeSet::new();
-        for w in &self.workloads {
-            if !seen.insert((w.name.as_str(), w.namespace.as_str())) {
-                return Err(format!("workload {}.{} defined twice", w.name, w.namespace));
-            }
-            if w.replicas == 0 {
-                return Err(format!("workload {}.{}: replicas must be at least 1", w.name, w.namespace));
-            }
-            if let Some(r) = &w.reuse_ip_of {
-                let (n, ns) = split_ref(r).ok_or(format!(
-                    "workload {}.{}: reuseIpOf {r:?}: expected <workload>.<namespace>",
-                    w.name, w.namespace
-                ))?;
-                if self.workload(n, ns).is_none_or(|v| v.round >= w.round) {
-                    return Err(format!(
-                        "workload {}.{}: reuseIpOf {r:?} must name a workload of an earlier round",
-                        w.name, w.namespace
-                    ));
-                }
-                if w.replicas != 1 || w.host_network {
-                    return Err(format!(
-                        "workload {}.{}: reuseIpOf needs one replica, not hostNetwork",
-                        w.name, w.namespace
-                    ));
-                }
-            }
-        }
-        for (i, c) in self.calls.iter().enumerate() {
-            let (n, ns) =
-                split_ref(&c.from).ok_or(format!("calls[{i}].from {:?}: expected <workload>.<namespace>", c.from))?;
-            if self.workload(n, ns).is_none() {
-                return Err(format!("calls[{i}].from {:?}: no such workload", c.from));
-            }
-            let (tn, tns) = split_ref(&c.to).ok_or(format!("calls[{i}].to {:?}: expected <name>.<namespace>", c.to))?;
-            let known = match c.via {
-                Via::Service => self.services.iter().any(|s| s.name == tn && s.namespace == tns),
-                Via::Pod => self.workload(tn, tns).is_some(),
-            };
-            if !known {
-                return Err(format!(
-                    "calls[{i}].to {:?}: no such {}",
-                    c.to,
-                    if c.via == Via::Service { "service" } else { "workload" }
-                ));
-            }
-            if !matches!(c.protocol.as_str(), "tcp" | "udp") {
-                return Err(format!("calls[{i}].protocol {:?}: tcp or udp", c.protocol));
-            }
-        }
-        Ok(())
+    fn add_cluster_objects(&mut self) {
+        let (name, namespace) = DNS_WORKLOAD;
+        // Last, so the scenario's own pods keep the addresses they always had.
+        self.workloads.push(WorkloadSpec {
+            name: name.into(),
+            namespace: namespace.into(),
+            kind: Kind::Deployment,
+            replicas: 1,
+            ports: vec![PodPort { port: 53, udp: true }, PodPort { port: 53, udp: false }],
+            labels: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
+            annotations: BTreeMap::new(),
+            host_network: false,
+            round: 1,
+            reuse_ip_of: None,
+            probes: Probes::None,
+            rollout: None,
+        });
+    }
+
+    /// Whether Services and pods get IPv6 addresses too.
+    pub fn dual_stack(&self) -> bool {
+        self.ip_families.contains(&Family::IPv6)
+    }
+
+    /// The highest round anything happens in.
+    pub fn last_round(&self) -> u32 {
+        self.calls
+            .iter()
+            .map(|c| c.round)
+            .chain(self.workloads.iter().map(|w| w.round))
+            .chain(self.workloads.iter().filter_map(|w| w.rollout.map(|r| r.round)))
+            .max()
+            .unwrap_or(1)
     }
 
     /// A workload by name and namespace.
@@ -265,16 +425,33 @@ impl Scenario {
         self.workloads.iter().find(|w| w.name == name && w.namespace == ns)
     }
 
-    /// Every namespace the scenario uses, sorted.
+    /// Every namespace the scenario uses (with `default` and `kube-system`), sorted.
     pub fn namespaces(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .workloads
             .iter()
             .map(|w| w.namespace.clone())
             .chain(self.services.iter().map(|s| s.namespace.clone()))
+            .chain([API_SERVICE.1.to_string(), DNS_SERVICE.1.to_string()])
             .collect();
         v.sort();
         v.dedup();
         v
     }
 }
+
+/// Why scenario text cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Yaml(serde_yaml::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[path = "scenario/check.rs"]
+mod check;
+
+#[cfg(test)]
+#[path = "scenario/tests.rs"]
+mod tests;

@@ -42,10 +42,14 @@ fn deepen_backlog(listener: &TcpListener) {
     unsafe { libc::listen(listener.as_raw_fd(), 4096) };
 }
 
-/// Receives datagrams forever.
+/// Receives datagrams forever and answers each one (its own bytes back), as a DNS or statsd
+/// server's peer expects an answer.
 pub fn serve_udp(sock: UdpSocket) {
     let mut buf = [0u8; 2048];
-    while sock.recv_from(&mut buf).is_ok() {}
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+        let _ = sock.send_to(&buf[..n], from);
+    }
 }
 
 /// Answers every A/AAAA query with `answer` (when of the asked family).
@@ -116,17 +120,37 @@ fn close_with_reset(c: TcpStream) {
     drop(c);
 }
 
-/// Sends `count` datagrams to `to` from one unconnected socket.
-pub fn call_udp(to: SocketAddr, count: u64) -> io::Result<CallSummary> {
+/// Sends `count` datagrams to `to` from one unconnected socket. With a `reply_timeout`, a
+/// datagram counts as ok only when the server's reply arrives within it; without, when sent.
+pub fn call_udp(to: SocketAddr, count: u64, reply_timeout: Option<Duration>) -> io::Result<CallSummary> {
     let bind: SocketAddr =
         if to.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.map_err(io::Error::other)?;
     let sock = UdpSocket::bind(bind)?;
+    if let Some(t) = reply_timeout {
+        sock.set_read_timeout(Some(t.max(Duration::from_millis(1))))?;
+    }
     let mut s = CallSummary::default();
-    for _ in 0..count {
-        match sock.send_to(b"mapper-lab", to) {
-            Ok(_) => s.ok += 1,
-            Err(_) => s.failed += 1,
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        let payload = format!("mapper-lab:{i}");
+        if sock.send_to(payload.as_bytes(), to).is_err() {
+            s.failed += 1;
+            continue;
         }
+        if reply_timeout.is_none() {
+            s.ok += 1;
+            continue;
+        }
+        // Replies to earlier datagrams that came late are skipped; an ICMP error or the
+        // timeout fails this one.
+        let replied = loop {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) if &buf[..n] == payload.as_bytes() => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        if replied { s.ok += 1 } else { s.failed += 1 }
     }
     Ok(s)
 }
@@ -154,4 +178,79 @@ pub fn call_dns(server: SocketAddr, name: &str, v6: bool, count: u64) -> io::Res
         }
     }
     Ok(s)
+}
+
+/// `HOST:PORT` (`10.96.0.10:53`, `[fd00::1]:80`, `ledger.team3:80`) → host (brackets
+/// removed) and port.
+pub fn split_host_port(to: &str) -> Result<(String, u16), String> {
+    let (host, port) = to.rsplit_once(':').ok_or_else(|| format!("{to:?}: expected HOST:PORT"))?;
+    let port = port.parse().map_err(|_| format!("{to:?}: port {port:?} is not a number"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(format!("{to:?}: no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// What `mapper-lab call` prints: the summary, the address called, and the names asked.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallReport {
+    #[serde(flatten)]
+    pub summary: CallSummary,
+    /// The address connected to (after resolving, when the host was a name).
+    pub address: String,
+    /// The names asked of the DNS server, in order, when the host was a name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_queries: Vec<String>,
+}
+
+/// How a name in `--to` is resolved.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    pub nameserver: SocketAddr,
+    pub search: Vec<String>,
+    pub v6: bool,
+}
+
+/// The address to call: `host` itself when it is an IP, else what `resolver` answers (the
+/// first address). None when the name did not resolve.
+pub fn target(host: &str, port: u16, resolver: &Resolver, report: &mut CallReport) -> Option<SocketAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    match crate::dns::resolve(resolver.nameserver, host, &resolver.search, resolver.v6) {
+        Ok(r) => {
+            report.dns_queries = r.queries;
+            r.addresses.first().map(|ip| SocketAddr::new(*ip, port))
+        }
+        Err(e) => {
+            eprintln!("mapper-lab call: resolving {host} through {}: {e}", resolver.nameserver);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_udp_replies() {
+        assert_eq!(split_host_port("10.96.0.10:53"), Ok(("10.96.0.10".into(), 53)));
+        assert_eq!(split_host_port("[fd00::1]:80"), Ok(("fd00::1".into(), 80)));
+        assert_eq!(split_host_port("ledger.team3:80"), Ok(("ledger.team3".into(), 80)));
+        assert!(split_host_port("ledger").is_err() && split_host_port(":80").is_err());
+        assert!(split_host_port("x:http").is_err_and(|e| e.contains("port \"http\"")));
+        // A UDP server answers every datagram; the client counts only answered ones.
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("addr");
+        thread::spawn(move || serve_udp(server));
+        let s = call_udp(addr, 3, Some(Duration::from_secs(1))).expect("call");
+        assert_eq!(s, CallSummary { ok: 3, failed: 0 });
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let s = call_udp(silent.local_addr().expect("addr"), 2, Some(Duration::from_millis(50))).expect("call");
+        assert_eq!(s, CallSummary { ok: 0, failed: 2 });
+        // Without a reply timeout, a datagram sent is ok (as before).
+        assert_eq!(call_udp(silent.local_addr().expect("addr"), 1, None).expect("call").ok, 1);
+    }
 }

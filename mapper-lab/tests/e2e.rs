@@ -14,6 +14,9 @@ use serde_json::Value;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
+/// The lab's names (`mlab-…`) are global: one lab at a time in this binary.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn bin(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_mapper-lab")).with_file_name(name);
     assert!(
@@ -201,6 +204,7 @@ fn seed_and_every_kind_end_to_end() {
     if !bpf_available("e2e") {
         return;
     }
+    let _lab = LAB.lock().unwrap_or_else(|p| p.into_inner());
     // The seed scenario: the export is the example of Otterize's docs, byte for byte.
     {
         let stack = Stack::up("seed.yaml");
@@ -212,9 +216,10 @@ fn seed_and_every_kind_end_to_end() {
         let list = stack.mapper(&["list"]);
         assert_eq!(
             list,
-            "some-other-transaction-service in namespace team2 calls:\n  - ledger in namespace team3 (8080/TCP)\n\
-             transaction-service in namespace team1 calls:\n  - ledger in namespace team3 (8080/TCP)\n",
-            "mapper list"
+            "some-other-transaction-service in namespace team2 calls:\n  - coredns in namespace kube-system (53/UDP)\n  \
+             - ledger in namespace team3 (8080/TCP)\ntransaction-service in namespace team1 calls:\n  - coredns in \
+             namespace kube-system (53/UDP)\n  - ledger in namespace team3 (8080/TCP)\n",
+            "mapper list shows the calls to the cluster DNS that the export leaves out"
         );
         let path = stack.state.join("export.yaml");
         std::fs::write(&path, &export).expect("write export");
@@ -278,6 +283,11 @@ fn seed_and_every_kind_end_to_end() {
         "web.shop Deployment -> log-agent.infra DaemonSet",
         "web.shop Deployment -> cache.shop Deployment",
         "web.shop Deployment -> queue.shop Deployment",
+        // Every pod that called through a Service resolved its name first.
+        "debug.shop Pod -> coredns.kube-system Deployment",
+        "node-exporter.infra DaemonSet -> coredns.kube-system Deployment",
+        "report.shop CronJob -> coredns.kube-system Deployment",
+        "web.shop Deployment -> coredns.kube-system Deployment",
     ];
     want.sort();
     assert_eq!(edges, want, "edges of kinds.yaml (full list: {json:#})");
@@ -292,4 +302,75 @@ fn seed_and_every_kind_end_to_end() {
             .sum()
     };
     assert_eq!((count("cache"), count("queue")), (2, 3), "a reused pod IP merged two workloads' connections: {json:#}");
+}
+
+/// `client -> server` with its established count, for every call of a `list --format json`.
+fn calls_of(list: &Value) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    for client in list.as_array().expect("array of clients") {
+        for call in client["calls"].as_array().expect("calls") {
+            let peer = |p: &Value| match p["type"].as_str() {
+                Some("node") => format!("node {}", p["name"].as_str().unwrap_or("?")),
+                Some("api_server") => "kubernetes.default".to_owned(),
+                Some("external") => p["dns_names"][0].as_str().map_or_else(|| p["ip"].to_string(), str::to_owned),
+                _ => describe(p),
+            };
+            out.push((peer(&client["client"]), peer(&call["server"]), call["established"].as_u64().unwrap_or(0)));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn realistic_cluster_end_to_end() {
+    if !bpf_available("e2e realistic") {
+        return;
+    }
+    let _lab = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let stack = Stack::up("realistic.yaml");
+    for round in [1, 2] {
+        let calls = stack.traffic("realistic.yaml", Some(round));
+        assert!(calls.iter().all(|c| c["ok"] == c["count"]), "round {round} calls failed: {calls:?}");
+    }
+    // The export, exactly: no edge from coredns or the kubelet, none missing (IPv6 calls,
+    // every replica, the UDP server that replies, the external name, the API server, the
+    // rollout whose old IP was reused at once, two hostNetwork pods on the node's IP).
+    let export = stack.mapper(&["export"]);
+    let golden = std::fs::read_to_string(format!("{ROOT}/deploy/local/golden/realistic-v2beta1.yaml")).expect("golden");
+    assert_eq!(export, golden, "realistic export differs from the golden file");
+
+    let list: Value =
+        serde_json::from_str(&stack.mapper(&["list", "--format", "json", "--include-nodes"])).expect("list json");
+    let calls = calls_of(&list);
+    let node = |c: &str| c.starts_with("node ");
+    let dns = "coredns.kube-system Deployment";
+    let pods: Vec<(String, String, u64)> = calls.iter().filter(|(c, s, _)| !node(c) && s != dns).cloned().collect();
+    let want: Vec<(String, String, u64)> = [
+        ("checkout.shop Deployment", "api.example.com", 2),
+        ("checkout.shop Deployment", "invoicer.billing Deployment", 3),
+        ("checkout.shop Deployment", "payments.billing Deployment", 9),
+        ("checkout.shop Deployment", "statsd.monitoring Deployment", 3),
+        ("frontend.shop Deployment", "catalog.shop Deployment", 12),
+        ("node-agent.monitoring DaemonSet", "node-metrics.monitoring DaemonSet", 2),
+        ("operator.platform Deployment", "kubernetes.default", 2),
+    ]
+    .iter()
+    .map(|(c, s, n)| ((*c).to_owned(), (*s).to_owned(), *n))
+    .collect();
+    assert_eq!(pods, want, "the pods' calls and their connections (whole list: {list:#})");
+    // coredns is called by every pod that resolved a name, and calls nobody.
+    let resolvers: Vec<&str> = calls.iter().filter(|(_, s, _)| s == dns).map(|(c, _, _)| c.as_str()).collect();
+    assert_eq!(resolvers, ["checkout.shop Deployment", "frontend.shop Deployment", "operator.platform Deployment"]);
+    assert!(calls.iter().all(|(c, _, _)| c != dns), "coredns as a client: {list:#}");
+    // The kubelet's probes are the node's, to every probed server, never a pod's call.
+    let probed: Vec<&str> = calls.iter().filter(|(c, _, _)| node(c)).map(|(_, s, _)| s.as_str()).collect();
+    for server in
+        ["catalog.shop", "payments.billing", "statsd.monitoring", "node-metrics.monitoring", "invoicer.billing"]
+    {
+        assert!(probed.iter().any(|s| s.starts_with(server)), "no probe of {server} from the node: {list:#}");
+    }
+    // --include-dns puts the cluster DNS back.
+    let with_dns = stack.mapper(&["export", "--include-dns"]);
+    assert_eq!(with_dns.matches("name: coredns.kube-system").count(), 3, "{with_dns}");
 }

@@ -15,6 +15,9 @@ use crate::{
     store::{Applied, EdgeKey, EdgeStore, Observation, Proto, Side},
 };
 
+/// How long after a flow was seen its batch may wait for the cluster state to catch up.
+pub const MAX_RESOLVE_WAIT_MS: i64 = 5_000;
+
 /// Most flows one batch may carry.
 pub const MAX_FLOWS_PER_BATCH: usize = 100_000;
 
@@ -68,11 +71,15 @@ fn check_flow(index: usize, f: &pb::Flow) -> Result<Checked<'_>, BatchError> {
     let orig_ip = ip_from_bytes(&f.original_dst_ip).map_err(|p| bad("original_dst_ip", p))?;
     let dst_port = port(index, "dst_port", f.dst_port)?;
     let orig_port = port(index, "original_dst_port", f.original_dst_port)?;
-    let Some(dst) = dst else { return Err(bad("dst_ip", "missing".into())) };
     let (local, remote) = match side {
-        Side::Client => (src, dst),
+        Side::Client => match dst {
+            Some(dst) => (src, dst),
+            None => return Err(bad("dst_ip", "missing".into())),
+        },
+        // The server end's own address may be unknown (a UDP socket bound to every
+        // address answering): it is named by the agent's evidence then.
         Side::Server => match src {
-            Some(src) => (Some(dst), src),
+            Some(src) => (dst, src),
             None => return Err(bad("src_ip", "missing on an accepted connection".into())),
         },
     };
@@ -103,20 +110,55 @@ fn check_batch(req: &pb::ReportRequest) -> Result<Vec<Checked<'_>>, BatchError> 
 /// over IP), the far end by address at the flow's time. A connection to a
 /// ClusterIP resolves through the pod conntrack sent it to when that is
 /// known, else through the Service.
-fn resolve(snap: &Snapshot, c: &Checked<'_>) -> EdgeKey {
+///
+/// A node process that is no pod (the agent found its cgroup, in the node's network
+/// namespace, outside every pod) is the node itself. When the far end is on the reporting
+/// node too, the kernel named its cgroup, and that evidence wins over its address (two
+/// hostNetwork pods share the node's IP).
+fn resolve(snap: &Snapshot, node: &str, c: &Checked<'_>) -> EdgeKey {
     let at = c.flow.last_seen_ms;
-    let pod_uid = (!c.flow.pod_uid.is_empty()).then_some(c.flow.pod_uid.as_str());
-    let local = snap.resolve_local(&Evidence { ip: c.local, pod_uid, host_network: c.flow.host_network, at_ms: at });
+    let f = c.flow;
+    let as_node = || Peer::Node { name: node.to_owned() };
+    // The API server's endpoint (a node process in most clusters) serving is the API server.
+    let api_server_end =
+        c.side == Side::Server && c.local.is_some_and(|ip| snap.resolve_remote(ip, c.dst_port, at) == Peer::ApiServer);
+    let local = if api_server_end {
+        Peer::ApiServer
+    } else if f.node_process {
+        as_node()
+    } else {
+        let pod_uid = (!f.pod_uid.is_empty()).then_some(f.pod_uid.as_str());
+        snap.resolve_local(&Evidence { ip: c.local, pod_uid, host_network: f.host_network, at_ms: at })
+    };
+    let peer = if !f.peer_on_node {
+        None
+    } else if f.peer_node_process {
+        Some(as_node())
+    } else if f.peer_pod_uid.is_empty() {
+        None
+    } else {
+        let ev = Evidence {
+            ip: Some(c.remote),
+            pod_uid: Some(f.peer_pod_uid.as_str()),
+            host_network: f.peer_host_network,
+            at_ms: at,
+        };
+        Some(snap.resolve_local(&ev)).filter(|p| matches!(p, Peer::Workload(_)))
+    };
     match c.side {
         Side::Client => {
-            let server = match (snap.resolve_remote(c.remote, c.dst_port, at), c.orig) {
-                (p @ (Peer::Workload(_) | Peer::ApiServer), _) => p,
-                (_, Some((ip, port))) => snap.resolve_remote(ip, port, at),
-                (p, None) => p,
+            let server = match (peer, snap.resolve_remote(c.remote, c.dst_port, at), c.orig) {
+                (Some(p), _, _) => p,
+                (None, p @ (Peer::Workload(_) | Peer::ApiServer), _) => p,
+                (None, _, Some((ip, port))) => snap.resolve_remote(ip, port, at),
+                (None, p, None) => p,
             };
             EdgeKey { client: local, server }
         }
-        Side::Server => EdgeKey { client: snap.resolve_remote(c.remote, 0, at), server: local },
+        Side::Server => {
+            let client = peer.unwrap_or_else(|| snap.resolve_remote(c.remote, 0, at));
+            EdgeKey { client, server: local }
+        }
     }
 }
 
@@ -147,6 +189,18 @@ impl IngestService {
         if !self.cluster.is_ready() {
             return Err(Status::unavailable("the cluster state has not synced yet; retry shortly"));
         }
+        // A flow newer than what the cluster state is known to hold may involve a pod it does
+        // not have yet (created, or given a freed IP, since): the agent retries in a moment.
+        // Bounded, so a skewed clock or a stalled source delays flows, never loses them.
+        let synced_at = self.cluster.synced_at_ms();
+        let newest = req.flows.iter().map(|f| f.last_seen_ms).max().unwrap_or(i64::MIN);
+        if newest > synced_at && crate::server::now_ms() < newest.saturating_add(MAX_RESOLVE_WAIT_MS) {
+            self.metrics.batches.get_or_create(&[("result", "deferred")]).inc();
+            return Err(Status::unavailable(format!(
+                "the cluster state is {} ms older than the newest flow; retry shortly",
+                newest - synced_at
+            )));
+        }
         for d in &req.dns {
             self.dns.record(d);
         }
@@ -155,7 +209,7 @@ impl IngestService {
         let observations: Vec<Observation> = checked
             .iter()
             .map(|c| {
-                let key = resolve(&snap, c);
+                let key = resolve(&snap, &req.node, c);
                 for reason in [unresolved_reason(&key.client), unresolved_reason(&key.server)].into_iter().flatten() {
                     unresolved += 1;
                     self.metrics.flows_unresolved.get_or_create(&[("reason", reason)]).inc();
@@ -165,16 +219,26 @@ impl IngestService {
                     Peer::External { ip } => self.dns.names(*ip),
                     _ => Vec::new(),
                 };
+                // The ClusterIP dialled: before DNAT when the kernel saw the translation (TCP),
+                // else the destination itself (UDP is recorded as sent, before DNAT).
                 let via_service = match (c.side, c.orig) {
-                    (Side::Client, Some((ip, _))) => {
-                        snap.service_at(ip).map(|(name, namespace)| (namespace.to_owned(), name.to_owned()))
-                    }
-                    _ => None,
+                    (Side::Client, Some((ip, _))) => Some(ip),
+                    (Side::Client, None) => Some(c.remote),
+                    (Side::Server, _) => None,
+                }
+                .and_then(|ip| snap.service_at(ip))
+                .map(|(name, namespace)| (namespace.to_owned(), name.to_owned()));
+                // A call to a ClusterIP whose translation the kernel did not see (UDP, or a
+                // Service whose endpoint is on the node itself) is counted on the port the
+                // pods serve, as the server end counts it.
+                let port = match (c.side, c.orig) {
+                    (Side::Client, None) => snap.target_port(c.remote, c.dst_port).unwrap_or(c.dst_port),
+                    _ => c.dst_port,
                 };
                 Observation {
                     key,
                     side: c.side,
-                    port: c.dst_port,
+                    port,
                     proto: c.proto,
                     established: c.flow.count,
                     failed: c.flow.failed,
@@ -290,5 +354,97 @@ mod tests {
         let b = batch(vec![f]);
         let c = check_batch(&b).expect("accept");
         assert_eq!((c[0].local, c[0].remote), (Some(dst), src));
+    }
+
+    #[test]
+    fn a_server_end_may_lack_its_own_address() {
+        let mut f = flow();
+        f.direction = pb::Direction::Accept as i32;
+        f.protocol = pb::Protocol::Udp as i32;
+        f.dst_ip.clear();
+        let b = batch(vec![f]);
+        let c = check_batch(&b).expect("a UDP reply from a socket bound to every address");
+        assert_eq!((c[0].local, c[0].remote), (None, "10.0.0.2".parse().expect("ip")));
+    }
+
+    const HOST_PODS: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: node-agent-x1, namespace: ops, uid: 00000000-0000-4000-8000-00000000000a, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec: {hostNetwork: true, nodeName: node-1, containers: [{name: a, image: a}]}
+status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}], startTime: "2025-01-01T00:00:00Z"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: node-metrics-x1, namespace: ops, uid: 00000000-0000-4000-8000-00000000000b, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec: {hostNetwork: true, nodeName: node-1, containers: [{name: m, image: m}]}
+status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}], startTime: "2025-01-01T00:00:00Z"}
+"#;
+
+    #[test]
+    fn ends_on_one_node_resolve_by_the_kernel_s_evidence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inventory.yaml");
+        std::fs::write(&path, HOST_PODS).expect("write inventory");
+        let now = 1_800_000_000_000;
+        let inv = mapper_cluster::Inventory::load_at(vec![path], mapper_cluster::ResolveOptions::default(), now)
+            .expect("inventory");
+        let snap = inv.snapshot();
+        let (agent_uid, metrics_uid) = ("00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b");
+        let node_ip = vec![10, 0, 0, 1];
+        let host_flow = |direction: pb::Direction, local: &str, peer: &str| pb::Flow {
+            direction: direction as i32,
+            src_ip: node_ip.clone(),
+            dst_ip: node_ip.clone(),
+            dst_port: 9100,
+            pod_uid: local.to_owned(),
+            host_network: true,
+            peer_on_node: true,
+            peer_pod_uid: peer.to_owned(),
+            peer_host_network: true,
+            first_seen_ms: now,
+            last_seen_ms: now,
+            ..flow()
+        };
+        let name = |p: &Peer| match p {
+            Peer::Workload(w) => w.name.clone(),
+            Peer::Node { name } => format!("node {name}"),
+            other => format!("{other:?}"),
+        };
+        let key_of = |f: pb::Flow| {
+            let b = batch(vec![f]);
+            let c = check_batch(&b).expect("valid");
+            let k = resolve(&snap, "node-1", &c[0]);
+            (name(&k.client), name(&k.server))
+        };
+        let want = ("node-agent-x1".to_owned(), "node-metrics-x1".to_owned());
+        assert_eq!(key_of(host_flow(pb::Direction::Connect, agent_uid, metrics_uid)), want, "connect side");
+        assert_eq!(key_of(host_flow(pb::Direction::Accept, metrics_uid, agent_uid)), want, "accept side");
+        // Without the kernel's evidence the shared node address cannot tell them apart.
+        let blind = pb::Flow {
+            peer_on_node: false,
+            peer_pod_uid: String::new(),
+            ..host_flow(pb::Direction::Connect, agent_uid, "")
+        };
+        assert!(key_of(blind).1.contains("NodeIp"), "guessed from a shared node address");
+        // The kubelet probing a pod: a node process, the node itself on both sides.
+        let probe = pb::Flow {
+            node_process: true,
+            pod_uid: String::new(),
+            peer_on_node: false,
+            ..host_flow(pb::Direction::Connect, "", "")
+        };
+        assert_eq!(key_of(probe).0, "node node-1");
+        let probed = pb::Flow {
+            peer_node_process: true,
+            peer_pod_uid: String::new(),
+            ..host_flow(pb::Direction::Accept, metrics_uid, "")
+        };
+        assert_eq!(key_of(probed), ("node node-1".to_owned(), "node-metrics-x1".to_owned()));
     }
 }

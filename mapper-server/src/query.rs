@@ -27,6 +27,7 @@ pub fn peer_to_pb(p: &Peer, dns_names: &[String]) -> pb::Peer {
         Peer::Unresolved { ip, reason } => {
             P::Unresolved(pb::Unresolved { ip: ip_to_bytes(*ip), reason: reason.as_str().to_string() })
         }
+        Peer::Node { name } => P::Node(pb::Node { name: name.clone() }),
     };
     pb::Peer { peer: Some(peer) }
 }
@@ -70,6 +71,8 @@ pub struct EdgeFilter {
     pub since_ms: i64,
     pub exclude_labels: Vec<(String, String)>,
     pub include_unresolved: bool,
+    /// Edges with a node end (a node process that is no pod) are left out unless asked for.
+    pub include_nodes: bool,
 }
 
 impl EdgeFilter {
@@ -96,6 +99,7 @@ impl EdgeFilter {
             since_ms: r.since_ms,
             exclude_labels: r.exclude_labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),
             include_unresolved: r.include_unresolved,
+            include_nodes: r.include_nodes,
         })
     }
 
@@ -110,8 +114,13 @@ impl EdgeFilter {
         if s.last_seen_ms < self.since_ms {
             return false;
         }
-        let server_resolved = matches!(k.server, Peer::Workload(_) | Peer::Service { .. } | Peer::ApiServer);
-        let both_resolved = matches!(k.client, Peer::Workload(_)) && server_resolved;
+        let node = |p: &Peer| matches!(p, Peer::Node { .. });
+        if (node(&k.client) || node(&k.server)) && !self.include_nodes {
+            return false;
+        }
+        let server_resolved =
+            matches!(k.server, Peer::Workload(_) | Peer::Service { .. } | Peer::ApiServer | Peer::Node { .. });
+        let both_resolved = matches!(k.client, Peer::Workload(_) | Peer::Node { .. }) && server_resolved;
         if !(self.include_unresolved || both_resolved) {
             return false;
         }

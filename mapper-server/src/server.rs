@@ -66,7 +66,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

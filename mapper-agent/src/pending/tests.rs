@@ -217,7 +217,13 @@ fn realistic(i: u32) -> pb::Flow {
         first_seen_ms: 1_795_679_181_355,
         last_seen_ms: 1_795_679_189_355,
         host_network: false,
+        ..Default::default()
     }
+}
+
+/// The same, to a pod on the same node (whose end the agent names too).
+fn realistic_same_node(i: u32) -> pb::Flow {
+    pb::Flow { peer_on_node: true, peer_pod_uid: format!("7c1d2e3f-5c2e-4d0b-9f0e-{i:012x}"), ..realistic(i) }
 }
 
 /// The figure values.yaml and the README size the spool with: bytes per
@@ -232,11 +238,15 @@ fn a_spooled_flow_takes_the_documented_bytes() {
     const N: u32 = 10_000;
     p.push((0..N).map(realistic).collect(), vec![], (0..u64::from(N)).collect()).expect("push");
     let per_flow = p.bytes() as f64 / f64::from(N);
-    eprintln!("{N} realistic flows spooled in {} bytes: {per_flow:.1} bytes per flow", p.bytes());
+    let before = p.bytes();
+    p.push((N..2 * N).map(realistic_same_node).collect(), vec![], (0..u64::from(N)).collect()).expect("push");
+    let same_node = (p.bytes() - before) as f64 / f64::from(N);
+    eprintln!("{N} realistic flows spooled: {per_flow:.1} bytes per flow to another node, {same_node:.1} to this node");
     assert!(
         per_flow <= BYTES_PER_SPOOLED_FLOW as f64,
         "{per_flow} bytes per spooled flow: update values.yaml and the README"
     );
+    assert!(same_node <= BYTES_PER_SPOOLED_FLOW as f64 + 50.0, "{same_node} bytes per same-node flow");
 }
 
 #[test]

@@ -87,10 +87,13 @@ fn each_port_resolves_through_the_slices_serving_it() {
     let snap = snapshot(&pods, slices, 1_000);
     assert_eq!(snap.resolve_remote(ip(CLUSTER_IP), 80, 1_000), workload("alpha"), "web → the web slice");
     assert_eq!(snap.resolve_remote(ip(CLUSTER_IP), 9090, 1_000), workload("beta"), "metrics → the metrics slice");
+    assert_eq!(snap.target_port(ip(CLUSTER_IP), 80), Some(8000), "the web port's targetPort, from its slice");
+    assert_eq!(snap.target_port(ip(CLUSTER_IP), 1234), None, "not a port of the Service");
+    assert_eq!(snap.target_port(ip("10.0.0.1"), 80), None, "not a ClusterIP");
     assert_eq!(
         snap.resolve_remote(ip(CLUSTER_IP), 1234, 1_000),
-        workload("alpha"),
-        "a port the Service does not declare: every slice, two each, the smallest workload wins the tie"
+        Peer::Service { name: "multi".to_owned(), namespace: NS.to_owned() },
+        "a port the Service does not declare reaches no pod: the call is to the Service"
     );
 }
 

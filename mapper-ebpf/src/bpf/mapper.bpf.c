@@ -9,6 +9,9 @@
  *    connection carries its conntrack entry, which says where a connection to
  *    a Service ClusterIP really went;
  *  - cgroup/connect4,6 and cgroup/sendmsg4,6: UDP flows, connected or not;
+ *    cgroup/recvmsg4,6 remember which peers sent to a socket first, so that a
+ *    datagram answering them (a DNS reply, an ack) is counted as the server
+ *    end of the peer's call, never as a call of its own;
  *  - cgroup_skb/ingress: DNS answers (UDP source port 53) handed to user space.
  *
  * Flows are aggregated in an LRU hash keyed without the client's ephemeral
@@ -101,6 +104,22 @@ struct {
 	__type(key, struct listener_key);
 	__type(value, struct listener_value);
 } listeners SEC(".maps");
+
+/* Client ends of established TCP connections, for a server end on this node. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct peer_key);
+	__type(value, struct peer_value);
+} peers SEC(".maps");
+
+/* Which end of each UDP conversation spoke first (MAPPER_UDP_*). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct udp_key);
+	__type(value, __u32);
+} udp_first SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -216,6 +235,47 @@ static __always_inline void tp_addrs(const struct inet_sock_set_state_args *ctx,
 	}
 }
 
+/* An address as a peer_key holds it: IPv4-mapped IPv6 becomes IPv4, so a
+ * dual-stack listener's view of an IPv4 client matches the client's own. */
+static __always_inline int is_v4_mapped(const __u8 *a)
+{
+	__u64 lo;
+	__u32 mid;
+	__builtin_memcpy(&lo, a, 8);
+	__builtin_memcpy(&mid, a + 8, 4);
+	return lo == 0 && mid == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline void peer_key_of(struct peer_key *pk, __u8 family, __u16 client_port, __u16 server_port,
+					const __u8 *client, const __u8 *server)
+{
+	pk->client_port = client_port;
+	pk->server_port = server_port;
+	if (family == AF_INET6 && is_v4_mapped(client) && is_v4_mapped(server)) {
+		pk->family = AF_INET;
+		__builtin_memcpy(pk->client_addr, client + 12, 4);
+		__builtin_memcpy(pk->server_addr, server + 12, 4);
+	} else if (family == AF_INET) {
+		pk->family = AF_INET;
+		__builtin_memcpy(pk->client_addr, client, 4);
+		__builtin_memcpy(pk->server_addr, server, 4);
+	} else {
+		pk->family = family;
+		__builtin_memcpy(pk->client_addr, client, 16);
+		__builtin_memcpy(pk->server_addr, server, 16);
+	}
+}
+
+static __always_inline int same_addr(const __u8 *a, const __u8 *b)
+{
+	__u64 a0, a1, b0, b1;
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
 static __always_inline void on_connect_done(const struct inet_sock_set_state_args *ctx, int failed)
 {
 	__u64 skaddr = (__u64)ctx->skaddr;
@@ -247,15 +307,41 @@ static __always_inline void on_connect_done(const struct inet_sock_set_state_arg
 		bpf_map_delete_elem(&nat, &nk);
 	}
 
+	key.cgroup_id = si ? si->cgroup_id : sk_cgroup(sk);
+
+	if (!failed) {
+		/* The kernel picks the destination itself as the source of a
+		 * connection to a local address: the server is a listener of this
+		 * network namespace, whose cgroup names it (two hostNetwork pods). */
+		if (same_addr(key.src_addr, key.dst_addr)) {
+			struct listener_key lk = {};
+			lk.netns = key.netns;
+			lk.port = key.dst_port;
+			lk.family = key.family;
+			struct listener_value *lv = bpf_map_lookup_elem(&listeners, &lk);
+			if (lv && lv->cgroup_id) {
+				key.peer_cgroup_id = lv->cgroup_id;
+				key.peer_netns = key.netns;
+			}
+		}
+		/* Tell the server end, if it is on this node, who connected. Our
+		 * ESTABLISHED comes before the server's: it follows the SYN-ACK,
+		 * the server's follows our ACK. */
+		struct peer_key pk = {};
+		struct peer_value pv = {};
+		peer_key_of(&pk, key.family, ctx->sport, key.dst_port, key.src_addr, key.dst_addr);
+		pv.cgroup_id = key.cgroup_id;
+		pv.netns = key.netns;
+		bpf_map_update_elem(&peers, &pk, &pv, BPF_ANY);
+	}
+
 	if (si) {
-		key.cgroup_id = si->cgroup_id;
 		flow_add(&key, failed, si->pid, si->comm);
 		bpf_map_delete_elem(&connecting, &skaddr);
 	} else {
 		/* Begun before we attached, or the socket map overflowed: the
 		 * socket's own cgroup still tells whose it is. */
 		stat_inc(MAPPER_STAT_CONNECT_UNTRACKED);
-		key.cgroup_id = sk_cgroup(sk);
 		flow_add(&key, failed, 0, 0);
 	}
 }
@@ -274,15 +360,33 @@ static __always_inline void on_accept_done(const struct inet_sock_set_state_args
 	/* The accepted socket's source is us: client = daddr, server = saddr. */
 	tp_addrs(ctx, key.dst_addr, key.src_addr);
 
+	if (!failed) {
+		/* A client on this node left its name at its own ESTABLISHED. */
+		struct peer_key pk = {};
+		peer_key_of(&pk, key.family, ctx->dport, ctx->sport, key.src_addr, key.dst_addr);
+		struct peer_value *pv = bpf_map_lookup_elem(&peers, &pk);
+		if (pv) {
+			key.peer_cgroup_id = pv->cgroup_id;
+			key.peer_netns = pv->netns;
+			bpf_map_delete_elem(&peers, &pk);
+		}
+	}
+
 	struct listener_key lk = {};
 	lk.netns = key.netns;
 	lk.port = ctx->sport;
 	lk.family = key.family;
 	struct listener_value *lv = bpf_map_lookup_elem(&listeners, &lk);
-	if (lv)
+	if (lv) {
 		flow_add(&key, failed, lv->pid, lv->comm);
-	else
+	} else {
+		/* Listening since before we attached: its accepted socket still tells
+		 * whose it is, so later connects from this namespace can name it. */
+		struct listener_value nv = {};
+		nv.cgroup_id = key.cgroup_id;
+		bpf_map_update_elem(&listeners, &lk, &nv, BPF_NOEXIST);
 		flow_add(&key, failed, 0, 0);
+	}
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
@@ -333,6 +437,7 @@ int mapper_sock_state(struct inet_sock_set_state_args *ctx)
 		lk.port = ctx->sport;
 		lk.family = (__u8)ctx->family;
 		lv.pid = bpf_get_current_pid_tgid() >> 32;
+		lv.cgroup_id = sk_cgroup(sk);
 		bpf_get_current_comm(lv.comm, sizeof(lv.comm));
 		bpf_map_update_elem(&listeners, &lk, &lv, BPF_ANY);
 		return 0;
@@ -394,26 +499,71 @@ int mapper_dev_queue(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* The conversation of a UDP socket with the peer at ctx's user address. */
+static __always_inline void udp_key_of(struct bpf_sock_addr *ctx, int v6, __u16 local_port, struct udp_key *uk)
+{
+	uk->netns = current_netns();
+	uk->local_port = local_port;
+	uk->peer_port = bpf_ntohs((__u16)ctx->user_port);
+	if (!v6) {
+		__u32 a = ctx->user_ip4;
+		uk->family = AF_INET;
+		__builtin_memcpy(uk->peer_addr, &a, 4);
+	} else {
+		__u32 a[4];
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		uk->family = AF_INET6;
+		__builtin_memcpy(uk->peer_addr, a, 16);
+	}
+}
+
+/*
+ * A datagram sent (or a UDP connect). Who called whom is who sent first: when
+ * this socket's port heard from the peer before it ever sent to it, the
+ * datagram is an answer (a DNS reply), counted as the server end of the
+ * peer's call (MAPPER_DIR_ACCEPT: src = the peer, dst = us, dst_port = our
+ * port), never as a call of ours.
+ */
 static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendmsg)
 {
 	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
 
+	struct bpf_sock *sk = ctx->sk;
+	/* Before connect() binds a socket its port is 0: it has heard nothing. */
+	__u16 local_port = sk ? (__u16)sk->src_port : 0;
+	int reply = 0;
+	if (local_port) {
+		struct udp_key uk = {};
+		udp_key_of(ctx, v6, local_port, &uk);
+		__u32 *first = bpf_map_lookup_elem(&udp_first, &uk);
+		if (first) {
+			reply = *first == MAPPER_UDP_RECEIVED_FIRST;
+		} else {
+			__u32 sent = MAPPER_UDP_SENT_FIRST;
+			bpf_map_update_elem(&udp_first, &uk, &sent, BPF_NOEXIST);
+		}
+	}
+
 	struct flow_key key = {};
-	key.direction = MAPPER_DIR_UDP;
+	key.direction = reply ? MAPPER_DIR_ACCEPT : MAPPER_DIR_UDP;
 	key.protocol = IPPROTO_UDP;
-	key.dst_port = bpf_ntohs((__u16)ctx->user_port);
+	key.dst_port = reply ? local_port : bpf_ntohs((__u16)ctx->user_port);
 	key.netns = current_netns();
 	key.cgroup_id = bpf_get_current_cgroup_id();
+	/* Our address and the peer's; a reply puts the peer on the client side. */
+	__u8 ours[16] = {}, theirs[16] = {};
 	if (!v6) {
-		__u32 dst = ctx->user_ip4;
+		__u32 peer = ctx->user_ip4;
 		__u32 src = sendmsg ? ctx->msg_src_ip4 : 0;
-		struct bpf_sock *sk = ctx->sk;
 		if (!src && sk)
 			src = sk->src_ip4;
 		key.family = AF_INET;
-		__builtin_memcpy(key.dst_addr, &dst, 4);
-		__builtin_memcpy(key.src_addr, &src, 4);
+		__builtin_memcpy(theirs, &peer, 4);
+		__builtin_memcpy(ours, &src, 4);
 	} else {
 		__u32 d[4], s[4] = {};
 		d[0] = ctx->user_ip6[0];
@@ -426,7 +576,6 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 			s[2] = ctx->msg_src_ip6[2];
 			s[3] = ctx->msg_src_ip6[3];
 		}
-		struct bpf_sock *sk = ctx->sk;
 		if (!(s[0] | s[1] | s[2] | s[3]) && sk) {
 			s[0] = sk->src_ip6[0];
 			s[1] = sk->src_ip6[1];
@@ -434,13 +583,38 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 			s[3] = sk->src_ip6[3];
 		}
 		key.family = AF_INET6;
-		__builtin_memcpy(key.dst_addr, d, 16);
-		__builtin_memcpy(key.src_addr, s, 16);
+		__builtin_memcpy(theirs, d, 16);
+		__builtin_memcpy(ours, s, 16);
+	}
+	if (reply) {
+		__builtin_memcpy(key.src_addr, theirs, 16);
+		__builtin_memcpy(key.dst_addr, ours, 16);
+	} else {
+		__builtin_memcpy(key.src_addr, ours, 16);
+		__builtin_memcpy(key.dst_addr, theirs, 16);
 	}
 
 	__u8 comm[MAPPER_COMM_LEN] = {};
 	bpf_get_current_comm(comm, sizeof(comm));
 	flow_add(&key, 0, bpf_get_current_pid_tgid() >> 32, comm);
+	return 1;
+}
+
+/* A datagram read with its sender's address: remember the peer spoke first,
+ * unless this socket sent to it before. */
+static __always_inline int udp_recv(struct bpf_sock_addr *ctx, int v6)
+{
+	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk || !sk->src_port)
+		return 1;
+	struct udp_key uk = {};
+	udp_key_of(ctx, v6, (__u16)sk->src_port, &uk);
+	if (!bpf_map_lookup_elem(&udp_first, &uk)) {
+		__u32 received = MAPPER_UDP_RECEIVED_FIRST;
+		bpf_map_update_elem(&udp_first, &uk, &received, BPF_NOEXIST);
+	}
 	return 1;
 }
 
@@ -466,6 +640,18 @@ SEC("cgroup/sendmsg6")
 int mapper_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return udp_flow(ctx, 1, 1);
+}
+
+SEC("cgroup/recvmsg4")
+int mapper_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return udp_recv(ctx, 0);
+}
+
+SEC("cgroup/recvmsg6")
+int mapper_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return udp_recv(ctx, 1);
 }
 
 /* Copy a DNS answer to user space; parsing happens there, defensively. */

@@ -17,8 +17,13 @@
 
 /* flow_key.direction */
 #define MAPPER_DIR_CONNECT 1 /* TCP, seen from the client's socket */
-#define MAPPER_DIR_ACCEPT 2  /* TCP, seen from the server's accepted socket */
-#define MAPPER_DIR_UDP 3     /* UDP datagrams (or a connect) from the sender */
+#define MAPPER_DIR_ACCEPT 2  /* seen from the server's end: a TCP accepted socket, or a UDP
+                              * socket answering a peer that sent to it first */
+#define MAPPER_DIR_UDP 3     /* UDP datagrams (or a connect) from the side that sent first */
+
+/* udp_first values: which end of a UDP conversation spoke first. */
+#define MAPPER_UDP_SENT_FIRST 1
+#define MAPPER_UDP_RECEIVED_FIRST 2
 
 /* Indexes into the per-CPU `stats` array: everything that could not be recorded. */
 #define MAPPER_STAT_FLOW_UPDATE_FAILED 0 /* bpf_map_update_elem on the flow map failed */
@@ -47,8 +52,9 @@ struct flow_key {
 	__u8 src_addr[16];     /* client side */
 	__u8 dst_addr[16];     /* server side, as established (after DNAT) */
 	__u8 orig_dst_addr[16];/* server side as dialled, when DNAT changed it (else zero) */
-	__u32 _pad1;
+	__u32 peer_netns;      /* the other end's netns, when it is on this node too (else 0) */
 	__u64 cgroup_id;       /* cgroup v2 id of the local side (process, or socket for accept) */
+	__u64 peer_cgroup_id;  /* the other end's cgroup v2 id, when it is on this node too (else 0) */
 };
 
 struct flow_value {
@@ -100,6 +106,39 @@ struct listener_key {
 struct listener_value {
 	__u32 pid;
 	__u8 comm[MAPPER_COMM_LEN];
+	__u32 _pad0;
+	__u64 cgroup_id;       /* the listening socket's cgroup (accepted sockets inherit it) */
+};
+
+/*
+ * An established TCP connection's tuple, as its client saw it (after DNAT),
+ * so that the server end, when it is on the same node, learns who the client
+ * is. IPv4-mapped IPv6 addresses are stored as IPv4. Ports in host order.
+ */
+struct peer_key {
+	__u8 family;
+	__u8 _pad0;
+	__u16 client_port;
+	__u16 server_port;
+	__u16 _pad1;
+	__u8 client_addr[16];
+	__u8 server_addr[16];
+};
+
+struct peer_value {
+	__u64 cgroup_id;       /* the client's cgroup */
+	__u32 netns;           /* the client's network namespace */
+	__u32 _pad0;
+};
+
+/* One end of a UDP conversation: this socket's port and the peer's address. */
+struct udp_key {
+	__u32 netns;
+	__u16 local_port;      /* host byte order */
+	__u16 peer_port;       /* host byte order */
+	__u8 family;
+	__u8 _pad0[3];
+	__u8 peer_addr[16];
 };
 
 /* Double buffering of the flow maps: programs write to flows_a or flows_b. */

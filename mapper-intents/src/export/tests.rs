@@ -104,12 +104,13 @@ fn options_exclude_kinds_of_targets_failed_edges_and_namespaces() {
     ];
     let count =
         |opts: ExportOptions| -> usize { intents_from_edges(&edges, &opts).iter().map(|d| d.targets.len()).sum() };
-    assert_eq!(count(ExportOptions::default()), 6);
-    assert_eq!(count(ExportOptions { include_services: false, ..ExportOptions::default() }), 5);
-    assert_eq!(count(ExportOptions { include_api_server: false, ..ExportOptions::default() }), 5);
-    assert_eq!(count(ExportOptions { include_internet: false, ..ExportOptions::default() }), 5);
-    assert_eq!(count(ExportOptions { include_failed_only: false, ..ExportOptions::default() }), 5);
-    assert_eq!(count(ExportOptions { client_namespaces: vec!["team9".to_owned()], ..ExportOptions::default() }), 1);
+    assert_eq!(count(ExportOptions::default()), 5, "calls that never succeeded are left out by default");
+    let all = ExportOptions { include_failed_only: true, ..ExportOptions::default() };
+    assert_eq!(count(all.clone()), 6);
+    assert_eq!(count(ExportOptions { include_services: false, ..all.clone() }), 5);
+    assert_eq!(count(ExportOptions { include_api_server: false, ..all.clone() }), 5);
+    assert_eq!(count(ExportOptions { include_internet: false, ..all.clone() }), 5);
+    assert_eq!(count(ExportOptions { client_namespaces: vec!["team9".to_owned()], ..all }), 1);
     let services_off = ExportOptions { include_services: false, ..ExportOptions::default() };
     let api_kept = intents_from_edges(&[edge(&client, Target::service("kubernetes", Some("default")))], &services_off);
     assert_eq!(api_kept[0].targets, [Target::ApiServer], "the API server is not a plain Service target");
@@ -150,4 +151,36 @@ fn clients_sharing_a_name_in_one_namespace_get_kind_suffixed_names() {
     );
     let names: Vec<(&str, &str)> = docs.iter().map(|d| (d.name.as_str(), d.client_name.as_str())).collect();
     assert_eq!(names, [("app-cronjob", "app"), ("app-deployment", "app"), ("solo", "solo")]);
+}
+
+#[test]
+fn cluster_dns_calls_are_left_out_unless_asked_for() {
+    let client = Workload::new("web", "team1", "Deployment");
+    let dns = |server: Target, port: u16, via: &[(&str, &str)]| Edge {
+        ports: vec![Port { port, protocol: Protocol::Udp }],
+        via_services: via
+            .iter()
+            .map(|(n, ns)| crate::model::ServiceName { name: (*n).to_owned(), namespace: (*ns).to_owned() })
+            .collect(),
+        ..edge(&client, server)
+    };
+    let coredns = Target::workload("coredns", Some("kube-system"), Some("Deployment"));
+    let through_service = dns(coredns.clone(), 53, &[("kube-dns", "kube-system")]);
+    let to_pod = dns(coredns.clone(), 53, &[]);
+    let own_dns = dns(Target::workload("resolver", None, None), 53, &[]);
+    let other_port = dns(coredns, 9153, &[]);
+    for e in [&through_service, &to_pod] {
+        assert!(e.is_cluster_dns(), "{e:?}");
+    }
+    assert!(!own_dns.is_cluster_dns(), "a DNS server of the client's own namespace is a call like any other");
+    assert!(!other_port.is_cluster_dns(), "coredns's metrics port is not DNS");
+    let edges = [through_service, to_pod, own_dns];
+    let targets =
+        |opts: &ExportOptions| -> usize { intents_from_edges(&edges, opts).iter().map(|d| d.targets.len()).sum() };
+    assert_eq!(targets(&ExportOptions::default()), 1);
+    assert_eq!(
+        targets(&ExportOptions { include_dns: true, ..ExportOptions::default() }),
+        2,
+        "two coredns edges, one target"
+    );
 }

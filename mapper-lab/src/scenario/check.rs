@@ -1,0 +1,159 @@
+//! What a scenario must satisfy beyond its shape; each problem names the field.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use super::{
+    API_SERVICE, CallSpec, DNS_SERVICE, DNS_WORKLOAD, Family, Kind, MAX_SERVICES, Probes, Scenario, Via, split_ref,
+};
+
+impl Scenario {
+    pub(super) fn check(&self) -> Result<(), String> {
+        match self.ip_families.as_slice() {
+            [Family::IPv4] | [Family::IPv4, Family::IPv6] => {}
+            other => return Err(format!("ipFamilies {other:?}: expected [IPv4] or [IPv4, IPv6]")),
+        }
+        if self.services.len() > MAX_SERVICES {
+            return Err(format!("services: at most {MAX_SERVICES}, not {}", self.services.len()));
+        }
+        let mut seen = BTreeSet::new();
+        for w in &self.workloads {
+            let id = w.id();
+            if (w.name.as_str(), w.namespace.as_str()) == DNS_WORKLOAD {
+                return Err(format!("workload {id}: the lab's cluster DNS has that name; use another"));
+            }
+            if !seen.insert((w.name.as_str(), w.namespace.as_str())) {
+                return Err(format!("workload {id} defined twice"));
+            }
+            if w.replicas == 0 {
+                return Err(format!("workload {id}: replicas must be at least 1"));
+            }
+            if w.round == 0 {
+                return Err(format!("workload {id}: round must be at least 1"));
+            }
+            if let Some(r) = &w.reuse_ip_of {
+                let (n, ns) =
+                    split_ref(r).ok_or(format!("workload {id}: reuseIpOf {r:?}: expected <workload>.<namespace>"))?;
+                if self.workload(n, ns).is_none_or(|v| v.round >= w.round) {
+                    return Err(format!("workload {id}: reuseIpOf {r:?} must name a workload of an earlier round"));
+                }
+                if w.replicas != 1 || w.host_network {
+                    return Err(format!("workload {id}: reuseIpOf needs one replica, not hostNetwork"));
+                }
+            }
+            let tcp: BTreeSet<u16> = w.ports.iter().filter(|p| !p.udp).map(|p| p.port).collect();
+            if let Probes::Ports(ports) = &w.probes
+                && let Some(p) = ports.iter().find(|p| !tcp.contains(p))
+            {
+                return Err(format!("workload {id}: probes: port {p} is not one of its TCP ports {tcp:?}"));
+            }
+            if let Some(r) = w.rollout {
+                if r.round <= w.round {
+                    return Err(format!(
+                        "workload {id}: rollout.round {} must be after the round the workload is created ({})",
+                        r.round, w.round
+                    ));
+                }
+                if !matches!(w.kind, Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet) {
+                    return Err(format!(
+                        "workload {id}: rollout: only a Deployment, StatefulSet or DaemonSet rolls out"
+                    ));
+                }
+            }
+        }
+        let mut svcs = BTreeSet::new();
+        for s in &self.services {
+            if [DNS_SERVICE, API_SERVICE].contains(&(s.name.as_str(), s.namespace.as_str())) {
+                return Err(format!("service {}.{}: the lab makes that one itself", s.name, s.namespace));
+            }
+            if !svcs.insert((s.name.as_str(), s.namespace.as_str())) {
+                return Err(format!("service {}.{} defined twice", s.name, s.namespace));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, e) in self.external.iter().enumerate() {
+            if e.name.is_empty() || !e.name.contains('.') || e.name.ends_with(".cluster.local") {
+                return Err(format!(
+                    "external[{i}].name {:?}: expected a DNS name outside the cluster (api.example.com)",
+                    e.name
+                ));
+            }
+            if !names.insert(e.name.as_str()) {
+                return Err(format!("external[{i}].name {:?} defined twice", e.name));
+            }
+            let private = match e.ip {
+                IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.octets()[0] == 10,
+                IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.segments()[0] == 0xfd00,
+            };
+            if private {
+                return Err(format!("external[{i}].ip {}: in the lab's own ranges (or loopback)", e.ip));
+            }
+        }
+        for (i, c) in self.calls.iter().enumerate() {
+            self.check_call(i, c)?;
+        }
+        Ok(())
+    }
+
+    fn check_call(&self, i: usize, c: &CallSpec) -> Result<(), String> {
+        let (n, ns) =
+            split_ref(&c.from).ok_or(format!("calls[{i}].from {:?}: expected <workload>.<namespace>", c.from))?;
+        let client = self.workload(n, ns).ok_or(format!("calls[{i}].from {:?}: no such workload", c.from))?;
+        if let Some(p) = c.from_pod
+            && p >= client.replicas
+        {
+            return Err(format!("calls[{i}].fromPod {p}: {} has {} pod(s), counted from 0", c.from, client.replicas));
+        }
+        if c.round == 0 {
+            return Err(format!("calls[{i}].round: must be at least 1"));
+        }
+        if c.round < client.round {
+            return Err(format!("calls[{i}].round {}: {} is only created at round {}", c.round, c.from, client.round));
+        }
+        if c.family == Family::IPv6 && !self.dual_stack() {
+            return Err(format!("calls[{i}].family IPv6: the scenario needs ipFamilies: [IPv4, IPv6]"));
+        }
+        match c.via {
+            Via::External => {
+                let e = self
+                    .external
+                    .iter()
+                    .find(|e| e.name == c.to)
+                    .ok_or(format!("calls[{i}].to {:?}: no such external host (external[].name)", c.to))?;
+                if (c.family == Family::IPv6) != e.ip.is_ipv6() {
+                    return Err(format!(
+                        "calls[{i}].family {:?}: external host {} has the address {}",
+                        c.family, c.to, e.ip
+                    ));
+                }
+            }
+            Via::Service | Via::Pod => {
+                let (tn, tns) =
+                    split_ref(&c.to).ok_or(format!("calls[{i}].to {:?}: expected <name>.<namespace>", c.to))?;
+                if c.via == Via::Pod
+                    && let Some(t) = self.workload(tn, tns)
+                    && t.round > c.round
+                {
+                    return Err(format!("calls[{i}].round {}: {} is only created at round {}", c.round, c.to, t.round));
+                }
+                let known = match c.via {
+                    Via::Pod => self.workload(tn, tns).is_some(),
+                    _ => {
+                        self.services.iter().any(|s| s.name == tn && s.namespace == tns)
+                            || [DNS_SERVICE, API_SERVICE].contains(&(tn, tns))
+                    }
+                };
+                if !known {
+                    let what = if c.via == Via::Pod { "workload" } else { "service" };
+                    return Err(format!("calls[{i}].to {:?}: no such {what}", c.to));
+                }
+            }
+        }
+        if c.via == Via::Pod && c.dns == Some(true) {
+            return Err(format!("calls[{i}].dns: a pod has no DNS name to resolve (via: pod)"));
+        }
+        if !matches!(c.protocol.as_str(), "tcp" | "udp") {
+            return Err(format!("calls[{i}].protocol {:?}: tcp or udp", c.protocol));
+        }
+        Ok(())
+    }
+}
