@@ -308,6 +308,11 @@ async fn read_dns(
 
 /// Runs the agent until `shutdown` resolves, then drains one last time.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    // Poll the shutdown future once now: a signal future installs its handlers
+    // when first polled, and a SIGTERM that came before (the agent says it is
+    // running before its loop starts) would otherwise kill it, with no last drain.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = shutdown.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready();
     let metrics = Arc::new(Metrics::default());
     let metrics_task = match cfg.metrics_listen {
         Some(addr) => {
@@ -408,8 +413,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let mut ticker = tokio::time::interval(cfg.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    tokio::pin!(shutdown);
-    loop {
+    while !stopping {
         tokio::select! {
             _ = ticker.tick() => {
                 match tokio::task::block_in_place(|| drainer.round()) {
@@ -422,7 +426,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
             _ = stats_ticker.tick() => drainer.update_kernel_metrics(),
-            () = &mut shutdown => break,
+            () = shutdown.as_mut() => stopping = true,
         }
     }
 
