@@ -24,6 +24,15 @@ use crate::{
 /// How long a starting agent waits for the spool's lock (held by an agent still stopping).
 const SPOOL_LOCK_WAIT: Duration = Duration::from_secs(15);
 
+/// How soon a batch the server deferred is sent again.
+const DEFERRAL_RETRY: Duration = Duration::from_millis(200);
+
+/// Whether the server turned a batch away for now while up: its cluster state
+/// has not synced yet, or is older than the batch's flows ("…; retry shortly").
+fn is_deferral(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message().ends_with("retry shortly")
+}
+
 /// Publishes the resend buffer's and spool's figures.
 pub(crate) fn publish(metrics: &Metrics, p: &Pending) {
     metrics.pending_batches.set(p.len() as i64);
@@ -113,6 +122,12 @@ pub(crate) fn start_reporter(
                     tokio::task::block_in_place(|| p.acked());
                     publish(&metrics, &p);
                 }
+                SendOutcome::Retry(status) if is_deferral(&status) => {
+                    // The server is up but asks for a moment (its cluster state is
+                    // older than the batch's flows): no outage, no warning.
+                    debug!(sequence = batch.sequence, message = status.message(), "mapper-server defers the batch");
+                    tokio::time::sleep(DEFERRAL_RETRY.min(max_retry_delay)).await;
+                }
                 SendOutcome::Retry(status) => {
                     let delay = backoff.next_delay();
                     if !failed.swap(true, Ordering::AcqRel) {
@@ -144,4 +159,22 @@ pub(crate) fn open_pending(
     let p = Pending::with_spool(node, boot_id, rc.max_pending_flows, spool, loaded.batches);
     publish(metrics, &p);
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deferral_is_told_from_an_outage() {
+        // The messages mapper-server's ingest gives when it asks for a moment.
+        for m in [
+            "the cluster state has not synced yet; retry shortly",
+            "the cluster state is 12 ms older than the newest flow; retry shortly",
+        ] {
+            assert!(is_deferral(&tonic::Status::unavailable(m)), "{m}");
+        }
+        assert!(!is_deferral(&tonic::Status::unavailable("tcp connect error")));
+        assert!(!is_deferral(&tonic::Status::internal("cannot store the batch; retry shortly")));
+    }
 }
