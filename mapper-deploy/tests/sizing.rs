@@ -7,7 +7,9 @@ mod common;
 use std::mem::size_of;
 
 use common::*;
-use mapper_ebpf::{FlowKey, FlowValue, ListenerKey, ListenerValue, NatKey, NatValue, SockInfo};
+use mapper_ebpf::{
+    FlowKey, FlowValue, ListenerKey, ListenerValue, NatKey, NatValue, PeerKey, PeerValue, SockInfo, UdpKey,
+};
 
 /// `struct htab_elem` before the key (hash node, LRU node, hash), as the kernel lays it out.
 const HTAB_ELEM_HEADER: usize = 48;
@@ -17,6 +19,9 @@ const BUCKET: usize = 16;
 const FLOW_SLACK_PER_CPU: usize = 128;
 /// Entries of the listeners map (fixed in the C object).
 const LISTENER_ENTRIES: usize = 4096;
+/// `peers` and `udp_first` in mapper.bpf.c (not settable).
+const PEER_ENTRIES: usize = 16384;
+const UDP_FIRST_ENTRIES: usize = 16384;
 
 fn round8(n: usize) -> usize {
     n.div_ceil(8) * 8
@@ -72,6 +77,8 @@ fn kernel_memory_comment_matches_the_structs() {
     let sock_elem = HTAB_ELEM_HEADER + 8 + round8(size_of::<SockInfo>());
     let nat_elem = HTAB_ELEM_HEADER + round8(size_of::<NatKey>()) + round8(size_of::<NatValue>());
     let listener_elem = HTAB_ELEM_HEADER + round8(size_of::<ListenerKey>()) + round8(size_of::<ListenerValue>());
+    let peer_elem = HTAB_ELEM_HEADER + round8(size_of::<PeerKey>()) + round8(size_of::<PeerValue>());
+    let udp_elem = HTAB_ELEM_HEADER + round8(size_of::<UdpKey>()) + round8(size_of::<u32>());
     for (what, expected) in [
         (
             format!(
@@ -94,6 +101,15 @@ fn kernel_memory_comment_matches_the_structs() {
             ),
             "listeners",
         ),
+        (
+            format!(
+                "{peer_elem} B (48 + {} B peer_key + {} B peer_value)",
+                size_of::<PeerKey>(),
+                size_of::<PeerValue>()
+            ),
+            "peers",
+        ),
+        (format!("{udp_elem} B (48 + {} B udp_key + 8 B value)", round8(size_of::<UdpKey>())), "udp_first"),
     ] {
         assert!(text.contains(&what), "values.yaml gives the {expected} element as {what:?}");
     }
@@ -148,11 +164,13 @@ fn map_memory(cpus: usize) -> (usize, usize) {
 }
 
 /// Bytes of each map whose size does not depend on the CPUs.
-fn fixed_maps() -> [(&'static str, usize); 4] {
+fn fixed_maps() -> [(&'static str, usize); 6] {
     [
         ("connecting", hash_map(agent_value("socketEntries"), 8, size_of::<SockInfo>())),
         ("nat", hash_map(agent_value("natEntries"), size_of::<NatKey>(), size_of::<NatValue>())),
         ("listeners", hash_map(LISTENER_ENTRIES, size_of::<ListenerKey>(), size_of::<ListenerValue>())),
+        ("peers", hash_map(PEER_ENTRIES, size_of::<PeerKey>(), size_of::<PeerValue>())),
+        ("udp_first", hash_map(UDP_FIRST_ENTRIES, size_of::<UdpKey>(), size_of::<u32>())),
         ("dns_events", agent_value("dnsRingBytes")),
     ]
 }
