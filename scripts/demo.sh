@@ -34,9 +34,10 @@ BIN=target/release
 BPFFS=/sys/fs/bpf/mapper-demo
 
 teardown() {
-  [ -f "$STATE/agent.pid" ] && kill "$(cat "$STATE/agent.pid")" 2>/dev/null || true
-  [ -f "$STATE/server.pid" ] && kill "$(cat "$STATE/server.pid")" 2>/dev/null || true
-  sleep 1
+  # The agent first, waiting until it has exited (its last drain and flush
+  # need the server; its metrics port is free again), then the server.
+  stop_pid "$STATE/agent.pid" 10
+  stop_pid "$STATE/server.pid" 10
   [ -x "$BIN/mapper-lab" ] && "$BIN/mapper-lab" down --state-dir "$STATE" 2>/dev/null || true
   [ -x "$BIN/mapper-agent" ] && "$BIN/mapper-agent" --uninstall --bpffs "$BPFFS" >/dev/null 2>&1 || true
   rm -rf "$STATE"
@@ -72,7 +73,7 @@ head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/token"
   > "$STATE/server.log" 2>&1 &
 echo $! > "$STATE/server.pid"
 "$BIN/mapper-agent" --mapper-url "http://127.0.0.1:$PORT" --token-file "$STATE/token" \
-  --report-interval 500ms --bpffs "$BPFFS" --host-netns /run/netns/mlab-node \
+  --report-interval 500ms --bpffs "$BPFFS" --host-netns /run/netns/mlab-node --spool-dir "$STATE/spool" \
   --metrics-listen "127.0.0.1:$((PORT + 2))" --node-name lab-node --detach-on-exit \
   > "$STATE/agent.log" 2>&1 &
 echo $! > "$STATE/agent.pid"

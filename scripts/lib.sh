@@ -33,3 +33,34 @@ ensure_kernel_mounts() {
     grep -q ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
   fi
 }
+
+# stop_pid PIDFILE SECONDS: SIGTERM the mapper process named in PIDFILE, wait up
+# to SECONDS for it to exit (a stopping agent flushes and frees its ports), then
+# SIGKILL it and wait (5 s at most) for that too. A pid file naming no running
+# mapper process (stale, or the pid reused) is ignored.
+stop_pid() {
+  local file=$1 pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  [ -n "$pid" ] && grep -qa mapper "/proc/$pid/cmdline" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  if ! wait_gone "$pid" "$2"; then
+    echo "stop_pid: $file (pid $pid) still running after ${2}s: killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 5 || echo "stop_pid: pid $pid does not die" >&2
+  fi
+}
+
+# wait_gone PID SECONDS: true once PID has exited, false after SECONDS.
+wait_gone() {
+  local pid=$1 deadline=$((SECONDS + $2))
+  while kill -0 "$pid" 2>/dev/null; do
+    # Our own child (the demo's EXIT trap) stays a zombie until waited for.
+    if grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true
+      return 0
+    fi
+    [ $SECONDS -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
+}

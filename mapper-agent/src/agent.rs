@@ -1,11 +1,14 @@
 //! The agent's loop: drain the flow buffers every interval, attribute each
-//! local end, hand the flows on; read DNS answers as they arrive.
+//! local end, spool the flows and wake the reporter ([`crate::reporter`]),
+//! and only then delete them from the kernel; read DNS answers as they arrive;
+//! on shutdown, stop being ready, drain a last time and flush for a bounded time.
 
 use std::{
     future::Future,
     io::{self, Write},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -21,8 +24,11 @@ use crate::{
     dns::DnsRecord,
     flow::{Clock, FlowRecord},
     metrics::Metrics,
+    pending::Pending,
     preflight::{self, PreflightError},
-    report::{self, Backoff, Pending, SendOutcome},
+    report,
+    reporter::{open_pending, publish, start_reporter},
+    spool::SpoolError,
     token::TokenFile,
 };
 
@@ -48,6 +54,9 @@ pub struct ReportConfig {
     pub token: Option<TokenFile>,
     /// Flows kept while the server is unreachable before batches are merged.
     pub max_pending_flows: usize,
+    /// Where drained batches are kept until acknowledged (`None`: memory only,
+    /// lost with the process).
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// Everything the agent needs to run.
@@ -70,6 +79,13 @@ pub struct AgentConfig {
     /// Leave the capability check to the kernel (the load then fails with the
     /// kernel's own error when a capability is missing).
     pub skip_capability_check: bool,
+    /// On shutdown, how long the last batches may take to be acknowledged
+    /// before the agent exits, leaving them spooled.
+    pub shutdown_flush: Duration,
+    /// For tests: abort the process right after a batch with flows is
+    /// spooled, before its flows are deleted from the kernel (the narrowest
+    /// window a kill -9 can hit).
+    pub crash_after_spool: bool,
 }
 
 /// Why the agent stopped.
@@ -85,6 +101,8 @@ pub enum AgentError {
     BadUrl { url: String, problem: String },
     #[error("cannot wait on the DNS ring buffer")]
     Dns(#[source] io::Error),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: SocketAddr,
@@ -141,13 +159,16 @@ struct Drainer {
     output: Output,
     kernel_seen: Vec<(Stat, u64)>,
     pending: Option<Arc<Mutex<Pending>>>,
+    /// Wakes the reporter when a drain queued a batch.
+    wake: Option<Arc<tokio::sync::Notify>>,
     dns_out: Arc<Mutex<Vec<mapper_proto::v1::DnsAnswer>>>,
     host_netns: Option<u32>,
+    crash_after_spool: bool,
     local_servers: crate::flow::LocalServers,
 }
 
 impl Drainer {
-    /// One round: drain, attribute, output, then delete from the kernel.
+    /// One round: drain, attribute, output, spool, then delete from the kernel.
     fn round(&mut self) -> Result<usize, AgentError> {
         let drained = self.capture.drain(GRACE)?;
         let clock = Clock::now();
@@ -169,16 +190,30 @@ impl Drainer {
         }
         if let Some(p) = &self.pending {
             let flows = records.iter().map(|r| report::flow_to_pb(r, self.host_netns)).collect();
+            let kernel = drained.flows.iter().map(|(k, v)| crate::capture::fingerprint(k, v)).collect();
             let dns = std::mem::take(&mut *self.dns_out.lock().unwrap_or_else(|p| p.into_inner()));
             let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
-            p.push(flows, dns);
-            self.metrics.pending_batches.set(p.len() as i64);
-            self.metrics.pending_flows.set(p.flows() as i64);
-            // Merges and drops happen in push(), while the server is away: count them now.
-            self.metrics.merges.inc_by(p.merges.saturating_sub(self.metrics.merges.get()));
-            self.metrics.flows_dropped.inc_by(p.dropped.saturating_sub(self.metrics.flows_dropped.get()));
+            let pushed = p.push(flows, dns.clone(), kernel);
+            publish(&self.metrics, &p);
+            drop(p);
+            if let Err(e) = pushed {
+                // Not safe on disk: the flows stay in the kernel for the next
+                // drain, and the DNS answers go back in line.
+                let mut out = self.dns_out.lock().unwrap_or_else(|p| p.into_inner());
+                let later = std::mem::replace(&mut *out, dns);
+                let room = report::MAX_PENDING_DNS.saturating_sub(out.len());
+                out.extend(later.into_iter().take(room));
+                return Err(e.into());
+            }
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
+            if self.crash_after_spool && !records.is_empty() {
+                error!("--crash-after-spool: aborting between spooling a drain and deleting it from the kernel");
+                std::process::abort();
+            }
         }
-        // Only now, with the flows handed on, are they removed from the kernel.
+        // Only now, with the flows safe in the spool, are they removed from the kernel.
         self.capture.clear(&drained)?;
         for r in &records {
             self.metrics.flows_drained.get_or_create(&[("direction", r.direction)]).inc();
@@ -271,94 +306,28 @@ async fn read_dns(
     }
 }
 
-/// Starts the task that sends pending batches, in order, one at a time.
-fn start_reporter(
-    rc: ReportConfig,
-    node: String,
-    pending: Arc<Mutex<Pending>>,
-    metrics: Arc<Metrics>,
-) -> Result<(Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>), AgentError> {
-    let channel = tonic::transport::Channel::from_shared(rc.url.clone())
-        .map_err(|e| AgentError::BadUrl { url: rc.url.clone(), problem: e.to_string() })?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let mut client = mapper_proto::v1::ingest_client::IngestClient::new(channel);
-    let boot_id = report::boot_id();
-    info!(url = %rc.url, %boot_id, "reporting to mapper-server");
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let wake = notify.clone();
-    let mut token = rc.token.clone();
-    let task = tokio::spawn(async move {
-        let mut backoff = Backoff::default();
-        let mut failing = false;
-        loop {
-            let batch = pending.lock().unwrap_or_else(|p| p.into_inner()).front_mut().map(|b| {
-                let resend = b.sent;
-                b.sent = true;
-                (b.clone(), resend)
-            });
-            let Some((batch, resend)) = batch else {
-                tokio::select! {
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
-            };
-            if resend {
-                metrics.resends.inc();
-            }
-            let token = token.as_mut().map(TokenFile::current);
-            match report::send(&mut client, token, &node, &boot_id, &batch, Duration::from_secs(30)).await {
-                SendOutcome::Acked { duplicate } => {
-                    if failing {
-                        info!(url = %rc.url, "mapper-server reachable again");
-                        failing = false;
-                    }
-                    backoff.reset();
-                    metrics.batches_acked.inc();
-                    if duplicate {
-                        debug!(sequence = batch.sequence, "server had this batch already");
-                    }
-                    let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-                    p.acked();
-                    metrics.pending_batches.set(p.len() as i64);
-                    metrics.pending_flows.set(p.flows() as i64);
-                }
-                SendOutcome::Rejected(status) => {
-                    error!(sequence = batch.sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
-                    metrics.batches_rejected.inc();
-                    pending.lock().unwrap_or_else(|p| p.into_inner()).acked();
-                }
-                SendOutcome::Retry(status) => {
-                    let delay = backoff.next_delay();
-                    if !failing {
-                        warn!(url = %rc.url, code = ?status.code(), message = status.message(), "cannot report to mapper-server; keeping the flows and retrying");
-                        failing = true;
-                    } else {
-                        debug!(code = ?status.code(), retry_in = ?delay, "report failed again");
-                    }
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    });
-    Ok((notify, task))
-}
-
 /// Runs the agent until `shutdown` resolves, then drains one last time.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    // Poll the shutdown future once now: a signal future installs its handlers
+    // when first polled, and a SIGTERM that came before (the agent says it is
+    // running before its loop starts) would otherwise kill it, with no last drain.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = shutdown.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready();
     let metrics = Arc::new(Metrics::default());
-    if let Some(addr) = cfg.metrics_listen {
-        // Bound here, once, so a taken port fails the start with a clear error.
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Metrics { addr, source })?;
-        let health: Arc<dyn mapper_telemetry::Health> = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = mapper_telemetry::serve(listener, health).await {
-                error!(%addr, error = %e, "metrics endpoint failed");
-            }
-        });
-    }
+    let metrics_task = match cfg.metrics_listen {
+        Some(addr) => {
+            // Bound here, once, so a taken port fails the start with a clear error.
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Metrics { addr, source })?;
+            let health: Arc<dyn mapper_telemetry::Health> = metrics.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = mapper_telemetry::serve(listener, health).await {
+                    error!(%addr, error = %e, "metrics endpoint failed");
+                }
+            }))
+        }
+        None => None,
+    };
 
     let mut capture = start_capture(&cfg.capture, !cfg.skip_capability_check)?;
     metrics.resumed.set(i64::from(capture.resumed()));
@@ -387,9 +356,29 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             None
         }
     });
-    let pending = cfg.report.as_ref().map(|r| Arc::new(Mutex::new(Pending::new(r.max_pending_flows))));
+    let boot_id = report::boot_id();
+    let pending = match &cfg.report {
+        Some(rc) => {
+            let mut p = open_pending(rc, &cfg.node_name, &boot_id, &metrics)?;
+            // An agent killed between spooling a drain and deleting it from the
+            // kernel left those entries in the idle buffer: delete them now,
+            // before a drain would count them a second time.
+            let leftovers = tokio::task::block_in_place(|| capture.remove_spooled(&p.kernel_fingerprints()))?;
+            if leftovers > 0 {
+                metrics.spool_kernel_leftovers.inc_by(leftovers as u64);
+                info!(entries = leftovers, "deleted kernel entries an earlier agent had spooled but not yet deleted");
+            }
+            p.enforce_bound();
+            publish(&metrics, &p);
+            Some(Arc::new(Mutex::new(p)))
+        }
+        None => None,
+    };
     let reporter = match (&cfg.report, &pending) {
-        (Some(rc), Some(p)) => Some(start_reporter(rc.clone(), cfg.node_name.clone(), p.clone(), metrics.clone())?),
+        (Some(rc), Some(p)) => {
+            info!(url = %rc.url, %boot_id, spool = ?rc.spool_dir, "reporting to mapper-server");
+            Some(start_reporter(rc, p.clone(), metrics.clone(), cfg.report_interval)?)
+        }
         _ => None,
     };
 
@@ -401,8 +390,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         output: cfg.output,
         kernel_seen: Vec::new(),
         pending,
+        wake: reporter.as_ref().map(|r| r.wake.clone()),
         dns_out,
         host_netns,
+        crash_after_spool: cfg.crash_after_spool,
         local_servers: crate::flow::LocalServers::default(),
     };
     drainer.update_kernel_metrics();
@@ -422,8 +413,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let mut ticker = tokio::time::interval(cfg.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    tokio::pin!(shutdown);
-    loop {
+    while !stopping {
         tokio::select! {
             _ = ticker.tick() => {
                 match tokio::task::block_in_place(|| drainer.round()) {
@@ -431,16 +421,23 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     Err(AgentError::Stdout(e)) => return Err(AgentError::Stdout(e)),
                     Err(e) => {
                         drainer.metrics.drain_errors.inc();
-                        error!(error = %e, "drain failed; will retry next interval");
+                        error!(error = %e, "drain failed; the flows stay in the kernel, retrying next interval");
                     }
                 }
             }
             _ = stats_ticker.tick() => drainer.update_kernel_metrics(),
-            () = &mut shutdown => break,
+            () = shutdown.as_mut() => stopping = true,
         }
     }
 
-    info!("shutting down: last drain");
+    // Stop being an agent to the outside first: not ready, metrics port
+    // closed (a successor can bind it at once), then the last drains.
+    metrics.set_not_ready();
+    if let Some(t) = metrics_task {
+        t.abort();
+        let _ = t.await;
+    }
+    info!("shutting down: not ready, metrics endpoint closed; last drain");
     if cfg.detach_on_exit {
         // Detach first so nothing is written after the last drain.
         let pin_dir = drainer.capture.pin_dir().join("links");
@@ -450,25 +447,47 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     }
     // Both buffers: the one being written and whatever a crash left in the other.
     for _ in 0..2 {
-        tokio::task::block_in_place(|| drainer.round())?;
+        match tokio::task::block_in_place(|| drainer.round()) {
+            Ok(_) => {}
+            Err(AgentError::Stdout(e)) => return Err(AgentError::Stdout(e)),
+            Err(e) => error!(error = %e, "last drain failed; those flows stay in the kernel"),
+        }
     }
     if let Some(t) = dns_task {
         t.abort();
     }
-    if let Some((notify, task)) = reporter {
-        // Give the reporter a few seconds to hand the last batches on.
-        notify.notify_one();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while drainer.pending.as_ref().is_some_and(|p| !p.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    if let (Some(r), Some(pending)) = (reporter, &drainer.pending) {
+        // A bounded flush while the server answers; whatever it has not
+        // acknowledged by then stays spooled for the next agent.
+        r.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + cfg.shutdown_flush;
+        let started = tokio::time::Instant::now();
+        while !pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+            && !r.failing.load(Ordering::Acquire)
             && tokio::time::Instant::now() < deadline
         {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = drainer.pending.as_ref().map_or(0, |p| p.lock().unwrap_or_else(|p| p.into_inner()).flows());
-        if left > 0 {
-            warn!(flows = left, "exiting with flows the server has not acknowledged");
+        r.task.abort();
+        let _ = r.task.await;
+        let p = pending.lock().unwrap_or_else(|p| p.into_inner());
+        let waited = started.elapsed();
+        match p.spool_dir() {
+            _ if p.is_empty() => info!(?waited, "every batch acknowledged"),
+            Some(dir) => warn!(
+                batches = p.len(),
+                flows = p.flows(),
+                bytes = p.bytes(),
+                spool = %dir.display(),
+                ?waited,
+                "batches the server has not acknowledged stay spooled: the next agent resends them"
+            ),
+            None => warn!(
+                batches = p.len(),
+                flows = p.flows(),
+                "exiting with flows the server has not acknowledged (no spool: they are lost)"
+            ),
         }
-        task.abort();
     }
     if cfg.detach_on_exit {
         crate::capture::remove_pins(drainer.capture.pin_dir())?;

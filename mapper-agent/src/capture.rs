@@ -374,6 +374,70 @@ impl Capture {
     }
 }
 
+/// A fingerprint of one kernel entry as a drain read it: its key and its
+/// counts and times (nanoseconds), so an entry that changed after the read, or
+/// a new entry with the same key, does not match.
+pub fn fingerprint(key: &FlowKey, value: &FlowValue) -> u64 {
+    let k = key;
+    let head = [k.direction, k.protocol, k.family, 0];
+    let words = [
+        u64::from(k.dst_port),
+        u64::from(k.orig_dst_port),
+        u64::from(k.netns),
+        k.cgroup_id,
+        u64::from(k.peer_netns),
+        k.peer_cgroup_id,
+        value.established,
+        value.failed,
+        value.first_seen_ns,
+        value.last_seen_ns,
+    ];
+    crate::spool::fnv1a(
+        head.into_iter()
+            .chain(k.src_addr)
+            .chain(k.dst_addr)
+            .chain(k.orig_dst_addr)
+            .chain(words.into_iter().flat_map(u64::to_le_bytes)),
+    )
+}
+
+impl Capture {
+    /// Deletes, from the buffer the programs are not writing to, the entries
+    /// an earlier agent had read and spooled but not yet deleted when it
+    /// stopped (`spooled`: their fingerprints). Call before the first drain.
+    /// Returns how many were deleted.
+    pub fn remove_spooled(&mut self, spooled: &std::collections::HashSet<u64>) -> Result<usize, CaptureError> {
+        if spooled.is_empty() {
+            return Ok(0);
+        }
+        let active = typed(maps::STATE, self.state.get(&0, 0))?.active & 1;
+        let idle = 1 - active;
+        let name = buffer_name(idle);
+        let map = &mut self.flows[idle as usize];
+        let keys: Vec<FlowKey> =
+            map.keys().collect::<Result<_, _>>().map_err(|source| CaptureError::Map { name, source })?;
+        let mut removed = 0;
+        let total = keys.len();
+        for key in keys {
+            let value = match map.get(&key, 0) {
+                Ok(v) => v,
+                Err(MapError::KeyNotFound) => continue,
+                Err(source) => return Err(CaptureError::Map { name, source }),
+            };
+            if spooled.contains(&fingerprint(&key, &value)) {
+                match map.remove(&key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => removed += 1,
+                    Err(source) => return Err(CaptureError::Map { name, source }),
+                }
+            }
+        }
+        // What the buffer holds now, so the programs count against the right
+        // figure when they next write to it.
+        typed(maps::OCCUPANCY, self.occupancy.set(idle, (total - removed) as u64, 0))?;
+        Ok(removed)
+    }
+}
+
 fn buffer_name(b: u32) -> &'static str {
     if b == 0 { maps::FLOWS_A } else { maps::FLOWS_B }
 }

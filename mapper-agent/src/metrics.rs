@@ -46,6 +46,23 @@ pub struct Metrics {
     pub flows_dropped: Counter,
     /// 1 when this agent resumed programs a previous agent left attached.
     pub resumed: Gauge,
+    /// Batches in the spool (on disk until acknowledged).
+    pub spool_batches: Gauge,
+    /// Bytes of those batches' files.
+    pub spool_bytes: Gauge,
+    /// Batches found in the spool at start (left by an earlier agent).
+    pub spool_loaded_batches: Counter,
+    /// Batches an earlier agent left in the spool, sent by this one.
+    pub spool_resent_batches: Counter,
+    /// Batches merged into another because the spool was full.
+    pub spool_merged_batches: Counter,
+    /// Spool files that did not read back, moved to `corrupt/`.
+    pub spool_corrupt_files: Counter,
+    /// Spool writes that failed (those flows stayed in the kernel for the next drain).
+    pub spool_write_errors: Counter,
+    /// Kernel entries already in the spool that an earlier agent had not yet
+    /// deleted when it stopped, deleted at start instead of being counted again.
+    pub spool_kernel_leftovers: Counter,
     ready: AtomicBool,
 }
 
@@ -53,6 +70,11 @@ impl Metrics {
     /// Marks the agent ready (programs attached).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Marks the agent not ready (stopping).
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Release);
     }
 }
 
@@ -80,10 +102,46 @@ impl mapper_telemetry::Health for Metrics {
             self.flows_dropped.clone(),
         );
         r.register("resumed", "1 when programs left attached by a previous agent were resumed", self.resumed.clone());
+        r.register(
+            "spool_batches",
+            "Batches in the spool until the server acknowledges them",
+            self.spool_batches.clone(),
+        );
+        r.register("spool_bytes", "Bytes of the spooled batches' files", self.spool_bytes.clone());
+        r.register(
+            "spool_loaded_batches",
+            "Batches an earlier agent left in the spool, found at start",
+            self.spool_loaded_batches.clone(),
+        );
+        r.register(
+            "spool_resent_batches",
+            "Batches an earlier agent left in the spool, sent by this agent",
+            self.spool_resent_batches.clone(),
+        );
+        r.register(
+            "spool_merged_batches",
+            "Unsent batches merged into another because the spool was full",
+            self.spool_merged_batches.clone(),
+        );
+        r.register(
+            "spool_corrupt_files",
+            "Spool files that did not read back, moved aside",
+            self.spool_corrupt_files.clone(),
+        );
+        r.register(
+            "spool_write_errors",
+            "Spool writes that failed (the flows stayed in the kernel)",
+            self.spool_write_errors.clone(),
+        );
+        r.register(
+            "spool_kernel_leftovers",
+            "Kernel entries already spooled by an earlier agent, deleted at start rather than counted again",
+            self.spool_kernel_leftovers.clone(),
+        );
         r
     }
 
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.ready.load(Ordering::Acquire) { Ok(()) } else { Err("programs not attached yet") }
+        if self.ready.load(Ordering::Acquire) { Ok(()) } else { Err("programs not attached yet, or stopping") }
     }
 }

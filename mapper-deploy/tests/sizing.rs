@@ -174,3 +174,20 @@ fn fixed_maps() -> [(&'static str, usize); 6] {
         ("dns_events", agent_value("dnsRingBytes")),
     ]
 }
+
+/// The spool's disk figure in values.yaml: the measured bytes per spooled flow (mapper-agent's
+/// test `a_spooled_flow_takes_the_documented_bytes` prints it and bounds it) times the bound.
+#[test]
+fn spool_size_comment_is_the_bound_times_the_measured_flow() {
+    const BYTES_PER_SPOOLED_FLOW: usize = 189;
+    let text = read(&root().join("deploy/helm/mapper/values.yaml"));
+    let per_flow = format!("measured {BYTES_PER_SPOOLED_FLOW} bytes per spooled flow");
+    assert!(text.contains(&per_flow), "values.yaml gives {per_flow:?}");
+    let total = format!(
+        "maxPendingFlows × {BYTES_PER_SPOOLED_FLOW} B = {:.0} MB",
+        (agent_value("maxPendingFlows") * BYTES_PER_SPOOLED_FLOW) as f64 / 1e6
+    );
+    assert!(text.contains(&total), "values.yaml gives the spool as {total:?}");
+    let test = read(&root().join("mapper-agent/src/pending/tests.rs"));
+    assert!(test.contains("fn a_spooled_flow_takes_the_documented_bytes"), "the measuring test exists");
+}

@@ -135,6 +135,17 @@ fn the_host_netns_file_can_be_moved() {
 }
 
 #[test]
+fn the_spool_can_live_elsewhere_on_the_node() {
+    let values = "agent: {spool: {hostPath: /data/mapper-spool}, shutdownFlush: 10s}";
+    let o = render_checked(values, &Expect::defaults());
+    let agent = pod_spec(agent_template(&o), "agent");
+    let volume = agent.volumes.iter().flatten().find(|v| v.name == "spool").expect("the spool volume");
+    let host = volume.host_path.as_ref().expect("a hostPath");
+    assert_eq!((host.path.as_str(), host.type_.as_deref()), ("/data/mapper-spool", Some("DirectoryOrCreate")));
+    assert_eq!(env(only_container(agent, "agent"), "MAPPER_SHUTDOWN_FLUSH"), Some("10s"));
+}
+
+#[test]
 fn a_missing_value_is_an_error_not_a_blank() {
     let overlay: serde_yaml::Value = serde_yaml::from_str("server: {retention: null}").expect("YAML");
     let release = Release { name: "mapper".into(), namespace: DEFAULT_NAMESPACE.into() };

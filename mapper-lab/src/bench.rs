@@ -73,11 +73,16 @@ struct RunningAgent {
     proc: Proc,
     lines: std::thread::JoinHandle<u64>,
     bpffs: String,
+    spool: std::path::PathBuf,
 }
 
 fn start_agent(agent: &Path, bpffs: &str) -> Result<RunningAgent, LabError> {
+    // Its own spool (no server listens: batches pile up there), removed with it.
+    let spool = std::env::temp_dir().join(format!("mapper-bench-spool-{}", std::process::id()));
     let mut child = Command::new(agent)
         .args(["--output", "jsonl", "--report-interval", "1s", "--bpffs", bpffs, "--detach-on-exit"])
+        .arg("--spool-dir")
+        .arg(&spool)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -95,7 +100,7 @@ fn start_agent(agent: &Path, bpffs: &str) -> Result<RunningAgent, LabError> {
     }
     let out = child.stdout.take();
     let lines = std::thread::spawn(move || out.map_or(0, |o| BufReader::new(o).lines().count() as u64));
-    Ok(RunningAgent { proc: Proc(child), lines, bpffs: bpffs.to_string() })
+    Ok(RunningAgent { proc: Proc(child), lines, bpffs: bpffs.to_string(), spool })
 }
 
 /// Waits for the agent to drain the round (one report interval and a bit),
@@ -108,6 +113,7 @@ fn stop_agent(mut a: RunningAgent, t0: u64) -> (u64, u64) {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = a.proc.0.wait();
     let _ = fs::remove_dir_all(&a.bpffs);
+    let _ = fs::remove_dir_all(&a.spool);
     (used, a.lines.join().unwrap_or(0))
 }
 

@@ -124,19 +124,22 @@ impl Stack {
         let metrics_port = free_port();
         let bpffs = format!("/sys/fs/bpf/mapper-e2e-{}", std::process::id());
         let agent = spawn_logged(
-            Command::new(bin("mapper-agent")).args([
-                "--mapper-url",
-                &url,
-                "--report-interval",
-                "300ms",
-                "--bpffs",
-                &bpffs,
-                "--host-netns",
-                "/run/netns/mlab-node",
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics_port}"),
-                "--detach-on-exit",
-            ]),
+            Command::new(bin("mapper-agent"))
+                .args([
+                    "--mapper-url",
+                    &url,
+                    "--report-interval",
+                    "300ms",
+                    "--bpffs",
+                    &bpffs,
+                    "--host-netns",
+                    "/run/netns/mlab-node",
+                    "--metrics-listen",
+                    &format!("127.0.0.1:{metrics_port}"),
+                    "--detach-on-exit",
+                ])
+                .arg("--spool-dir")
+                .arg(state.join("spool")),
             "agent running",
         );
         Self {

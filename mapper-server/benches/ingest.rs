@@ -458,16 +458,13 @@ async fn run_streams(
         // before the clock starts.
         let local: Vec<&Pod> = cluster.pods.iter().filter(|p| p.node == s % NODES).collect();
         let mut rng = Rng(0x5eed ^ ((s as u64) << 20) ^ (tag.len() as u64));
+        let (node, boot) = (format!("{tag}-node-{s:03}"), format!("{tag}-boot-{s:03}"));
         let plan: Vec<Batch> = (1..=batches as u64)
-            .map(|sequence| Batch {
-                sequence,
-                flows: cluster.flows(&mut rng, &local, flows_per_batch, now),
-                dns: Vec::new(),
-                sent: false,
+            .map(|sequence| {
+                Batch::new(&node, &boot, sequence, cluster.flows(&mut rng, &local, flows_per_batch, now), Vec::new())
             })
             .collect();
         let (url, barrier) = (url.to_owned(), barrier.clone());
-        let (node, boot) = (format!("{tag}-node-{s:03}"), format!("{tag}-boot-{s:03}"));
         tasks.push(tokio::spawn(async move {
             let mut client = IngestClient::connect(url).await.expect("connect to the server");
             barrier.wait().await;

@@ -91,7 +91,7 @@ fn name(p: &Option<pb::Peer>) -> String {
 }
 
 fn batch(sequence: u64, flows: Vec<pb::Flow>) -> Batch {
-    Batch { sequence, flows, dns: vec![], sent: true }
+    Batch::new("node-1", "boot-a", sequence, flows, vec![])
 }
 
 #[tokio::test]

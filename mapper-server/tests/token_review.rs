@@ -108,7 +108,7 @@ fn batch(sequence: u64) -> Batch {
         last_seen_ms: 1_800_000_000_000,
         ..Default::default()
     };
-    Batch { sequence, flows: vec![flow], dns: vec![], sent: true }
+    Batch::new("node-1", "boot-a", sequence, vec![flow], vec![])
 }
 
 /// Reports batch `sequence` with `token`.

@@ -1,5 +1,8 @@
 //! Running the real agent binary against real kernel traffic.
 
+// Shared by several test binaries, each using part of it.
+#![allow(dead_code)]
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},

@@ -347,11 +347,18 @@ pub fn agent_host_mounts(o: &Objects) {
         "the node's namespace file mounted at MAPPER_HOST_NETNS"
     );
     assert!(agent.volume_mounts.iter().flatten().all(|m| !m.mount_path.ends_with("/proc")), "no /proc mount");
+    // The spool outlives the pod: a directory of the node, created when missing.
+    let spool = env_required(agent, "MAPPER_SPOOL_DIR");
+    let spool_mount = agent.volume_mounts.iter().flatten().find(|m| m.mount_path == spool);
+    let spool_volume = spool_mount.and_then(|m| spec.volumes.iter().flatten().find(|v| v.name == m.name));
+    let host = spool_volume.and_then(|v| v.host_path.as_ref());
+    assert!(host.is_some(), "MAPPER_SPOOL_DIR {spool} is a hostPath mount");
+    assert_eq!(host.and_then(|h| h.type_.as_deref()), Some("DirectoryOrCreate"), "the spool's hostPath type");
     for m in agent.volume_mounts.iter().flatten() {
         let writable = m.read_only != Some(true);
         assert!(
-            !writable || m.mount_path == mount_point.to_str().expect("UTF-8"),
-            "only bpffs is writable, not {}",
+            !writable || m.mount_path == mount_point.to_str().expect("UTF-8") || m.mount_path == spool,
+            "only bpffs and the spool are writable, not {}",
             m.mount_path
         );
     }

@@ -97,3 +97,21 @@ fn the_services_dialled_are_kept_with_the_edge() {
     let wire = crate::query::edge_to_pb(&e[0].0, &e[0].1);
     assert_eq!((wire.via_services[0].name.as_str(), wire.via_services[0].namespace.as_str()), ("ledger", "team3"));
 }
+
+#[test]
+fn an_earlier_boots_spooled_batches_count_once_after_a_later_boot_reported() {
+    // What a restarted agent does: its new boot reports first, then it resends
+    // what the killed agent left in its spool, under the killed agent's boot id
+    // (one of them possibly applied already, its acknowledgement lost).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    let o = |n| [obs("a", "ledger", Side::Client, n, 10)];
+    assert_eq!(s.apply("n1/old", 1, &o(1)).expect("apply"), Applied::New);
+    assert_eq!(s.apply("n1/new", 1, &o(10)).expect("apply"), Applied::New);
+    assert_eq!(s.apply("n1/new", 2, &o(20)).expect("apply"), Applied::New);
+    assert_eq!(s.apply("n1/old", 1, &o(1)).expect("apply"), Applied::Duplicate, "the one in flight when killed");
+    assert_eq!(s.apply("n1/old", 2, &o(100)).expect("apply"), Applied::New);
+    assert_eq!(s.apply("n1/old", 3, &o(1000)).expect("apply"), Applied::New);
+    assert_eq!(s.apply("n1/new", 3, &o(5)).expect("apply"), Applied::New);
+    assert_eq!(s.edges()[0].1.client_established, 1136);
+}
