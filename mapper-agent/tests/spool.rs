@@ -10,10 +10,8 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -21,7 +19,7 @@ use std::{
 use mapper_lab::topo::{Node, Pod};
 use mapper_server::store::EdgeStore;
 use serde_json::json;
-use support::{bpf_available, call, lab_bin, serve};
+use support::{Log, bpf_available, call, lab_bin, serve};
 
 fn bin(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_mapper-agent")).with_file_name(name);
@@ -36,7 +34,7 @@ fn free_port() -> u16 {
 /// A daemon whose stderr is collected.
 struct Daemon {
     child: Option<Child>,
-    log: Arc<Mutex<String>>,
+    log: Log,
     what: String,
 }
 
@@ -50,36 +48,18 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let err = child.stderr.take().expect("stderr");
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap_or_else(|p| p.into_inner());
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+        let log = Log::collect(child.stderr.take().expect("stderr"));
         let d = Self { child: Some(child), log, what: what.into() };
         d.wait_log(ready, Duration::from_secs(30));
         d
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.log.text()
     }
 
     fn wait_log(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                start.elapsed() < timeout,
-                "{} did not log {needle:?} within {timeout:?}:\n{}",
-                self.what,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.log.wait_for(needle, timeout, &self.what);
     }
 
     fn pid(&self) -> u32 {

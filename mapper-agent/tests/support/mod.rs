@@ -157,6 +157,37 @@ fn collect_stderr(stderr: ChildStderr, log: Arc<Mutex<String>>) {
     });
 }
 
+/// A child's stderr, collected as it comes.
+#[derive(Debug, Clone, Default)]
+pub struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    /// Collects `stderr` from now on.
+    pub fn collect(stderr: ChildStderr) -> Self {
+        let log = Self::default();
+        collect_stderr(stderr, log.0.clone());
+        log
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until `needle` was logged; panics with the log after `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration, what: &str) {
+        let start = Instant::now();
+        while !self.text().contains(needle) {
+            assert!(
+                start.elapsed() < timeout,
+                "{what} did not log {needle:?} within {timeout:?}; its log:\n{}",
+                self.text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Agent {
     /// Starts `mapper-agent --output jsonl` pinned under its own bpffs path and
     /// waits until its programs are attached.
@@ -208,19 +239,11 @@ impl Agent {
 
     /// The agent's stderr so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        Log(self.log.clone()).text()
     }
 
     fn wait_log(&self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                start.elapsed() < timeout,
-                "agent did not log {needle:?} within {timeout:?}; its log:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        Log(self.log.clone()).wait_for(needle, timeout, "agent");
     }
 
     fn finish(mut self, signal: i32) -> Vec<Value> {
