@@ -157,8 +157,8 @@ pub fn merge_flows(flows: impl IntoIterator<Item = pb::Flow>) -> Vec<pb::Flow> {
         match at.entry(key(&f)) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let m = &mut out[*e.get()];
-                m.count += f.count;
-                m.failed += f.failed;
+                m.count = m.count.saturating_add(f.count);
+                m.failed = m.failed.saturating_add(f.failed);
                 m.first_seen_ms = m.first_seen_ms.min(f.first_seen_ms);
                 m.last_seen_ms = m.last_seen_ms.max(f.last_seen_ms);
                 if !f.comm.is_empty() {

@@ -86,12 +86,13 @@ impl EdgeState {
     fn add(&mut self, obs: &Observation) {
         match obs.side {
             Side::Client => {
-                self.client_established += obs.established;
-                self.client_failed += obs.failed;
+                // Saturating: one hostile or broken report must not wrap an edge's count.
+                self.client_established = self.client_established.saturating_add(obs.established);
+                self.client_failed = self.client_failed.saturating_add(obs.failed);
             }
             Side::Server => {
-                self.server_established += obs.established;
-                self.server_failed += obs.failed;
+                self.server_established = self.server_established.saturating_add(obs.established);
+                self.server_failed = self.server_failed.saturating_add(obs.failed);
             }
         }
         self.ports.insert((obs.port, obs.proto));

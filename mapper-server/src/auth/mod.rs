@@ -141,9 +141,11 @@ impl Authenticator {
             return Decision::Allow;
         }
         // `None`: no header; `Some(None)`: a header that is not a bearer token.
+        // The scheme is case-insensitive (RFC 9110, 11.1).
         let bearer = authorization.map(|h| {
-            h.strip_prefix(b"Bearer ")
-                .and_then(|t| std::str::from_utf8(t).ok())
+            h.get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+                .and_then(|_| std::str::from_utf8(&h[7..]).ok())
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
         });

@@ -41,6 +41,12 @@ async fn static_token_only() {
     let a = Authenticator::new(Some("s3cret\n"), None, false);
     for role in [Role::Ingest, Role::Query] {
         assert!(matches!(code(a.decide(role, Some(b"Bearer s3cret"), peer(POD_IP))), Ok(None)));
+        for scheme in [&b"bearer s3cret"[..], b"BEARER s3cret"] {
+            assert!(
+                matches!(code(a.decide(role, Some(scheme), peer(POD_IP))), Ok(None)),
+                "the scheme is case-insensitive"
+            );
+        }
         for wrong in [&b"Bearer nope"[..], b"Bearer s3cre", b"Bearer s3cret2", b"Bearer S3cret"] {
             assert_eq!(code(a.decide(role, Some(wrong), peer(POD_IP))), Err(Code::Unauthenticated));
         }

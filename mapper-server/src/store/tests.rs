@@ -115,3 +115,12 @@ fn an_earlier_boots_spooled_batches_count_once_after_a_later_boot_reported() {
     assert_eq!(s.apply("n1/new", 3, &o(5)).expect("apply"), Applied::New);
     assert_eq!(s.edges()[0].1.client_established, 1136);
 }
+
+#[test]
+fn counts_saturate_instead_of_wrapping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, u64::MAX - 1, 10)]).expect("apply");
+    s.apply("n1/b1", 2, &[obs("a", "ledger", Side::Client, 5, 11)]).expect("apply");
+    assert_eq!(s.edges()[0].1.established(), u64::MAX, "one report must not wipe an edge's count");
+}
