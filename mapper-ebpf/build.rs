@@ -36,7 +36,7 @@ const LAYOUT: &[(&str, &[&str])] = &[
     ("nat_key", &["family", "protocol", "src_port", "dst_port", "src_addr", "dst_addr"]),
     ("nat_value", &["dst_addr", "dst_port"]),
     ("listener_key", &["netns", "port", "family"]),
-    ("listener_value", &["pid", "comm", "cgroup_id"]),
+    ("listener_value", &["pid", "comm"]),
     ("peer_key", &["family", "client_port", "server_port", "client_addr", "server_addr"]),
     ("peer_value", &["cgroup_id", "netns"]),
     ("udp_key", &["netns", "local_port", "peer_port", "family", "peer_addr"]),

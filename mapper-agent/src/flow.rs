@@ -181,10 +181,10 @@ impl FlowRecord {
 }
 
 /// Who serves each address of this node's namespaces, learned from accepted TCP
-/// connections. A connect to a local address of its own namespace (two hostNetwork pods on
-/// the node's IP) whose listener the kernel could not name, because it listened before the
-/// programs were attached, is named from it: the accept is seen microseconds after the
-/// connect, in the same drain or an earlier one.
+/// connections. The kernel names a server end's client (its connect comes first); a connect
+/// to a local address of its own namespace (two hostNetwork pods on the node's IP) gets its
+/// server from here: the accept is seen microseconds after the connect, in the same drain,
+/// or an earlier connection's in an earlier one.
 #[derive(Debug, Default)]
 pub struct LocalServers {
     by_addr: HashMap<(u32, IpAddr, u16), PeerEnd>,

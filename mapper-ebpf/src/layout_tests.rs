@@ -25,7 +25,7 @@ fn rust_layout(name: &str, field: &str) -> usize {
         "nat_key" => NatKey { family, protocol, src_port, dst_port, src_addr, dst_addr },
         "nat_value" => NatValue { dst_addr, dst_port },
         "listener_key" => ListenerKey { netns, port, family },
-        "listener_value" => ListenerValue { pid, comm, cgroup_id },
+        "listener_value" => ListenerValue { pid, comm },
         "peer_key" => PeerKey { family, client_port, server_port, client_addr, server_addr },
         "peer_value" => PeerValue { cgroup_id, netns },
         "udp_key" => UdpKey { netns, local_port, peer_port, family, peer_addr },

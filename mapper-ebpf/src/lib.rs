@@ -231,9 +231,6 @@ pub struct ListenerKey {
 pub struct ListenerValue {
     pub pid: u32,
     pub comm: [u8; COMM_LEN],
-    pub _pad0: u32,
-    /// The listening socket's cgroup (accepted sockets inherit it).
-    pub cgroup_id: u64,
 }
 /// `struct peer_key`: an established TCP connection's tuple as its client saw
 /// it (after DNAT; IPv4-mapped addresses as IPv4; ports in host order).

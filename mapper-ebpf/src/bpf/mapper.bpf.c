@@ -266,16 +266,6 @@ static __always_inline void peer_key_of(struct peer_key *pk, __u8 family, __u16 
 	}
 }
 
-static __always_inline int same_addr(const __u8 *a, const __u8 *b)
-{
-	__u64 a0, a1, b0, b1;
-	__builtin_memcpy(&a0, a, 8);
-	__builtin_memcpy(&a1, a + 8, 8);
-	__builtin_memcpy(&b0, b, 8);
-	__builtin_memcpy(&b1, b + 8, 8);
-	return a0 == b0 && a1 == b1;
-}
-
 static __always_inline void on_connect_done(const struct inet_sock_set_state_args *ctx, int failed)
 {
 	__u64 skaddr = (__u64)ctx->skaddr;
@@ -310,20 +300,6 @@ static __always_inline void on_connect_done(const struct inet_sock_set_state_arg
 	key.cgroup_id = si ? si->cgroup_id : sk_cgroup(sk);
 
 	if (!failed) {
-		/* The kernel picks the destination itself as the source of a
-		 * connection to a local address: the server is a listener of this
-		 * network namespace, whose cgroup names it (two hostNetwork pods). */
-		if (same_addr(key.src_addr, key.dst_addr)) {
-			struct listener_key lk = {};
-			lk.netns = key.netns;
-			lk.port = key.dst_port;
-			lk.family = key.family;
-			struct listener_value *lv = bpf_map_lookup_elem(&listeners, &lk);
-			if (lv && lv->cgroup_id) {
-				key.peer_cgroup_id = lv->cgroup_id;
-				key.peer_netns = key.netns;
-			}
-		}
 		/* Tell the server end, if it is on this node, who connected. Our
 		 * ESTABLISHED comes before the server's: it follows the SYN-ACK,
 		 * the server's follows our ACK. */
@@ -377,16 +353,10 @@ static __always_inline void on_accept_done(const struct inet_sock_set_state_args
 	lk.port = ctx->sport;
 	lk.family = key.family;
 	struct listener_value *lv = bpf_map_lookup_elem(&listeners, &lk);
-	if (lv) {
+	if (lv)
 		flow_add(&key, failed, lv->pid, lv->comm);
-	} else {
-		/* Listening since before we attached: its accepted socket still tells
-		 * whose it is, so later connects from this namespace can name it. */
-		struct listener_value nv = {};
-		nv.cgroup_id = key.cgroup_id;
-		bpf_map_update_elem(&listeners, &lk, &nv, BPF_NOEXIST);
+	else
 		flow_add(&key, failed, 0, 0);
-	}
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
@@ -437,7 +407,6 @@ int mapper_sock_state(struct inet_sock_set_state_args *ctx)
 		lk.port = ctx->sport;
 		lk.family = (__u8)ctx->family;
 		lv.pid = bpf_get_current_pid_tgid() >> 32;
-		lv.cgroup_id = sk_cgroup(sk);
 		bpf_get_current_comm(lv.comm, sizeof(lv.comm));
 		bpf_map_update_elem(&listeners, &lk, &lv, BPF_ANY);
 		return 0;
@@ -500,9 +469,10 @@ int mapper_dev_queue(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* The conversation of a UDP socket with the peer at ctx's user address. */
-static __always_inline void udp_key_of(struct bpf_sock_addr *ctx, int v6, __u16 local_port, struct udp_key *uk)
+static __always_inline void udp_key_of(struct bpf_sock_addr *ctx, int v6, __u32 netns, __u16 local_port,
+				      struct udp_key *uk)
 {
-	uk->netns = current_netns();
+	uk->netns = netns;
 	uk->local_port = local_port;
 	uk->peer_port = bpf_ntohs((__u16)ctx->user_port);
 	if (!v6) {
@@ -533,12 +503,13 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 		return 1;
 
 	struct bpf_sock *sk = ctx->sk;
+	__u32 netns = current_netns();
 	/* Before connect() binds a socket its port is 0: it has heard nothing. */
 	__u16 local_port = sk ? (__u16)sk->src_port : 0;
 	int reply = 0;
 	if (local_port) {
 		struct udp_key uk = {};
-		udp_key_of(ctx, v6, local_port, &uk);
+		udp_key_of(ctx, v6, netns, local_port, &uk);
 		__u32 *first = bpf_map_lookup_elem(&udp_first, &uk);
 		if (first) {
 			reply = *first == MAPPER_UDP_RECEIVED_FIRST;
@@ -552,7 +523,7 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 	key.direction = reply ? MAPPER_DIR_ACCEPT : MAPPER_DIR_UDP;
 	key.protocol = IPPROTO_UDP;
 	key.dst_port = reply ? local_port : bpf_ntohs((__u16)ctx->user_port);
-	key.netns = current_netns();
+	key.netns = netns;
 	key.cgroup_id = bpf_get_current_cgroup_id();
 	/* Our address and the peer's; a reply puts the peer on the client side. */
 	__u8 ours[16] = {}, theirs[16] = {};
@@ -610,7 +581,7 @@ static __always_inline int udp_recv(struct bpf_sock_addr *ctx, int v6)
 	if (!sk || !sk->src_port)
 		return 1;
 	struct udp_key uk = {};
-	udp_key_of(ctx, v6, (__u16)sk->src_port, &uk);
+	udp_key_of(ctx, v6, current_netns(), (__u16)sk->src_port, &uk);
 	if (!bpf_map_lookup_elem(&udp_first, &uk)) {
 		__u32 received = MAPPER_UDP_RECEIVED_FIRST;
 		bpf_map_update_elem(&udp_first, &uk, &received, BPF_NOEXIST);

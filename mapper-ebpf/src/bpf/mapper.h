@@ -106,8 +106,6 @@ struct listener_key {
 struct listener_value {
 	__u32 pid;
 	__u8 comm[MAPPER_COMM_LEN];
-	__u32 _pad0;
-	__u64 cgroup_id;       /* the listening socket's cgroup (accepted sockets inherit it) */
 };
 
 /*
