@@ -224,12 +224,7 @@ impl Snapshot {
     /// Service with no ready endpoints → Peer::Service), the API server's ClusterIP/endpoints →
     /// ApiServer, a node IP → Unresolved(NodeIp), otherwise External.
     pub fn resolve_remote(&self, ip: IpAddr, port: u16, at_ms: i64) -> Peer {
-        if self.api_server_ips.contains(&ip) {
-            return Peer::ApiServer;
-        }
-        if let Some(ports) = self.api_server_endpoints.get(&ip)
-            && (ports.is_empty() || ports.contains(&port))
-        {
+        if self.is_api_server(ip, port) {
             return Peer::ApiServer;
         }
         if let Some(key) = self.services_by_ip.get(&ip) {
@@ -246,6 +241,12 @@ impl Snapshot {
         let mut targets = entry.target_ports.iter().filter(|(n, _)| n == name).map(|(_, p)| *p);
         let first = targets.next()?;
         targets.all(|p| p == first).then_some(first)
+    }
+
+    /// Whether `ip:port` is the API server: its ClusterIP, or one of its endpoints.
+    pub fn is_api_server(&self, ip: IpAddr, port: u16) -> bool {
+        self.api_server_ips.contains(&ip)
+            || self.api_server_endpoints.get(&ip).is_some_and(|ports| ports.is_empty() || ports.contains(&port))
     }
 
     /// The Service whose ClusterIP `ip` is, as (name, namespace).

@@ -120,8 +120,7 @@ fn resolve(snap: &Snapshot, node: &str, c: &Checked<'_>) -> EdgeKey {
     let f = c.flow;
     let as_node = || Peer::Node { name: node.to_owned() };
     // The API server's endpoint (a node process in most clusters) serving is the API server.
-    let api_server_end =
-        c.side == Side::Server && c.local.is_some_and(|ip| snap.resolve_remote(ip, c.dst_port, at) == Peer::ApiServer);
+    let api_server_end = c.side == Side::Server && c.local.is_some_and(|ip| snap.is_api_server(ip, c.dst_port));
     let local = if api_server_end {
         Peer::ApiServer
     } else if f.node_process {
@@ -221,22 +220,20 @@ impl IngestService {
                     Peer::External { ip } => self.dns.names(*ip),
                     _ => Vec::new(),
                 };
-                // The ClusterIP dialled: before DNAT when the kernel saw the translation (TCP),
-                // else the destination itself (UDP is recorded as sent, before DNAT).
-                let via_service = match (c.side, c.orig) {
-                    (Side::Client, Some((ip, _))) => Some(ip),
-                    (Side::Client, None) => Some(c.remote),
-                    (Side::Server, _) => None,
-                }
-                .and_then(|ip| snap.service_at(ip))
-                .map(|(name, namespace)| (namespace.to_owned(), name.to_owned()));
-                // A call to a ClusterIP whose translation the kernel did not see (UDP, or a
-                // Service whose endpoint is on the node itself) is counted on the port the
-                // pods serve, as the server end counts it.
-                let port = match (c.side, c.orig) {
-                    (Side::Client, None) => snap.target_port(c.remote, c.dst_port).unwrap_or(c.dst_port),
-                    _ => c.dst_port,
+                // The address the client dialled: before DNAT when the kernel saw the
+                // translation (TCP), else the destination itself (UDP is recorded as sent).
+                // A call to a ClusterIP whose translation the kernel did not see is counted on
+                // the port the pods serve, as the server end counts it.
+                let (dialled, port) = match (c.side, c.orig) {
+                    (Side::Client, Some((ip, _))) => (Some(ip), c.dst_port),
+                    (Side::Client, None) => {
+                        (Some(c.remote), snap.target_port(c.remote, c.dst_port).unwrap_or(c.dst_port))
+                    }
+                    (Side::Server, _) => (None, c.dst_port),
                 };
+                let via_service = dialled
+                    .and_then(|ip| snap.service_at(ip))
+                    .map(|(name, namespace)| (namespace.to_owned(), name.to_owned()));
                 Observation {
                     key,
                     side: c.side,
