@@ -71,12 +71,9 @@ impl CaptureConfig {
 
     /// The pin directory of this program object with these sizes.
     pub fn pin_dir(&self) -> PathBuf {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let sizes = [self.flow_entries, self.socket_entries, self.nat_entries, self.dns_ring_bytes];
-        for b in mapper_ebpf::OBJECT.iter().copied().chain(sizes.iter().flat_map(|s| s.to_le_bytes())) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let h =
+            crate::spool::fnv1a(mapper_ebpf::OBJECT.iter().copied().chain(sizes.iter().flat_map(|s| s.to_le_bytes())));
         self.bpffs.join(format!("v-{h:016x}"))
     }
 }

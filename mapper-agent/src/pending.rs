@@ -46,6 +46,17 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The report that sends this batch under the identity it was drained with.
+    pub fn request(&self) -> pb::ReportRequest {
+        pb::ReportRequest {
+            node: self.node.clone(),
+            boot_id: self.boot_id.clone(),
+            sequence: self.sequence,
+            flows: self.flows.clone(),
+            dns: self.dns.clone(),
+        }
+    }
+
     /// A batch as a drain makes it (not yet sent, not spooled).
     pub fn new(node: &str, boot_id: &str, sequence: u64, flows: Vec<pb::Flow>, dns: Vec<pb::DnsAnswer>) -> Self {
         Self {
@@ -322,9 +333,7 @@ impl Pending {
         self.next_sequence += 1;
         self.bytes += batch.bytes;
         self.batches.push_back(batch);
-        if self.flows() > self.max_flows {
-            self.compact();
-        }
+        self.enforce_bound();
         Ok(())
     }
 

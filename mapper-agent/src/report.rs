@@ -7,7 +7,7 @@ use std::time::Duration;
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient};
 use tonic::{Code, Request, transport::Channel};
 
-pub use crate::pending::{Batch, Pending, merge_flows};
+pub use crate::pending::Batch;
 
 /// A new random boot id for this agent process.
 pub fn boot_id() -> String {
@@ -86,8 +86,7 @@ pub enum SendOutcome {
     Retry(tonic::Status),
 }
 
-/// Sends one batch as `node`/`boot_id` (the agent passes the batch's own,
-/// those it was drained with).
+/// Sends one batch as `node`/`boot_id` (tests send a batch under other names).
 pub async fn send(
     client: &mut IngestClient<Channel>,
     token: Option<&str>,
@@ -96,13 +95,18 @@ pub async fn send(
     batch: &Batch,
     timeout: Duration,
 ) -> SendOutcome {
-    let mut req = Request::new(pb::ReportRequest {
-        node: node.to_string(),
-        boot_id: boot_id.to_string(),
-        sequence: batch.sequence,
-        flows: batch.flows.clone(),
-        dns: batch.dns.clone(),
-    });
+    let req = pb::ReportRequest { node: node.to_string(), boot_id: boot_id.to_string(), ..batch.request() };
+    send_request(client, token, req, timeout).await
+}
+
+/// Sends one report (the reporter builds it from its batch, the one copy it needs).
+pub async fn send_request(
+    client: &mut IngestClient<Channel>,
+    token: Option<&str>,
+    req: pb::ReportRequest,
+    timeout: Duration,
+) -> SendOutcome {
+    let mut req = Request::new(req);
     req.set_timeout(timeout);
     if let Some(t) = token
         && let Ok(v) = format!("Bearer {t}").parse()

@@ -85,9 +85,9 @@ pub(crate) fn start_reporter(
                 let from_spool = b.resumed && !b.attempted;
                 b.sent = true;
                 b.attempted = true;
-                (b.clone(), resend, from_spool)
+                (b.request(), resend, from_spool)
             });
-            let Some((batch, resend, from_spool)) = batch else {
+            let Some((req, resend, from_spool)) = batch else {
                 tokio::select! {
                     () = notified.notified() => {}
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -101,7 +101,8 @@ pub(crate) fn start_reporter(
                 metrics.spool_resent_batches.inc();
             }
             let token = token.as_mut().map(TokenFile::current);
-            match report::send(&mut client, token, &batch.node, &batch.boot_id, &batch, Duration::from_secs(30)).await {
+            let (boot_id, sequence) = (req.boot_id.clone(), req.sequence);
+            match report::send_request(&mut client, token, req, Duration::from_secs(30)).await {
                 SendOutcome::Acked { duplicate } => {
                     if failed.swap(false, Ordering::AcqRel) {
                         info!(%url, "mapper-server reachable again");
@@ -109,14 +110,14 @@ pub(crate) fn start_reporter(
                     backoff.reset();
                     metrics.batches_acked.inc();
                     if duplicate {
-                        debug!(boot_id = %batch.boot_id, sequence = batch.sequence, "server had this batch already");
+                        debug!(%boot_id, sequence, "server had this batch already");
                     }
                     let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
                     tokio::task::block_in_place(|| p.acked());
                     publish(&metrics, &p);
                 }
                 SendOutcome::Rejected(status) => {
-                    error!(boot_id = %batch.boot_id, sequence = batch.sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
+                    error!(%boot_id, sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
                     metrics.batches_rejected.inc();
                     let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
                     tokio::task::block_in_place(|| p.acked());
@@ -125,7 +126,7 @@ pub(crate) fn start_reporter(
                 SendOutcome::Retry(status) if is_deferral(&status) => {
                     // The server is up but asks for a moment (its cluster state is
                     // older than the batch's flows): no outage, no warning.
-                    debug!(sequence = batch.sequence, message = status.message(), "mapper-server defers the batch");
+                    debug!(sequence, message = status.message(), "mapper-server defers the batch");
                     tokio::time::sleep(DEFERRAL_RETRY.min(max_retry_delay)).await;
                 }
                 SendOutcome::Retry(status) => {

@@ -14,7 +14,7 @@
 //!   deleted from the kernel, so it is removed.
 //! - A file that does not read back (bad header, checksum or content) is moved
 //!   to `corrupt/` and counted, never a reason to stop.
-//! - A merged batch (see [`crate::report::Pending`]) replaces the file of its
+//! - A merged batch (see [`crate::pending::Pending`]) replaces the file of its
 //!   first batch and lists the batches it took in (`covers`); files it covers
 //!   that a crash left behind are removed when the spool is loaded.
 //! - Each batch lists fingerprints of the kernel entries it was drained from:

@@ -395,20 +395,11 @@ fn agent_killed_and_restarted_loses_nothing() {
 
 /// GET `path` on `addr` over plain HTTP/1.0; returns the body.
 fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
+    support::http_get(addr, path).unwrap_or_else(|| panic!("GET {path} from {addr} failed"))
 }
 
 fn metric(text: &str, name_and_labels: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    support::metric_in(text, name_and_labels)
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::{
 use mapper_lab::topo::{Node, Pod};
 use mapper_server::store::EdgeStore;
 use serde_json::json;
-use support::{Log, bpf_available, call, lab_bin, serve};
+use support::{Log, bpf_available, call, http_get, lab_bin, serve};
 
 fn bin(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_mapper-agent")).with_file_name(name);
@@ -102,23 +102,8 @@ impl Drop for Daemon {
 }
 
 /// GET `path` on `addr`; `None` when nothing listens.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 fn metric(addr: &str, name: &str) -> u64 {
-    http_get(addr, "/metrics")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    support::metric_in(&http_get(addr, "/metrics").unwrap_or_default(), &format!("{name} "))
 }
 
 /// One test's node, pods, server and agent settings.
@@ -304,6 +289,7 @@ fn ten_kill_9s_during_100k_connections_lose_nothing() {
         "10 kill -9s over {killing:?} ({with_spooled} with batches spooled a moment before), {N} connections in {traffic:?}, {loaded} batches found spooled by restarted agents; server: connect {connect}, accept {accept}"
     );
     assert_eq!((connect, accept), (N, N), "counts lost or doubled across 10 kill -9s");
+    assert!(loaded > 0, "no restarted agent found a batch spooled: the resend path was not exercised");
 }
 
 /// The server away for a while (6 s, or `MAPPER_TEST_OUTAGE_SECS`); during it traffic, and the agent restarted

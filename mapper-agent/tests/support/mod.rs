@@ -142,19 +142,9 @@ pub struct Agent {
     child: Option<Child>,
     lines: Arc<Mutex<Vec<Value>>>,
     reader: Option<JoinHandle<()>>,
-    log: Arc<Mutex<String>>,
+    log: Log,
     pub bpffs: PathBuf,
     keep_pins: bool,
-}
-
-fn collect_stderr(stderr: ChildStderr, log: Arc<Mutex<String>>) {
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
 }
 
 /// A child's stderr, collected as it comes.
@@ -165,7 +155,14 @@ impl Log {
     /// Collects `stderr` from now on.
     pub fn collect(stderr: ChildStderr) -> Self {
         let log = Self::default();
-        collect_stderr(stderr, log.0.clone());
+        let sink = log.0.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap_or_else(|p| p.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
         log
     }
 
@@ -215,8 +212,7 @@ impl Agent {
 
     fn spawn(mut cmd: Command, bpffs: PathBuf) -> Self {
         let mut child = cmd.spawn().expect("spawn mapper-agent");
-        let log = Arc::new(Mutex::new(String::new()));
-        collect_stderr(child.stderr.take().expect("stderr"), log.clone());
+        let log = Log::collect(child.stderr.take().expect("stderr"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
         let sink = lines.clone();
@@ -239,11 +235,11 @@ impl Agent {
 
     /// The agent's stderr so far.
     pub fn log(&self) -> String {
-        Log(self.log.clone()).text()
+        self.log.text()
     }
 
     fn wait_log(&self, needle: &str, timeout: Duration) {
-        Log(self.log.clone()).wait_for(needle, timeout, "agent");
+        self.log.wait_for(needle, timeout, "agent");
     }
 
     fn finish(mut self, signal: i32) -> Vec<Value> {
@@ -323,4 +319,23 @@ pub fn serve(mut cmd: Command, args: &[&str]) -> mapper_lab::netns::Proc {
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("read ready");
     assert_eq!(first.trim(), "ready", "mapper-lab serve {args:?} did not start");
     mapper_lab::netns::Proc(child)
+}
+
+/// `GET path` from an HTTP/1.0 endpoint: the whole answer, or `None` when it cannot be had.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The value of the first metric line of `text` that starts with `name_and_labels` (0 if none).
+pub fn metric_in(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
