@@ -196,7 +196,7 @@ async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<Vec<De
 pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let declared = read_declared(connect, args).await.map_err(AuditError::from)?;
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = QueryArgs::default().fetch(&mut mapper, true).await?;
+    let edges = QueryArgs::default().fetch(&mut mapper, true, false).await?;
     let now = SystemTime::now();
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
     let observed = observed(&edges, window_start_ms);

@@ -316,13 +316,9 @@ pub fn time_of(ms: i64) -> SystemTime {
 }
 
 impl QueryArgs {
-    /// The request for these flags at `now`.
-    pub fn request(&self, now: SystemTime, include_unresolved: bool) -> pb::ListEdgesRequest {
-        self.request_with(now, include_unresolved, false)
-    }
-
-    /// The request for these flags at `now`, with edges of node processes when `include_nodes`.
-    pub fn request_with(&self, now: SystemTime, include_unresolved: bool, include_nodes: bool) -> pb::ListEdgesRequest {
+    /// The request for these flags at `now`, with edges of node processes (the kubelet's
+    /// probes, node daemons) when `include_nodes`.
+    pub fn request(&self, now: SystemTime, include_unresolved: bool, include_nodes: bool) -> pb::ListEdgesRequest {
         let since_ms = self.since.map_or(0, |since| unix_ms_before(now, since).max(1));
         pb::ListEdgesRequest {
             client_namespaces: self.namespaces.clone(),
@@ -336,13 +332,7 @@ impl QueryArgs {
 
     /// Fetches the edges, leaving out `--exclude-services`. Warns on stderr when the server
     /// has not synced the cluster state yet (the map may then lack recent workloads).
-    pub async fn fetch(&self, mapper: &mut Mapper, include_unresolved: bool) -> Result<Vec<ObservedEdge>, FetchError> {
-        self.fetch_with(mapper, include_unresolved, false).await
-    }
-
-    /// [`fetch`](Self::fetch), with edges of node processes (the kubelet's probes, node
-    /// daemons) when `include_nodes`.
-    pub async fn fetch_with(
+    pub async fn fetch(
         &self,
         mapper: &mut Mapper,
         include_unresolved: bool,
@@ -355,7 +345,7 @@ impl QueryArgs {
                 mapper.address()
             );
         }
-        let edges = mapper.list_edges(self.request_with(SystemTime::now(), include_unresolved, include_nodes)).await?;
+        let edges = mapper.list_edges(self.request(SystemTime::now(), include_unresolved, include_nodes)).await?;
         let mut out = Vec::with_capacity(edges.len());
         for (index, edge) in edges.iter().enumerate() {
             let edge = ObservedEdge::from_pb(index, edge)?;

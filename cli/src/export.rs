@@ -199,7 +199,7 @@ async fn completed_documents(
         _ => None,
     };
     declared::fill_namespaces(&mut declared, default_namespace).map_err(ExportError::from)?;
-    let observed = args.query.fetch(mapper, !args.exclude_internet).await?;
+    let observed = args.query.fetch(mapper, !args.exclude_internet, false).await?;
     // What is added to the declared documents is what a plain export would write.
     let opts = ExportOptions { client_namespaces: Vec::new(), ..options(args) };
     let edges: Vec<mapper_intents::Edge> =
@@ -229,7 +229,7 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
     let mut mapper = Mapper::connect(connect).await?;
     let version = IntentsVersion::from(args.output_version);
     let mut docs = if args.declared.is_empty() {
-        let edges = args.query.fetch(&mut mapper, !args.exclude_internet).await?;
+        let edges = args.query.fetch(&mut mapper, !args.exclude_internet, false).await?;
         documents(&edges, args).into_iter().map(|d| (d, version)).collect()
     } else {
         completed_documents(&mut mapper, args).await?

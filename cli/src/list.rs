@@ -147,7 +147,7 @@ pub fn keep(edges: Vec<ObservedEdge>, include_unresolved: bool) -> Vec<ObservedE
 /// Runs `mapper list`.
 pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = args.query.fetch_with(&mut mapper, true, args.include_nodes).await?;
+    let edges = args.query.fetch(&mut mapper, true, args.include_nodes).await?;
     let clients = group(&keep(edges, args.include_unresolved));
     let text = match args.format {
         Format::Text => {

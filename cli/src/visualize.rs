@@ -237,7 +237,7 @@ pub async fn run(connect: &ConnectOpts, args: &VisualizeArgs) -> Result<(), Erro
         return Err(VisualizeError::BinaryToTerminal.into());
     }
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = keep(args.query.fetch_with(&mut mapper, true, args.include_nodes).await?, args.include_unresolved);
+    let edges = keep(args.query.fetch(&mut mapper, true, args.include_nodes).await?, args.include_unresolved);
     if edges.is_empty() {
         eprintln!("No connections found.");
     }

@@ -118,11 +118,11 @@ fn flags_become_the_request() {
         exclude_labels: vec![pb::LabelPair { key: "app".into(), value: "debug".into() }],
     };
     let now = UNIX_EPOCH + Duration::from_secs(1_000);
-    let request = args.request(now, true);
+    let request = args.request(now, true, false);
     assert_eq!(request.since_ms, 940_000);
     assert_eq!(request.client_namespaces, ["team1"]);
     assert!(request.include_unresolved);
-    assert_eq!(QueryArgs::default().request(now, false).since_ms, 0);
+    assert_eq!(QueryArgs::default().request(now, false, false).since_ms, 0);
     assert_eq!(parse_server("ledger.team3").ok().as_deref(), Some("ledger.team3"));
     assert!(parse_server("ledger").is_err() && parse_server("a.b.c").is_err() && parse_server(".x").is_err());
     assert_eq!(parse_label("app=web").map(|l| (l.key, l.value)).ok(), Some(("app".into(), "web".into())));
