@@ -159,8 +159,6 @@ pub(crate) fn sync_cluster(
 
 fn save_state(state: &LabState, state_dir: &Path) -> Result<(), LabError> {
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| internal("write state.json", e.to_string()))?;
-    let tmp = state_dir.join(".state.json.tmp");
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
     let path = state_dir.join("state.json");
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))
+    crate::netns::write_whole(&path, &bytes).map_err(io_err(&path))
 }

@@ -41,9 +41,7 @@ pub fn search_list(namespace: &str) -> Vec<String> {
 
 /// Writes the records file whole (a server reading it never sees half of it).
 pub fn write_records(path: &Path, records: &Records) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(records).map_err(io::Error::other)?)?;
-    std::fs::rename(&tmp, path)
+    crate::netns::write_whole(path, &serde_json::to_vec_pretty(records).map_err(io::Error::other)?)
 }
 
 /// The records file, re-read when it changes.

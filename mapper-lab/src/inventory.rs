@@ -270,9 +270,7 @@ pub fn write(scenario: &Scenario, state: &LabState, services: &[ServiceDef], sta
     }
     let inventory = serde_yaml::to_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
         .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;
-    // Written whole then renamed: a server polling it never reads half a file.
-    let tmp = state_dir.join(".inventory.yaml.tmp");
-    std::fs::write(&tmp, inventory).map_err(io_err(&tmp))?;
+    // Written whole: a server polling it never reads half a file.
     let inv = state_dir.join("inventory.yaml");
-    std::fs::rename(&tmp, &inv).map_err(io_err(&inv))
+    crate::netns::write_whole(&inv, inventory.as_bytes()).map_err(io_err(&inv))
 }

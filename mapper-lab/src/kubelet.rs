@@ -62,15 +62,12 @@ pub fn run(state_dir: &Path, interval: Duration, ready: impl FnOnce()) -> ! {
     let mut ready = Some(ready);
     let mut counters = Counters::default();
     let path = state_dir.join(COUNTERS_FILE);
-    let tmp = state_dir.join(".kubelet.json.tmp");
     loop {
         let started = Instant::now();
         if let Ok(state) = load_state(state_dir) {
             probe_once(&state, Duration::from_secs(1).min(interval.max(Duration::from_millis(200))), &mut counters);
-            if let Ok(bytes) = serde_json::to_vec_pretty(&counters)
-                && std::fs::write(&tmp, bytes).is_ok()
-            {
-                let _ = std::fs::rename(&tmp, &path);
+            if let Ok(bytes) = serde_json::to_vec_pretty(&counters) {
+                let _ = crate::netns::write_whole(&path, &bytes);
             }
         }
         if let Some(f) = ready.take() {

@@ -217,7 +217,6 @@ fn external_hosts(scenario: &Scenario, node: &Node, lab_bin: &Path) -> Result<()
     for t in ["iptables", "ip6tables"] {
         node.netns.exec(&[t, "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "uplink", "-j", "MASQUERADE"])?;
     }
-    let cgroups = crate::netns::CgroupTree::attach(node.cgroups.base().to_path_buf());
     for x in &scenario.external {
         let ip = x.ip.to_string();
         let (fam, plen, via) = if x.ip.is_ipv6() { ("-6", "128", UPLINK6.1) } else { ("-4", "32", UPLINK.1) };
@@ -226,7 +225,7 @@ fn external_hosts(scenario: &Scenario, node: &Node, lab_bin: &Path) -> Result<()
         if x.ports.is_empty() {
             continue;
         }
-        let cg = cgroups.dir(&format!("external.slice/{}", x.name))?;
+        let cg = node.cgroups.dir(&format!("external.slice/{}", x.name))?;
         let mut cmd = ext.command(lab_bin, Some(&cg))?;
         cmd.arg("serve");
         for p in &x.ports {
@@ -389,11 +388,10 @@ fn flush_neighbours(state: &LabState, pod: &LabPod) {
 
 /// Sleeps into the next whole second: Kubernetes stamps times to the second, so a pod that
 /// takes a freed IP starts in a later second than anything its predecessor did, as in a
-/// cluster (where a new pod also takes about that long to start); returns that second.
-fn next_second() -> SystemTime {
+/// cluster (where a new pod also takes about that long to start).
+fn next_second() {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     std::thread::sleep(Duration::from_millis(1050 - u64::from(since.subsec_millis())));
-    UNIX_EPOCH + Duration::from_secs(since.as_secs() + 1)
 }
 
 /// Moves the lab to `round`, one round at a time: workloads rolled out at a round get new pods

@@ -40,6 +40,15 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// Runs a command to completion; fails with its stderr when it fails.
+/// Writes `path` whole: to `.<name>.tmp` beside it, then renamed over it, so a process
+/// polling the file never reads half of it.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 pub fn run(cmd: &mut Command) -> Result<Output, LabError> {
     let command = describe(cmd);
     let out =

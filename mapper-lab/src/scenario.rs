@@ -142,7 +142,7 @@ pub struct WorkloadSpec {
     /// TCP ports the kubelet probes on every pod of this workload.
     #[serde(default)]
     pub probes: Probes,
-    /// The round at which all pods are replaced by new ones (new names, UIDs and IPs).
+    /// The round at which all pods are replaced by new ones (new names, UIDs and IPs; a StatefulSet's keep their names).
     #[serde(default)]
     pub rollout: Option<Rollout>,
 }

@@ -180,20 +180,6 @@ impl Node {
         }
     }
 
-    /// A ClusterIP with no endpoints: kube-proxy rejects connections to it.
-    pub fn reject_cluster_ip(&self, vip: IpAddr, port: u16, proto: &str) -> Result<(), LabError> {
-        let tool = if vip.is_ipv6() { "ip6tables" } else { "iptables" };
-        for chain in ["FORWARD", "OUTPUT"] {
-            let (v, p) = (vip.to_string(), port.to_string());
-            let mut args = vec![tool, "-w", "-A", chain, "-d", &v, "-p", proto, "--dport", &p, "-j", "REJECT"];
-            if proto == "tcp" {
-                args.extend(["--reject-with", "tcp-reset"]);
-            }
-            self.netns.exec(&args)?;
-        }
-        Ok(())
-    }
-
     /// A ClusterIP Service as kube-proxy's iptables mode writes it: DNAT in the
     /// node's PREROUTING (pods) and OUTPUT (host processes) chains. With several
     /// backends, connections are spread over them (statistic mode random).
