@@ -21,17 +21,94 @@ pub const MAX_RESOLVE_WAIT_MS: i64 = 5_000;
 /// Most flows one batch may carry.
 pub const MAX_FLOWS_PER_BATCH: usize = 100_000;
 
+/// Most DNS answers one batch may carry (the agent keeps at most as many for its next report).
+pub const MAX_DNS_PER_BATCH: usize = 10_000;
+
+/// Most addresses one DNS answer may carry.
+pub const MAX_ADDRESSES_PER_ANSWER: usize = 64;
+
+/// Most addresses all the DNS answers of one batch may carry together.
+pub const MAX_DNS_ADDRESSES_PER_BATCH: usize = 20_000;
+
+/// The earliest time a flow or DNS answer may carry: 2000-01-01T00:00:00Z. Anything before is
+/// no clock reading of a running node; a batch spooled by an agent cut off for days or weeks is
+/// still well after it (and retention removes its edges when they are past it).
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+
+/// How far ahead of the server's clock a time may be (a node's clock a little fast).
+pub const MAX_AHEAD_MS: i64 = 10 * 60 * 1000;
+
+/// Longest node name (a DNS subdomain, as Kubernetes allows).
+pub const MAX_NODE_LEN: usize = 253;
+/// Longest boot id (the agent sends a UUID, 36 bytes).
+pub const MAX_BOOT_ID_LEN: usize = 128;
+/// Longest pod UID (a UUID, 36 bytes).
+pub const MAX_POD_UID_LEN: usize = 128;
+/// Longest container id (64 hex digits, with a runtime prefix at most).
+pub const MAX_CONTAINER_ID_LEN: usize = 128;
+/// Longest process name (the kernel keeps 16 bytes of it).
+pub const MAX_COMM_LEN: usize = 64;
+/// Longest DNS name (RFC 1035: 253 bytes in text form without the trailing dot).
+pub const MAX_DNS_NAME_LEN: usize = 253;
+
+/// Encoded size of the largest batch [`check_batch`] accepts: every string at its limit, every
+/// number at its widest, as many flows and DNS answers as allowed. The server refuses larger
+/// requests before decoding them.
+pub const MAX_BATCH_BYTES: usize = {
+    // A field's tag (1 byte for fields 1-15, 2 for 16-22) and its length prefix.
+    const fn bytes(tag: usize, len: usize) -> usize {
+        tag + varint(len) + len
+    }
+    const fn varint(v: usize) -> usize {
+        let mut n = 1;
+        let mut v = v >> 7;
+        while v > 0 {
+            n += 1;
+            v >>= 7;
+        }
+        n
+    }
+    const U64: usize = 10;
+    let flow = 2 * (1 + 1)                                  // direction, protocol
+        + 3 * bytes(1, 16)                                  // src, dst, original_dst
+        + 2 * (1 + 3)                                       // dst_port, original_dst_port
+        + 2 * (1 + U64)                                     // count, failed
+        + (1 + 5)                                           // netns
+        + (1 + U64)                                         // cgroup_id
+        + bytes(1, MAX_POD_UID_LEN) + bytes(1, MAX_CONTAINER_ID_LEN) + bytes(1, MAX_COMM_LEN)
+        + 2 * (1 + U64)                                     // first_seen_ms, last_seen_ms
+        + 2 * (1 + 1) + 3 * (2 + 1)                         // the five booleans
+        + bytes(2, MAX_POD_UID_LEN); // peer_pod_uid
+    let address = bytes(1, MAX_DNS_NAME_LEN) + bytes(1, 16) + (1 + 5);
+    let answer = bytes(1, MAX_DNS_NAME_LEN) + bytes(1, 16) + bytes(1, MAX_POD_UID_LEN) + (1 + U64);
+    bytes(1, MAX_NODE_LEN)
+        + bytes(1, MAX_BOOT_ID_LEN)
+        + (1 + U64)
+        + MAX_FLOWS_PER_BATCH * bytes(1, flow)
+        // Each answer's own tag and length (up to 3 bytes each), then its addresses.
+        + MAX_DNS_PER_BATCH * (1 + 3 + answer)
+        + MAX_DNS_ADDRESSES_PER_BATCH * bytes(1, address)
+};
+
 /// A request field that is not acceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {
     #[error("{field} is empty")]
     Empty { field: &'static str },
+    #[error("{field}: {len} bytes, at most {max}")]
+    TooLong { field: &'static str, len: usize, max: usize },
     #[error("sequence must start at 1")]
     ZeroSequence,
     #[error("{count} flows in one batch: at most {max}")]
     TooManyFlows { count: usize, max: usize },
+    #[error("{count} DNS answers in one batch: at most {max}")]
+    TooManyDnsAnswers { count: usize, max: usize },
+    #[error("{count} DNS answer addresses in one batch: at most {max}")]
+    TooManyDnsAddresses { count: usize, max: usize },
     #[error("flows[{index}].{field}: {problem}")]
     Flow { index: usize, field: &'static str, problem: String },
+    #[error("dns[{index}].{field}: {problem}")]
+    Dns { index: usize, field: String, problem: String },
 }
 
 pub use mapper_proto::addr::{from_bytes as ip_from_bytes, to_bytes as ip_to_bytes};
@@ -40,11 +117,33 @@ fn port(index: usize, field: &'static str, p: u32) -> Result<u16, BatchError> {
     u16::try_from(p).map_err(|_| BatchError::Flow { index, field, problem: format!("{p} is not a port") })
 }
 
+/// Why `t` (Unix ms) is no time a node could have seen something at, `now_ms` being the server's clock.
+fn bad_time(t: i64, now_ms: i64) -> Option<String> {
+    if t < 0 {
+        Some(format!("{t} is negative"))
+    } else if t < EARLIEST_MS {
+        Some(format!("{t} is before 2000-01-01 (Unix milliseconds expected)"))
+    } else if t > now_ms.saturating_add(MAX_AHEAD_MS) {
+        Some(format!(
+            "{t} is {} s ahead of the server's clock (at most {} s)",
+            (t - now_ms) / 1000,
+            MAX_AHEAD_MS / 1000
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why `s` is too long for `field`.
+fn too_long(s: &str, max: usize) -> Option<String> {
+    (s.len() > max).then(|| format!("{} bytes, at most {max}", s.len()))
+}
+
 /// A flow after validation, its ends seen from the reporting agent: the local
 /// end (the source of a connect, the destination of an accept) and the far end,
 /// whose address is always known.
 #[derive(Debug, Clone)]
-struct Checked<'a> {
+pub struct Checked<'a> {
     side: Side,
     proto: Proto,
     local: Option<IpAddr>,
@@ -54,7 +153,7 @@ struct Checked<'a> {
     flow: &'a pb::Flow,
 }
 
-fn check_flow(index: usize, f: &pb::Flow) -> Result<Checked<'_>, BatchError> {
+fn check_flow(index: usize, f: &pb::Flow, now_ms: i64) -> Result<Checked<'_>, BatchError> {
     let bad = |field: &'static str, problem: String| BatchError::Flow { index, field, problem };
     let side = match pb::Direction::try_from(f.direction) {
         Ok(pb::Direction::Connect | pb::Direction::Udp) => Side::Client,
@@ -71,6 +170,21 @@ fn check_flow(index: usize, f: &pb::Flow) -> Result<Checked<'_>, BatchError> {
     let orig_ip = ip_from_bytes(&f.original_dst_ip).map_err(|p| bad("original_dst_ip", p))?;
     let dst_port = port(index, "dst_port", f.dst_port)?;
     let orig_port = port(index, "original_dst_port", f.original_dst_port)?;
+    for (field, s, max) in [
+        ("pod_uid", &f.pod_uid, MAX_POD_UID_LEN),
+        ("peer_pod_uid", &f.peer_pod_uid, MAX_POD_UID_LEN),
+        ("container_id", &f.container_id, MAX_CONTAINER_ID_LEN),
+        ("comm", &f.comm, MAX_COMM_LEN),
+    ] {
+        if let Some(p) = too_long(s, max) {
+            return Err(bad(field, p));
+        }
+    }
+    for (field, t) in [("first_seen_ms", f.first_seen_ms), ("last_seen_ms", f.last_seen_ms)] {
+        if let Some(p) = bad_time(t, now_ms) {
+            return Err(bad(field, p));
+        }
+    }
     let (local, remote) = match side {
         Side::Client => match dst {
             Some(dst) => (src, dst),
@@ -89,13 +203,46 @@ fn check_flow(index: usize, f: &pb::Flow) -> Result<Checked<'_>, BatchError> {
     Ok(Checked { side, proto, local, remote, dst_port, orig: orig_ip.map(|ip| (ip, orig_port)), flow: f })
 }
 
-/// Validates a whole batch; nothing is applied unless every flow is valid.
-fn check_batch(req: &pb::ReportRequest) -> Result<Vec<Checked<'_>>, BatchError> {
+fn check_dns(index: usize, d: &pb::DnsAnswer, now_ms: i64) -> Result<(), BatchError> {
+    let bad = |field: String, problem: String| BatchError::Dns { index, field, problem };
+    if let Some(p) = too_long(&d.query, MAX_DNS_NAME_LEN) {
+        return Err(bad("query".into(), p));
+    }
+    if let Some(p) = too_long(&d.pod_uid, MAX_POD_UID_LEN) {
+        return Err(bad("pod_uid".into(), p));
+    }
+    if let Some(p) = bad_time(d.ts_ms, now_ms) {
+        return Err(bad("ts_ms".into(), p));
+    }
+    ip_from_bytes(&d.client_ip).map_err(|p| bad("client_ip".into(), p))?;
+    if d.answers.len() > MAX_ADDRESSES_PER_ANSWER {
+        return Err(bad(
+            "answers".into(),
+            format!("{} addresses in one answer, at most {MAX_ADDRESSES_PER_ANSWER}", d.answers.len()),
+        ));
+    }
+    for (i, a) in d.answers.iter().enumerate() {
+        if let Some(p) = too_long(&a.name, MAX_DNS_NAME_LEN) {
+            return Err(bad(format!("answers[{i}].name"), p));
+        }
+        ip_from_bytes(&a.ip).map_err(|p| bad(format!("answers[{i}].ip"), p))?;
+    }
+    Ok(())
+}
+
+/// Validates a whole batch against the server's clock `now_ms` (Unix ms); nothing is applied
+/// unless every flow and DNS answer is valid. Pure: no I/O, no state.
+pub fn check_batch(req: &pb::ReportRequest, now_ms: i64) -> Result<Vec<Checked<'_>>, BatchError> {
     if req.node.is_empty() {
         return Err(BatchError::Empty { field: "node" });
     }
     if req.boot_id.is_empty() {
         return Err(BatchError::Empty { field: "boot_id" });
+    }
+    for (field, s, max) in [("node", &req.node, MAX_NODE_LEN), ("boot_id", &req.boot_id, MAX_BOOT_ID_LEN)] {
+        if s.len() > max {
+            return Err(BatchError::TooLong { field, len: s.len(), max });
+        }
     }
     if req.sequence == 0 {
         return Err(BatchError::ZeroSequence);
@@ -103,7 +250,17 @@ fn check_batch(req: &pb::ReportRequest) -> Result<Vec<Checked<'_>>, BatchError> 
     if req.flows.len() > MAX_FLOWS_PER_BATCH {
         return Err(BatchError::TooManyFlows { count: req.flows.len(), max: MAX_FLOWS_PER_BATCH });
     }
-    req.flows.iter().enumerate().map(|(i, f)| check_flow(i, f)).collect()
+    if req.dns.len() > MAX_DNS_PER_BATCH {
+        return Err(BatchError::TooManyDnsAnswers { count: req.dns.len(), max: MAX_DNS_PER_BATCH });
+    }
+    let addresses: usize = req.dns.iter().map(|d| d.answers.len()).sum();
+    if addresses > MAX_DNS_ADDRESSES_PER_BATCH {
+        return Err(BatchError::TooManyDnsAddresses { count: addresses, max: MAX_DNS_ADDRESSES_PER_BATCH });
+    }
+    for (i, d) in req.dns.iter().enumerate() {
+        check_dns(i, d, now_ms)?;
+    }
+    req.flows.iter().enumerate().map(|(i, f)| check_flow(i, f, now_ms)).collect()
 }
 
 /// Resolves one flow's ends: the local end by the agent's evidence (pod UID
@@ -181,7 +338,8 @@ pub struct IngestService {
 impl IngestService {
     /// Validates, resolves and applies one batch (blocking: it commits to disk).
     pub fn report(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
-        let checked = check_batch(req).map_err(|e| {
+        let now = crate::server::now_ms();
+        let checked = check_batch(req, now).map_err(|e| {
             self.metrics.batches_rejected.inc();
             Status::invalid_argument(format!("batch {} from {} ({}): {e}", req.sequence, req.node, req.boot_id))
         })?;
@@ -193,7 +351,6 @@ impl IngestService {
         // Bounded, so a skewed clock or a stalled source delays flows, never loses them.
         // A flow stamped ahead of the server's clock (a skewed node) is not waited for.
         let synced_at = self.cluster.synced_at_ms();
-        let now = crate::server::now_ms();
         let newest = req.flows.iter().map(|f| f.last_seen_ms).filter(|t| *t <= now).max().unwrap_or(i64::MIN);
         if newest > synced_at && now < newest.saturating_add(MAX_RESOLVE_WAIT_MS) {
             self.metrics.batches.get_or_create(&[("result", "deferred")]).inc();
@@ -203,7 +360,7 @@ impl IngestService {
             )));
         }
         for d in &req.dns {
-            self.dns.record(d);
+            self.dns.record(d, now);
         }
         let snap = self.cluster.snapshot();
         let mut unresolved = 0u64;
@@ -217,7 +374,7 @@ impl IngestService {
                     self.metrics.unresolved_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 let dns_names = match &key.server {
-                    Peer::External { ip } => self.dns.names(*ip),
+                    Peer::External { ip } => self.dns.names(*ip, now),
                     _ => Vec::new(),
                 };
                 // The address the client dialled: before DNAT when the kernel saw the
@@ -290,6 +447,8 @@ impl Ingest for IngestService {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_800_000_000_000;
+
     fn flow() -> pb::Flow {
         pb::Flow {
             direction: pb::Direction::Connect as i32,
@@ -298,6 +457,8 @@ mod tests {
             dst_ip: vec![10, 0, 0, 3],
             dst_port: 8080,
             count: 1,
+            first_seen_ms: NOW,
+            last_seen_ms: NOW,
             ..Default::default()
         }
     }
@@ -310,48 +471,165 @@ mod tests {
     fn rejects_bad_batches_naming_the_field() {
         let mut f = flow();
         f.dst_ip = vec![1, 2, 3];
-        let e = check_batch(&batch(vec![flow(), f])).expect_err("3-byte address accepted");
+        let e = check_batch(&batch(vec![flow(), f]), NOW).expect_err("3-byte address accepted");
         assert_eq!(e.to_string(), "flows[1].dst_ip: 3 bytes is not an IPv4 (4) or IPv6 (16) address");
         let mut f = flow();
         f.dst_port = 70000;
         assert_eq!(
-            check_batch(&batch(vec![f])).expect_err("port").to_string(),
+            check_batch(&batch(vec![f]), NOW).expect_err("port").to_string(),
             "flows[0].dst_port: 70000 is not a port"
         );
         let mut f = flow();
         f.direction = 9;
-        assert!(check_batch(&batch(vec![f])).expect_err("direction").to_string().contains("flows[0].direction"));
+        assert!(check_batch(&batch(vec![f]), NOW).expect_err("direction").to_string().contains("flows[0].direction"));
         let mut b = batch(vec![]);
         b.node.clear();
-        assert_eq!(check_batch(&b).expect_err("node"), BatchError::Empty { field: "node" });
+        assert_eq!(check_batch(&b, NOW).expect_err("node"), BatchError::Empty { field: "node" });
         let mut b = batch(vec![]);
         b.sequence = 0;
-        assert_eq!(check_batch(&b).expect_err("seq"), BatchError::ZeroSequence);
+        assert_eq!(check_batch(&b, NOW).expect_err("seq"), BatchError::ZeroSequence);
         let b = batch(vec![flow(); MAX_FLOWS_PER_BATCH + 1]);
-        assert!(matches!(check_batch(&b), Err(BatchError::TooManyFlows { .. })));
+        assert!(matches!(check_batch(&b, NOW), Err(BatchError::TooManyFlows { .. })));
+    }
+
+    #[test]
+    fn times_outside_the_window_are_refused_naming_the_field() {
+        let at = |first: i64, last: i64| pb::Flow { first_seen_ms: first, last_seen_ms: last, ..flow() };
+        let err = |f: pb::Flow| check_batch(&batch(vec![flow(), f]), NOW).expect_err("refused").to_string();
+        assert_eq!(err(at(-5, NOW)), "flows[1].first_seen_ms: -5 is negative");
+        assert!(err(at(0, NOW)).starts_with("flows[1].first_seen_ms: 0 is before 2000-01-01"));
+        // Year 10000.
+        let e = err(at(NOW, 253_402_300_800_000));
+        assert!(e.starts_with("flows[1].last_seen_ms: 253402300800000 is ") && e.contains("ahead"), "{e}");
+        assert!(err(at(NOW, NOW + MAX_AHEAD_MS + 1)).starts_with("flows[1].last_seen_ms"));
+        assert!(err(at(NOW, i64::MAX)).starts_with("flows[1].last_seen_ms"));
+        // A batch spooled for weeks, and a clock a little fast, are fine.
+        let month = 30 * 24 * 3600 * 1000;
+        check_batch(&batch(vec![at(NOW - month, NOW - month + 1), at(NOW, NOW + MAX_AHEAD_MS)]), NOW)
+            .expect("in window");
+        let dns = |ts_ms| pb::DnsAnswer { query: "a.example.com".into(), ts_ms, ..Default::default() };
+        let b = pb::ReportRequest { dns: vec![dns(NOW), dns(-1)], ..batch(vec![]) };
+        assert_eq!(check_batch(&b, NOW).expect_err("dns ts").to_string(), "dns[1].ts_ms: -1 is negative");
+    }
+
+    #[test]
+    fn strings_past_their_limits_are_refused_naming_the_field() {
+        let long = |n: usize| "x".repeat(n);
+        let err = |f: pb::Flow| check_batch(&batch(vec![f]), NOW).expect_err("refused").to_string();
+        assert_eq!(err(pb::Flow { pod_uid: long(129), ..flow() }), "flows[0].pod_uid: 129 bytes, at most 128");
+        assert_eq!(
+            err(pb::Flow { peer_pod_uid: long(200), ..flow() }),
+            "flows[0].peer_pod_uid: 200 bytes, at most 128"
+        );
+        assert_eq!(
+            err(pb::Flow { container_id: long(129), ..flow() }),
+            "flows[0].container_id: 129 bytes, at most 128"
+        );
+        assert_eq!(err(pb::Flow { comm: long(65), ..flow() }), "flows[0].comm: 65 bytes, at most 64");
+        let b = pb::ReportRequest { node: long(254), ..batch(vec![]) };
+        assert_eq!(check_batch(&b, NOW).expect_err("node").to_string(), "node: 254 bytes, at most 253");
+        let b = pb::ReportRequest { boot_id: long(129), ..batch(vec![]) };
+        assert_eq!(check_batch(&b, NOW).expect_err("boot").to_string(), "boot_id: 129 bytes, at most 128");
+        let answer = |query: String, name: String| pb::DnsAnswer {
+            query,
+            answers: vec![pb::DnsAddress { name, ip: vec![192, 0, 2, 1], ttl: 30 }],
+            ts_ms: NOW,
+            ..Default::default()
+        };
+        let b = pb::ReportRequest { dns: vec![answer(long(254), long(3))], ..batch(vec![]) };
+        assert_eq!(check_batch(&b, NOW).expect_err("query").to_string(), "dns[0].query: 254 bytes, at most 253");
+        let b =
+            pb::ReportRequest { dns: vec![answer(long(3), long(253)), answer(long(3), long(254))], ..batch(vec![]) };
+        assert_eq!(
+            check_batch(&b, NOW).expect_err("name").to_string(),
+            "dns[1].answers[0].name: 254 bytes, at most 253"
+        );
+        let many = pb::DnsAnswer {
+            answers: vec![answer(long(3), long(3)).answers[0].clone(); 65],
+            ..answer(long(3), long(3))
+        };
+        let b = pb::ReportRequest { dns: vec![many], ..batch(vec![]) };
+        assert!(check_batch(&b, NOW).expect_err("answers").to_string().starts_with("dns[0].answers: 65 addresses"));
+        let b = pb::ReportRequest { dns: vec![answer(long(3), long(3)); MAX_DNS_PER_BATCH + 1], ..batch(vec![]) };
+        assert!(matches!(check_batch(&b, NOW), Err(BatchError::TooManyDnsAnswers { .. })));
+    }
+
+    /// The largest batch the checks accept, every field at its widest.
+    fn largest_valid_batch() -> pb::ReportRequest {
+        let s = |n: usize| "x".repeat(n);
+        let f = pb::Flow {
+            direction: pb::Direction::Udp as i32,
+            protocol: pb::Protocol::Udp as i32,
+            src_ip: vec![0xff; 16],
+            dst_ip: vec![0xff; 16],
+            dst_port: 65_535,
+            original_dst_ip: vec![0xff; 16],
+            original_dst_port: 65_535,
+            count: u64::MAX,
+            failed: u64::MAX,
+            netns: u32::MAX,
+            cgroup_id: u64::MAX,
+            pod_uid: s(MAX_POD_UID_LEN),
+            container_id: s(MAX_CONTAINER_ID_LEN),
+            comm: s(MAX_COMM_LEN),
+            first_seen_ms: NOW + MAX_AHEAD_MS,
+            last_seen_ms: NOW + MAX_AHEAD_MS,
+            host_network: true,
+            node_process: true,
+            peer_on_node: true,
+            peer_pod_uid: s(MAX_POD_UID_LEN),
+            peer_host_network: true,
+            peer_node_process: true,
+        };
+        let per_answer = MAX_DNS_ADDRESSES_PER_BATCH / MAX_DNS_PER_BATCH;
+        let d = pb::DnsAnswer {
+            query: s(MAX_DNS_NAME_LEN),
+            answers: vec![pb::DnsAddress { name: s(MAX_DNS_NAME_LEN), ip: vec![0xff; 16], ttl: u32::MAX }; per_answer],
+            client_ip: vec![0xff; 16],
+            pod_uid: s(MAX_POD_UID_LEN),
+            ts_ms: NOW + MAX_AHEAD_MS,
+        };
+        pb::ReportRequest {
+            node: s(MAX_NODE_LEN),
+            boot_id: s(MAX_BOOT_ID_LEN),
+            sequence: u64::MAX,
+            flows: vec![f; MAX_FLOWS_PER_BATCH],
+            dns: vec![d; MAX_DNS_PER_BATCH],
+        }
+    }
+
+    #[test]
+    fn the_largest_valid_batch_fits_the_request_limit() {
+        use prost::Message;
+        let b = largest_valid_batch();
+        check_batch(&b, NOW).expect("the largest batch is valid");
+        let len = b.encoded_len();
+        assert!(len <= MAX_BATCH_BYTES, "{len} bytes > {MAX_BATCH_BYTES}");
+        // The bound is the batch, not a round number far above it.
+        assert!(MAX_BATCH_BYTES - len < MAX_BATCH_BYTES / 100, "{len} bytes, limit {MAX_BATCH_BYTES}");
     }
 
     #[test]
     fn the_far_end_needs_an_address_the_local_end_may_lack() {
         let mut f = flow();
         f.dst_ip.clear();
-        let e = check_batch(&batch(vec![f])).expect_err("no destination");
+        let e = check_batch(&batch(vec![f]), NOW).expect_err("no destination");
         assert_eq!(e.to_string(), "flows[0].dst_ip: missing");
         let mut f = flow();
         f.direction = pb::Direction::Accept as i32;
         f.src_ip.clear();
-        let e = check_batch(&batch(vec![f])).expect_err("accept without a source");
+        let e = check_batch(&batch(vec![f]), NOW).expect_err("accept without a source");
         assert_eq!(e.to_string(), "flows[0].src_ip: missing on an accepted connection");
         let (src, dst) = ("10.0.0.2".parse().expect("ip"), "10.0.0.3".parse().expect("ip"));
         let mut f = flow();
         f.src_ip.clear();
         let b = batch(vec![f]);
-        let c = check_batch(&b).expect("a connect without a source address");
+        let c = check_batch(&b, NOW).expect("a connect without a source address");
         assert_eq!((c[0].local, c[0].remote), (None, dst));
         let mut f = flow();
         f.direction = pb::Direction::Accept as i32;
         let b = batch(vec![f]);
-        let c = check_batch(&b).expect("accept");
+        let c = check_batch(&b, NOW).expect("accept");
         assert_eq!((c[0].local, c[0].remote), (Some(dst), src));
     }
 
@@ -362,7 +640,7 @@ mod tests {
         f.protocol = pb::Protocol::Udp as i32;
         f.dst_ip.clear();
         let b = batch(vec![f]);
-        let c = check_batch(&b).expect("a UDP reply from a socket bound to every address");
+        let c = check_batch(&b, NOW).expect("a UDP reply from a socket bound to every address");
         assert_eq!((c[0].local, c[0].remote), (None, "10.0.0.2".parse().expect("ip")));
     }
 
@@ -390,7 +668,7 @@ status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}], startTime: "
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("inventory.yaml");
         std::fs::write(&path, HOST_PODS).expect("write inventory");
-        let now = 1_800_000_000_000;
+        let now = NOW;
         let inv = mapper_cluster::Inventory::load_at(vec![path], mapper_cluster::ResolveOptions::default(), now)
             .expect("inventory");
         let snap = inv.snapshot();
@@ -417,7 +695,7 @@ status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}], startTime: "
         };
         let key_of = |f: pb::Flow| {
             let b = batch(vec![f]);
-            let c = check_batch(&b).expect("valid");
+            let c = check_batch(&b, NOW).expect("valid");
             let k = resolve(&snap, "node-1", &c[0]);
             (name(&k.client), name(&k.server))
         };

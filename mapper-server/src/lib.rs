@@ -2,6 +2,7 @@
 //! each to workloads (through `mapper-cluster`), keeps one edge per
 //! (client, server) in memory and on disk, and answers the CLI's queries.
 
+pub mod admission;
 pub mod auth;
 pub mod commit;
 pub mod dns;

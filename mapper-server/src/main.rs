@@ -58,6 +58,20 @@ struct Args {
     /// intents.otterize.com/service-name is honoured too).
     #[arg(long, env = "MAPPER_WORKLOAD_NAME_ANNOTATION", default_value = "intents.otterize.com/workload-name")]
     workload_name_annotation: String,
+    /// Open gRPC connections at most; beyond, new ones are closed as soon as accepted.
+    #[arg(long, env = "MAPPER_MAX_CONNECTIONS", default_value_t = 2048)]
+    max_connections: usize,
+    /// A gRPC connection over which nothing arrives for this long is closed (a peer that
+    /// answers the server's HTTP/2 pings, every minute, is not idle).
+    #[arg(long, env = "MAPPER_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Report calls read, decoded and stored at once; others wait up to
+    /// --report-queue-wait for their turn, then get RESOURCE_EXHAUSTED (the agent retries).
+    #[arg(long, env = "MAPPER_MAX_CONCURRENT_REPORTS", default_value_t = 4)]
+    max_concurrent_reports: usize,
+    /// How long a Report call waits for its turn.
+    #[arg(long, env = "MAPPER_REPORT_QUEUE_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    report_queue_wait: Duration,
     #[command(flatten)]
     log: mapper_telemetry::LogArgs,
 }
@@ -106,6 +120,12 @@ async fn main() -> anyhow::Result<()> {
         insecure: args.insecure,
         metrics_listen: args.metrics_listen,
         retention: args.retention,
+        limits: mapper_server::admission::Limits {
+            max_connections: args.max_connections,
+            idle_timeout: args.idle_timeout,
+            max_concurrent_reports: args.max_concurrent_reports,
+            report_queue_wait: args.report_queue_wait,
+        },
     };
     let server = BoundServer::bind(cfg, cluster).await?;
     server.serve(mapper_telemetry::shutdown_signal()).await?;

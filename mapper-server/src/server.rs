@@ -10,11 +10,11 @@ use std::{
 };
 
 use mapper_cluster::ClusterHandle;
-use mapper_proto::v1::{ingest_server::IngestServer, query_server::QueryServer};
-use tonic::transport::server::TcpIncoming;
+use mapper_proto::v1::query_server::QueryServer;
 use tracing::{error, info, warn};
 
 use crate::{
+    admission::{IngestEndpoint, Limits},
     auth::{Authenticator, Reviewer, Role, TokenReviewConfig, layer::Authenticated},
     dns::DnsCache,
     ingest::IngestService,
@@ -23,8 +23,16 @@ use crate::{
     store::{EdgeStore, StoreError},
 };
 
-/// Largest request accepted (a full batch of flows fits well below it).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How often the server pings a connection's peer over HTTP/2, and how long it waits for the
+/// answer before closing the connection (a peer gone without a word).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Streams (calls) one connection may carry at once (an agent makes one at a time).
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// Longest a call may take, decoding and storing included (the agent gives up after 30 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -43,6 +51,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Edges not seen for this long are removed.
     pub retention: Duration,
+    /// Bounds on connections and Report calls in progress.
+    pub limits: Limits,
 }
 
 /// Why the server could not start or stopped.
@@ -75,7 +85,7 @@ pub(crate) fn now_ms() -> i64 {
 #[derive(Debug)]
 pub struct BoundServer {
     cfg: ServerConfig,
-    incoming: TcpIncoming,
+    listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     metrics_listener: Option<tokio::net::TcpListener>,
     store: Arc<EdgeStore>,
@@ -95,9 +105,10 @@ impl BoundServer {
             .await
             .map_err(|e| ServerError::Bind { addr: cfg.listen, source: std::io::Error::other(e) })??;
         info!(path = %store.path().display(), edges = store.len(), "store opened");
-        let incoming =
-            TcpIncoming::bind(cfg.listen).map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
-        let local_addr = incoming.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let metrics_listener = match cfg.metrics_listen {
             Some(addr) => {
                 Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?)
@@ -106,7 +117,7 @@ impl BoundServer {
         };
         let metrics = Arc::new(Metrics::default());
         metrics.edges.set(store.len() as i64);
-        Ok(Self { cfg, incoming, local_addr, metrics_listener, store: Arc::new(store), cluster, metrics })
+        Ok(Self { cfg, listener, local_addr, metrics_listener, store: Arc::new(store), cluster, metrics })
     }
 
     /// The gRPC address actually bound (useful with port 0).
@@ -116,7 +127,7 @@ impl BoundServer {
 
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Self { cfg, incoming, local_addr, metrics_listener, store, cluster, metrics } = self;
+        let Self { cfg, listener, local_addr, metrics_listener, store, cluster, metrics } = self;
         if let Some(l) = metrics_listener {
             let health = Arc::new(metrics::ServerHealth { metrics: metrics.clone(), cluster: cluster.clone() });
             tokio::spawn(async move {
@@ -167,14 +178,16 @@ impl BoundServer {
             loopback_query = cfg.allow_loopback_query,
             "mapper-server listening"
         );
+        let limits = cfg.limits;
         tonic::transport::Server::builder()
-            .add_service(Authenticated::new(
-                IngestServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES),
-                auth.clone(),
-                Role::Ingest,
-            ))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+            .timeout(CALL_TIMEOUT)
+            .add_service(Authenticated::new(IngestEndpoint::new(ingest, &limits), auth.clone(), Role::Ingest))
             .add_service(Authenticated::new(QueryServer::new(query), auth, Role::Query))
-            .serve_with_incoming_shutdown(incoming, shutdown)
+            .serve_with_incoming_shutdown(crate::admission::incoming(listener, limits), shutdown)
             .await?;
         info!("mapper-server stopped");
         Ok(())

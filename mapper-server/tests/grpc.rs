@@ -10,7 +10,12 @@ use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::Qu
 use support::Server;
 use tonic::Request;
 
-const NOW: i64 = 1_800_000_000_000;
+/// When the test's flows were seen: a little before the server started, so that the cluster
+/// state it loaded is newer than they are (and within the window ingest accepts).
+fn now() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    i64::try_from(now).expect("ms") - 600_000
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -42,8 +47,8 @@ fn flow(
         original_dst_port: orig.map_or(0, |o| o.1),
         count,
         pod_uid: pod_uid.into(),
-        first_seen_ms: NOW,
-        last_seen_ms: NOW,
+        first_seen_ms: now(),
+        last_seen_ms: now(),
         ..Default::default()
     }
 }

@@ -104,8 +104,9 @@ fn batch(sequence: u64) -> Batch {
         dst_ip: vec![10, 244, 1, 3],
         dst_port: 8080,
         count: 1,
-        first_seen_ms: 1_800_000_000_000,
-        last_seen_ms: 1_800_000_000_000,
+        // A little before the server started (its cluster state newer), within ingest's window.
+        first_seen_ms: now_ms() - 600_000,
+        last_seen_ms: now_ms() - 600_000,
         ..Default::default()
     };
     Batch::new("node-1", "boot-a", sequence, vec![flow], vec![])
@@ -294,4 +295,9 @@ fn token_review_needs_agent_service_accounts() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--agent-service-account"), "{err}");
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    i64::try_from(now).expect("ms")
 }
