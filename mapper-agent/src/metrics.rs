@@ -38,8 +38,10 @@ pub struct Metrics {
     pub resends: Counter,
     /// Batches acknowledged.
     pub batches_acked: Counter,
-    /// Batches the server refused as invalid (dropped).
-    pub batches_rejected: Counter,
+    /// Batches the server refused as invalid (set aside in the spool's `rejected/`), by gRPC code.
+    pub batches_rejected: Family<Label, Counter>,
+    /// Rejected batches that could not be written to `rejected/` (dropped).
+    pub rejected_write_errors: Counter,
     /// Times unsent batches were merged to stay within the buffer bound.
     pub merges: Counter,
     /// Flows dropped because even merged they exceeded the bound.
@@ -94,7 +96,16 @@ impl mapper_telemetry::Health for Metrics {
         r.register("pending_flows", "Flows waiting for the server's acknowledgement", self.pending_flows.clone());
         r.register("resends", "Batches sent again", self.resends.clone());
         r.register("batches_acked", "Batches acknowledged by the server", self.batches_acked.clone());
-        r.register("batches_rejected", "Batches the server refused as invalid", self.batches_rejected.clone());
+        r.register(
+            "batches_rejected",
+            "Batches the server refused as invalid, set aside in the spool's rejected/, by gRPC code",
+            self.batches_rejected.clone(),
+        );
+        r.register(
+            "rejected_write_errors",
+            "Rejected batches that could not be set aside (dropped)",
+            self.rejected_write_errors.clone(),
+        );
         r.register("merges", "Merges of unsent batches to stay within the buffer bound", self.merges.clone());
         r.register(
             "flows_dropped",

@@ -80,7 +80,7 @@ pub fn dns_to_pb(d: &crate::dns::DnsRecord) -> pb::DnsAnswer {
 pub enum SendOutcome {
     /// Acknowledged (possibly as a duplicate).
     Acked { duplicate: bool },
-    /// The server refused the batch as invalid: retrying cannot help.
+    /// The server refused the batch as invalid: retrying cannot help (see [`is_rejection`]).
     Rejected(tonic::Status),
     /// The server could not be reached or could not take it now: retry later.
     Retry(tonic::Status),
@@ -115,11 +115,60 @@ pub async fn send_request(
     }
     match client.report(req).await {
         Ok(r) => SendOutcome::Acked { duplicate: r.get_ref().duplicate },
-        Err(s) if matches!(s.code(), Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition) => {
-            SendOutcome::Rejected(s)
-        }
+        Err(s) if is_rejection(s.code()) => SendOutcome::Rejected(s),
         Err(s) => SendOutcome::Retry(s),
     }
+}
+
+/// Whether the server's answer says the batch itself is wrong, so that sending it again can
+/// only be refused again: INVALID_ARGUMENT (a field out of bounds, bytes that do not decode),
+/// OUT_OF_RANGE (a request over the size limit), FAILED_PRECONDITION. Every other code is
+/// retried: RESOURCE_EXHAUSTED above all, which the server answers when too many reports are
+/// in progress, and UNAVAILABLE, UNAUTHENTICATED (a token being renewed), INTERNAL (a store
+/// that cannot write for now).
+pub fn is_rejection(code: Code) -> bool {
+    matches!(code, Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition)
+}
+
+/// How many rejected batches `rejected/` keeps, and how many bytes they may take: the newest
+/// are kept, for a person to read (`protoc --decode mapper.v1.ReportRequest`).
+pub const REJECTED_KEEP_FILES: usize = 16;
+pub const REJECTED_KEEP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The directory under the spool where rejected batches are set aside.
+pub const REJECTED_DIR: &str = "rejected";
+
+/// Writes `req` (protobuf, as sent) to `dir` as `<boot id>.<sequence>.pb`, then removes the
+/// oldest files there beyond [`REJECTED_KEEP_FILES`] or [`REJECTED_KEEP_BYTES`] (the one just
+/// written always stays). Returns the file written.
+pub fn set_aside(dir: &std::path::Path, req: &pb::ReportRequest) -> std::io::Result<std::path::PathBuf> {
+    use prost::Message;
+    std::fs::create_dir_all(dir)?;
+    // The boot id comes from a spool file: only safe characters make the name.
+    let boot: String = req.boot_id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
+    let name = format!("{boot}.{}.pb", req.sequence);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, req.encode_to_vec())?;
+    std::fs::rename(&tmp, &path)?;
+    let mut files: Vec<(std::time::SystemTime, u64, std::path::PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pb") && e.path() != path)
+        .filter_map(|e| e.metadata().ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), e.path())))
+        .collect();
+    // Newest first; the file just written counts first.
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut bytes = std::fs::metadata(&path)?.len();
+    let mut kept = 1;
+    for (_, len, p) in files {
+        if kept < REJECTED_KEEP_FILES && bytes + len <= REJECTED_KEEP_BYTES {
+            kept += 1;
+            bytes += len;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(path)
 }
 
 /// Exponential backoff between retries, from 200 ms up to a cap (30 s by default).
@@ -159,6 +208,50 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_batch_s_own_faults_are_rejections() {
+        for c in [Code::InvalidArgument, Code::OutOfRange, Code::FailedPrecondition] {
+            assert!(is_rejection(c), "{c:?}");
+        }
+        for c in
+            [Code::ResourceExhausted, Code::Unavailable, Code::Unauthenticated, Code::Internal, Code::DeadlineExceeded]
+        {
+            assert!(!is_rejection(c), "{c:?} must be retried");
+        }
+    }
+
+    #[test]
+    fn rejected_batches_are_kept_bounded_newest_first() {
+        use prost::Message;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rejected = dir.path().join(REJECTED_DIR);
+        let req = |sequence| pb::ReportRequest {
+            node: "n".into(),
+            boot_id: "../../etc/x".into(),
+            sequence,
+            flows: vec![pb::Flow { comm: "curl".into(), ..Default::default() }],
+            dns: vec![],
+        };
+        for s in 1..=40 {
+            let p = set_aside(&rejected, &req(s)).expect("set aside");
+            assert_eq!(p.parent(), Some(rejected.as_path()), "the file stays in rejected/");
+            // Distinct modification times, so that "newest" is well defined.
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+            std::fs::File::options().write(true).open(&p).and_then(|f| f.set_modified(t)).expect("mtime");
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&rejected)
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (25..=40).map(|s| format!("etcx.{s}.pb")).collect();
+        want.sort();
+        assert_eq!(names, want);
+        let back =
+            pb::ReportRequest::decode(&*std::fs::read(rejected.join("etcx.40.pb")).expect("read")).expect("decode");
+        assert_eq!(back, req(40));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -33,6 +33,16 @@ fn is_deferral(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable && status.message().ends_with("retry shortly")
 }
 
+/// A gRPC code as a metric label.
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::InvalidArgument => "invalid_argument",
+        tonic::Code::OutOfRange => "out_of_range",
+        tonic::Code::FailedPrecondition => "failed_precondition",
+        _ => "other",
+    }
+}
+
 /// Publishes the resend buffer's and spool's figures.
 pub(crate) fn publish(metrics: &Metrics, p: &Pending) {
     metrics.pending_batches.set(p.len() as i64);
@@ -117,9 +127,26 @@ pub(crate) fn start_reporter(
                     publish(&metrics, &p);
                 }
                 SendOutcome::Rejected(status) => {
-                    error!(%boot_id, sequence, code = ?status.code(), message = status.message(), "mapper-server rejected a batch; dropping it");
-                    metrics.batches_rejected.inc();
+                    metrics.batches_rejected.get_or_create(&[("code", code_name(status.code()))]).inc();
                     let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    let dir = p.spool_dir().map(|d| d.join(report::REJECTED_DIR));
+                    let kept = match (&dir, p.front_mut()) {
+                        (Some(dir), Some(b)) => {
+                            Some(tokio::task::block_in_place(|| report::set_aside(dir, &b.request())))
+                        }
+                        _ => None,
+                    };
+                    match kept {
+                        Some(Ok(path)) => error!(%boot_id, sequence, code = ?status.code(), message = status.message(),
+                            file = %path.display(), "mapper-server rejected a batch; set aside, not sent again"),
+                        Some(Err(e)) => {
+                            metrics.rejected_write_errors.inc();
+                            error!(%boot_id, sequence, code = ?status.code(), message = status.message(), error = %e,
+                                "mapper-server rejected a batch and it cannot be set aside; dropping it");
+                        }
+                        None => error!(%boot_id, sequence, code = ?status.code(), message = status.message(),
+                            "mapper-server rejected a batch; dropping it (no spool directory to set it aside in)"),
+                    }
                     tokio::task::block_in_place(|| p.acked());
                     publish(&metrics, &p);
                 }
