@@ -16,12 +16,24 @@ ensure_packages() {
   command -v iptables >/dev/null || need+=(iptables)
   command -v cc >/dev/null || need+=(gcc libc6-dev)
   command -v curl >/dev/null || need+=(curl)
+  command -v python3 >/dev/null || need+=(python3 python3-pip)
   # `mapper visualize --format png` draws labels with a system font (its test too).
   [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
   if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
+# Python grpcio and grpcio-tools: mapper-server/tests/hostile.rs drives an independent gRPC
+# client written in Python from mapper.proto.
+ensure_python_grpc() {
+  if ! python3 -c 'import grpc, grpc_tools.protoc' 2>/dev/null; then
+    step "installing grpcio grpcio-tools (pip)"
+    python3 -m pip install --quiet grpcio grpcio-tools ||
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        python3-grpcio python3-grpc-tools >/dev/null
   fi
 }
 

@@ -3,13 +3,14 @@
 # ones included (they need root; with MAPPER_REQUIRE_BPF=1 a missing
 # requirement is a failure instead of a skip).
 #
-# Installs what it needs when missing (Debian packages only).
+# Installs what it needs when missing (Debian packages, and Python's grpcio from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
 ensure_packages
+ensure_python_grpc
 ensure_kernel_mounts
 
 step "cargo fmt --check"

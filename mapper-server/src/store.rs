@@ -100,7 +100,18 @@ impl EdgeState {
             self.first_seen_ms = obs.first_seen_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(obs.last_seen_ms);
-        self.dns_names.extend(obs.dns_names.iter().cloned());
+        // Bounded as the DNS cache is: the names the address has now, then older ones as they fit.
+        let cap = crate::dns::MAX_NAMES_PER_ADDRESS;
+        if self.dns_names.len() + obs.dns_names.len() > cap {
+            let fresh: BTreeSet<String> = obs.dns_names.iter().take(cap).cloned().collect();
+            let room = cap - fresh.len();
+            let old: Vec<String> =
+                std::mem::take(&mut self.dns_names).into_iter().filter(|n| !fresh.contains(n)).take(room).collect();
+            self.dns_names = fresh;
+            self.dns_names.extend(old);
+        } else {
+            self.dns_names.extend(obs.dns_names.iter().cloned());
+        }
         self.via_services.extend(obs.via_service.iter().cloned());
     }
 }

@@ -67,6 +67,12 @@ impl Server {
         format!("http://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
+    /// The server's process id.
+    #[allow(dead_code, reason = "a support module: hostile.rs uses it, the others do not")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -74,7 +80,7 @@ impl Server {
 
     /// Whether the server logs `needle` within 10 s (its log is read by a thread, so a line
     /// written just before an RPC returned may not have arrived yet).
-    #[allow(dead_code, reason = "a support module: token_review.rs uses it, grpc.rs does not")]
+    #[allow(dead_code, reason = "a support module: token_review.rs and hostile.rs use it, grpc.rs does not")]
     pub fn logs_soon(&self, needle: &str) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !self.log().contains(needle) {
