@@ -75,6 +75,37 @@ pub fn dns_to_pb(d: &crate::dns::DnsRecord) -> pb::DnsAnswer {
     }
 }
 
+/// mapper-server's bounds on a batch's DNS answers (its `ingest` module; a test there checks
+/// they agree): the longest name, addresses per answer, addresses per batch.
+pub const SERVER_MAX_DNS_NAME_LEN: usize = 253;
+pub const SERVER_MAX_ADDRESSES_PER_ANSWER: usize = 64;
+pub const SERVER_MAX_DNS_ADDRESSES_PER_BATCH: usize = 20_000;
+
+/// Makes a report's DNS answers fit the server's bounds, so that a hint never gets a batch of
+/// flows refused: a name the server could not take is left out (an answer whose query is one
+/// goes entirely), an answer keeps its first 64 addresses, and once the batch holds 20 000
+/// addresses the remaining answers go. Returns how many answers were left out or cut.
+pub fn fit_dns(req: &mut pb::ReportRequest) -> usize {
+    let fits = |n: &str| n.len() <= SERVER_MAX_DNS_NAME_LEN;
+    let before = req.dns.len();
+    let mut cut = 0;
+    let mut total = 0usize;
+    req.dns.retain_mut(|d| {
+        if !fits(&d.query) || total >= SERVER_MAX_DNS_ADDRESSES_PER_BATCH {
+            return false;
+        }
+        let n = d.answers.len();
+        d.answers.retain(|a| fits(&a.name));
+        d.answers.truncate(SERVER_MAX_ADDRESSES_PER_ANSWER.min(SERVER_MAX_DNS_ADDRESSES_PER_BATCH - total));
+        if d.answers.len() < n {
+            cut += 1;
+        }
+        total += d.answers.len();
+        true
+    });
+    before - req.dns.len() + cut
+}
+
 /// What became of one send attempt.
 #[derive(Debug)]
 pub enum SendOutcome {
@@ -208,6 +239,31 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_answers_are_fitted_to_the_server_s_bounds() {
+        let answer = |query: &str, names: &[&str]| pb::DnsAnswer {
+            query: query.into(),
+            answers: names
+                .iter()
+                .map(|n| pb::DnsAddress { name: (*n).into(), ip: vec![192, 0, 2, 1], ttl: 1 })
+                .collect(),
+            ..Default::default()
+        };
+        let long = "x".repeat(254);
+        let mut req = pb::ReportRequest {
+            dns: vec![answer("a.example.com", &["a.example.com"]), answer(&long, &["b"]), answer("c", &["c", &long])],
+            ..Default::default()
+        };
+        assert_eq!(fit_dns(&mut req), 2);
+        assert_eq!(req.dns, vec![answer("a.example.com", &["a.example.com"]), answer("c", &["c"])]);
+        let wide = answer("w", &["w"; 100]);
+        let mut req = pb::ReportRequest { dns: vec![wide; 1_000], ..Default::default() };
+        fit_dns(&mut req);
+        assert!(req.dns.iter().all(|d| d.answers.len() <= SERVER_MAX_ADDRESSES_PER_ANSWER));
+        let total: usize = req.dns.iter().map(|d| d.answers.len()).sum();
+        assert_eq!(total, SERVER_MAX_DNS_ADDRESSES_PER_BATCH);
+    }
 
     #[test]
     fn only_a_batch_s_own_faults_are_rejections() {

@@ -95,7 +95,12 @@ pub(crate) fn start_reporter(
                 let from_spool = b.resumed && !b.attempted;
                 b.sent = true;
                 b.attempted = true;
-                (b.request(), resend, from_spool)
+                let mut req = b.request();
+                let cut = report::fit_dns(&mut req);
+                if cut > 0 {
+                    debug!(sequence = req.sequence, answers = cut, "DNS answers past the server's bounds left out");
+                }
+                (req, resend, from_spool)
             });
             let Some((req, resend, from_spool)) = batch else {
                 tokio::select! {

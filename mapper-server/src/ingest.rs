@@ -599,6 +599,15 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_fits_its_dns_answers_to_these_bounds() {
+        use mapper_agent::report as agent;
+        assert_eq!(agent::SERVER_MAX_DNS_NAME_LEN, MAX_DNS_NAME_LEN);
+        assert_eq!(agent::SERVER_MAX_ADDRESSES_PER_ANSWER, MAX_ADDRESSES_PER_ANSWER);
+        assert_eq!(agent::SERVER_MAX_DNS_ADDRESSES_PER_BATCH, MAX_DNS_ADDRESSES_PER_BATCH);
+        assert_eq!(agent::MAX_PENDING_DNS, MAX_DNS_PER_BATCH);
+    }
+
+    #[test]
     fn the_largest_valid_batch_fits_the_request_limit() {
         use prost::Message;
         let b = largest_valid_batch();
