@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Edges not seen for this long are removed.
     pub retention: Duration,
+    /// How long after it was last seen an edge's in-cluster end that nobody was known to hold
+    /// is resolved again with each new cluster state.
+    pub resolve_hold: Duration,
 }
 
 /// Why the server could not start or stopped.
@@ -145,6 +148,7 @@ impl BoundServer {
                 }
             }
         });
+        tokio::spawn(crate::reresolve::run(store.clone(), cluster.clone(), metrics.clone(), cfg.resolve_hold));
         let auth = Arc::new(Authenticator::new(
             cfg.token.as_deref(),
             cfg.token_review.clone().map(Reviewer::new),
