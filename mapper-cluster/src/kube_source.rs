@@ -1,5 +1,5 @@
 //! The cluster read from the Kubernetes API: reflectors on Pods, Services, EndpointSlices,
-//! ReplicaSets and Jobs (all namespaces), trimmed to what resolution reads; other owner kinds
+//! ReplicaSets, Jobs and Nodes (all namespaces), trimmed to what resolution reads; other owner kinds
 //! by cached GETs; the pod IP history built from the watch events as they arrive.
 
 mod owners;
@@ -13,7 +13,8 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec, PodStatus, Service,
+    ContainerState, ContainerStateTerminated, ContainerStatus, Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus,
+    Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -106,6 +107,18 @@ fn trim_pod(pod: &mut Pod, keep: &[String]) {
             }),
             ..PodStatus::default()
         };
+    }
+}
+
+/// A Node reduced to its pod ranges and addresses.
+fn trim_node(node: &mut Node) {
+    trim_meta(&mut node.metadata, &[]);
+    node.metadata.labels = None;
+    if let Some(spec) = node.spec.as_mut() {
+        *spec = NodeSpec { pod_cidr: spec.pod_cidr.take(), pod_cidrs: spec.pod_cidrs.take(), ..NodeSpec::default() };
+    }
+    if let Some(status) = node.status.as_mut() {
+        *status = NodeStatus { addresses: status.addresses.take(), ..NodeStatus::default() };
     }
 }
 
@@ -239,8 +252,16 @@ fn reflectors(client: &Client, keep: &[String]) -> (Stores, futures::stream::Sel
         j.status = None;
     };
     let (jobs, job_changes) = reflect(client, "Job", trim_job, |_| Change::Other);
-    let changes = futures::stream::select_all([pod_changes, service_changes, slice_changes, rs_changes, job_changes]);
-    (Stores { pods, services, slices, replicasets, jobs }, changes)
+    let (nodes, node_changes) = reflect(client, "Node", trim_node, |_| Change::Other);
+    let changes = futures::stream::select_all([
+        pod_changes,
+        service_changes,
+        slice_changes,
+        rs_changes,
+        job_changes,
+        node_changes,
+    ]);
+    (Stores { pods, services, slices, replicasets, jobs, nodes }, changes)
 }
 
 #[derive(Debug)]
@@ -250,6 +271,9 @@ struct Stores {
     slices: Store<EndpointSlice>,
     replicasets: Store<ReplicaSet>,
     jobs: Store<Job>,
+    /// Not waited for: without the right to list Nodes the cluster view is still complete,
+    /// only its pod ranges must then be given as flags.
+    nodes: Store<Node>,
 }
 
 impl Stores {
@@ -277,6 +301,11 @@ async fn build(stores: &Stores, tracker: &mut PodTracker, owners: &mut OwnerCach
     }
     for job in stores.jobs.state() {
         objects.add_owner(OwnerRecord::from_meta("batch/v1", "Job", &job.metadata));
+    }
+    for node in stores.nodes.state() {
+        if let Ok(data) = serde_json::to_value(&*node) {
+            objects.add_node_addresses(&data);
+        }
     }
     owners.complete(&mut objects, tracker.history.retained.values().map(|r| &r.record)).await;
     Snapshot::build(&objects, &tracker.history, opts, now)

@@ -6,8 +6,8 @@
 //! - [`Inventory`] / [`watch_inventory`]: files or directories of Kubernetes objects as
 //!   `kubectl get -o yaml` prints them (multi-document YAML, `kind: List`, JSON), reloaded when
 //!   they change; for running without an API server.
-//! - [`KubeSource`]: kube-runtime reflectors on Pods, Services, EndpointSlices, ReplicaSets and
-//!   Jobs, plus cached GETs of any other owner kind met in an owner chain.
+//! - [`KubeSource`]: kube-runtime reflectors on Pods, Services, EndpointSlices, ReplicaSets,
+//!   Jobs and Nodes, plus cached GETs of any other owner kind met in an owner chain.
 //!
 //! A snapshot resolves each end of a flow to a [`Peer`] following the Otterize operator's
 //! identity rules: the workload-name annotation, else the pod's owner chain walked to the top
@@ -42,7 +42,7 @@ pub use kube_source::{KubeSource, KubeSourceConfig};
 pub use snapshot::{ClusterHandle, Snapshot};
 
 /// An error and its sources, joined with ": " (for logs, where only one field is shown).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -273,6 +275,9 @@ pub(crate) struct ClusterObjects {
     pub owners: HashMap<OwnerKey, OwnerRecord>,
     /// Node addresses known directly (Node objects); pods' host IPs are added when building.
     pub node_ips: HashSet<IpAddr>,
+    /// Address ranges the cluster says are its own: Nodes' `spec.podCIDRs` and ServiceCIDR
+    /// objects' `spec.cidrs`.
+    pub cidrs: Vec<IpNet>,
 }
 
 impl ClusterObjects {
@@ -280,8 +285,12 @@ impl ClusterObjects {
         self.owners.insert(record.key.clone(), record);
     }
 
-    /// Addresses of a Node object (its `status.addresses` of type InternalIP/ExternalIP).
+    /// What a Node object tells: its addresses (`status.addresses` of type
+    /// InternalIP/ExternalIP) and the pod ranges assigned to it (`spec.podCIDR(s)`).
     pub fn add_node_addresses(&mut self, data: &serde_json::Value) {
+        let pod_cidr = data.pointer("/spec/podCIDR").and_then(|c| c.as_str());
+        let pod_cidrs = data.pointer("/spec/podCIDRs").and_then(|c| c.as_array());
+        self.add_cidrs(pod_cidr.into_iter().chain(pod_cidrs.into_iter().flatten().filter_map(|c| c.as_str())));
         let addresses = data.pointer("/status/addresses").and_then(|a| a.as_array());
         for address in addresses.into_iter().flatten() {
             let kind = address.get("type").and_then(|t| t.as_str());
@@ -289,6 +298,21 @@ impl ClusterObjects {
                 && let Some(ip) = address.get("address").and_then(|a| a.as_str()).and_then(|a| a.parse().ok())
             {
                 self.node_ips.insert(ip);
+            }
+        }
+    }
+
+    /// The ranges of a ServiceCIDR object (`networking.k8s.io/v1`, `spec.cidrs`).
+    pub fn add_service_cidrs(&mut self, data: &serde_json::Value) {
+        let cidrs = data.pointer("/spec/cidrs").and_then(|c| c.as_array());
+        self.add_cidrs(cidrs.into_iter().flatten().filter_map(|c| c.as_str()));
+    }
+
+    /// Adds ranges written as CIDRs, once each; a string that is not a CIDR is skipped.
+    pub fn add_cidrs<'a>(&mut self, cidrs: impl IntoIterator<Item = &'a str>) {
+        for net in cidrs.into_iter().filter_map(|c| c.parse::<IpNet>().ok()).map(|n| n.trunc()) {
+            if !self.cidrs.contains(&net) {
+                self.cidrs.push(net);
             }
         }
     }

@@ -65,6 +65,50 @@ pub struct Snapshot {
     built_at_ms: i64,
 }
 
+/// The widest range one Service CIDR can be: Kubernetes refuses a larger one (a /12 of IPv4,
+/// a /108 of IPv6), so ClusterIPs further apart belong to different ranges.
+const WIDEST_SERVICE_RANGE: (u8, u8) = (12, 108);
+
+/// The address ranges that are the cluster's own: those configured, those the cluster states
+/// (Nodes' pod CIDRs, ServiceCIDR objects), and the smallest range holding the ClusterIPs of
+/// each widest possible Service CIDR they fall in (a new Service's ClusterIP is then in range
+/// before the Service is seen, as long as the cluster's Services spread over its range).
+fn cluster_ranges(opts: &ResolveOptions, objects: &ClusterObjects) -> Vec<IpNet> {
+    let mut ranges: Vec<IpNet> = opts.cluster_cidrs.iter().chain(&objects.cidrs).map(IpNet::trunc).collect();
+    let mut learned: BTreeMap<IpNet, IpNet> = BTreeMap::new();
+    for ip in objects.services.iter().flat_map(|s| &s.cluster_ips) {
+        if ranges.iter().any(|r| r.contains(ip)) {
+            continue;
+        }
+        let widest = match ip {
+            IpAddr::V4(_) => WIDEST_SERVICE_RANGE.0,
+            IpAddr::V6(_) => WIDEST_SERVICE_RANGE.1,
+        };
+        let Ok(outer) = IpNet::new(*ip, widest).map(|n| n.trunc()) else { continue };
+        let covering = match learned.get(&outer) {
+            Some(net) => covering(net, *ip, widest),
+            None => IpNet::from(*ip),
+        };
+        learned.insert(outer, covering);
+    }
+    ranges.extend(learned.into_values());
+    ranges.sort();
+    ranges.dedup();
+    ranges
+}
+
+/// The smallest range, no wider than `/widest`, holding `net` and `ip`.
+fn covering(net: &IpNet, ip: IpAddr, widest: u8) -> IpNet {
+    let mut len = net.prefix_len();
+    loop {
+        let Ok(candidate) = IpNet::new(net.addr(), len).map(|n| n.trunc()) else { return *net };
+        if candidate.contains(&ip) || len <= widest {
+            return candidate;
+        }
+        len -= 1;
+    }
+}
+
 /// The top of a pod's owner chain, as (kind, name): the last owner that could be read.
 fn walk_owners(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>) -> (String, String) {
     let mut top = ("Pod".to_owned(), pod.name.clone());
@@ -103,7 +147,7 @@ impl Snapshot {
         let mut snap = Snapshot {
             ips: history.ips.clone(),
             tolerance_ms: duration_ms(opts.ip_time_tolerance),
-            cluster_cidrs: opts.cluster_cidrs.clone(),
+            cluster_cidrs: cluster_ranges(opts, objects),
             node_ips: objects.node_ips.clone(),
             built_at_ms: now_ms,
             ..Snapshot::default()
@@ -191,6 +235,12 @@ impl Snapshot {
     /// When this snapshot was built (Unix milliseconds).
     pub fn built_at_ms(&self) -> i64 {
         self.built_at_ms
+    }
+
+    /// The address ranges taken as the cluster's own (configured, stated by the cluster, and
+    /// learned from its ClusterIPs): an unknown address in one is unresolved, never outside.
+    pub fn cluster_ranges(&self) -> &[IpNet] {
+        &self.cluster_cidrs
     }
 
     /// How many pods (current and recently deleted) this snapshot knows.

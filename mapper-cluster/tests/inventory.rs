@@ -197,6 +197,60 @@ fn outside_addresses_are_external_unless_in_a_cluster_cidr() {
     assert_eq!(remote(&without_cidrs, "10.244.3.3", 80, T0), Peer::External { ip: ip("10.244.3.3") });
 }
 
+/// Without flags, the ranges come from the cluster: a Node's podCIDR, and the smallest range
+/// holding the Services' ClusterIPs (10.96.0.1 … 10.96.20.20: 10.96.0.0/19).
+#[test]
+fn the_cluster_states_its_ranges() {
+    let snap = load(ResolveOptions::default());
+    let ranges: Vec<String> = snap.cluster_ranges().iter().map(ToString::to_string).collect();
+    assert_eq!(ranges, ["10.96.0.0/19", "10.244.0.0/24"]);
+    for (addr, why) in [("10.244.0.9", "the control plane's podCIDR"), ("10.96.31.200", "among the ClusterIPs")] {
+        assert_eq!(remote(&snap, addr, 80, T0), unresolved(addr, UnresolvedReason::UnknownClusterIp), "{why}");
+    }
+    for addr in ["10.96.32.1", "10.244.1.255", "8.8.8.8"] {
+        assert_eq!(remote(&snap, addr, 80, T0), Peer::External { ip: ip(addr) }, "{addr} is in no range");
+    }
+    // A flag's range holds the learned one: it is not listed twice.
+    let flagged =
+        load(ResolveOptions { cluster_cidrs: vec!["10.96.0.0/12".parse().expect("CIDR")], ..Default::default() });
+    let ranges: Vec<String> = flagged.cluster_ranges().iter().map(ToString::to_string).collect();
+    assert_eq!(ranges, ["10.96.0.0/12", "10.244.0.0/24"]);
+}
+
+/// ServiceCIDR objects (networking.k8s.io/v1) and a Node's podCIDRs of both families; a
+/// ClusterIP further than a /12 from the others is a range of its own.
+#[test]
+fn service_cidr_objects_and_dual_stack_pod_ranges() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &path,
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: ServiceCIDR
+metadata: {name: kubernetes}
+spec: {cidrs: [10.100.0.0/16, "fd00:96::/108"]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+spec: {podCIDR: 10.1.2.0/24, podCIDRs: [10.1.2.0/24, "fd00:244:2::/64"]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: far, namespace: default}
+spec: {clusterIP: 172.20.0.5, ports: [{port: 80}]}
+"#,
+    )
+    .expect("write the inventory");
+    let snap = Inventory::load_at(vec![path], ResolveOptions::default(), T0).expect("loads").snapshot();
+    let ranges: Vec<String> = snap.cluster_ranges().iter().map(ToString::to_string).collect();
+    assert_eq!(ranges, ["10.1.2.0/24", "10.100.0.0/16", "172.20.0.5/32", "fd00:96::/108", "fd00:244:2::/64"]);
+    for addr in ["10.100.9.9", "fd00:96::77", "fd00:244:2::9", "10.1.2.200"] {
+        assert_eq!(remote(&snap, addr, 80, T0), unresolved(addr, UnresolvedReason::UnknownClusterIp), "{addr}");
+    }
+}
+
 #[test]
 fn a_reused_ip_maps_each_flow_to_the_pod_holding_it_then() {
     let snap = snapshot();

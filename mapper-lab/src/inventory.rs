@@ -255,7 +255,15 @@ pub fn write(scenario: &Scenario, state: &LabState, services: &[ServiceDef], sta
         addresses.push(json!({ "type": "InternalIP", "address": v6.to_string() }));
     }
     addresses.push(json!({ "type": "Hostname", "address": NODE_NAME }));
+    // The node's bridge is the first address of its pod range, a /24 (and a /64).
+    let o = state.node_ip.octets();
+    let mut pod_cidrs = vec![format!("{}.{}.{}.0/24", o[0], o[1], o[2])];
+    if let Some(v6) = state.node_ipv6 {
+        let s = v6.segments();
+        pod_cidrs.push(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]));
+    }
     objects.push(json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": NODE_NAME },
+        "spec": { "podCIDR": pod_cidrs[0], "podCIDRs": pod_cidrs },
         "status": { "addresses": addresses } }));
     for w in scenario.workloads.iter().filter(|w| w.round <= state.round) {
         owner_chain(w, w.revision_at(state.round), &mut objects);

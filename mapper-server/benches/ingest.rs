@@ -550,6 +550,7 @@ async fn ingest(params: &Params, cluster: &Arc<Cluster>, handle: ClusterHandle, 
         metrics_listen: None,
         retention: Duration::from_secs(30 * 86_400),
         limits: Default::default(),
+        resolve_hold: mapper_server::reresolve::DEFAULT_HOLD,
     };
     handle.wait_ready().await;
     let server = BoundServer::bind(cfg, handle).await.expect("bind the server");

@@ -9,5 +9,6 @@ pub mod dns;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
+pub mod reresolve;
 pub mod server;
 pub mod store;

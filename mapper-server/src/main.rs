@@ -54,6 +54,17 @@ struct Args {
     /// Edges not seen for this long are removed (humantime: 30d, 12h).
     #[arg(long, env = "MAPPER_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     retention: Duration,
+    /// Address ranges of the cluster's pods and Services (CIDRs; repeatable or comma-separated).
+    /// An address in one that no known pod, node or Service holds is unresolved, never a
+    /// destination outside the cluster. Nodes' podCIDRs, ServiceCIDR objects and the range
+    /// the Services' ClusterIPs span are taken as well; give the ranges here when the network
+    /// plugin assigns pod addresses outside the Nodes' podCIDRs.
+    #[arg(long, env = "MAPPER_CLUSTER_CIDRS", value_delimiter = ',')]
+    cluster_cidr: Vec<mapper_cluster::IpNet>,
+    /// How long after it was last seen an edge whose in-cluster end nobody was known to hold
+    /// (a pod not yet in the cluster state) is resolved again when the cluster state changes.
+    #[arg(long, env = "MAPPER_RESOLVE_HOLD", default_value = "10m", value_parser = humantime::parse_duration)]
+    resolve_hold: Duration,
     /// Pod annotation that names a pod's workload (the older
     /// intents.otterize.com/service-name is honoured too).
     #[arg(long, env = "MAPPER_WORKLOAD_NAME_ANNOTATION", default_value = "intents.otterize.com/workload-name")]
@@ -90,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let opts = mapper_cluster::ResolveOptions {
         workload_name_annotation: args.workload_name_annotation.clone(),
+        cluster_cidrs: args.cluster_cidr.clone(),
         ..Default::default()
     };
     // The client is needed for the cluster source, for token review, or both.
@@ -126,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             max_concurrent_reports: args.max_concurrent_reports,
             report_queue_wait: args.report_queue_wait,
         },
+        resolve_hold: args.resolve_hold,
     };
     let server = BoundServer::bind(cfg, cluster).await?;
     server.serve(mapper_telemetry::shutdown_signal()).await?;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub edges: Gauge,
     /// Edges removed by retention.
     pub edges_expired: Counter,
+    /// Edges moved because an end unknown when seen was resolved by a later cluster state.
+    pub edges_reresolved: Counter,
     /// Flow ends that could not be attributed, all reasons (for Health).
     pub unresolved_total: std::sync::atomic::AtomicU64,
 }
@@ -42,6 +44,11 @@ impl Metrics {
         );
         r.register("edges", "Edges in the store", self.edges.clone());
         r.register("edges_expired", "Edges removed by retention", self.edges_expired.clone());
+        r.register(
+            "edges_reresolved",
+            "Edges moved because an end unknown when seen was resolved by a later cluster state",
+            self.edges_reresolved.clone(),
+        );
         r
     }
 }

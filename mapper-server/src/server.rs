@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub retention: Duration,
     /// Bounds on connections and Report calls in progress.
     pub limits: Limits,
+    /// How long after it was last seen an edge's in-cluster end that nobody was known to hold
+    /// is resolved again with each new cluster state.
+    pub resolve_hold: Duration,
 }
 
 /// Why the server could not start or stopped.
@@ -156,6 +159,7 @@ impl BoundServer {
                 }
             }
         });
+        tokio::spawn(crate::reresolve::run(store.clone(), cluster.clone(), metrics.clone(), cfg.resolve_hold));
         let auth = Arc::new(Authenticator::new(
             cfg.token.as_deref(),
             cfg.token_review.clone().map(Reviewer::new),

@@ -116,6 +116,23 @@ impl EdgeState {
     }
 }
 
+impl EdgeState {
+    /// Adds what another edge knows to this one: counts per side, ports, times and names.
+    pub fn merge(&mut self, other: &EdgeState) {
+        self.client_established = self.client_established.saturating_add(other.client_established);
+        self.client_failed = self.client_failed.saturating_add(other.client_failed);
+        self.server_established = self.server_established.saturating_add(other.server_established);
+        self.server_failed = self.server_failed.saturating_add(other.server_failed);
+        self.ports.extend(other.ports.iter().copied());
+        if self.first_seen_ms == 0 || (other.first_seen_ms != 0 && other.first_seen_ms < self.first_seen_ms) {
+            self.first_seen_ms = other.first_seen_ms;
+        }
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+        self.dns_names.extend(other.dns_names.iter().cloned());
+        self.via_services.extend(other.via_services.iter().cloned());
+    }
+}
+
 /// One resolved flow, ready to be added to an edge.
 #[derive(Debug, Clone)]
 pub struct Observation {
@@ -302,6 +319,44 @@ impl EdgeStore {
         let n = self.edges.len();
         self.edges.clear();
         Ok(n)
+    }
+
+    /// Moves edges to new keys in one transaction: each `(from, to)` folds the edge at `from`
+    /// into the one at `to` (made when there is none). An edge that is gone by then (expired,
+    /// reset) is skipped. Returns how many edges moved.
+    pub fn rekey(&self, moves: &[(EdgeKey, EdgeKey)]) -> Result<usize, StoreError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
+        let mut removed: Vec<&EdgeKey> = Vec::new();
+        for (from, to) in moves.iter().filter(|(from, to)| from != to) {
+            let Some(old) = self.edges.get(from).map(|e| e.clone()) else { continue };
+            if removed.contains(&from) {
+                continue;
+            }
+            merged.entry(to).or_insert_with(|| self.edges.get(to).map(|e| e.clone()).unwrap_or_default()).merge(&old);
+            removed.push(from);
+        }
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(EDGES)?;
+            for key in &removed {
+                table.remove(encode(*key).as_slice())?;
+            }
+            for (key, state) in &merged {
+                table.insert(encode(*key).as_slice(), encode(state).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        for key in &removed {
+            self.edges.remove(*key);
+        }
+        for (key, state) in merged {
+            self.edges.insert(key.clone(), state);
+        }
+        Ok(removed.len())
     }
 
     /// Removes edges last seen before `cutoff_ms`; returns how many.

@@ -267,8 +267,12 @@ fn add_object(
             // Any other kind (a CRD such as an Argo Rollout, a Node, an older API version) is
             // kept by its metadata: it can still be an owner.
             let obj: DynamicObject = typed(doc, kind, at)?;
-            if (api_version, kind) == ("v1", "Node") {
-                objects.add_node_addresses(&obj.data);
+            match (api_version, kind) {
+                ("v1", "Node") => objects.add_node_addresses(&obj.data),
+                ("networking.k8s.io/v1" | "networking.k8s.io/v1beta1", "ServiceCIDR") => {
+                    objects.add_service_cidrs(&obj.data)
+                }
+                _ => {}
             }
             objects.add_owner(owner(api_version, kind, &obj.metadata));
         }

@@ -44,6 +44,7 @@ pub const REFLECTED: &[(&str, &str, &str)] = &[
     ("EndpointSlice", "discovery.k8s.io", "endpointslices"),
     ("ReplicaSet", "apps", "replicasets"),
     ("Job", "batch", "jobs"),
+    ("Node", "", "nodes"),
 ];
 
 /// Built-in owner kinds the server GETs when an owner chain reaches them (kube_source/owners.rs).
