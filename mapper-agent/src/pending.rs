@@ -17,7 +17,7 @@ use mapper_proto::v1 as pb;
 use tracing::warn;
 
 use crate::{
-    report::MAX_PENDING_DNS,
+    report::{MAX_PENDING_DNS, SERVER_MAX_FLOWS_PER_BATCH},
     spool::{Covered, Loaded, Record, Spool, SpoolError},
 };
 
@@ -322,7 +322,37 @@ impl Pending {
     /// on a spool error nothing is queued and the caller must leave the flows
     /// in the kernel. Unsent batches are merged when the bound is passed.
     /// `kernel` fingerprints the kernel entries the flows were drained from.
-    pub fn push(&mut self, flows: Vec<pb::Flow>, dns: Vec<pb::DnsAnswer>, kernel: Vec<u64>) -> Result<(), SpoolError> {
+    ///
+    /// A round of more flows than the server takes in one batch is queued as several batches
+    /// (the last carries the fingerprints), all or none: should one not reach the spool, those
+    /// queued before it are taken back.
+    pub fn push(
+        &mut self,
+        mut flows: Vec<pb::Flow>,
+        dns: Vec<pb::DnsAnswer>,
+        kernel: Vec<u64>,
+    ) -> Result<(), SpoolError> {
+        let before = self.batches.len();
+        let mut result = Ok(());
+        while flows.len() > SERVER_MAX_FLOWS_PER_BATCH && result.is_ok() {
+            let rest = flows.split_off(SERVER_MAX_FLOWS_PER_BATCH);
+            result = self.push_one(std::mem::replace(&mut flows, rest), Vec::new(), Vec::new());
+        }
+        let result = result.and_then(|()| self.push_one(flows, dns, kernel));
+        if result.is_err() {
+            while self.batches.len() > before {
+                let Some(b) = self.batches.pop_back() else { break };
+                if let Some(spool) = &self.spool {
+                    spool.remove(&b.boot_id, b.sequence);
+                }
+                self.bytes = self.bytes.saturating_sub(b.bytes);
+                self.next_sequence = b.sequence;
+            }
+        }
+        result
+    }
+
+    fn push_one(&mut self, flows: Vec<pb::Flow>, dns: Vec<pb::DnsAnswer>, kernel: Vec<u64>) -> Result<(), SpoolError> {
         if flows.is_empty() && dns.is_empty() {
             return Ok(());
         }
@@ -344,7 +374,7 @@ impl Pending {
     fn compact(&mut self) {
         let unsent = self.batches.iter().filter(|b| !b.sent).count();
         let Some(first) = self.batches.iter().find(|b| !b.sent) else { return };
-        if unsent < 2 && first.flows.len() <= self.max_flows {
+        if unsent < 2 && first.flows.len() <= self.max_flows.min(SERVER_MAX_FLOWS_PER_BATCH) {
             return;
         }
         let mut kept = VecDeque::with_capacity(self.batches.len() - unsent + 1);
@@ -383,11 +413,13 @@ impl Pending {
         // that may be on the server already (one in flight, and the first of
         // each earlier boot) come on top of it. More distinct flows than that:
         // the ones with the fewest connections go (counted).
+        // One batch never holds more than the server takes in one.
+        let keep = self.max_flows.min(SERVER_MAX_FLOWS_PER_BATCH);
         let mut dropped = 0;
-        if flows.len() > self.max_flows {
-            dropped = (flows.len() - self.max_flows) as u64;
-            flows.sort_by_key(|f| std::cmp::Reverse(f.count + f.failed));
-            flows.truncate(self.max_flows);
+        if flows.len() > keep {
+            dropped = (flows.len() - keep) as u64;
+            flows.sort_by_key(|f| std::cmp::Reverse(f.count.saturating_add(f.failed)));
+            flows.truncate(keep);
         }
         dns.truncate(MAX_PENDING_DNS);
         let mut merged = Batch { flows, dns, ..template };

@@ -78,6 +78,8 @@ pub fn dns_to_pb(d: &crate::dns::DnsRecord) -> pb::DnsAnswer {
 /// mapper-server's bounds on a batch's DNS answers (its `ingest` module; a test there checks
 /// they agree): the longest name, addresses per answer, addresses per batch.
 pub const SERVER_MAX_DNS_NAME_LEN: usize = 253;
+/// mapper-server's bound on the flows of one batch.
+pub const SERVER_MAX_FLOWS_PER_BATCH: usize = 100_000;
 pub const SERVER_MAX_ADDRESSES_PER_ANSWER: usize = 64;
 pub const SERVER_MAX_DNS_ADDRESSES_PER_BATCH: usize = 20_000;
 

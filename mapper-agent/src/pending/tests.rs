@@ -67,6 +67,43 @@ fn more_distinct_flows_than_the_bound_are_counted_as_dropped() {
     assert_eq!((count(&p, 4), count(&p, 3)), (5, 4), "the flows with the most connections are kept");
 }
 
+/// Distinct flows: one per port and address.
+fn many(n: usize) -> Vec<pb::Flow> {
+    (0..n).map(|i| pb::Flow { dst_ip: (i as u32).to_be_bytes().to_vec(), ..flow(80, 1) }).collect()
+}
+
+#[test]
+fn no_batch_holds_more_flows_than_the_server_takes() {
+    let max = SERVER_MAX_FLOWS_PER_BATCH;
+    // One round larger than a batch: several batches, in order, the fingerprints on the last.
+    let mut p = Pending::new("n1", "boot", 10 * max);
+    p.push(many(2 * max + 5), vec![], vec![7]).expect("push");
+    let sizes: Vec<(u64, usize, usize)> =
+        p.batches.iter().map(|b| (b.sequence, b.flows.len(), b.kernel.len())).collect();
+    assert_eq!(sizes, [(1, max, 0), (2, max, 0), (3, 5, 1)]);
+    // Merged past the bound: one batch the server takes, the rest counted as dropped.
+    let mut p = Pending::new("n1", "boot", max + 5);
+    p.push(many(max), vec![], vec![]).expect("push");
+    p.push(many(max + 10).split_off(max - 10), vec![], vec![]).expect("push");
+    assert_eq!(p.len(), 1, "merged");
+    assert_eq!(p.flows(), max);
+    assert_eq!(p.dropped, 10, "{} distinct flows, {max} kept", max + 10);
+}
+
+#[test]
+fn a_round_split_in_batches_is_queued_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, r) = open(dir.path());
+    let mut p = Pending::with_spool("n1", "boot-a", usize::MAX, s, r.batches);
+    // The second part would be written through this temporary name: make it unwritable.
+    std::fs::create_dir(dir.path().join(format!(".tmp.{}", spool::file_name("boot-a", 2)))).expect("block");
+    assert!(p.push(many(SERVER_MAX_FLOWS_PER_BATCH + 1), vec![], vec![1]).is_err());
+    assert_eq!((p.len(), p.bytes()), (0, 0), "the first part taken back");
+    assert!(files(dir.path()).is_empty(), "and its file: {:?}", files(dir.path()));
+    p.push(vec![flow(80, 1)], vec![], vec![]).expect("push");
+    assert_eq!(p.front_mut().map(|b| b.sequence), Some(1), "its sequence reused");
+}
+
 #[test]
 fn spooled_batches_outlive_the_buffer_and_come_back_with_their_identity() {
     let dir = tempfile::tempdir().expect("tempdir");
