@@ -9,21 +9,27 @@
 //! in-memory map is updated in commit order.
 
 use std::{
-    collections::BTreeSet,
+    collections::HashSet,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use dashmap::DashMap;
 use mapper_cluster::Peer;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 const EDGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges");
 const AGENTS: TableDefinition<&str, u64> = TableDefinition::new("agents");
 
+/// The DNS names an edge keeps at most; names met after that are not kept (the edge's
+/// addresses and counts still are).
+pub const MAX_DNS_NAMES_PER_EDGE: usize = 32;
+
 /// Transport protocol of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum Proto {
     Tcp,
     Udp,
@@ -45,23 +51,36 @@ pub struct EdgeKey {
     pub server: Peer,
 }
 
+/// The ports of an edge, sorted and distinct: most edges have one or two, kept inline.
+pub type Ports = SmallVec<[(u16, Proto); 4]>;
+
+/// A Service as (namespace, name), the names shared with every other edge that names it.
+pub type ServiceName = (Arc<str>, Arc<str>);
+
 /// What is known of an edge. Each side's agent counts the same connections,
 /// so the sides are kept apart and the edge's count is the larger of the two.
+///
+/// The lists are small sorted vectors rather than sets (an edge has a port or two and dials
+/// one Service), and names are shared (`Arc<str>`) across edges. On disk each list is a JSON
+/// array, as the sets were, so records written before read the same.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeState {
-    pub ports: BTreeSet<(u16, Proto)>,
+    /// (port, protocol), sorted, distinct.
+    pub ports: Ports,
     pub client_established: u64,
     pub client_failed: u64,
     pub server_established: u64,
     pub server_failed: u64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
-    /// DNS names clients resolved to the server's address (external servers).
+    /// DNS names clients resolved to the server's address (external servers): sorted,
+    /// distinct, at most [`MAX_DNS_NAMES_PER_EDGE`].
     #[serde(default)]
-    pub dns_names: BTreeSet<String>,
-    /// Services (namespace, name) whose ClusterIP clients dialled to reach the server.
+    pub dns_names: Vec<Arc<str>>,
+    /// Services (namespace, name) whose ClusterIP clients dialled to reach the server: sorted,
+    /// distinct.
     #[serde(default)]
-    pub via_services: BTreeSet<(String, String)>,
+    pub via_services: SmallVec<[ServiceName; 1]>,
 }
 
 impl EdgeState {
@@ -83,7 +102,18 @@ impl EdgeState {
         self.server_established + self.server_failed > 0
     }
 
-    fn add(&mut self, obs: &Observation) {
+    /// The DNS names, sorted.
+    pub fn dns_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.dns_names.iter().map(|n| &**n)
+    }
+
+    /// The Services dialled, as (namespace, name), sorted.
+    pub fn via_services(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.via_services.iter().map(|(ns, name)| (&**ns, &**name))
+    }
+
+    /// Adds one observation; names are taken from (and added to) `names`.
+    fn add(&mut self, obs: &Observation, names: &mut Names) {
         match obs.side {
             Side::Client => {
                 // Saturating: one hostile or broken report must not wrap an edge's count.
@@ -95,13 +125,63 @@ impl EdgeState {
                 self.server_failed = self.server_failed.saturating_add(obs.failed);
             }
         }
-        self.ports.insert((obs.port, obs.proto));
+        let port = (obs.port, obs.proto);
+        if let Err(at) = self.ports.binary_search(&port) {
+            self.ports.insert(at, port);
+        }
         if self.first_seen_ms == 0 || obs.first_seen_ms < self.first_seen_ms {
             self.first_seen_ms = obs.first_seen_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(obs.last_seen_ms);
-        self.dns_names.extend(obs.dns_names.iter().cloned());
-        self.via_services.extend(obs.via_service.iter().cloned());
+        for name in &obs.dns_names {
+            if self.dns_names.len() >= MAX_DNS_NAMES_PER_EDGE {
+                break;
+            }
+            if let Err(at) = self.dns_names.binary_search_by(|n| (**n).cmp(name.as_str())) {
+                self.dns_names.insert(at, names.intern(name));
+            }
+        }
+        if let Some((namespace, name)) = &obs.via_service {
+            let found = self.via_services.binary_search_by(|(ns, n)| (&**ns, &**n).cmp(&(namespace, name)));
+            if let Err(at) = found {
+                self.via_services.insert(at, (names.intern(namespace), names.intern(name)));
+            }
+        }
+    }
+
+    /// Shares this state's names with every other edge's (after a read from disk).
+    fn share_names(&mut self, names: &mut Names) {
+        for n in &mut self.dns_names {
+            *n = names.intern(n);
+        }
+        for (ns, name) in &mut self.via_services {
+            *ns = names.intern(ns);
+            *name = names.intern(name);
+        }
+    }
+}
+
+/// The names (DNS names, Service namespaces and names) edges share: one copy of each.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    set: HashSet<Arc<str>>,
+}
+
+impl Names {
+    /// The shared copy of `name`.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.set.get(name) {
+            return known.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.set.insert(shared.clone());
+        shared
+    }
+
+    /// Forgets names no edge holds any more.
+    fn prune(&mut self) {
+        self.set.retain(|n| Arc::strong_count(n) > 1);
+        self.set.shrink_to_fit();
     }
 }
 
@@ -170,7 +250,8 @@ pub enum Applied {
 pub struct EdgeStore {
     db: Database,
     edges: DashMap<EdgeKey, EdgeState>,
-    write: Mutex<()>,
+    /// Held while writing; the names the edges share.
+    write: Mutex<Names>,
     path: PathBuf,
 }
 
@@ -192,17 +273,19 @@ impl EdgeStore {
         }
         txn.commit()?;
         let edges = DashMap::new();
+        let mut names = Names::default();
         {
             let read = db.begin_read()?;
             let table = read.open_table(EDGES)?;
             for row in table.iter()? {
                 let (k, v) = row?;
                 let key: EdgeKey = serde_json::from_slice(k.value()).map_err(StoreError::Corrupt)?;
-                let state: EdgeState = serde_json::from_slice(v.value()).map_err(StoreError::Corrupt)?;
+                let mut state: EdgeState = serde_json::from_slice(v.value()).map_err(StoreError::Corrupt)?;
+                state.share_names(&mut names);
                 edges.insert(key, state);
             }
         }
-        Ok(Self { db, edges, write: Mutex::new(()), path })
+        Ok(Self { db, edges, write: Mutex::new(names), path })
     }
 
     /// Where the store lives.
@@ -221,7 +304,7 @@ impl EdgeStore {
     /// commit), each unless its (agent, sequence) was applied already — also
     /// earlier in the same group. Either every batch is durable or none is.
     pub fn apply_group(&self, batches: &[Batch<'_>]) -> Result<Vec<Applied>, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(batches.len());
         let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
@@ -238,7 +321,7 @@ impl EdgeStore {
                     merged
                         .entry(&obs.key)
                         .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
-                        .add(obs);
+                        .add(obs, &mut names);
                 }
                 results.push(Applied::New);
             }
@@ -283,19 +366,21 @@ impl EdgeStore {
 
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).
     pub fn reset(&self) -> Result<usize, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write()?;
         txn.delete_table(EDGES)?;
         txn.open_table(EDGES)?;
         txn.commit()?;
         let n = self.edges.len();
         self.edges.clear();
+        self.edges.shrink_to_fit();
+        guard.prune();
         Ok(n)
     }
 
     /// Removes edges last seen before `cutoff_ms`; returns how many.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old: Vec<EdgeKey> =
             self.edges.iter().filter(|e| e.value().last_seen_ms < cutoff_ms).map(|e| e.key().clone()).collect();
         if old.is_empty() {
@@ -312,6 +397,8 @@ impl EdgeStore {
         for k in &old {
             self.edges.remove(k);
         }
+        self.edges.shrink_to_fit();
+        names.prune();
         Ok(old.len())
     }
 }
