@@ -20,6 +20,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+/// redb's page cache: the in-memory map answers every read, so the cache only serves writes
+/// (the B-tree pages a batch touches). redb's default (1 GiB) would grow with the store.
+const CACHE_BYTES: usize = 32 << 20;
+
 const EDGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges");
 const AGENTS: TableDefinition<&str, u64> = TableDefinition::new("agents");
 
@@ -265,7 +269,10 @@ impl EdgeStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
         let path = data_dir.join("edges.redb");
-        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(EDGES)?;
