@@ -286,7 +286,9 @@ pub fn edges(checkpoints: &[usize], per_batch: usize, base: &Path, settle: Durat
         first_seen_ms: now,
         last_seen_ms: now,
         dns_names: Vec::new(),
-        via_service: (e % 4 == 0).then(|| (format!("ns-{:03}", e % NAMESPACES), format!("server-{:05}", e % servers))),
+        via_service: e
+            .is_multiple_of(4)
+            .then(|| (format!("ns-{:03}", e % NAMESPACES), format!("server-{:05}", e % servers))),
     };
     let before = settled_rss(settle);
     let start = Instant::now();
@@ -297,7 +299,7 @@ pub fn edges(checkpoints: &[usize], per_batch: usize, base: &Path, settle: Durat
         while applied < target {
             let end = (applied + per_batch).min(target);
             let mut batch: Vec<Observation> = (applied..end).map(|e| observation(e, 8080)).collect();
-            batch.extend((applied..end).filter(|e| e % 10 == 0).map(|e| observation(e, 9090)));
+            batch.extend((applied..end).filter(|e| e.is_multiple_of(10)).map(|e| observation(e, 9090)));
             sequence += 1;
             store.apply("bench/edges", sequence, &batch).expect("apply a batch");
             applied = end;
