@@ -4,7 +4,10 @@
 #   - flows ingested per second over gRPC on loopback, with 1 and 200 concurrent
 #     agent streams (batches/s, p50/p99 batch latency);
 #   - resolution cost per flow (resolve_local + resolve_remote);
-#   - memory per 100k edges in the edge store (RSS) and the redb file's size.
+#   - memory per 100k edges in the edge store (RSS) and the redb file's size;
+#   - a generated 150 000-pod cluster: load and reload time, RSS (cluster state per pod);
+#   - RSS and store bytes per edge at 100k and 1M edges, and a query's peak given back.
+# BENCH_PARTS=cluster (or edges, memory, ingest) runs one part.
 # Sizes can be changed through BENCH_* variables (see mapper-server/benches/ingest.rs);
 # BENCH_DIR picks where the temporary stores live (each batch is an fsync).
 set -euo pipefail

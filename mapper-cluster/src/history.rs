@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::identity::Workload;
 use crate::model::PodRecord;
@@ -92,6 +93,11 @@ impl IpHistory {
         self.by_uid.contains_key(uid)
     }
 
+    /// Whether [`IpHistory::prune`] at `before_ms` would forget anything.
+    pub fn has_before(&self, before_ms: i64) -> bool {
+        self.by_ip.values().flatten().any(|iv| iv.released && iv.to_ms.is_some_and(|to| to < before_ms))
+    }
+
     /// Forget released intervals that ended before `before_ms`.
     pub fn prune(&mut self, before_ms: i64) {
         self.by_ip.retain(|_, list| {
@@ -148,9 +154,12 @@ pub(crate) struct Retained {
 
 /// The IP history plus the retained pods: the state a source carries from one snapshot to
 /// the next.
+///
+/// The IP history is shared with the snapshots built from it; it is copied only when it
+/// changes while a snapshot still holds it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PodHistory {
-    pub ips: IpHistory,
+    pub ips: Arc<IpHistory>,
     pub retained: HashMap<String, Retained>,
 }
 
@@ -158,26 +167,28 @@ impl PodHistory {
     /// A pod as it is now (`now_ms` is when this was learnt).
     pub fn observe(&mut self, pod: &PodRecord, now_ms: i64) {
         self.retained.remove(&pod.uid);
+        let ips = Arc::make_mut(&mut self.ips);
         let current: &[IpAddr] = if pod.finished() { &[] } else { pod.own_ips() };
         let end = if pod.finished() { pod.finished_ms.unwrap_or(now_ms) } else { now_ms };
-        for ip in self.ips.open_ips(&pod.uid) {
+        for ip in ips.open_ips(&pod.uid) {
             if !current.contains(&ip) {
-                self.ips.release(ip, &pod.uid, end);
+                ips.release(ip, &pod.uid, end);
             }
         }
         // The first IP a pod is seen with it has held since it started; a later one since now.
-        let from = if self.ips.knows(&pod.uid) { now_ms } else { pod.start_ms().unwrap_or(now_ms).min(now_ms) };
+        let from = if ips.knows(&pod.uid) { now_ms } else { pod.start_ms().unwrap_or(now_ms).min(now_ms) };
         for ip in current {
             // A terminating pod lets go of its IP by its deletion deadline at the latest.
-            self.ips.hold(*ip, &pod.uid, from, pod.deletion_ms);
+            ips.hold(*ip, &pod.uid, from, pod.deletion_ms);
         }
     }
 
     /// A pod is gone (seen deleted at `now_ms`); keep its identity for the retention period.
     pub fn gone(&mut self, pod: PodRecord, workload: Option<Workload>, now_ms: i64) {
         let end = pod.deletion_ms.map_or(now_ms, |d| d.min(now_ms));
-        for ip in self.ips.open_ips(&pod.uid) {
-            self.ips.release(ip, &pod.uid, end);
+        let ips = Arc::make_mut(&mut self.ips);
+        for ip in ips.open_ips(&pod.uid) {
+            ips.release(ip, &pod.uid, end);
         }
         self.retained.insert(pod.uid.clone(), Retained { record: pod, workload, deleted_ms: now_ms });
     }
@@ -186,7 +197,9 @@ impl PodHistory {
     pub fn expire(&mut self, now_ms: i64, retention_ms: i64) {
         let cutoff = now_ms.saturating_sub(retention_ms);
         self.retained.retain(|_, r| r.deleted_ms >= cutoff);
-        self.ips.prune(cutoff);
+        if self.ips.has_before(cutoff) {
+            Arc::make_mut(&mut self.ips).prune(cutoff);
+        }
     }
 
     /// When the next retained pod expires, if any.

@@ -18,10 +18,8 @@ const API_SERVER_SERVICE: (&str, &str) = ("default", "kubernetes");
 /// Owner chains longer than this are cut (they only happen with reference cycles).
 const MAX_OWNER_DEPTH: usize = 16;
 
-#[derive(Debug, Clone)]
-struct PodEntry {
-    workload: Workload,
-}
+/// A workload's place in [`Snapshot::workloads`]: pods of one workload share one copy of it.
+type WorkloadId = u32;
 
 /// Who serves one port of a Service, worked out when the snapshot is built: the ready endpoints
 /// on the slices serving that port (all the Service's slices when none does).
@@ -50,9 +48,13 @@ type ServiceKey = (String, String);
 /// The cluster as resolution sees it at one moment. Immutable; shared as `Arc<Snapshot>`.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pods: HashMap<String, PodEntry>,
-    pod_by_name: HashMap<(String, String), String>,
-    ips: IpHistory,
+    /// Pod UID → its workload.
+    pods: HashMap<Box<str>, WorkloadId>,
+    /// Every workload a known pod belongs to, with the union of its pods' labels.
+    workloads: Vec<(Workload, BTreeMap<String, String>)>,
+    workload_ids: HashMap<Workload, WorkloadId>,
+    /// Shared with the source's history until that changes.
+    ips: Arc<IpHistory>,
     tolerance_ms: i64,
     cluster_cidrs: Vec<IpNet>,
     services_by_ip: HashMap<IpAddr, ServiceKey>,
@@ -61,7 +63,6 @@ pub struct Snapshot {
     /// API server endpoint address → its ports (empty: any port).
     api_server_endpoints: HashMap<IpAddr, Vec<u16>>,
     node_ips: HashSet<IpAddr>,
-    labels: HashMap<Workload, BTreeMap<String, String>>,
     built_at_ms: i64,
 }
 
@@ -157,12 +158,30 @@ impl Snapshot {
             (&r.record, workload)
         });
         let current = objects.pods.iter().map(|p| (p, workload_of(p, &objects.owners, opts)));
+        // Only while building: endpoints that name their pod but not its UID.
+        let mut pod_by_name: HashMap<(&str, &str), &str> = HashMap::new();
         for (pod, workload) in retained.chain(current) {
-            snap.pod_by_name.insert((pod.namespace.clone(), pod.name.clone()), pod.uid.clone());
-            let labels = snap.labels.entry(workload.clone()).or_default();
-            labels.extend(pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            snap.pods.insert(pod.uid.clone(), PodEntry { workload });
+            pod_by_name.insert((&pod.namespace, &pod.name), &pod.uid);
+            let id = match snap.workload_ids.get(&workload) {
+                Some(id) => *id,
+                None => {
+                    let id = WorkloadId::try_from(snap.workloads.len()).unwrap_or(WorkloadId::MAX);
+                    snap.workload_ids.insert(workload.clone(), id);
+                    snap.workloads.push((workload, BTreeMap::new()));
+                    id
+                }
+            };
+            if let Some((_, labels)) = snap.workloads.get_mut(id as usize) {
+                for (k, v) in &pod.labels {
+                    if labels.get(k) != Some(v) {
+                        labels.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            snap.pods.insert(pod.uid.as_str().into(), id);
         }
+        snap.pods.shrink_to_fit();
+        snap.workloads.shrink_to_fit();
         for pod in &objects.pods {
             snap.node_ips.extend(pod.host_ips.iter().copied());
             if pod.host_network {
@@ -193,7 +212,7 @@ impl Snapshot {
             let mut backends: Vec<(Option<String>, Backends)> = Vec::new();
             for name in std::iter::once(None).chain(svc.ports.iter().map(|(_, name)| name.clone())) {
                 if !backends.iter().any(|(known, _)| *known == name) {
-                    let serving = snap.backends(&svc.namespace, slices, name.as_deref());
+                    let serving = snap.backends(&svc.namespace, slices, name.as_deref(), &pod_by_name);
                     backends.push((name, serving));
                 }
             }
@@ -209,7 +228,13 @@ impl Snapshot {
     }
 
     /// Who serves `port_name` of a Service in `namespace` with these `slices`.
-    fn backends(&self, namespace: &str, slices: &[&SliceRecord], port_name: Option<&str>) -> Backends {
+    fn backends(
+        &self,
+        namespace: &str,
+        slices: &[&SliceRecord],
+        port_name: Option<&str>,
+        pod_by_name: &HashMap<(&str, &str), &str>,
+    ) -> Backends {
         let serving: Vec<&SliceRecord> = slices
             .iter()
             .copied()
@@ -219,17 +244,23 @@ impl Snapshot {
         let mut named: BTreeMap<&Workload, usize> = BTreeMap::new();
         let mut by_address = Vec::new();
         for ep in chosen.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready) {
-            let pod = ep.pod_uid.as_ref().and_then(|uid| self.pods.get(uid)).or_else(|| {
-                let uid = self.pod_by_name.get(&(namespace.to_owned(), ep.pod_name.clone()?))?;
-                self.pods.get(uid)
+            let pod = ep.pod_uid.as_deref().and_then(|uid| self.workload_of_uid(uid)).or_else(|| {
+                let uid = pod_by_name.get(&(namespace, ep.pod_name.as_deref()?))?;
+                self.workload_of_uid(uid)
             });
             match pod {
-                Some(pod) => *named.entry(&pod.workload).or_default() += 1,
+                Some(workload) => *named.entry(workload).or_default() += 1,
                 None if !ep.addresses.is_empty() => by_address.push(ep.addresses.clone()),
                 None => {}
             }
         }
         Backends { named: named.into_iter().map(|(w, n)| (w.clone(), n)).collect(), by_address }
+    }
+
+    /// The workload of the pod with this UID.
+    fn workload_of_uid(&self, uid: &str) -> Option<&Workload> {
+        let id = *self.pods.get(uid)?;
+        self.workloads.get(id as usize).map(|(w, _)| w)
     }
 
     /// When this snapshot was built (Unix milliseconds).
@@ -253,8 +284,8 @@ impl Snapshot {
     pub fn resolve_local(&self, ev: &Evidence) -> Peer {
         let unresolved = |reason| Peer::Unresolved { ip: ev.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), reason };
         if let Some(uid) = ev.pod_uid {
-            if let Some(pod) = self.pods.get(uid) {
-                return Peer::Workload(pod.workload.clone());
+            if let Some(workload) = self.workload_of_uid(uid) {
+                return Peer::Workload(workload.clone());
             }
             if ev.host_network || ev.ip.is_none() {
                 return unresolved(UnresolvedReason::UnknownPodUid);
@@ -306,21 +337,22 @@ impl Snapshot {
 
     /// The workload of a pod (current, or deleted within the retention period).
     pub fn workload_of_pod(&self, uid: &str) -> Option<Workload> {
-        self.pods.get(uid).map(|p| p.workload.clone())
+        self.workload_of_uid(uid).cloned()
     }
 
     /// Pod labels of a workload (union over its known pods), for --exclude-labels filtering.
     pub fn labels_of(&self, w: &Workload) -> Option<&BTreeMap<String, String>> {
-        self.labels.get(w)
+        let id = *self.workload_ids.get(w)?;
+        self.workloads.get(id as usize).map(|(_, labels)| labels)
     }
 
     /// An address that is not a Service: a pod's by history, else a node's, else outside.
     fn resolve_address(&self, ip: IpAddr, at_ms: i64) -> Peer {
         let holder = self.ips.lookup(ip, at_ms, self.tolerance_ms);
         if let Holder::Pod(uid) = holder
-            && let Some(pod) = self.pods.get(uid)
+            && let Some(workload) = self.workload_of_uid(uid)
         {
-            return Peer::Workload(pod.workload.clone());
+            return Peer::Workload(workload.clone());
         }
         if self.node_ips.contains(&ip) {
             return Peer::Unresolved { ip, reason: UnresolvedReason::NodeIp };
@@ -359,8 +391,8 @@ impl Snapshot {
                     Holder::Pod(uid) => Some(uid),
                     _ => None,
                 });
-                if let Some(pod) = holder.and_then(|uid| self.pods.get(uid)) {
-                    *counts.entry(&pod.workload).or_default() += 1;
+                if let Some(workload) = holder.and_then(|uid| self.workload_of_uid(uid)) {
+                    *counts.entry(workload).or_default() += 1;
                 }
             }
             most_endpoints(counts)

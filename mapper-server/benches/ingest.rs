@@ -15,6 +15,20 @@
 //!    the process is still small, so freed memory of the other parts does not
 //!    hide the growth.
 //!
+//! 4. `cluster`: a generated cluster of `BENCH_SCALE_PODS` pods (default 150 000) behind
+//!    `BENCH_SCALE_SERVICES` Services (default 20 000; Deployments with their ReplicaSets,
+//!    StatefulSets, Nodes, EndpointSlices) written as an inventory directory: load time and
+//!    RSS (the cluster state per pod), a reload's time and RSS, RSS once it is dropped.
+//! 5. `edges`: RSS and redb bytes per edge at `BENCH_EDGE_CHECKPOINTS` edges (default
+//!    100000,1000000), then a query's copy of every edge made and dropped: whether the memory
+//!    of that peak is given back.
+//!
+//! `BENCH_PARTS` (default `cluster,edges,memory,ingest,resolution`; ingest and resolution run
+//! together) picks the parts; those that
+//! measure memory run first, while the process is small. "Settled" figures are taken
+//! `BENCH_SETTLE_SECONDS` (default 12) after the step, when the allocator's background purge
+//! has given freed pages back.
+//!
 //! Nothing here asserts on time. Sizes can be changed through environment
 //! variables (see `Params::from_env`); `BENCH_DIR` picks where the temporary
 //! stores live (the default temporary directory otherwise): each batch is an
@@ -31,6 +45,14 @@ use std::{
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+/// The allocator of the `mapper-server` binary, so the memory figures are the binary's.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[path = "ingest/scale.rs"]
+mod scale;
 
 use mapper_agent::report::{Batch, SendOutcome, send};
 use mapper_cluster::{ClusterHandle, Evidence, Peer, ResolveOptions, Snapshot, Workload, watch_inventory};
@@ -61,6 +83,16 @@ struct Params {
     resolve_flows: usize,
     /// Distinct edges applied to the store (`BENCH_EDGES`, a multiple of 1000).
     edges: usize,
+    /// Which parts run (`BENCH_PARTS`, comma-separated).
+    parts: Vec<String>,
+    /// Pods of the generated large cluster (`BENCH_SCALE_PODS`).
+    scale_pods: usize,
+    /// Services of the generated large cluster (`BENCH_SCALE_SERVICES`).
+    scale_services: usize,
+    /// Edge counts at which the edges part notes RSS (`BENCH_EDGE_CHECKPOINTS`).
+    edge_checkpoints: Vec<usize>,
+    /// How long to wait before a settled RSS reading (`BENCH_SETTLE_SECONDS`).
+    settle: Duration,
 }
 
 impl Params {
@@ -80,6 +112,23 @@ impl Params {
             flows_per_batch: get("BENCH_FLOWS_PER_BATCH", 250),
             resolve_flows: get("BENCH_RESOLVE_FLOWS", 1_000_000),
             edges: get("BENCH_EDGES", 100_000).div_ceil(EDGES_PER_BATCH) * EDGES_PER_BATCH,
+            parts: std::env::var("BENCH_PARTS")
+                .unwrap_or_else(|_| "cluster,edges,memory,ingest,resolution".into())
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .collect(),
+            scale_pods: get("BENCH_SCALE_PODS", 150_000),
+            scale_services: get("BENCH_SCALE_SERVICES", 20_000).max(1),
+            edge_checkpoints: {
+                let v = std::env::var("BENCH_EDGE_CHECKPOINTS").unwrap_or_else(|_| "100000,1000000".into());
+                let mut points: Vec<usize> = v
+                    .split(',')
+                    .map(|n| n.trim().parse().unwrap_or_else(|_| panic!("BENCH_EDGE_CHECKPOINTS={v}: not numbers")))
+                    .collect();
+                points.sort_unstable();
+                points
+            },
+            settle: Duration::from_secs(get("BENCH_SETTLE_SECONDS", 12) as u64),
         }
     }
 }
@@ -695,8 +744,18 @@ fn main() {
     let base = std::env::var_os("BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let started = Instant::now();
 
-    // 3 first: while the process is small.
-    let memory = memory(&params, &base);
+    let runs = |part: &str| params.parts.iter().any(|p| p == part);
+    // The memory parts first: while the process is small.
+    let scale = scale::Scale { pods: params.scale_pods, services: params.scale_services };
+    let cluster_scale = runs("cluster").then(|| scale::cluster(scale, &base, params.settle));
+    let edges = runs("edges").then(|| scale::edges(&params.edge_checkpoints, EDGES_PER_BATCH, &base, params.settle));
+    let memory = runs("memory").then(|| memory(&params, &base));
+    if !runs("ingest") && !runs("resolution") {
+        let report = json!({ "cluster": cluster_scale, "edges": edges, "memory": memory,
+            "total_seconds": r3(started.elapsed().as_secs_f64()) });
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));
+        return;
+    }
 
     let cluster = Arc::new(Cluster::new(params.deployments, params.pods_per_deployment));
     let inv_dir = temp_dir(&base, "mapper-bench-inventory-");
@@ -738,6 +797,8 @@ fn main() {
         "ingest": ingest,
         "resolution": resolution,
         "memory": memory,
+        "cluster": cluster_scale,
+        "edges": edges,
         "total_seconds": r3(started.elapsed().as_secs_f64()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));

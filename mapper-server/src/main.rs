@@ -9,6 +9,12 @@ use mapper_server::{
     server::{BoundServer, ServerConfig},
 };
 
+/// jemalloc with background threads: memory freed after a peak (an inventory reload, a large
+/// query) is returned to the system within seconds, where glibc's malloc keeps it.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// mapper's central mapper: receives the agents' flows, resolves both ends of
 /// each to workloads (Deployments, StatefulSets, CronJobs…), keeps the edges
 /// across restarts, and serves them to the `mapper` CLI.

@@ -34,7 +34,7 @@ pub fn peer_to_pb(p: &Peer, dns_names: &[String]) -> pb::Peer {
 
 /// An edge on the wire.
 pub fn edge_to_pb(k: &EdgeKey, s: &EdgeState) -> pb::Edge {
-    let names: Vec<String> = s.dns_names.iter().cloned().collect();
+    let names: Vec<String> = s.dns_names().map(str::to_owned).collect();
     pb::Edge {
         client: Some(peer_to_pb(&k.client, &[])),
         server: Some(peer_to_pb(&k.server, &names)),
@@ -56,9 +56,8 @@ pub fn edge_to_pb(k: &EdgeKey, s: &EdgeState) -> pb::Edge {
         seen_by_client: s.seen_by_client(),
         seen_by_server: s.seen_by_server(),
         via_services: s
-            .via_services
-            .iter()
-            .map(|(namespace, name)| pb::ServiceRef { name: name.clone(), namespace: namespace.clone() })
+            .via_services()
+            .map(|(namespace, name)| pb::ServiceRef { name: name.to_owned(), namespace: namespace.to_owned() })
             .collect(),
     }
 }

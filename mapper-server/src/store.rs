@@ -9,21 +9,31 @@
 //! in-memory map is updated in commit order.
 
 use std::{
-    collections::BTreeSet,
+    collections::HashSet,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use dashmap::DashMap;
 use mapper_cluster::Peer;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+/// redb's page cache: the in-memory map answers every read, so the cache only serves writes
+/// (the B-tree pages a batch touches). redb's default (1 GiB) would grow with the store.
+const CACHE_BYTES: usize = 32 << 20;
 
 const EDGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges");
 const AGENTS: TableDefinition<&str, u64> = TableDefinition::new("agents");
 
+/// The DNS names an edge keeps at most; names met after that are not kept (the edge's
+/// addresses and counts still are).
+pub const MAX_DNS_NAMES_PER_EDGE: usize = crate::dns::MAX_NAMES_PER_ADDRESS;
+
 /// Transport protocol of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum Proto {
     Tcp,
     Udp,
@@ -45,23 +55,36 @@ pub struct EdgeKey {
     pub server: Peer,
 }
 
+/// The ports of an edge, sorted and distinct: most edges have one or two, kept inline.
+pub type Ports = SmallVec<[(u16, Proto); 4]>;
+
+/// A Service as (namespace, name), the names shared with every other edge that names it.
+pub type ServiceName = (Arc<str>, Arc<str>);
+
 /// What is known of an edge. Each side's agent counts the same connections,
 /// so the sides are kept apart and the edge's count is the larger of the two.
+///
+/// The lists are small sorted vectors rather than sets (an edge has a port or two and dials
+/// one Service), and names are shared (`Arc<str>`) across edges. On disk each list is a JSON
+/// array, as the sets were, so records written before read the same.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeState {
-    pub ports: BTreeSet<(u16, Proto)>,
+    /// (port, protocol), sorted, distinct.
+    pub ports: Ports,
     pub client_established: u64,
     pub client_failed: u64,
     pub server_established: u64,
     pub server_failed: u64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
-    /// DNS names clients resolved to the server's address (external servers).
+    /// DNS names clients resolved to the server's address (external servers): sorted,
+    /// distinct, at most [`MAX_DNS_NAMES_PER_EDGE`].
     #[serde(default)]
-    pub dns_names: BTreeSet<String>,
-    /// Services (namespace, name) whose ClusterIP clients dialled to reach the server.
+    pub dns_names: Vec<Arc<str>>,
+    /// Services (namespace, name) whose ClusterIP clients dialled to reach the server: sorted,
+    /// distinct.
     #[serde(default)]
-    pub via_services: BTreeSet<(String, String)>,
+    pub via_services: SmallVec<[ServiceName; 1]>,
 }
 
 impl EdgeState {
@@ -83,7 +106,18 @@ impl EdgeState {
         self.server_established + self.server_failed > 0
     }
 
-    fn add(&mut self, obs: &Observation) {
+    /// The DNS names, sorted.
+    pub fn dns_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.dns_names.iter().map(|n| &**n)
+    }
+
+    /// The Services dialled, as (namespace, name), sorted.
+    pub fn via_services(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.via_services.iter().map(|(ns, name)| (&**ns, &**name))
+    }
+
+    /// Adds one observation; names are taken from (and added to) `names`.
+    fn add(&mut self, obs: &Observation, names: &mut Names) {
         match obs.side {
             Side::Client => {
                 // Saturating: one hostile or broken report must not wrap an edge's count.
@@ -95,41 +129,96 @@ impl EdgeState {
                 self.server_failed = self.server_failed.saturating_add(obs.failed);
             }
         }
-        self.ports.insert((obs.port, obs.proto));
+        let port = (obs.port, obs.proto);
+        if let Err(at) = self.ports.binary_search(&port) {
+            self.ports.insert(at, port);
+        }
         if self.first_seen_ms == 0 || obs.first_seen_ms < self.first_seen_ms {
             self.first_seen_ms = obs.first_seen_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(obs.last_seen_ms);
-        // Bounded as the DNS cache is: the names the address has now, then older ones as they fit.
-        let cap = crate::dns::MAX_NAMES_PER_ADDRESS;
-        if self.dns_names.len() + obs.dns_names.len() > cap {
-            let fresh: BTreeSet<String> = obs.dns_names.iter().take(cap).cloned().collect();
-            let room = cap - fresh.len();
-            let old: Vec<String> =
-                std::mem::take(&mut self.dns_names).into_iter().filter(|n| !fresh.contains(n)).take(room).collect();
-            self.dns_names = fresh;
-            self.dns_names.extend(old);
-        } else {
-            self.dns_names.extend(obs.dns_names.iter().cloned());
+        for name in &obs.dns_names {
+            if self.dns_names.len() >= MAX_DNS_NAMES_PER_EDGE {
+                break;
+            }
+            if let Err(at) = self.dns_names.binary_search_by(|n| (**n).cmp(name.as_str())) {
+                self.dns_names.insert(at, names.intern(name));
+            }
         }
-        self.via_services.extend(obs.via_service.iter().cloned());
+        if let Some((namespace, name)) = &obs.via_service {
+            let found = self.via_services.binary_search_by(|(ns, n)| (&**ns, &**n).cmp(&(namespace, name)));
+            if let Err(at) = found {
+                self.via_services.insert(at, (names.intern(namespace), names.intern(name)));
+            }
+        }
+    }
+
+    /// Shares this state's names with every other edge's (after a read from disk).
+    fn share_names(&mut self, names: &mut Names) {
+        for n in &mut self.dns_names {
+            *n = names.intern(n);
+        }
+        for (ns, name) in &mut self.via_services {
+            *ns = names.intern(ns);
+            *name = names.intern(name);
+        }
+    }
+}
+
+/// The names (DNS names, Service namespaces and names) edges share: one copy of each.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    set: HashSet<Arc<str>>,
+}
+
+impl Names {
+    /// The shared copy of `name`.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.set.get(name) {
+            return known.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.set.insert(shared.clone());
+        shared
+    }
+
+    /// Forgets names no edge holds any more.
+    fn prune(&mut self) {
+        self.set.retain(|n| Arc::strong_count(n) > 1);
+        self.set.shrink_to_fit();
     }
 }
 
 impl EdgeState {
-    /// Adds what another edge knows to this one: counts per side, ports, times and names.
+    /// Adds what another edge knows to this one: counts per side, ports, times and names
+    /// (already shared: both edges are the store's).
     pub fn merge(&mut self, other: &EdgeState) {
         self.client_established = self.client_established.saturating_add(other.client_established);
         self.client_failed = self.client_failed.saturating_add(other.client_failed);
         self.server_established = self.server_established.saturating_add(other.server_established);
         self.server_failed = self.server_failed.saturating_add(other.server_failed);
-        self.ports.extend(other.ports.iter().copied());
+        for p in &other.ports {
+            if let Err(at) = self.ports.binary_search(p) {
+                self.ports.insert(at, *p);
+            }
+        }
         if self.first_seen_ms == 0 || (other.first_seen_ms != 0 && other.first_seen_ms < self.first_seen_ms) {
             self.first_seen_ms = other.first_seen_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
-        self.dns_names.extend(other.dns_names.iter().cloned());
-        self.via_services.extend(other.via_services.iter().cloned());
+        for name in &other.dns_names {
+            if self.dns_names.len() >= MAX_DNS_NAMES_PER_EDGE {
+                break;
+            }
+            if let Err(at) = self.dns_names.binary_search(name) {
+                self.dns_names.insert(at, name.clone());
+            }
+        }
+        for service in &other.via_services {
+            if let Err(at) = self.via_services.binary_search(service) {
+                self.via_services.insert(at, service.clone());
+            }
+        }
     }
 }
 
@@ -198,7 +287,8 @@ pub enum Applied {
 pub struct EdgeStore {
     db: Database,
     edges: DashMap<EdgeKey, EdgeState>,
-    write: Mutex<()>,
+    /// Held while writing; the names the edges share.
+    write: Mutex<Names>,
     path: PathBuf,
 }
 
@@ -212,7 +302,10 @@ impl EdgeStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
         let path = data_dir.join("edges.redb");
-        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(EDGES)?;
@@ -220,17 +313,19 @@ impl EdgeStore {
         }
         txn.commit()?;
         let edges = DashMap::new();
+        let mut names = Names::default();
         {
             let read = db.begin_read()?;
             let table = read.open_table(EDGES)?;
             for row in table.iter()? {
                 let (k, v) = row?;
                 let key: EdgeKey = serde_json::from_slice(k.value()).map_err(StoreError::Corrupt)?;
-                let state: EdgeState = serde_json::from_slice(v.value()).map_err(StoreError::Corrupt)?;
+                let mut state: EdgeState = serde_json::from_slice(v.value()).map_err(StoreError::Corrupt)?;
+                state.share_names(&mut names);
                 edges.insert(key, state);
             }
         }
-        Ok(Self { db, edges, write: Mutex::new(()), path })
+        Ok(Self { db, edges, write: Mutex::new(names), path })
     }
 
     /// Where the store lives.
@@ -249,7 +344,7 @@ impl EdgeStore {
     /// commit), each unless its (agent, sequence) was applied already — also
     /// earlier in the same group. Either every batch is durable or none is.
     pub fn apply_group(&self, batches: &[Batch<'_>]) -> Result<Vec<Applied>, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(batches.len());
         let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
@@ -266,7 +361,7 @@ impl EdgeStore {
                     merged
                         .entry(&obs.key)
                         .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
-                        .add(obs);
+                        .add(obs, &mut names);
                 }
                 results.push(Applied::New);
             }
@@ -311,13 +406,15 @@ impl EdgeStore {
 
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).
     pub fn reset(&self) -> Result<usize, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write()?;
         txn.delete_table(EDGES)?;
         txn.open_table(EDGES)?;
         txn.commit()?;
         let n = self.edges.len();
         self.edges.clear();
+        self.edges.shrink_to_fit();
+        guard.prune();
         Ok(n)
     }
 
@@ -361,7 +458,7 @@ impl EdgeStore {
 
     /// Removes edges last seen before `cutoff_ms`; returns how many.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old: Vec<EdgeKey> =
             self.edges.iter().filter(|e| e.value().last_seen_ms < cutoff_ms).map(|e| e.key().clone()).collect();
         if old.is_empty() {
@@ -378,6 +475,8 @@ impl EdgeStore {
         for k in &old {
             self.edges.remove(k);
         }
+        self.edges.shrink_to_fit();
+        names.prune();
         Ok(old.len())
     }
 }

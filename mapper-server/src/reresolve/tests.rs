@@ -83,7 +83,7 @@ fn held_edges_move_to_the_pod_once_it_is_known_and_stay_moved() {
         assert_eq!(key.server, late());
         assert_eq!((state.client_established, state.server_established), (4, 3), "both sides kept apart");
         assert_eq!((state.first_seen_ms, state.last_seen_ms), (NOW - 2_000, NOW - 1_000));
-        assert!(state.via_services.contains(&("team3".to_owned(), "api".to_owned())));
+        assert_eq!(state.via_services().collect::<Vec<_>>(), [("team3", "api")]);
         assert_eq!(edges[1].0.server, held("10.244.1.88"), "outside the hold window");
     };
     check(&store);
@@ -94,7 +94,7 @@ fn held_edges_move_to_the_pod_once_it_is_known_and_stay_moved() {
 #[test]
 fn only_ends_nobody_held_are_looked_at_again() {
     let snap = snapshot(&format!("{NODE}---\n{POD}"));
-    let state = EdgeState { last_seen_ms: NOW, ports: [(9000, Proto::Tcp)].into(), ..Default::default() };
+    let state = EdgeState { last_seen_ms: NOW, ports: [(9000, Proto::Tcp)].as_slice().into(), ..Default::default() };
     let external = EdgeKey { client: client(), server: Peer::External { ip: ip("10.244.1.77") } };
     assert_eq!(reresolve(&snap, &external, &state), None, "an external end stays external");
     let node = Peer::Unresolved { ip: ip("10.244.1.77"), reason: UnresolvedReason::NodeIp };
