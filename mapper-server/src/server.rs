@@ -66,7 +66,7 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the store: {}", crate::store::error_chain(.0))]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the task opening the store failed")]
     StoreTask(#[source] tokio::task::JoinError),
