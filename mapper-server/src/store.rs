@@ -546,6 +546,8 @@ impl EdgeStore {
                     Ok(still.len())
                 },
             )?;
+            // The writer lock is not fair: step aside so a waiting batch gets it before the next chunk.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         if removed > 0 {
             self.compact_if_sparse()?;
