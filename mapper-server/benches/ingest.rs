@@ -23,11 +23,15 @@
 //!    100000,1000000), then a query's copy of every edge made and dropped: whether the memory
 //!    of that peak is given back.
 //!
-//! `BENCH_PARTS` (default `cluster,edges,memory,ingest,resolution`; ingest and resolution run
+//! `BENCH_PARTS` (default `cluster,edges,memory,retention,ingest,resolution`; ingest and resolution run
 //! together) picks the parts; those that
 //! measure memory run first, while the process is small. "Settled" figures are taken
 //! `BENCH_SETTLE_SECONDS` (default 12) after the step, when the allocator's background purge
 //! has given freed pages back.
+//! 4. `retention`: the longest batch while a retention sweep expires
+//!    `BENCH_RETENTION_EDGES` edges (how long ingest stalls behind it), the
+//!    sweep's time, store bytes per edge, and the file before and after the
+//!    sweep (which compacts a mostly free file).
 //!
 //! Nothing here asserts on time. Sizes can be changed through environment
 //! variables (see `Params::from_env`); `BENCH_DIR` picks where the temporary
@@ -59,7 +63,7 @@ use mapper_cluster::{ClusterHandle, Evidence, Peer, ResolveOptions, Snapshot, Wo
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
 use mapper_server::{
     server::{BoundServer, ServerConfig},
-    store::{EdgeKey, EdgeStore, Observation, Proto, Side},
+    store::{AgentBoot, EdgeKey, EdgeStore, Observation, Proto, Side},
 };
 use serde_json::{Value, json};
 
@@ -93,6 +97,10 @@ struct Params {
     edge_checkpoints: Vec<usize>,
     /// How long to wait before a settled RSS reading (`BENCH_SETTLE_SECONDS`).
     settle: Duration,
+    /// Edges a retention sweep expires while batches arrive (`BENCH_RETENTION_EDGES`, a multiple of 1000).
+    retention_edges: usize,
+    /// Edges per batch sent during the sweep (`BENCH_RETENTION_BATCH`).
+    retention_batch: usize,
 }
 
 impl Params {
@@ -113,7 +121,7 @@ impl Params {
             resolve_flows: get("BENCH_RESOLVE_FLOWS", 1_000_000),
             edges: get("BENCH_EDGES", 100_000).div_ceil(EDGES_PER_BATCH) * EDGES_PER_BATCH,
             parts: std::env::var("BENCH_PARTS")
-                .unwrap_or_else(|_| "cluster,edges,memory,ingest,resolution".into())
+                .unwrap_or_else(|_| "cluster,edges,memory,retention,ingest,resolution".into())
                 .split(',')
                 .map(|p| p.trim().to_owned())
                 .collect(),
@@ -129,6 +137,8 @@ impl Params {
                 points
             },
             settle: Duration::from_secs(get("BENCH_SETTLE_SECONDS", 12) as u64),
+            retention_edges: get("BENCH_RETENTION_EDGES", 200_000).div_ceil(EDGES_PER_BATCH) * EDGES_PER_BATCH,
+            retention_batch: get("BENCH_RETENTION_BATCH", 100).max(1),
         }
     }
 }
@@ -450,7 +460,7 @@ fn memory(params: &Params, base: &Path) -> Value {
     let start = Instant::now();
     for b in 0..params.edges / EDGES_PER_BATCH {
         let batch: Vec<Observation> = (b * EDGES_PER_BATCH..(b + 1) * EDGES_PER_BATCH).map(observation).collect();
-        store.apply("bench/memory", b as u64 + 1, &batch).expect("apply a batch");
+        store.apply(&AgentBoot::new("bench", "memory"), b as u64 + 1, &batch).expect("apply a batch");
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after = rss_bytes();
@@ -470,6 +480,78 @@ fn memory(params: &Params, base: &Path) -> Value {
         "apply_seconds": r3(elapsed),
         "new_edges_per_s": (edges as f64 / elapsed).round(),
         "note": "RSS covers the in-memory map and redb's page cache; the file is after the last commit",
+    })
+}
+
+/// The `retention` figures: an `EdgeStore` holding `retention_edges` old edges expires
+/// them all (in chunks) on one thread while another applies batches of new
+/// edges, one after another, timing each: the longest is how long ingest
+/// stalled behind the sweep. Then the file's size before and after (the sweep
+/// compacts a mostly free file), and store bytes per edge.
+fn retention(params: &Params, base: &Path) -> Value {
+    let n = params.retention_edges;
+    progress(&format!("retention: expiring {n} edges while batches of {} arrive", params.retention_batch));
+    let dir = temp_dir(base, "mapper-bench-retention-");
+    let store = Arc::new(EdgeStore::open(dir.path()).expect("open the edge store"));
+    let servers = 100;
+    let observation = |prefix: &str, e: usize, at: i64| Observation {
+        key: EdgeKey { client: workload(prefix, e / servers), server: workload("server", e % servers) },
+        side: Side::Client,
+        port: POD_PORT,
+        proto: Proto::Tcp,
+        established: 1,
+        failed: 0,
+        first_seen_ms: at,
+        last_seen_ms: at,
+        dns_names: Vec::new(),
+        via_service: None,
+    };
+    let old = AgentBoot::new("bench", "old");
+    for b in 0..n / EDGES_PER_BATCH {
+        let batch: Vec<Observation> =
+            (b * EDGES_PER_BATCH..(b + 1) * EDGES_PER_BATCH).map(|e| observation("old", e, 1_000)).collect();
+        store.apply(&old, b as u64 + 1, &batch).expect("apply a batch");
+    }
+    let full_bytes = store.file_bytes();
+    // Batches alone first, for comparison.
+    let new = AgentBoot::new("bench", "new");
+    let mut seq = 0u64;
+    let mut next = 0usize;
+    let mut send = |store: &EdgeStore| -> f64 {
+        let batch: Vec<Observation> =
+            (next..next + params.retention_batch).map(|e| observation("new", e, now_ms())).collect();
+        next += params.retention_batch;
+        seq += 1;
+        let t = Instant::now();
+        store.apply(&new, seq, &batch).expect("apply a batch during the sweep");
+        t.elapsed().as_secs_f64()
+    };
+    let quiet: Vec<f64> = (0..50).map(|_| send(&store)).collect();
+    let sweeper = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let removed = store.expire(2_000).expect("expire");
+            (removed, t.elapsed().as_secs_f64())
+        })
+    };
+    let mut during = Vec::new();
+    while !sweeper.is_finished() {
+        during.push(send(&store));
+    }
+    let (removed, sweep_seconds) = sweeper.join().expect("the sweep thread");
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    json!({
+        "edges_expired": removed,
+        "sweep_seconds": r3(sweep_seconds),
+        "batches_during_sweep": during.len(),
+        "edges_per_batch": params.retention_batch,
+        "max_batch_ms_during_sweep": r3(max(&during) * 1000.0),
+        "max_batch_ms_without_sweep": r3(max(&quiet) * 1000.0),
+        "file_mib_full": r3(mib(full_bytes as f64)),
+        "store_bytes_per_edge": (full_bytes as f64 / n.max(1) as f64).round(),
+        "file_mib_after_sweep": r3(mib(store.file_bytes() as f64)),
+        "edges_after_sweep": store.len(),
     })
 }
 
@@ -600,6 +682,9 @@ async fn ingest(params: &Params, cluster: &Arc<Cluster>, handle: ClusterHandle, 
         retention: Duration::from_secs(30 * 86_400),
         limits: Default::default(),
         resolve_hold: mapper_server::reresolve::DEFAULT_HOLD,
+        boot_retention: Duration::from_secs(7 * 86_400),
+        max_boots: 100_000,
+        move_corrupt_store: false,
     };
     handle.wait_ready().await;
     let server = BoundServer::bind(cfg, handle).await.expect("bind the server");
@@ -752,10 +837,12 @@ fn main() {
     let memory = runs("memory").then(|| memory(&params, &base));
     if !runs("ingest") && !runs("resolution") {
         let report = json!({ "cluster": cluster_scale, "edges": edges, "memory": memory,
+            "retention": runs("retention").then(|| retention(&params, &base)),
             "total_seconds": r3(started.elapsed().as_secs_f64()) });
         println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));
         return;
     }
+    let retention = runs("retention").then(|| retention(&params, &base));
 
     let cluster = Arc::new(Cluster::new(params.deployments, params.pods_per_deployment));
     let inv_dir = temp_dir(&base, "mapper-bench-inventory-");
@@ -799,6 +886,7 @@ fn main() {
         "memory": memory,
         "cluster": cluster_scale,
         "edges": edges,
+        "retention": retention,
         "total_seconds": r3(started.elapsed().as_secs_f64()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));

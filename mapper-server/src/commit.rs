@@ -8,19 +8,29 @@ use std::{
     thread,
 };
 
-use tracing::{debug, error};
+use tracing::debug;
 
-use crate::store::{Applied, Batch, EdgeStore, Observation, StoreError};
+use crate::store::{AgentBoot, Applied, Batch, EdgeStore, Observation, StoreError};
 
 /// Most batches, and most observations, one transaction takes.
 const MAX_GROUP_BATCHES: usize = 256;
 const MAX_GROUP_OBSERVATIONS: usize = 200_000;
 
 struct Job {
-    agent: String,
+    agent: AgentBoot,
     sequence: u64,
     observations: Vec<Observation>,
-    reply: mpsc::SyncSender<Result<Applied, String>>,
+    reply: mpsc::SyncSender<Result<Applied, CommitError>>,
+}
+
+/// Why a batch was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    #[error("the commit thread has stopped")]
+    Stopped,
+    /// The group's transaction failed (shared by every batch of the group).
+    #[error(transparent)]
+    Store(Arc<StoreError>),
 }
 
 /// The writer's inbox.
@@ -42,17 +52,20 @@ impl Committer {
         thread::Builder::new()
             .name("mapper-commit".into())
             .spawn(move || run(&store, &rx))
-            .map_or_else(|e| error!(error = %e, "cannot start the commit thread"), |_| ());
+            .map_or_else(|e| tracing::error!(error = %e, "cannot start the commit thread"), |_| ());
         Self { tx }
     }
 
     /// Applies one batch durably (blocking until its group has committed).
-    pub fn apply(&self, agent: String, sequence: u64, observations: Vec<Observation>) -> Result<Applied, String> {
+    pub fn apply(
+        &self,
+        agent: AgentBoot,
+        sequence: u64,
+        observations: Vec<Observation>,
+    ) -> Result<Applied, CommitError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.tx
-            .send(Job { agent, sequence, observations, reply })
-            .map_err(|_| "the commit thread has stopped".to_string())?;
-        answer.recv().map_err(|_| "the commit thread has stopped".to_string())?
+        self.tx.send(Job { agent, sequence, observations, reply }).map_err(|_| CommitError::Stopped)?;
+        answer.recv().map_err(|_| CommitError::Stopped)?
     }
 }
 
@@ -82,9 +95,10 @@ fn run(store: &EdgeStore, rx: &mpsc::Receiver<Job>) {
                 }
             }
             Err(e) => {
-                error!(error = %e, batches = jobs.len(), "a group of batches could not be stored");
+                // The store logged the cause chain and marked itself unhealthy.
+                let e = Arc::new(e);
                 for job in &jobs {
-                    let _ = job.reply.send(Err(e.to_string()));
+                    let _ = job.reply.send(Err(CommitError::Store(e.clone())));
                 }
             }
         }

@@ -405,7 +405,7 @@ impl IngestService {
                 }
             })
             .collect();
-        let agent = format!("{}/{}", req.node, req.boot_id);
+        let agent = crate::store::AgentBoot::new(&req.node, &req.boot_id);
         let flows = observations.len();
         let applied = self.committer.apply(agent.clone(), req.sequence, observations).map_err(|e| {
             warn!(error = %e, "cannot store a batch");

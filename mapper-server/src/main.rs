@@ -71,6 +71,18 @@ struct Args {
     /// (a pod not yet in the cluster state) is resolved again when the cluster state changes.
     #[arg(long, env = "MAPPER_RESOLVE_HOLD", default_value = "10m", value_parser = humantime::parse_duration)]
     resolve_hold: Duration,
+    /// Agent boots (node, boot id) not heard from for this long are forgotten; a batch of
+    /// theirs arriving later would be applied again, so keep this beyond how long an agent
+    /// keeps batches spooled.
+    #[arg(long, env = "MAPPER_AGENT_BOOT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    agent_boot_retention: Duration,
+    /// Most agent boots remembered; beyond it the longest quiet are forgotten.
+    #[arg(long, env = "MAPPER_MAX_AGENT_BOOTS", default_value_t = 100_000)]
+    max_agent_boots: usize,
+    /// If the store file is damaged (or empty), rename it aside to
+    /// `edges.redb.corrupt-<unix seconds>` and start with an empty map, instead of refusing to start.
+    #[arg(long, env = "MAPPER_MOVE_CORRUPT_STORE")]
+    move_corrupt_store: bool,
     /// Pod annotation that names a pod's workload (the older
     /// intents.otterize.com/service-name is honoured too).
     #[arg(long, env = "MAPPER_WORKLOAD_NAME_ANNOTATION", default_value = "intents.otterize.com/workload-name")]
@@ -145,6 +157,9 @@ async fn main() -> anyhow::Result<()> {
             report_queue_wait: args.report_queue_wait,
         },
         resolve_hold: args.resolve_hold,
+        boot_retention: args.agent_boot_retention,
+        max_boots: args.max_agent_boots,
+        move_corrupt_store: args.move_corrupt_store,
     };
     let server = BoundServer::bind(cfg, cluster).await?;
     server.serve(mapper_telemetry::shutdown_signal()).await?;

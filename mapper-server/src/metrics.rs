@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use mapper_cluster::ClusterHandle;
+
+use crate::store::EdgeStore;
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
@@ -54,19 +56,38 @@ impl Metrics {
 }
 
 /// What the server's HTTP endpoint reports: its metrics, and ready once the
-/// cluster-state source has synced.
+/// cluster-state source has synced, while the store accepts writes.
 #[derive(Debug)]
 pub struct ServerHealth {
     pub metrics: Arc<Metrics>,
     pub cluster: ClusterHandle,
+    pub store: Arc<EdgeStore>,
 }
 
 impl mapper_telemetry::Health for ServerHealth {
     fn registry(&self) -> Registry {
-        self.metrics.registry()
+        let mut r = self.metrics.registry();
+        // Read from the store at each scrape.
+        let errors = Counter::<u64>::default();
+        errors.inc_by(self.store.write_errors());
+        r.register("store_write_errors", "Store writes (transactions, reopens) that failed", errors);
+        let healthy = Gauge::<i64>::default();
+        healthy.set(i64::from(self.store.is_healthy()));
+        r.register(
+            "store_healthy",
+            "1 while the store accepts writes, 0 from a failed write until one succeeds",
+            healthy,
+        );
+        r
     }
 
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.cluster.is_ready() { Ok(()) } else { Err("cluster state not synced yet") }
+        if !self.cluster.is_ready() {
+            Err("cluster state not synced yet")
+        } else if !self.store.is_healthy() {
+            Err("the store cannot write (see the log for the cause)")
+        } else {
+            Ok(())
+        }
     }
 }

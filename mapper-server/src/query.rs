@@ -179,7 +179,7 @@ impl Query for QueryService {
     async fn health(&self, _request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
         Ok(Response::new(pb::HealthResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            ready: self.cluster.is_ready(),
+            ready: self.cluster.is_ready() && self.store.is_healthy(),
             edges: self.store.len() as u64,
             flows_unresolved: self.metrics.unresolved_total.load(std::sync::atomic::Ordering::Relaxed),
         }))

@@ -20,7 +20,7 @@ use crate::{
     ingest::IngestService,
     metrics::{self, Metrics},
     query::QueryService,
-    store::{EdgeStore, StoreError},
+    store::{EdgeStore, OpenOptions, StoreError},
 };
 
 /// How often the server pings a connection's peer over HTTP/2, and how long it waits for the
@@ -56,6 +56,12 @@ pub struct ServerConfig {
     /// How long after it was last seen an edge's in-cluster end that nobody was known to hold
     /// is resolved again with each new cluster state.
     pub resolve_hold: Duration,
+    /// Agent boots not heard from for this long are forgotten.
+    pub boot_retention: Duration,
+    /// Most agent boots remembered (the longest quiet are forgotten first).
+    pub max_boots: usize,
+    /// A damaged store file is moved aside and an empty map started.
+    pub move_corrupt_store: bool,
 }
 
 /// Why the server could not start or stopped.
@@ -75,6 +81,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the task opening the store failed")]
+    StoreTask(#[source] tokio::task::JoinError),
     #[error("gRPC server failed")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -82,6 +90,38 @@ pub enum ServerError {
 /// The wall clock in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Every minute (or each retention period, if shorter): removes edges past
+/// retention (in chunks, see [`EdgeStore::expire`]; the file is compacted when
+/// mostly free) and forgets agent boots gone quiet.
+async fn retention_loop(store: Arc<EdgeStore>, m: Arc<Metrics>, cfg: ServerConfig) {
+    let period = Duration::from_secs(60).min(cfg.retention).min(cfg.boot_retention).max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let cutoff = now_ms().saturating_sub(cfg.retention.as_millis() as i64);
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.expire(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                info!(expired = n, "edges past retention removed");
+                m.edges_expired.inc_by(n as u64);
+                m.edges.set(store.len() as i64);
+            }
+            // The store logged the cause and marked itself unhealthy.
+            Ok(Err(e)) => warn!(error = %crate::store::error_chain(&e), "retention sweep failed"),
+            Err(e) => warn!(error = %e, "retention task failed"),
+        }
+        let boot_cutoff = now_ms().saturating_sub(cfg.boot_retention.as_millis() as i64);
+        let (s, max) = (store.clone(), cfg.max_boots);
+        match tokio::task::spawn_blocking(move || s.prune_boots(boot_cutoff, max)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(forgotten = n, "agent boots gone quiet forgotten"),
+            Ok(Err(e)) => warn!(error = %crate::store::error_chain(&e), "agent boot pruning failed"),
+            Err(e) => warn!(error = %e, "agent boot pruning task failed"),
+        }
+    }
 }
 
 /// A server bound to its addresses, ready to serve.
@@ -104,9 +144,10 @@ impl BoundServer {
             return Err(ServerError::Insecure { addr: cfg.listen });
         }
         let dir = cfg.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || EdgeStore::open(&dir))
+        let opts = OpenOptions { move_corrupt: cfg.move_corrupt_store };
+        let store = tokio::task::spawn_blocking(move || EdgeStore::open_with(&dir, opts))
             .await
-            .map_err(|e| ServerError::Bind { addr: cfg.listen, source: std::io::Error::other(e) })??;
+            .map_err(ServerError::StoreTask)??;
         info!(path = %store.path().display(), edges = store.len(), "store opened");
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -132,7 +173,11 @@ impl BoundServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Self { cfg, listener, local_addr, metrics_listener, store, cluster, metrics } = self;
         if let Some(l) = metrics_listener {
-            let health = Arc::new(metrics::ServerHealth { metrics: metrics.clone(), cluster: cluster.clone() });
+            let health = Arc::new(metrics::ServerHealth {
+                metrics: metrics.clone(),
+                cluster: cluster.clone(),
+                store: store.clone(),
+            });
             tokio::spawn(async move {
                 if let Err(e) = mapper_telemetry::serve(l, health).await {
                     error!(error = %e, "metrics endpoint failed");
@@ -160,6 +205,7 @@ impl BoundServer {
             }
         });
         tokio::spawn(crate::reresolve::run(store.clone(), cluster.clone(), metrics.clone(), cfg.resolve_hold));
+        tokio::spawn(retention_loop(store.clone(), metrics.clone(), cfg.clone()));
         let auth = Arc::new(Authenticator::new(
             cfg.token.as_deref(),
             cfg.token_review.clone().map(Reviewer::new),

@@ -2,30 +2,56 @@
 //! observing side and first/last seen, in memory (dashmap, for queries) and in
 //! redb on disk (for restarts).
 //!
-//! A batch is applied in one redb write transaction that also records the
-//! batch's (node, boot id) → sequence; the transaction commits (fsync) before
-//! the caller acknowledges. A resent batch finds its sequence recorded and
-//! changes nothing. Batches are applied one at a time (a mutex), so the
-//! in-memory map is updated in commit order.
+//! A batch is applied in one redb write transaction that also records, under
+//! the batch's (node, boot id), that its sequence was applied (see [`boots`]);
+//! the transaction commits (fsync) before the caller acknowledges. A resent
+//! batch finds its sequence recorded and changes nothing. Batches are applied
+//! one at a time (a mutex), so the in-memory map is updated in commit order.
+//!
+//! A failed write (a full disk…) marks the store unhealthy and its cause is
+//! logged; redb refuses every later transaction of a database whose write
+//! failed, so the next write reopens the file first, and the store is healthy
+//! again once a write succeeds. Retention removes edges in chunks, releasing
+//! the writer between them, and compacts the file when most of it is free.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use dashmap::DashMap;
 use mapper_cluster::Peer;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+use tracing::{error, info, warn};
+
+pub mod boots;
+mod open;
+
+pub use boots::AgentBoot;
+use boots::BootRecord;
 
 /// redb's page cache: the in-memory map answers every read, so the cache only serves writes
 /// (the B-tree pages a batch touches). redb's default (1 GiB) would grow with the store.
 const CACHE_BYTES: usize = 32 << 20;
 
 const EDGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges");
-const AGENTS: TableDefinition<&str, u64> = TableDefinition::new("agents");
+/// (node, boot id) → [`BootRecord`] (JSON).
+const BOOTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("boots");
+/// Earlier stores: `node/boot_id` → highest sequence; migrated to [`BOOTS`] on open.
+const AGENTS_V1: TableDefinition<&str, u64> = TableDefinition::new("agents");
+
+/// Most edges one retention transaction removes (the writer is released between chunks).
+pub const EXPIRE_CHUNK: usize = 5_000;
+/// The file is compacted after a sweep when it is larger than this…
+const COMPACT_MIN_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// …and its live data is less than this fraction of it.
+const COMPACT_LIVE_FRACTION: f64 = 0.25;
 
 /// The DNS names an edge keeps at most; names met after that are not kept (the edge's
 /// addresses and counts still are).
@@ -247,12 +273,57 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the store {path} (another mapper-server using it?)")]
-    Open {
+    #[error("the store {path} is in use by another process (another mapper-server using the same data directory?)")]
+    Locked { path: PathBuf },
+    #[error("cannot read the store {path}")]
+    Read {
         path: PathBuf,
         #[source]
-        source: redb::DatabaseError,
+        source: std::io::Error,
     },
+    #[error(
+        "the store {path} is an empty file (0 bytes), not a store: remove it, or start with --move-corrupt-store to \
+         move it aside and start with an empty map"
+    )]
+    EmptyFile { path: PathBuf },
+    #[error(
+        "the store {path} is damaged; it was left as it was. Start with --move-corrupt-store to move it aside \
+         (keeping it for inspection) and start with an empty map"
+    )]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error(
+        "the store {path} is damaged (reading it crashed the storage library: {message}); it was left as it was. \
+         Start with --move-corrupt-store to move it aside and start with an empty map"
+    )]
+    Panicked { path: PathBuf, message: String },
+    #[error(
+        "a record in the store {path} cannot be read; start with --move-corrupt-store to move the store aside and \
+         start with an empty map"
+    )]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot move the damaged store {path} aside to {to}")]
+    MoveAside {
+        path: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reopen the store {path} after a failed write")]
+    Reopen {
+        path: PathBuf,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("the store {path} is not open (an earlier reopen failed)")]
+    NotOpen { path: PathBuf },
     #[error("store transaction failed")]
     Transaction(#[from] redb::TransactionError),
     #[error("store table failed")]
@@ -261,16 +332,32 @@ pub enum StoreError {
     Storage(#[from] redb::StorageError),
     #[error("store commit failed")]
     Commit(#[from] redb::CommitError),
+    #[error("store compaction failed")]
+    Compaction(#[from] redb::CompactionError),
+    #[error("a stored agent boot record cannot be read")]
+    BootRecord(#[source] serde_json::Error),
+}
 
-    #[error("corrupt record in the store")]
-    Corrupt(#[source] serde_json::Error),
+/// `error: cause: cause…`, the whole chain (an I/O error's text names ENOSPC…).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// One agent batch, resolved, as the store applies it.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
-    /// The sender's boot: node and boot id.
-    pub agent: &'a str,
+    /// The sender's boot.
+    pub agent: &'a AgentBoot,
     pub sequence: u64,
     pub observations: &'a [Observation],
 }
@@ -282,14 +369,35 @@ pub enum Applied {
     Duplicate,
 }
 
+/// How the store is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// A damaged or empty store file is renamed aside (`edges.redb.corrupt-<unix seconds>`) and
+    /// an empty store started, instead of refusing to start.
+    pub move_corrupt: bool,
+}
+
+/// The writer's side: the database (absent after a failed reopen) and the
+/// edges whose in-memory copy may differ from the file after a failed write.
+#[derive(Debug)]
+struct Writer {
+    db: Option<Database>,
+    /// A write failed: reopen before the next one.
+    failed: bool,
+    /// Keys a failed transaction was changing; read again from the file after the reopen.
+    unsure: Vec<EdgeKey>,
+    /// The names the edges share.
+    names: Names,
+}
+
 /// The edge store.
 #[derive(Debug)]
 pub struct EdgeStore {
-    db: Database,
     edges: DashMap<EdgeKey, EdgeState>,
-    /// Held while writing; the names the edges share.
-    write: Mutex<Names>,
+    writer: Mutex<Writer>,
     path: PathBuf,
+    healthy: AtomicBool,
+    write_errors: AtomicU64,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -297,35 +405,51 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 impl EdgeStore {
     /// Opens (or creates) `<data_dir>/edges.redb` and loads every edge.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, OpenOptions::default())
+    }
+
+    /// Opens (or creates) `<data_dir>/edges.redb` and loads every edge. A failed open leaves
+    /// the file as it was; with `move_corrupt`, a damaged one is moved aside instead.
+    pub fn open_with(data_dir: &Path, opts: OpenOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
         let path = data_dir.join("edges.redb");
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(EDGES)?;
-            txn.open_table(AGENTS)?;
-        }
-        txn.commit()?;
-        let edges = DashMap::new();
-        let mut names = Names::default();
-        {
-            let read = db.begin_read()?;
-            let table = read.open_table(EDGES)?;
-            for row in table.iter()? {
-                let (k, v) = row?;
-                let key: EdgeKey = serde_json::from_slice(k.value()).map_err(StoreError::Corrupt)?;
-                let mut state: EdgeState = serde_json::from_slice(v.value()).map_err(StoreError::Corrupt)?;
-                state.share_names(&mut names);
-                edges.insert(key, state);
+        let (db, edges) = match open::open_file(&path, wall_ms(), true) {
+            Ok(l) => l,
+            Err(
+                e @ (StoreError::Damaged { .. }
+                | StoreError::Panicked { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::EmptyFile { .. }),
+            ) if opts.move_corrupt => {
+                let to = open::move_aside(&path, wall_ms())?;
+                error!(
+                    path = %path.display(),
+                    moved_to = %to.display(),
+                    error = %error_chain(&e),
+                    "THE STORE WAS DAMAGED: moved aside, starting with an EMPTY map (--move-corrupt-store)"
+                );
+                open::open_file(&path, wall_ms(), true)?
             }
+            Err(e) => return Err(e),
+        };
+        let mut names = Names::default();
+        for mut e in edges.iter_mut() {
+            e.value_mut().share_names(&mut names);
         }
-        Ok(Self { db, edges, write: Mutex::new(names), path })
+        Ok(Self {
+            edges,
+            writer: Mutex::new(Writer { db: Some(db), failed: false, unsure: Vec::new(), names }),
+            path,
+            healthy: AtomicBool::new(true),
+            write_errors: AtomicU64::new(0),
+        })
     }
 
     /// Where the store lives.
@@ -333,9 +457,91 @@ impl EdgeStore {
         &self.path
     }
 
+    /// False from a failed write until a write succeeds again.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Writes (transactions, reopens) that failed since the start.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Runs one write under the writer lock: reopens the database first if an
+    /// earlier write failed, and records a failure of this one. `touches` are
+    /// the edges the write changes in memory once it has committed.
+    fn write<T>(
+        &self,
+        touches: impl FnOnce() -> Vec<EdgeKey>,
+        f: impl FnOnce(&mut Database, &mut Names) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.recover(&mut w) {
+            self.failed(&e);
+            return Err(e);
+        }
+        let Writer { db, names, .. } = &mut *w;
+        let Some(db) = db.as_mut() else {
+            return Err(StoreError::NotOpen { path: self.path.clone() });
+        };
+        match f(db, names) {
+            Ok(v) => {
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    info!(path = %self.path.display(), "the store accepts writes again");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                w.failed = true;
+                w.unsure.extend(touches());
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&self, e: &StoreError) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.healthy.store(false, Ordering::Relaxed);
+        error!(path = %self.path.display(), error = %error_chain(e), "a store write failed: not ready until a write succeeds");
+    }
+
+    /// After a failed write: drop the database (redb fails every later
+    /// transaction of it), open the file again (redb repairs it), and read the
+    /// edges the failed transaction was changing back from the file, so memory
+    /// holds what was committed.
+    fn recover(&self, w: &mut MutexGuard<'_, Writer>) -> Result<(), StoreError> {
+        if !w.failed {
+            return Ok(());
+        }
+        w.db = None;
+        let (db, _) =
+            reopen(&self.path).map_err(|e| StoreError::Reopen { path: self.path.clone(), source: Box::new(e) })?;
+        {
+            let read = redb::ReadableDatabase::begin_read(&db)?;
+            let table = read.open_table(EDGES)?;
+            for key in std::mem::take(&mut w.unsure) {
+                match table.get(encode(&key).as_slice())? {
+                    Some(v) => {
+                        let mut state: EdgeState = serde_json::from_slice(v.value())
+                            .map_err(|source| StoreError::Corrupt { path: self.path.clone(), source })?;
+                        state.share_names(&mut w.names);
+                        self.edges.insert(key, state);
+                    }
+                    None => {
+                        self.edges.remove(&key);
+                    }
+                }
+            }
+        }
+        warn!(path = %self.path.display(), "store reopened after a failed write");
+        w.db = Some(db);
+        w.failed = false;
+        Ok(())
+    }
+
     /// Applies a batch durably, unless (agent, sequence) was applied already.
-    /// `agent` identifies the sender's boot (node and boot id).
-    pub fn apply(&self, agent: &str, sequence: u64, observations: &[Observation]) -> Result<Applied, StoreError> {
+    pub fn apply(&self, agent: &AgentBoot, sequence: u64, observations: &[Observation]) -> Result<Applied, StoreError> {
         let batch = Batch { agent, sequence, observations };
         Ok(self.apply_group(std::slice::from_ref(&batch))?.pop().unwrap_or(Applied::Duplicate))
     }
@@ -344,44 +550,60 @@ impl EdgeStore {
     /// commit), each unless its (agent, sequence) was applied already — also
     /// earlier in the same group. Either every batch is durable or none is.
     pub fn apply_group(&self, batches: &[Batch<'_>]) -> Result<Vec<Applied>, StoreError> {
-        let mut names = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let txn = self.db.begin_write()?;
-        let mut results = Vec::with_capacity(batches.len());
-        let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
-        {
-            let mut agents = txn.open_table(AGENTS)?;
-            for b in batches {
-                let last = agents.get(b.agent)?.map(|v| v.value()).unwrap_or(0);
-                if b.sequence <= last {
-                    results.push(Applied::Duplicate);
-                    continue;
+        let now = wall_ms();
+        let touched = || batches.iter().flat_map(|b| b.observations.iter().map(|o| o.key.clone())).collect();
+        self.write(touched, |db, names| {
+            let txn = db.begin_write()?;
+            let mut results = Vec::with_capacity(batches.len());
+            let mut merged: HashMap<&EdgeKey, EdgeState> = HashMap::new();
+            {
+                let mut table = txn.open_table(BOOTS)?;
+                let mut records: HashMap<&AgentBoot, BootRecord> = HashMap::new();
+                for b in batches {
+                    let record = match records.entry(b.agent) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            let stored = match table.get(open::boot_key(b.agent))? {
+                                Some(r) => serde_json::from_slice(r.value()).map_err(StoreError::BootRecord)?,
+                                None => BootRecord::default(),
+                            };
+                            v.insert(stored)
+                        }
+                    };
+                    record.last_seen_ms = now;
+                    if record.applied(b.sequence) {
+                        results.push(Applied::Duplicate);
+                        continue;
+                    }
+                    record.record(b.sequence);
+                    for obs in b.observations {
+                        merged
+                            .entry(&obs.key)
+                            .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
+                            .add(obs, names);
+                    }
+                    results.push(Applied::New);
                 }
-                agents.insert(b.agent, b.sequence)?;
-                for obs in b.observations {
-                    merged
-                        .entry(&obs.key)
-                        .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
-                        .add(obs, &mut names);
+                if results.iter().all(|r| *r == Applied::Duplicate) {
+                    // Nothing to make durable (the boots' last-seen times are not worth an fsync).
+                    drop(table);
+                    txn.abort()?;
+                    return Ok(results);
                 }
-                results.push(Applied::New);
-            }
-            if !merged.is_empty() {
-                let mut table = txn.open_table(EDGES)?;
+                for (agent, record) in &records {
+                    table.insert(open::boot_key(agent), encode(record).as_slice())?;
+                }
+                let mut edges = txn.open_table(EDGES)?;
                 for (key, state) in &merged {
-                    table.insert(encode(key).as_slice(), encode(state).as_slice())?;
+                    edges.insert(encode(key).as_slice(), encode(state).as_slice())?;
                 }
             }
-        }
-        if results.iter().all(|r| *r == Applied::Duplicate) {
-            // Nothing to make durable.
-            txn.abort()?;
-            return Ok(results);
-        }
-        txn.commit()?;
-        for (k, v) in merged {
-            self.edges.insert(k.clone(), v);
-        }
-        Ok(results)
+            txn.commit()?;
+            for (k, v) in merged {
+                self.edges.insert(k.clone(), v);
+            }
+            Ok(results)
+        })
     }
 
     /// Every edge (a copy).
@@ -406,79 +628,182 @@ impl EdgeStore {
 
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).
     pub fn reset(&self) -> Result<usize, StoreError> {
-        let mut guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let txn = self.db.begin_write()?;
-        txn.delete_table(EDGES)?;
-        txn.open_table(EDGES)?;
-        txn.commit()?;
-        let n = self.edges.len();
-        self.edges.clear();
-        self.edges.shrink_to_fit();
-        guard.prune();
-        Ok(n)
+        let all = || self.edges.iter().map(|e| e.key().clone()).collect();
+        self.write(all, |db, names| {
+            let txn = db.begin_write()?;
+            txn.delete_table(EDGES)?;
+            txn.open_table(EDGES)?;
+            txn.commit()?;
+            let n = self.edges.len();
+            self.edges.clear();
+            self.edges.shrink_to_fit();
+            names.prune();
+            Ok(n)
+        })
     }
 
     /// Moves edges to new keys in one transaction: each `(from, to)` folds the edge at `from`
     /// into the one at `to` (made when there is none). An edge that is gone by then (expired,
     /// reset) is skipped. Returns how many edges moved.
     pub fn rekey(&self, moves: &[(EdgeKey, EdgeKey)]) -> Result<usize, StoreError> {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut merged: std::collections::HashMap<&EdgeKey, EdgeState> = std::collections::HashMap::new();
-        let mut removed: Vec<&EdgeKey> = Vec::new();
-        for (from, to) in moves.iter().filter(|(from, to)| from != to) {
-            let Some(old) = self.edges.get(from).map(|e| e.clone()) else { continue };
-            if removed.contains(&from) {
-                continue;
+        let touched = || moves.iter().flat_map(|(from, to)| [from.clone(), to.clone()]).collect();
+        self.write(touched, |db, _| {
+            let mut merged: HashMap<&EdgeKey, EdgeState> = HashMap::new();
+            let mut removed: Vec<&EdgeKey> = Vec::new();
+            for (from, to) in moves.iter().filter(|(from, to)| from != to) {
+                let Some(old) = self.edges.get(from).map(|e| e.clone()) else { continue };
+                if removed.contains(&from) {
+                    continue;
+                }
+                merged
+                    .entry(to)
+                    .or_insert_with(|| self.edges.get(to).map(|e| e.clone()).unwrap_or_default())
+                    .merge(&old);
+                removed.push(from);
             }
-            merged.entry(to).or_insert_with(|| self.edges.get(to).map(|e| e.clone()).unwrap_or_default()).merge(&old);
-            removed.push(from);
-        }
-        if removed.is_empty() {
-            return Ok(0);
-        }
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(EDGES)?;
+            if removed.is_empty() {
+                return Ok(0);
+            }
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(EDGES)?;
+                for key in &removed {
+                    table.remove(encode(*key).as_slice())?;
+                }
+                for (key, state) in &merged {
+                    table.insert(encode(*key).as_slice(), encode(state).as_slice())?;
+                }
+            }
+            txn.commit()?;
             for key in &removed {
-                table.remove(encode(*key).as_slice())?;
+                self.edges.remove(*key);
             }
-            for (key, state) in &merged {
-                table.insert(encode(*key).as_slice(), encode(state).as_slice())?;
+            for (key, state) in merged {
+                self.edges.insert(key.clone(), state);
             }
-        }
-        txn.commit()?;
-        for key in &removed {
-            self.edges.remove(*key);
-        }
-        for (key, state) in merged {
-            self.edges.insert(key.clone(), state);
-        }
-        Ok(removed.len())
+            Ok(removed.len())
+        })
     }
 
-    /// Removes edges last seen before `cutoff_ms`; returns how many.
+    /// Removes edges last seen before `cutoff_ms`; returns how many. Removes
+    /// at most [`EXPIRE_CHUNK`] per transaction and lets batches in between, so
+    /// a large sweep never holds ingest for long; then compacts the file if
+    /// most of it is free space.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let mut names = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old: Vec<EdgeKey> =
             self.edges.iter().filter(|e| e.value().last_seen_ms < cutoff_ms).map(|e| e.key().clone()).collect();
-        if old.is_empty() {
-            return Ok(0);
+        let mut removed = 0;
+        for chunk in old.chunks(EXPIRE_CHUNK) {
+            removed += self.write(
+                || chunk.to_vec(),
+                |db, _| {
+                    // Seen again since the scan: kept.
+                    let still: Vec<&EdgeKey> = chunk
+                        .iter()
+                        .filter(|k| self.edges.get(*k).is_some_and(|e| e.last_seen_ms < cutoff_ms))
+                        .collect();
+                    let txn = db.begin_write()?;
+                    {
+                        let mut table = txn.open_table(EDGES)?;
+                        for k in &still {
+                            table.remove(encode(*k).as_slice())?;
+                        }
+                    }
+                    txn.commit()?;
+                    for k in &still {
+                        self.edges.remove(*k);
+                    }
+                    Ok(still.len())
+                },
+            )?;
+            // The writer lock is not fair: step aside so a waiting batch gets it before the next chunk.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(EDGES)?;
-            for k in &old {
-                table.remove(encode(k).as_slice())?;
-            }
+        if removed > 0 {
+            self.edges.shrink_to_fit();
+            self.writer.lock().unwrap_or_else(|p| p.into_inner()).names.prune();
+            self.compact_if_sparse()?;
         }
-        txn.commit()?;
-        for k in &old {
-            self.edges.remove(k);
-        }
-        self.edges.shrink_to_fit();
-        names.prune();
-        Ok(old.len())
+        Ok(removed)
     }
+
+    /// The store file's size in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// Compacts the file (under the writer lock: ingest waits meanwhile) when
+    /// it is larger than 16 MiB and less than a quarter of it is live data.
+    /// Returns whether it compacted.
+    pub fn compact_if_sparse(&self) -> Result<bool, StoreError> {
+        let file = self.file_bytes();
+        if file < COMPACT_MIN_FILE_BYTES {
+            return Ok(false);
+        }
+        self.write(Vec::new, |db, _| {
+            let live = {
+                let txn = db.begin_write()?;
+                let stats = txn.stats()?;
+                txn.abort()?;
+                stats.stored_bytes() + stats.metadata_bytes()
+            };
+            if live as f64 >= file as f64 * COMPACT_LIVE_FRACTION {
+                return Ok(false);
+            }
+            let started = std::time::Instant::now();
+            while db.compact()? {}
+            let after = self.file_bytes();
+            info!(before = file, after, live, ms = started.elapsed().as_millis() as u64, "store compacted");
+            Ok(true)
+        })
+    }
+
+    /// Forgets agent boots last heard from before `cutoff_ms`, and the oldest
+    /// beyond `max_boots`; returns how many. (A forgotten boot's resent batch
+    /// would be applied again: keep the cutoff well beyond how long an agent
+    /// keeps batches spooled.)
+    pub fn prune_boots(&self, cutoff_ms: i64, max_boots: usize) -> Result<usize, StoreError> {
+        self.write(Vec::new, |db, _| {
+            let txn = db.begin_write()?;
+            let removed = {
+                let mut table = txn.open_table(BOOTS)?;
+                let mut seen: Vec<(i64, String, String)> = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let r: BootRecord = serde_json::from_slice(v.value()).map_err(StoreError::BootRecord)?;
+                    let (node, boot) = k.value();
+                    seen.push((r.last_seen_ms, node.to_owned(), boot.to_owned()));
+                }
+                seen.sort_unstable();
+                let over = seen.len().saturating_sub(max_boots);
+                let gone: Vec<_> =
+                    seen.iter().enumerate().filter(|(i, s)| *i < over || s.0 < cutoff_ms).map(|(_, s)| s).collect();
+                for (_, node, boot) in &gone {
+                    table.remove((node.as_str(), boot.as_str()))?;
+                }
+                gone.len()
+            };
+            if removed == 0 {
+                txn.abort()?;
+            } else {
+                txn.commit()?;
+            }
+            Ok(removed)
+        })
+    }
+
+    /// Agent boots recorded.
+    pub fn boots(&self) -> Result<u64, StoreError> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = w.db.as_ref() else { return Ok(0) };
+        let read = redb::ReadableDatabase::begin_read(db)?;
+        Ok(redb::ReadableTableMetadata::len(&read.open_table(BOOTS)?)?)
+    }
+}
+
+fn reopen(path: &Path) -> Result<open::Loaded, StoreError> {
+    // Memory already holds the edges: only the database is wanted.
+    open::open_file(path, wall_ms(), false)
 }
 
 #[cfg(test)]

@@ -301,7 +301,9 @@ pub fn edges(checkpoints: &[usize], per_batch: usize, base: &Path, settle: Durat
             let mut batch: Vec<Observation> = (applied..end).map(|e| observation(e, 8080)).collect();
             batch.extend((applied..end).filter(|e| e.is_multiple_of(10)).map(|e| observation(e, 9090)));
             sequence += 1;
-            store.apply("bench/edges", sequence, &batch).expect("apply a batch");
+            store
+                .apply(&mapper_server::store::AgentBoot::new("bench", "edges"), sequence, &batch)
+                .expect("apply a batch");
             applied = end;
         }
         let rss = rss_bytes();

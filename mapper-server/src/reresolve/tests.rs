@@ -69,7 +69,7 @@ fn held_edges_move_to_the_pod_once_it_is_known_and_stay_moved() {
         // Last seen before the hold window: left alone.
         obs(held("10.244.1.88"), Side::Client, 1, NOW - 3_600_000),
     ];
-    store.apply("n1/b1", 1, &observations).expect("apply");
+    store.apply(&crate::store::AgentBoot::new("n1", "b1"), 1, &observations).expect("apply");
 
     assert_eq!(sweep(&store, &snapshot(NODE), NOW - 600_000).expect("sweep"), 0, "no pod there yet");
     let with_pod = snapshot(&format!("{NODE}---\n{POD}"));

@@ -6,6 +6,10 @@ fn wl(name: &str, ns: &str) -> Peer {
     Peer::Workload(Workload { name: name.into(), namespace: ns.into(), kind: "Deployment".into() })
 }
 
+fn ab(node: &str, boot_id: &str) -> AgentBoot {
+    AgentBoot::new(node, boot_id)
+}
+
 fn obs(client: &str, server: &str, side: Side, n: u64, at: i64) -> Observation {
     Observation {
         key: EdgeKey { client: wl(client, "team1"), server: wl(server, "team3") },
@@ -26,9 +30,18 @@ fn batches_apply_once_and_survive_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let s = EdgeStore::open(dir.path()).expect("open");
-        assert_eq!(s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"), Applied::New);
-        assert_eq!(s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"), Applied::Duplicate);
-        assert_eq!(s.apply("n2/b9", 1, &[obs("a", "ledger", Side::Server, 3, 12)]).expect("apply"), Applied::New);
+        assert_eq!(
+            s.apply(&ab("n1", "b1"), 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"),
+            Applied::New
+        );
+        assert_eq!(
+            s.apply(&ab("n1", "b1"), 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"),
+            Applied::Duplicate
+        );
+        assert_eq!(
+            s.apply(&ab("n2", "b9"), 1, &[obs("a", "ledger", Side::Server, 3, 12)]).expect("apply"),
+            Applied::New
+        );
         let e = s.edges();
         assert_eq!(e.len(), 1, "client and server sides of the same connections are one edge");
         assert_eq!(e[0].1.established(), 3, "both sides count the same 3 connections");
@@ -40,14 +53,18 @@ fn batches_apply_once_and_survive_reopening() {
     assert_eq!(e[0].1.client_established, 3);
     assert_eq!((e[0].1.first_seen_ms, e[0].1.last_seen_ms), (10, 12));
     // The sequence survives too: a resend after the restart is still a duplicate.
-    assert_eq!(s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"), Applied::Duplicate);
+    assert_eq!(
+        s.apply(&ab("n1", "b1"), 1, &[obs("a", "ledger", Side::Client, 3, 10)]).expect("apply"),
+        Applied::Duplicate
+    );
 }
 
 #[test]
 fn reset_and_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = EdgeStore::open(dir.path()).expect("open");
-    s.apply("n/b", 1, &[obs("a", "x", Side::Client, 1, 100), obs("b", "y", Side::Client, 1, 5000)]).expect("apply");
+    s.apply(&ab("n", "b"), 1, &[obs("a", "x", Side::Client, 1, 100), obs("b", "y", Side::Client, 1, 5000)])
+        .expect("apply");
     assert_eq!(s.expire(1000).expect("expire"), 1);
     assert_eq!(s.len(), 1);
     assert_eq!(s.reset().expect("reset"), 1);
@@ -62,11 +79,12 @@ fn a_group_commits_once_and_dedupes_within_itself() {
     let s = EdgeStore::open(dir.path()).expect("open");
     let one = [obs("a", "ledger", Side::Client, 1, 10)];
     let two = [obs("a", "ledger", Side::Client, 2, 20)];
+    let (n1, n2) = (ab("n1", "b"), ab("n2", "c"));
     let group = [
-        Batch { agent: "n1/b", sequence: 1, observations: &one },
-        Batch { agent: "n1/b", sequence: 1, observations: &one }, // the same batch resent
-        Batch { agent: "n2/c", sequence: 1, observations: &two },
-        Batch { agent: "n1/b", sequence: 2, observations: &two },
+        Batch { agent: &n1, sequence: 1, observations: &one },
+        Batch { agent: &n1, sequence: 1, observations: &one }, // the same batch resent
+        Batch { agent: &n2, sequence: 1, observations: &two },
+        Batch { agent: &n1, sequence: 2, observations: &two },
     ];
     let got = s.apply_group(&group).expect("apply group");
     assert_eq!(got, vec![Applied::New, Applied::Duplicate, Applied::New, Applied::New]);
@@ -86,7 +104,7 @@ fn the_services_dialled_are_kept_with_the_edge() {
         let mut through = obs("a", "ledger", Side::Client, 2, 10);
         through.via_service = Some(("team3".into(), "ledger".into()));
         let direct = obs("a", "ledger", Side::Client, 1, 11);
-        s.apply("n/b", 1, &[through, direct]).expect("apply");
+        s.apply(&ab("n", "b"), 1, &[through, direct]).expect("apply");
     }
     let s = EdgeStore::open(dir.path()).expect("reopen");
     let e = s.edges();
@@ -106,13 +124,17 @@ fn an_earlier_boots_spooled_batches_count_once_after_a_later_boot_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = EdgeStore::open(dir.path()).expect("open");
     let o = |n| [obs("a", "ledger", Side::Client, n, 10)];
-    assert_eq!(s.apply("n1/old", 1, &o(1)).expect("apply"), Applied::New);
-    assert_eq!(s.apply("n1/new", 1, &o(10)).expect("apply"), Applied::New);
-    assert_eq!(s.apply("n1/new", 2, &o(20)).expect("apply"), Applied::New);
-    assert_eq!(s.apply("n1/old", 1, &o(1)).expect("apply"), Applied::Duplicate, "the one in flight when killed");
-    assert_eq!(s.apply("n1/old", 2, &o(100)).expect("apply"), Applied::New);
-    assert_eq!(s.apply("n1/old", 3, &o(1000)).expect("apply"), Applied::New);
-    assert_eq!(s.apply("n1/new", 3, &o(5)).expect("apply"), Applied::New);
+    assert_eq!(s.apply(&ab("n1", "old"), 1, &o(1)).expect("apply"), Applied::New);
+    assert_eq!(s.apply(&ab("n1", "new"), 1, &o(10)).expect("apply"), Applied::New);
+    assert_eq!(s.apply(&ab("n1", "new"), 2, &o(20)).expect("apply"), Applied::New);
+    assert_eq!(
+        s.apply(&ab("n1", "old"), 1, &o(1)).expect("apply"),
+        Applied::Duplicate,
+        "the one in flight when killed"
+    );
+    assert_eq!(s.apply(&ab("n1", "old"), 2, &o(100)).expect("apply"), Applied::New);
+    assert_eq!(s.apply(&ab("n1", "old"), 3, &o(1000)).expect("apply"), Applied::New);
+    assert_eq!(s.apply(&ab("n1", "new"), 3, &o(5)).expect("apply"), Applied::New);
     assert_eq!(s.edges()[0].1.client_established, 1136);
 }
 
@@ -120,8 +142,8 @@ fn an_earlier_boots_spooled_batches_count_once_after_a_later_boot_reported() {
 fn counts_saturate_instead_of_wrapping() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = EdgeStore::open(dir.path()).expect("open");
-    s.apply("n1/b1", 1, &[obs("a", "ledger", Side::Client, u64::MAX - 1, 10)]).expect("apply");
-    s.apply("n1/b1", 2, &[obs("a", "ledger", Side::Client, 5, 11)]).expect("apply");
+    s.apply(&ab("n1", "b1"), 1, &[obs("a", "ledger", Side::Client, u64::MAX - 1, 10)]).expect("apply");
+    s.apply(&ab("n1", "b1"), 2, &[obs("a", "ledger", Side::Client, 5, 11)]).expect("apply");
     assert_eq!(s.edges()[0].1.established(), u64::MAX, "one report must not wipe an edge's count");
 }
 
@@ -160,7 +182,7 @@ fn ports_names_and_services_stay_sorted_distinct_and_bounded() {
         o.via_service = Some(("team3".into(), if i % 2 == 0 { "ledger" } else { "books" }.into()));
         batch.push(o);
     }
-    s.apply("n/b", 1, &batch).expect("apply");
+    s.apply(&ab("n", "b"), 1, &batch).expect("apply");
     let e = s.edges();
     let state = &e[0].1;
     assert_eq!(state.ports.as_slice(), [(53, Proto::Tcp), (80, Proto::Tcp), (443, Proto::Tcp)]);
@@ -170,7 +192,7 @@ fn ports_names_and_services_stay_sorted_distinct_and_bounded() {
     assert_eq!(state.via_services().collect::<Vec<_>>(), [("team3", "books"), ("team3", "ledger")]);
     // Two edges naming the same Service share one copy of its name.
     s.apply(
-        "n/b",
+        &ab("n", "b"),
         2,
         &[{
             let mut o = obs("b", "ledger", Side::Client, 1, 30);
@@ -185,3 +207,119 @@ fn ports_names_and_services_stay_sorted_distinct_and_bounded() {
     assert_eq!(ledger.len(), 2);
     assert!(Arc::ptr_eq(ledger[0], ledger[1]), "the name is shared, not copied per edge");
 }
+
+#[test]
+fn node_and_boot_id_cannot_collide() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    assert_eq!(s.apply(&ab("x/y", "z"), 1, &[obs("a", "ledger", Side::Client, 1, 10)]).expect("apply"), Applied::New);
+    assert_eq!(
+        s.apply(&ab("x", "y/z"), 1, &[obs("a", "ledger", Side::Client, 2, 10)]).expect("apply"),
+        Applied::New,
+        "another boot: `x/y` + `z` is not `x` + `y/z`"
+    );
+    assert_eq!(s.edges()[0].1.client_established, 3);
+}
+
+#[test]
+fn a_sequence_never_applied_is_not_a_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = ab("n1", "b1");
+    {
+        let s = EdgeStore::open(dir.path()).expect("open");
+        let o = |n| [obs("a", "ledger", Side::Client, n, 10)];
+        assert_eq!(s.apply(&b, 1, &o(1)).expect("apply"), Applied::New);
+        assert_eq!(s.apply(&b, 5, &o(10)).expect("apply"), Applied::New);
+        assert_eq!(s.apply(&b, 4, &o(100)).expect("apply"), Applied::New, "4 after 5: never applied, so applied now");
+        assert_eq!(s.apply(&b, 4, &o(100)).expect("apply"), Applied::Duplicate);
+        assert_eq!(s.edges()[0].1.client_established, 111);
+    }
+    // What was applied is remembered across a reopen, and what was not is still open.
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    let o = [obs("a", "ledger", Side::Client, 1000, 10)];
+    for seq in [1, 4, 5] {
+        assert_eq!(s.apply(&b, seq, &o).expect("apply"), Applied::Duplicate, "sequence {seq}");
+    }
+    assert_eq!(s.apply(&b, 2, &o).expect("apply"), Applied::New);
+    assert_eq!(s.apply(&b, 3, &o).expect("apply"), Applied::New);
+    assert_eq!(s.edges()[0].1.client_established, 2111);
+}
+
+#[test]
+fn a_store_of_the_earlier_format_is_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = EdgeKey { client: wl("a", "team1"), server: wl("ledger", "team3") };
+    {
+        // The earlier layout: `node/boot_id` → highest sequence, and the same edges table.
+        let db = Database::create(dir.path().join("edges.redb")).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut agents = txn.open_table(AGENTS_V1).expect("agents");
+            agents.insert("n1/b1", 7).expect("insert");
+            let mut edges = txn.open_table(EDGES).expect("edges");
+            let state = EdgeState { client_established: 4, last_seen_ms: 10, ..Default::default() };
+            edges.insert(encode(&key).as_slice(), encode(&state).as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let s = EdgeStore::open(dir.path()).expect("open the earlier store");
+    assert_eq!(s.edges()[0].1.client_established, 4, "its edges are read");
+    assert_eq!(s.boots().expect("boots"), 1);
+    let o = [obs("a", "ledger", Side::Client, 1, 10)];
+    assert_eq!(s.apply(&ab("n1", "b1"), 7, &o).expect("apply"), Applied::Duplicate, "its sequences are kept");
+    assert_eq!(s.apply(&ab("n1", "b1"), 8, &o).expect("apply"), Applied::New);
+    drop(s);
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.edges()[0].1.client_established, 5);
+}
+
+#[test]
+fn boots_gone_quiet_are_pruned_and_their_number_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    let o = [obs("a", "ledger", Side::Client, 1, 10)];
+    for i in 0..5 {
+        s.apply(&ab("n", &format!("boot{i}")), 1, &o).expect("apply");
+    }
+    assert_eq!(s.prune_boots(0, 3).expect("prune"), 2, "beyond the bound of 3 the oldest go");
+    assert_eq!(s.boots().expect("boots"), 3);
+    assert_eq!(s.apply(&ab("n", "boot0"), 1, &o).expect("apply"), Applied::New, "boot0 was forgotten");
+    assert_eq!(s.apply(&ab("n", "boot4"), 1, &o).expect("apply"), Applied::Duplicate, "boot4 was kept");
+    assert_eq!(s.prune_boots(wall_ms() + 1, 100).expect("prune"), 4, "all older than the cutoff");
+    assert_eq!(s.boots().expect("boots"), 0);
+}
+
+fn many(n: usize, at: i64) -> Vec<Observation> {
+    (0..n).map(|i| obs(&format!("client-{i}"), "ledger", Side::Client, 1, at)).collect()
+}
+
+#[test]
+fn retention_in_chunks_and_the_file_compacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    let n = 3 * EXPIRE_CHUNK + 17;
+    // Names long enough that the file passes the compaction threshold.
+    let b = ab("n", "b");
+    for (i, chunk) in many(n, 100).chunks(1000).enumerate() {
+        let mut chunk = chunk.to_vec();
+        for o in &mut chunk {
+            o.dns_names = vec![format!("{}.{}", "x".repeat(200), i)];
+        }
+        s.apply(&b, i as u64 + 1, &chunk).expect("apply");
+    }
+    s.apply(&b, 1000, &[obs("kept", "ledger", Side::Client, 1, 5000)]).expect("apply");
+    let before = s.file_bytes();
+    assert_eq!(s.expire(1000).expect("expire"), n);
+    let after = s.file_bytes();
+    eprintln!("store file: {before} bytes with {} edges, {after} after expiring {n}", n + 1);
+    assert!(before >= COMPACT_MIN_FILE_BYTES, "the test must pass the threshold: {before}");
+    assert!(after < before / 2, "space not reclaimed: {before} → {after}");
+    assert_eq!(s.len(), 1);
+    drop(s);
+    let s = EdgeStore::open(dir.path()).expect("reopen after compaction");
+    assert_eq!(s.len(), 1, "the compacted file holds what was kept");
+    assert_eq!(s.apply(&b, 1000, &[]).expect("apply"), Applied::Duplicate, "and the boots");
+}
+
+mod damage;
+mod full;
