@@ -23,3 +23,6 @@ cargo build --workspace --bins --locked
 
 step "cargo test"
 cargo test --workspace --locked -- --test-threads="${MAPPER_TEST_THREADS:-4}"
+
+step "fuzz, briefly (scripts/fuzz.sh SECONDS for a longer run)"
+scripts/fuzz.sh "${MAPPER_FUZZ_SECONDS:-15}" inventory intents dns
