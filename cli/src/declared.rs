@@ -1,6 +1,8 @@
 //! Reading declared ClientIntents: files, directories (their .yaml, .yml and .json files), `-`
 //! for stdin, or the ClientIntents objects in the cluster. Every object is read before anything
-//! is reported, and a bad one fails the whole read with its file, document and field.
+//! is reported, and a bad one fails the whole read with its file, document and field. A
+//! document skipped although it looks meant as ClientIntents (`kind: ClientIntent`) gets a
+//! warning on stderr, and a read of files ends by saying how many objects it found in how many.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -105,18 +107,39 @@ pub fn read_paths(paths: &[PathBuf], recursive: bool, verb: &'static str) -> Res
         };
         docs.extend(read_text(&text, &name, verb)?);
     }
+    eprintln!("{}", summary(docs.len(), files.len()));
     Ok(docs)
 }
 
-/// Reads every ClientIntents object in one text.
+/// `Read 3 declared ClientIntents from 2 files`.
+fn summary(docs: usize, files: usize) -> String {
+    format!("Read {docs} declared ClientIntents from {files} file{}", if files == 1 { "" } else { "s" })
+}
+
+/// Reads every ClientIntents object in one text, warning on stderr about look-alikes skipped.
 pub fn read_text(text: &str, source_name: &str, verb: &'static str) -> Result<Vec<DeclaredDoc>, ReadError> {
-    let parsed = mapper_intents::parse_documents_with_origin(text, source_name).map_err(|error| match error {
+    let (docs, warnings) = read_text_reporting(text, source_name, verb)?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(docs)
+}
+
+/// [`read_text`], returning the warnings instead of printing them.
+pub fn read_text_reporting(
+    text: &str,
+    source_name: &str,
+    verb: &'static str,
+) -> Result<(Vec<DeclaredDoc>, Vec<String>), ReadError> {
+    let read = mapper_intents::read_documents(text, source_name).map_err(|error| match error {
         error if text.contains("{{") => {
             ReadError::Template { source_name: source_name.to_owned(), verb, error: Box::new(error) }
         }
         error => ReadError::Parse(Box::new(error)),
     })?;
-    Ok(parsed
+    let warnings = read.skipped.iter().map(|s| s.message(source_name)).collect();
+    let docs = read
+        .docs
         .into_iter()
         .map(|p| {
             let place = p.path_prefix.trim_end_matches('.');
@@ -127,7 +150,8 @@ pub fn read_text(text: &str, source_name: &str, verb: &'static str) -> Result<Ve
             };
             DeclaredDoc { doc: p.doc, version: p.version, source }
         })
-        .collect())
+        .collect();
+    Ok((docs, warnings))
 }
 
 /// Gives every document without a namespace `default_namespace`, or fails naming the first
@@ -256,6 +280,30 @@ mod tests {
         );
         fill_namespaces(&mut docs, Some("team1")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(docs[0].doc.namespace.as_deref(), Some("team1"));
+    }
+
+    #[test]
+    fn a_misspelt_kind_is_warned_about_and_a_bom_accepted() {
+        let text = "\u{feff}apiVersion: k8s.otterize.com/v1alpha2\nkind: ClientIntents\nmetadata: {name: a}\n\
+                    spec: {service: {name: a}}\n---\napiVersion: k8s.otterize.com/v1alpha2\nkind: ClientIntent\n\
+                    metadata: {name: b}\nspec: {service: {name: b}}\n";
+        let (docs, warnings) =
+            read_text_reporting(text, "chart.yaml", "audit --declared").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].source, "chart.yaml: document 1");
+        assert_eq!(
+            warnings,
+            ["chart.yaml: document 2: kind `ClientIntent` (apiVersion `k8s.otterize.com/v1alpha2`) is not \
+              ClientIntents; skipped (the kind must be exactly `ClientIntents`)"]
+        );
+        assert_eq!(summary(1, 1), "Read 1 declared ClientIntents from 1 file");
+        assert_eq!(summary(0, 2), "Read 0 declared ClientIntents from 2 files");
+    }
+
+    #[test]
+    fn deep_nesting_fails_naming_the_file() {
+        let err = read_text(&"[".repeat(400_000), "deep.yaml", "policy -f").expect_err("too deep");
+        assert_eq!(err.to_string(), "deep.yaml: document 1: nested deeper than 128 levels at line 1, column 129");
     }
 
     #[test]

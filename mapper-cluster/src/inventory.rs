@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use parse::{InventoryError, Location};
+pub use parse::{InventoryError, InventoryWarning, Location};
 use tokio::task::JoinHandle;
 
 use crate::error_chain;
@@ -15,6 +15,19 @@ use crate::history::PodHistory;
 use crate::identity::{ResolveOptions, duration_ms, now_ms};
 use crate::model::ClusterObjects;
 use crate::snapshot::{ClusterHandle, Snapshot};
+
+/// Reads one inventory file's text (YAML, or JSON when `path` ends in `.json`) as a load
+/// would, keeping nothing: the warnings it would log, or the error that would stop the load.
+/// `path` only names the text in messages.
+pub fn check_inventory_text(
+    path: &std::path::Path,
+    text: &str,
+    name_annotations: &[&str],
+) -> Result<Vec<InventoryWarning>, InventoryError> {
+    let mut checks = parse::Checks::default();
+    parse::add_text(&mut ClusterObjects::default(), &mut checks, path, text, name_annotations)?;
+    Ok(checks.warnings)
+}
 
 /// How often [`watch_inventory`] looks at the files by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -31,6 +44,8 @@ pub struct Inventory {
     objects: ClusterObjects,
     history: PodHistory,
     snapshot: Arc<Snapshot>,
+    warnings: Vec<InventoryWarning>,
+    warning_count: usize,
 }
 
 impl Inventory {
@@ -47,6 +62,8 @@ impl Inventory {
             objects: ClusterObjects::default(),
             history: PodHistory::default(),
             snapshot: Arc::new(Snapshot::default()),
+            warnings: Vec::new(),
+            warning_count: 0,
         };
         inventory.reload_at(now_ms)?;
         Ok(inventory)
@@ -57,9 +74,20 @@ impl Inventory {
         self.reload_at(now_ms())
     }
 
-    /// [`Inventory::reload`] with the time of the load given (Unix milliseconds).
+    /// [`Inventory::reload`] with the time of the load given (Unix milliseconds). Each warning
+    /// of the load (a duplicate pod UID, a pod without one, an unparsable IP) is logged.
     pub fn reload_at(&mut self, now_ms: i64) -> Result<Arc<Snapshot>, InventoryError> {
-        let objects = parse::load(&self.paths, &self.options.name_annotations())?;
+        let (objects, checks) = parse::load(&self.paths, &self.options.name_annotations())?;
+        for warning in &checks.warnings {
+            tracing::warn!(warning = %warning, "inventory object ignored or read in part");
+        }
+        if checks.warning_count > checks.warnings.len() {
+            tracing::warn!(
+                more = checks.warning_count - checks.warnings.len(),
+                "more inventory warnings like the ones above (not logged)"
+            );
+        }
+        (self.warnings, self.warning_count) = (checks.warnings, checks.warning_count);
         let present: std::collections::HashSet<&str> = objects.pods.iter().map(|p| p.uid.as_str()).collect();
         for pod in &self.objects.pods {
             if !present.contains(pod.uid.as_str()) {
@@ -85,6 +113,11 @@ impl Inventory {
     /// The snapshot of the last good load.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.clone()
+    }
+
+    /// The warnings of the last good load (the first hundred), and how many there were.
+    pub fn warnings(&self) -> (&[InventoryWarning], usize) {
+        (&self.warnings, self.warning_count)
     }
 
     /// The files and directories this inventory reads.

@@ -36,7 +36,9 @@ mod snapshot;
 pub use identity::{
     Evidence, Peer, ResolveOptions, SERVICE_NAME_ANNOTATION, UnresolvedReason, WORKLOAD_NAME_ANNOTATION, Workload,
 };
-pub use inventory::{DEFAULT_POLL_INTERVAL, Inventory, InventoryError, Location, watch_inventory};
+pub use inventory::{
+    DEFAULT_POLL_INTERVAL, Inventory, InventoryError, InventoryWarning, Location, check_inventory_text, watch_inventory,
+};
 pub use ipnet::IpNet;
 pub use kube_source::{KubeSource, KubeSourceConfig};
 pub use snapshot::{ClusterHandle, Snapshot};

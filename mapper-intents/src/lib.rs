@@ -41,6 +41,7 @@ pub mod model;
 pub mod parse;
 pub mod policy;
 pub mod render;
+pub mod stream;
 pub mod versions;
 pub mod yaml;
 
@@ -50,7 +51,9 @@ pub use model::{
     ClientIntentsDoc, Edge, HttpResource, Internet, OtherKind, OtherTarget, Port, Protocol, ServiceName, ServiceTarget,
     Target, Workload, WorkloadTarget,
 };
-pub use parse::{ParseError, ParsedDoc, parse_documents, parse_documents_with_origin};
+pub use parse::{
+    Documents, ParseError, ParsedDoc, Skipped, parse_documents, parse_documents_with_origin, read_documents,
+};
 pub use policy::{
     NetworkPolicy, PodLabel, PolicyLayout, PolicyOptions, PolicySet, network_policies, render_policies_yaml,
 };

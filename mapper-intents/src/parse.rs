@@ -2,7 +2,13 @@
 //!
 //! Every document whose `kind` is `ClientIntents` is read, in any served version; `List` and
 //! `ClientIntentsList` documents are read item by item; everything else (Deployments,
-//! Services, comment-only documents) is skipped. JSON is read as the YAML it also is.
+//! Services, comment-only documents) is skipped. JSON is read as the YAML it also is. A
+//! leading byte-order mark is dropped, and nesting deeper than [`MAX_DEPTH`] is an error found
+//! in linear time (see [`crate::stream`]).
+//!
+//! A skipped document that looks meant as ClientIntents (a `kind` a letter or two off, in
+//! another case, without its `s`; or an unknown kind under `k8s.otterize.com`) is reported as
+//! [`Skipped`], for the caller to warn about.
 //!
 //! Errors name the source, the document (counted from 1, in the order the YAML stream yields
 //! them) and the field path inside it, with array indexes counted from 0 as in `kubectl`:
@@ -13,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 use crate::model::ClientIntentsDoc;
+use crate::stream::{self, MAX_DEPTH};
 use crate::versions::{
     ClientIntents, ConvertError, IntentsVersion, KIND, ObjectMeta, Problem, VersionedClientIntents, v1, v1alpha2, v2,
 };
@@ -34,6 +41,14 @@ pub enum ParseError {
         /// The YAML parser's error.
         #[source]
         error: serde_yaml::Error,
+    },
+    /// Sequences or mappings nested deeper than [`MAX_DEPTH`] (nothing is read then).
+    #[error("{source_name}: document {}: {}", at.document, at)]
+    TooDeep {
+        /// The file (or other source) name given to the parser.
+        source_name: String,
+        /// Where, and the limit.
+        at: stream::TooDeep,
     },
     /// A ClientIntents document that does not fit its schema.
     #[error("{source_name}: document {document}: {}{problem}", path_prefix(path))]
@@ -80,10 +95,52 @@ pub struct ParsedDoc {
     pub doc: ClientIntentsDoc,
 }
 
+/// A document (or List item) skipped although it looks meant as ClientIntents: its kind is
+/// close to `ClientIntents`, or it is an unknown kind of the Otterize API group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The document it is in, counted from 1.
+    pub document: usize,
+    /// Its path inside the document: `items[3].` in a List, empty otherwise.
+    pub path_prefix: String,
+    /// Its `apiVersion` (empty when it has none).
+    pub api_version: String,
+    /// Its `kind` (empty when it has none).
+    pub kind: String,
+}
+
+impl Skipped {
+    /// A one-line warning naming `source_name`, the document and what was found.
+    pub fn message(&self, source_name: &str) -> String {
+        let place = self.path_prefix.trim_end_matches('.');
+        let place = if place.is_empty() { String::new() } else { format!(": {place}") };
+        format!(
+            "{source_name}: document {}{place}: kind `{}` (apiVersion `{}`) is not ClientIntents; skipped (the kind \
+             must be exactly `ClientIntents`)",
+            self.document, self.kind, self.api_version
+        )
+    }
+}
+
+/// Everything read from one text: the ClientIntents objects, and the look-alikes skipped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Documents {
+    /// The ClientIntents objects, in order.
+    pub docs: Vec<ParsedDoc>,
+    /// Documents skipped that look meant as ClientIntents, in order.
+    pub skipped: Vec<Skipped>,
+}
+
 /// [`parse_documents`], keeping each object's document number and version.
 pub fn parse_documents_with_origin(text: &str, source_name: &str) -> Result<Vec<ParsedDoc>, ParseError> {
+    Ok(read_documents(text, source_name)?.docs)
+}
+
+/// [`parse_documents_with_origin`], also reporting the look-alike documents skipped.
+pub fn read_documents(text: &str, source_name: &str) -> Result<Documents, ParseError> {
+    let (found, skipped) = parse_versioned_reporting(text, source_name)?;
     let mut docs = Vec::new();
-    for found in parse_versioned(text, source_name)? {
+    for found in found {
         let doc = found.object.to_doc().map_err(|e| invalid(source_name, found.document, &found.path_prefix, e))?;
         docs.push(ParsedDoc {
             document: found.document,
@@ -92,7 +149,7 @@ pub fn parse_documents_with_origin(text: &str, source_name: &str) -> Result<Vec<
             doc,
         });
     }
-    Ok(docs)
+    Ok(Documents { docs, skipped })
 }
 
 /// One ClientIntents object as found in a text.
@@ -109,7 +166,19 @@ pub struct FoundObject {
 /// Reads every ClientIntents object in `text` in its own version, checking its structure but
 /// not converting it (so `to_doc` may still fail on missing names or target kinds).
 pub fn parse_versioned(text: &str, source_name: &str) -> Result<Vec<FoundObject>, ParseError> {
+    Ok(parse_versioned_reporting(text, source_name)?.0)
+}
+
+/// [`parse_versioned`], also reporting the look-alike documents skipped.
+pub fn parse_versioned_reporting(
+    text: &str,
+    source_name: &str,
+) -> Result<(Vec<FoundObject>, Vec<Skipped>), ParseError> {
+    let text = stream::strip_bom(text);
+    stream::check_depth(text, MAX_DEPTH)
+        .map_err(|at| ParseError::TooDeep { source_name: source_name.to_owned(), at })?;
     let mut found = Vec::new();
+    let mut skipped = Vec::new();
     for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = index + 1;
         // After a syntax error the stream repeats it for ever: stop at the first one.
@@ -121,10 +190,18 @@ pub fn parse_versioned(text: &str, source_name: &str) -> Result<Vec<FoundObject>
             error,
         })?;
         let mut objects = Vec::new();
-        collect(&value, "", &mut objects).map_err(|(prefix, e)| invalid(source_name, document, &prefix, e))?;
+        let mut suspects = Vec::new();
+        collect(&value, "", &mut objects, &mut suspects)
+            .map_err(|(prefix, e)| invalid(source_name, document, &prefix, e))?;
         found.extend(objects.into_iter().map(|(path_prefix, object)| FoundObject { document, path_prefix, object }));
+        skipped.extend(suspects.into_iter().map(|(path_prefix, api_version, kind)| Skipped {
+            document,
+            path_prefix,
+            api_version,
+            kind,
+        }));
     }
-    Ok(found)
+    Ok((found, skipped))
 }
 
 fn invalid(source_name: &str, document: usize, prefix: &str, e: ConvertError) -> ParseError {
@@ -138,9 +215,17 @@ fn invalid(source_name: &str, document: usize, prefix: &str, e: ConvertError) ->
 /// Objects found in a document, each with its path prefix (`items[3].` in a List).
 type Found = Vec<(String, VersionedClientIntents)>;
 
+/// Look-alikes skipped in a document: path prefix, apiVersion and kind.
+type Suspects = Vec<(String, String, String)>;
+
 /// Finds the ClientIntents in one document, recursing into Lists. An error comes with the
 /// path prefix of the object it is in.
-fn collect(value: &Value, prefix: &str, out: &mut Found) -> Result<(), (String, ConvertError)> {
+fn collect(
+    value: &Value,
+    prefix: &str,
+    out: &mut Found,
+    suspects: &mut Suspects,
+) -> Result<(), (String, ConvertError)> {
     let at = |e: ConvertError| (prefix.to_owned(), e);
     let map = match value {
         Value::Null => return Ok(()),
@@ -152,7 +237,7 @@ fn collect(value: &Value, prefix: &str, out: &mut Found) -> Result<(), (String, 
             None | Some(Value::Null) => Ok(()),
             Some(Value::Sequence(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    collect(item, &format!("{prefix}items[{i}]."), out)?;
+                    collect(item, &format!("{prefix}items[{i}]."), out, suspects)?;
                 }
                 Ok(())
             }
@@ -162,8 +247,50 @@ fn collect(value: &Value, prefix: &str, out: &mut Found) -> Result<(), (String, 
             out.push((prefix.to_owned(), read_object(map).map_err(at)?));
             Ok(())
         }
-        _ => Ok(()),
+        kind => {
+            let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+            if looks_like_client_intents(api_version, kind) {
+                suspects.push((prefix.to_owned(), api_version.to_owned(), kind.unwrap_or_default().to_owned()));
+            }
+            Ok(())
+        }
     }
+}
+
+/// The other kinds the Otterize operators serve under `k8s.otterize.com`.
+const OTHER_OTTERIZE_KINDS: [&str; 5] =
+    ["ProtectedService", "KafkaServerConfig", "PostgreSQLServerConfig", "MySQLServerConfig", "ApprovedClientIntents"];
+
+/// Whether a document that is not read as ClientIntents probably meant to be: its kind is at
+/// most two edits (ignoring case) from `ClientIntents` or `ClientIntentsList`, or it is in the
+/// Otterize API group with a kind the operators do not serve.
+fn looks_like_client_intents(api_version: &str, kind: Option<&str>) -> bool {
+    let kind = kind.unwrap_or_default();
+    let otterize = api_version.starts_with("k8s.otterize.com/");
+    if otterize && !OTHER_OTTERIZE_KINDS.contains(&kind) {
+        return true;
+    }
+    !kind.is_empty() && [KIND, "ClientIntentsList"].iter().any(|target| edit_distance_at_most(kind, target, 2))
+}
+
+/// Whether `a` and `b` are at most `max` insertions, deletions or substitutions apart,
+/// ignoring ASCII case (Levenshtein, on bytes; a length gap above `max` answers at once).
+fn edit_distance_at_most(a: &str, b: &str, max: usize) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len().abs_diff(b.len()) > max {
+        return false;
+    }
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        current[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(!ca.eq_ignore_ascii_case(&cb));
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()] <= max
 }
 
 fn wrong_type(path: &str, expected: &'static str, found: &Value) -> ConvertError {

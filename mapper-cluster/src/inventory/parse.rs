@@ -1,7 +1,9 @@
 //! Reading inventory files: finding them, splitting them into documents (multi-document YAML,
 //! `kind: List`, JSON) and turning each object into what resolution needs.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -11,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
+use mapper_intents::stream::{self, MAX_DEPTH};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -56,6 +59,8 @@ pub enum InventoryError {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("{}: document {}: {at}", path.display(), at.document)]
+    TooDeep { path: PathBuf, at: stream::TooDeep },
     #[error("{}: document {document}: invalid JSON", path.display())]
     Json {
         path: PathBuf,
@@ -76,6 +81,91 @@ pub enum InventoryError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Something wrong in an inventory that does not stop it loading: the object at fault is
+/// left out (a duplicate) or read as far as it makes sense (an unparsable IP is dropped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryWarning {
+    #[error("{at}: pod {pod}: uid {uid} is already pod {first_pod} at {first}; this pod is left out")]
+    DuplicateUid { at: Location, pod: String, uid: String, first: Location, first_pod: String },
+    #[error("{at}: pod {pod}: no metadata.uid; identified by namespace/name instead")]
+    MissingUid { at: Location, pod: String },
+    #[error("{at}: pod {pod}: {field} {value:?} is not an IP address; ignored")]
+    InvalidIp { at: Location, pod: String, field: String, value: String },
+}
+
+/// How many warnings a load keeps (the rest are only counted), so a dump broken throughout
+/// costs no more memory than a good one.
+pub(crate) const MAX_WARNINGS: usize = 100;
+
+/// What a load found besides the objects.
+#[derive(Debug, Default)]
+pub(crate) struct Checks {
+    /// Each pod UID seen, with where and which pod.
+    uids: HashMap<String, (Location, String)>,
+    /// The first [`MAX_WARNINGS`] warnings.
+    pub(crate) warnings: Vec<InventoryWarning>,
+    /// How many there were in all.
+    pub(crate) warning_count: usize,
+}
+
+impl Checks {
+    fn warn(&mut self, warning: InventoryWarning) {
+        self.warning_count += 1;
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(warning);
+        }
+    }
+}
+
+/// Pod problems worth a warning; `false` when the pod is to be left out.
+fn check_pod(pod: &Pod, at: &Location, checks: &mut Checks) -> bool {
+    let meta = &pod.metadata;
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    let name = format!("{namespace}/{}", meta.name.as_deref().unwrap_or_default());
+    let status = pod.status.as_ref();
+    let ips = status.and_then(|s| s.pod_ip.as_deref()).map(|ip| ("status.podIP".to_owned(), ip)).into_iter();
+    let pod_ips = status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().enumerate();
+    let host_ips = status.and_then(|s| s.host_ip.as_deref()).map(|ip| ("status.hostIP".to_owned(), ip)).into_iter();
+    let all = ips.chain(pod_ips.map(|(i, p)| (format!("status.podIPs[{i}].ip"), p.ip.as_str()))).chain(host_ips).chain(
+        status
+            .and_then(|s| s.host_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, h)| (format!("status.hostIPs[{i}].ip"), h.ip.as_str())),
+    );
+    for (field, value) in all {
+        if value.parse::<IpAddr>().is_err() {
+            checks.warn(InventoryWarning::InvalidIp {
+                at: at.clone(),
+                pod: name.clone(),
+                field,
+                value: value.chars().take(64).collect(),
+            });
+        }
+    }
+    // The same key PodRecord::from_pod falls back to.
+    let uid = match meta.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid.to_owned(),
+        _ => {
+            checks.warn(InventoryWarning::MissingUid { at: at.clone(), pod: name.clone() });
+            name.clone()
+        }
+    };
+    if let Some((first, first_pod)) = checks.uids.get(&uid) {
+        checks.warn(InventoryWarning::DuplicateUid {
+            at: at.clone(),
+            pod: name,
+            uid,
+            first: first.clone(),
+            first_pod: first_pod.clone(),
+        });
+        return false;
+    }
+    checks.uids.insert(uid, (at.clone(), name));
+    true
 }
 
 /// The inventory files under `paths`: a file is taken as given; a directory is searched
@@ -138,26 +228,43 @@ pub(crate) fn fingerprint(paths: &[PathBuf]) -> Result<Fingerprint, InventoryErr
         .collect()
 }
 
-/// Parse every file under `paths` into one set of objects.
-pub(crate) fn load(paths: &[PathBuf], name_annotations: &[&str]) -> Result<ClusterObjects, InventoryError> {
+/// Parse every file under `paths` into one set of objects, with the warnings found on the way.
+pub(crate) fn load(paths: &[PathBuf], name_annotations: &[&str]) -> Result<(ClusterObjects, Checks), InventoryError> {
     let mut objects = ClusterObjects::default();
+    let mut checks = Checks::default();
     for path in discover(paths)? {
         let text =
             std::fs::read_to_string(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
-        let is_json = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        let documents = if is_json { json_documents(&path, &text)? } else { yaml_documents(&path, &text)? };
-        for (index, doc) in documents.into_iter().enumerate() {
-            if doc.is_null() {
-                continue; // an empty document, e.g. after a trailing `---`
-            }
-            let at = Location { path: path.clone(), document: index + 1, item: None };
-            add_document(&mut objects, doc, &at, name_annotations)?;
-        }
+        add_text(&mut objects, &mut checks, &path, &text, name_annotations)?;
     }
-    Ok(objects)
+    Ok((objects, checks))
+}
+
+/// Adds the objects of one file's text (`path` names it, and says whether it is JSON).
+pub(crate) fn add_text(
+    objects: &mut ClusterObjects,
+    checks: &mut Checks,
+    path: &Path,
+    text: &str,
+    name_annotations: &[&str],
+) -> Result<(), InventoryError> {
+    let text = stream::strip_bom(text);
+    let is_json = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let documents = if is_json { json_documents(path, text)? } else { yaml_documents(path, text)? };
+    for (index, doc) in documents.into_iter().enumerate() {
+        if doc.is_null() {
+            continue; // an empty document, e.g. after a trailing `---`
+        }
+        let at = Location { path: path.to_owned(), document: index + 1, item: None };
+        add_document(objects, checks, doc, &at, name_annotations)?;
+    }
+    Ok(())
 }
 
 fn yaml_documents(path: &Path, text: &str) -> Result<Vec<Value>, InventoryError> {
+    // serde_json limits nesting itself, in linear time; serde_yaml does not before a document
+    // is loaded whole.
+    stream::check_depth(text, MAX_DEPTH).map_err(|at| InventoryError::TooDeep { path: path.to_owned(), at })?;
     serde_yaml::Deserializer::from_str(text)
         .enumerate()
         .map(|(i, doc)| {
@@ -185,6 +292,7 @@ fn field<'a>(doc: &'a Value, name: &'static str, at: &Location) -> Result<&'a st
 /// One document: an object, or a list whose items are objects.
 fn add_document(
     objects: &mut ClusterObjects,
+    checks: &mut Checks,
     mut doc: Value,
     at: &Location,
     annotations: &[&str],
@@ -206,11 +314,11 @@ fn add_document(
                 obj.entry("apiVersion").or_insert_with(|| Value::String(api_version.clone()));
                 obj.entry("kind").or_insert_with(|| Value::String(item_kind.to_owned()));
             }
-            add_document(objects, item, &at, annotations)?;
+            add_document(objects, checks, item, &at, annotations)?;
         }
         return Ok(());
     }
-    add_object(objects, doc, &api_version, &kind, at, annotations)
+    add_object(objects, checks, doc, &api_version, &kind, at, annotations)
 }
 
 fn typed<T: DeserializeOwned>(doc: Value, kind: &str, at: &Location) -> Result<T, InventoryError> {
@@ -232,6 +340,7 @@ fn owner(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerRecord {
 
 fn add_object(
     objects: &mut ClusterObjects,
+    checks: &mut Checks,
     doc: Value,
     api_version: &str,
     kind: &str,
@@ -239,7 +348,12 @@ fn add_object(
     annotations: &[&str],
 ) -> Result<(), InventoryError> {
     match (api_version, kind) {
-        ("v1", "Pod") => objects.pods.push(PodRecord::from_pod(&typed::<Pod>(doc, kind, at)?, annotations)),
+        ("v1", "Pod") => {
+            let pod = typed::<Pod>(doc, kind, at)?;
+            if check_pod(&pod, at, checks) {
+                objects.pods.push(PodRecord::from_pod(&pod, annotations));
+            }
+        }
         ("v1", "Service") => objects.services.push(ServiceRecord::from_service(&typed::<Service>(doc, kind, at)?)),
         ("v1", "Namespace") => {
             let _: Namespace = typed(doc, kind, at)?;

@@ -244,3 +244,82 @@ fn duplicate_keys_are_malformed() {
     let err = parse_err("kind: ClientIntents\nkind: ClientIntents\n", "dup.yaml");
     assert!(matches!(err, ParseError::MalformedYaml { document: 1, .. }), "got {err:?}");
 }
+
+const ONE_INTENT: &str = "apiVersion: k8s.otterize.com/v1alpha2\nkind: ClientIntents\nmetadata: {name: a}\n\
+                          spec: {service: {name: a}, calls: [{name: b}]}\n";
+
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let docs = read_documents(&format!("\u{feff}{ONE_INTENT}"), "bom.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((docs.docs.len(), docs.docs[0].document), (1, 1));
+    let json = "\u{feff}{\"apiVersion\": \"k8s.otterize.com/v2beta1\", \"kind\": \"ClientIntents\", \
+                \"metadata\": {\"name\": \"a\"}, \"spec\": {\"workload\": {\"name\": \"a\"}}}";
+    assert_eq!(parse_ok(json).len(), 1);
+}
+
+#[test]
+fn deep_nesting_is_an_error_naming_the_place() {
+    let text = format!("{ONE_INTENT}---\nkind: ConfigMap\ndata:\n  x: {}\n", "[".repeat(200_000));
+    let err = parse_err(&text, "deep.yaml");
+    assert_eq!(err.to_string(), "deep.yaml: document 2: nested deeper than 128 levels at line 8, column 132");
+    let json = "{\"a\":".repeat(100_000);
+    let err = parse_err(&json, "deep.json");
+    assert_eq!(err.to_string(), "deep.json: document 1: nested deeper than 128 levels at line 1, column 641");
+    // Within the limit nothing changes.
+    let ok = format!("{ONE_INTENT}---\nkind: ConfigMap\ndata: {}{}\n", "[".repeat(100), "]".repeat(100));
+    assert_eq!(parse_ok(&ok).len(), 1);
+}
+
+#[test]
+fn look_alike_kinds_are_reported_not_read() {
+    let typo = |kind: &str, api: &str| {
+        let text = format!(
+            "apiVersion: v1\nkind: Service\n---\n{ONE_INTENT}---\napiVersion: {api}\nkind: {kind}\nmetadata: {{name: x}}\n"
+        );
+        read_documents(&text, "chart.yaml").unwrap_or_else(|e| panic!("{e}"))
+    };
+    for kind in ["ClientIntent", "clientintents", "ClientIntentss", "ClinetIntents", "ClientIntentList"] {
+        let read = typo(kind, "k8s.otterize.com/v1alpha2");
+        assert_eq!(read.docs.len(), 1, "{kind}");
+        assert_eq!(read.skipped.len(), 1, "{kind}");
+        assert_eq!(
+            read.skipped[0].message("chart.yaml"),
+            format!(
+                "chart.yaml: document 3: kind `{kind}` (apiVersion `k8s.otterize.com/v1alpha2`) is not ClientIntents; \
+                 skipped (the kind must be exactly `ClientIntents`)"
+            )
+        );
+        // Any apiVersion: the kind alone is suspicious.
+        assert_eq!(typo(kind, "v1").skipped.len(), 1, "{kind}");
+    }
+    // An unknown kind of the Otterize group is reported; the others it serves are not.
+    assert_eq!(typo("Intents", "k8s.otterize.com/v2beta1").skipped[0].kind, "Intents");
+    assert!(typo("ProtectedService", "k8s.otterize.com/v2beta1").skipped.is_empty());
+    assert!(typo("Client", "v1").skipped.is_empty());
+    assert!(typo("Deployment", "apps/v1").skipped.is_empty());
+    // Inside a List, the item is named.
+    let list =
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod}\n- {apiVersion: x/v1, kind: ClientIntent}\n";
+    let read = read_documents(list, "list.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(read.skipped[0].message("list.yaml").starts_with("list.yaml: document 1: items[1]: kind `ClientIntent`"));
+}
+
+#[test]
+fn a_client_intents_kind_with_an_unknown_api_version_is_an_error() {
+    let err = parse_err("apiVersion: k8s.otterize.com/v3\nkind: ClientIntents\nmetadata: {name: a}\n", "x.yaml");
+    assert!(
+        err.to_string()
+            .starts_with("x.yaml: document 1: apiVersion: unknown ClientIntents apiVersion `k8s.otterize.com/v3`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn edit_distance_counts_edits_ignoring_case() {
+    assert!(edit_distance_at_most("clientintents", "ClientIntents", 0));
+    assert!(edit_distance_at_most("ClientIntent", "ClientIntents", 1));
+    assert!(edit_distance_at_most("ClinetIntents", "ClientIntents", 2));
+    assert!(!edit_distance_at_most("ClinetIntent", "ClientIntents", 2));
+    assert!(!edit_distance_at_most("", "ClientIntents", 2));
+    assert!(!edit_distance_at_most(&"x".repeat(100_000), "ClientIntents", 2));
+}
