@@ -12,7 +12,7 @@ source scripts/lib.sh
 
 seconds="${1:-60}"
 shift || true
-# `ingest` needs mapper_server::ingest::check_batch(&ReportRequest, now_ms) to be public.
+
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
     targets=(inventory intents dns ingest)
