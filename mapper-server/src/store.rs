@@ -1,20 +1,25 @@
 //! The edge store: one edge per (client, server) with ports, counts per
-//! observing side and first/last seen, in memory (dashmap, for queries) and in
-//! redb on disk (for restarts).
+//! observing side and first/last seen, in memory (an ordered map under a
+//! read-write lock, for queries) and in redb on disk (for restarts).
 //!
 //! A batch is applied in one redb write transaction that also records the
 //! batch's (node, boot id) → sequence; the transaction commits (fsync) before
 //! the caller acknowledges. A resent batch finds its sequence recorded and
 //! changes nothing. Batches are applied one at a time (a mutex), so the
 //! in-memory map is updated in commit order.
+//!
+//! Queries read the map in pages ([`EdgeStore::scan`]): each page is a range
+//! after the last key of the previous one, taken under a short read lock, so a
+//! query of the whole map never holds the writer off for long and never copies
+//! the whole map.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
+    ops::Bound,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
-use dashmap::DashMap;
 use mapper_cluster::Peer;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -169,7 +174,7 @@ pub enum Applied {
 #[derive(Debug)]
 pub struct EdgeStore {
     db: Database,
-    edges: DashMap<EdgeKey, EdgeState>,
+    edges: RwLock<BTreeMap<EdgeKey, EdgeState>>,
     write: Mutex<()>,
     path: PathBuf,
 }
@@ -191,7 +196,7 @@ impl EdgeStore {
             txn.open_table(AGENTS)?;
         }
         txn.commit()?;
-        let edges = DashMap::new();
+        let mut edges = BTreeMap::new();
         {
             let read = db.begin_read()?;
             let table = read.open_table(EDGES)?;
@@ -202,7 +207,17 @@ impl EdgeStore {
                 edges.insert(key, state);
             }
         }
-        Ok(Self { db, edges, write: Mutex::new(()), path })
+        Ok(Self { db, edges: RwLock::new(edges), write: Mutex::new(()), path })
+    }
+
+    /// The map, for reading (a panicked writer left it consistent: it only inserts committed
+    /// edges).
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<EdgeKey, EdgeState>> {
+        self.edges.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_map(&self) -> RwLockWriteGuard<'_, BTreeMap<EdgeKey, EdgeState>> {
+        self.edges.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where the store lives.
@@ -234,11 +249,9 @@ impl EdgeStore {
                     continue;
                 }
                 agents.insert(b.agent, b.sequence)?;
+                let map = self.read();
                 for obs in b.observations {
-                    merged
-                        .entry(&obs.key)
-                        .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
-                        .add(obs);
+                    merged.entry(&obs.key).or_insert_with(|| map.get(&obs.key).cloned().unwrap_or_default()).add(obs);
                 }
                 results.push(Applied::New);
             }
@@ -255,8 +268,9 @@ impl EdgeStore {
             return Ok(results);
         }
         txn.commit()?;
+        let mut map = self.write_map();
         for (k, v) in merged {
-            self.edges.insert(k.clone(), v);
+            map.insert(k.clone(), v);
         }
         Ok(results)
     }
@@ -268,17 +282,42 @@ impl EdgeStore {
 
     /// Copies of the edges `keep` accepts (the others are not copied).
     pub fn edges_where(&self, keep: impl Fn(&EdgeKey, &EdgeState) -> bool) -> Vec<(EdgeKey, EdgeState)> {
-        self.edges.iter().filter(|e| keep(e.key(), e.value())).map(|e| (e.key().clone(), e.value().clone())).collect()
+        self.read().iter().filter(|(k, s)| keep(k, s)).map(|(k, s)| (k.clone(), s.clone())).collect()
+    }
+
+    /// One page of a scan in key order: visits at most `max` edges after `after` (from the
+    /// first when `None`) under one read lock, stopping early when `visit` returns false.
+    /// Returns the last key visited, to pass as `after` for the next page; `None` when no edge
+    /// was left.
+    pub fn scan(
+        &self,
+        after: Option<&EdgeKey>,
+        max: usize,
+        mut visit: impl FnMut(&EdgeKey, &EdgeState) -> bool,
+    ) -> Option<EdgeKey> {
+        let map = self.read();
+        let range = match after {
+            Some(k) => map.range::<EdgeKey, _>((Bound::Excluded(k), Bound::Unbounded)),
+            None => map.range::<EdgeKey, _>(..),
+        };
+        let mut last = None;
+        for (k, s) in range.take(max.max(1)) {
+            last = Some(k);
+            if !visit(k, s) {
+                break;
+            }
+        }
+        last.cloned()
     }
 
     /// Number of edges.
     pub fn len(&self) -> usize {
-        self.edges.len()
+        self.read().len()
     }
 
     /// Whether there is no edge.
     pub fn is_empty(&self) -> bool {
-        self.edges.is_empty()
+        self.read().is_empty()
     }
 
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).
@@ -288,8 +327,9 @@ impl EdgeStore {
         txn.delete_table(EDGES)?;
         txn.open_table(EDGES)?;
         txn.commit()?;
-        let n = self.edges.len();
-        self.edges.clear();
+        let mut map = self.write_map();
+        let n = map.len();
+        map.clear();
         Ok(n)
     }
 
@@ -297,7 +337,7 @@ impl EdgeStore {
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let old: Vec<EdgeKey> =
-            self.edges.iter().filter(|e| e.value().last_seen_ms < cutoff_ms).map(|e| e.key().clone()).collect();
+            self.read().iter().filter(|(_, s)| s.last_seen_ms < cutoff_ms).map(|(k, _)| k.clone()).collect();
         if old.is_empty() {
             return Ok(0);
         }
@@ -309,8 +349,9 @@ impl EdgeStore {
             }
         }
         txn.commit()?;
+        let mut map = self.write_map();
         for k in &old {
-            self.edges.remove(k);
+            map.remove(k);
         }
         Ok(old.len())
     }
