@@ -4,7 +4,11 @@
 #   - flows ingested per second over gRPC on loopback, with 1 and 200 concurrent
 #     agent streams (batches/s, p50/p99 batch latency);
 #   - resolution cost per flow (resolve_local + resolve_remote);
-#   - memory per 100k edges in the edge store (RSS) and the redb file's size.
+#   - memory per 100k edges in the edge store (RSS) and the redb file's size;
+#   - reading a large map end to end (cli/benches/query.rs): time and peak RSS of
+#     the server and of `mapper export`, `list`, `audit -n` at 100 000 and
+#     1 000 000 edges (BENCH_QUERY_SMALL=1: 100 000 only; BENCH_QUERY_EDGES=N,M
+#     picks the sizes), and `visualize --format svg` at its size limit.
 # Sizes can be changed through BENCH_* variables (see mapper-server/benches/ingest.rs);
 # BENCH_DIR picks where the temporary stores live (each batch is an fsync).
 set -euo pipefail
@@ -13,3 +17,5 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 step "benchmarking mapper-server (builds first; the run takes a minute or two)"
 cargo bench -p mapper-server --bench ingest
+step "benchmarking reads of a large map (builds first; 1 000 000 edges take a few minutes)"
+cargo bench -p mapper-cli --bench query

@@ -183,5 +183,17 @@ fn main() {
             "commands": commands,
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&json!({ "query": runs })).expect("serialise the report"));
+    // `visualize --format svg` at its size limit (and below): the layout's cost.
+    let mut svg = Vec::new();
+    for edges in [100, 200] {
+        let dir = tempfile::tempdir_in(&base).expect("temporary directory");
+        generate::write_store(dir.path(), edges, now_ms() - 60_000);
+        let (server, _) = start_server(&bin, dir.path());
+        progress(&format!("{edges} edges: mapper visualize --format svg"));
+        let mut run = measure(&server, dir.path(), &["visualize", "--format", "svg"], None);
+        run["edges"] = json!(edges);
+        svg.push(run);
+    }
+    let report = json!({ "query": runs, "visualize_svg": svg });
+    println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));
 }

@@ -331,7 +331,10 @@ fn counts_text(established: u64, failed: u64) -> String {
 }
 
 fn sum<'a>(edges: impl IntoIterator<Item = &'a Edge>) -> (u64, u64, i64) {
-    edges.into_iter().fold((0, 0, 0), |(e, f, l), x| (e + x.established, f + x.failed, l.max(x.last_seen_ms)))
+    // Saturating: counts near u64::MAX are possible values of the server's.
+    edges.into_iter().fold((0, 0, 0), |(e, f, l), x| {
+        (e.saturating_add(x.established), f.saturating_add(x.failed), l.max(x.last_seen_ms))
+    })
 }
 
 /// What a line of the table or of the Markdown says of a target.

@@ -308,3 +308,98 @@ impl Query for QueryService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mapper_cluster::Workload;
+
+    use super::*;
+    use crate::store::{Observation, Proto, Side};
+
+    fn store_of(n: usize) -> (tempfile::TempDir, EdgeStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EdgeStore::open(dir.path()).expect("open");
+        let observations: Vec<Observation> = (0..n)
+            .map(|i| Observation {
+                key: EdgeKey {
+                    client: Peer::Workload(Workload::new(
+                        format!("c{}", i % 97),
+                        format!("team{}", i % 3),
+                        "Deployment",
+                    )),
+                    server: Peer::Workload(Workload::new(format!("s{i}"), "team9", "Deployment")),
+                },
+                side: Side::Client,
+                port: 8080,
+                proto: Proto::Tcp,
+                established: 1,
+                failed: 0,
+                first_seen_ms: 1,
+                last_seen_ms: 1 + i as i64,
+                dns_names: vec![],
+                via_service: None,
+            })
+            .collect();
+        store.apply("n/b", 1, &observations).expect("apply");
+        (dir, store)
+    }
+
+    #[test]
+    fn pages_are_bounded_sorted_and_complete() {
+        let (_dir, store) = store_of(5000);
+        let snap = Snapshot::default();
+        let filter = EdgeFilter::default();
+        let mut pages = Vec::new();
+        scan_pages(&store, &snap, &filter, 10_000, None, |p| {
+            pages.push(p);
+            true
+        })
+        .expect("scan");
+        let largest = pages.iter().flatten().map(|e| 2 + e.encoded_len()).max().unwrap_or(0);
+        for p in &pages {
+            let bytes = pb::ListEdgesResponse { edges: p.clone() }.encoded_len();
+            assert!(!p.is_empty() && bytes < 10_000 + largest, "a page of {bytes} bytes");
+        }
+        let edges: Vec<pb::Edge> = pages.into_iter().flatten().collect();
+        let expected: Vec<pb::Edge> = store.edges().iter().map(|(k, s)| edge_to_pb(k, s)).collect();
+        assert_eq!(edges.len(), 5000);
+        assert!(edges == expected, "pages differ from the map in key order");
+    }
+
+    #[test]
+    fn filters_apply_while_scanning_and_limits_stop_it() {
+        let (_dir, store) = store_of(5000);
+        let snap = Snapshot::default();
+        let request = pb::ListEdgesRequest {
+            client_namespaces: vec!["team1".into()],
+            client_workloads: vec!["c1.team1".into(), "c4.team1".into()],
+            since_ms: 2500,
+            ..Default::default()
+        };
+        let filter = EdgeFilter::from_request(&request).expect("valid");
+        let mut got = Vec::new();
+        scan_pages(&store, &snap, &filter, PAGE_BYTES, None, |p| {
+            got.extend(p);
+            true
+        })
+        .expect("scan");
+        let wanted = store.edges_where(|k, s| {
+            let Peer::Workload(c) = &k.client else { return false };
+            (c.name == "c1" || c.name == "c4") && c.namespace == "team1" && s.last_seen_ms >= 2500
+        });
+        assert!(!wanted.is_empty());
+        assert_eq!(got, wanted.iter().map(|(k, s)| edge_to_pb(k, s)).collect::<Vec<_>>());
+
+        let all = EdgeFilter::default();
+        assert_eq!(scan_pages(&store, &snap, &all, PAGE_BYTES, Some(10_000), |_| true), Err(Stop::TooLarge(10_000)));
+        let mut sent = 0;
+        let gone = scan_pages(&store, &snap, &all, 1_000, None, |_| {
+            sent += 1;
+            false
+        });
+        assert_eq!((gone, sent), (Err(Stop::Gone), 1), "a reader that went away stops the scan");
+        let bad = pb::ListEdgesRequest { client_workloads: vec!["c1".into()], ..Default::default() };
+        let err = EdgeFilter::from_request(&bad).err().map(|s| s.message().to_owned()).unwrap_or_default();
+        assert_eq!(err, "client_workloads \"c1\": expected NAME.NAMESPACE");
+    }
+}
