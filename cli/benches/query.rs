@@ -144,6 +144,18 @@ fn main() {
     };
     let bin = server_bin();
     let base = std::env::var_os("BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    // `visualize --format svg` at its size limit (and below): the layout's cost.
+    let mut svg = Vec::new();
+    for edges in [100, 200] {
+        let dir = tempfile::tempdir_in(&base).expect("temporary directory");
+        generate::write_store(dir.path(), edges, now_ms() - 60_000);
+        let (server, _) = start_server(&bin, dir.path());
+        progress(&format!("{edges} edges: mapper visualize --format svg"));
+        let mut run = measure(&server, dir.path(), &["visualize", "--format", "svg"], None);
+        run["edges"] = json!(edges);
+        progress(&format!("visualize svg: {run}"));
+        svg.push(run);
+    }
     let mut runs = Vec::new();
     for edges in sizes {
         let dir = tempfile::tempdir_in(&base).expect("temporary directory");
@@ -153,6 +165,9 @@ fn main() {
         let write_s = started.elapsed().as_secs_f64();
         let (server, start_s) = start_server(&bin, dir.path());
         let server_rss_mb = status_kb(server.child.id(), "VmRSS:") / 1024;
+        progress(&format!(
+            "{edges} edges: store written in {write_s:.1} s, server up in {start_s:.2} s, {server_rss_mb} MB"
+        ));
         let declared = dir.path().join("declared.yaml");
         std::fs::write(
             &declared,
@@ -172,7 +187,9 @@ fn main() {
             ),
         ] {
             progress(&format!("{edges} edges: mapper {}", args.join(" ")));
-            commands.insert(name.to_owned(), measure(&server, dir.path(), &args, stdin));
+            let figures = measure(&server, dir.path(), &args, stdin);
+            progress(&format!("{edges} edges: {name}: {figures}"));
+            commands.insert(name.to_owned(), figures);
         }
         runs.push(json!({
             "edges": edges,
@@ -182,17 +199,6 @@ fn main() {
             "server_rss_after_start_mb": server_rss_mb,
             "commands": commands,
         }));
-    }
-    // `visualize --format svg` at its size limit (and below): the layout's cost.
-    let mut svg = Vec::new();
-    for edges in [100, 200] {
-        let dir = tempfile::tempdir_in(&base).expect("temporary directory");
-        generate::write_store(dir.path(), edges, now_ms() - 60_000);
-        let (server, _) = start_server(&bin, dir.path());
-        progress(&format!("{edges} edges: mapper visualize --format svg"));
-        let mut run = measure(&server, dir.path(), &["visualize", "--format", "svg"], None);
-        run["edges"] = json!(edges);
-        svg.push(run);
     }
     let report = json!({ "query": runs, "visualize_svg": svg });
     println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));
