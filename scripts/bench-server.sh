@@ -7,7 +7,11 @@
 #   - memory per 100k edges in the edge store (RSS) and the redb file's size;
 #   - a generated 150 000-pod cluster: load and reload time, RSS (cluster state per pod);
 #   - RSS and store bytes per edge at 100k and 1M edges, and a query's peak given back.
-# BENCH_PARTS=cluster (or edges, memory, ingest) runs one part.
+#   - reading a large map end to end (cli/benches/query.rs): time and peak RSS of
+#     the server and of `mapper export`, `list`, `audit -n` at 100 000 and
+#     1 000 000 edges (BENCH_QUERY_SMALL=1: 100 000 only; BENCH_QUERY_EDGES=N,M
+#     picks the sizes), and `visualize --format svg` at its size limit.
+# BENCH_PARTS=cluster (or edges, memory, retention, ingest) runs one part of the first.
 # Sizes can be changed through BENCH_* variables (see mapper-server/benches/ingest.rs);
 # BENCH_DIR picks where the temporary stores live (each batch is an fsync).
 set -euo pipefail
@@ -16,3 +20,5 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 step "benchmarking mapper-server (builds first; the run takes a minute or two)"
 cargo bench -p mapper-server --bench ingest
+step "benchmarking reads of a large map (builds first; 1 000 000 edges take a few minutes)"
+cargo bench -p mapper-cli --bench query

@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime};
 use clap::{ArgGroup, Args, ValueEnum};
 use mapper_intents::audit::{AuditReport, AuditScope, AuditTotals, ClientAudit, DeclaredDoc};
 use mapper_intents::{Edge, Target, Workload};
+use mapper_proto::v1 as pb;
 use serde_json::{Value, json};
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
 use crate::declared::{self, ReadError};
-use crate::edges::{ObservedEdge, Peer, QueryArgs, time_of, unix_ms, unix_ms_before};
+use crate::edges::{EdgeStream, ObservedEdge, Peer, QueryArgs, time_of, unix_ms, unix_ms_before};
 use crate::output;
 
 /// Table, JSON or Markdown.
@@ -192,12 +193,28 @@ async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<Vec<De
     Ok(docs)
 }
 
+/// The edges the audit needs: those of the clients in scope, chosen by the server. The window
+/// (`--since`) is applied here, not by the server: calls before it still date an unused
+/// target's last use.
+fn request(args: &AuditArgs, declared: &[DeclaredDoc], now: SystemTime) -> pb::ListEdgesRequest {
+    let mut namespaces = args.namespaces.clone();
+    if namespaces.is_empty() && args.workloads.is_empty() {
+        // The scope mapper-intents' audit takes by default: the declared documents' namespaces.
+        namespaces = declared.iter().map(|d| d.doc.client("").namespace).collect();
+        namespaces.sort();
+        namespaces.dedup();
+    }
+    let mut request = QueryArgs { namespaces, ..QueryArgs::default() }.request(now, true, false);
+    request.client_workloads = args.workloads.iter().map(|(name, ns)| format!("{name}.{ns}")).collect();
+    request
+}
+
 /// Runs `mapper audit`.
 pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let declared = read_declared(connect, args).await.map_err(AuditError::from)?;
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = QueryArgs::default().fetch(&mut mapper, true, false).await?;
     let now = SystemTime::now();
+    let edges = EdgeStream::start(&mut mapper, request(args, &declared, now), Vec::new()).await?.collect().await?;
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
     let observed = observed(&edges, window_start_ms);
     let scope = AuditScope { namespaces: args.namespaces.clone(), workloads: args.workloads.clone() };
@@ -252,7 +269,7 @@ fn findings_text(t: &AuditTotals) -> String {
 }
 
 fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(time_of(ms)).to_string()
+    crate::edges::timestamp_text(ms, false)
 }
 
 fn workload_text(w: &Workload) -> String {
@@ -314,7 +331,10 @@ fn counts_text(established: u64, failed: u64) -> String {
 }
 
 fn sum<'a>(edges: impl IntoIterator<Item = &'a Edge>) -> (u64, u64, i64) {
-    edges.into_iter().fold((0, 0, 0), |(e, f, l), x| (e + x.established, f + x.failed, l.max(x.last_seen_ms)))
+    // Saturating: counts near u64::MAX are possible values of the server's.
+    edges.into_iter().fold((0, 0, 0), |(e, f, l), x| {
+        (e.saturating_add(x.established), f.saturating_add(x.failed), l.max(x.last_seen_ms))
+    })
 }
 
 /// What a line of the table or of the Markdown says of a target.

@@ -228,6 +228,50 @@ fn normalize_url(url: &str) -> Result<String, ConnectError> {
     }
 }
 
+/// The largest message the CLI reads: a page of StreamEdges is about 1 MiB (at least one
+/// edge), so this leaves room for one very large edge, and for the single answer of an older
+/// server's ListEdges up to this size.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Turns a status into an error naming the server and what to do.
+fn status_error(address: &Address, token_file: Option<&Path>, status: &Status, what: &'static str) -> ConnectError {
+    let address = address.clone();
+    match (status.code(), token_file) {
+        (Code::Unauthenticated, None) => ConnectError::NeedsToken { address },
+        (Code::Unauthenticated, Some(path)) => {
+            ConnectError::TokenRefused { address, path: path.to_owned(), message: status.message().to_owned() }
+        }
+        (Code::Unavailable, _) => {
+            let reason = std::error::Error::source(status).map_or_else(|| status.message().to_owned(), short_reason);
+            ConnectError::Unreachable { address, reason }
+        }
+        (code, _) => ConnectError::Failed { address, what, code, message: status.message().to_owned() },
+    }
+}
+
+/// The pages of a StreamEdges answer (or the one answer of a server without StreamEdges).
+#[derive(Debug)]
+pub struct EdgePages {
+    stream: Option<tonic::Streaming<pb::ListEdgesResponse>>,
+    single: Option<Vec<pb::Edge>>,
+    address: Address,
+    token_file: Option<PathBuf>,
+}
+
+impl EdgePages {
+    /// The next page; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Vec<pb::Edge>>, ConnectError> {
+        if let Some(edges) = self.single.take() {
+            return Ok(Some(edges));
+        }
+        let Some(stream) = &mut self.stream else { return Ok(None) };
+        match stream.message().await {
+            Ok(page) => Ok(page.map(|p| p.edges)),
+            Err(status) => Err(status_error(&self.address, self.token_file.as_deref(), &status, "list the edges")),
+        }
+    }
+}
+
 /// The gRPC client with its token.
 pub type Client = QueryClient<InterceptedService<Channel, BearerAuth>>;
 
@@ -274,7 +318,8 @@ impl Mapper {
             .connect()
             .await
             .map_err(|e| ConnectError::Unreachable { address: address.clone(), reason: short_reason(&e) })?;
-        let client = QueryClient::with_interceptor(channel, BearerAuth { header });
+        let client =
+            QueryClient::with_interceptor(channel, BearerAuth { header }).max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { client, address, token_file: opts.token_file.clone(), _forward: forward })
     }
 
@@ -285,19 +330,7 @@ impl Mapper {
 
     /// Turns a status into an error naming the server and what to do.
     fn error(&self, status: &Status, what: &'static str) -> ConnectError {
-        let address = self.address.clone();
-        match (status.code(), &self.token_file) {
-            (Code::Unauthenticated, None) => ConnectError::NeedsToken { address },
-            (Code::Unauthenticated, Some(path)) => {
-                ConnectError::TokenRefused { address, path: path.clone(), message: status.message().to_owned() }
-            }
-            (Code::Unavailable, _) => {
-                let reason =
-                    std::error::Error::source(status).map_or_else(|| status.message().to_owned(), short_reason);
-                ConnectError::Unreachable { address, reason }
-            }
-            (code, _) => ConnectError::Failed { address, what, code, message: status.message().to_owned() },
-        }
+        status_error(&self.address, self.token_file.as_deref(), status, what)
     }
 
     /// The server's version and readiness.
@@ -312,6 +345,21 @@ impl Mapper {
     pub async fn list_edges(&mut self, request: pb::ListEdgesRequest) -> Result<Vec<pb::Edge>, ConnectError> {
         match self.client.list_edges(request).await {
             Ok(response) => Ok(response.into_inner().edges),
+            Err(status) => Err(self.error(&status, "list the edges")),
+        }
+    }
+
+    /// The edges matching `request`, page by page (StreamEdges; ListEdges on a server that has
+    /// no StreamEdges).
+    pub async fn stream_edges(&mut self, request: pb::ListEdgesRequest) -> Result<EdgePages, ConnectError> {
+        let (address, token_file) = (self.address.clone(), self.token_file.clone());
+        let pages = move |stream, single| EdgePages { stream, single, address, token_file };
+        match self.client.stream_edges(request.clone()).await {
+            Ok(response) => Ok(pages(Some(response.into_inner()), None)),
+            Err(status) if status.code() == Code::Unimplemented => {
+                let edges = self.list_edges(request).await?;
+                Ok(pages(None, Some(edges)))
+            }
             Err(status) => Err(self.error(&status, "list the edges")),
         }
     }

@@ -10,7 +10,7 @@ use mapper_intents::{Internet, Port, Protocol, ServiceName, Target, Workload};
 use mapper_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::connect::{ConnectError, Mapper};
+use crate::connect::{ConnectError, EdgePages, Mapper};
 
 /// One end of an edge.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -310,9 +310,108 @@ pub fn unix_ms_before(now: SystemTime, since: Duration) -> i64 {
     unix_ms(now.checked_sub(since).unwrap_or(UNIX_EPOCH))
 }
 
-/// A server timestamp (Unix milliseconds) as a time.
+/// A server timestamp (Unix milliseconds) as a time (the epoch when negative, far in the
+/// future when beyond what the system's clock can hold).
 pub fn time_of(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    let after = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    UNIX_EPOCH.checked_add(after).unwrap_or(UNIX_EPOCH + Duration::from_secs(YEAR_10000_S))
+}
+
+/// 10000-01-01T00:00:00Z in Unix seconds: RFC 3339 has four-digit years.
+const YEAR_10000_S: u64 = 253_402_300_800;
+
+/// A server timestamp as RFC 3339 (`2027-01-15T08:00:00Z`, with milliseconds when `millis`), or
+/// its number of Unix milliseconds when RFC 3339 cannot write it (before 1970 or from year
+/// 10000 on): any value the server holds is printed.
+pub fn timestamp_text(ms: i64, millis: bool) -> String {
+    match u64::try_from(ms) {
+        Ok(m) if m / 1000 < YEAR_10000_S => {
+            let t = time_of(ms);
+            if millis {
+                humantime::format_rfc3339_millis(t).to_string()
+            } else {
+                humantime::format_rfc3339_seconds(t).to_string()
+            }
+        }
+        _ => format!("{ms} ms since the Unix epoch"),
+    }
+}
+
+/// Edges as StreamEdges sends them, sorted by (client, server), read a page at a time, with
+/// `--exclude-services` left out.
+#[derive(Debug)]
+pub struct EdgeStream {
+    pages: EdgePages,
+    page: std::vec::IntoIter<pb::Edge>,
+    index: usize,
+    exclude_services: Vec<String>,
+    peeked: Option<ObservedEdge>,
+}
+
+impl EdgeStream {
+    /// Starts the stream for `request`.
+    pub async fn start(
+        mapper: &mut Mapper,
+        request: pb::ListEdgesRequest,
+        exclude_services: Vec<String>,
+    ) -> Result<Self, FetchError> {
+        let health = mapper.health().await?;
+        if !health.ready {
+            eprintln!(
+                "warning: mapper-server at {} has not synced the cluster state yet; the map may be incomplete",
+                mapper.address()
+            );
+        }
+        let pages = mapper.stream_edges(request).await?;
+        Ok(Self { pages, page: Vec::new().into_iter(), index: 0, exclude_services, peeked: None })
+    }
+
+    /// The next edge; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<ObservedEdge>, FetchError> {
+        if let Some(edge) = self.peeked.take() {
+            return Ok(Some(edge));
+        }
+        loop {
+            for edge in self.page.by_ref() {
+                let edge = ObservedEdge::from_pb(self.index, &edge)?;
+                self.index += 1;
+                if !edge.touches(&self.exclude_services) {
+                    return Ok(Some(edge));
+                }
+            }
+            match self.pages.next().await? {
+                Some(page) => self.page = page.into_iter(),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next run of edges that `same` puts together (compared with the run's first edge),
+    /// e.g. the edges of one client; `None` at the end.
+    pub async fn next_run(
+        &mut self,
+        same: impl Fn(&ObservedEdge, &ObservedEdge) -> bool,
+    ) -> Result<Option<Vec<ObservedEdge>>, FetchError> {
+        let Some(first) = self.next().await? else { return Ok(None) };
+        let mut run = vec![first];
+        while let Some(edge) = self.next().await? {
+            if !same(&run[0], &edge) {
+                self.peeked = Some(edge);
+                break;
+            }
+            run.push(edge);
+        }
+        Ok(Some(run))
+    }
+
+    /// Every remaining edge.
+    pub async fn collect(mut self) -> Result<Vec<ObservedEdge>, FetchError> {
+        let mut out = Vec::new();
+        while let Some(edge) = self.next().await? {
+            out.push(edge);
+        }
+        Ok(out)
+    }
 }
 
 impl QueryArgs {
@@ -327,7 +426,19 @@ impl QueryArgs {
             exclude_labels: self.exclude_labels.clone(),
             include_unresolved,
             include_nodes,
+            client_workloads: Vec::new(),
         }
+    }
+
+    /// Starts streaming the edges (see [`QueryArgs::fetch`]).
+    pub async fn stream(
+        &self,
+        mapper: &mut Mapper,
+        include_unresolved: bool,
+        include_nodes: bool,
+    ) -> Result<EdgeStream, FetchError> {
+        let request = self.request(SystemTime::now(), include_unresolved, include_nodes);
+        EdgeStream::start(mapper, request, self.exclude_services.clone()).await
     }
 
     /// Fetches the edges, leaving out `--exclude-services`. Warns on stderr when the server
@@ -338,22 +449,7 @@ impl QueryArgs {
         include_unresolved: bool,
         include_nodes: bool,
     ) -> Result<Vec<ObservedEdge>, FetchError> {
-        let health = mapper.health().await?;
-        if !health.ready {
-            eprintln!(
-                "warning: mapper-server at {} has not synced the cluster state yet; the map may be incomplete",
-                mapper.address()
-            );
-        }
-        let edges = mapper.list_edges(self.request(SystemTime::now(), include_unresolved, include_nodes)).await?;
-        let mut out = Vec::with_capacity(edges.len());
-        for (index, edge) in edges.iter().enumerate() {
-            let edge = ObservedEdge::from_pb(index, edge)?;
-            if !edge.touches(&self.exclude_services) {
-                out.push(edge);
-            }
-        }
-        Ok(out)
+        self.stream(mapper, include_unresolved, include_nodes).await?.collect().await
     }
 }
 

@@ -1,6 +1,7 @@
 //! `mapper export`: the observed traffic as Otterize ClientIntents, shaped the way the Otterize
 //! CLI shapes an export (mapper-intents does the shaping and the rendering).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -10,7 +11,7 @@ use mapper_intents::{ClientIntentsDoc, ExportOptions, IntentsVersion, RenderErro
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
 use crate::declared::{self, ReadError};
-use crate::edges::{ObservedEdge, QueryArgs};
+use crate::edges::{ObservedEdge, Peer, QueryArgs};
 use crate::output;
 
 /// The ClientIntents version to write.
@@ -224,44 +225,132 @@ async fn completed_documents(
     Ok(docs)
 }
 
-/// Runs `mapper export`.
+/// Where the documents go, each written as soon as it is complete (JSON, one List, is written
+/// at the end from the documents, which are much smaller than the edges they come from).
+struct DocWriter<'a> {
+    args: &'a ExportArgs,
+    sink: Option<output::Sink>,
+    json: Vec<(ClientIntentsDoc, IntentsVersion)>,
+    written: usize,
+    dropped: usize,
+}
+
+impl<'a> DocWriter<'a> {
+    fn new(args: &'a ExportArgs) -> Result<Self, Error> {
+        let sink = match (&args.output, args.output_type) {
+            (Some(dir), OutputType::Dir) => {
+                output::create_dir(dir)?;
+                None
+            }
+            (path, _) => Some(output::Sink::to(path.as_deref())?),
+        };
+        Ok(Self { args, sink, json: Vec::new(), written: 0, dropped: 0 })
+    }
+
+    fn write(&mut self, doc: ClientIntentsDoc, version: IntentsVersion) -> Result<(), Error> {
+        let mut one = vec![(doc, version)];
+        self.dropped += drop_inexpressible(&mut one);
+        let Some(doc) = one.pop() else { return Ok(()) };
+        match (&mut self.sink, self.args.format) {
+            (None, format) => {
+                let text = render(std::slice::from_ref(&doc), format)?;
+                let mut name = mapper_intents::file_name(&doc.0);
+                if format == Format::Json {
+                    name = format!("{}.json", name.trim_end_matches(".yaml"));
+                }
+                if let Some(dir) = &self.args.output {
+                    output::file(&dir.join(name), text.as_bytes())?;
+                }
+            }
+            (Some(_), Format::Json) => self.json.push(doc),
+            (Some(sink), Format::Yaml) => {
+                if self.written > 0 {
+                    sink.write(b"---\n")?;
+                }
+                sink.write(mapper_intents::render_doc_yaml(&doc.0, doc.1).map_err(ExportError::from)?.as_bytes())?;
+            }
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), Error> {
+        if let Some(mut sink) = self.sink.take() {
+            if self.args.format == Format::Json {
+                sink.write(render(&self.json, Format::Json)?.as_bytes())?;
+            }
+            sink.finish()?;
+        }
+        if self.dropped > 0 {
+            eprintln!(
+                "warning: left out {} internet target(s): v1alpha2 cannot express them (use --output-version \
+                 v1alpha3 or later to keep them)",
+                self.dropped
+            );
+        }
+        if self.written == 0 && self.args.declared.is_empty() {
+            eprintln!("No connections found.");
+        }
+        match (&self.args.output, self.args.output_type) {
+            (None, _) => {}
+            (Some(path), OutputType::SingleFile) => {
+                eprintln!("Wrote {} ClientIntents to {}", self.written, path.display());
+            }
+            (Some(dir), OutputType::Dir) => {
+                eprintln!("Wrote {} ClientIntents files to {}", self.written, dir.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether two edges' clients get their documents together: the same workload name and
+/// namespace (two kinds of one name share it and are told apart by the document's name).
+fn same_document_group(a: &ObservedEdge, b: &ObservedEdge) -> bool {
+    match (&a.client, &b.client) {
+        (Peer::Workload { name, namespace, .. }, Peer::Workload { name: n, namespace: ns, .. }) => {
+            name == n && namespace == ns
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// Runs `mapper export`. Without `--declared`, the edges are read a client at a time (the server
+/// sends them sorted by client) and each client's document is written once no later client can
+/// sort before it, in the order a whole-map export has.
 pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> {
     let mut mapper = Mapper::connect(connect).await?;
     let version = IntentsVersion::from(args.output_version);
-    let mut docs = if args.declared.is_empty() {
-        let edges = args.query.fetch(&mut mapper, !args.exclude_internet, false).await?;
-        documents(&edges, args).into_iter().map(|d| (d, version)).collect()
-    } else {
-        completed_documents(&mut mapper, args).await?
-    };
-    let dropped = drop_inexpressible(&mut docs);
-    if dropped > 0 {
-        eprintln!(
-            "warning: left out {dropped} internet target(s): v1alpha2 cannot express them (use --output-version \
-             v1alpha3 or later to keep them)"
-        );
-    }
-    if docs.is_empty() && args.declared.is_empty() {
-        eprintln!("No connections found.");
-    }
-    match (&args.output, args.output_type) {
-        (None, _) => output::stdout(render(&docs, args.format)?.as_bytes())?,
-        (Some(path), OutputType::SingleFile) => {
-            output::file(path, render(&docs, args.format)?.as_bytes())?;
-            eprintln!("Wrote {} ClientIntents to {}", docs.len(), path.display());
+    if !args.declared.is_empty() {
+        let docs = completed_documents(&mut mapper, args).await?;
+        let mut writer = DocWriter::new(args)?;
+        for (doc, version) in docs {
+            writer.write(doc, version)?;
         }
-        (Some(dir), OutputType::Dir) => {
-            output::create_dir(dir)?;
-            for doc in &docs {
-                let text = render(std::slice::from_ref(doc), args.format)?;
-                let mut name = mapper_intents::file_name(&doc.0);
-                if args.format == Format::Json {
-                    name = format!("{}.json", name.trim_end_matches(".yaml"));
+        return writer.finish();
+    }
+    let mut edges = args.query.stream(&mut mapper, !args.exclude_internet, false).await?;
+    let mut writer = DocWriter::new(args)?;
+    // Documents sort by (name, namespace, kind); a client's documents are named after it (or
+    // NAME-KIND), so once clients named N arrive, no later document sorts before N.
+    let mut pending: BTreeMap<(String, Option<String>, Option<String>, usize), ClientIntentsDoc> = BTreeMap::new();
+    let mut seq = 0usize;
+    while let Some(run) = edges.next_run(same_document_group).await? {
+        if let Peer::Workload { name, .. } = &run[0].client {
+            while let Some(entry) = pending.first_entry() {
+                if entry.key().0.as_str() >= name.as_str() {
+                    break;
                 }
-                output::file(&dir.join(name), text.as_bytes())?;
+                writer.write(entry.remove(), version)?;
             }
-            eprintln!("Wrote {} ClientIntents files to {}", docs.len(), dir.display());
+        }
+        for doc in documents(&run, args) {
+            pending.insert((doc.name.clone(), doc.namespace.clone(), doc.client_kind.clone(), seq), doc);
+            seq += 1;
         }
     }
-    Ok(())
+    while let Some((_, doc)) = pending.pop_first() {
+        writer.write(doc, version)?;
+    }
+    writer.finish()
 }

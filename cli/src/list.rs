@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
-use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text, time_of};
+use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text};
 use crate::output;
 
 /// Text or JSON.
@@ -77,7 +77,7 @@ pub struct ClientCalls {
 }
 
 fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(time_of(ms)).to_string()
+    crate::edges::timestamp_text(ms, true)
 }
 
 /// Groups edges by client; clients and calls sorted by name, then namespace.
@@ -144,21 +144,46 @@ pub fn keep(edges: Vec<ObservedEdge>, include_unresolved: bool) -> Vec<ObservedE
         .collect()
 }
 
-/// Runs `mapper list`.
+/// One client's calls as an element of the JSON array [`render_json`] writes (indented the same).
+fn json_element(client: &ClientCalls) -> String {
+    // As in render_json: serialization cannot fail.
+    let text = serde_json::to_string_pretty(client).unwrap_or_default();
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for line in text.lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.pop();
+    out
+}
+
+/// Runs `mapper list`: each client's block is written as soon as its edges have arrived (the
+/// server sends them sorted by client), so memory holds one client's edges, not the map.
 pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = args.query.fetch(&mut mapper, true, args.include_nodes).await?;
-    let clients = group(&keep(edges, args.include_unresolved));
-    let text = match args.format {
-        Format::Text => {
-            if clients.is_empty() {
-                eprintln!("No connections found.");
-            }
-            render_text(&clients)
+    let mut edges = args.query.stream(&mut mapper, true, args.include_nodes).await?;
+    let mut out = output::Sink::stdout();
+    let mut clients = 0usize;
+    while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
+        for client in group(&keep(run, args.include_unresolved)) {
+            let text = match args.format {
+                Format::Text => render_text(std::slice::from_ref(&client)),
+                Format::Json => format!("{}{}", if clients == 0 { "[\n" } else { ",\n" }, json_element(&client)),
+            };
+            out.write(text.as_bytes())?;
+            clients += 1;
         }
-        Format::Json => render_json(&clients),
-    };
-    output::stdout(text.as_bytes())?;
+        if out.is_closed() {
+            break;
+        }
+    }
+    match args.format {
+        Format::Text if clients == 0 => eprintln!("No connections found."),
+        Format::Text => {}
+        Format::Json => out.write(if clients == 0 { b"[]\n" } else { b"\n]\n" })?,
+    }
+    out.finish()?;
     Ok(())
 }
 
@@ -214,6 +239,32 @@ mod tests {
         ];
         assert!(keep(edges.clone(), false).is_empty());
         assert_eq!(keep(edges, true).len(), 2);
+    }
+
+    #[test]
+    fn json_written_a_client_at_a_time_is_render_json() {
+        let edges = vec![
+            edge(workload("a", "n", "Deployment"), Peer::ApiServer, &[443], 2, 0),
+            edge(workload("b", "n", "Deployment"), workload("a", "n", "Deployment"), &[80], 1, 0),
+        ];
+        let clients = group(&edges);
+        let elements: Vec<String> = clients.iter().map(json_element).collect();
+        assert_eq!(format!("[\n{}\n]\n", elements.join(",\n")), render_json(&clients));
+    }
+
+    #[test]
+    fn timestamps_rfc3339_cannot_write_are_printed_as_numbers() {
+        let mut e = edge(workload("a", "n", "Deployment"), Peer::ApiServer, &[443], 2, 0);
+        for ms in [i64::MAX, 253_402_300_800_000, -1, i64::MIN] {
+            e.first_seen_ms = ms;
+            e.last_seen_ms = ms;
+            let clients = group(std::slice::from_ref(&e));
+            assert_eq!(clients[0].calls[0].last_seen, format!("{ms} ms since the Unix epoch"));
+            let _ = render_json(&clients);
+            let _ = render_text(&clients);
+        }
+        e.last_seen_ms = 253_402_300_799_999;
+        assert_eq!(group(std::slice::from_ref(&e))[0].calls[0].last_seen, "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

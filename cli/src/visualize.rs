@@ -63,7 +63,8 @@ pub struct VisualizeArgs {
     /// Which edges.
     #[command(flatten)]
     pub query: QueryArgs,
-    /// Output format [default: from the -o extension (.dot, .mmd, .svg, .png), else dot].
+    /// Output format [default: from the -o extension (.dot, .mmd, .svg, .png), else dot]. svg
+    /// and png lay out at most 200 edges (larger maps: narrow them, or use dot or mermaid).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Write to this file instead of stdout.
@@ -89,7 +90,23 @@ pub enum VisualizeError {
     /// Rasterising failed.
     #[error(transparent)]
     Png(#[from] png::PngError),
+    /// The graph is too large to lay out in reasonable time.
+    #[error(
+        "the map has {links} edges between {nodes} nodes: --format svg and png lay out at most {MAX_DRAWN_LINKS} \
+         edges (the layout's time grows with the cube of the size); narrow it with -n NAMESPACE, --server or \
+         --since, or use --format dot (render with graphviz) or mermaid"
+    )]
+    TooLarge {
+        /// Edges in the graph.
+        links: usize,
+        /// Nodes in the graph.
+        nodes: usize,
+    },
 }
+
+/// The most edges `--format svg` and `png` lay out: the layout's time grows roughly with the
+/// cube of the graph's size, and this many take a few seconds.
+pub const MAX_DRAWN_LINKS: usize = 200;
 
 impl VisualizeError {
     /// Whether the command line is at fault: exit status 2.
@@ -225,6 +242,9 @@ pub fn render(graph: &Graph, format: Format) -> Result<Vec<u8>, VisualizeError> 
     match format {
         Format::Dot => Ok(dot::render(graph).into_bytes()),
         Format::Mermaid => Ok(mermaid::render(graph).into_bytes()),
+        Format::Svg | Format::Png if graph.links.len() > MAX_DRAWN_LINKS => {
+            Err(VisualizeError::TooLarge { links: graph.links.len(), nodes: graph.nodes.len() })
+        }
         Format::Svg => Ok(draw::svg(graph)?.into_bytes()),
         Format::Png => Ok(png::png(&draw::svg(graph)?)?),
     }

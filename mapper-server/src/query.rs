@@ -1,11 +1,20 @@
 //! The Query service: edges for the CLI, filtered; reset; health.
+//!
+//! Edges are read from the store in key order (client, then server), a chunk at a time under
+//! a short read lock ([`EdgeStore::scan`]), filtered, and sent in pages of at most
+//! [`PAGE_BYTES`] encoded: `StreamEdges` never builds the whole answer, and a reader that stops
+//! reading holds at most [`QUEUED_PAGES`] pages. `ListEdges` answers in one message, up to
+//! [`LIST_LIMIT_BYTES`].
 
 use std::sync::Arc;
 
 use mapper_cluster::{ClusterHandle, Peer, Snapshot};
 use mapper_proto::v1::{self as pb, query_server::Query};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::{
     ingest::ip_to_bytes,
@@ -62,10 +71,79 @@ pub fn edge_to_pb(k: &EdgeKey, s: &EdgeState) -> pb::Edge {
     }
 }
 
-/// What `ListEdges` asked for, checked.
+/// Encoded bytes of edges in one page of `StreamEdges` at most (a page holds at least one
+/// edge): well under gRPC's default 4 MiB receive limit.
+pub const PAGE_BYTES: usize = 1 << 20;
+/// The largest `ListEdges` answer, encoded: what a client with gRPC's default 4 MiB receive
+/// limit can read.
+pub const LIST_LIMIT_BYTES: usize = 4_000_000;
+/// Pages queued for a reader that is slower than the scan.
+pub const QUEUED_PAGES: usize = 2;
+/// Edges visited under one read lock of the store.
+const SCAN_CHUNK: usize = 2048;
+
+/// Why a scan stopped before the end.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// The reader went away.
+    Gone,
+    /// The answer would exceed this many bytes.
+    TooLarge(usize),
+}
+
+/// Reads the edges `filter` keeps in key order, in pages of at most `page_bytes` encoded, and
+/// hands each to `send` (false: stop). With `limit`, stops with [`Stop::TooLarge`] once the
+/// pages sent and the current one together exceed it.
+fn scan_pages(
+    store: &EdgeStore,
+    snap: &Snapshot,
+    filter: &EdgeFilter,
+    page_bytes: usize,
+    limit: Option<usize>,
+    mut send: impl FnMut(Vec<pb::Edge>) -> bool,
+) -> Result<(), Stop> {
+    let mut after: Option<EdgeKey> = None;
+    let mut page = Vec::new();
+    let mut bytes = 0usize;
+    let mut total = 0usize;
+    loop {
+        let mut full = false;
+        let last = store.scan(after.as_ref(), SCAN_CHUNK, |k, s| {
+            if filter.matches(snap, k, s) {
+                let edge = edge_to_pb(k, s);
+                let len = edge.encoded_len();
+                // The field's tag, the length, the edge.
+                let size = 1 + prost::length_delimiter_len(len) + len;
+                bytes += size;
+                total += size;
+                page.push(edge);
+                full = bytes >= page_bytes || limit.is_some_and(|l| total > l);
+            }
+            !full
+        });
+        if let Some(l) = limit.filter(|l| total > *l) {
+            return Err(Stop::TooLarge(l));
+        }
+        let done = last.is_none();
+        if (full || done) && !page.is_empty() {
+            if !send(std::mem::take(&mut page)) {
+                return Err(Stop::Gone);
+            }
+            bytes = 0;
+        }
+        if done {
+            return Ok(());
+        }
+        after = last;
+    }
+}
+
+/// What `ListEdges` and `StreamEdges` asked for, checked.
 #[derive(Debug, Default)]
 pub struct EdgeFilter {
     pub client_namespaces: Vec<String>,
+    /// Client workloads as (name, namespace); all when empty.
+    pub client_workloads: Vec<(String, String)>,
     pub server: Option<(String, String)>,
     pub since_ms: i64,
     pub exclude_labels: Vec<(String, String)>,
@@ -77,16 +155,16 @@ pub struct EdgeFilter {
 impl EdgeFilter {
     /// Validates a request.
     pub fn from_request(r: &pb::ListEdgesRequest) -> Result<Self, Status> {
-        let server = if r.server.is_empty() {
-            None
-        } else {
-            let (name, ns) = r
-                .server
+        let name_ns = |field: &str, value: &str| {
+            value
                 .split_once('.')
                 .filter(|(n, ns)| !n.is_empty() && !ns.is_empty() && !ns.contains('.'))
-                .ok_or_else(|| Status::invalid_argument(format!("server {:?}: expected NAME.NAMESPACE", r.server)))?;
-            Some((name.to_string(), ns.to_string()))
+                .map(|(n, ns)| (n.to_string(), ns.to_string()))
+                .ok_or_else(|| Status::invalid_argument(format!("{field} {value:?}: expected NAME.NAMESPACE")))
         };
+        let server = if r.server.is_empty() { None } else { Some(name_ns("server", &r.server)?) };
+        let client_workloads =
+            r.client_workloads.iter().map(|w| name_ns("client_workloads", w)).collect::<Result<Vec<_>, _>>()?;
         for l in &r.exclude_labels {
             if l.key.is_empty() {
                 return Err(Status::invalid_argument("exclude_labels: a label with an empty key"));
@@ -94,6 +172,7 @@ impl EdgeFilter {
         }
         Ok(Self {
             client_namespaces: r.client_namespaces.clone(),
+            client_workloads,
             server,
             since_ms: r.since_ms,
             exclude_labels: r.exclude_labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),
@@ -129,6 +208,12 @@ impl EdgeFilter {
                 return false;
             }
         }
+        if !self.client_workloads.is_empty() {
+            let Peer::Workload(c) = &k.client else { return false };
+            if !self.client_workloads.iter().any(|(n, ns)| n == &c.name && ns == &c.namespace) {
+                return false;
+            }
+        }
         if let Some((name, ns)) = &self.server {
             let hit = match &k.server {
                 Peer::Workload(w) => &w.name == name && &w.namespace == ns,
@@ -154,15 +239,52 @@ pub struct QueryService {
 
 #[tonic::async_trait]
 impl Query for QueryService {
+    type StreamEdgesStream = ReceiverStream<Result<pb::ListEdgesResponse, Status>>;
+
+    async fn stream_edges(
+        &self,
+        request: Request<pb::ListEdgesRequest>,
+    ) -> Result<Response<Self::StreamEdgesStream>, Status> {
+        let filter = EdgeFilter::from_request(request.get_ref())?;
+        let snap = self.cluster.snapshot();
+        let store = self.store.clone();
+        let (tx, rx) = mpsc::channel(QUEUED_PAGES);
+        tokio::task::spawn_blocking(move || {
+            let mut pages = 0usize;
+            let outcome = scan_pages(&store, &snap, &filter, PAGE_BYTES, None, |edges| {
+                pages += 1;
+                tx.blocking_send(Ok(pb::ListEdgesResponse { edges })).is_ok()
+            });
+            debug!(pages, stopped = ?outcome.err(), "edges streamed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn list_edges(
         &self,
         request: Request<pb::ListEdgesRequest>,
     ) -> Result<Response<pb::ListEdgesResponse>, Status> {
         let filter = EdgeFilter::from_request(request.get_ref())?;
         let snap = self.cluster.snapshot();
-        let mut edges: Vec<(EdgeKey, EdgeState)> = self.store.edges_where(|k, s| filter.matches(&snap, k, s));
-        edges.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Response::new(pb::ListEdgesResponse { edges: edges.iter().map(|(k, s)| edge_to_pb(k, s)).collect() }))
+        let store = self.store.clone();
+        let edges = tokio::task::spawn_blocking(move || {
+            let mut edges = Vec::new();
+            scan_pages(&store, &snap, &filter, PAGE_BYTES, Some(LIST_LIMIT_BYTES), |page| {
+                edges.extend(page);
+                true
+            })
+            .map(|()| edges)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("list task failed: {e}")))?;
+        match edges {
+            Ok(edges) => Ok(Response::new(pb::ListEdgesResponse { edges })),
+            Err(Stop::TooLarge(limit)) => Err(Status::resource_exhausted(format!(
+                "the answer exceeds ListEdges' limit of {limit} bytes: use StreamEdges (mapper 0.2 and later do), \
+                 or narrow the request (client_namespaces, client_workloads, server, since_ms)"
+            ))),
+            Err(Stop::Gone) => Err(Status::cancelled("the request was cancelled")),
+        }
     }
 
     async fn reset(&self, _request: Request<pb::ResetRequest>) -> Result<Response<pb::ResetResponse>, Status> {
@@ -183,5 +305,100 @@ impl Query for QueryService {
             edges: self.store.len() as u64,
             flows_unresolved: self.metrics.unresolved_total.load(std::sync::atomic::Ordering::Relaxed),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mapper_cluster::Workload;
+
+    use super::*;
+    use crate::store::{Observation, Proto, Side};
+
+    fn store_of(n: usize) -> (tempfile::TempDir, EdgeStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EdgeStore::open(dir.path()).expect("open");
+        let observations: Vec<Observation> = (0..n)
+            .map(|i| Observation {
+                key: EdgeKey {
+                    client: Peer::Workload(Workload::new(
+                        format!("c{}", i % 97),
+                        format!("team{}", i % 3),
+                        "Deployment",
+                    )),
+                    server: Peer::Workload(Workload::new(format!("s{i}"), "team9", "Deployment")),
+                },
+                side: Side::Client,
+                port: 8080,
+                proto: Proto::Tcp,
+                established: 1,
+                failed: 0,
+                first_seen_ms: 1,
+                last_seen_ms: 1 + i as i64,
+                dns_names: vec![],
+                via_service: None,
+            })
+            .collect();
+        store.apply(&crate::store::AgentBoot::new("n", "b"), 1, &observations).expect("apply");
+        (dir, store)
+    }
+
+    #[test]
+    fn pages_are_bounded_sorted_and_complete() {
+        let (_dir, store) = store_of(5000);
+        let snap = Snapshot::default();
+        let filter = EdgeFilter::default();
+        let mut pages = Vec::new();
+        scan_pages(&store, &snap, &filter, 10_000, None, |p| {
+            pages.push(p);
+            true
+        })
+        .expect("scan");
+        let largest = pages.iter().flatten().map(|e| 2 + e.encoded_len()).max().unwrap_or(0);
+        for p in &pages {
+            let bytes = pb::ListEdgesResponse { edges: p.clone() }.encoded_len();
+            assert!(!p.is_empty() && bytes < 10_000 + largest, "a page of {bytes} bytes");
+        }
+        let edges: Vec<pb::Edge> = pages.into_iter().flatten().collect();
+        let expected: Vec<pb::Edge> = store.edges().iter().map(|(k, s)| edge_to_pb(k, s)).collect();
+        assert_eq!(edges.len(), 5000);
+        assert!(edges == expected, "pages differ from the map in key order");
+    }
+
+    #[test]
+    fn filters_apply_while_scanning_and_limits_stop_it() {
+        let (_dir, store) = store_of(5000);
+        let snap = Snapshot::default();
+        let request = pb::ListEdgesRequest {
+            client_namespaces: vec!["team1".into()],
+            client_workloads: vec!["c1.team1".into(), "c4.team1".into()],
+            since_ms: 2500,
+            ..Default::default()
+        };
+        let filter = EdgeFilter::from_request(&request).expect("valid");
+        let mut got = Vec::new();
+        scan_pages(&store, &snap, &filter, PAGE_BYTES, None, |p| {
+            got.extend(p);
+            true
+        })
+        .expect("scan");
+        let wanted = store.edges_where(|k, s| {
+            let Peer::Workload(c) = &k.client else { return false };
+            (c.name == "c1" || c.name == "c4") && c.namespace == "team1" && s.last_seen_ms >= 2500
+        });
+        assert!(!wanted.is_empty());
+        assert_eq!(got, wanted.iter().map(|(k, s)| edge_to_pb(k, s)).collect::<Vec<_>>());
+
+        let all = EdgeFilter::default();
+        assert_eq!(scan_pages(&store, &snap, &all, PAGE_BYTES, Some(10_000), |_| true), Err(Stop::TooLarge(10_000)));
+        let mut sent = 0;
+        let gone = scan_pages(&store, &snap, &all, 1_000, None, |_| {
+            sent += 1;
+            false
+        });
+        assert_eq!((gone, sent), (Err(Stop::Gone), 1), "a reader that went away stops the scan");
+        let bad = pb::ListEdgesRequest { client_workloads: vec!["c1".into()], ..Default::default() };
+        let err = EdgeFilter::from_request(&bad).err().map(|s| s.message().to_owned()).unwrap_or_default();
+        assert_eq!(err, "client_workloads \"c1\": expected NAME.NAMESPACE");
     }
 }

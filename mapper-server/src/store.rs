@@ -1,6 +1,6 @@
 //! The edge store: one edge per (client, server) with ports, counts per
-//! observing side and first/last seen, in memory (dashmap, for queries) and in
-//! redb on disk (for restarts).
+//! observing side and first/last seen, in memory (an ordered map under a
+//! read-write lock, for queries) and in redb on disk (for restarts).
 //!
 //! A batch is applied in one redb write transaction that also records, under
 //! the batch's (node, boot id), that its sequence was applied (see [`boots`]);
@@ -15,15 +15,15 @@
 //! the writer between them, and compacts the file when most of it is free.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
+    ops::Bound,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
-use dashmap::DashMap;
 use mapper_cluster::Peer;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -393,7 +393,7 @@ struct Writer {
 /// The edge store.
 #[derive(Debug)]
 pub struct EdgeStore {
-    edges: DashMap<EdgeKey, EdgeState>,
+    edges: RwLock<BTreeMap<EdgeKey, EdgeState>>,
     writer: Mutex<Writer>,
     path: PathBuf,
     healthy: AtomicBool,
@@ -440,9 +440,11 @@ impl EdgeStore {
             Err(e) => return Err(e),
         };
         let mut names = Names::default();
-        for mut e in edges.iter_mut() {
-            e.value_mut().share_names(&mut names);
+        let mut edges = edges;
+        for state in edges.values_mut() {
+            state.share_names(&mut names);
         }
+        let edges = RwLock::new(edges);
         Ok(Self {
             edges,
             writer: Mutex::new(Writer { db: Some(db), failed: false, unsure: Vec::new(), names }),
@@ -526,10 +528,10 @@ impl EdgeStore {
                         let mut state: EdgeState = serde_json::from_slice(v.value())
                             .map_err(|source| StoreError::Corrupt { path: self.path.clone(), source })?;
                         state.share_names(&mut w.names);
-                        self.edges.insert(key, state);
+                        self.write_map().insert(key, state);
                     }
                     None => {
-                        self.edges.remove(&key);
+                        self.write_map().remove(&key);
                     }
                 }
             }
@@ -579,7 +581,7 @@ impl EdgeStore {
                     for obs in b.observations {
                         merged
                             .entry(&obs.key)
-                            .or_insert_with(|| self.edges.get(&obs.key).map(|e| e.clone()).unwrap_or_default())
+                            .or_insert_with(|| self.read().get(&obs.key).cloned().unwrap_or_default())
                             .add(obs, names);
                     }
                     results.push(Applied::New);
@@ -599,8 +601,9 @@ impl EdgeStore {
                 }
             }
             txn.commit()?;
+            let mut map = self.write_map();
             for (k, v) in merged {
-                self.edges.insert(k.clone(), v);
+                map.insert(k.clone(), v);
             }
             Ok(results)
         })
@@ -613,30 +616,65 @@ impl EdgeStore {
 
     /// Copies of the edges `keep` accepts (the others are not copied).
     pub fn edges_where(&self, keep: impl Fn(&EdgeKey, &EdgeState) -> bool) -> Vec<(EdgeKey, EdgeState)> {
-        self.edges.iter().filter(|e| keep(e.key(), e.value())).map(|e| (e.key().clone(), e.value().clone())).collect()
+        self.read().iter().filter(|(k, s)| keep(k, s)).map(|(k, s)| (k.clone(), s.clone())).collect()
+    }
+
+    /// The map, for reading (a panicked writer left it consistent: it only inserts committed
+    /// edges).
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<EdgeKey, EdgeState>> {
+        self.edges.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_map(&self) -> RwLockWriteGuard<'_, BTreeMap<EdgeKey, EdgeState>> {
+        self.edges.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One page of a scan in key order: visits at most `max` edges after `after` (from the
+    /// first when `None`) under one read lock, stopping early when `visit` returns false.
+    /// Returns the last key visited, to pass as `after` for the next page; `None` when no edge
+    /// was left.
+    pub fn scan(
+        &self,
+        after: Option<&EdgeKey>,
+        max: usize,
+        mut visit: impl FnMut(&EdgeKey, &EdgeState) -> bool,
+    ) -> Option<EdgeKey> {
+        let map = self.read();
+        let range = match after {
+            Some(k) => map.range::<EdgeKey, _>((Bound::Excluded(k), Bound::Unbounded)),
+            None => map.range::<EdgeKey, _>(..),
+        };
+        let mut last = None;
+        for (k, s) in range.take(max.max(1)) {
+            last = Some(k);
+            if !visit(k, s) {
+                break;
+            }
+        }
+        last.cloned()
     }
 
     /// Number of edges.
     pub fn len(&self) -> usize {
-        self.edges.len()
+        self.read().len()
     }
 
     /// Whether there is no edge.
     pub fn is_empty(&self) -> bool {
-        self.edges.is_empty()
+        self.read().is_empty()
     }
 
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).
     pub fn reset(&self) -> Result<usize, StoreError> {
-        let all = || self.edges.iter().map(|e| e.key().clone()).collect();
+        let all = || self.read().keys().cloned().collect();
         self.write(all, |db, names| {
             let txn = db.begin_write()?;
             txn.delete_table(EDGES)?;
             txn.open_table(EDGES)?;
             txn.commit()?;
-            let n = self.edges.len();
-            self.edges.clear();
-            self.edges.shrink_to_fit();
+            let mut map = self.write_map();
+            let n = map.len();
+            map.clear();
             names.prune();
             Ok(n)
         })
@@ -651,14 +689,11 @@ impl EdgeStore {
             let mut merged: HashMap<&EdgeKey, EdgeState> = HashMap::new();
             let mut removed: Vec<&EdgeKey> = Vec::new();
             for (from, to) in moves.iter().filter(|(from, to)| from != to) {
-                let Some(old) = self.edges.get(from).map(|e| e.clone()) else { continue };
+                let Some(old) = self.read().get(from).cloned() else { continue };
                 if removed.contains(&from) {
                     continue;
                 }
-                merged
-                    .entry(to)
-                    .or_insert_with(|| self.edges.get(to).map(|e| e.clone()).unwrap_or_default())
-                    .merge(&old);
+                merged.entry(to).or_insert_with(|| self.read().get(to).cloned().unwrap_or_default()).merge(&old);
                 removed.push(from);
             }
             if removed.is_empty() {
@@ -675,11 +710,12 @@ impl EdgeStore {
                 }
             }
             txn.commit()?;
+            let mut map = self.write_map();
             for key in &removed {
-                self.edges.remove(*key);
+                map.remove(*key);
             }
             for (key, state) in merged {
-                self.edges.insert(key.clone(), state);
+                map.insert(key.clone(), state);
             }
             Ok(removed.len())
         })
@@ -691,7 +727,7 @@ impl EdgeStore {
     /// most of it is free space.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let old: Vec<EdgeKey> =
-            self.edges.iter().filter(|e| e.value().last_seen_ms < cutoff_ms).map(|e| e.key().clone()).collect();
+            self.read().iter().filter(|(_, s)| s.last_seen_ms < cutoff_ms).map(|(k, _)| k.clone()).collect();
         let mut removed = 0;
         for chunk in old.chunks(EXPIRE_CHUNK) {
             removed += self.write(
@@ -700,7 +736,7 @@ impl EdgeStore {
                     // Seen again since the scan: kept.
                     let still: Vec<&EdgeKey> = chunk
                         .iter()
-                        .filter(|k| self.edges.get(*k).is_some_and(|e| e.last_seen_ms < cutoff_ms))
+                        .filter(|k| self.read().get(*k).is_some_and(|e| e.last_seen_ms < cutoff_ms))
                         .collect();
                     let txn = db.begin_write()?;
                     {
@@ -710,8 +746,9 @@ impl EdgeStore {
                         }
                     }
                     txn.commit()?;
+                    let mut map = self.write_map();
                     for k in &still {
-                        self.edges.remove(*k);
+                        map.remove(*k);
                     }
                     Ok(still.len())
                 },
@@ -720,7 +757,6 @@ impl EdgeStore {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         if removed > 0 {
-            self.edges.shrink_to_fit();
             self.writer.lock().unwrap_or_else(|p| p.into_inner()).names.prune();
             self.compact_if_sparse()?;
         }

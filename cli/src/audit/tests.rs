@@ -92,3 +92,27 @@ fn workload_flags_need_a_namespace() {
     assert!(parse_workload("a").is_err());
     assert!(parse_workload("a.b.c").is_err());
 }
+
+#[test]
+fn any_count_and_timestamp_the_server_holds_is_reported_without_panicking() {
+    let text = "apiVersion: k8s.otterize.com/v1alpha3\nkind: ClientIntents\nmetadata:\n  name: transaction-service\n  \
+                namespace: team1\nspec:\n  service:\n    name: transaction-service\n  calls:\n    - name: ledger.team3\n";
+    let declared: Vec<DeclaredDoc> =
+        declared::read_text(text, "intents.yaml", "audit --declared").unwrap_or_else(|e| panic!("{e}"));
+    for at in [i64::MAX, 253_402_300_800_000, -5, i64::MIN] {
+        let mut observed = Vec::new();
+        for port in [8080, 8443] {
+            let mut e = call(Target::workload("ledger", Some("team3"), Some("Deployment")), port, u64::MAX, u64::MAX);
+            (e.first_seen_ms, e.last_seen_ms) = (at, at);
+            observed.push(e);
+        }
+        observed.push(call(Target::workload("telemetry", Some("team4"), None), 80, u64::MAX, 0));
+        observed[2].last_seen_ms = at;
+        let report = audit(&declared, &observed, &AuditScope::default(), i64::MIN);
+        let view = View { report: &report, unattributed: &BTreeMap::new(), since: None, now_ms: at };
+        let (table, json, markdown) = (view.table(false), view.json(), view.markdown());
+        assert!(table.contains(&format!("{at} ms since the Unix epoch")), "{table}");
+        assert_eq!(json["clients"][0]["covered"][0]["established"], u64::MAX, "{json}");
+        assert!(!markdown.is_empty());
+    }
+}

@@ -79,6 +79,7 @@ pub fn now_ms() -> i64 {
 /// A mapper-server process on loopback, killed on drop.
 pub struct Server {
     child: Child,
+    pub pid: u32,
     pub url: String,
     pub token: Option<String>,
     _data: tempfile::TempDir,
@@ -95,7 +96,11 @@ impl Drop for Server {
 impl Server {
     /// Starts a server on the test inventory; with `token`, every RPC needs it.
     pub fn start(token: Option<&str>) -> Server {
-        let data = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        Server::start_in(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")), token)
+    }
+
+    /// [`Server::start`] on the store in `data/db` (written beforehand, or none).
+    pub fn start_in(data: tempfile::TempDir, token: Option<&str>) -> Server {
         let port = free_port();
         let mut command = Command::new(server_bin());
         command
@@ -125,6 +130,7 @@ impl Server {
         }
         std::thread::spawn(move || for _ in log.lines() {});
         Server {
+            pid: child.id(),
             child,
             url: format!("http://127.0.0.1:{port}"),
             token: token.map(str::to_owned),
@@ -307,3 +313,4 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     path.display().to_string()
 }
+pub mod generate;

@@ -15,7 +15,6 @@ use std::{
     path::Path,
 };
 
-use dashmap::DashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use tracing::{info, warn};
 
@@ -65,7 +64,7 @@ impl Saved {
 }
 
 /// What an open reads: the database, every edge (none when not asked to load them).
-pub(super) type Loaded = (Database, DashMap<EdgeKey, EdgeState>);
+pub(super) type Loaded = (Database, std::collections::BTreeMap<EdgeKey, EdgeState>);
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -144,7 +143,7 @@ fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreEr
     if migrated > 0 {
         info!(path = %path.display(), boots = migrated, "agent sequences migrated to (node, boot id) keys");
     }
-    let edges = DashMap::new();
+    let mut edges = std::collections::BTreeMap::new();
     if load {
         let read = db.begin_read().map_err(|e| d(e.into()))?;
         let table = read.open_table(EDGES).map_err(|e| d(e.into()))?;
