@@ -36,6 +36,8 @@ for target in "${targets[@]}"; do
         esac
     fi
     # -O: an optimised build finds more per second; debug assertions stay on.
-    cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$seconds" -max_len=65536 -timeout=10 \
+    features=()
+    [ "$target" = intents ] || features=(--features "$target")
+    cargo fuzz run -O "${features[@]}" "$target" "corpus/$target" -- -max_total_time="$seconds" -max_len=65536 -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1
 done

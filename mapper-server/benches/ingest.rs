@@ -581,7 +581,9 @@ async fn run_streams(
     flows_per_batch: usize,
 ) -> Value {
     progress(&format!("ingest/{tag}: {streams} stream(s) × {batches} batches × {flows_per_batch} flows"));
-    let now = now_ms();
+    // Seen before the inventory was last looked at (it is polled once an hour here): a
+    // flow newer than the cluster state would be deferred.
+    let now = now_ms() - mapper_server::ingest::MAX_RESOLVE_WAIT_MS - 1_000;
     let barrier = Arc::new(tokio::sync::Barrier::new(streams + 1));
     let mut tasks = Vec::with_capacity(streams);
     for s in 0..streams {
@@ -680,7 +682,14 @@ async fn ingest(params: &Params, cluster: &Arc<Cluster>, handle: ClusterHandle, 
         insecure: false,
         metrics_listen: None,
         retention: Duration::from_secs(30 * 86_400),
-        limits: Default::default(),
+        // BENCH_MAX_CONCURRENT_REPORTS: the server's --max-concurrent-reports (its default otherwise).
+        limits: mapper_server::admission::Limits {
+            max_concurrent_reports: std::env::var("BENCH_MAX_CONCURRENT_REPORTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(mapper_server::admission::Limits::default().max_concurrent_reports),
+            ..Default::default()
+        },
         resolve_hold: mapper_server::reresolve::DEFAULT_HOLD,
         boot_retention: Duration::from_secs(7 * 86_400),
         max_boots: 100_000,
