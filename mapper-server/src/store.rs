@@ -49,7 +49,7 @@ const AGENTS_V1: TableDefinition<&str, u64> = TableDefinition::new("agents");
 /// Most edges one retention transaction removes (the writer is released between chunks).
 pub const EXPIRE_CHUNK: usize = 5_000;
 /// The file is compacted after a sweep when it is larger than this…
-const COMPACT_MIN_FILE_BYTES: u64 = 16 * 1024 * 1024;
+const COMPACT_MIN_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// …and its live data is less than this fraction of it.
 const COMPACT_LIVE_FRACTION: f64 = 0.25;
 
