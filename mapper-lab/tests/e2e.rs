@@ -340,10 +340,24 @@ fn realistic_cluster_end_to_end() {
     let golden = std::fs::read_to_string(format!("{ROOT}/deploy/local/golden/realistic-v2beta1.yaml")).expect("golden");
     assert_eq!(export, golden, "realistic export differs from the golden file");
 
-    let list: Value =
-        serde_json::from_str(&stack.mapper(&["list", "--format", "json", "--include-nodes"])).expect("list json");
-    let calls = calls_of(&list);
     let node = |c: &str| c.starts_with("node ");
+    let probed_servers =
+        ["catalog.shop", "payments.billing", "statsd.monitoring", "node-metrics.monitoring", "invoicer.billing"];
+    let probed_all = |calls: &[(String, String, u64)]| {
+        probed_servers.iter().all(|server| calls.iter().any(|(c, s, _)| node(c) && s.starts_with(server)))
+    };
+    // The kubelet probes once a second, so its first probe of invoicer (new in round 2) can
+    // come after round 2's traffic has been acknowledged: wait for it to be reported.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let list: Value = loop {
+        let list: Value =
+            serde_json::from_str(&stack.mapper(&["list", "--format", "json", "--include-nodes"])).expect("list json");
+        if probed_all(&calls_of(&list)) || Instant::now() > deadline {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let calls = calls_of(&list);
     let dns = "coredns.kube-system Deployment";
     let pods: Vec<(String, String, u64)> = calls.iter().filter(|(c, s, _)| !node(c) && s != dns).cloned().collect();
     let want: Vec<(String, String, u64)> = [
@@ -365,9 +379,7 @@ fn realistic_cluster_end_to_end() {
     assert!(calls.iter().all(|(c, _, _)| c != dns), "coredns as a client: {list:#}");
     // The kubelet's probes are the node's, to every probed server, never a pod's call.
     let probed: Vec<&str> = calls.iter().filter(|(c, _, _)| node(c)).map(|(_, s, _)| s.as_str()).collect();
-    for server in
-        ["catalog.shop", "payments.billing", "statsd.monitoring", "node-metrics.monitoring", "invoicer.billing"]
-    {
+    for server in probed_servers {
         assert!(probed.iter().any(|s| s.starts_with(server)), "no probe of {server} from the node: {list:#}");
     }
     // --include-dns puts the cluster DNS back.
