@@ -43,13 +43,17 @@ pub use ipnet::IpNet;
 pub use kube_source::{KubeSource, KubeSourceConfig};
 pub use snapshot::{ClusterHandle, Snapshot};
 
-/// An error and its sources, joined with ": " (for logs, where only one field is shown).
+/// An error and its sources, joined with ": " (for logs, where only one field is shown); a
+/// source whose text the message already carries is not repeated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

@@ -66,11 +66,17 @@ pub fn sweep(store: &EdgeStore, snap: &Snapshot, since_ms: i64) -> Result<usize,
     store.rekey(&moves)
 }
 
-/// Runs [`sweep`] after every published snapshot, for the life of the server.
+/// Snapshots published within this of each other are swept once, with the newest: a sweep
+/// scans the whole map, and the API source can publish several times a second.
+const SWEEP_GAP: Duration = Duration::from_secs(2);
+
+/// Runs [`sweep`] after published snapshots (at most once per [`SWEEP_GAP`], with the newest),
+/// for the life of the server.
 pub async fn run(store: Arc<EdgeStore>, cluster: ClusterHandle, metrics: Arc<Metrics>, hold: Duration) {
     let mut snapshots = cluster.subscribe();
     let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
     while snapshots.changed().await.is_ok() {
+        tokio::time::sleep(SWEEP_GAP).await;
         let snap = snapshots.borrow_and_update().clone();
         let since = now_ms().saturating_sub(hold_ms);
         let (s, sn) = (store.clone(), snap.clone());

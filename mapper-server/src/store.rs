@@ -338,20 +338,8 @@ pub enum StoreError {
     BootRecord(#[source] serde_json::Error),
 }
 
-/// `error: cause: cause…`, the whole chain (an I/O error's text names ENOSPC…).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+/// An error and its sources in one line (the one joiner of the workspace).
+pub use mapper_cluster::error_chain;
 
 /// One agent batch, resolved, as the store applies it.
 #[derive(Debug, Clone, Copy)]
@@ -687,14 +675,14 @@ impl EdgeStore {
         let touched = || moves.iter().flat_map(|(from, to)| [from.clone(), to.clone()]).collect();
         self.write(touched, |db, _| {
             let mut merged: HashMap<&EdgeKey, EdgeState> = HashMap::new();
-            let mut removed: Vec<&EdgeKey> = Vec::new();
+            let mut removed: HashSet<&EdgeKey> = HashSet::new();
             for (from, to) in moves.iter().filter(|(from, to)| from != to) {
-                let Some(old) = self.read().get(from).cloned() else { continue };
-                if removed.contains(&from) {
+                if removed.contains(from) {
                     continue;
                 }
+                let Some(old) = self.read().get(from).cloned() else { continue };
                 merged.entry(to).or_insert_with(|| self.read().get(to).cloned().unwrap_or_default()).merge(&old);
-                removed.push(from);
+                removed.insert(from);
             }
             if removed.is_empty() {
                 return Ok(0);
