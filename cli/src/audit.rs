@@ -161,15 +161,10 @@ fn observed(edges: &[ObservedEdge], window_start_ms: i64) -> Observed {
     for e in edges {
         if let Some(edge) = e.to_intents_edge() {
             out.edges.push(edge);
-        } else if let (Peer::Workload { name, namespace, kind }, Peer::Unresolved { ip, .. }) = (&e.client, &e.server)
+        } else if let (Peer::Workload(client), Peer::Unresolved { ip, .. }) = (&e.client, &e.server)
             && e.last_seen_ms >= window_start_ms
         {
-            let client = Workload {
-                name: name.clone(),
-                namespace: namespace.clone(),
-                kind: (!kind.is_empty()).then(|| kind.clone()),
-            };
-            out.unattributed.entry(client).or_default().push(ip.to_string());
+            out.unattributed.entry(client.clone()).or_default().push(ip.to_string());
         }
     }
     out
@@ -200,7 +195,7 @@ fn request(args: &AuditArgs, declared: &[DeclaredDoc], now: SystemTime) -> pb::L
     let mut namespaces = args.namespaces.clone();
     if namespaces.is_empty() && args.workloads.is_empty() {
         // The scope mapper-intents' audit takes by default: the declared documents' namespaces.
-        namespaces = declared.iter().map(|d| d.doc.client("").namespace).collect();
+        namespaces = declared.iter().map(|d| d.doc.client("").namespace.to_string()).collect();
         namespaces.sort();
         namespaces.dedup();
     }

@@ -10,87 +10,83 @@ use mapper_intents::{Internet, Port, Protocol, ServiceName, Target, Workload};
 use mapper_proto::v1 as pb;
 use serde::Serialize;
 
+pub use mapper_model::Peer;
+
 use crate::connect::{ConnectError, EdgePages, Mapper};
 
-/// One end of an edge.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// An end of an edge as the CLI shows it: the peer, with the DNS names clients resolved to its
+/// address (an outside server's; empty otherwise).
+///
+/// Written as `list` names it (`ledger in namespace team3`), and in JSON as
+/// `{"type": "workload", "name", "namespace", "kind"}`, `{"type": "external", "ip",
+/// "dns_names"}`, … (`kind` and `dns_names` left out when unknown or empty).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerView {
+    /// The peer.
+    pub peer: Peer,
+    /// DNS names clients resolved to its address, sorted and distinct.
+    pub dns_names: Vec<String>,
+}
+
+impl PeerView {
+    /// A peer with no DNS names.
+    pub fn of(peer: &Peer) -> Self {
+        Self { peer: peer.clone(), dns_names: Vec::new() }
+    }
+}
+
+/// How `list -o json` writes a peer.
+#[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Peer {
-    /// A workload (Deployment, StatefulSet, CronJob, …).
+enum PeerJson<'a> {
     Workload {
-        /// Its name.
-        name: String,
-        /// Its namespace.
-        namespace: String,
-        /// Its kind; empty when unknown.
-        #[serde(skip_serializing_if = "String::is_empty")]
-        kind: String,
+        name: &'a str,
+        namespace: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kind: Option<&'a str>,
     },
-    /// A Service with no pods behind it.
     Service {
-        /// Its name.
-        name: String,
-        /// Its namespace.
-        namespace: String,
+        name: &'a str,
+        namespace: &'a str,
     },
-    /// The Kubernetes API server.
     ApiServer,
-    /// An address outside the cluster.
     External {
-        /// The address.
         ip: IpAddr,
-        /// DNS names clients resolved to it.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        dns_names: Vec<String>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        dns_names: &'a [String],
     },
-    /// An address mapper-server could not attribute.
     Unresolved {
-        /// The address.
         ip: IpAddr,
-        /// Why (`node_ip`, `no_pod_at_time`, …).
-        reason: String,
+        reason: &'static str,
     },
-    /// A process of a node that is no pod (the kubelet's probes, node daemons).
     Node {
-        /// The node's name.
-        name: String,
+        name: &'a str,
     },
 }
 
-impl Peer {
-    /// The namespace the peer belongs to, if any.
-    pub fn namespace(&self) -> Option<&str> {
-        match self {
-            Peer::Workload { namespace, .. } | Peer::Service { namespace, .. } => Some(namespace),
-            Peer::ApiServer | Peer::External { .. } | Peer::Unresolved { .. } | Peer::Node { .. } => None,
-        }
-    }
-
-    /// The peer's own name: workload or Service name, `kubernetes`, or the address.
-    pub fn name(&self) -> String {
-        match self {
-            Peer::Workload { name, .. } | Peer::Service { name, .. } => name.clone(),
-            Peer::ApiServer => mapper_intents::model::API_SERVER_NAME.to_owned(),
-            Peer::External { ip, .. } | Peer::Unresolved { ip, .. } => ip.to_string(),
-            Peer::Node { name } => name.clone(),
-        }
-    }
-
-    /// Whether the peer is a workload or Service.
-    pub fn is_resolved(&self) -> bool {
-        !matches!(self, Peer::Unresolved { .. })
+impl Serialize for PeerView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let json = match &self.peer {
+            Peer::Workload(w) => PeerJson::Workload { name: &w.name, namespace: &w.namespace, kind: w.kind() },
+            Peer::Service { name, namespace } => PeerJson::Service { name, namespace },
+            Peer::ApiServer => PeerJson::ApiServer,
+            Peer::External { ip } => PeerJson::External { ip: *ip, dns_names: &self.dns_names },
+            Peer::Unresolved { ip, reason } => PeerJson::Unresolved { ip: *ip, reason: reason.as_str() },
+            Peer::Node { name } => PeerJson::Node { name },
+        };
+        json.serialize(s)
     }
 }
 
 /// How `list` names a peer: `ledger in namespace team3`.
-impl fmt::Display for Peer {
+impl fmt::Display for PeerView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Workload { name, namespace, .. } => write!(f, "{name} in namespace {namespace}"),
+        match &self.peer {
+            Peer::Workload(w) => write!(f, "{} in namespace {}", w.name, w.namespace),
             Peer::Service { name, namespace } => write!(f, "Service {name} in namespace {namespace}"),
             Peer::ApiServer => f.write_str("the Kubernetes API server, kubernetes.default"),
-            Peer::External { ip, dns_names } if dns_names.is_empty() => write!(f, "{ip}, outside the cluster"),
-            Peer::External { ip, dns_names } => write!(f, "{} at {ip}, outside the cluster", dns_names.join(", ")),
+            Peer::External { ip } if self.dns_names.is_empty() => write!(f, "{ip}, outside the cluster"),
+            Peer::External { ip } => write!(f, "{} at {ip}, outside the cluster", self.dns_names.join(", ")),
             Peer::Unresolved { ip, reason } => write!(f, "{ip}, unresolved: {reason}"),
             Peer::Node { name } => write!(f, "node {name} (a node process, no pod)"),
         }
@@ -103,12 +99,15 @@ pub fn ports_text(ports: &[Port]) -> String {
 }
 
 /// One (client, server) pair the server has seen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedEdge {
     /// The client.
     pub client: Peer,
     /// The server.
     pub server: Peer,
+    /// DNS names clients resolved to the server's address (an outside server's), sorted and
+    /// distinct.
+    pub dns_names: Vec<String>,
     /// Server ports seen, sorted.
     pub ports: Vec<Port>,
     /// Connections (or datagrams) established.
@@ -124,7 +123,6 @@ pub struct ObservedEdge {
     /// The server's node agent saw it.
     pub seen_by_server: bool,
     /// Services whose ClusterIP the client dialled to reach the server, sorted.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub via_services: Vec<ServiceName>,
 }
 
@@ -140,28 +138,8 @@ pub struct EdgeError {
     pub problem: String,
 }
 
-fn ip(bytes: &[u8]) -> Result<IpAddr, String> {
-    mapper_proto::addr::from_bytes(bytes)?.ok_or_else(|| "missing".to_owned())
-}
-
 fn peer(p: Option<&pb::Peer>) -> Result<Peer, String> {
-    use pb::peer::Peer as P;
-    match p.and_then(|p| p.peer.as_ref()) {
-        None => Err("missing".to_owned()),
-        Some(P::Workload(w)) => {
-            Ok(Peer::Workload { name: w.name.clone(), namespace: w.namespace.clone(), kind: w.kind.clone() })
-        }
-        Some(P::Service(s)) => Ok(Peer::Service { name: s.name.clone(), namespace: s.namespace.clone() }),
-        Some(P::ApiServer(_)) => Ok(Peer::ApiServer),
-        Some(P::External(e)) => {
-            let mut dns_names = e.dns_names.clone();
-            dns_names.sort();
-            dns_names.dedup();
-            Ok(Peer::External { ip: ip(&e.ip)?, dns_names })
-        }
-        Some(P::Unresolved(u)) => Ok(Peer::Unresolved { ip: ip(&u.ip)?, reason: u.reason.clone() }),
-        Some(P::Node(n)) => Ok(Peer::Node { name: n.name.clone() }),
-    }
+    Peer::try_from(p.unwrap_or(&pb::Peer { peer: None })).map_err(|e| e.to_string())
 }
 
 impl ObservedEdge {
@@ -186,9 +164,13 @@ impl ObservedEdge {
             .collect();
         via_services.sort();
         via_services.dedup();
+        let mut dns_names = edge.server.as_ref().map(|p| p.dns_names().to_vec()).unwrap_or_default();
+        dns_names.sort();
+        dns_names.dedup();
         Ok(Self {
             client: peer(edge.client.as_ref()).map_err(bad("client"))?,
             server: peer(edge.server.as_ref()).map_err(bad("server"))?,
+            dns_names,
             ports,
             established: edge.established,
             failed: edge.failed,
@@ -203,25 +185,20 @@ impl ObservedEdge {
     /// The edge in mapper-intents' terms: `None` when the client is not a workload or the server
     /// is unresolved (neither can be written as an intent).
     pub fn to_intents_edge(&self) -> Option<mapper_intents::Edge> {
-        let Peer::Workload { name, namespace, kind } = &self.client else { return None };
-        let client = Workload {
-            name: name.clone(),
-            namespace: namespace.clone(),
-            kind: (!kind.is_empty()).then(|| kind.clone()),
-        };
+        let Peer::Workload(client) = &self.client else { return None };
         let server = match &self.server {
-            Peer::Workload { name, namespace, kind } => {
-                Target::workload(name, Some(namespace), (!kind.is_empty()).then_some(kind.as_str()))
-            }
+            Peer::Workload(w) => Target::workload(&w.name, Some(&w.namespace), w.kind()),
             Peer::Service { name, namespace } => Target::service(name, Some(namespace)),
             Peer::ApiServer => Target::ApiServer,
-            Peer::External { ip, dns_names } => {
-                Target::Internet(Internet { domains: dns_names.clone(), ips: vec![ip.to_string()], ports: Vec::new() })
-            }
+            Peer::External { ip } => Target::Internet(Internet {
+                domains: self.dns_names.clone(),
+                ips: vec![ip.to_string()],
+                ports: Vec::new(),
+            }),
             Peer::Unresolved { .. } | Peer::Node { .. } => return None,
         };
         Some(mapper_intents::Edge {
-            client,
+            client: client.clone(),
             server,
             ports: self.ports.clone(),
             established: self.established,
@@ -235,8 +212,8 @@ impl ObservedEdge {
     /// Whether a peer of this edge is named in `--exclude-services`.
     fn touches(&self, excluded: &[String]) -> bool {
         let named = |p: &Peer| match p {
-            Peer::Workload { name, namespace, .. } | Peer::Service { name, namespace } => {
-                excluded.iter().any(|e| e == name || *e == format!("{name}.{namespace}"))
+            Peer::Workload(Workload { name, namespace, .. }) | Peer::Service { name, namespace } => {
+                excluded.iter().any(|e| **e == **name || *e == format!("{name}.{namespace}"))
             }
             Peer::ApiServer => excluded.iter().any(|e| e == "kubernetes" || e == "kubernetes.default"),
             Peer::External { .. } | Peer::Unresolved { .. } | Peer::Node { .. } => false,

@@ -308,9 +308,7 @@ impl<'a> DocWriter<'a> {
 /// namespace (two kinds of one name share it and are told apart by the document's name).
 fn same_document_group(a: &ObservedEdge, b: &ObservedEdge) -> bool {
     match (&a.client, &b.client) {
-        (Peer::Workload { name, namespace, .. }, Peer::Workload { name: n, namespace: ns, .. }) => {
-            name == n && namespace == ns
-        }
+        (Peer::Workload(a), Peer::Workload(b)) => a.name == b.name && a.namespace == b.namespace,
         (a, b) => a == b,
     }
 }
@@ -336,9 +334,9 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
     let mut pending: BTreeMap<(String, Option<String>, Option<String>, usize), ClientIntentsDoc> = BTreeMap::new();
     let mut seq = 0usize;
     while let Some(run) = edges.next_run(same_document_group).await? {
-        if let Peer::Workload { name, .. } = &run[0].client {
+        if let Peer::Workload(client) = &run[0].client {
             while let Some(entry) = pending.first_entry() {
-                if entry.key().0.as_str() >= name.as_str() {
+                if *entry.key().0 >= *client.name {
                     break;
                 }
                 writer.write(entry.remove(), version)?;

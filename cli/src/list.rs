@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
-use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text};
+use crate::edges::{ObservedEdge, Peer, PeerView, QueryArgs, ports_text};
 use crate::output;
 
 /// Text or JSON.
@@ -50,7 +50,7 @@ pub struct ListArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Call {
     /// The server.
-    pub server: Peer,
+    pub server: PeerView,
     /// Ports seen, sorted.
     pub ports: Vec<Port>,
     /// Connections established.
@@ -71,7 +71,7 @@ pub struct Call {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClientCalls {
     /// The client.
-    pub client: Peer,
+    pub client: PeerView,
     /// Its calls, sorted by server.
     pub calls: Vec<Call>,
 }
@@ -85,7 +85,7 @@ pub fn group(edges: &[ObservedEdge]) -> Vec<ClientCalls> {
     let mut by_client: BTreeMap<&Peer, Vec<Call>> = BTreeMap::new();
     for edge in edges {
         by_client.entry(&edge.client).or_default().push(Call {
-            server: edge.server.clone(),
+            server: PeerView { peer: edge.server.clone(), dns_names: edge.dns_names.clone() },
             ports: edge.ports.clone(),
             established: edge.established,
             failed: edge.failed,
@@ -99,7 +99,7 @@ pub fn group(edges: &[ObservedEdge]) -> Vec<ClientCalls> {
         .into_iter()
         .map(|(client, mut calls)| {
             calls.sort_by(|a, b| (&a.server, &a.ports).cmp(&(&b.server, &b.ports)));
-            ClientCalls { client: client.clone(), calls }
+            ClientCalls { client: PeerView::of(client), calls }
         })
         .collect()
 }
@@ -190,17 +190,19 @@ pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use mapper_intents::Protocol;
+    use mapper_model::UnresolvedReason;
 
     use super::*;
 
     fn workload(name: &str, namespace: &str, kind: &str) -> Peer {
-        Peer::Workload { name: name.to_owned(), namespace: namespace.to_owned(), kind: kind.to_owned() }
+        Peer::Workload(mapper_intents::Workload::new(name, namespace, kind))
     }
 
     fn edge(client: Peer, server: Peer, ports: &[u16], established: u64, failed: u64) -> ObservedEdge {
         ObservedEdge {
             client,
             server,
+            dns_names: Vec::new(),
             ports: ports.iter().map(|&port| Port { port, protocol: Protocol::Tcp }).collect(),
             established,
             failed,
@@ -234,8 +236,8 @@ mod tests {
     fn unresolved_ends_are_kept_only_on_request() {
         let ip = "10.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
         let edges = vec![
-            edge(workload("a", "n", "Pod"), Peer::Unresolved { ip, reason: "node_ip".into() }, &[22], 1, 0),
-            edge(Peer::Unresolved { ip, reason: "node_ip".into() }, workload("a", "n", "Pod"), &[80], 1, 0),
+            edge(workload("a", "n", "Pod"), Peer::Unresolved { ip, reason: UnresolvedReason::NodeIp }, &[22], 1, 0),
+            edge(Peer::Unresolved { ip, reason: UnresolvedReason::NodeIp }, workload("a", "n", "Pod"), &[80], 1, 0),
         ];
         assert!(keep(edges.clone(), false).is_empty());
         assert_eq!(keep(edges, true).len(), 2);

@@ -15,9 +15,10 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
-use crate::edges::{ObservedEdge, Peer, QueryArgs, ports_text};
+use crate::edges::{ObservedEdge, Peer, PeerView, QueryArgs, ports_text};
 use crate::list::keep;
 use crate::output;
+use mapper_intents::Workload;
 
 pub mod dot;
 pub mod draw;
@@ -143,8 +144,8 @@ impl Group {
 /// One node: a peer, the group it is drawn in, and its label lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// The peer.
-    pub peer: Peer,
+    /// The peer, with the DNS names clients resolved to it.
+    pub peer: PeerView,
     /// Its group; the API server is in none.
     pub group: Option<Group>,
     /// Label lines: the name first, then what it is.
@@ -175,7 +176,9 @@ pub struct Graph {
 
 fn group_of(peer: &Peer) -> Option<Group> {
     match peer {
-        Peer::Workload { namespace, .. } | Peer::Service { namespace, .. } => Some(Group::Namespace(namespace.clone())),
+        Peer::Workload(Workload { namespace, .. }) | Peer::Service { namespace, .. } => {
+            Some(Group::Namespace(namespace.to_string()))
+        }
         Peer::ApiServer => None,
         Peer::External { .. } => Some(Group::Outside),
         Peer::Unresolved { .. } => Some(Group::Unresolved),
@@ -183,28 +186,38 @@ fn group_of(peer: &Peer) -> Option<Group> {
     }
 }
 
-fn lines_of(peer: &Peer) -> Vec<String> {
-    match peer {
-        Peer::Workload { name, kind, .. } => {
-            vec![name.clone(), if kind.is_empty() { "workload".to_owned() } else { kind.clone() }]
-        }
-        Peer::Service { name, .. } => vec![name.clone(), "Service (no pods)".to_owned()],
+fn lines_of(view: &PeerView) -> Vec<String> {
+    match &view.peer {
+        Peer::Workload(w) => vec![w.name.to_string(), w.kind().unwrap_or("workload").to_owned()],
+        Peer::Service { name, .. } => vec![name.to_string(), "Service (no pods)".to_owned()],
         Peer::ApiServer => vec!["Kubernetes API server".to_owned(), "kubernetes.default".to_owned()],
-        Peer::External { ip, dns_names } if dns_names.is_empty() => vec![ip.to_string()],
-        Peer::External { ip, dns_names } => vec![dns_names.join(", "), ip.to_string()],
-        Peer::Unresolved { ip, reason } => vec![ip.to_string(), reason.clone()],
-        Peer::Node { name } => vec![name.clone(), "node process".to_owned()],
+        Peer::External { ip } if view.dns_names.is_empty() => vec![ip.to_string()],
+        Peer::External { ip } => vec![view.dns_names.join(", "), ip.to_string()],
+        Peer::Unresolved { ip, reason } => vec![ip.to_string(), reason.to_string()],
+        Peer::Node { name } => vec![name.to_string(), "node process".to_owned()],
     }
 }
 
 impl Graph {
     /// The graph of `edges`.
     pub fn new(edges: &[ObservedEdge]) -> Self {
+        // An outside server's DNS names, from the edges that reach it.
+        let mut names: BTreeMap<&Peer, BTreeSet<&str>> = BTreeMap::new();
+        for e in edges {
+            names.entry(&e.server).or_default().extend(e.dns_names.iter().map(String::as_str));
+        }
         let peers: BTreeSet<(Option<Group>, &Peer)> =
             edges.iter().flat_map(|e| [&e.client, &e.server]).map(|p| (group_of(p), p)).collect();
-        let nodes: Vec<Node> =
-            peers.into_iter().map(|(group, peer)| Node { peer: peer.clone(), group, lines: lines_of(peer) }).collect();
-        let index: BTreeMap<&Peer, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.peer, i)).collect();
+        let nodes: Vec<Node> = peers
+            .into_iter()
+            .map(|(group, peer)| {
+                let dns_names =
+                    names.get(peer).map(|n| n.iter().map(|s| (*s).to_owned()).collect()).unwrap_or_default();
+                let view = PeerView { peer: peer.clone(), dns_names };
+                Node { lines: lines_of(&view), peer: view, group }
+            })
+            .collect();
+        let index: BTreeMap<&Peer, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.peer.peer, i)).collect();
         let mut links: Vec<Link> = edges
             .iter()
             .filter_map(|e| {

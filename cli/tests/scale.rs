@@ -54,8 +54,8 @@ fn a_hundred_thousand_edges_stream_in_order_and_filter_on_the_server() {
         expected.sort();
         assert_eq!(streamed.len(), expected.len(), "edges lost or added");
         for (i, (got, want)) in streamed.iter().zip(&expected).enumerate() {
-            let want_client = mapper_server::query::peer_to_pb(&want.client, &[]);
-            let want_server = mapper_server::query::peer_to_pb(&want.server, &[]);
+            let want_client = pb::Peer::from(&want.client);
+            let want_server = pb::Peer::from(&want.server);
             assert!(
                 got.client.as_ref() == Some(&want_client) && got.server.as_ref() == Some(&want_server),
                 "edge {i} out of order: {:?} -> {:?}, expected {want:?}",

@@ -43,7 +43,8 @@ struct ServiceEntry {
     target_ports: Vec<(Option<String>, u16)>,
 }
 
-type ServiceKey = (String, String);
+/// A Service as (namespace, name).
+type ServiceKey = (Arc<str>, Arc<str>);
 
 /// The cluster as resolution sees it at one moment. Immutable; shared as `Arc<Snapshot>`.
 #[derive(Debug, Clone, Default)]
@@ -139,7 +140,7 @@ pub(crate) fn workload_of(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecor
         Some(name) => name.clone(),
         None => top_name.replace('.', "_"),
     };
-    Workload { name, namespace: pod.namespace.clone(), kind }
+    Workload::new(name, pod.namespace.as_str(), kind)
 }
 
 impl Snapshot {
@@ -201,8 +202,8 @@ impl Snapshot {
             slices_of.entry((&slice.namespace, &slice.service)).or_default().push(slice);
         }
         for svc in &objects.services {
-            let key = (svc.namespace.clone(), svc.name.clone());
-            if key.0 == API_SERVER_SERVICE.0 && key.1 == API_SERVER_SERVICE.1 {
+            let key: ServiceKey = (svc.namespace.as_str().into(), svc.name.as_str().into());
+            if *key.0 == *API_SERVER_SERVICE.0 && *key.1 == *API_SERVER_SERVICE.1 {
                 snap.api_server_ips.extend(svc.cluster_ips.iter().copied());
             }
             for ip in &svc.cluster_ips {
@@ -332,7 +333,7 @@ impl Snapshot {
 
     /// The Service whose ClusterIP `ip` is, as (name, namespace).
     pub fn service_at(&self, ip: IpAddr) -> Option<(&str, &str)> {
-        self.services_by_ip.get(&ip).map(|key| (key.1.as_str(), key.0.as_str()))
+        self.services_by_ip.get(&ip).map(|key| (&*key.1, &*key.0))
     }
 
     /// The workload of a pod (current, or deleted within the retention period).

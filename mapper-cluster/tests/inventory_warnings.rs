@@ -35,7 +35,7 @@ fn a_duplicate_uid_keeps_the_first_pod_and_warns() {
     );
     let snapshot = inventory.snapshot();
     assert_eq!(snapshot.pod_count(), 1);
-    assert_eq!(snapshot.workload_of_pod("u-1").map(|w| w.name), Some("a".to_owned()), "the first one is kept");
+    assert_eq!(snapshot.workload_of_pod("u-1").map(|w| w.name), Some("a".into()), "the first one is kept");
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn main() {
     let mut edges = Vec::with_capacity(CLIENTS * CALLS);
     let mut declared = Vec::with_capacity(CLIENTS);
     for c in 0..CLIENTS {
-        let client = Workload::new(&format!("client-{c}"), &ns(c), "Deployment");
+        let client = Workload::new(format!("client-{c}"), ns(c), "Deployment");
         let mut targets = Vec::new();
         for k in 0..CALLS {
             let s = (c * 7 + k) % 5_000;
@@ -52,9 +52,9 @@ fn main() {
             targets.push(Target::workload(&format!("unused-{u}"), None, None));
         }
         let doc = ClientIntentsDoc {
-            name: client.name.clone(),
-            namespace: Some(client.namespace.clone()),
-            client_name: client.name.clone(),
+            name: client.name.to_string(),
+            namespace: Some(client.namespace.to_string()),
+            client_name: client.name.to_string(),
             client_kind: None,
             targets,
         };

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::export::{ExportOptions, intents_from_edges};
 use crate::model::{
@@ -54,16 +55,16 @@ impl AuditScope {
         if !self.namespaces.is_empty() || !self.workloads.is_empty() {
             return self.clone();
         }
-        let mut namespaces: Vec<String> = declared.iter().map(|d| d.doc.client("").namespace).collect();
+        let mut namespaces: Vec<String> = declared.iter().map(|d| d.doc.client("").namespace.to_string()).collect();
         namespaces.sort();
         namespaces.dedup();
         AuditScope { namespaces, workloads: Vec::new() }
     }
 
     fn includes(&self, client: &Workload) -> bool {
-        (self.namespaces.is_empty() || self.namespaces.contains(&client.namespace))
+        (self.namespaces.is_empty() || self.namespaces.iter().any(|ns| **ns == *client.namespace))
             && (self.workloads.is_empty()
-                || self.workloads.iter().any(|(name, ns)| *name == client.name && *ns == client.namespace))
+                || self.workloads.iter().any(|(name, ns)| **name == *client.name && **ns == *client.namespace))
     }
 }
 
@@ -155,7 +156,7 @@ impl AuditReport {
 pub fn audit(declared: &[DeclaredDoc], observed: &[Edge], scope: &AuditScope, window_start_ms: i64) -> AuditReport {
     let scope = scope.resolved(declared);
     // Declared documents by client (name, namespace), in input order.
-    let mut declared_by_client: BTreeMap<(String, String), Vec<&DeclaredDoc>> = BTreeMap::new();
+    let mut declared_by_client: BTreeMap<(Arc<str>, Arc<str>), Vec<&DeclaredDoc>> = BTreeMap::new();
     for d in declared {
         let client = d.doc.client("");
         if scope.includes(&client) {
@@ -169,7 +170,7 @@ pub fn audit(declared: &[DeclaredDoc], observed: &[Edge], scope: &AuditScope, wi
     }
     let mut clients = Vec::new();
     // Declarations an observed client has taken; the others are of clients never observed.
-    let mut claimed: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut claimed: BTreeSet<(Arc<str>, Arc<str>)> = BTreeSet::new();
     for (client, edges) in &observed_by_client {
         let key = (client.namespace.clone(), client.name.clone());
         let docs: Vec<&DeclaredDoc> = declared_by_client
@@ -187,7 +188,7 @@ pub fn audit(declared: &[DeclaredDoc], observed: &[Edge], scope: &AuditScope, wi
         }
         let (namespace, name) = key;
         let kind = docs.iter().find_map(|d| d.doc.client_kind.clone());
-        let client = Workload { name: name.clone(), namespace: namespace.clone(), kind };
+        let client = Workload { name: name.clone(), namespace: namespace.clone(), kind: kind.map(Into::into) };
         clients.push(audit_client(client, docs, &[], window_start_ms, false));
     }
     clients.sort_by(|a, b| {
@@ -225,7 +226,7 @@ fn audit_client(
         }
     }
     let (in_window, before): (Vec<&Edge>, Vec<&Edge>) = edges.iter().partition(|e| e.last_seen_ms >= window_start_ms);
-    let ns = client.namespace.as_str();
+    let ns: &str = &client.namespace;
     // One pass over (call, target): the calls each target covers, and what no target covers.
     let mut hits: Vec<Vec<Edge>> = vec![Vec::new(); targets.len()];
     let mut missing = Vec::new();
@@ -421,10 +422,10 @@ pub fn amend(
             }
             None => {
                 let doc = ClientIntentsDoc {
-                    name: client.client.name.clone(),
-                    namespace: Some(client.client.namespace.clone()),
-                    client_name: client.client.name.clone(),
-                    client_kind: client.client.kind.clone(),
+                    name: client.client.name.to_string(),
+                    namespace: Some(client.client.namespace.to_string()),
+                    client_name: client.client.name.to_string(),
+                    client_kind: client.client.kind().map(str::to_owned),
                     targets: additions,
                 };
                 out.push((doc, new_version));

@@ -60,7 +60,8 @@ impl ExportOptions {
         kind_kept
             && (self.include_failed_only || edge.established > 0)
             && (self.include_dns || !edge.is_cluster_dns())
-            && (self.client_namespaces.is_empty() || self.client_namespaces.contains(&edge.client.namespace))
+            && (self.client_namespaces.is_empty()
+                || self.client_namespaces.iter().any(|ns| **ns == *edge.client.namespace))
     }
 }
 
@@ -82,22 +83,21 @@ pub fn intents_from_edges(edges: &[Edge], opts: &ExportOptions) -> Vec<ClientInt
     }
     let mut name_uses: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for client in by_client.keys() {
-        *name_uses.entry((client.name.as_str(), client.namespace.as_str())).or_default() += 1;
+        *name_uses.entry((&client.name, &client.namespace)).or_default() += 1;
     }
     let mut docs: Vec<ClientIntentsDoc> = by_client
         .iter()
         .map(|(client, targets)| {
-            let shared =
-                name_uses.get(&(client.name.as_str(), client.namespace.as_str())).is_some_and(|uses| *uses > 1);
+            let shared = name_uses.get(&(&*client.name, &*client.namespace)).is_some_and(|uses| *uses > 1);
             let name = match (&client.kind, shared) {
                 (Some(kind), true) => format!("{}-{}", client.name, kind.to_ascii_lowercase()),
-                _ => client.name.clone(),
+                _ => client.name.to_string(),
             };
             ClientIntentsDoc {
                 name,
-                namespace: Some(client.namespace.clone()),
-                client_name: client.name.clone(),
-                client_kind: client.kind.clone(),
+                namespace: Some(client.namespace.to_string()),
+                client_name: client.name.to_string(),
+                client_kind: client.kind().map(str::to_owned),
                 targets: sort_targets(merge_internet(targets.clone()), &client.namespace),
             }
         })
@@ -108,7 +108,7 @@ pub fn intents_from_edges(edges: &[Edge], opts: &ExportOptions) -> Vec<ClientInt
 
 /// The edge's server as a target of a document in the client's namespace.
 fn shape_target(edge: &Edge) -> Target {
-    let client_ns = edge.client.namespace.as_str();
+    let client_ns: &str = &edge.client.namespace;
     let qualify = |ns: &Option<String>| ns.clone().filter(|ns| ns != client_ns);
     match &edge.server {
         Target::Workload(w) => Target::Workload(WorkloadTarget { namespace: qualify(&w.namespace), ..w.clone() }),

@@ -59,7 +59,7 @@ pub fn formatted_identity_with_kind(name: &str, namespace: &str, kind: &str) -> 
 /// it otherwise (and for the operator's internal `OttrLegacy` kind).
 pub fn workload_identity(workload: &Workload) -> String {
     match workload.kind.as_deref() {
-        None | Some("") | Some(LEGACY_KIND) => formatted_identity(&workload.name, &workload.namespace),
+        None | Some(LEGACY_KIND) => formatted_identity(&workload.name, &workload.namespace),
         Some(kind) => formatted_identity_with_kind(&workload.name, &workload.namespace, kind),
     }
 }
@@ -68,7 +68,7 @@ pub fn workload_identity(workload: &Workload) -> String {
 /// `ledger` or `ledger-deployment`, with `_` replaced by `.` (RFC 1123).
 pub fn rfc1123_name_with_kind(workload: &Workload) -> String {
     let name = match workload.kind.as_deref() {
-        None | Some("") | Some(LEGACY_KIND) => workload.name.clone(),
+        None | Some(LEGACY_KIND) => workload.name.to_string(),
         Some(kind) => format!("{}-{}", workload.name, kind.to_lowercase()),
     };
     name.replace('_', ".")

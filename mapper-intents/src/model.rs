@@ -3,38 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Name of the Kubernetes API server's Service (`kubernetes.default`).
-pub const API_SERVER_NAME: &str = "kubernetes";
-/// Namespace of the Kubernetes API server's Service.
-pub const API_SERVER_NAMESPACE: &str = "default";
+pub use mapper_model::{API_SERVER_NAME, API_SERVER_NAMESPACE, Workload};
+
 /// The workload kind the operator gives to a Kubernetes Service target.
 pub const SERVICE_KIND: &str = "Service";
-
-/// A workload identity as the Otterize operator resolves it (see DESIGN.md, "Identity rules"):
-/// the top controller owner of a pod (or the workload-name annotation), its namespace and its
-/// kind (`Deployment`, `StatefulSet`, `CronJob`, `Pod`, a CRD kind, …).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Workload {
-    /// Workload name (`metadata.name` of the top owner, or the annotation's value).
-    pub name: String,
-    /// Namespace the workload runs in.
-    pub namespace: String,
-    /// Owner kind; `None` when unknown (the operator then uses the legacy, kind-less identity).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-}
-
-impl Workload {
-    /// A workload with a kind.
-    pub fn new(name: &str, namespace: &str, kind: &str) -> Self {
-        Self { name: name.to_owned(), namespace: namespace.to_owned(), kind: Some(kind.to_owned()) }
-    }
-
-    /// A workload whose kind is unknown.
-    pub fn without_kind(name: &str, namespace: &str) -> Self {
-        Self { name: name.to_owned(), namespace: namespace.to_owned(), kind: None }
-    }
-}
 
 /// One HTTP resource of an `http` intent (a path and the methods allowed on it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -225,9 +197,9 @@ impl ClientIntentsDoc {
     /// The client as a [`Workload`]; `default_namespace` stands in for a missing namespace.
     pub fn client(&self, default_namespace: &str) -> Workload {
         Workload {
-            name: self.client_name.clone(),
-            namespace: self.namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
-            kind: self.client_kind.clone(),
+            name: self.client_name.as_str().into(),
+            namespace: self.namespace.as_deref().unwrap_or(default_namespace).into(),
+            kind: self.client_kind.as_deref().filter(|k| !k.is_empty()).map(Into::into),
         }
     }
 

@@ -152,7 +152,11 @@ fn policy_server(target: &Target, client_namespace: &str) -> Option<Workload> {
         Target::ApiServer | Target::Internet(_) | Target::Other(_) => return None,
     };
     let namespace = namespace.unwrap_or_else(|| client_namespace.to_owned());
-    Some(Workload { name, namespace, kind })
+    Some(Workload {
+        name: name.into(),
+        namespace: namespace.into(),
+        kind: kind.filter(|k| !k.is_empty()).map(Into::into),
+    })
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -191,11 +195,11 @@ fn legacy(server: &Workload, clients: &BTreeSet<Workload>, set: &mut PolicySet) 
     let id = formatted_identity(&server.name, &server.namespace);
     let access = format!("intents.otterize.com/access-{id}");
     set.pod_labels.push(PodLabel::server(server, SERVER_LABEL, &id));
-    let namespaces: BTreeSet<&str> = clients.iter().map(|c| c.namespace.as_str()).collect();
+    let namespaces: BTreeSet<&str> = clients.iter().map(|c| &*c.namespace).collect();
     for ns in namespaces {
         set.policies.push(NetworkPolicy {
             name: format!("access-to-{}-from-{ns}", server.name),
-            namespace: server.namespace.clone(),
+            namespace: server.namespace.to_string(),
             labels: labels(&[(NETWORK_POLICY_LABEL, &id)]),
             pod_selector: labels(&[(SERVER_LABEL, &id)]),
             ingress: vec![IngressFrom {
@@ -215,15 +219,15 @@ fn current(server: &Workload, clients: &BTreeSet<Workload>, set: &mut PolicySet)
     let access = format!("intents.otterize.com/access-{id}");
     let mut selector = labels(&[(SERVICE_LABEL, &plain_id)]);
     if let Some(kind) = &server.kind {
-        selector.insert(OWNER_KIND_LABEL.to_owned(), kind.clone());
+        selector.insert(OWNER_KIND_LABEL.to_owned(), kind.to_string());
     }
     for (key, value) in &selector {
         set.pod_labels.push(PodLabel::server(server, key, value));
     }
-    let namespaces: BTreeSet<&str> = clients.iter().map(|c| c.namespace.as_str()).collect();
+    let namespaces: BTreeSet<&str> = clients.iter().map(|c| &*c.namespace).collect();
     set.policies.push(NetworkPolicy {
         name: format!("{}-access", rfc1123_name_with_kind(server)),
-        namespace: server.namespace.clone(),
+        namespace: server.namespace.to_string(),
         labels: labels(&[(NETWORK_POLICY_LABEL, &id)]),
         pod_selector: selector,
         ingress: namespaces

@@ -1,6 +1,7 @@
 //! mapper's wire protocol, generated from `proto/mapper/v1/mapper.proto`:
-//! `Ingest` (agents report batches of flows) and `Query` (the CLI reads edges), and
-//! [`addr`], how the messages carry IP addresses. No other logic lives here.
+//! `Ingest` (agents report batches of flows) and `Query` (the CLI reads edges); [`addr`], how
+//! the messages carry IP addresses; and [`convert`], the conversions between the identity model
+//! (`mapper-model`) and its messages. No other logic lives here.
 
 #![allow(missing_debug_implementations, clippy::unwrap_used, unreachable_pub)]
 
@@ -8,6 +9,8 @@
 pub mod v1 {
     tonic::include_proto!("mapper.v1");
 }
+
+pub mod convert;
 
 /// IP addresses in the messages: 4 bytes (IPv4) or 16 (IPv6), empty for "unknown". An
 /// IPv4-mapped IPv6 address is read as the IPv4 address it maps.

@@ -272,10 +272,10 @@ pub fn check_batch(req: &pb::ReportRequest, now_ms: i64) -> Result<Vec<Checked<'
 /// namespace, outside every pod) is the node itself. When the far end is on the reporting
 /// node too, the kernel named its cgroup, and that evidence wins over its address (two
 /// hostNetwork pods share the node's IP).
-fn resolve(snap: &Snapshot, node: &str, c: &Checked<'_>) -> EdgeKey {
+fn resolve(snap: &Snapshot, node: &Arc<str>, c: &Checked<'_>) -> EdgeKey {
     let at = c.flow.last_seen_ms;
     let f = c.flow;
-    let as_node = || Peer::Node { name: node.to_owned() };
+    let as_node = || Peer::Node { name: node.clone() };
     // The API server's endpoint (a node process in most clusters) serving is the API server.
     let api_server_end = c.side == Side::Server && c.local.is_some_and(|ip| snap.is_api_server(ip, c.dst_port));
     let local = if api_server_end {
@@ -363,11 +363,12 @@ impl IngestService {
             self.dns.record(d, now);
         }
         let snap = self.cluster.snapshot();
+        let node: Arc<str> = req.node.as_str().into();
         let mut unresolved = 0u64;
         let observations: Vec<Observation> = checked
             .iter()
             .map(|c| {
-                let key = resolve(&snap, &req.node, c);
+                let key = resolve(&snap, &node, c);
                 for reason in [unresolved_reason(&key.client), unresolved_reason(&key.server)].into_iter().flatten() {
                     unresolved += 1;
                     self.metrics.flows_unresolved.get_or_create(&[("reason", reason)]).inc();
@@ -699,14 +700,14 @@ status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}], startTime: "
             ..flow()
         };
         let name = |p: &Peer| match p {
-            Peer::Workload(w) => w.name.clone(),
+            Peer::Workload(w) => w.name.to_string(),
             Peer::Node { name } => format!("node {name}"),
             other => format!("{other:?}"),
         };
         let key_of = |f: pb::Flow| {
             let b = batch(vec![f]);
             let c = check_batch(&b, NOW).expect("valid");
-            let k = resolve(&snap, "node-1", &c[0]);
+            let k = resolve(&snap, &"node-1".into(), &c[0]);
             (name(&k.client), name(&k.server))
         };
         let want = ("node-agent-x1".to_owned(), "node-metrics-x1".to_owned());

@@ -16,37 +16,14 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
-use crate::{
-    ingest::ip_to_bytes,
-    store::{EdgeKey, EdgeState, EdgeStore, Proto},
-};
-
-/// A peer on the wire.
-pub fn peer_to_pb(p: &Peer, dns_names: &[String]) -> pb::Peer {
-    use pb::peer::Peer as P;
-    let peer = match p {
-        Peer::Workload(w) => {
-            P::Workload(pb::Workload { name: w.name.clone(), namespace: w.namespace.clone(), kind: w.kind.clone() })
-        }
-        Peer::Service { name, namespace } => {
-            P::Service(pb::ServiceRef { name: name.clone(), namespace: namespace.clone() })
-        }
-        Peer::ApiServer => P::ApiServer(pb::ApiServer {}),
-        Peer::External { ip } => P::External(pb::External { ip: ip_to_bytes(*ip), dns_names: dns_names.to_vec() }),
-        Peer::Unresolved { ip, reason } => {
-            P::Unresolved(pb::Unresolved { ip: ip_to_bytes(*ip), reason: reason.as_str().to_string() })
-        }
-        Peer::Node { name } => P::Node(pb::Node { name: name.clone() }),
-    };
-    pb::Peer { peer: Some(peer) }
-}
+use crate::store::{EdgeKey, EdgeState, EdgeStore, Proto};
 
 /// An edge on the wire.
 pub fn edge_to_pb(k: &EdgeKey, s: &EdgeState) -> pb::Edge {
     let names: Vec<String> = s.dns_names().map(str::to_owned).collect();
     pb::Edge {
-        client: Some(peer_to_pb(&k.client, &[])),
-        server: Some(peer_to_pb(&k.server, &names)),
+        client: Some((&k.client).into()),
+        server: Some(pb::Peer::from(&k.server).with_dns_names(names)),
         ports: s
             .ports
             .iter()
@@ -204,20 +181,20 @@ impl EdgeFilter {
         }
         if !self.client_namespaces.is_empty() {
             let Peer::Workload(c) = &k.client else { return false };
-            if !self.client_namespaces.iter().any(|n| n == &c.namespace) {
+            if !self.client_namespaces.iter().any(|n| **n == *c.namespace) {
                 return false;
             }
         }
         if !self.client_workloads.is_empty() {
             let Peer::Workload(c) = &k.client else { return false };
-            if !self.client_workloads.iter().any(|(n, ns)| n == &c.name && ns == &c.namespace) {
+            if !self.client_workloads.iter().any(|(n, ns)| **n == *c.name && **ns == *c.namespace) {
                 return false;
             }
         }
         if let Some((name, ns)) = &self.server {
             let hit = match &k.server {
-                Peer::Workload(w) => &w.name == name && &w.namespace == ns,
-                Peer::Service { name: n, namespace: s } => n == name && s == ns,
+                Peer::Workload(w) => *w.name == **name && *w.namespace == **ns,
+                Peer::Service { name: n, namespace: s } => **n == **name && **s == **ns,
                 Peer::ApiServer => name == "kubernetes" && ns == "default",
                 _ => false,
             };
@@ -384,7 +361,7 @@ mod tests {
         .expect("scan");
         let wanted = store.edges_where(|k, s| {
             let Peer::Workload(c) = &k.client else { return false };
-            (c.name == "c1" || c.name == "c4") && c.namespace == "team1" && s.last_seen_ms >= 2500
+            (&*c.name == "c1" || &*c.name == "c4") && &*c.namespace == "team1" && s.last_seen_ms >= 2500
         });
         assert!(!wanted.is_empty());
         assert_eq!(got, wanted.iter().map(|(k, s)| edge_to_pb(k, s)).collect::<Vec<_>>());

@@ -81,6 +81,30 @@ pub struct EdgeKey {
     pub server: Peer,
 }
 
+impl EdgeKey {
+    /// Shares the key's names with every other edge's (after a read from disk; a key made by
+    /// resolution shares the cluster state's).
+    fn share_names(&mut self, names: &mut Names) {
+        for peer in [&mut self.client, &mut self.server] {
+            match peer {
+                Peer::Workload(w) => {
+                    w.name = names.intern(&w.name);
+                    w.namespace = names.intern(&w.namespace);
+                    if let Some(kind) = &mut w.kind {
+                        *kind = names.intern(kind);
+                    }
+                }
+                Peer::Service { name, namespace } => {
+                    *name = names.intern(name);
+                    *namespace = names.intern(namespace);
+                }
+                Peer::Node { name } => *name = names.intern(name),
+                Peer::ApiServer | Peer::External { .. } | Peer::Unresolved { .. } => {}
+            }
+        }
+    }
+}
+
 /// The ports of an edge, sorted and distinct: most edges have one or two, kept inline.
 pub type Ports = SmallVec<[(u16, Proto); 4]>;
 
@@ -191,7 +215,7 @@ impl EdgeState {
     }
 }
 
-/// The names (DNS names, Service namespaces and names) edges share: one copy of each.
+/// The names (of workloads, Services, nodes; DNS names) edges share: one copy of each.
 #[derive(Debug, Default)]
 pub(crate) struct Names {
     set: HashSet<Arc<str>>,
@@ -428,10 +452,15 @@ impl EdgeStore {
             Err(e) => return Err(e),
         };
         let mut names = Names::default();
-        let mut edges = edges;
-        for state in edges.values_mut() {
-            state.share_names(&mut names);
-        }
+        // Rebuilt from its sorted entries (linear): keys share their names too.
+        let edges: BTreeMap<EdgeKey, EdgeState> = edges
+            .into_iter()
+            .map(|(mut key, mut state)| {
+                key.share_names(&mut names);
+                state.share_names(&mut names);
+                (key, state)
+            })
+            .collect();
         let edges = RwLock::new(edges);
         Ok(Self {
             edges,

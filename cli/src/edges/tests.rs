@@ -88,7 +88,7 @@ fn unresolved_ends_do_not_become_intents_and_bad_edges_are_named() {
     let e = ObservedEdge::from_pb(0, &edge(workload("a", "n", "Pod"), unresolved.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(e.to_intents_edge().is_none());
-    assert_eq!(e.server.to_string(), "10.0.0.1, unresolved: node_ip");
+    assert_eq!(PeerView::of(&e.server).to_string(), "10.0.0.1, unresolved: node_ip");
     let e = ObservedEdge::from_pb(0, &edge(unresolved, workload("a", "n", "Pod"))).unwrap_or_else(|e| panic!("{e}"));
     assert!(e.to_intents_edge().is_none());
 

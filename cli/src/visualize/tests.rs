@@ -3,13 +3,14 @@ use mapper_intents::{Port, Protocol};
 use super::*;
 
 fn workload(name: &str, namespace: &str, kind: &str) -> Peer {
-    Peer::Workload { name: name.into(), namespace: namespace.into(), kind: kind.into() }
+    Peer::Workload(Workload::new(name, namespace, kind))
 }
 
 fn edge(client: Peer, server: Peer, port: u16, established: u64) -> ObservedEdge {
     ObservedEdge {
         client,
         server,
+        dns_names: Vec::new(),
         ports: vec![Port { port, protocol: Protocol::Tcp }],
         established,
         failed: u64::from(established == 0),

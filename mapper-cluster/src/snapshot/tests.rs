@@ -92,7 +92,7 @@ fn each_port_resolves_through_the_slices_serving_it() {
     assert_eq!(snap.target_port(ip("10.0.0.1"), 80), None, "not a ClusterIP");
     assert_eq!(
         snap.resolve_remote(ip(CLUSTER_IP), 1234, 1_000),
-        Peer::Service { name: "multi".to_owned(), namespace: NS.to_owned() },
+        Peer::Service { name: "multi".into(), namespace: NS.into() },
         "a port the Service does not declare reaches no pod: the call is to the Service"
     );
 }

@@ -171,7 +171,7 @@ fn clients_on_one_side_only() {
     let observed = [call(("api", "team1"), wl("db", "team1"), 5432, T0 + 1)];
     let r = report(&declared(yaml), &observed);
     let who: Vec<(&str, bool, usize, usize)> =
-        r.clients.iter().map(|c| (c.client.name.as_str(), c.observed, c.missing.len(), c.unused.len())).collect();
+        r.clients.iter().map(|c| (&*c.client.name, c.observed, c.missing.len(), c.unused.len())).collect();
     // api: observed, nothing declared: its call is missing. batch: declared, never seen.
     assert_eq!(who, [("api", true, 1, 0), ("batch", false, 0, 1)]);
     assert!(r.clients[0].sources.is_empty());
@@ -193,7 +193,7 @@ fn an_empty_declared_set_makes_every_observed_call_missing() {
     // -n limits the clients.
     let scope = AuditScope { namespaces: vec!["team2".into()], workloads: Vec::new() };
     let r = audit(&[], &observed, &scope, T0);
-    assert_eq!(r.clients.iter().map(|c| c.client.name.as_str()).collect::<Vec<_>>(), ["web"]);
+    assert_eq!(r.clients.iter().map(|c| &*c.client.name).collect::<Vec<_>>(), ["web"]);
 }
 
 #[test]

@@ -143,7 +143,8 @@ fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreEr
     if migrated > 0 {
         info!(path = %path.display(), boots = migrated, "agent sequences migrated to (node, boot id) keys");
     }
-    let mut edges = std::collections::BTreeMap::new();
+    let mut edges: std::collections::BTreeMap<EdgeKey, EdgeState> = std::collections::BTreeMap::new();
+    let mut stale: Vec<Vec<u8>> = Vec::new();
     if load {
         let read = db.begin_read().map_err(|e| d(e.into()))?;
         let table = read.open_table(EDGES).map_err(|e| d(e.into()))?;
@@ -153,7 +154,17 @@ fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreEr
                 .map_err(|source| StoreError::Corrupt { path: path.into(), source })?;
             let state: EdgeState = serde_json::from_slice(v.value())
                 .map_err(|source| StoreError::Corrupt { path: path.into(), source })?;
-            edges.insert(key, state);
+            // A key written in an older spelling (a workload's unknown kind as `""`) is stored
+            // again as writes spell it, or its next write would leave the old row behind.
+            if encode(&key) != k.value() {
+                stale.push(k.value().to_vec());
+            }
+            match edges.entry(key) {
+                std::collections::btree_map::Entry::Occupied(mut known) => known.get_mut().merge(&state),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(state);
+                }
+            }
         }
         // Every boot record is read once too, so damage there is found now rather than at a write.
         let boots = read.open_table(BOOTS).map_err(|e| d(e.into()))?;
@@ -162,6 +173,21 @@ fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreEr
             serde_json::from_slice::<BootRecord>(v.value())
                 .map_err(|source| StoreError::Corrupt { path: path.into(), source })?;
         }
+    }
+    if !stale.is_empty() {
+        let txn = db.begin_write().map_err(|e| d(e.into()))?;
+        {
+            let mut table = txn.open_table(EDGES).map_err(|e| d(e.into()))?;
+            for old in &stale {
+                let Ok(key) = serde_json::from_slice::<EdgeKey>(old) else { continue };
+                table.remove(old.as_slice()).map_err(|e| d(e.into()))?;
+                if let Some(state) = edges.get(&key) {
+                    table.insert(encode(&key).as_slice(), encode(state).as_slice()).map_err(|e| d(e.into()))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| d(e.into()))?;
+        info!(path = %path.display(), edges = stale.len(), "edge keys of an older spelling stored again");
     }
     Ok((db, edges))
 }

@@ -3,7 +3,7 @@ use mapper_cluster::Workload;
 use super::*;
 
 fn wl(name: &str, ns: &str) -> Peer {
-    Peer::Workload(Workload { name: name.into(), namespace: ns.into(), kind: "Deployment".into() })
+    Peer::Workload(Workload::new(name, ns, "Deployment"))
 }
 
 fn ab(node: &str, boot_id: &str) -> AgentBoot {
@@ -271,6 +271,36 @@ fn a_store_of_the_earlier_format_is_migrated() {
     drop(s);
     let s = EdgeStore::open(dir.path()).expect("reopen");
     assert_eq!(s.edges()[0].1.client_established, 5);
+}
+
+#[test]
+fn a_key_of_an_older_spelling_is_stored_again_as_writes_spell_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = br#"{"client":{"Workload":{"name":"a","namespace":"team1","kind":""}},"server":{"Workload":{"name":"ledger","namespace":"team3","kind":"Deployment"}}}"#;
+    let key = EdgeKey { client: Peer::Workload(Workload::without_kind("a", "team1")), server: wl("ledger", "team3") };
+    {
+        let db = Database::create(dir.path().join("edges.redb")).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut edges = txn.open_table(EDGES).expect("edges");
+            let state = EdgeState { client_established: 4, last_seen_ms: 10, ..Default::default() };
+            edges.insert(old.as_slice(), encode(&state).as_slice()).expect("insert");
+            // The same edge written since, in today's spelling: the two are one edge.
+            let state = EdgeState { client_established: 1, last_seen_ms: 20, ..Default::default() };
+            edges.insert(encode(&key).as_slice(), encode(&state).as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let s = EdgeStore::open(dir.path()).expect("open");
+    let edges = s.edges();
+    assert_eq!(edges.len(), 1);
+    assert_eq!((&edges[0].0, edges[0].1.client_established, edges[0].1.last_seen_ms), (&key, 5, 20));
+    drop(s);
+    let db = Database::open(dir.path().join("edges.redb")).expect("open the file");
+    let read = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let table = read.open_table(EDGES).expect("edges");
+    let rows: Vec<Vec<u8>> = table.iter().expect("iter").map(|r| r.expect("row").0.value().to_vec()).collect();
+    assert_eq!(rows, [encode(&key)], "one row, under the key's spelling of today");
 }
 
 #[test]
