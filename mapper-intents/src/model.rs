@@ -10,7 +10,7 @@ pub const API_SERVER_NAMESPACE: &str = "default";
 /// The workload kind the operator gives to a Kubernetes Service target.
 pub const SERVICE_KIND: &str = "Service";
 
-/// A workload identity as the Otterize operator resolves it (see DESIGN.md, "Identity rules"):
+/// A workload identity as the Otterize operator resolves it (see docs/identity.md, "Workloads"):
 /// the top controller owner of a pod (or the workload-name annotation), its namespace and its
 /// kind (`Deployment`, `StatefulSet`, `CronJob`, `Pod`, a CRD kind, …).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
