@@ -1,5 +1,5 @@
 //! `mapper export` against a real mapper-server: golden files for every version and format,
-//! the OTTERIZE.md seed byte for byte, `--output-type dir`, and the filters.
+//! the seed byte for byte (docs/formats.md, "Golden files"), `--output-type dir`, and the filters.
 
 mod support;
 

@@ -1,5 +1,6 @@
-//! `mapper policy`: the NetworkPolicies of the seed export equal OTTERIZE.md's, whatever version
-//! the intents are in; input errors name the file, the document and the field.
+//! `mapper policy`: the NetworkPolicies of the seed export equal the reference ones (docs/formats.md,
+//! "Golden files"), whatever version the intents are in; input errors name the file, the document
+//! and the field.
 
 mod support;
 
@@ -27,7 +28,7 @@ fn policies_of_the_seed_export_match_otterize_md_in_every_version() {
         let file = write(dir.path(), &format!("{version}.yaml"), &export);
         let text = ok(&mapper(&["policy", "-f", &file], None));
         assert_eq!(text, expected, "policies from {version}");
-        // The first policy is OTTERIZE.md's example, byte for byte.
+        // The first policy is Otterize's documented example, byte for byte (docs/formats.md, "Golden files").
         let first = text.split("---\n").next().unwrap_or_default();
         assert_eq!(first, intents_golden("policy_ledger_from_team1.yaml"));
     }

@@ -2,7 +2,7 @@
 //! pod labels they select on.
 //!
 //! Two layouts:
-//! - [`PolicyLayout::Legacy`] (OTTERIZE.md, byte for byte): one policy per (server, client
+//! - [`PolicyLayout::Legacy`] (docs/formats.md, "NetworkPolicies"; byte for byte): one policy per (server, client
 //!   namespace) in the server's namespace, `access-to-<server>-from-<clientns>`, namespaces
 //!   selected by `intents.otterize.com/namespace-name`, server pods by
 //!   `intents.otterize.com/server: <serverId>`, identities without kind.
@@ -38,7 +38,7 @@ pub const K8S_NAMESPACE_LABEL: &str = "kubernetes.io/metadata.name";
 /// Which operator generation's policies to produce.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PolicyLayout {
-    /// `access-to-<server>-from-<clientns>`, per client namespace (OTTERIZE.md).
+    /// `access-to-<server>-from-<clientns>`, per client namespace (docs/formats.md, "NetworkPolicies").
     #[default]
     Legacy,
     /// `<server>-access`, one per server.
@@ -292,7 +292,8 @@ impl NetworkPolicy {
     }
 }
 
-/// Renders policies as multi-document YAML separated by `---`, in the layout of OTTERIZE.md.
+/// Renders policies as multi-document YAML separated by `---`, in the operator's layout (see
+/// docs/formats.md, "NetworkPolicies").
 pub fn render_policies_yaml(policies: &[NetworkPolicy]) -> String {
     let values: Vec<Value> = policies.iter().map(NetworkPolicy::to_value).collect();
     yaml::to_yaml_stream(&values)

@@ -73,8 +73,8 @@ fn to_value(object: &VersionedClientIntents) -> Result<Value, RenderError> {
 }
 
 /// Renders documents as multi-document YAML in `version`, separated by `---`, in the layout of
-/// the Otterize CLI (byte for byte for the seed example in OTTERIZE.md). No documents render as
-/// an empty string.
+/// the Otterize CLI (byte for byte for the seed example; see docs/formats.md, "Layouts on disk").
+/// No documents render as an empty string.
 pub fn render_yaml(docs: &[ClientIntentsDoc], version: IntentsVersion) -> Result<String, RenderError> {
     let values = to_versioned(docs, version)?.iter().map(to_value).collect::<Result<Vec<_>, _>>()?;
     Ok(yaml::to_yaml_stream(&values))

@@ -1,7 +1,7 @@
 //! Golden files: exports in every version, and NetworkPolicies, compared byte for byte.
 //! `seed_v1alpha2.yaml` and `policy_ledger_from_team1.yaml` are copied verbatim from
-//! OTTERIZE.md; the others were checked by eye against its field names and regenerate with
-//! `UPDATE_GOLDEN=1 cargo test`.
+//! Otterize's documented examples (docs/formats.md, "Golden files"); the others were checked by
+//! eye against their field names and regenerate with `UPDATE_GOLDEN=1 cargo test`.
 
 mod common;
 

@@ -1,5 +1,6 @@
-//! The lab's scenario file (format in DESIGN.md, "Interfaces", and the README's "The lab's
-//! scenario format"): workloads, services, external hosts and the calls between them.
+//! The lab's scenario file (format in the README, "The lab and its scenarios"; see also
+//! docs/architecture.md, "The lab and the deployment"): workloads, services, external hosts and
+//! the calls between them.
 //!
 //! Every scenario also gets the cluster's own objects (see [`Scenario::load`]): `coredns`
 //! (Deployment, kube-system) behind Service `kube-dns` (10.96.0.10, 53/UDP and 53/TCP), and

@@ -21,7 +21,7 @@ pub const API_SERVER_NAME: &str = "kubernetes";
 /// Namespace of the Kubernetes API server's Service.
 pub const API_SERVER_NAMESPACE: &str = "default";
 
-/// A workload identity as the Otterize operator forms it.
+/// A workload identity as the Otterize operator forms it (see docs/identity.md, "Workloads").
 ///
 /// `kind` is the kind of the top of the owner chain: `Deployment`, `StatefulSet`, `DaemonSet`,
 /// `CronJob`, `Job`, `ReplicaSet`, `Pod`, or a CRD kind like `Rollout`; `None` when unknown (a

@@ -17,7 +17,8 @@ use tonic::Request;
 
 pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cluster.yaml");
 
-/// A golden file of mapper-intents (the OTTERIZE.md examples live there).
+/// A golden file of mapper-intents (the Otterize reference examples live there; see docs/formats.md,
+/// "Golden files").
 pub fn intents_golden(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mapper-intents/tests/golden").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -260,7 +261,7 @@ pub const DEBUG_SHELL: &str = "11111111-0000-0000-0000-000000000051";
 const LEDGER_POD: ([u8; 4], u16) = ([10, 244, 1, 3], 8080);
 const LEDGER_SVC: ([u8; 4], u16) = ([10, 96, 0, 10], 80);
 
-/// The OTTERIZE.md seed: transaction-service.team1 and some-other-transaction-service.team2
+/// The seed (docs/formats.md, "Golden files"): transaction-service.team1 and some-other-transaction-service.team2
 /// call ledger.team3 through its ClusterIP.
 pub fn seed(server: &Server) {
     server.ingest(

@@ -20,7 +20,7 @@ pub fn edge(client: Workload, server: Target, port: u16) -> Edge {
     }
 }
 
-/// The seed scenario of OTTERIZE.md: two clients in team1 and team2 calling ledger in team3.
+/// The seed scenario (docs/formats.md, "Golden files"): two clients in team1 and team2 calling ledger in team3.
 pub fn seed_edges() -> Vec<Edge> {
     let ledger = Target::workload("ledger", Some("team3"), Some("Deployment"));
     vec![
@@ -60,7 +60,7 @@ pub fn golden_path(name: &str) -> PathBuf {
 }
 
 /// Compares `actual` with a golden file byte for byte. With `UPDATE_GOLDEN=1` the file is
-/// (re)written instead — except the files copied from OTTERIZE.md, which are the reference.
+/// (re)written instead — except the two reference files (docs/formats.md, "Golden files").
 pub fn assert_golden(name: &str, actual: &str) {
     let path = golden_path(name);
     let reference = matches!(name, "seed_v1alpha2.yaml" | "policy_ledger_from_team1.yaml");
