@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use mapper_ebpf::{DnsEvent, Stat};
+use mapper_ebpf_common::{DnsEvent, Stat};
 use serde::Serialize;
 use tokio::io::{Interest, unix::AsyncFd};
 use tracing::{debug, error, info, warn};

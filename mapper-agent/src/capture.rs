@@ -28,7 +28,8 @@ use aya::{
         links::{FdLink, LinkError, PinnedLink},
     },
 };
-use mapper_ebpf::{AgentState, FlowKey, FlowValue, Stat, maps, programs};
+use mapper_ebpf::{maps, programs};
+use mapper_ebpf_common::{AgentState, FlowKey, FlowValue, Stat};
 use tracing::{info, warn};
 
 /// Sizes and places, all settable from the command line.

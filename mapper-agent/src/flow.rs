@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use mapper_ebpf::{Direction, FlowKey, FlowValue};
+use mapper_ebpf_common::{Direction, FlowKey, FlowValue};
 use serde::Serialize;
 
 use crate::attribution::CgroupInfo;
