@@ -14,10 +14,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use mapper_proto::v1 as pb;
+use mapper_report::SERVER_MAX_FLOWS_PER_BATCH;
 use tracing::warn;
 
 use crate::{
-    report::{MAX_PENDING_DNS, SERVER_MAX_FLOWS_PER_BATCH},
+    report::MAX_PENDING_DNS,
     spool::{Covered, Loaded, Record, Spool, SpoolError},
 };
 
