@@ -216,14 +216,14 @@ impl Drainer {
         // Only now, with the flows safe in the spool, are they removed from the kernel.
         self.capture.clear(&drained)?;
         for r in &records {
-            self.metrics.flows_drained.get_or_create(&[("direction", r.direction)]).inc();
+            self.metrics.flows_drained.get_or_create(&[("direction", r.direction.as_str())]).inc();
             self.metrics
                 .connections
-                .get_or_create(&[("direction", r.direction), ("outcome", "established")])
+                .get_or_create(&[("direction", r.direction.as_str()), ("outcome", "established")])
                 .inc_by(r.count);
             self.metrics
                 .connections
-                .get_or_create(&[("direction", r.direction), ("outcome", "failed")])
+                .get_or_create(&[("direction", r.direction.as_str()), ("outcome", "failed")])
                 .inc_by(r.failed);
         }
         self.update_kernel_metrics();

@@ -4,6 +4,7 @@
 //! what waits to be sent, and how it survives the agent, is [`crate::pending`]
 //! and [`crate::spool`].
 
+use mapper_ebpf_common::{Direction, Protocol};
 use mapper_proto::v1 as pb;
 
 /// A new random boot id for this agent process.
@@ -29,11 +30,14 @@ pub fn flow_to_pb(r: &crate::flow::FlowRecord, host_netns: Option<u32>) -> pb::F
     let peer_host_network = r.peer.as_ref().is_some_and(|p| host_netns == Some(p.netns));
     pb::Flow {
         direction: match r.direction {
-            "connect" => pb::Direction::Connect,
-            "accept" => pb::Direction::Accept,
-            _ => pb::Direction::Udp,
+            Direction::Connect => pb::Direction::Connect,
+            Direction::Accept => pb::Direction::Accept,
+            Direction::Udp => pb::Direction::Udp,
         } as i32,
-        protocol: if r.protocol == "tcp" { pb::Protocol::Tcp } else { pb::Protocol::Udp } as i32,
+        protocol: match r.protocol {
+            Protocol::Tcp => pb::Protocol::Tcp,
+            Protocol::Udp => pb::Protocol::Udp,
+        } as i32,
         src_ip: ip_bytes(r.src_ip),
         dst_ip: ip_bytes(r.dst_ip),
         dst_port: u32::from(r.dst_port),

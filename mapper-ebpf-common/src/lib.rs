@@ -39,6 +39,44 @@ impl Direction {
             _ => None,
         }
     }
+
+    /// `connect`, `accept` or `udp` (logs, metric labels, the agent's JSON lines).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// `flow_key.protocol`: the IP protocol numbers the programs record.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `IPPROTO_TCP`.
+    Tcp = 6,
+    /// `IPPROTO_UDP`.
+    Udp = 17,
+}
+
+impl Protocol {
+    /// The protocol for a raw `flow_key.protocol` byte.
+    pub fn from_raw(v: u8) -> Option<Self> {
+        match v {
+            6 => Some(Self::Tcp),
+            17 => Some(Self::Udp),
+            _ => None,
+        }
+    }
+
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
 }
 
 /// Indexes of the per-CPU `stats` array: everything the kernel could not record.
@@ -293,11 +331,15 @@ mod tests {
     }
 
     #[test]
-    fn directions_read_back_from_their_raw_byte() {
+    fn directions_and_protocols_read_back_from_their_raw_byte() {
         for d in [Direction::Connect, Direction::Accept, Direction::Udp] {
             assert_eq!(Direction::from_raw(d as u8), Some(d));
         }
         assert_eq!(Direction::from_raw(0), None);
+        for p in [Protocol::Tcp, Protocol::Udp] {
+            assert_eq!(Protocol::from_raw(p as u8), Some(p));
+        }
+        assert_eq!(Protocol::from_raw(132), None, "SCTP is not recorded");
     }
 
     #[test]
