@@ -13,7 +13,9 @@
 //! any more — no increment is lost between a read and a delete.
 
 use std::{
-    fs, io,
+    fs,
+    hash::Hasher,
+    io,
     os::fd::AsFd,
     path::{Path, PathBuf},
     thread,
@@ -73,9 +75,12 @@ impl CaptureConfig {
     /// The pin directory of this program object with these sizes.
     pub fn pin_dir(&self) -> PathBuf {
         let sizes = [self.flow_entries, self.socket_entries, self.nat_entries, self.dns_ring_bytes];
-        let h =
-            crate::spool::fnv1a(mapper_ebpf::OBJECT.iter().copied().chain(sizes.iter().flat_map(|s| s.to_le_bytes())));
-        self.bpffs.join(format!("v-{h:016x}"))
+        let mut h = fnv::FnvHasher::default();
+        h.write(mapper_ebpf::OBJECT);
+        for s in sizes {
+            h.write(&s.to_le_bytes());
+        }
+        self.bpffs.join(format!("v-{:016x}", h.finish()))
     }
 }
 
@@ -390,13 +395,14 @@ pub fn fingerprint(key: &FlowKey, value: &FlowValue) -> u64 {
         value.first_seen_ns,
         value.last_seen_ns,
     ];
-    crate::spool::fnv1a(
-        head.into_iter()
-            .chain(k.src_addr)
-            .chain(k.dst_addr)
-            .chain(k.orig_dst_addr)
-            .chain(words.into_iter().flat_map(u64::to_le_bytes)),
-    )
+    let mut h = fnv::FnvHasher::default();
+    for bytes in [&head[..], &k.src_addr, &k.dst_addr, &k.orig_dst_addr] {
+        h.write(bytes);
+    }
+    for w in words {
+        h.write(&w.to_le_bytes());
+    }
+    h.finish()
 }
 
 impl Capture {

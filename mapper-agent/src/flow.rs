@@ -42,17 +42,10 @@ impl Clock {
 pub fn ip_from(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
     match family {
         AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
-        AF_INET6 => Some(canonical(IpAddr::V6(Ipv6Addr::from(*raw)))),
+        // As people write it: IPv4-mapped IPv6 (what a dual-stack listener sees of an
+        // IPv4 client) becomes plain IPv4.
+        AF_INET6 => Some(Ipv6Addr::from(*raw).to_canonical()),
         _ => None,
-    }
-}
-
-/// An address as people write it: IPv4-mapped IPv6 (what a dual-stack
-/// listener sees of an IPv4 client) becomes plain IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
