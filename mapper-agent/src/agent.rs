@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     attribution::CgroupResolver,
-    capture::{Capture, CaptureConfig, CaptureError},
+    capture::{Capture, CaptureConfig, CaptureError, FlowMaps, KernelMaps},
     dns::DnsRecord,
     flow::{Clock, FlowRecord},
     metrics::Metrics,
@@ -151,9 +151,11 @@ fn bpffs_mount_point(pin: &std::path::Path) -> std::path::PathBuf {
         .unwrap_or_else(|| pin.to_path_buf())
 }
 
-struct Drainer {
+/// One drain round after another, over the capture's maps (`M`: the kernel's, or a fake in
+/// the tests of the round).
+struct Drainer<M = KernelMaps> {
     node: String,
-    capture: Capture,
+    capture: Capture<M>,
     cgroups: Arc<Mutex<CgroupResolver>>,
     metrics: Arc<Metrics>,
     output: Output,
@@ -167,7 +169,7 @@ struct Drainer {
     local_servers: crate::flow::LocalServers,
 }
 
-impl Drainer {
+impl<M: FlowMaps> Drainer<M> {
     /// One round: drain, attribute, output, spool, then delete from the kernel.
     fn round(&mut self) -> Result<usize, AgentError> {
         let drained = self.capture.drain(GRACE)?;
@@ -497,3 +499,6 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
