@@ -13,14 +13,14 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use mapper_ebpf::{DnsEvent, Stat};
+use mapper_ebpf_common::{DnsEvent, Stat};
 use serde::Serialize;
 use tokio::io::{Interest, unix::AsyncFd};
 use tracing::{debug, error, info, warn};
 
 use crate::{
     attribution::CgroupResolver,
-    capture::{Capture, CaptureConfig, CaptureError},
+    capture::{Capture, CaptureConfig, CaptureError, FlowMaps, KernelMaps},
     dns::DnsRecord,
     flow::{Clock, FlowRecord},
     metrics::Metrics,
@@ -151,9 +151,11 @@ fn bpffs_mount_point(pin: &std::path::Path) -> std::path::PathBuf {
         .unwrap_or_else(|| pin.to_path_buf())
 }
 
-struct Drainer {
+/// One drain round after another, over the capture's maps (`M`: the kernel's, or a fake in
+/// the tests of the round).
+struct Drainer<M = KernelMaps> {
     node: String,
-    capture: Capture,
+    capture: Capture<M>,
     cgroups: Arc<Mutex<CgroupResolver>>,
     metrics: Arc<Metrics>,
     output: Output,
@@ -167,7 +169,7 @@ struct Drainer {
     local_servers: crate::flow::LocalServers,
 }
 
-impl Drainer {
+impl<M: FlowMaps> Drainer<M> {
     /// One round: drain, attribute, output, spool, then delete from the kernel.
     fn round(&mut self) -> Result<usize, AgentError> {
         let drained = self.capture.drain(GRACE)?;
@@ -216,14 +218,14 @@ impl Drainer {
         // Only now, with the flows safe in the spool, are they removed from the kernel.
         self.capture.clear(&drained)?;
         for r in &records {
-            self.metrics.flows_drained.get_or_create(&[("direction", r.direction)]).inc();
+            self.metrics.flows_drained.get_or_create(&[("direction", r.direction.as_str())]).inc();
             self.metrics
                 .connections
-                .get_or_create(&[("direction", r.direction), ("outcome", "established")])
+                .get_or_create(&[("direction", r.direction.as_str()), ("outcome", "established")])
                 .inc_by(r.count);
             self.metrics
                 .connections
-                .get_or_create(&[("direction", r.direction), ("outcome", "failed")])
+                .get_or_create(&[("direction", r.direction.as_str()), ("outcome", "failed")])
                 .inc_by(r.failed);
         }
         self.update_kernel_metrics();
@@ -497,3 +499,6 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

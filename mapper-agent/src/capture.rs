@@ -10,10 +10,14 @@
 //! The flow maps are double-buffered: the programs write to the buffer named
 //! by `state.active`; a drain flips it, waits for programs already running to
 //! finish, then reads and deletes the other buffer, which nothing writes to
-//! any more — no increment is lost between a read and a delete.
+//! any more — no increment is lost between a read and a delete. The rounds
+//! reach the maps through [`FlowMaps`] ([`KernelMaps`] in the agent, an
+//! in-memory fake in the tests of the round logic).
 
 use std::{
-    fs, io,
+    fs,
+    hash::Hasher,
+    io,
     os::fd::AsFd,
     path::{Path, PathBuf},
     thread,
@@ -28,8 +32,12 @@ use aya::{
         links::{FdLink, LinkError, PinnedLink},
     },
 };
-use mapper_ebpf::{AgentState, FlowKey, FlowValue, Stat, maps, programs};
+use mapper_ebpf::{maps, programs};
+use mapper_ebpf_common::{FlowKey, FlowValue, Stat};
 use tracing::{info, warn};
+
+mod flow_maps;
+pub use self::flow_maps::{FlowMaps, KernelMaps};
 
 /// Sizes and places, all settable from the command line.
 #[derive(Debug, Clone)]
@@ -72,9 +80,12 @@ impl CaptureConfig {
     /// The pin directory of this program object with these sizes.
     pub fn pin_dir(&self) -> PathBuf {
         let sizes = [self.flow_entries, self.socket_entries, self.nat_entries, self.dns_ring_bytes];
-        let h =
-            crate::spool::fnv1a(mapper_ebpf::OBJECT.iter().copied().chain(sizes.iter().flat_map(|s| s.to_le_bytes())));
-        self.bpffs.join(format!("v-{h:016x}"))
+        let mut h = fnv::FnvHasher::default();
+        h.write(mapper_ebpf::OBJECT);
+        for s in sizes {
+            h.write(&s.to_le_bytes());
+        }
+        self.bpffs.join(format!("v-{:016x}", h.finish()))
     }
 }
 
@@ -141,19 +152,17 @@ const HOOKS: &[(&str, Hook)] = &[
     (programs::DNS_INGRESS, Hook::SkbIngress),
 ];
 
-/// The loaded (or resumed) capture: typed handles on every map the agent reads.
-pub struct Capture {
+/// The loaded (or resumed) capture: typed handles on every map the agent reads
+/// (those of the drain rounds through `M`).
+pub struct Capture<M = KernelMaps> {
     pin_dir: PathBuf,
     resumed: bool,
     flow_capacity: u32,
-    flows: [HashMap<MapData, FlowKey, FlowValue>; 2],
-    state: Array<MapData, AgentState>,
-    occupancy: Array<MapData, u64>,
-    stats: PerCpuArray<MapData, u64>,
+    maps: M,
     dns: Option<RingBuf<MapData>>,
 }
 
-impl std::fmt::Debug for Capture {
+impl<M> std::fmt::Debug for Capture<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Capture")
             .field("pin_dir", &self.pin_dir)
@@ -179,7 +188,7 @@ fn typed<T, E: Into<MapError>>(name: &'static str, r: Result<T, E>) -> Result<T,
     r.map_err(|e| CaptureError::Map { name, source: e.into() })
 }
 
-impl Capture {
+impl Capture<KernelMaps> {
     /// Loads the programs, reusing pinned maps and links when this version is
     /// already attached (an agent restart), attaching and pinning otherwise.
     pub fn open(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
@@ -239,10 +248,7 @@ impl Capture {
             pin_dir,
             resumed,
             flow_capacity: cfg.flow_entries,
-            flows: [flows_a, flows_b],
-            state,
-            occupancy,
-            stats,
+            maps: KernelMaps { flows: [flows_a, flows_b], state, occupancy, stats },
             dns: Some(dns),
         })
     }
@@ -293,6 +299,20 @@ impl Capture {
         }
         Ok(())
     }
+}
+
+impl<M: FlowMaps> Capture<M> {
+    /// A capture over `maps` with nothing loaded (the round logic's tests).
+    #[cfg(test)]
+    pub(crate) fn over(maps: M, flow_capacity: u32) -> Self {
+        Self { pin_dir: PathBuf::new(), resumed: false, flow_capacity, maps, dns: None }
+    }
+
+    /// The maps the rounds use.
+    #[cfg(test)]
+    pub(crate) fn maps(&mut self) -> &mut M {
+        &mut self.maps
+    }
 
     /// Whether this agent found the programs already attached.
     pub fn resumed(&self) -> bool {
@@ -316,37 +336,26 @@ impl Capture {
 
     /// Entries inserted into the buffer being written now.
     pub fn occupancy(&self) -> Result<u64, CaptureError> {
-        let active = typed(maps::STATE, self.state.get(&0, 0))?.active & 1;
-        typed(maps::OCCUPANCY, self.occupancy.get(&active, 0))
+        let active = typed(maps::STATE, self.maps.active())?;
+        typed(maps::OCCUPANCY, self.maps.occupancy(active))
     }
 
     /// The kernel's counters of what it could not record, summed over CPUs.
     /// They live in a pinned map, so they keep counting across agent restarts.
     pub fn kernel_stats(&self) -> Result<Vec<(Stat, u64)>, CaptureError> {
-        Stat::ALL
-            .iter()
-            .map(|&stat| {
-                let per_cpu = typed(maps::STATS, self.stats.get(&(stat as u32), 0))?;
-                Ok((stat, per_cpu.iter().sum()))
-            })
-            .collect()
+        Stat::ALL.iter().map(|&stat| Ok((stat, typed(maps::STATS, self.maps.stat(stat))?))).collect()
     }
 
     /// Switches the programs to the other buffer, waits `grace` for programs
     /// already running on the old one, and reads everything the old one holds.
     pub fn drain(&mut self, grace: Duration) -> Result<Drained, CaptureError> {
-        let old = typed(maps::STATE, self.state.get(&0, 0))?.active & 1;
-        let new = AgentState { active: 1 - old, _pad0: 0 };
-        typed(maps::STATE, self.state.set(0, new, 0))?;
+        let old = typed(maps::STATE, self.maps.active())?;
+        typed(maps::STATE, self.maps.set_active(1 - old))?;
         thread::sleep(grace);
-        let map = &self.flows[old as usize];
-        let keys: Vec<FlowKey> = map
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|source| CaptureError::Map { name: buffer_name(old), source })?;
+        let keys = self.maps.keys(old).map_err(|source| CaptureError::Map { name: buffer_name(old), source })?;
         let mut flows = Vec::with_capacity(keys.len());
         for key in keys {
-            match map.get(&key, 0) {
+            match self.maps.get(old, &key) {
                 Ok(v) => flows.push((key, v)),
                 Err(MapError::KeyNotFound) => {}
                 Err(source) => {
@@ -360,14 +369,13 @@ impl Capture {
     /// Deletes what `drained` read, once it has been handed on.
     pub fn clear(&mut self, drained: &Drained) -> Result<(), CaptureError> {
         let name = buffer_name(drained.buffer);
-        let map = &mut self.flows[drained.buffer as usize];
         for (key, _) in &drained.flows {
-            match map.remove(key) {
+            match self.maps.remove(drained.buffer, key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(source) => return Err(CaptureError::Map { name, source }),
             }
         }
-        typed(maps::OCCUPANCY, self.occupancy.set(drained.buffer, 0u64, 0))
+        typed(maps::OCCUPANCY, self.maps.set_occupancy(drained.buffer, 0))
     }
 }
 
@@ -389,16 +397,17 @@ pub fn fingerprint(key: &FlowKey, value: &FlowValue) -> u64 {
         value.first_seen_ns,
         value.last_seen_ns,
     ];
-    crate::spool::fnv1a(
-        head.into_iter()
-            .chain(k.src_addr)
-            .chain(k.dst_addr)
-            .chain(k.orig_dst_addr)
-            .chain(words.into_iter().flat_map(u64::to_le_bytes)),
-    )
+    let mut h = fnv::FnvHasher::default();
+    for bytes in [&head[..], &k.src_addr, &k.dst_addr, &k.orig_dst_addr] {
+        h.write(bytes);
+    }
+    for w in words {
+        h.write(&w.to_le_bytes());
+    }
+    h.finish()
 }
 
-impl Capture {
+impl<M: FlowMaps> Capture<M> {
     /// Deletes, from the buffer the programs are not writing to, the entries
     /// an earlier agent had read and spooled but not yet deleted when it
     /// stopped (`spooled`: their fingerprints). Call before the first drain.
@@ -407,22 +416,20 @@ impl Capture {
         if spooled.is_empty() {
             return Ok(0);
         }
-        let active = typed(maps::STATE, self.state.get(&0, 0))?.active & 1;
+        let active = typed(maps::STATE, self.maps.active())?;
         let idle = 1 - active;
         let name = buffer_name(idle);
-        let map = &mut self.flows[idle as usize];
-        let keys: Vec<FlowKey> =
-            map.keys().collect::<Result<_, _>>().map_err(|source| CaptureError::Map { name, source })?;
+        let keys = self.maps.keys(idle).map_err(|source| CaptureError::Map { name, source })?;
         let mut removed = 0;
         let total = keys.len();
         for key in keys {
-            let value = match map.get(&key, 0) {
+            let value = match self.maps.get(idle, &key) {
                 Ok(v) => v,
                 Err(MapError::KeyNotFound) => continue,
                 Err(source) => return Err(CaptureError::Map { name, source }),
             };
             if spooled.contains(&fingerprint(&key, &value)) {
-                match map.remove(&key) {
+                match self.maps.remove(idle, &key) {
                     Ok(()) | Err(MapError::KeyNotFound) => removed += 1,
                     Err(source) => return Err(CaptureError::Map { name, source }),
                 }
@@ -430,7 +437,7 @@ impl Capture {
         }
         // What the buffer holds now, so the programs count against the right
         // figure when they next write to it.
-        typed(maps::OCCUPANCY, self.occupancy.set(idle, (total - removed) as u64, 0))?;
+        typed(maps::OCCUPANCY, self.maps.set_occupancy(idle, (total - removed) as u64))?;
         Ok(removed)
     }
 }
@@ -438,6 +445,11 @@ impl Capture {
 fn buffer_name(b: u32) -> &'static str {
     if b == 0 { maps::FLOWS_A } else { maps::FLOWS_B }
 }
+
+#[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
+mod tests;
 
 /// Removes pins of other program versions under `bpffs` (detaching them).
 fn remove_other_versions(bpffs: &Path, keep: &Path) {

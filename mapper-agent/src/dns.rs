@@ -10,7 +10,7 @@ use hickory_proto::{
     op::{Message, MessageType, ResponseCode},
     rr::RData,
 };
-use mapper_ebpf::DnsEvent;
+use mapper_ebpf_common::DnsEvent;
 use serde::Serialize;
 
 use crate::{

@@ -4,15 +4,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use mapper_ebpf::{Direction, FlowKey, FlowValue};
+use mapper_ebpf_common::{Direction, FlowKey, FlowValue, Protocol};
 use serde::Serialize;
 
 use crate::attribution::CgroupInfo;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 /// Converts CLOCK_BOOTTIME nanoseconds (what the kernel stamps) to Unix time.
 #[derive(Debug, Clone, Copy)]
@@ -44,17 +42,10 @@ impl Clock {
 pub fn ip_from(family: u8, raw: &[u8; 16]) -> Option<IpAddr> {
     match family {
         AF_INET => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
-        AF_INET6 => Some(canonical(IpAddr::V6(Ipv6Addr::from(*raw)))),
+        // As people write it: IPv4-mapped IPv6 (what a dual-stack listener sees of an
+        // IPv4 client) becomes plain IPv4.
+        AF_INET6 => Some(Ipv6Addr::from(*raw).to_canonical()),
         _ => None,
-    }
-}
-
-/// An address as people write it: IPv4-mapped IPv6 (what a dual-stack
-/// listener sees of an IPv4 client) becomes plain IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -77,8 +68,11 @@ pub struct FlowRecord {
     pub node: String,
     /// `connect`, `accept` or `udp`: which end saw it (`accept` with `udp`: a
     /// reply of the server end to a client that sent to it first).
-    pub direction: &'static str,
-    pub protocol: &'static str,
+    #[serde(serialize_with = "direction_str")]
+    pub direction: Direction,
+    /// `tcp` or `udp`.
+    #[serde(serialize_with = "protocol_str")]
+    pub protocol: Protocol,
     /// The connection's client side; `None` for UDP sent before a source was chosen.
     pub src_ip: Option<IpAddr>,
     /// The server side the connection was established with (after DNAT).
@@ -114,6 +108,14 @@ pub struct FlowRecord {
     pub last_seen: i64,
 }
 
+fn direction_str<S: serde::Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(d.as_str())
+}
+
+fn protocol_str<S: serde::Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
 /// The far end of a flow when the kernel saw it on this node as well.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerEnd {
@@ -137,16 +139,8 @@ impl FlowRecord {
         cgroup: Option<&CgroupInfo>,
         peer_cgroup: Option<&CgroupInfo>,
     ) -> Option<Self> {
-        let direction = match Direction::from_raw(key.direction)? {
-            Direction::Connect => "connect",
-            Direction::Accept => "accept",
-            Direction::Udp => "udp",
-        };
-        let protocol = match key.protocol {
-            IPPROTO_TCP => "tcp",
-            IPPROTO_UDP => "udp",
-            _ => return None,
-        };
+        let direction = Direction::from_raw(key.direction)?;
+        let protocol = Protocol::from_raw(key.protocol)?;
         let orig = specified(ip_from(key.family, &key.orig_dst_addr));
         Some(Self {
             record: "flow",
@@ -197,7 +191,7 @@ impl LocalServers {
     /// Learns from `records`, then names the server of every local connect among them that
     /// the kernel left unnamed.
     pub fn apply(&mut self, records: &mut [FlowRecord]) {
-        for r in records.iter().filter(|r| r.direction == "accept" && r.protocol == "tcp") {
+        for r in records.iter().filter(|r| r.direction == Direction::Accept && r.protocol == Protocol::Tcp) {
             let Some(ip) = r.dst_ip else { continue };
             if self.by_addr.len() >= Self::MAX {
                 self.by_addr.clear();
@@ -212,7 +206,7 @@ impl LocalServers {
                 },
             );
         }
-        for r in records.iter_mut().filter(|r| r.direction == "connect" && r.peer.is_none()) {
+        for r in records.iter_mut().filter(|r| r.direction == Direction::Connect && r.peer.is_none()) {
             let (Some(src), Some(dst)) = (r.src_ip, r.dst_ip) else { continue };
             if src == dst {
                 r.peer = self.by_addr.get(&(r.netns, dst, r.dst_port)).cloned();
@@ -253,6 +247,7 @@ mod tests {
         let r = FlowRecord::from_kernel("n1", &key, &val, &clock, None, None).expect("record");
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["direction"], "connect");
+        assert_eq!(json["protocol"], "tcp");
         assert_eq!(json["src_ip"], "10.0.0.2");
         assert_eq!(json["dst_ip"], "10.0.0.3");
         assert_eq!(json["dst_port"], 8080);
@@ -296,11 +291,11 @@ mod tests {
     #[test]
     fn a_local_connect_is_named_from_the_accept_of_its_server() {
         let node_ip: IpAddr = "10.0.0.1".parse().expect("ip");
-        let record = |direction: &'static str, cgroup_id: u64, pod: &str| FlowRecord {
+        let record = |direction: Direction, cgroup_id: u64, pod: &str| FlowRecord {
             record: "flow",
             node: "n".into(),
             direction,
-            protocol: "tcp",
+            protocol: Protocol::Tcp,
             src_ip: Some(node_ip),
             dst_ip: Some(node_ip),
             dst_port: 9100,
@@ -320,14 +315,14 @@ mod tests {
             last_seen: 0,
         };
         let mut servers = LocalServers::default();
-        let mut first = vec![record("connect", 1, "client"), record("accept", 2, "server")];
+        let mut first = vec![record(Direction::Connect, 1, "client"), record(Direction::Accept, 2, "server")];
         servers.apply(&mut first);
         assert_eq!(first[0].peer.as_ref().and_then(|p| p.pod_uid.as_deref()), Some("server"), "same drain");
-        let mut later = vec![record("connect", 1, "client")];
+        let mut later = vec![record(Direction::Connect, 1, "client")];
         servers.apply(&mut later);
         assert_eq!(later[0].peer.as_ref().map(|p| p.cgroup_id), Some(2), "a later drain");
         let mut remote =
-            vec![FlowRecord { dst_ip: Some("10.0.0.9".parse().expect("ip")), ..record("connect", 1, "c") }];
+            vec![FlowRecord { dst_ip: Some("10.0.0.9".parse().expect("ip")), ..record(Direction::Connect, 1, "c") }];
         servers.apply(&mut remote);
         assert!(remote[0].peer.is_none(), "only a connect to its own address is local");
     }

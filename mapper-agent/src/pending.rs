@@ -11,13 +11,17 @@
 //! adding their counts, so an unreachable server costs memory and disk in
 //! proportion to distinct flows, never lost counts.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    hash::Hasher,
+};
 
 use mapper_proto::v1 as pb;
+use mapper_report::SERVER_MAX_FLOWS_PER_BATCH;
 use tracing::warn;
 
 use crate::{
-    report::{MAX_PENDING_DNS, SERVER_MAX_FLOWS_PER_BATCH},
+    report::MAX_PENDING_DNS,
     spool::{Covered, Loaded, Record, Spool, SpoolError},
 };
 
@@ -147,6 +151,13 @@ fn addr(b: &[u8]) -> ([u8; 16], u8) {
     (a, b.len() as u8)
 }
 
+/// FNV-1a of a pod UID (all [`FlowKey`] needs: a stable hash of a short string).
+fn hash(s: &str) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
 fn key(f: &pb::Flow) -> FlowKey {
     let (src, dst, orig) = (addr(&f.src_ip), addr(&f.dst_ip), addr(&f.original_dst_ip));
     FlowKey {
@@ -154,8 +165,8 @@ fn key(f: &pb::Flow) -> FlowKey {
         addrs: [src.0, dst.0, orig.0],
         lens: [src.1, dst.1, orig.1],
         cgroup_id: f.cgroup_id,
-        pod_uid: crate::spool::fnv1a(f.pod_uid.bytes()),
-        peer: (crate::spool::fnv1a(f.peer_pod_uid.bytes()), f.peer_on_node, f.peer_node_process),
+        pod_uid: hash(&f.pod_uid),
+        peer: (hash(&f.peer_pod_uid), f.peer_on_node, f.peer_node_process),
     }
 }
 

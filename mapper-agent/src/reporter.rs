@@ -10,13 +10,14 @@ use std::{
     time::Duration,
 };
 
+use mapper_report::{Backoff, SendOutcome};
 use tracing::{debug, error, info, warn};
 
 use crate::{
     agent::{AgentError, ReportConfig},
     metrics::Metrics,
     pending::Pending,
-    report::{self, Backoff, SendOutcome},
+    report,
     spool::Spool,
     token::TokenFile,
 };
@@ -96,7 +97,7 @@ pub(crate) fn start_reporter(
                 b.sent = true;
                 b.attempted = true;
                 let mut req = b.request();
-                let cut = report::fit_dns(&mut req);
+                let cut = mapper_report::fit_dns(&mut req);
                 if cut > 0 {
                     debug!(sequence = req.sequence, answers = cut, "DNS answers past the server's bounds left out");
                 }
@@ -117,7 +118,7 @@ pub(crate) fn start_reporter(
             }
             let token = token.as_mut().map(TokenFile::current);
             let (boot_id, sequence) = (req.boot_id.clone(), req.sequence);
-            match report::send_request(&mut client, token, req, Duration::from_secs(30)).await {
+            match mapper_report::send(&mut client, token, req, Duration::from_secs(30)).await {
                 SendOutcome::Acked { duplicate } => {
                     if failed.swap(false, Ordering::AcqRel) {
                         info!(%url, "mapper-server reachable again");

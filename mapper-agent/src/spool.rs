@@ -25,6 +25,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
+    hash::Hasher,
     io::{self, Write},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -155,14 +156,12 @@ pub struct LoadReport {
     pub superseded: u64,
 }
 
-/// 64-bit FNV-1a: a checksum with no dependency, stable across versions.
-pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// A record's checksum: 64-bit FNV-1a of its bytes, stable across versions (the spool
+/// outlives the agent that wrote it).
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 fn valid_boot_id(id: &str) -> bool {
@@ -183,7 +182,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
     out.extend_from_slice(&[0; 8]);
     // Encoding into a Vec with room reserved cannot fail.
     let _ = record.encode(&mut out);
-    let sum = fnv1a(out[HEADER..].iter().copied());
+    let sum = checksum(&out[HEADER..]);
     out[16..HEADER].copy_from_slice(&sum.to_le_bytes());
     out
 }
@@ -206,7 +205,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, BadFile> {
     if payload.len() as u64 != len {
         return Err(BadFile::Length { expected: len, found: payload.len() as u64 });
     }
-    if fnv1a(payload.iter().copied()) != sum {
+    if checksum(payload) != sum {
         return Err(BadFile::Checksum);
     }
     let record = Record::decode(payload).map_err(|e| BadFile::Decode(e.to_string()))?;

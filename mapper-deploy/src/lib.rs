@@ -7,6 +7,7 @@
 //! ([`render_manifests`]). [`objects`] parses every rendered document into its k8s-openapi type,
 //! refusing fields the Kubernetes schema does not know; the tests in `tests/` check what the
 //! objects must say to each other (selectors, RBAC, capabilities, ports, images).
+#![forbid(unsafe_code)]
 
 pub mod chart;
 pub mod engine;

@@ -1,4 +1,5 @@
 //! `mapper-deploy`: render the chart without helm, or regenerate deploy/manifests/.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

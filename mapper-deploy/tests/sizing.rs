@@ -7,7 +7,7 @@ mod common;
 use std::mem::size_of;
 
 use common::*;
-use mapper_ebpf::{
+use mapper_ebpf_common::{
     FlowKey, FlowValue, ListenerKey, ListenerValue, NatKey, NatValue, PeerKey, PeerValue, SockInfo, UdpKey,
 };
 

@@ -7,6 +7,7 @@
 //! a misaddressed packet has nowhere to go.
 
 use std::{
+    hash::Hasher,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
@@ -52,7 +53,9 @@ pub struct Node {
 
 /// FNV-1a of a string: the lab's stable source of names, UIDs and suffixes.
 pub fn hash(seed: &str) -> u64 {
-    seed.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    let mut h = fnv::FnvHasher::default();
+    h.write(seed.as_bytes());
+    h.finish()
 }
 
 /// A deterministic pod UID from a name (UUID-shaped, as kubelet's are).

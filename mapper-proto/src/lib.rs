@@ -4,6 +4,7 @@
 //! (`mapper-model`) and its messages. No other logic lives here.
 
 #![allow(missing_debug_implementations, clippy::unwrap_used, unreachable_pub)]
+#![forbid(unsafe_code)]
 
 /// `mapper.v1`.
 pub mod v1 {
@@ -34,8 +35,7 @@ pub mod addr {
             return Ok(Some(IpAddr::from(v4)));
         }
         if let Ok(v6) = <[u8; 16]>::try_from(b) {
-            let v6 = Ipv6Addr::from(v6);
-            return Ok(Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)));
+            return Ok(Some(Ipv6Addr::from(v6).to_canonical()));
         }
         Err(format!("{} bytes is not an IPv4 (4) or IPv6 (16) address", b.len()))
     }

@@ -5,7 +5,7 @@
 //!    server (`BoundServer`, store in a temporary directory, a generated
 //!    inventory loaded with `watch_inventory`) fed by N concurrent agent streams
 //!    (one tokio task and one connection each, its own node/boot id, sending its
-//!    batches in sequence with `mapper_agent::report::send` and waiting for each
+//!    batches in sequence with `mapper_report::send` and waiting for each
 //!    acknowledgement); with 1 stream and with 200. Client and server share this
 //!    machine's cores, so the figures are a lower bound for the server alone.
 //! 2. `resolution`: `Snapshot::resolve_local` + `Snapshot::resolve_remote` per
@@ -58,9 +58,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[path = "ingest/scale.rs"]
 mod scale;
 
-use mapper_agent::report::{Batch, SendOutcome, send};
 use mapper_cluster::{ClusterHandle, Evidence, Peer, ResolveOptions, Snapshot, Workload, watch_inventory};
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
+use mapper_report::{SendOutcome, send};
 use mapper_server::{
     server::{BoundServer, ServerConfig},
     store::{AgentBoot, EdgeKey, EdgeStore, Observation, Proto, Side},
@@ -592,9 +592,13 @@ async fn run_streams(
         let local: Vec<&Pod> = cluster.pods.iter().filter(|p| p.node == s % NODES).collect();
         let mut rng = Rng(0x5eed ^ ((s as u64) << 20) ^ (tag.len() as u64));
         let (node, boot) = (format!("{tag}-node-{s:03}"), format!("{tag}-boot-{s:03}"));
-        let plan: Vec<Batch> = (1..=batches as u64)
-            .map(|sequence| {
-                Batch::new(&node, &boot, sequence, cluster.flows(&mut rng, &local, flows_per_batch, now), Vec::new())
+        let plan: Vec<pb::ReportRequest> = (1..=batches as u64)
+            .map(|sequence| pb::ReportRequest {
+                node: node.clone(),
+                boot_id: boot.clone(),
+                sequence,
+                flows: cluster.flows(&mut rng, &local, flows_per_batch, now),
+                dns: Vec::new(),
             })
             .collect();
         let (url, barrier) = (url.to_owned(), barrier.clone());
@@ -604,7 +608,7 @@ async fn run_streams(
             let mut r = StreamResult { latencies_ms: Vec::with_capacity(plan.len()), ..Default::default() };
             for batch in &plan {
                 let t0 = Instant::now();
-                let outcome = send(&mut client, None, &node, &boot, batch, SEND_TIMEOUT).await;
+                let outcome = send(&mut client, None, batch.clone(), SEND_TIMEOUT).await;
                 r.latencies_ms.push(t0.elapsed().as_secs_f64() * 1e3);
                 match outcome {
                     SendOutcome::Acked { duplicate: false } => {

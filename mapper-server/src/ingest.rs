@@ -601,12 +601,12 @@ mod tests {
 
     #[test]
     fn the_agent_fits_its_dns_answers_to_these_bounds() {
-        use mapper_agent::report as agent;
+        use mapper_report as agent;
         assert_eq!(agent::SERVER_MAX_DNS_NAME_LEN, MAX_DNS_NAME_LEN);
         assert_eq!(agent::SERVER_MAX_FLOWS_PER_BATCH, MAX_FLOWS_PER_BATCH);
         assert_eq!(agent::SERVER_MAX_ADDRESSES_PER_ANSWER, MAX_ADDRESSES_PER_ANSWER);
         assert_eq!(agent::SERVER_MAX_DNS_ADDRESSES_PER_BATCH, MAX_DNS_ADDRESSES_PER_BATCH);
-        assert_eq!(agent::MAX_PENDING_DNS, MAX_DNS_PER_BATCH);
+        assert_eq!(agent::SERVER_MAX_DNS_PER_BATCH, MAX_DNS_PER_BATCH);
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! `mapper-server`: flags, logging, signals; the work is in the library.
+#![forbid(unsafe_code)]
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -5,8 +5,8 @@ mod support;
 
 use std::{path::Path, time::Duration};
 
-use mapper_agent::report::{Batch, SendOutcome, send};
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
+use mapper_report::{SendOutcome, send};
 use support::Server;
 use tonic::Request;
 
@@ -95,8 +95,8 @@ fn name(p: &Option<pb::Peer>) -> String {
     }
 }
 
-fn batch(sequence: u64, flows: Vec<pb::Flow>) -> Batch {
-    Batch::new("node-1", "boot-a", sequence, flows, vec![])
+fn batch(sequence: u64, flows: Vec<pb::Flow>) -> pb::ReportRequest {
+    pb::ReportRequest { node: "node-1".into(), boot_id: "boot-a".into(), sequence, flows, dns: vec![] }
 }
 
 #[tokio::test]
@@ -110,10 +110,10 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
     // Batch 1 is applied, but the agent never saw the acknowledgement: it sends it again.
     let b1 = batch(1, vec![client_flow(5)]);
     assert!(matches!(
-        send(&mut client, None, "node-1", "boot-a", &b1, Duration::from_secs(5)).await,
+        send(&mut client, None, b1.clone(), Duration::from_secs(5)).await,
         SendOutcome::Acked { duplicate: false }
     ));
-    match send(&mut client, None, "node-1", "boot-a", &b1, Duration::from_secs(5)).await {
+    match send(&mut client, None, b1.clone(), Duration::from_secs(5)).await {
         SendOutcome::Acked { duplicate } => assert!(duplicate, "resent batch not recognised"),
         other => panic!("resend: {other:?}"),
     }
@@ -126,7 +126,7 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
     // kill -9 right after an acknowledged batch, then a restart on the same data.
     let b2 = batch(2, vec![client_flow(7)]);
     assert!(matches!(
-        send(&mut client, None, "node-1", "boot-a", &b2, Duration::from_secs(5)).await,
+        send(&mut client, None, b2.clone(), Duration::from_secs(5)).await,
         SendOutcome::Acked { duplicate: false }
     ));
     drop(server); // SIGKILL
@@ -147,7 +147,13 @@ async fn resend_after_lost_ack_counts_once_and_kill_9_loses_nothing() {
         "33333333-0000-0000-0000-000000000003",
     );
     assert!(matches!(
-        send(&mut client, None, "node-1", "boot-b", &batch(1, vec![accept]), Duration::from_secs(5)).await,
+        send(
+            &mut client,
+            None,
+            pb::ReportRequest { boot_id: "boot-b".into(), ..batch(1, vec![accept]) },
+            Duration::from_secs(5)
+        )
+        .await,
         SendOutcome::Acked { duplicate: false }
     ));
     let e = edges(&server.url(None)).await;
@@ -165,21 +171,21 @@ async fn bad_requests_and_tokens_are_refused() {
     let server = start(&data.path().join("db"), port, &["--token-file", token_file.to_str().expect("utf8")]);
     wait_ready(&server, Some("s3cret")).await;
     let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
-    let b = batch(1, vec![client_flow(1)]);
-    match send(&mut client, None, "n", "b", &b, Duration::from_secs(5)).await {
+    // Under another node and boot id than batch()'s.
+    let named = |b: pb::ReportRequest| pb::ReportRequest { node: "n".into(), boot_id: "b".into(), ..b };
+    let b = named(batch(1, vec![client_flow(1)]));
+    match send(&mut client, None, b.clone(), Duration::from_secs(5)).await {
         SendOutcome::Retry(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}"),
         other => panic!("no token accepted: {other:?}"),
     }
-    match send(&mut client, Some("wrong"), "n", "b", &b, Duration::from_secs(5)).await {
+    match send(&mut client, Some("wrong"), b.clone(), Duration::from_secs(5)).await {
         SendOutcome::Retry(s) => assert_eq!(s.code(), tonic::Code::Unauthenticated),
         other => panic!("wrong token accepted: {other:?}"),
     }
     // An invalid batch is rejected with the field named, and stores nothing.
     let mut bad = client_flow(1);
     bad.dst_ip = vec![1, 2, 3];
-    match send(&mut client, Some("s3cret"), "n", "b", &batch(1, vec![client_flow(1), bad]), Duration::from_secs(5))
-        .await
-    {
+    match send(&mut client, Some("s3cret"), named(batch(1, vec![client_flow(1), bad])), Duration::from_secs(5)).await {
         SendOutcome::Rejected(s) => {
             assert_eq!(s.code(), tonic::Code::InvalidArgument);
             assert!(s.message().contains("flows[1].dst_ip"), "{}", s.message());
@@ -188,7 +194,7 @@ async fn bad_requests_and_tokens_are_refused() {
     }
     assert!(
         matches!(
-            send(&mut client, Some("s3cret"), "n", "b", &b, Duration::from_secs(5)).await,
+            send(&mut client, Some("s3cret"), b, Duration::from_secs(5)).await,
             SendOutcome::Acked { duplicate: false }
         ),
         "the valid batch with the same sequence must still apply"

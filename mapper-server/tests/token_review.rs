@@ -21,8 +21,8 @@ use std::{
 
 use axum::http::StatusCode;
 use fake_api::FakeApi;
-use mapper_agent::report::{Batch, SendOutcome, send};
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
+use mapper_report::{SendOutcome, send};
 use serde_json::{Value, json};
 use support::{FIXTURE, Server};
 use tonic::{Code, Request};
@@ -96,7 +96,7 @@ fn start(dir: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Serve
     Server::spawn(cmd)
 }
 
-fn batch(sequence: u64) -> Batch {
+fn batch(sequence: u64) -> pb::ReportRequest {
     let flow = pb::Flow {
         direction: pb::Direction::Connect as i32,
         protocol: pb::Protocol::Tcp as i32,
@@ -109,13 +109,13 @@ fn batch(sequence: u64) -> Batch {
         last_seen_ms: now_ms() - 600_000,
         ..Default::default()
     };
-    Batch::new("node-1", "boot-a", sequence, vec![flow], vec![])
+    pb::ReportRequest { node: "node-1".into(), boot_id: "boot-a".into(), sequence, flows: vec![flow], dns: vec![] }
 }
 
 /// Reports batch `sequence` with `token`.
 async fn report(url: &str, token: Option<&str>, sequence: u64) -> SendOutcome {
     let mut client = IngestClient::connect(url.to_string()).await.expect("connect ingest");
-    send(&mut client, token, "node-1", "boot-a", &batch(sequence), Duration::from_secs(10)).await
+    send(&mut client, token, batch(sequence), Duration::from_secs(10)).await
 }
 
 fn refused(outcome: SendOutcome, code: Code, what: &str) -> String {

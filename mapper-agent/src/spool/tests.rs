@@ -69,3 +69,11 @@ fn writes_replace_atomically_and_removal_is_idempotent() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").flatten().map(|e| e.file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("lock")]);
 }
+
+#[test]
+fn the_checksum_is_fnv1a_as_earlier_agents_wrote_it() {
+    // Published FNV-1a 64 test vectors: a spool written by an earlier agent must still check.
+    assert_eq!(checksum(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(checksum(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(checksum(b"foobar"), 0x8594_4171_f739_67e8);
+}

@@ -100,7 +100,7 @@ fn constant_time_eq(a: &TokenKey, b: &TokenKey) -> bool {
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     match addr {
         SocketAddr::V4(a) => a.ip().is_loopback(),
-        SocketAddr::V6(a) => a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        SocketAddr::V6(a) => a.ip().to_canonical().is_loopback(),
     }
 }
 
