@@ -38,6 +38,7 @@ use tonic::{
 };
 use tracing::{info, warn};
 
+use crate::errors::CallError;
 use crate::ingest::{
     IngestService, MAX_ADDRESSES_PER_ANSWER, MAX_BATCH_BYTES, MAX_DNS_ADDRESSES_PER_BATCH, MAX_DNS_PER_BATCH,
     MAX_FLOWS_PER_BATCH,
@@ -200,7 +201,7 @@ impl Encoder for ReportEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        item.encode(dst).map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))
+        item.encode(dst).map_err(|e| CallError::Encode(e).into())
     }
 }
 
@@ -211,10 +212,8 @@ impl Decoder for ReportDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         use prost::bytes::Buf;
         // tonic hands the whole message over in one contiguous buffer.
-        precheck(src.chunk()).map_err(|e| Status::invalid_argument(format!("undecodable ReportRequest: {e}")))?;
-        pb::ReportRequest::decode(src)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("undecodable ReportRequest: {e}")))
+        precheck(src.chunk()).map_err(CallError::Undecodable)?;
+        pb::ReportRequest::decode(src).map(Some).map_err(|e| CallError::Decode(e).into())
     }
 }
 
@@ -270,7 +269,7 @@ impl Service<http::Request<Body>> for IngestEndpoint {
         let (service, permits, max, wait) = (self.service.clone(), self.permits.clone(), self.max, self.wait);
         Box::pin(async move {
             if req.uri().path() != "/mapper.v1.Ingest/Report" {
-                return Ok(Status::unimplemented(format!("no method {}", req.uri().path())).into_http());
+                return Ok(Status::from(CallError::NoMethod(req.uri().path().to_owned())).into_http());
             }
             // The turn is taken before the body is read: only this many requests are
             // buffered and decoded at once, however many arrive.
@@ -278,10 +277,7 @@ impl Service<http::Request<Body>> for IngestEndpoint {
                 Ok(Ok(p)) => p,
                 _ => {
                     service.metrics.batches.get_or_create(&[("result", "busy")]).inc();
-                    return Ok(Status::resource_exhausted(format!(
-                        "{max} reports in progress, none finished within {wait:?}; retry later"
-                    ))
-                    .into_http());
+                    return Ok(Status::from(CallError::Busy { max, wait }).into_http());
                 }
             };
             let mut grpc =

@@ -8,12 +8,14 @@ use mapper_proto::v1::{self as pb, ingest_server::Ingest};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info_span, warn};
 
+use crate::errors::CallError;
 use crate::{
     commit::Committer,
     dns::DnsCache,
     metrics::Metrics,
     store::{Applied, EdgeKey, EdgeStore, Observation, Proto, Side},
 };
+use mapper_cluster::error_chain;
 
 /// How long after a flow was seen its batch may wait for the cluster state to catch up.
 pub const MAX_RESOLVE_WAIT_MS: i64 = 5_000;
@@ -337,14 +339,19 @@ pub struct IngestService {
 
 impl IngestService {
     /// Validates, resolves and applies one batch (blocking: it commits to disk).
-    pub fn report(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
+    pub fn report(&self, req: &pb::ReportRequest) -> Result<pb::ReportResponse, CallError> {
         let now = crate::server::now_ms();
         let checked = check_batch(req, now).map_err(|e| {
             self.metrics.batches_rejected.inc();
-            Status::invalid_argument(format!("batch {} from {} ({}): {e}", req.sequence, req.node, req.boot_id))
+            CallError::InvalidBatch {
+                sequence: req.sequence,
+                node: req.node.clone(),
+                boot_id: req.boot_id.clone(),
+                source: e,
+            }
         })?;
         if !self.cluster.is_ready() {
-            return Err(Status::unavailable("the cluster state has not synced yet; retry shortly"));
+            return Err(CallError::NotSynced);
         }
         // A flow newer than what the cluster state is known to hold may involve a pod it does
         // not have yet (created, or given a freed IP, since): the agent retries in a moment.
@@ -354,10 +361,7 @@ impl IngestService {
         let newest = req.flows.iter().map(|f| f.last_seen_ms).filter(|t| *t <= now).max().unwrap_or(i64::MIN);
         if newest > synced_at && now < newest.saturating_add(MAX_RESOLVE_WAIT_MS) {
             self.metrics.batches.get_or_create(&[("result", "deferred")]).inc();
-            return Err(Status::unavailable(format!(
-                "the cluster state is {} ms older than the newest flow; retry shortly",
-                newest - synced_at
-            )));
+            return Err(CallError::StateBehind { behind_ms: newest - synced_at });
         }
         for d in &req.dns {
             self.dns.record(d, now);
@@ -409,8 +413,8 @@ impl IngestService {
         let agent = crate::store::AgentBoot::new(&req.node, &req.boot_id);
         let flows = observations.len();
         let applied = self.committer.apply(agent.clone(), req.sequence, observations).map_err(|e| {
-            warn!(error = %e, "cannot store a batch");
-            Status::internal(format!("cannot store the batch: {e}"))
+            warn!(error = %error_chain(&e), "cannot store a batch");
+            CallError::Store(e)
         })?;
         match applied {
             Applied::New => {
@@ -439,7 +443,7 @@ impl Ingest for IngestService {
         let this = self.clone();
         let resp = tokio::task::spawn_blocking(move || span.in_scope(|| IngestService::report(&this, &req)))
             .await
-            .map_err(|e| Status::internal(format!("ingest task failed: {e}")))??;
+            .map_err(CallError::task("ingest"))??;
         Ok(Response::new(resp))
     }
 }

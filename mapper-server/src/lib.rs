@@ -7,6 +7,7 @@ pub mod admission;
 pub mod auth;
 pub mod commit;
 pub mod dns;
+pub mod errors;
 pub mod ingest;
 pub mod metrics;
 pub mod query;

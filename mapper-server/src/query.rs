@@ -16,6 +16,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
+use crate::errors::CallError;
 use crate::store::{EdgeKey, EdgeState, EdgeStore, Proto};
 
 /// An edge on the wire.
@@ -131,20 +132,20 @@ pub struct EdgeFilter {
 
 impl EdgeFilter {
     /// Validates a request.
-    pub fn from_request(r: &pb::ListEdgesRequest) -> Result<Self, Status> {
-        let name_ns = |field: &str, value: &str| {
+    pub fn from_request(r: &pb::ListEdgesRequest) -> Result<Self, CallError> {
+        let name_ns = |field: &'static str, value: &str| {
             value
                 .split_once('.')
                 .filter(|(n, ns)| !n.is_empty() && !ns.is_empty() && !ns.contains('.'))
                 .map(|(n, ns)| (n.to_string(), ns.to_string()))
-                .ok_or_else(|| Status::invalid_argument(format!("{field} {value:?}: expected NAME.NAMESPACE")))
+                .ok_or_else(|| CallError::NotNameDotNamespace { field, value: value.to_owned() })
         };
         let server = if r.server.is_empty() { None } else { Some(name_ns("server", &r.server)?) };
         let client_workloads =
             r.client_workloads.iter().map(|w| name_ns("client_workloads", w)).collect::<Result<Vec<_>, _>>()?;
         for l in &r.exclude_labels {
             if l.key.is_empty() {
-                return Err(Status::invalid_argument("exclude_labels: a label with an empty key"));
+                return Err(CallError::EmptyLabelKey);
             }
         }
         Ok(Self {
@@ -253,14 +254,11 @@ impl Query for QueryService {
             .map(|()| edges)
         })
         .await
-        .map_err(|e| Status::internal(format!("list task failed: {e}")))?;
+        .map_err(CallError::task("list"))?;
         match edges {
             Ok(edges) => Ok(Response::new(pb::ListEdgesResponse { edges })),
-            Err(Stop::TooLarge(limit)) => Err(Status::resource_exhausted(format!(
-                "the answer exceeds ListEdges' limit of {limit} bytes: use StreamEdges (mapper 0.2 and later do), \
-                 or narrow the request (client_namespaces, client_workloads, server, since_ms)"
-            ))),
-            Err(Stop::Gone) => Err(Status::cancelled("the request was cancelled")),
+            Err(Stop::TooLarge(limit)) => Err(CallError::TooLarge { limit }.into()),
+            Err(Stop::Gone) => Err(CallError::Cancelled.into()),
         }
     }
 
@@ -268,8 +266,8 @@ impl Query for QueryService {
         let store = self.store.clone();
         let removed = tokio::task::spawn_blocking(move || store.reset())
             .await
-            .map_err(|e| Status::internal(format!("reset task failed: {e}")))?
-            .map_err(|e| Status::internal(format!("cannot reset the store: {e}")))?;
+            .map_err(CallError::task("reset"))?
+            .map_err(CallError::Reset)?;
         info!(removed, "map reset");
         self.metrics.edges.set(0);
         Ok(Response::new(pb::ResetResponse { removed_edges: removed as u64 }))
@@ -375,7 +373,7 @@ mod tests {
         });
         assert_eq!((gone, sent), (Err(Stop::Gone), 1), "a reader that went away stops the scan");
         let bad = pb::ListEdgesRequest { client_workloads: vec!["c1".into()], ..Default::default() };
-        let err = EdgeFilter::from_request(&bad).err().map(|s| s.message().to_owned()).unwrap_or_default();
+        let err = EdgeFilter::from_request(&bad).err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(err, "client_workloads \"c1\": expected NAME.NAMESPACE");
     }
 }

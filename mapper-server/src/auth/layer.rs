@@ -59,7 +59,7 @@ where
             let authorization = req.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
             match auth.check(role, authorization, peer).await {
                 Ok(()) => inner.call(req).await,
-                Err(status) => Ok(status.into_http()),
+                Err(refusal) => Ok(tonic::Status::from(refusal).into_http()),
             }
         })
     }

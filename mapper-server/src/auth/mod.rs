@@ -17,7 +17,7 @@ pub mod review;
 
 use std::{fmt, net::SocketAddr, str::FromStr};
 
-use tonic::Status;
+use crate::errors::CallError;
 
 pub use review::Reviewer;
 use review::{ReviewCache, TokenKey};
@@ -108,12 +108,10 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 #[derive(Debug)]
 enum Decision<'a> {
     Allow,
-    Refuse(Status),
+    Refuse(CallError),
     /// Ask the TokenReview API, through this reviewer, about this token.
     Review(&'a Reviewer, &'a str),
 }
-
-const MISSING: &str = "missing `authorization: Bearer <token>`";
 
 /// Checks every request against the configured ways in.
 #[derive(Debug)]
@@ -156,18 +154,18 @@ impl Authenticator {
         }
         match role {
             Role::Query if self.allow_loopback_query && peer.as_ref().is_some_and(is_loopback) => Decision::Allow,
-            Role::Query => Decision::Refuse(Status::unauthenticated(match (bearer, self.allow_loopback_query) {
-                (None, true) => format!("{MISSING}: pass --token-file, or connect through a port-forward"),
-                (None, false) => format!("{MISSING}: pass --token-file"),
-                (Some(_), _) => "invalid bearer token for the query service".to_string(),
-            })),
-            Role::Ingest => match (bearer, &self.reviewer) {
-                (None, _) => Decision::Refuse(Status::unauthenticated(format!("{MISSING}: pass --token-file"))),
-                (Some(None), _) => {
-                    Decision::Refuse(Status::unauthenticated("the authorization header is not `Bearer <token>`"))
+            Role::Query => Decision::Refuse(match (bearer, self.allow_loopback_query) {
+                (None, true) => {
+                    CallError::MissingToken { hint: "pass --token-file, or connect through a port-forward" }
                 }
+                (None, false) => CallError::MissingToken { hint: "pass --token-file" },
+                (Some(_), _) => CallError::InvalidQueryToken,
+            }),
+            Role::Ingest => match (bearer, &self.reviewer) {
+                (None, _) => Decision::Refuse(CallError::MissingToken { hint: "pass --token-file" }),
+                (Some(None), _) => Decision::Refuse(CallError::NotBearer),
                 (Some(Some(token)), Some(reviewer)) => Decision::Review(reviewer, token),
-                (Some(Some(_)), None) => Decision::Refuse(Status::unauthenticated("invalid bearer token")),
+                (Some(Some(_)), None) => Decision::Refuse(CallError::InvalidToken),
             },
         }
     }
@@ -180,7 +178,7 @@ impl Authenticator {
         role: Role,
         authorization: Option<&[u8]>,
         peer: Option<SocketAddr>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), CallError> {
         match self.decide(role, authorization, peer) {
             Decision::Allow => Ok(()),
             Decision::Refuse(status) => Err(status),

@@ -8,11 +8,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::errors::CallError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::{Api, api::PostParams};
-use tonic::Status;
 use tracing::{debug, info, warn};
 
 use super::TokenReviewConfig;
@@ -48,21 +48,14 @@ impl Verdict {
     }
 
     /// The answer to the caller.
-    pub fn to_result(&self, audience: &str) -> Result<(), Status> {
+    pub fn to_result(&self, audience: &str) -> Result<(), CallError> {
         match self {
             Self::Accepted { .. } => Ok(()),
-            Self::NotAuthenticated { error: Some(e) } => {
-                Err(Status::unauthenticated(format!("bearer token refused by the Kubernetes TokenReview API: {e}")))
+            Self::NotAuthenticated { error } => Err(CallError::TokenRefused { error: error.clone() }),
+            Self::WrongAudience { audiences } => {
+                Err(CallError::WrongAudience { audience: audience.to_owned(), audiences: audiences.clone() })
             }
-            Self::NotAuthenticated { error: None } => {
-                Err(Status::unauthenticated("bearer token refused by the Kubernetes TokenReview API"))
-            }
-            Self::WrongAudience { audiences } => Err(Status::unauthenticated(format!(
-                "bearer token is not for audience {audience:?} (the API server reports {audiences:?})"
-            ))),
-            Self::NotAnAgent { username } => Err(Status::unauthenticated(format!(
-                "{username} is not one of the agent ServiceAccounts allowed to report flows"
-            ))),
+            Self::NotAnAgent { username } => Err(CallError::NotAnAgent { username: username.clone() }),
         }
     }
 }
@@ -184,7 +177,7 @@ impl Reviewer {
 
     /// Accepts `token` if it belongs to an agent; asks the API server unless a
     /// verdict is cached. An API failure is `Unavailable` and is not cached.
-    pub async fn check(&self, token: &str) -> Result<(), Status> {
+    pub async fn check(&self, token: &str) -> Result<(), CallError> {
         let key = ReviewCache::key(token);
         if let Some(v) = self.cache.get(&key, Instant::now()) {
             return v.to_result(&self.audience);
@@ -202,7 +195,7 @@ impl Reviewer {
         verdict.to_result(&self.audience)
     }
 
-    async fn review(&self, token: &str) -> Result<Verdict, Status> {
+    async fn review(&self, token: &str) -> Result<Verdict, CallError> {
         let review = TokenReview {
             spec: TokenReviewSpec { token: Some(token.to_string()), audiences: Some(vec![self.audience.clone()]) },
             ..TokenReview::default()
@@ -211,9 +204,7 @@ impl Reviewer {
             Ok(r) => Ok(Verdict::judge(r.status.as_ref(), &self.audience, &self.agents)),
             Err(e) => {
                 warn!(error = %e, "TokenReview request failed: agents are told to retry");
-                Err(Status::unavailable(format!(
-                    "cannot check the bearer token: the Kubernetes TokenReview API request failed: {e}"
-                )))
+                Err(CallError::ReviewFailed(e))
             }
         }
     }

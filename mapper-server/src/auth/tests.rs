@@ -70,7 +70,7 @@ async fn agents_are_reviewed_for_ingest_only() {
     // Agents' tokens do not read the map, and are not even reviewed for it.
     assert_eq!(code(a.decide(Role::Query, Some(b"Bearer agent.jwt"), peer(POD_IP))), Err(Code::Unauthenticated));
     let status = a.check(Role::Query, None, peer(LOOPBACK)).await.expect_err("loopback query without the flag");
-    assert!(status.message().contains("--token-file"), "{status:?}");
+    assert!(status.to_string().contains("--token-file"), "{status:?}");
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn loopback_query_needs_the_flag_and_a_loopback_peer() {
     for p in [Some(POD_IP), Some("[fd00::2]:5000"), None] {
         let status = a.check(Role::Query, None, p.and_then(peer)).await.expect_err("non-loopback query");
         assert_eq!(status.code(), Code::Unauthenticated);
-        assert!(status.message().contains("port-forward"), "{status:?}");
+        assert!(status.to_string().contains("port-forward"), "{status:?}");
     }
     // Loopback is no way in for agents.
     assert_eq!(code(a.decide(Role::Ingest, None, peer(LOOPBACK))), Err(Code::Unauthenticated));
@@ -115,7 +115,7 @@ fn verdicts() {
     refused.error = Some("token has expired".into());
     let v = Verdict::judge(Some(&refused), "mapper", agents);
     assert_eq!(v, Verdict::NotAuthenticated { error: Some("token has expired".into()) });
-    assert!(v.to_result("mapper").expect_err("refused").message().contains("token has expired"));
+    assert!(v.to_result("mapper").expect_err("refused").to_string().contains("token has expired"));
     assert!(matches!(Verdict::judge(None, "mapper", agents), Verdict::NotAuthenticated { error: None }));
     for v in [other, Verdict::WrongAudience { audiences: vec![] }] {
         assert_eq!(v.to_result("mapper").expect_err("refused").code(), Code::Unauthenticated);
