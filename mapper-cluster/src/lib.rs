@@ -33,6 +33,10 @@ mod kube_source;
 mod model;
 mod snapshot;
 
+/// A fake Kubernetes API server for tests (feature `test-support`).
+#[cfg(feature = "test-support")]
+pub mod fake_api;
+
 pub use identity::{
     Evidence, Peer, ResolveOptions, SERVICE_NAME_ANNOTATION, UnresolvedReason, WORKLOAD_NAME_ANNOTATION, Workload,
 };

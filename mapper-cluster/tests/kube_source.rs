@@ -2,15 +2,13 @@
 //! modified (IP change) and deleted; a watch restarted with 410 Gone; owners fetched by GET,
 //! through discovery for a CRD, and a 403 owner stopping the walk (and not asked again).
 
-mod support;
-
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
+use mapper_cluster::fake_api::FakeApi;
 use mapper_cluster::{ClusterHandle, KubeSource, KubeSourceConfig, Peer, ResolveOptions, UnresolvedReason, Workload};
 use serde_json::{Value, json};
-use support::fake_api::FakeApi;
 
 const PODS: &str = "/api/v1/pods";
 const SERVICES: &str = "/api/v1/services";

@@ -3,9 +3,6 @@
 //! TokenReview API, over HTTP, as kube-rs speaks it), cached; readers through a
 //! port-forward (loopback) with --allow-loopback-query; the static token.
 
-#[path = "../../mapper-cluster/tests/support/fake_api.rs"]
-#[allow(dead_code)]
-mod fake_api;
 mod support;
 
 use std::{
@@ -19,8 +16,7 @@ use std::{
     time::Duration,
 };
 
-use axum::http::StatusCode;
-use fake_api::FakeApi;
+use mapper_cluster::fake_api::{FakeApi, StatusCode};
 use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::QueryClient};
 use mapper_report::{SendOutcome, send};
 use serde_json::{Value, json};

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri, header};
+pub use axum::http::StatusCode;
+use axum::http::{Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -47,8 +48,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct FakeApi {
     inner: Arc<Mutex<Inner>>,
+    /// Where it listens (127.0.0.1, a free port).
     pub addr: SocketAddr,
     server: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FakeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeApi").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl Drop for FakeApi {
