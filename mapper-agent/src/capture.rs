@@ -370,10 +370,7 @@ impl<M: FlowMaps> Capture<M> {
     pub fn clear(&mut self, drained: &Drained) -> Result<(), CaptureError> {
         let name = buffer_name(drained.buffer);
         for (key, _) in &drained.flows {
-            match self.maps.remove(drained.buffer, key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => return Err(CaptureError::Map { name, source }),
-            }
+            self.maps.remove(drained.buffer, key).map_err(|source| CaptureError::Map { name, source })?;
         }
         typed(maps::OCCUPANCY, self.maps.set_occupancy(drained.buffer, 0))
     }
@@ -429,10 +426,8 @@ impl<M: FlowMaps> Capture<M> {
                 Err(source) => return Err(CaptureError::Map { name, source }),
             };
             if spooled.contains(&fingerprint(&key, &value)) {
-                match self.maps.remove(idle, &key) {
-                    Ok(()) | Err(MapError::KeyNotFound) => removed += 1,
-                    Err(source) => return Err(CaptureError::Map { name, source }),
-                }
+                self.maps.remove(idle, &key).map_err(|source| CaptureError::Map { name, source })?;
+                removed += 1;
             }
         }
         // What the buffer holds now, so the programs count against the right

@@ -16,7 +16,7 @@ pub trait FlowMaps {
     fn keys(&self, buffer: u32) -> Result<Vec<FlowKey>, MapError>;
     /// One entry of `buffer` ([`MapError::KeyNotFound`] when it is not there).
     fn get(&self, buffer: u32, key: &FlowKey) -> Result<FlowValue, MapError>;
-    /// Deletes one entry of `buffer`.
+    /// Deletes one entry of `buffer`; one that is already gone (the LRU evicted it) is no error.
     fn remove(&mut self, buffer: u32, key: &FlowKey) -> Result<(), MapError>;
     /// Entries the programs count as inserted into `buffer`.
     fn occupancy(&self, buffer: u32) -> Result<u64, MapError>;
@@ -58,7 +58,11 @@ impl FlowMaps for KernelMaps {
     }
 
     fn remove(&mut self, buffer: u32, key: &FlowKey) -> Result<(), MapError> {
-        self.flows[buffer as usize].remove(key)
+        match self.flows[buffer as usize].remove(key) {
+            // aya reports a missing key as the syscall's ENOENT, not as KeyNotFound.
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
     }
 
     fn occupancy(&self, buffer: u32) -> Result<u64, MapError> {
