@@ -14,7 +14,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Name of the Kubernetes API server's Service (`kubernetes.default`).
 pub const API_SERVER_NAME: &str = "kubernetes";
@@ -29,17 +30,34 @@ pub const API_SERVER_NAMESPACE: &str = "default";
 /// kind-less identity). A name taken from the owner chain has its dots replaced by underscores,
 /// as the operator does; a name from the workload-name annotation is used as written.
 ///
-/// Serialized as `{"name", "namespace", "kind"}`, `kind` left out when unknown; an empty `kind`
-/// reads as unknown.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Serialized as `{"name", "namespace", "kind"}`; in a human-readable format (JSON) `kind` is left
+/// out when unknown, in a binary one (the server's store) it is always there, as an option. An
+/// empty `kind` reads as unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 pub struct Workload {
     /// Workload name (`metadata.name` of the top owner, or the annotation's value).
     pub name: Arc<str>,
     /// Namespace the workload runs in.
     pub namespace: Arc<str>,
     /// Owner kind; `None` when unknown.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "kind_or_empty")]
+    #[serde(default, deserialize_with = "kind_or_empty")]
     pub kind: Option<Arc<str>>,
+}
+
+impl Serialize for Workload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // A binary format has no field names: every field is written, or it cannot be read back.
+        let skip_kind = s.is_human_readable() && self.kind.is_none();
+        let mut out = s.serialize_struct("Workload", if skip_kind { 2 } else { 3 })?;
+        out.serialize_field("name", &self.name)?;
+        out.serialize_field("namespace", &self.namespace)?;
+        if skip_kind {
+            out.skip_field("kind")?;
+        } else {
+            out.serialize_field("kind", &self.kind)?;
+        }
+        out.end()
+    }
 }
 
 /// An absent, null or empty `kind` is an unknown kind.
@@ -222,6 +240,10 @@ mod tests {
             assert_eq!(back, unknown, "{text}");
         }
         assert_eq!(Workload::new("api", "team1", ""), unknown, "an empty kind is unknown");
+        for w in [&known, &unknown] {
+            let bytes = postcard::to_allocvec(w).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(postcard::from_bytes::<Workload>(&bytes).ok().as_ref(), Some(w), "binary round trip");
+        }
         assert_eq!(known.to_string(), "api.team1 (Deployment)");
         assert_eq!(unknown.to_string(), "api.team1");
     }

@@ -40,7 +40,10 @@ use boots::BootRecord;
 /// (the B-tree pages a batch touches). redb's default (1 GiB) would grow with the store.
 const CACHE_BYTES: usize = 32 << 20;
 
-const EDGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges");
+/// [`EdgeKey`] → [`EdgeState`], both in postcard (see [`edge_bytes`]).
+const EDGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges.2");
+/// Earlier stores: the same records in JSON; migrated to [`EDGES`] on open.
+const EDGES_JSON_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("edges");
 /// (node, boot id) → [`BootRecord`] (JSON).
 const BOOTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("boots");
 /// Earlier stores: `node/boot_id` → highest sequence; migrated to [`BOOTS`] on open.
@@ -331,7 +334,7 @@ pub enum StoreError {
     Corrupt {
         path: PathBuf,
         #[source]
-        source: serde_json::Error,
+        source: RecordError,
     },
     #[error("cannot move the damaged store {path} aside to {to}")]
     MoveAside {
@@ -412,9 +415,33 @@ pub struct EdgeStore {
     write_errors: AtomicU64,
 }
 
+/// A boot record (JSON: few and small).
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising these plain structs to JSON cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// An edge's key or state as stored: postcard, serde's compact binary format (varints, no
+/// field names), about a third of the JSON the store wrote before.
+fn edge_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    // Every sequence here has a length and every type a serde form: this cannot fail.
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+/// An edge's key or state as stored.
+fn read_edge<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RecordError> {
+    postcard::from_bytes(bytes).map_err(RecordError::Binary)
+}
+
+/// Why a stored record cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// An edge record (postcard).
+    #[error(transparent)]
+    Binary(postcard::Error),
+    /// A boot record, or an edge record of an earlier store (JSON).
+    #[error(transparent)]
+    Json(serde_json::Error),
 }
 
 fn wall_ms() -> i64 {
@@ -540,9 +567,9 @@ impl EdgeStore {
             let read = redb::ReadableDatabase::begin_read(&db)?;
             let table = read.open_table(EDGES)?;
             for key in std::mem::take(&mut w.unsure) {
-                match table.get(encode(&key).as_slice())? {
+                match table.get(edge_bytes(&key).as_slice())? {
                     Some(v) => {
-                        let mut state: EdgeState = serde_json::from_slice(v.value())
+                        let mut state: EdgeState = read_edge(v.value())
                             .map_err(|source| StoreError::Corrupt { path: self.path.clone(), source })?;
                         state.share_names(&mut w.names);
                         self.write_map().insert(key, state);
@@ -614,7 +641,7 @@ impl EdgeStore {
                 }
                 let mut edges = txn.open_table(EDGES)?;
                 for (key, state) in &merged {
-                    edges.insert(encode(key).as_slice(), encode(state).as_slice())?;
+                    edges.insert(edge_bytes(key).as_slice(), edge_bytes(state).as_slice())?;
                 }
             }
             txn.commit()?;
@@ -720,10 +747,10 @@ impl EdgeStore {
             {
                 let mut table = txn.open_table(EDGES)?;
                 for key in &removed {
-                    table.remove(encode(*key).as_slice())?;
+                    table.remove(edge_bytes(*key).as_slice())?;
                 }
                 for (key, state) in &merged {
-                    table.insert(encode(*key).as_slice(), encode(state).as_slice())?;
+                    table.insert(edge_bytes(*key).as_slice(), edge_bytes(state).as_slice())?;
                 }
             }
             txn.commit()?;
@@ -759,7 +786,7 @@ impl EdgeStore {
                     {
                         let mut table = txn.open_table(EDGES)?;
                         for k in &still {
-                            table.remove(encode(*k).as_slice())?;
+                            table.remove(edge_bytes(*k).as_slice())?;
                         }
                     }
                     txn.commit()?;

@@ -9,6 +9,7 @@
 //! the file as it was. Panics from redb are caught and reported as corruption.
 
 use std::{
+    collections::{BTreeMap, btree_map::Entry},
     fs::{File, OpenOptions},
     io::{Read, Seek, SeekFrom, Write},
     panic::{AssertUnwindSafe, catch_unwind},
@@ -19,9 +20,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use tracing::{info, warn};
 
 use super::{
-    AGENTS_V1, BOOTS, EDGES, EdgeKey, EdgeState, StoreError,
+    AGENTS_V1, BOOTS, EDGES, EDGES_JSON_V1, EdgeKey, EdgeState, RecordError, StoreError,
     boots::{AgentBoot, BootRecord},
-    encode,
+    edge_bytes, encode, read_edge,
 };
 
 /// How much of the file's beginning is saved before an open (redb's header
@@ -117,13 +118,14 @@ fn damaged(path: &Path) -> impl Fn(redb::Error) -> StoreError + '_ {
 fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreError> {
     let db = Database::builder().set_cache_size(super::CACHE_BYTES).create(path).map_err(|e| open_error(path, e))?;
     let d = damaged(path);
+    let corrupt = |source| StoreError::Corrupt { path: path.into(), source };
     let txn = db.begin_write().map_err(|e| d(e.into()))?;
-    let migrated = {
-        txn.open_table(EDGES).map_err(|e| d(e.into()))?;
+    let (boots_migrated, edges_migrated) = {
+        let mut edges = txn.open_table(EDGES).map_err(|e| d(e.into()))?;
         let mut boots = txn.open_table(BOOTS).map_err(|e| d(e.into()))?;
-        let old = txn.list_tables().map_err(|e| d(e.into()))?.any(|t| t.name() == AGENTS_V1.name());
-        let mut migrated = 0usize;
-        if old {
+        let tables: Vec<String> = txn.list_tables().map_err(|e| d(e.into()))?.map(|t| t.name().to_owned()).collect();
+        let mut boots_migrated = 0usize;
+        if tables.iter().any(|t| t == AGENTS_V1.name()) {
             let agents = txn.open_table(AGENTS_V1).map_err(|e| d(e.into()))?;
             for row in agents.iter().map_err(|e| d(e.into()))? {
                 let (k, v) = row.map_err(|e| d(e.into()))?;
@@ -132,62 +134,60 @@ fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreEr
                 let (node, boot_id) = k.value().split_once('/').unwrap_or((k.value(), ""));
                 let record = BootRecord { floor: v.value(), last_seen_ms: now_ms, ..Default::default() };
                 boots.insert((node, boot_id), encode(&record).as_slice()).map_err(|e| d(e.into()))?;
-                migrated += 1;
+                boots_migrated += 1;
             }
             drop(agents);
             txn.delete_table(AGENTS_V1).map_err(|e| d(e.into()))?;
         }
-        migrated
+        // Edges in JSON (earlier stores) are written again in postcard. Two JSON keys may
+        // read as one (an unknown kind was once spelled `""`): their states are merged.
+        let mut edges_migrated = 0usize;
+        if tables.iter().any(|t| t == EDGES_JSON_V1.name()) {
+            let mut old: BTreeMap<EdgeKey, EdgeState> = BTreeMap::new();
+            let json = txn.open_table(EDGES_JSON_V1).map_err(|e| d(e.into()))?;
+            for row in json.iter().map_err(|e| d(e.into()))? {
+                let (k, v) = row.map_err(|e| d(e.into()))?;
+                let key: EdgeKey = serde_json::from_slice(k.value()).map_err(|e| corrupt(RecordError::Json(e)))?;
+                let state: EdgeState = serde_json::from_slice(v.value()).map_err(|e| corrupt(RecordError::Json(e)))?;
+                match old.entry(key) {
+                    Entry::Occupied(mut known) => known.get_mut().merge(&state),
+                    Entry::Vacant(slot) => {
+                        slot.insert(state);
+                    }
+                }
+            }
+            drop(json);
+            for (key, state) in &old {
+                edges.insert(edge_bytes(key).as_slice(), edge_bytes(state).as_slice()).map_err(|e| d(e.into()))?;
+            }
+            edges_migrated = old.len();
+            txn.delete_table(EDGES_JSON_V1).map_err(|e| d(e.into()))?;
+        }
+        (boots_migrated, edges_migrated)
     };
     txn.commit().map_err(|e| d(e.into()))?;
-    if migrated > 0 {
-        info!(path = %path.display(), boots = migrated, "agent sequences migrated to (node, boot id) keys");
+    if boots_migrated > 0 {
+        info!(path = %path.display(), boots = boots_migrated, "agent sequences migrated to (node, boot id) keys");
     }
-    let mut edges: std::collections::BTreeMap<EdgeKey, EdgeState> = std::collections::BTreeMap::new();
-    let mut stale: Vec<Vec<u8>> = Vec::new();
+    if edges_migrated > 0 {
+        info!(path = %path.display(), edges = edges_migrated, "edges migrated from JSON to the compact encoding");
+    }
+    let mut edges: BTreeMap<EdgeKey, EdgeState> = BTreeMap::new();
     if load {
         let read = db.begin_read().map_err(|e| d(e.into()))?;
         let table = read.open_table(EDGES).map_err(|e| d(e.into()))?;
         for row in table.iter().map_err(|e| d(e.into()))? {
             let (k, v) = row.map_err(|e| d(e.into()))?;
-            let key: EdgeKey = serde_json::from_slice(k.value())
-                .map_err(|source| StoreError::Corrupt { path: path.into(), source })?;
-            let state: EdgeState = serde_json::from_slice(v.value())
-                .map_err(|source| StoreError::Corrupt { path: path.into(), source })?;
-            // A key written in an older spelling (a workload's unknown kind as `""`) is stored
-            // again as writes spell it, or its next write would leave the old row behind.
-            if encode(&key) != k.value() {
-                stale.push(k.value().to_vec());
-            }
-            match edges.entry(key) {
-                std::collections::btree_map::Entry::Occupied(mut known) => known.get_mut().merge(&state),
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    slot.insert(state);
-                }
-            }
+            let key: EdgeKey = read_edge(k.value()).map_err(corrupt)?;
+            let state: EdgeState = read_edge(v.value()).map_err(corrupt)?;
+            edges.insert(key, state);
         }
         // Every boot record is read once too, so damage there is found now rather than at a write.
         let boots = read.open_table(BOOTS).map_err(|e| d(e.into()))?;
         for row in boots.iter().map_err(|e| d(e.into()))? {
             let (_, v) = row.map_err(|e| d(e.into()))?;
-            serde_json::from_slice::<BootRecord>(v.value())
-                .map_err(|source| StoreError::Corrupt { path: path.into(), source })?;
+            serde_json::from_slice::<BootRecord>(v.value()).map_err(|e| corrupt(RecordError::Json(e)))?;
         }
-    }
-    if !stale.is_empty() {
-        let txn = db.begin_write().map_err(|e| d(e.into()))?;
-        {
-            let mut table = txn.open_table(EDGES).map_err(|e| d(e.into()))?;
-            for old in &stale {
-                let Ok(key) = serde_json::from_slice::<EdgeKey>(old) else { continue };
-                table.remove(old.as_slice()).map_err(|e| d(e.into()))?;
-                if let Some(state) = edges.get(&key) {
-                    table.insert(encode(&key).as_slice(), encode(state).as_slice()).map_err(|e| d(e.into()))?;
-                }
-            }
-        }
-        txn.commit().map_err(|e| d(e.into()))?;
-        info!(path = %path.display(), edges = stale.len(), "edge keys of an older spelling stored again");
     }
     Ok((db, edges))
 }

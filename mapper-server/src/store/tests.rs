@@ -256,7 +256,7 @@ fn a_store_of_the_earlier_format_is_migrated() {
         {
             let mut agents = txn.open_table(AGENTS_V1).expect("agents");
             agents.insert("n1/b1", 7).expect("insert");
-            let mut edges = txn.open_table(EDGES).expect("edges");
+            let mut edges = txn.open_table(EDGES_JSON_V1).expect("edges");
             let state = EdgeState { client_established: 4, last_seen_ms: 10, ..Default::default() };
             edges.insert(encode(&key).as_slice(), encode(&state).as_slice()).expect("insert");
         }
@@ -274,7 +274,7 @@ fn a_store_of_the_earlier_format_is_migrated() {
 }
 
 #[test]
-fn a_key_of_an_older_spelling_is_stored_again_as_writes_spell_it() {
+fn edges_in_json_are_migrated_and_two_spellings_of_one_key_merged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let old = br#"{"client":{"Workload":{"name":"a","namespace":"team1","kind":""}},"server":{"Workload":{"name":"ledger","namespace":"team3","kind":"Deployment"}}}"#;
     let key = EdgeKey { client: Peer::Workload(Workload::without_kind("a", "team1")), server: wl("ledger", "team3") };
@@ -282,10 +282,10 @@ fn a_key_of_an_older_spelling_is_stored_again_as_writes_spell_it() {
         let db = Database::create(dir.path().join("edges.redb")).expect("create");
         let txn = db.begin_write().expect("write");
         {
-            let mut edges = txn.open_table(EDGES).expect("edges");
+            let mut edges = txn.open_table(EDGES_JSON_V1).expect("edges");
             let state = EdgeState { client_established: 4, last_seen_ms: 10, ..Default::default() };
             edges.insert(old.as_slice(), encode(&state).as_slice()).expect("insert");
-            // The same edge written since, in today's spelling: the two are one edge.
+            // The same edge written later, without the empty kind: the two are one edge.
             let state = EdgeState { client_established: 1, last_seen_ms: 20, ..Default::default() };
             edges.insert(encode(&key).as_slice(), encode(&state).as_slice()).expect("insert");
         }
@@ -300,7 +300,16 @@ fn a_key_of_an_older_spelling_is_stored_again_as_writes_spell_it() {
     let read = redb::ReadableDatabase::begin_read(&db).expect("read");
     let table = read.open_table(EDGES).expect("edges");
     let rows: Vec<Vec<u8>> = table.iter().expect("iter").map(|r| r.expect("row").0.value().to_vec()).collect();
-    assert_eq!(rows, [encode(&key)], "one row, under the key's spelling of today");
+    assert_eq!(rows, [edge_bytes(&key)], "one row, in the compact encoding");
+    assert!(
+        !redb::ReadTransaction::list_tables(&read)
+            .expect("tables")
+            .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&EDGES_JSON_V1)),
+        "the JSON table is gone"
+    );
+    let json = encode(&key).len() + encode(&edges[0].1).len();
+    let compact = edge_bytes(&key).len() + edge_bytes(&edges[0].1).len();
+    assert!(compact * 2 < json, "{compact} bytes, {json} in JSON");
 }
 
 #[test]
