@@ -26,6 +26,8 @@
 //! # let _ = ResolveOptions::default();
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod history;
 mod identity;
 mod inventory;
