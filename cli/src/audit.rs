@@ -181,7 +181,7 @@ async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<Vec<De
     let mut docs = if args.from_cluster {
         let (client, _url) = crate::portforward::kube_client(connect.kubeconfig.as_deref(), connect.context.as_deref())
             .await
-            .map_err(|reason| ReadError::Cluster { reason })?;
+            .map_err(|error| ReadError::ClusterConfig { error })?;
         declared::read_cluster(client, &args.namespaces).await?
     } else {
         declared::read_paths(&args.declared, true, "audit --declared")?

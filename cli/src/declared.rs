@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc};
 
+use crate::connect::{short_reason, tidy};
+use crate::portforward::KubeClientError;
+
 /// Why declared ClientIntents could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -50,12 +53,54 @@ pub enum ReadError {
         /// `metadata.name`.
         name: String,
     },
-    /// The ClientIntents in the cluster could not be listed.
-    #[error("cannot read ClientIntents from the cluster: {reason}")]
-    Cluster {
-        /// What went wrong (the API's message).
-        reason: String,
+    /// No Kubernetes client for `--from-cluster`.
+    #[error("cannot read ClientIntents from the cluster: {reason}", reason = tidy(&error.to_string()))]
+    ClusterConfig {
+        /// Why the configuration could not be loaded or used.
+        #[source]
+        error: KubeClientError,
     },
+    /// The API server refused a request (its Status; the message is the server's own words).
+    #[error("cannot read ClientIntents from the cluster: {action}: {message}")]
+    ClusterRefused {
+        /// What was asked (`listing k8s.otterize.com/v2beta1 in namespace team1`).
+        action: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// A request to the API server failed without an answer from it.
+    #[error("cannot read ClientIntents from the cluster: {action} ({reason})", reason = short_reason(error))]
+    ClusterUnreachable {
+        /// What was asked.
+        action: String,
+        /// The client's error (the message names its innermost cause).
+        #[source]
+        error: kube::Error,
+    },
+    /// The API serves no ClientIntents.
+    #[error(
+        "cannot read ClientIntents from the cluster: the API serves no k8s.otterize.com ClientIntents version (is the \
+         Otterize intents operator's CRD installed?)"
+    )]
+    NotInstalled,
+    /// An object as the API sent it could not be turned back into JSON to be read.
+    #[error("cannot read ClientIntents from the cluster: cannot re-encode {name}")]
+    Encode {
+        /// The object (`clientintents/NAME in namespace NS`).
+        name: String,
+        /// The JSON error.
+        #[source]
+        error: serde_json::Error,
+    },
+}
+
+/// A failed request to the API server as a [`ReadError`]: the server's message, or the cause
+/// when it did not answer.
+fn cluster_error(action: String, error: kube::Error) -> ReadError {
+    match error {
+        kube::Error::Api(status) => ReadError::ClusterRefused { action, message: status.message },
+        error => ReadError::ClusterUnreachable { action, error },
+    }
 }
 
 fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
@@ -203,12 +248,7 @@ pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result
                     served = false;
                     break;
                 }
-                Err(kube::Error::Api(status)) => {
-                    return Err(ReadError::Cluster {
-                        reason: format!("listing {} in {scope}: {}", resource.api_version, status.message),
-                    });
-                }
-                Err(other) => return Err(ReadError::Cluster { reason: other.to_string() }),
+                Err(error) => return Err(cluster_error(format!("listing {} in {scope}", resource.api_version), error)),
             }
         }
         if !served {
@@ -222,7 +262,8 @@ pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result
                 item.metadata.name.clone().unwrap_or_default(),
                 item.metadata.namespace.clone().unwrap_or_default()
             );
-            let mut value = serde_json::to_value(&item).map_err(|e| ReadError::Cluster { reason: e.to_string() })?;
+            let encode = |error| ReadError::Encode { name: name.clone(), error };
+            let mut value = serde_json::to_value(&item).map_err(encode)?;
             if let Some(object) = value.as_object_mut() {
                 object.insert("apiVersion".to_owned(), resource.api_version.clone().into());
                 object.insert("kind".to_owned(), "ClientIntents".into());
@@ -230,16 +271,12 @@ pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result
                     meta.retain(|k, _| k == "name" || k == "namespace");
                 }
             }
-            let text = serde_json::to_string(&value).map_err(|e| ReadError::Cluster { reason: e.to_string() })?;
+            let text = serde_json::to_string(&value).map_err(encode)?;
             docs.extend(read_text(&text, &name, "audit --declared")?);
         }
         return Ok(docs);
     }
-    Err(ReadError::Cluster {
-        reason: "the API serves no k8s.otterize.com ClientIntents version (is the Otterize intents operator's CRD \
-                 installed?)"
-            .to_owned(),
-    })
+    Err(ReadError::NotInstalled)
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! - [`identity`]: the operator's hashed workload identities used in labels.
 //! - [`policy`]: the NetworkPolicies the operator builds from intents, and the pod labels they
 //!   select on.
+//! - [`errors`]: an error and its sources in one line ([`error_chain`]), shared by every crate
+//!   that reports errors.
 //!
 //! ```
 //! use mapper_intents::{Edge, ExportOptions, IntentsVersion, Target, Workload};
@@ -35,6 +37,7 @@
 //! ```
 
 pub mod audit;
+pub mod errors;
 pub mod export;
 pub mod identity;
 pub mod model;
@@ -45,6 +48,7 @@ pub mod stream;
 pub mod versions;
 pub mod yaml;
 
+pub use errors::{error_chain, innermost_cause};
 pub use export::{ExportOptions, intents_from_edges};
 pub use identity::{formatted_identity, formatted_identity_with_kind, workload_identity};
 pub use model::{
