@@ -8,7 +8,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc};
+use kube::discovery::{self, ApiGroup};
+use kube::error::DiscoveryError;
+use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc, versions};
 
 use crate::connect::{short_reason, tidy};
 use crate::portforward::KubeClientError;
@@ -77,10 +79,11 @@ pub enum ReadError {
         #[source]
         error: kube::Error,
     },
-    /// The API serves no ClientIntents.
+    /// The API serves no ClientIntents (no k8s.otterize.com group, or none of its versions
+    /// has ClientIntents that mapper reads).
     #[error(
-        "cannot read ClientIntents from the cluster: the API serves no k8s.otterize.com ClientIntents version (is the \
-         Otterize intents operator's CRD installed?)"
+        "cannot read ClientIntents from the cluster: the API serves no k8s.otterize.com ClientIntents version mapper \
+         reads (is the Otterize intents operator's ClientIntents CRD installed?)"
     )]
     NotInstalled,
     /// An object as the API sent it could not be turned back into JSON to be read.
@@ -211,72 +214,70 @@ pub fn fill_namespaces(docs: &mut [DeclaredDoc], default_namespace: Option<&str>
     Ok(())
 }
 
-/// The versions tried, newest first: the first one the API serves is read (the API server
-/// converts every stored object to it).
-const CLUSTER_VERSIONS: [IntentsVersion; 5] = [
-    IntentsVersion::V2Beta1,
-    IntentsVersion::V2Alpha1,
-    IntentsVersion::V1Beta1,
-    IntentsVersion::V1Alpha3,
-    IntentsVersion::V1Alpha2,
-];
+/// The ClientIntents resource to list: the version the API server prefers for the group when
+/// mapper reads it (the API server converts every stored object to the version asked for), else
+/// the most stable served version mapper reads (kube's discovery order).
+fn readable_resource(group: &ApiGroup) -> Result<ApiResource, ReadError> {
+    let at = |version: &str| {
+        let (resource, _) = group.versioned_resources(version).into_iter().find(|(r, _)| r.kind == versions::KIND)?;
+        IntentsVersion::from_api_version(&resource.api_version).map(|_| resource)
+    };
+    let preferred = group.preferred_version_or_latest();
+    std::iter::once(preferred)
+        .chain(group.versions().filter(|v| *v != preferred))
+        .find_map(at)
+        .ok_or(ReadError::NotInstalled)
+}
 
-/// Reads the ClientIntents objects in the cluster (in `namespaces`, or every namespace).
+/// Reads the ClientIntents objects in the cluster (in `namespaces`, or every namespace), at
+/// the version kube's discovery finds the API server prefers.
 pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result<Vec<DeclaredDoc>, ReadError> {
-    for version in CLUSTER_VERSIONS {
-        let resource = ApiResource {
-            group: "k8s.otterize.com".to_owned(),
-            version: version.as_str().to_owned(),
-            api_version: version.api_version(),
-            kind: "ClientIntents".to_owned(),
-            plural: "clientintents".to_owned(),
-        };
-        let apis: Vec<(String, Api<DynamicObject>)> = if namespaces.is_empty() {
-            vec![("every namespace".to_owned(), Api::all_with(client.clone(), &resource))]
-        } else {
-            namespaces
-                .iter()
-                .map(|ns| (format!("namespace {ns}"), Api::namespaced_with(client.clone(), ns, &resource)))
-                .collect()
-        };
-        let mut items = Vec::new();
-        let mut served = true;
-        for (scope, api) in &apis {
-            match api.list(&ListParams::default()).await {
-                Ok(list) => items.extend(list.items),
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    served = false;
-                    break;
-                }
-                Err(error) => return Err(cluster_error(format!("listing {} in {scope}", resource.api_version), error)),
-            }
+    let group = match discovery::group(&client, versions::GROUP).await {
+        Ok(group) => group,
+        Err(kube::Error::Discovery(DiscoveryError::MissingApiGroup(_) | DiscoveryError::EmptyApiGroup(_))) => {
+            return Err(ReadError::NotInstalled);
         }
-        if !served {
-            continue;
-        }
-        // Each object as the API sent it, under its own name, so errors name it.
-        let mut docs = Vec::new();
-        for item in items {
-            let name = format!(
-                "clientintents/{} in namespace {}",
-                item.metadata.name.clone().unwrap_or_default(),
-                item.metadata.namespace.clone().unwrap_or_default()
-            );
-            let encode = |error| ReadError::Encode { name: name.clone(), error };
-            let mut value = serde_json::to_value(&item).map_err(encode)?;
-            if let Some(object) = value.as_object_mut() {
-                object.insert("apiVersion".to_owned(), resource.api_version.clone().into());
-                object.insert("kind".to_owned(), "ClientIntents".into());
-                if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-                    meta.retain(|k, _| k == "name" || k == "namespace");
-                }
-            }
-            let text = serde_json::to_string(&value).map_err(encode)?;
-            docs.extend(read_text(&text, &name, "audit --declared")?);
-        }
-        return Ok(docs);
+        Err(error) => return Err(cluster_error(format!("discovering the {} API group", versions::GROUP), error)),
+    };
+    let resource = readable_resource(&group)?;
+    let apis: Vec<(String, Api<DynamicObject>)> = if namespaces.is_empty() {
+        vec![("every namespace".to_owned(), Api::all_with(client.clone(), &resource))]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| (format!("namespace {ns}"), Api::namespaced_with(client.clone(), ns, &resource)))
+            .collect()
+    };
+    let mut items = Vec::new();
+    for (scope, api) in &apis {
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|error| cluster_error(format!("listing {} in {scope}", resource.api_version), error))?;
+        items.extend(list.items);
     }
-    Err(ReadError::NotInstalled)
+    // Each object as the API sent it, under its own name, so errors name it.
+    let mut docs = Vec::new();
+    for item in items {
+        let name = format!(
+            "clientintents/{} in namespace {}",
+            item.metadata.name.clone().unwrap_or_default(),
+            item.metadata.namespace.clone().unwrap_or_default()
+        );
+        let encode = |error| ReadError::Encode { name: name.clone(), error };
+        let mut value = serde_json::to_value(&item).map_err(encode)?;
+        if let Some(object) = value.as_object_mut() {
+            // The list's items carry no apiVersion of their own: the one listed at says how to read them.
+            object.insert("apiVersion".to_owned(), resource.api_version.clone().into());
+            object.insert("kind".to_owned(), versions::KIND.into());
+            if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.retain(|k, _| k == "name" || k == "namespace");
+            }
+        }
+        let text = serde_json::to_string(&value).map_err(encode)?;
+        docs.extend(read_text(&text, &name, "audit --declared")?);
+    }
+    Ok(docs)
 }
 
 #[cfg(test)]
