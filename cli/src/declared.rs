@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::discovery::{self, ApiGroup};
 use kube::error::DiscoveryError;
+use mapper_intents::walk::Walk;
 use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc, versions};
 
 use crate::connect::{short_reason, tidy};
@@ -114,26 +115,15 @@ fn is_manifest(path: &Path) -> bool {
     matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
-/// The files a path stands for, directories expanded in name order.
+/// The files a path stands for, directories expanded in name order (hidden entries included,
+/// `.yaml`/`.yml`/`.json` exactly).
 fn expand(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
     if path.as_os_str() == "-" || !path.is_dir() {
         out.push(path.to_owned());
         return Ok(());
     }
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(read_error(path))? {
-        entries.push(entry.map_err(read_error(path))?.path());
-    }
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            if recursive {
-                expand(&entry, recursive, out)?;
-            }
-        } else if is_manifest(&entry) {
-            out.push(entry);
-        }
-    }
+    let walk = Walk { take: is_manifest, max_depth: if recursive { usize::MAX } else { 0 }, skip_hidden: false };
+    out.extend(walk.files(path).map_err(|e| ReadError::Read { path: e.path, error: e.error })?);
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! `mapper-intents`: the Otterize `ClientIntents` side of mapper, as a pure library (no I/O,
-//! no async).
+//! `mapper-intents`: the Otterize `ClientIntents` side of mapper, as a pure library (no async,
+//! and no I/O but [`walk`] listing the directories of manifests its readers are given).
 //!
 //! - [`model`]: workload identities, intent targets, observed [`Edge`]s and the
 //!   version-neutral [`ClientIntentsDoc`].
@@ -13,6 +13,7 @@
 //! - [`identity`]: the operator's hashed workload identities used in labels.
 //! - [`policy`]: the NetworkPolicies the operator builds from intents, and the pod labels they
 //!   select on.
+//! - [`walk`]: the files under a directory of manifests, one walk for every reader of them.
 //! - [`errors`]: an error and its sources in one line ([`error_chain`]), shared by every crate
 //!   that reports errors.
 //!
@@ -46,6 +47,7 @@ pub mod policy;
 pub mod render;
 pub mod stream;
 pub mod versions;
+pub mod walk;
 pub mod yaml;
 
 pub use errors::{error_chain, innermost_cause};
