@@ -199,7 +199,7 @@ pub enum TransportError {
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransportError::Connect(error) => error.fmt(f),
+            TransportError::Connect(error) => fmt::Display::fmt(error, f),
             TransportError::Call(status) => f.write_str(status.message()),
         }
     }

@@ -314,6 +314,13 @@ fn an_unreachable_kubernetes_api_is_one_line_naming_it() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    let out = mapper(&["--kubeconfig", &kubeconfig(dir.path(), &url), "audit", "--from-cluster"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: cannot read ClientIntents from the cluster: discovering the k8s.otterize.com API group (connection \
+         refused)\n"
+    );
 }
 
 #[test]
