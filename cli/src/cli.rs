@@ -121,19 +121,9 @@ impl Error {
         }
     }
 
-    /// The message and its causes on one line, `: `-separated.
+    /// The message and its causes on one line, `: `-separated ([`mapper_intents::error_chain`]).
     pub fn one_line(&self) -> String {
-        let mut line = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !text.is_empty() && !line.contains(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
-            source = cause.source();
-        }
-        line.replace('\n', " ")
+        mapper_intents::error_chain(self).replace('\n', " ")
     }
 }
 

@@ -141,12 +141,17 @@ pub enum ConnectError {
     #[error(transparent)]
     PortForward(#[from] PortForwardError),
     /// Nothing answered at the address.
-    #[error("cannot reach mapper-server at {address} ({reason}): {}", address.unreachable_hint())]
+    #[error(
+        "cannot reach mapper-server at {address} ({reason}): {hint}",
+        reason = short_reason(error),
+        hint = address.unreachable_hint()
+    )]
     Unreachable {
         /// Where it was looked for.
         address: Address,
-        /// The innermost cause, short (`connection refused`).
-        reason: String,
+        /// What failed (the message names its innermost cause, `connection refused`).
+        #[source]
+        error: TransportError,
     },
     /// The server wants a token and none was given.
     #[error("mapper-server at {address} requires a bearer token: pass --token-file FILE (or set MAPPER_TOKEN_FILE)")]
@@ -181,13 +186,39 @@ pub enum ConnectError {
     },
 }
 
-/// The innermost cause of an error, in a few words: `connection refused`, `timed out`.
-pub fn short_reason(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut deepest = error;
-    while let Some(next) = deepest.source() {
-        deepest = next;
+/// What failed when mapper-server could not be reached.
+#[derive(Debug)]
+pub enum TransportError {
+    /// Connecting failed.
+    Connect(tonic::transport::Error),
+    /// A call ended `Unavailable`: the connection broke (the status carries the transport's
+    /// error), or the server said so itself (its message says why).
+    Call(Box<Status>),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Connect(error) => fmt::Display::fmt(error, f),
+            TransportError::Call(status) => f.write_str(status.message()),
+        }
     }
-    tidy(&deepest.to_string())
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransportError::Connect(error) => error.source(),
+            TransportError::Call(status) => status.source(),
+        }
+    }
+}
+
+/// The innermost cause of an error, in a few words: `connection refused`, `timed out`. Not the
+/// chain ([`mapper_intents::error_chain`] joins that): the one cause a message names in
+/// passing, as in `cannot reach mapper-server at … (connection refused): …`.
+pub fn short_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    tidy(&mapper_intents::innermost_cause(error).to_string())
 }
 
 /// An error message without the OS error number, starting in lower case.
@@ -242,8 +273,7 @@ fn status_error(address: &Address, token_file: Option<&Path>, status: &Status, w
             ConnectError::TokenRefused { address, path: path.to_owned(), message: status.message().to_owned() }
         }
         (Code::Unavailable, _) => {
-            let reason = std::error::Error::source(status).map_or_else(|| status.message().to_owned(), short_reason);
-            ConnectError::Unreachable { address, reason }
+            ConnectError::Unreachable { address, error: TransportError::Call(Box::new(status.clone())) }
         }
         (code, _) => ConnectError::Failed { address, what, code, message: status.message().to_owned() },
     }
@@ -317,7 +347,7 @@ impl Mapper {
         let channel = endpoint
             .connect()
             .await
-            .map_err(|e| ConnectError::Unreachable { address: address.clone(), reason: short_reason(&e) })?;
+            .map_err(|e| ConnectError::Unreachable { address: address.clone(), error: TransportError::Connect(e) })?;
         let client =
             QueryClient::with_interceptor(channel, BearerAuth { header }).max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { client, address, token_file: opts.token_file.clone(), _forward: forward })
@@ -397,13 +427,19 @@ mod tests {
 
     #[test]
     fn unreachable_names_the_address_and_the_fix_on_one_line() {
+        let status = Status::unavailable("the store is not ready");
         let err = ConnectError::Unreachable {
             address: Address::Url("http://127.0.0.1:1".to_owned()),
-            reason: "connection refused".to_owned(),
+            error: TransportError::Call(Box::new(status)),
         };
         let text = err.to_string();
-        assert!(text.starts_with("cannot reach mapper-server at http://127.0.0.1:1 (connection refused): "), "{text}");
+        assert!(
+            text.starts_with("cannot reach mapper-server at http://127.0.0.1:1 (the store is not ready): "),
+            "{text}"
+        );
         assert!(text.contains("--mapper-url") && !text.contains('\n'), "{text}");
+        // The source is kept, and its message is not said twice.
+        assert_eq!(mapper_intents::error_chain(&err), text);
     }
 
     #[test]

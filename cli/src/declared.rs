@@ -8,7 +8,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc};
+use kube::discovery::{self, ApiGroup};
+use kube::error::DiscoveryError;
+use mapper_intents::walk::Walk;
+use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc, versions};
+
+use crate::connect::{short_reason, tidy};
+use crate::portforward::KubeClientError;
 
 /// Why declared ClientIntents could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +56,55 @@ pub enum ReadError {
         /// `metadata.name`.
         name: String,
     },
-    /// The ClientIntents in the cluster could not be listed.
-    #[error("cannot read ClientIntents from the cluster: {reason}")]
-    Cluster {
-        /// What went wrong (the API's message).
-        reason: String,
+    /// No Kubernetes client for `--from-cluster`.
+    #[error("cannot read ClientIntents from the cluster: {reason}", reason = tidy(&error.to_string()))]
+    ClusterConfig {
+        /// Why the configuration could not be loaded or used.
+        #[source]
+        error: KubeClientError,
     },
+    /// The API server refused a request (its Status; the message is the server's own words).
+    #[error("cannot read ClientIntents from the cluster: {action}: {message}")]
+    ClusterRefused {
+        /// What was asked (`listing k8s.otterize.com/v2beta1 in namespace team1`).
+        action: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// A request to the API server failed without an answer from it.
+    #[error("cannot read ClientIntents from the cluster: {action} ({reason})", reason = short_reason(error))]
+    ClusterUnreachable {
+        /// What was asked.
+        action: String,
+        /// The client's error (the message names its innermost cause).
+        #[source]
+        error: kube::Error,
+    },
+    /// The API serves no ClientIntents (no k8s.otterize.com group, or none of its versions
+    /// has ClientIntents that mapper reads).
+    #[error(
+        "cannot read ClientIntents from the cluster: the API serves no k8s.otterize.com ClientIntents version mapper \
+         reads (is the Otterize intents operator's ClientIntents CRD installed?)"
+    )]
+    NotInstalled,
+    /// An object as the API sent it could not be turned back into JSON to be read.
+    #[error("cannot read ClientIntents from the cluster: cannot re-encode {name}")]
+    Encode {
+        /// The object (`clientintents/NAME in namespace NS`).
+        name: String,
+        /// The JSON error.
+        #[source]
+        error: serde_json::Error,
+    },
+}
+
+/// A failed request to the API server as a [`ReadError`]: the server's message, or the cause
+/// when it did not answer.
+fn cluster_error(action: String, error: kube::Error) -> ReadError {
+    match error {
+        kube::Error::Api(status) => ReadError::ClusterRefused { action, message: status.message },
+        error => ReadError::ClusterUnreachable { action, error },
+    }
 }
 
 fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
@@ -66,26 +115,15 @@ fn is_manifest(path: &Path) -> bool {
     matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
-/// The files a path stands for, directories expanded in name order.
+/// The files a path stands for, directories expanded in name order (hidden entries included,
+/// `.yaml`/`.yml`/`.json` exactly).
 fn expand(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
     if path.as_os_str() == "-" || !path.is_dir() {
         out.push(path.to_owned());
         return Ok(());
     }
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(read_error(path))? {
-        entries.push(entry.map_err(read_error(path))?.path());
-    }
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            if recursive {
-                expand(&entry, recursive, out)?;
-            }
-        } else if is_manifest(&entry) {
-            out.push(entry);
-        }
-    }
+    let walk = Walk { take: is_manifest, max_depth: if recursive { usize::MAX } else { 0 }, skip_hidden: false };
+    out.extend(walk.files(path).map_err(|e| ReadError::Read { path: e.path, error: e.error })?);
     Ok(())
 }
 
@@ -166,80 +204,70 @@ pub fn fill_namespaces(docs: &mut [DeclaredDoc], default_namespace: Option<&str>
     Ok(())
 }
 
-/// The versions tried, newest first: the first one the API serves is read (the API server
-/// converts every stored object to it).
-const CLUSTER_VERSIONS: [IntentsVersion; 5] = [
-    IntentsVersion::V2Beta1,
-    IntentsVersion::V2Alpha1,
-    IntentsVersion::V1Beta1,
-    IntentsVersion::V1Alpha3,
-    IntentsVersion::V1Alpha2,
-];
+/// The ClientIntents resource to list: the version the API server prefers for the group when
+/// mapper reads it (the API server converts every stored object to the version asked for), else
+/// the most stable served version mapper reads (kube's discovery order).
+fn readable_resource(group: &ApiGroup) -> Result<ApiResource, ReadError> {
+    let at = |version: &str| {
+        let (resource, _) = group.versioned_resources(version).into_iter().find(|(r, _)| r.kind == versions::KIND)?;
+        IntentsVersion::from_api_version(&resource.api_version).map(|_| resource)
+    };
+    let preferred = group.preferred_version_or_latest();
+    std::iter::once(preferred)
+        .chain(group.versions().filter(|v| *v != preferred))
+        .find_map(at)
+        .ok_or(ReadError::NotInstalled)
+}
 
-/// Reads the ClientIntents objects in the cluster (in `namespaces`, or every namespace).
+/// Reads the ClientIntents objects in the cluster (in `namespaces`, or every namespace), at
+/// the version kube's discovery finds the API server prefers.
 pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result<Vec<DeclaredDoc>, ReadError> {
-    for version in CLUSTER_VERSIONS {
-        let resource = ApiResource {
-            group: "k8s.otterize.com".to_owned(),
-            version: version.as_str().to_owned(),
-            api_version: version.api_version(),
-            kind: "ClientIntents".to_owned(),
-            plural: "clientintents".to_owned(),
-        };
-        let apis: Vec<(String, Api<DynamicObject>)> = if namespaces.is_empty() {
-            vec![("every namespace".to_owned(), Api::all_with(client.clone(), &resource))]
-        } else {
-            namespaces
-                .iter()
-                .map(|ns| (format!("namespace {ns}"), Api::namespaced_with(client.clone(), ns, &resource)))
-                .collect()
-        };
-        let mut items = Vec::new();
-        let mut served = true;
-        for (scope, api) in &apis {
-            match api.list(&ListParams::default()).await {
-                Ok(list) => items.extend(list.items),
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    served = false;
-                    break;
-                }
-                Err(kube::Error::Api(status)) => {
-                    return Err(ReadError::Cluster {
-                        reason: format!("listing {} in {scope}: {}", resource.api_version, status.message),
-                    });
-                }
-                Err(other) => return Err(ReadError::Cluster { reason: other.to_string() }),
-            }
+    let group = match discovery::group(&client, versions::GROUP).await {
+        Ok(group) => group,
+        Err(kube::Error::Discovery(DiscoveryError::MissingApiGroup(_) | DiscoveryError::EmptyApiGroup(_))) => {
+            return Err(ReadError::NotInstalled);
         }
-        if !served {
-            continue;
-        }
-        // Each object as the API sent it, under its own name, so errors name it.
-        let mut docs = Vec::new();
-        for item in items {
-            let name = format!(
-                "clientintents/{} in namespace {}",
-                item.metadata.name.clone().unwrap_or_default(),
-                item.metadata.namespace.clone().unwrap_or_default()
-            );
-            let mut value = serde_json::to_value(&item).map_err(|e| ReadError::Cluster { reason: e.to_string() })?;
-            if let Some(object) = value.as_object_mut() {
-                object.insert("apiVersion".to_owned(), resource.api_version.clone().into());
-                object.insert("kind".to_owned(), "ClientIntents".into());
-                if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-                    meta.retain(|k, _| k == "name" || k == "namespace");
-                }
-            }
-            let text = serde_json::to_string(&value).map_err(|e| ReadError::Cluster { reason: e.to_string() })?;
-            docs.extend(read_text(&text, &name, "audit --declared")?);
-        }
-        return Ok(docs);
+        Err(error) => return Err(cluster_error(format!("discovering the {} API group", versions::GROUP), error)),
+    };
+    let resource = readable_resource(&group)?;
+    let apis: Vec<(String, Api<DynamicObject>)> = if namespaces.is_empty() {
+        vec![("every namespace".to_owned(), Api::all_with(client.clone(), &resource))]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| (format!("namespace {ns}"), Api::namespaced_with(client.clone(), ns, &resource)))
+            .collect()
+    };
+    let mut items = Vec::new();
+    for (scope, api) in &apis {
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|error| cluster_error(format!("listing {} in {scope}", resource.api_version), error))?;
+        items.extend(list.items);
     }
-    Err(ReadError::Cluster {
-        reason: "the API serves no k8s.otterize.com ClientIntents version (is the Otterize intents operator's CRD \
-                 installed?)"
-            .to_owned(),
-    })
+    // Each object as the API sent it, under its own name, so errors name it.
+    let mut docs = Vec::new();
+    for item in items {
+        let name = format!(
+            "clientintents/{} in namespace {}",
+            item.metadata.name.clone().unwrap_or_default(),
+            item.metadata.namespace.clone().unwrap_or_default()
+        );
+        let encode = |error| ReadError::Encode { name: name.clone(), error };
+        let mut value = serde_json::to_value(&item).map_err(encode)?;
+        if let Some(object) = value.as_object_mut() {
+            // The list's items carry no apiVersion of their own: the one listed at says how to read them.
+            object.insert("apiVersion".to_owned(), resource.api_version.clone().into());
+            object.insert("kind".to_owned(), versions::KIND.into());
+            if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.retain(|k, _| k == "name" || k == "namespace");
+            }
+        }
+        let text = serde_json::to_string(&value).map_err(encode)?;
+        docs.extend(read_text(&text, &name, "audit --declared")?);
+    }
+    Ok(docs)
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! `main.rs` only parses the arguments, runs [`run`] and turns an [`Error`] into one line on
 //! stderr and an exit status.
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod cli;
 pub mod completions;

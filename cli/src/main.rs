@@ -1,6 +1,8 @@
 //! `mapper`: parse the command line, run the command, and turn a failure into one line on stderr
 //! and an exit status (0 success, 1 error, 2 usage). The work is in the `mapper_cli` library.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

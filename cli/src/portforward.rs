@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Api, Client, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -43,24 +43,29 @@ pub enum PortForwardError {
     /// No usable Kubernetes configuration.
     #[error(
         "no --mapper-url given and no Kubernetes configuration to port-forward with ({reason}): \
-         pass --mapper-url http://HOST:PORT, or --kubeconfig FILE / --context NAME"
+         pass --mapper-url http://HOST:PORT, or --kubeconfig FILE / --context NAME",
+        reason = tidy(&error.to_string())
     )]
     Config {
-        /// Why the configuration could not be loaded.
-        reason: String,
+        /// Why the configuration could not be loaded or used.
+        #[source]
+        error: KubeClientError,
     },
     /// The Kubernetes API server did not answer.
     #[error(
         "cannot reach the Kubernetes API at {url} ({reason}) to port-forward to mapper-server: \
-         check --kubeconfig/--context, or pass --mapper-url"
+         check --kubeconfig/--context, or pass --mapper-url",
+        reason = short_reason(error)
     )]
     ApiUnreachable {
         /// The API server's URL.
         url: String,
-        /// The innermost cause.
-        reason: String,
+        /// The client's error (the message names its innermost cause).
+        #[source]
+        error: kube::Error,
     },
-    /// The API server answered with an error.
+    /// The API server answered with an error (its Status; the message is the server's own
+    /// words, as kubectl prints them, not a cause of ours).
     #[error("cannot {action}: {message}")]
     Api {
         /// What was being done (`read Service mapper-server in namespace mapper-system`).
@@ -113,7 +118,7 @@ pub enum PortForwardError {
         /// The port name.
         name: String,
     },
-    /// The port-forward itself was refused.
+    /// The port-forward itself was refused by the API server.
     #[error("cannot port-forward to pod {pod} port {port} in namespace {namespace}: {message}")]
     Forward {
         /// The pod.
@@ -122,8 +127,21 @@ pub enum PortForwardError {
         namespace: String,
         /// The pod port.
         port: u16,
-        /// Why.
+        /// The API server's message (its Status).
         message: String,
+    },
+    /// The port-forward could not be opened (the connection or its upgrade failed).
+    #[error("cannot port-forward to pod {pod} port {port} in namespace {namespace}: {reason}", reason = short_reason(error))]
+    ForwardFailed {
+        /// The pod.
+        pod: String,
+        /// Its namespace.
+        namespace: String,
+        /// The pod port.
+        port: u16,
+        /// The client's error (the message names its innermost cause).
+        #[source]
+        error: kube::Error,
     },
     /// The local listener could not be opened.
     #[error("cannot listen on 127.0.0.1 for the port-forward")]
@@ -166,37 +184,50 @@ impl Drop for PortForward {
     }
 }
 
+/// Why no Kubernetes client could be made from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeClientError {
+    /// The kubeconfig (`--kubeconfig`, or KUBECONFIG / ~/.kube/config with `--context`) could
+    /// not be read or used.
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    /// Neither a kubeconfig nor the in-cluster configuration could be loaded.
+    #[error(transparent)]
+    Infer(#[from] InferConfigError),
+    /// The client could not be built from the configuration (its TLS settings).
+    #[error(transparent)]
+    Client(#[from] kube::Error),
+}
+
 async fn client(target: &ForwardTarget) -> Result<(Client, String), PortForwardError> {
     kube_client(target.kubeconfig.as_deref(), target.context.as_deref())
         .await
-        .map_err(|reason| PortForwardError::Config { reason })
+        .map_err(|error| PortForwardError::Config { error })
 }
 
 /// A Kubernetes client from `--kubeconfig`/`--context` (default: KUBECONFIG, ~/.kube/config,
-/// then the in-cluster configuration) and the API server's URL; the error is the reason, in one
-/// line.
-pub async fn kube_client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<(Client, String), String> {
-    let reason = |error: &dyn std::error::Error| tidy(&error.to_string());
+/// then the in-cluster configuration) and the API server's URL.
+pub async fn kube_client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<(Client, String), KubeClientError> {
     let options = KubeConfigOptions { context: context.map(str::to_owned), ..KubeConfigOptions::default() };
     let config = match (kubeconfig, context) {
-        (Some(path), _) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| reason(&e))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| reason(&e))
-        }
-        (None, Some(_)) => Config::from_kubeconfig(&options).await.map_err(|e| reason(&e)),
-        (None, None) => Config::infer().await.map_err(|e| reason(&e)),
-    }?;
+        (Some(path), _) => Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &options).await?,
+        (None, Some(_)) => Config::from_kubeconfig(&options).await?,
+        (None, None) => Config::infer().await?,
+    };
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| reason(&e))?;
+    let client = Client::try_from(config)?;
     Ok((client, url))
 }
 
 /// An API error as a [`PortForwardError`]: the server's message, or, when it did not answer,
 /// [`PortForwardError::ApiUnreachable`].
-fn api_error(error: &kube::Error, url: &str, action: String) -> PortForwardError {
+fn api_error(error: kube::Error, url: &str, action: String) -> PortForwardError {
     match error {
-        kube::Error::Api(status) => PortForwardError::Api { action, message: status.message.clone() },
-        other => PortForwardError::ApiUnreachable { url: url.to_owned(), reason: short_reason(other) },
+        kube::Error::Api(status) => PortForwardError::Api { action, message: status.message },
+        error => PortForwardError::ApiUnreachable { url: url.to_owned(), error },
     }
 }
 
@@ -237,7 +268,7 @@ pub async fn start(target: &ForwardTarget) -> Result<PortForward, PortForwardErr
     let service = services
         .get_opt(&target.service)
         .await
-        .map_err(|e| api_error(&e, &url, format!("read {}", target.service_ref())))?
+        .map_err(|e| api_error(e, &url, format!("read {}", target.service_ref())))?
         .ok_or_else(|| PortForwardError::ServiceNotFound { target: Box::new(target.clone()) })?;
     let spec = service.spec.unwrap_or_default();
     let selector = spec.selector.unwrap_or_default();
@@ -255,7 +286,7 @@ pub async fn start(target: &ForwardTarget) -> Result<PortForward, PortForwardErr
     let mut candidates = pods
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| api_error(&e, &url, format!("list the pods of {}", target.service_ref())))?
+        .map_err(|e| api_error(e, &url, format!("list the pods of {}", target.service_ref())))?
         .items;
     candidates.retain(is_ready);
     candidates.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -264,15 +295,10 @@ pub async fn start(target: &ForwardTarget) -> Result<PortForward, PortForwardErr
         .ok_or_else(|| PortForwardError::NoReadyPod { target: Box::new(target.clone()), selector: selector.clone() })?;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let port = pod_port(target, pod, service_port.target_port.as_ref())?;
-    let forward_error = |message: String| PortForwardError::Forward {
-        pod: pod_name.clone(),
-        namespace: target.namespace.clone(),
-        port,
-        message,
-    };
-    let first = pods.portforward(&pod_name, &[port]).await.map_err(|e| match &e {
-        kube::Error::Api(status) => forward_error(status.message.clone()),
-        other => forward_error(short_reason(other)),
+    let (pod, namespace) = (pod_name.clone(), target.namespace.clone());
+    let first = pods.portforward(&pod_name, &[port]).await.map_err(|e| match e {
+        kube::Error::Api(status) => PortForwardError::Forward { pod, namespace, port, message: status.message },
+        error => PortForwardError::ForwardFailed { pod, namespace, port, error },
     })?;
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|error| PortForwardError::Listen { error })?;
     let local = listener.local_addr().map_err(|error| PortForwardError::Listen { error })?;
@@ -370,6 +396,22 @@ mod tests {
             "pod mapper-server-0 has no container port named http (the targetPort of Service mapper-server in \
              namespace mapper-system)"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_kubeconfig_is_said_once_with_its_cause() {
+        let target = ForwardTarget { kubeconfig: Some("/nonexistent/kubeconfig".into()), ..target() };
+        let err = client(&target).await.err().unwrap_or_else(|| panic!("no kubeconfig there"));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "no --mapper-url given and no Kubernetes configuration to port-forward with (failed to read kubeconfig"
+            ) && text.contains("/nonexistent/kubeconfig")
+                && text.contains("No such file or directory): pass --mapper-url"),
+            "{text}"
+        );
+        assert!(matches!(err, PortForwardError::Config { error: KubeClientError::Kubeconfig(_) }), "{err:?}");
+        assert_eq!(mapper_intents::error_chain(&err), text, "the cause is in the message already");
     }
 
     #[test]

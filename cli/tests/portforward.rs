@@ -24,6 +24,53 @@ enum Cluster {
     NoService,
     /// The Service, but its only pod is not ready.
     PodNotReady,
+    /// Healthy, but without the k8s.otterize.com API group (no ClientIntents CRD).
+    NoIntentsCrd,
+    /// Healthy, ClientIntents served as v1alpha3, v1beta1 and v2beta1, v1beta1 preferred.
+    SeveralVersions,
+    /// Healthy, ClientIntents served as v1beta1 and a v3 mapper does not read, v3 preferred.
+    UnknownPreferred,
+}
+
+impl Cluster {
+    /// The ClientIntents versions served, and the preferred one (none: no such API group).
+    fn intents_versions(self) -> (&'static [&'static str], Option<&'static str>) {
+        match self {
+            Cluster::NoIntentsCrd => (&[], None),
+            Cluster::SeveralVersions => (&["v1alpha3", "v1beta1", "v2beta1"], Some("v1beta1")),
+            Cluster::UnknownPreferred => (&["v1beta1", "v3"], Some("v3")),
+            // An older operator: v1beta1 only.
+            _ => (&["v1beta1"], Some("v1beta1")),
+        }
+    }
+}
+
+/// `/apis`: the API groups, with k8s.otterize.com unless there is no CRD.
+fn api_groups(cluster: Cluster) -> String {
+    let (versions, preferred) = cluster.intents_versions();
+    let gv = |v: &str| format!(r#"{{"groupVersion":"k8s.otterize.com/{v}","version":"{v}"}}"#);
+    let apps = r#"{"name":"apps","versions":[{"groupVersion":"apps/v1","version":"v1"}],"preferredVersion":{"groupVersion":"apps/v1","version":"v1"}}"#;
+    let groups = match preferred {
+        Some(preferred) => {
+            let versions: Vec<String> = versions.iter().map(|v| gv(v)).collect();
+            format!(
+                r#"{apps},{{"name":"k8s.otterize.com","versions":[{}],"preferredVersion":{}}}"#,
+                versions.join(","),
+                gv(preferred)
+            )
+        }
+        None => apps.to_owned(),
+    };
+    format!(r#"{{"kind":"APIGroupList","apiVersion":"v1","groups":[{groups}]}}"#)
+}
+
+/// `/apis/k8s.otterize.com/VERSION`: ClientIntents and its status subresource.
+fn intents_resources(version: &str) -> String {
+    format!(
+        r#"{{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"k8s.otterize.com/{version}","resources":[
+{{"name":"clientintents","singularName":"clientintents","namespaced":true,"kind":"ClientIntents","verbs":["delete","get","list","patch","create","update","watch"]}},
+{{"name":"clientintents/status","singularName":"","namespaced":true,"kind":"ClientIntents","verbs":["get","patch","update"]}}]}}"#
+    )
 }
 
 const SERVICE: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"mapper-server","namespace":"mapper-system"},
@@ -137,9 +184,8 @@ async fn connection(mut stream: TcpStream, cluster: Cluster, backend: SocketAddr
             } else {
                 ("200 OK", SERVICE.to_owned())
             }
-        } else if path.starts_with("/apis/k8s.otterize.com/v1beta1/clientintents") {
-            // Served only as v1beta1 here (an older operator): v2beta1 and v2alpha1 are 404s.
-            ("200 OK", CLIENT_INTENTS.to_owned())
+        } else if let Some(reply) = intents_reply(cluster, path.split('?').next().unwrap_or_default()) {
+            reply
         } else if path.starts_with("/api/v1/namespaces/mapper-system/pods?")
             && path.contains("labelSelector=app%3Dmapper-server")
         {
@@ -151,6 +197,31 @@ async fn connection(mut stream: TcpStream, cluster: Cluster, backend: SocketAddr
             return;
         }
     }
+}
+
+/// The discovery documents and the ClientIntents lists of `cluster`: listed at the preferred
+/// version mapper reads (v1beta1 in every cluster here), any other version is a 500 so that a
+/// listing at the wrong version shows.
+fn intents_reply(cluster: Cluster, path: &str) -> Option<(&'static str, String)> {
+    let (versions, _) = cluster.intents_versions();
+    if path == "/apis" {
+        return Some(("200 OK", api_groups(cluster)));
+    }
+    let rest = path.strip_prefix("/apis/k8s.otterize.com/")?;
+    let (version, resource) = rest.split_once('/').unwrap_or((rest, ""));
+    if !versions.contains(&version) {
+        return None;
+    }
+    Some(match resource {
+        "" => ("200 OK", intents_resources(version)),
+        "clientintents" if version == "v1beta1" => ("200 OK", CLIENT_INTENTS.to_owned()),
+        _ => (
+            "500 Internal Server Error",
+            format!(
+                r#"{{"kind":"Status","apiVersion":"v1","status":"Failure","message":"listed at {version}, not at the preferred version","code":500}}"#
+            ),
+        ),
+    })
 }
 
 /// Starts the fake API server on a thread; returns a kubeconfig pointing at it.
@@ -243,6 +314,13 @@ fn an_unreachable_kubernetes_api_is_one_line_naming_it() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    let out = mapper(&["--kubeconfig", &kubeconfig(dir.path(), &url), "audit", "--from-cluster"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: cannot read ClientIntents from the cluster: discovering the k8s.otterize.com API group (connection \
+         refused)\n"
+    );
 }
 
 #[test]
@@ -250,9 +328,30 @@ fn audit_from_the_cluster_through_a_port_forward() {
     let server = Server::start(None);
     support::seed(&server);
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = fake_api(dir.path(), Cluster::Healthy, backend(&server));
-    let out = mapper(&["--kubeconfig", &kubeconfig, "audit", "--from-cluster", "--format", "json"], None);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    for cluster in [Cluster::Healthy, Cluster::SeveralVersions, Cluster::UnknownPreferred] {
+        let kubeconfig = fake_api(dir.path(), cluster, backend(&server));
+        audit_reads_the_cluster_intents(&kubeconfig, cluster);
+    }
+}
+
+#[test]
+fn audit_from_a_cluster_without_the_crd_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unused: SocketAddr = "127.0.0.1:9".parse().expect("an address");
+    let kubeconfig = fake_api(dir.path(), Cluster::NoIntentsCrd, unused);
+    let out = mapper(&["--kubeconfig", &kubeconfig, "audit", "--from-cluster"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: cannot read ClientIntents from the cluster: the API serves no k8s.otterize.com ClientIntents version \
+         mapper reads (is the Otterize intents operator's ClientIntents CRD installed?)\n"
+    );
+}
+
+/// One listing, at the version the cluster prefers (or the best one mapper reads).
+fn audit_reads_the_cluster_intents(kubeconfig: &str, cluster: Cluster) {
+    let out = mapper(&["--kubeconfig", kubeconfig, "audit", "--from-cluster", "--format", "json"], None);
+    assert_eq!(out.status.code(), Some(3), "{cluster:?}: {}", stderr(&out));
     let json: serde_json::Value = serde_json::from_str(&support::stdout(&out)).expect("json");
     assert_eq!(json["summary"]["clients"], 2, "{json:#}");
     assert_eq!(json["summary"]["missing"], 1);

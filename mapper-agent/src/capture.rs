@@ -92,8 +92,10 @@ impl CaptureConfig {
 /// Why the capture could not be set up or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("invalid setting: {0}")]
-    Config(String),
+    #[error("invalid setting: map sizes must be at least 1")]
+    EmptyMap,
+    #[error("invalid setting: --dns-ring-bytes {bytes} must be a power of two of at least 4096")]
+    DnsRingBytes { bytes: u32 },
     #[error("cannot prepare {path}")]
     Io {
         path: PathBuf,
@@ -193,13 +195,10 @@ impl Capture<KernelMaps> {
     /// already attached (an agent restart), attaching and pinning otherwise.
     pub fn open(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
         if cfg.flow_entries == 0 || cfg.socket_entries == 0 || cfg.nat_entries == 0 {
-            return Err(CaptureError::Config("map sizes must be at least 1".into()));
+            return Err(CaptureError::EmptyMap);
         }
         if !cfg.dns_ring_bytes.is_power_of_two() || cfg.dns_ring_bytes < 4096 {
-            return Err(CaptureError::Config(format!(
-                "--dns-ring-bytes {} must be a power of two of at least 4096",
-                cfg.dns_ring_bytes
-            )));
+            return Err(CaptureError::DnsRingBytes { bytes: cfg.dns_ring_bytes });
         }
         let pin_dir = cfg.pin_dir();
         let map_dir = pin_dir.join("maps");

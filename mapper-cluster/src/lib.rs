@@ -26,6 +26,8 @@
 //! # let _ = ResolveOptions::default();
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod history;
 mod identity;
 mod inventory;
@@ -47,18 +49,6 @@ pub use ipnet::IpNet;
 pub use kube_source::{KubeSource, KubeSourceConfig};
 pub use snapshot::{ClusterHandle, Snapshot};
 
-/// An error and its sources, joined with ": " (for logs, where only one field is shown); a
-/// source whose text the message already carries is not repeated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+/// An error and its sources, joined with ": " (for logs, where only one field is shown): the
+/// one joiner, in mapper-intents, re-exported for mapper-cluster's users (mapper-server).
+pub use mapper_intents::error_chain;

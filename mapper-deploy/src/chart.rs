@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mapper_intents::walk::Walk;
 use serde::Deserialize;
 
 /// What a chart could not be read for.
@@ -92,18 +93,15 @@ impl Chart {
     }
 }
 
-/// Every file below `dir`, recursively, named `prefix/relative/path`.
+/// Every file below `dir` (any name, hidden ones too, at any depth), named
+/// `prefix/relative/path`.
 fn collect(dir: &Path, prefix: &str, out: &mut Vec<TemplateFile>) -> Result<(), ChartError> {
-    let entries = fs::read_dir(dir).map_err(|source| ChartError::Read { path: dir.to_path_buf(), source })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| ChartError::Read { path: dir.to_path_buf(), source })?;
-        let path = entry.path();
-        let name = format!("{prefix}/{}", entry.file_name().to_string_lossy());
-        if path.is_dir() {
-            collect(&path, &name, out)?;
-        } else {
-            out.push(TemplateFile { name, text: read(&path)? });
-        }
+    let walk = Walk { take: |_| true, max_depth: usize::MAX, skip_hidden: false };
+    let files = walk.files(dir).map_err(|e| ChartError::Read { path: e.path, source: e.error })?;
+    for path in files {
+        let relative = path.strip_prefix(dir).unwrap_or(&path);
+        let parts: Vec<_> = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+        out.push(TemplateFile { name: format!("{prefix}/{}", parts.join("/")), text: read(&path)? });
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! `mapper-intents`: the Otterize `ClientIntents` side of mapper, as a pure library (no I/O,
-//! no async).
+//! `mapper-intents`: the Otterize `ClientIntents` side of mapper, as a pure library (no async,
+//! and no I/O but [`walk`] listing the directories of manifests its readers are given).
 //!
 //! - [`model`]: workload identities, intent targets, observed [`Edge`]s and the
 //!   version-neutral [`ClientIntentsDoc`].
@@ -13,6 +13,9 @@
 //! - [`identity`]: the operator's hashed workload identities used in labels.
 //! - [`policy`]: the NetworkPolicies the operator builds from intents, and the pod labels they
 //!   select on.
+//! - [`walk`]: the files under a directory of manifests, one walk for every reader of them.
+//! - [`errors`]: an error and its sources in one line ([`error_chain`]), shared by every crate
+//!   that reports errors.
 //!
 //! ```
 //! use mapper_intents::{Edge, ExportOptions, IntentsVersion, Target, Workload};
@@ -35,6 +38,7 @@
 //! ```
 
 pub mod audit;
+pub mod errors;
 pub mod export;
 pub mod identity;
 pub mod model;
@@ -43,8 +47,10 @@ pub mod policy;
 pub mod render;
 pub mod stream;
 pub mod versions;
+pub mod walk;
 pub mod yaml;
 
+pub use errors::{error_chain, innermost_cause};
 pub use export::{ExportOptions, intents_from_edges};
 pub use identity::{formatted_identity, formatted_identity_with_kind, workload_identity};
 pub use model::{

@@ -3,6 +3,8 @@
 //! that picks plain or JSON), one wait for SIGTERM or Ctrl-C, and one HTTP
 //! endpoint for `/metrics`, `/healthz` and `/readyz`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};

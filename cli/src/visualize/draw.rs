@@ -27,7 +27,7 @@ use super::{Graph, Group};
      (`mapper visualize --format dot | dot -Tsvg -o map.svg`)"
 )]
 pub struct LayoutError {
-    /// The engine's complaint.
+    /// The engine's complaint: the message of its panic, which is all there is (no error value).
     pub reason: String,
 }
 

@@ -25,10 +25,11 @@ pub enum PngError {
         height: u32,
     },
     /// PNG encoding failed.
-    #[error("cannot encode the PNG: {reason}")]
+    #[error("cannot encode the PNG")]
     Encode {
-        /// The encoder's message.
-        reason: String,
+        /// The encoder's error (`png::EncodingError`, a crate the CLI does not name itself).
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -59,5 +60,5 @@ pub fn png(svg: &str) -> Result<Vec<u8>, PngError> {
     let mut pixmap = tiny_skia::Pixmap::new(width, height).ok_or(too_large)?;
     pixmap.fill(tiny_skia::Color::WHITE);
     resvg::render(&tree, tiny_skia::Transform::from_scale(2., 2.), &mut pixmap.as_mut());
-    pixmap.encode_png().map_err(|e| PngError::Encode { reason: e.to_string() })
+    pixmap.encode_png().map_err(|e| PngError::Encode { error: e.into() })
 }

@@ -14,6 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use mapper_intents::stream::{self, MAX_DEPTH};
+use mapper_intents::walk::{Walk, has_manifest_extension};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -176,41 +177,13 @@ pub(crate) fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InventoryError
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
         if meta.is_dir() {
-            walk(path, 0, &mut files)?;
+            let walk = Walk { take: has_manifest_extension, max_depth: MAX_DIR_DEPTH, skip_hidden: true };
+            files.extend(walk.files(path).map_err(|e| InventoryError::Read { path: e.path, source: e.error })?);
         } else {
             files.push(path.clone());
         }
     }
     Ok(files)
-}
-
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), InventoryError> {
-    let read_err = |source| InventoryError::Read { path: dir.to_owned(), source };
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_err)? {
-        entries.push(entry.map_err(read_err)?.path());
-    }
-    entries.sort();
-    for path in entries {
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        let meta = std::fs::metadata(&path).map_err(|source| InventoryError::Read { path: path.clone(), source })?;
-        if meta.is_dir() {
-            if depth < MAX_DIR_DEPTH {
-                walk(&path, depth + 1, out)?;
-            }
-        } else if has_inventory_extension(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn has_inventory_extension(path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    matches!(ext.as_deref(), Some("yaml" | "yml" | "json"))
 }
 
 /// What identifies a version of the inventory: every file with its modification time and size.
