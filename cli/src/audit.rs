@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{ArgGroup, Args, ValueEnum};
-use mapper_intents::audit::{AuditScope, DeclaredDoc};
+use mapper_intents::audit::{AuditScope, Auditor, DeclaredDoc};
 use mapper_intents::{Edge, Workload};
 use mapper_proto::v1 as pb;
 
@@ -215,15 +215,25 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let declared = read_declared(connect, args).await.map_err(AuditError::from)?;
     let mut mapper = Mapper::connect(connect).await?;
     let now = SystemTime::now();
-    let edges = EdgeStream::start(&mut mapper, request(args, &declared, now), Vec::new()).await?.collect().await?;
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
-    let observed = observed(&edges, window_start_ms);
     let scope = AuditScope { namespaces: args.namespaces.clone(), workloads: args.workloads.clone() };
-    let mut report = mapper_intents::audit::audit(&declared, &observed.edges, &scope, window_start_ms);
+    // The server sends the edges sorted by client: each client is audited once its edges have
+    // arrived, so memory holds one client's edges and the findings, not the map.
+    let mut auditor = Auditor::new(&declared, &scope, window_start_ms);
+    let mut unattributed: BTreeMap<Workload, Vec<String>> = BTreeMap::new();
+    let mut edges = EdgeStream::start(&mut mapper, request(args, &declared, now), Vec::new()).await?;
+    while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
+        let client = observed(&run, window_start_ms);
+        auditor.observe(&client.edges);
+        for (workload, addresses) in client.unattributed {
+            unattributed.entry(workload).or_default().extend(addresses);
+        }
+    }
+    let mut report = auditor.finish();
     if !args.include_dns {
         report = report.without_cluster_dns();
     }
-    let view = View { report: &report, unattributed: &observed.unattributed, since: args.since, now_ms: unix_ms(now) };
+    let view = View { report: &report, unattributed: &unattributed, since: args.since, now_ms: unix_ms(now) };
     let text = match args.format {
         Format::Table => view.table(use_color(args.color)),
         Format::Json => format!("{:#}\n", view.json()),

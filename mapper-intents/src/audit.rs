@@ -154,51 +154,80 @@ impl AuditReport {
 /// sighting is before `window_start_ms` are outside the window: they cannot make a call missing
 /// or a target covered, but they date an unused target's last use.
 pub fn audit(declared: &[DeclaredDoc], observed: &[Edge], scope: &AuditScope, window_start_ms: i64) -> AuditReport {
-    let scope = scope.resolved(declared);
-    // Declared documents by client (name, namespace), in input order.
-    let mut declared_by_client: BTreeMap<(Arc<str>, Arc<str>), Vec<&DeclaredDoc>> = BTreeMap::new();
-    for d in declared {
-        let client = d.doc.client("");
-        if scope.includes(&client) {
-            declared_by_client.entry((client.namespace, client.name)).or_default().push(d);
+    let mut auditor = Auditor::new(declared, scope, window_start_ms);
+    auditor.observe(observed);
+    auditor.finish()
+}
+
+/// The audit a client at a time: [`Auditor::observe`] the edges of one or more clients (all of
+/// a client's edges in one call), then [`Auditor::finish`]. The same report as [`audit`] over
+/// every edge at once, holding only the clients' results rather than the whole map.
+#[derive(Debug)]
+pub struct Auditor<'a> {
+    scope: AuditScope,
+    window_start_ms: i64,
+    /// Declared documents by client (namespace, name), in input order.
+    declared_by_client: BTreeMap<(Arc<str>, Arc<str>), Vec<&'a DeclaredDoc>>,
+    /// Declarations an observed client has taken; the others are of clients never observed.
+    claimed: BTreeSet<(Arc<str>, Arc<str>)>,
+    clients: Vec<ClientAudit>,
+}
+
+impl<'a> Auditor<'a> {
+    /// An audit of `declared` for the clients in `scope` (see [`audit`] for the window).
+    pub fn new(declared: &'a [DeclaredDoc], scope: &AuditScope, window_start_ms: i64) -> Self {
+        let scope = scope.resolved(declared);
+        let mut declared_by_client: BTreeMap<(Arc<str>, Arc<str>), Vec<&DeclaredDoc>> = BTreeMap::new();
+        for d in declared {
+            let client = d.doc.client("");
+            if scope.includes(&client) {
+                declared_by_client.entry((client.namespace, client.name)).or_default().push(d);
+            }
+        }
+        Self { scope, window_start_ms, declared_by_client, claimed: BTreeSet::new(), clients: Vec::new() }
+    }
+
+    /// Audits the clients of `observed`, each of which has all its edges here.
+    pub fn observe(&mut self, observed: &[Edge]) {
+        let mut observed_by_client: BTreeMap<&Workload, Vec<&Edge>> = BTreeMap::new();
+        for e in observed.iter().filter(|e| self.scope.includes(&e.client)) {
+            observed_by_client.entry(&e.client).or_default().push(e);
+        }
+        for (client, edges) in &observed_by_client {
+            let key = (client.namespace.clone(), client.name.clone());
+            let docs: Vec<&DeclaredDoc> = self
+                .declared_by_client
+                .get(&key)
+                .map(|docs| docs.iter().copied().filter(|d| same_kind(d.doc.client_kind.as_deref(), client)).collect())
+                .unwrap_or_default();
+            if !docs.is_empty() {
+                self.claimed.insert(key);
+            }
+            self.clients.push(audit_client((*client).clone(), &docs, edges, self.window_start_ms, true));
         }
     }
-    // Observed calls by client workload (kind included).
-    let mut observed_by_client: BTreeMap<&Workload, Vec<&Edge>> = BTreeMap::new();
-    for e in observed.iter().filter(|e| scope.includes(&e.client)) {
-        observed_by_client.entry(&e.client).or_default().push(e);
-    }
-    let mut clients = Vec::new();
-    // Declarations an observed client has taken; the others are of clients never observed.
-    let mut claimed: BTreeSet<(Arc<str>, Arc<str>)> = BTreeSet::new();
-    for (client, edges) in &observed_by_client {
-        let key = (client.namespace.clone(), client.name.clone());
-        let docs: Vec<&DeclaredDoc> = declared_by_client
-            .get(&key)
-            .map(|docs| docs.iter().copied().filter(|d| same_kind(d.doc.client_kind.as_deref(), client)).collect())
-            .unwrap_or_default();
-        if !docs.is_empty() {
-            claimed.insert(key);
+
+    /// The report: the observed clients, and the declared ones never observed.
+    pub fn finish(mut self) -> AuditReport {
+        for (key, docs) in &self.declared_by_client {
+            if self.claimed.contains(key) {
+                continue;
+            }
+            let (namespace, name) = key;
+            let kind = docs.iter().find_map(|d| d.doc.client_kind.clone());
+            let client = Workload { name: name.clone(), namespace: namespace.clone(), kind: kind.map(Into::into) };
+            self.clients.push(audit_client(client, docs, &[], self.window_start_ms, false));
         }
-        clients.push(audit_client((*client).clone(), &docs, edges, window_start_ms, true));
+        let mut clients = self.clients;
+        clients.sort_by(|a, b| {
+            (&a.client.namespace, &a.client.name, &a.client.kind).cmp(&(
+                &b.client.namespace,
+                &b.client.name,
+                &b.client.kind,
+            ))
+        });
+        AuditReport { clients }
     }
-    for (key, docs) in &declared_by_client {
-        if claimed.contains(key) {
-            continue;
-        }
-        let (namespace, name) = key;
-        let kind = docs.iter().find_map(|d| d.doc.client_kind.clone());
-        let client = Workload { name: name.clone(), namespace: namespace.clone(), kind: kind.map(Into::into) };
-        clients.push(audit_client(client, docs, &[], window_start_ms, false));
-    }
-    clients.sort_by(|a, b| {
-        (&a.client.namespace, &a.client.name, &a.client.kind).cmp(&(
-            &b.client.namespace,
-            &b.client.name,
-            &b.client.kind,
-        ))
-    });
-    AuditReport { clients }
 }
 
 /// A declared client kind matches an observed client unless both are known and differ.

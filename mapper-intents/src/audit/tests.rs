@@ -307,3 +307,27 @@ fn amending_appends_the_missing_targets_in_the_declared_version() {
     assert_eq!((doc.client_name.as_str(), *version), ("web", IntentsVersion::V2Beta1));
     assert_eq!(doc.targets, [Target::workload("transaction-service", None, Some("Deployment"))]);
 }
+
+#[test]
+fn a_client_at_a_time_gives_the_whole_audit() {
+    let yaml = "apiVersion: k8s.otterize.com/v2beta1\nkind: ClientIntents\nmetadata:\n  name: batch\n  namespace: team1\n\
+                spec:\n  workload:\n    name: batch\n    kind: CronJob\n  targets:\n    - kubernetes:\n        name: db\n\
+                ---\napiVersion: k8s.otterize.com/v2beta1\nkind: ClientIntents\nmetadata:\n  name: api\n  namespace: team1\n\
+                spec:\n  workload:\n    name: api\n  targets:\n    - kubernetes:\n        name: db\n    - kubernetes:\n        name: cache\n";
+    let declared = declared(yaml);
+    // Sorted as the server streams them: by client (name, namespace, kind).
+    let mut observed = vec![
+        call(("api", "team1"), wl("db", "team1"), 5432, T0 + 1),
+        call(("api", "team1"), wl("queue", "team1"), 5672, T0 + 1),
+        call(("batch", "team1"), wl("db", "team1"), 5432, T0 + 1),
+        call(("web", "team1"), wl("api", "team1"), 8080, T0 - 10),
+    ];
+    observed[2].client.kind = Some("Job".into());
+    let whole = report(&declared, &observed);
+    let mut auditor = Auditor::new(&declared, &AuditScope::default(), T0);
+    for run in observed.chunk_by(|a, b| a.client == b.client) {
+        auditor.observe(run);
+    }
+    assert_eq!(auditor.finish(), whole);
+    assert_eq!(whole.clients.len(), 4, "api, batch (Job, seen), batch (CronJob, declared), web: {whole:#?}");
+}
