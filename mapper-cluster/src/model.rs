@@ -82,7 +82,9 @@ pub(crate) struct PodRecord {
     pub uid: String,
     pub name: String,
     pub namespace: String,
-    pub labels: BTreeMap<String, String>,
+    /// (key, value), sorted by key: a slice rather than a map, as a cluster holds one per pod
+    /// (a map's smallest node of strings is half a kilobyte).
+    pub labels: Box<[(Box<str>, Box<str>)]>,
     /// Only the workload-name annotations.
     pub annotations: BTreeMap<String, String>,
     pub owner: Option<OwnerRef>,
@@ -147,7 +149,7 @@ impl PodRecord {
             .max();
         Self {
             uid: meta.uid.clone().unwrap_or_else(|| format!("{namespace}/{name}")),
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels: meta.labels.iter().flatten().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
             annotations,
             owner: OwnerRef::controller_of(meta.owner_references.as_ref()),
             ips,

@@ -174,8 +174,8 @@ impl Snapshot {
             };
             if let Some((_, labels)) = snap.workloads.get_mut(id as usize) {
                 for (k, v) in &pod.labels {
-                    if labels.get(k) != Some(v) {
-                        labels.insert(k.clone(), v.clone());
+                    if labels.get(&**k).map(String::as_str) != Some(&**v) {
+                        labels.insert(k.to_string(), v.to_string());
                     }
                 }
             }

@@ -85,8 +85,8 @@ pub struct EdgeKey {
 }
 
 impl EdgeKey {
-    /// Shares the key's names with every other edge's (after a read from disk; a key made by
-    /// resolution shares the cluster state's).
+    /// Shares the key's names with every other edge's (after a read from disk, and when an
+    /// edge is new: one copy of each name however many edges name it).
     fn share_names(&mut self, names: &mut Names) {
         for peer in [&mut self.client, &mut self.server] {
             match peer {
@@ -647,7 +647,15 @@ impl EdgeStore {
             txn.commit()?;
             let mut map = self.write_map();
             for (k, v) in merged {
-                map.insert(k.clone(), v);
+                match map.get_mut(k) {
+                    Some(state) => *state = v,
+                    None => {
+                        // A new edge's names are shared with every other edge's.
+                        let mut key = k.clone();
+                        key.share_names(names);
+                        map.insert(key, v);
+                    }
+                }
             }
             Ok(results)
         })

@@ -17,7 +17,7 @@ fn pod(uid: &str, workload: &str, addr: &str, from_ms: i64) -> PodRecord {
         uid: uid.to_owned(),
         name: format!("pod-{uid}"),
         namespace: NS.to_owned(),
-        labels: BTreeMap::new(),
+        labels: Box::default(),
         annotations: BTreeMap::from([(WORKLOAD_NAME_ANNOTATION.to_owned(), workload.to_owned())]),
         owner: None,
         ips: vec![ip(addr)],
