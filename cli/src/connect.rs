@@ -223,11 +223,7 @@ pub fn short_reason(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// An error message without the OS error number, starting in lower case.
 pub fn tidy(text: &str) -> String {
-    let mut text = text.to_owned();
-    while let Some(at) = text.find(" (os error ") {
-        let Some(len) = text[at..].find(')') else { break };
-        text.replace_range(at..=at + len, "");
-    }
+    let text = mapper_intents::errors::without_os_error(text);
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),

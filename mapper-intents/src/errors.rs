@@ -49,7 +49,13 @@ fn carries(line: &str, text: &str) -> bool {
 
 /// Lower case, without ` (os error N)`.
 fn comparable(text: &str) -> String {
-    let mut text = text.to_ascii_lowercase();
+    without_os_error(&text.to_ascii_lowercase())
+}
+
+/// `text` without the ` (os error N)` that I/O errors end with (the number says nothing to a
+/// reader the words do not).
+pub fn without_os_error(text: &str) -> String {
+    let mut text = text.to_owned();
     while let Some(at) = text.find(" (os error ") {
         let Some(len) = text[at..].find(')') else { break };
         text.replace_range(at..=at + len, "");
