@@ -785,11 +785,12 @@ impl EdgeStore {
             removed += self.write(
                 || chunk.to_vec(),
                 |db, _| {
-                    // Seen again since the scan: kept.
-                    let still: Vec<&EdgeKey> = chunk
-                        .iter()
-                        .filter(|k| self.read().get(*k).is_some_and(|e| e.last_seen_ms < cutoff_ms))
-                        .collect();
+                    // Seen again since the scan: kept (one read lock for the chunk; the writer
+                    // lock held here keeps it true until the removal).
+                    let still: Vec<&EdgeKey> = {
+                        let map = self.read();
+                        chunk.iter().filter(|k| map.get(*k).is_some_and(|e| e.last_seen_ms < cutoff_ms)).collect()
+                    };
                     let txn = db.begin_write()?;
                     {
                         let mut table = txn.open_table(EDGES)?;
