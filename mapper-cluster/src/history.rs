@@ -16,7 +16,7 @@ use crate::model::PodRecord;
 /// says the pod is known to have let go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Interval {
-    pub uid: String,
+    pub uid: Arc<str>,
     pub from_ms: i64,
     pub to_ms: Option<i64>,
     pub released: bool,
@@ -42,29 +42,29 @@ pub(crate) enum Holder<'a> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IpHistory {
     by_ip: HashMap<IpAddr, Vec<Interval>>,
-    by_uid: HashMap<String, Vec<IpAddr>>,
+    by_uid: HashMap<Arc<str>, Vec<IpAddr>>,
 }
 
 impl IpHistory {
     /// Record that `uid` holds `ip`, since `from_ms` unless it already did, and at the latest
     /// until `until_ms` (a deletion deadline) when given.
-    pub fn hold(&mut self, ip: IpAddr, uid: &str, from_ms: i64, until_ms: Option<i64>) {
+    pub fn hold(&mut self, ip: IpAddr, uid: &Arc<str>, from_ms: i64, until_ms: Option<i64>) {
         let list = self.by_ip.entry(ip).or_default();
-        match list.iter_mut().find(|iv| iv.uid == uid && !iv.released) {
+        match list.iter_mut().find(|iv| iv.uid == *uid && !iv.released) {
             Some(iv) => {
                 if let Some(until) = until_ms {
                     iv.to_ms = Some(iv.to_ms.map_or(until, |to| to.min(until)).max(iv.from_ms));
                 }
             }
             None => list.push(Interval {
-                uid: uid.to_owned(),
+                uid: uid.clone(),
                 from_ms,
                 to_ms: until_ms.map(|to| to.max(from_ms)),
                 released: false,
             }),
         }
         normalize(list);
-        let ips = self.by_uid.entry(uid.to_owned()).or_default();
+        let ips = self.by_uid.entry(uid.clone()).or_default();
         if !ips.contains(&ip) {
             ips.push(ip);
         }
@@ -73,7 +73,7 @@ impl IpHistory {
     /// Record that `uid` stopped holding `ip` at `at_ms` (nothing when it holds it no longer).
     pub fn release(&mut self, ip: IpAddr, uid: &str, at_ms: i64) {
         for iv in self.by_ip.get_mut(&ip).into_iter().flatten() {
-            if iv.uid == uid && !iv.released {
+            if *iv.uid == *uid && !iv.released {
                 iv.to_ms = Some(iv.to_ms.map_or(at_ms, |to| to.min(at_ms)).max(iv.from_ms));
                 iv.released = true;
             }
@@ -83,7 +83,7 @@ impl IpHistory {
     /// The IPs `uid` holds now (not released).
     pub fn open_ips(&self, uid: &str) -> Vec<IpAddr> {
         let held = self.by_uid.get(uid).into_iter().flatten();
-        held.filter(|ip| self.by_ip.get(ip).into_iter().flatten().any(|iv| iv.uid == uid && !iv.released))
+        held.filter(|ip| self.by_ip.get(ip).into_iter().flatten().any(|iv| *iv.uid == *uid && !iv.released))
             .copied()
             .collect()
     }
@@ -160,7 +160,7 @@ pub(crate) struct Retained {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PodHistory {
     pub ips: Arc<IpHistory>,
-    pub retained: HashMap<String, Retained>,
+    pub retained: HashMap<Arc<str>, Retained>,
 }
 
 impl PodHistory {
@@ -219,9 +219,9 @@ mod tests {
     #[test]
     fn a_reused_ip_maps_each_time_to_its_own_holder() {
         let mut h = IpHistory::default();
-        h.hold(ip("10.0.0.1"), "old", 1_000, None);
+        h.hold(ip("10.0.0.1"), &"old".into(), 1_000, None);
         // The new holder appears before the old one's deletion was seen: it ends the old one.
-        h.hold(ip("10.0.0.1"), "new", 5_000, None);
+        h.hold(ip("10.0.0.1"), &"new".into(), 5_000, None);
         h.release(ip("10.0.0.1"), "old", 6_000);
         assert_eq!(h.lookup(ip("10.0.0.1"), 2_000, 0), Holder::Pod("old"));
         assert_eq!(h.lookup(ip("10.0.0.1"), 5_500, 0), Holder::Pod("new"), "old must end where new begins");
@@ -233,8 +233,8 @@ mod tests {
     #[test]
     fn tolerance_never_reaches_past_another_holder() {
         let mut h = IpHistory::default();
-        h.hold(ip("10.0.0.1"), "a", 1_000, Some(2_000));
-        h.hold(ip("10.0.0.1"), "b", 2_100, None);
+        h.hold(ip("10.0.0.1"), &"a".into(), 1_000, Some(2_000));
+        h.hold(ip("10.0.0.1"), &"b".into(), 2_100, None);
         assert_eq!(h.lookup(ip("10.0.0.1"), 2_040, 1_000), Holder::Pod("a"), "nearest end wins");
         assert_eq!(h.lookup(ip("10.0.0.1"), 2_090, 1_000), Holder::Pod("b"), "nearest start wins");
         assert_eq!(h.lookup(ip("10.0.0.1"), 3_000, 0), Holder::Pod("b"));
@@ -243,9 +243,9 @@ mod tests {
     #[test]
     fn prune_forgets_old_closed_intervals_only() {
         let mut h = IpHistory::default();
-        h.hold(ip("10.0.0.1"), "a", 1_000, None);
+        h.hold(ip("10.0.0.1"), &"a".into(), 1_000, None);
         h.release(ip("10.0.0.1"), "a", 2_000);
-        h.hold(ip("10.0.0.2"), "b", 1_000, Some(2_000));
+        h.hold(ip("10.0.0.2"), &"b".into(), 1_000, Some(2_000));
         h.prune(10_000);
         assert_eq!(h.lookup(ip("10.0.0.1"), 1_500, 0), Holder::Unknown, "closed interval pruned");
         assert_eq!(h.lookup(ip("10.0.0.2"), 1_500, 0), Holder::Pod("b"), "unreleased interval kept");

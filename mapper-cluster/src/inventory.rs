@@ -88,9 +88,9 @@ impl Inventory {
             );
         }
         (self.warnings, self.warning_count) = (checks.warnings, checks.warning_count);
-        let present: std::collections::HashSet<&str> = objects.pods.iter().map(|p| p.uid.as_str()).collect();
+        let present: std::collections::HashSet<&str> = objects.pods.iter().map(|p| &*p.uid).collect();
         for pod in &self.objects.pods {
-            if !present.contains(pod.uid.as_str()) {
+            if !present.contains(&*pod.uid) {
                 let workload = self.snapshot.workload_of_pod(&pod.uid);
                 self.history.gone(pod.clone(), workload, now_ms);
             }

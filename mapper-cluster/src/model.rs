@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -79,7 +80,8 @@ impl OwnerRecord {
 /// The pod fields resolution needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodRecord {
-    pub uid: String,
+    /// Shared with the IP history and the snapshots' index (a cluster holds a copy per pod).
+    pub uid: Arc<str>,
     pub name: String,
     pub namespace: String,
     /// (key, value), sorted by key: a slice rather than a map, as a cluster holds one per pod
@@ -148,7 +150,7 @@ impl PodRecord {
             .map(|t| t.0.as_millisecond())
             .max();
         Self {
-            uid: meta.uid.clone().unwrap_or_else(|| format!("{namespace}/{name}")),
+            uid: meta.uid.as_deref().map_or_else(|| format!("{namespace}/{name}").into(), Into::into),
             labels: meta.labels.iter().flatten().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
             annotations,
             owner: OwnerRef::controller_of(meta.owner_references.as_ref()),

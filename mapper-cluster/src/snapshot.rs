@@ -50,7 +50,7 @@ type ServiceKey = (Arc<str>, Arc<str>);
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Pod UID → its workload.
-    pods: HashMap<Box<str>, WorkloadId>,
+    pods: HashMap<Arc<str>, WorkloadId>,
     /// Every workload a known pod belongs to, with the union of its pods' labels.
     workloads: Vec<(Workload, BTreeMap<String, String>)>,
     workload_ids: HashMap<Workload, WorkloadId>,
@@ -179,7 +179,7 @@ impl Snapshot {
                     }
                 }
             }
-            snap.pods.insert(pod.uid.as_str().into(), id);
+            snap.pods.insert(pod.uid.clone(), id);
         }
         snap.pods.shrink_to_fit();
         snap.workloads.shrink_to_fit();

@@ -4,6 +4,7 @@
 //! deletion, or a relist the pod is missing from).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
@@ -17,9 +18,9 @@ pub(crate) struct PodTracker {
     keep: Vec<String>,
     pub history: PodHistory,
     /// The pods as last seen, by UID.
-    known: HashMap<String, PodRecord>,
+    known: HashMap<Arc<str>, PodRecord>,
     /// The UIDs seen so far in a relist, while one is under way.
-    relisting: Option<HashSet<String>>,
+    relisting: Option<HashSet<Arc<str>>>,
 }
 
 impl PodTracker {
@@ -49,7 +50,7 @@ impl PodTracker {
             }
             Event::InitDone => {
                 let seen = self.relisting.take().unwrap_or_default();
-                let vanished: Vec<String> = self.known.keys().filter(|uid| !seen.contains(*uid)).cloned().collect();
+                let vanished: Vec<Arc<str>> = self.known.keys().filter(|uid| !seen.contains(*uid)).cloned().collect();
                 if !vanished.is_empty() {
                     tracing::debug!(pods = vanished.len(), "pods gone while the watch was down");
                 }

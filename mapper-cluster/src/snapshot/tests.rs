@@ -14,7 +14,7 @@ fn ip(s: &str) -> IpAddr {
 /// A running pod of workload `workload` (named by the annotation) holding `addr` from `from_ms`.
 fn pod(uid: &str, workload: &str, addr: &str, from_ms: i64) -> PodRecord {
     PodRecord {
-        uid: uid.to_owned(),
+        uid: uid.into(),
         name: format!("pod-{uid}"),
         namespace: NS.to_owned(),
         labels: Box::default(),
