@@ -236,7 +236,7 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let view = View { report: &report, unattributed: &unattributed, since: args.since, now_ms: unix_ms(now) };
     let text = match args.format {
         Format::Table => view.table(use_color(args.color)),
-        Format::Json => format!("{:#}\n", view.json()),
+        Format::Json => view.json_text(),
         Format::Markdown => view.markdown(),
     };
     output::stdout(text.as_bytes())?;

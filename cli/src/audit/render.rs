@@ -329,76 +329,114 @@ impl View<'_> {
         out
     }
 
+    /// The `mapper.audit/v1` document as a value (see [`View::json_text`] for the output).
     pub(super) fn json(&self) -> Value {
+        let clients: Vec<Value> = self.report.clients.iter().map(|c| self.client_json(c)).collect();
+        let mut doc = self.json_without_clients();
+        doc["clients"] = Value::Array(clients);
+        doc
+    }
+
+    /// The document as `{:#}` prints [`View::json`], ending in a newline, written a client at a
+    /// time: only one client's value exists at once, not the whole document's.
+    pub(super) fn json_text(&self) -> String {
+        let mut doc = self.json_without_clients();
+        doc["clients"] = Value::Array(Vec::new());
+        let frame = format!("{doc:#}\n");
+        // Keys are sorted, so the document is the frame with its empty list filled in.
+        let Some((head, tail)) = frame.split_once("\n  \"clients\": [],\n") else {
+            return format!("{:#}\n", self.json());
+        };
+        if self.report.clients.is_empty() {
+            return frame;
+        }
+        let mut out = String::with_capacity(frame.len() + self.report.clients.len() * 1024);
+        out.push_str(head);
+        out.push_str("\n  \"clients\": [\n");
+        for (i, c) in self.report.clients.iter().enumerate() {
+            if i > 0 {
+                out.push_str(",\n");
+            }
+            for (j, line) in format!("{:#}", self.client_json(c)).lines().enumerate() {
+                if j > 0 {
+                    out.push('\n');
+                }
+                out.push_str("    ");
+                out.push_str(line);
+            }
+        }
+        out.push_str("\n  ],\n");
+        out.push_str(tail);
+        out
+    }
+
+    /// Every field of the document but `clients`.
+    fn json_without_clients(&self) -> Value {
         let t = self.report.totals();
-        let port_list = |e: &Edge| json!(e.ports);
-        let clients: Vec<Value> = self
-            .report
-            .clients
-            .iter()
-            .map(|c| {
-                let missing: Vec<Value> = c
-                    .missing
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "target": target_text(&e.server),
-                            "server": e.server,
-                            "ports": port_list(e),
-                            "established": e.established,
-                            "failed": e.failed,
-                            "first_seen": rfc3339(e.first_seen_ms),
-                            "last_seen": rfc3339(e.last_seen_ms),
-                            "via_services": e.via_services.iter().map(|s| format!("{}.{}", s.name, s.namespace)).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                let unused: Vec<Value> = c
-                    .unused
-                    .iter()
-                    .map(|u| {
-                        json!({
-                            "target": target_text(&u.target),
-                            "declared": u.target,
-                            "last_seen": u.last_seen_ms.map(rfc3339),
-                        })
-                    })
-                    .collect();
-                let covered: Vec<Value> = c
-                    .covered
-                    .iter()
-                    .map(|cov| {
-                        let (established, failed, last) = sum(&cov.observed);
-                        json!({
-                            "target": target_text(&cov.target),
-                            "declared": cov.target,
-                            "servers": cov.observed.iter().map(|e| json!({"server": e.server, "ports": port_list(e)})).collect::<Vec<_>>(),
-                            "established": established,
-                            "failed": failed,
-                            "last_seen": rfc3339(last),
-                        })
-                    })
-                    .collect();
-                let not_observable: Vec<Value> =
-                    c.not_observable.iter().map(|t| json!({"target": target_text(t), "declared": t})).collect();
-                json!({
-                    "client": c.client,
-                    "declared_in": c.sources,
-                    "observed": c.observed,
-                    "missing": missing,
-                    "unused": unused,
-                    "covered": covered,
-                    "not_observable": not_observable,
-                    "unattributed_addresses": self.unattributed_of(c).cloned().unwrap_or_default(),
-                })
-            })
-            .collect();
         json!({
             "apiVersion": "mapper.audit/v1",
             "generated": rfc3339(self.now_ms),
             "window": {"since": self.since.map(|d| rfc3339(unix_ms_before(time_of(self.now_ms), d)))},
             "summary": {"clients": t.clients, "missing": t.missing, "unused": t.unused, "covered": t.covered},
-            "clients": clients,
+        })
+    }
+
+    /// One element of the document's `clients`.
+    fn client_json(&self, c: &ClientAudit) -> Value {
+        let port_list = |e: &Edge| json!(e.ports);
+        let missing: Vec<Value> = c
+            .missing
+            .iter()
+            .map(|e| {
+                json!({
+                    "target": target_text(&e.server),
+                    "server": e.server,
+                    "ports": port_list(e),
+                    "established": e.established,
+                    "failed": e.failed,
+                    "first_seen": rfc3339(e.first_seen_ms),
+                    "last_seen": rfc3339(e.last_seen_ms),
+                    "via_services": e.via_services.iter().map(|s| format!("{}.{}", s.name, s.namespace)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let unused: Vec<Value> = c
+            .unused
+            .iter()
+            .map(|u| {
+                json!({
+                    "target": target_text(&u.target),
+                    "declared": u.target,
+                    "last_seen": u.last_seen_ms.map(rfc3339),
+                })
+            })
+            .collect();
+        let covered: Vec<Value> = c
+            .covered
+            .iter()
+            .map(|cov| {
+                let (established, failed, last) = sum(&cov.observed);
+                json!({
+                    "target": target_text(&cov.target),
+                    "declared": cov.target,
+                    "servers": cov.observed.iter().map(|e| json!({"server": e.server, "ports": port_list(e)})).collect::<Vec<_>>(),
+                    "established": established,
+                    "failed": failed,
+                    "last_seen": rfc3339(last),
+                })
+            })
+            .collect();
+        let not_observable: Vec<Value> =
+            c.not_observable.iter().map(|t| json!({"target": target_text(t), "declared": t})).collect();
+        json!({
+            "client": c.client,
+            "declared_in": c.sources,
+            "observed": c.observed,
+            "missing": missing,
+            "unused": unused,
+            "covered": covered,
+            "not_observable": not_observable,
+            "unattributed_addresses": self.unattributed_of(c).cloned().unwrap_or_default(),
         })
     }
 }

@@ -69,6 +69,10 @@ fn markdown_and_json_carry_the_same_findings() {
         "{md}"
     );
     let json = view.json();
+    assert_eq!(view.json_text(), format!("{json:#}\n"), "written a client at a time, the same document");
+    let empty = AuditReport { clients: Vec::new() };
+    let none = View { report: &empty, ..view };
+    assert_eq!(none.json_text(), format!("{:#}\n", none.json()), "no clients");
     assert_eq!(json["apiVersion"], "mapper.audit/v1");
     assert_eq!(json["summary"], json!({"clients": 1, "missing": 1, "unused": 1, "covered": 1}));
     let client = &json["clients"][0];
@@ -111,6 +115,7 @@ fn any_count_and_timestamp_the_server_holds_is_reported_without_panicking() {
         let report = audit(&declared, &observed, &AuditScope::default(), i64::MIN);
         let view = View { report: &report, unattributed: &BTreeMap::new(), since: None, now_ms: at };
         let (table, json, markdown) = (view.table(false), view.json(), view.markdown());
+        assert_eq!(view.json_text(), format!("{json:#}\n"));
         assert!(table.contains(&format!("{at} ms since the Unix epoch")), "{table}");
         assert_eq!(json["clients"][0]["covered"][0]["established"], u64::MAX, "{json}");
         assert!(!markdown.is_empty());
