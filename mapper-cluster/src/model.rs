@@ -90,10 +90,11 @@ pub(crate) struct PodRecord {
     /// Only the workload-name annotations.
     pub annotations: BTreeMap<String, String>,
     pub owner: Option<OwnerRef>,
-    pub ips: Vec<IpAddr>,
-    pub host_ips: Vec<IpAddr>,
+    pub ips: Box<[IpAddr]>,
+    pub host_ips: Box<[IpAddr]>,
     pub host_network: bool,
-    pub phase: Option<String>,
+    /// The phase is `Succeeded` or `Failed`: the pod ran to completion.
+    pub completed: bool,
     pub created_ms: Option<i64>,
     pub started_ms: Option<i64>,
     pub deletion_ms: Option<i64>,
@@ -154,10 +155,10 @@ impl PodRecord {
             labels: meta.labels.iter().flatten().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
             annotations,
             owner: OwnerRef::controller_of(meta.owner_references.as_ref()),
-            ips,
-            host_ips,
+            ips: ips.into(),
+            host_ips: host_ips.into(),
             host_network: pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
-            phase: status.and_then(|s| s.phase.clone()),
+            completed: matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")),
             created_ms: time_ms(meta.creation_timestamp.as_ref()),
             started_ms: time_ms(status.and_then(|s| s.start_time.as_ref())),
             deletion_ms: time_ms(meta.deletion_timestamp.as_ref()),
@@ -169,7 +170,7 @@ impl PodRecord {
 
     /// A pod that has run to completion no longer holds its IP.
     pub fn finished(&self) -> bool {
-        matches!(self.phase.as_deref(), Some("Succeeded" | "Failed"))
+        self.completed
     }
 
     /// The IPs that identify this pod: none for hostNetwork pods, which share the node's.
