@@ -214,8 +214,8 @@ impl<'a> Auditor<'a> {
                 continue;
             }
             let (namespace, name) = key;
-            let kind = docs.iter().find_map(|d| d.doc.client_kind.clone());
-            let client = Workload { name: name.clone(), namespace: namespace.clone(), kind: kind.map(Into::into) };
+            let kind = docs.iter().find_map(|d| d.doc.client_kind.as_deref());
+            let client = Workload::with_kind(name.clone(), namespace.clone(), kind);
             self.clients.push(audit_client(client, docs, &[], self.window_start_ms, false));
         }
         let mut clients = self.clients;

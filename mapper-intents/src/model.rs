@@ -196,11 +196,11 @@ pub struct ClientIntentsDoc {
 impl ClientIntentsDoc {
     /// The client as a [`Workload`]; `default_namespace` stands in for a missing namespace.
     pub fn client(&self, default_namespace: &str) -> Workload {
-        Workload {
-            name: self.client_name.as_str().into(),
-            namespace: self.namespace.as_deref().unwrap_or(default_namespace).into(),
-            kind: self.client_kind.as_deref().filter(|k| !k.is_empty()).map(Into::into),
-        }
+        Workload::with_kind(
+            self.client_name.as_str(),
+            self.namespace.as_deref().unwrap_or(default_namespace),
+            self.client_kind.as_deref(),
+        )
     }
 
     /// The same document with every target [normalized](Target::normalized) and exact duplicate

@@ -152,11 +152,7 @@ fn policy_server(target: &Target, client_namespace: &str) -> Option<Workload> {
         Target::ApiServer | Target::Internet(_) | Target::Other(_) => return None,
     };
     let namespace = namespace.unwrap_or_else(|| client_namespace.to_owned());
-    Some(Workload {
-        name: name.into(),
-        namespace: namespace.into(),
-        kind: kind.filter(|k| !k.is_empty()).map(Into::into),
-    })
+    Some(Workload::with_kind(name, namespace, kind.as_deref()))
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -62,8 +62,14 @@ impl Serialize for Workload {
 
 /// An absent, null or empty `kind` is an unknown kind.
 fn kind_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    // Owned: a borrowed str cannot be read from every input (escaped JSON, a Value).
     let kind: Option<Arc<str>> = Option::deserialize(d)?;
     Ok(kind.filter(|k| !k.is_empty()))
+}
+
+/// An unknown kind: none, or empty (the same rule as [`kind_or_empty`] when reading).
+fn known_kind(kind: Option<&str>) -> Option<Arc<str>> {
+    kind.filter(|k| !k.is_empty()).map(Arc::from)
 }
 
 impl Workload {
@@ -71,6 +77,11 @@ impl Workload {
     pub fn new(name: impl Into<Arc<str>>, namespace: impl Into<Arc<str>>, kind: impl Into<Arc<str>>) -> Self {
         let kind: Arc<str> = kind.into();
         Self { name: name.into(), namespace: namespace.into(), kind: (!kind.is_empty()).then_some(kind) }
+    }
+
+    /// A workload whose kind may be unknown (`None`, or empty).
+    pub fn with_kind(name: impl Into<Arc<str>>, namespace: impl Into<Arc<str>>, kind: Option<&str>) -> Self {
+        Self { name: name.into(), namespace: namespace.into(), kind: known_kind(kind) }
     }
 
     /// A workload whose kind is unknown.
@@ -240,6 +251,9 @@ mod tests {
             assert_eq!(back, unknown, "{text}");
         }
         assert_eq!(Workload::new("api", "team1", ""), unknown, "an empty kind is unknown");
+        assert_eq!(Workload::with_kind("api", "team1", Some("")), unknown);
+        assert_eq!(Workload::with_kind("api", "team1", None), unknown);
+        assert_eq!(Workload::with_kind("api", "team1", Some("Deployment")), known);
         for w in [&known, &unknown] {
             let bytes = postcard::to_allocvec(w).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(postcard::from_bytes::<Workload>(&bytes).ok().as_ref(), Some(w), "binary round trip");

@@ -20,7 +20,7 @@ fn seed() -> Vec<ClientIntentsDoc> {
 }
 
 fn label(name: &str, ns: &str, kind: Option<&str>, role: LabelRole, key: &str, value: &str) -> PodLabel {
-    let workload = Workload { name: name.into(), namespace: ns.into(), kind: kind.map(Into::into) };
+    let workload = Workload::with_kind(name, ns, kind);
     PodLabel { workload, role, key: key.to_owned(), value: value.to_owned() }
 }
 
