@@ -14,7 +14,7 @@ use mapper_cluster::{Inventory, Peer, ResolveOptions, Workload};
 use mapper_server::store::{EdgeKey, EdgeStore, Observation, Proto, Side};
 use serde_json::{Value, json};
 
-use crate::{mib, now_ms, progress, r3, rss_bytes};
+use crate::{cluster_ip, mib, node_ip, now_ms, progress, r3, rss_bytes};
 
 /// Namespaces of the generated cluster.
 const NAMESPACES: usize = 100;
@@ -33,15 +33,6 @@ pub struct Scale {
 
 fn pod_ip(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 128 + (n >> 16) as u8, (n >> 8) as u8, n as u8)
-}
-
-fn service_ip(n: usize) -> Ipv4Addr {
-    let n = n + 10;
-    Ipv4Addr::new(10, 96, (n >> 8) as u8, n as u8)
-}
-
-fn node_ip(n: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 1, (n >> 8) as u8, n as u8)
 }
 
 fn uid(kind: u32, n: usize) -> String {
@@ -195,7 +186,7 @@ pub fn write_inventory(scale: Scale, dir: &Path) -> u64 {
 {endpoints}  ports: [{{name: http, port: 8080, protocol: TCP}}]
 ",
             svc = uid(4, w),
-            cip = service_ip(w),
+            cip = cluster_ip(w),
         );
     }
     for (i, text) in files.into_iter().enumerate() {

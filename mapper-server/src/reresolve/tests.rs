@@ -40,18 +40,8 @@ fn late() -> Peer {
 }
 
 fn obs(server: Peer, side: Side, n: u64, at: i64) -> Observation {
-    Observation {
-        key: EdgeKey { client: client(), server },
-        side,
-        port: 9000,
-        proto: Proto::Tcp,
-        established: n,
-        failed: 0,
-        first_seen_ms: at,
-        last_seen_ms: at,
-        dns_names: vec![],
-        via_service: Some(("team3".into(), "api".into())),
-    }
+    let via_service = Some(("team3".into(), "api".into()));
+    Observation { via_service, ..Observation::tcp(EdgeKey { client: client(), server }, side, 9000, n, at) }
 }
 
 fn held(addr: &str) -> Peer {

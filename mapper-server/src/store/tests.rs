@@ -11,18 +11,7 @@ fn ab(node: &str, boot_id: &str) -> AgentBoot {
 }
 
 fn obs(client: &str, server: &str, side: Side, n: u64, at: i64) -> Observation {
-    Observation {
-        key: EdgeKey { client: wl(client, "team1"), server: wl(server, "team3") },
-        side,
-        port: 8080,
-        proto: Proto::Tcp,
-        established: n,
-        failed: 0,
-        first_seen_ms: at,
-        last_seen_ms: at,
-        dns_names: vec![],
-        via_service: None,
-    }
+    Observation::tcp(EdgeKey { client: wl(client, "team1"), server: wl(server, "team3") }, side, 8080, n, at)
 }
 
 #[test]
