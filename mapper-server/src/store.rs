@@ -841,7 +841,7 @@ impl EdgeStore {
     }
 
     /// Compacts the file (under the writer lock: ingest waits meanwhile) when
-    /// it is larger than 16 MiB and less than a quarter of it is live data.
+    /// it is larger than 8 MiB and less than a quarter of it is live data.
     /// Returns whether it compacted.
     pub fn compact_if_sparse(&self) -> Result<bool, StoreError> {
         let file = self.file_bytes();
