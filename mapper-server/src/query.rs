@@ -17,14 +17,14 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
 use crate::errors::CallError;
-use crate::store::{EdgeKey, EdgeState, EdgeStore, Proto};
+use crate::store::{EdgeState, EdgeStore, Proto, StoredKey};
 
 /// An edge on the wire.
-pub fn edge_to_pb(k: &EdgeKey, s: &EdgeState) -> pb::Edge {
+pub fn edge_to_pb(client: &Peer, server: &Peer, s: &EdgeState) -> pb::Edge {
     let names: Vec<String> = s.dns_names().map(str::to_owned).collect();
     pb::Edge {
-        client: Some((&k.client).into()),
-        server: Some(pb::Peer::from(&k.server).with_dns_names(names)),
+        client: Some(client.into()),
+        server: Some(pb::Peer::from(server).with_dns_names(names)),
         ports: s
             .ports
             .iter()
@@ -80,7 +80,7 @@ fn scan_pages(
     limit: Option<usize>,
     mut send: impl FnMut(Vec<pb::Edge>) -> bool,
 ) -> Result<(), Stop> {
-    let mut after: Option<EdgeKey> = None;
+    let mut after: Option<StoredKey> = None;
     let mut page = Vec::new();
     let mut bytes = 0usize;
     let mut total = 0usize;
@@ -88,7 +88,7 @@ fn scan_pages(
         let mut full = false;
         let last = store.scan(after.as_ref(), SCAN_CHUNK, |k, s| {
             if filter.matches(snap, k, s) {
-                let edge = edge_to_pb(k, s);
+                let edge = edge_to_pb(&k.client, &k.server, s);
                 let len = edge.encoded_len();
                 // The field's tag, the length, the edge.
                 let size = 1 + prost::length_delimiter_len(len) + len;
@@ -166,34 +166,35 @@ impl EdgeFilter {
     }
 
     /// Whether an edge passes the filter.
-    pub fn matches(&self, snap: &Snapshot, k: &EdgeKey, s: &EdgeState) -> bool {
+    pub fn matches(&self, snap: &Snapshot, k: &StoredKey, s: &EdgeState) -> bool {
+        let (client, server): (&Peer, &Peer) = (&k.client, &k.server);
         if s.last_seen_ms < self.since_ms {
             return false;
         }
         let node = |p: &Peer| matches!(p, Peer::Node { .. });
-        if (node(&k.client) || node(&k.server)) && !self.include_nodes {
+        if (node(client) || node(server)) && !self.include_nodes {
             return false;
         }
         let server_resolved =
-            matches!(k.server, Peer::Workload(_) | Peer::Service { .. } | Peer::ApiServer | Peer::Node { .. });
-        let both_resolved = matches!(k.client, Peer::Workload(_) | Peer::Node { .. }) && server_resolved;
+            matches!(server, Peer::Workload(_) | Peer::Service { .. } | Peer::ApiServer | Peer::Node { .. });
+        let both_resolved = matches!(client, Peer::Workload(_) | Peer::Node { .. }) && server_resolved;
         if !(self.include_unresolved || both_resolved) {
             return false;
         }
         if !self.client_namespaces.is_empty() {
-            let Peer::Workload(c) = &k.client else { return false };
+            let Peer::Workload(c) = client else { return false };
             if !self.client_namespaces.iter().any(|n| **n == *c.namespace) {
                 return false;
             }
         }
         if !self.client_workloads.is_empty() {
-            let Peer::Workload(c) = &k.client else { return false };
+            let Peer::Workload(c) = client else { return false };
             if !self.client_workloads.iter().any(|(n, ns)| **n == *c.name && **ns == *c.namespace) {
                 return false;
             }
         }
         if let Some((name, ns)) = &self.server {
-            let hit = match &k.server {
+            let hit = match server {
                 Peer::Workload(w) => *w.name == **name && *w.namespace == **ns,
                 Peer::Service { name: n, namespace: s } => **n == **name && **s == **ns,
                 Peer::ApiServer => name == "kubernetes" && ns == "default",
@@ -203,7 +204,7 @@ impl EdgeFilter {
                 return false;
             }
         }
-        !(self.labelled(snap, &k.client) || self.labelled(snap, &k.server))
+        !(self.labelled(snap, client) || self.labelled(snap, server))
     }
 }
 
@@ -288,7 +289,7 @@ mod tests {
     use mapper_cluster::Workload;
 
     use super::*;
-    use crate::store::{Observation, Proto, Side};
+    use crate::store::{EdgeKey, Observation, Proto, Side};
 
     fn store_of(n: usize) -> (tempfile::TempDir, EdgeStore) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -335,7 +336,7 @@ mod tests {
             assert!(!p.is_empty() && bytes < 10_000 + largest, "a page of {bytes} bytes");
         }
         let edges: Vec<pb::Edge> = pages.into_iter().flatten().collect();
-        let expected: Vec<pb::Edge> = store.edges().iter().map(|(k, s)| edge_to_pb(k, s)).collect();
+        let expected: Vec<pb::Edge> = store.edges().iter().map(|(k, s)| edge_to_pb(&k.client, &k.server, s)).collect();
         assert_eq!(edges.len(), 5000);
         assert!(edges == expected, "pages differ from the map in key order");
     }
@@ -358,11 +359,11 @@ mod tests {
         })
         .expect("scan");
         let wanted = store.edges_where(|k, s| {
-            let Peer::Workload(c) = &k.client else { return false };
+            let Peer::Workload(c) = &*k.client else { return false };
             (&*c.name == "c1" || &*c.name == "c4") && &*c.namespace == "team1" && s.last_seen_ms >= 2500
         });
         assert!(!wanted.is_empty());
-        assert_eq!(got, wanted.iter().map(|(k, s)| edge_to_pb(k, s)).collect::<Vec<_>>());
+        assert_eq!(got, wanted.iter().map(|(k, s)| edge_to_pb(&k.client, &k.server, s)).collect::<Vec<_>>());
 
         let all = EdgeFilter::default();
         assert_eq!(scan_pages(&store, &snap, &all, PAGE_BYTES, Some(10_000), |_| true), Err(Stop::TooLarge(10_000)));

@@ -15,7 +15,7 @@
 //! the writer between them, and compacts the file when most of it is free.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     ops::Bound,
     path::{Path, PathBuf},
     sync::{
@@ -27,14 +27,16 @@ use std::{
 use mapper_cluster::Peer;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use tracing::{error, info, warn};
 
 pub mod boots;
 mod open;
+mod shared;
 
 pub use boots::AgentBoot;
 use boots::BootRecord;
+use shared::Shared;
+pub use shared::StoredKey;
 
 /// redb's page cache: the in-memory map answers every read, so the cache only serves writes
 /// (the B-tree pages a batch touches). redb's default (1 GiB) would grow with the store.
@@ -84,32 +86,8 @@ pub struct EdgeKey {
     pub server: Peer,
 }
 
-impl EdgeKey {
-    /// Shares the key's names with every other edge's (after a read from disk, and when an
-    /// edge is new: one copy of each name however many edges name it).
-    fn share_names(&mut self, names: &mut Names) {
-        for peer in [&mut self.client, &mut self.server] {
-            match peer {
-                Peer::Workload(w) => {
-                    w.name = names.intern(&w.name);
-                    w.namespace = names.intern(&w.namespace);
-                    if let Some(kind) = &mut w.kind {
-                        *kind = names.intern(kind);
-                    }
-                }
-                Peer::Service { name, namespace } => {
-                    *name = names.intern(name);
-                    *namespace = names.intern(namespace);
-                }
-                Peer::Node { name } => *name = names.intern(name),
-                Peer::ApiServer | Peer::External { .. } | Peer::Unresolved { .. } => {}
-            }
-        }
-    }
-}
-
-/// The ports of an edge, sorted and distinct: most edges have one or two, kept inline.
-pub type Ports = SmallVec<[(u16, Proto); 4]>;
+/// The ports of an edge, sorted and distinct (one list shared by every edge with those ports).
+pub type Ports = Arc<[(u16, Proto)]>;
 
 /// A Service as (namespace, name), the names shared with every other edge that names it.
 pub type ServiceName = (Arc<str>, Arc<str>);
@@ -117,9 +95,9 @@ pub type ServiceName = (Arc<str>, Arc<str>);
 /// What is known of an edge. Each side's agent counts the same connections,
 /// so the sides are kept apart and the edge's count is the larger of the two.
 ///
-/// The lists are small sorted vectors rather than sets (an edge has a port or two and dials
-/// one Service), and names are shared (`Arc<str>`) across edges. On disk each list is a JSON
-/// array, as the sets were, so records written before read the same.
+/// The lists are sorted slices rather than sets (an edge has a port or two and dials one
+/// Service), each list and each name shared by every edge in the store that holds the same
+/// (see [`shared`]); a list changes by being replaced. On disk each list is a sequence.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeState {
     /// (port, protocol), sorted, distinct.
@@ -133,11 +111,11 @@ pub struct EdgeState {
     /// DNS names clients resolved to the server's address (external servers): sorted,
     /// distinct, at most [`MAX_DNS_NAMES_PER_EDGE`].
     #[serde(default)]
-    pub dns_names: Vec<Arc<str>>,
+    pub dns_names: Arc<[Arc<str>]>,
     /// Services (namespace, name) whose ClusterIP clients dialled to reach the server: sorted,
     /// distinct.
     #[serde(default)]
-    pub via_services: SmallVec<[ServiceName; 1]>,
+    pub via_services: Arc<[ServiceName]>,
 }
 
 impl EdgeState {
@@ -169,8 +147,8 @@ impl EdgeState {
         self.via_services.iter().map(|(ns, name)| (&**ns, &**name))
     }
 
-    /// Adds one observation; names are taken from (and added to) `names`.
-    fn add(&mut self, obs: &Observation, names: &mut Names) {
+    /// Adds one observation; lists and names are taken from (and added to) `shared`.
+    fn add(&mut self, obs: &Observation, shared: &mut Shared) {
         match obs.side {
             Side::Client => {
                 // Saturating: one hostile or broken report must not wrap an edge's count.
@@ -182,96 +160,80 @@ impl EdgeState {
                 self.server_failed = self.server_failed.saturating_add(obs.failed);
             }
         }
-        let port = (obs.port, obs.proto);
-        if let Err(at) = self.ports.binary_search(&port) {
-            self.ports.insert(at, port);
+        if let Err(at) = self.ports.binary_search(&(obs.port, obs.proto)) {
+            let mut ports = self.ports.to_vec();
+            ports.insert(at, (obs.port, obs.proto));
+            self.ports = shared.ports(&ports);
         }
         if self.first_seen_ms == 0 || obs.first_seen_ms < self.first_seen_ms {
             self.first_seen_ms = obs.first_seen_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(obs.last_seen_ms);
+        let mut names: Option<Vec<Arc<str>>> = None;
         for name in &obs.dns_names {
-            if self.dns_names.len() >= MAX_DNS_NAMES_PER_EDGE {
+            let known = names.as_deref().unwrap_or(&self.dns_names);
+            if known.len() >= MAX_DNS_NAMES_PER_EDGE {
                 break;
             }
-            if let Err(at) = self.dns_names.binary_search_by(|n| (**n).cmp(name.as_str())) {
-                self.dns_names.insert(at, names.intern(name));
+            if let Err(at) = known.binary_search_by(|n| (**n).cmp(name.as_str())) {
+                names.get_or_insert_with(|| self.dns_names.to_vec()).insert(at, name.as_str().into());
             }
+        }
+        if let Some(names) = names {
+            self.dns_names = shared.dns_names(&names);
         }
         if let Some((namespace, name)) = &obs.via_service {
             let found = self.via_services.binary_search_by(|(ns, n)| (&**ns, &**n).cmp(&(namespace, name)));
             if let Err(at) = found {
-                self.via_services.insert(at, (names.intern(namespace), names.intern(name)));
+                let mut services = self.via_services.to_vec();
+                services.insert(at, (namespace.as_str().into(), name.as_str().into()));
+                self.via_services = shared.services(&services);
             }
         }
     }
 
-    /// Shares this state's names with every other edge's (after a read from disk).
-    fn share_names(&mut self, names: &mut Names) {
-        for n in &mut self.dns_names {
-            *n = names.intern(n);
-        }
-        for (ns, name) in &mut self.via_services {
-            *ns = names.intern(ns);
-            *name = names.intern(name);
-        }
-    }
-}
-
-/// The names (of workloads, Services, nodes; DNS names) edges share: one copy of each.
-#[derive(Debug, Default)]
-pub(crate) struct Names {
-    set: HashSet<Arc<str>>,
-}
-
-impl Names {
-    /// The shared copy of `name`.
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(known) = self.set.get(name) {
-            return known.clone();
-        }
-        let shared: Arc<str> = Arc::from(name);
-        self.set.insert(shared.clone());
-        shared
-    }
-
-    /// Forgets names no edge holds any more.
-    fn prune(&mut self) {
-        self.set.retain(|n| Arc::strong_count(n) > 1);
-        self.set.shrink_to_fit();
+    /// Shares this state's lists and names with every other edge's (after a read from disk).
+    fn share(&mut self, shared: &mut Shared) {
+        self.ports = shared.ports(&self.ports);
+        self.dns_names = shared.dns_names(&self.dns_names);
+        self.via_services = shared.services(&self.via_services);
     }
 }
 
 impl EdgeState {
-    /// Adds what another edge knows to this one: counts per side, ports, times and names
-    /// (already shared: both edges are the store's).
-    pub fn merge(&mut self, other: &EdgeState) {
+    /// Adds what another edge of the store knows to this one: counts per side, ports, times
+    /// and names.
+    fn merge(&mut self, other: &EdgeState, shared: &mut Shared) {
         self.client_established = self.client_established.saturating_add(other.client_established);
         self.client_failed = self.client_failed.saturating_add(other.client_failed);
         self.server_established = self.server_established.saturating_add(other.server_established);
         self.server_failed = self.server_failed.saturating_add(other.server_failed);
-        for p in &other.ports {
-            if let Err(at) = self.ports.binary_search(p) {
-                self.ports.insert(at, *p);
-            }
-        }
         if self.first_seen_ms == 0 || (other.first_seen_ms != 0 && other.first_seen_ms < self.first_seen_ms) {
             self.first_seen_ms = other.first_seen_ms;
         }
         self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
-        for name in &other.dns_names {
-            if self.dns_names.len() >= MAX_DNS_NAMES_PER_EDGE {
+        let mut ports = self.ports.to_vec();
+        ports.extend(other.ports.iter().copied());
+        ports.sort_unstable();
+        ports.dedup();
+        self.ports = shared.ports(&ports);
+        // This edge's names are kept; the other's are added while there is room.
+        let mut names = self.dns_names.to_vec();
+        for name in other.dns_names.iter() {
+            if names.len() >= MAX_DNS_NAMES_PER_EDGE {
                 break;
             }
-            if let Err(at) = self.dns_names.binary_search(name) {
-                self.dns_names.insert(at, name.clone());
+            if !names.contains(name) {
+                names.push(name.clone());
             }
         }
-        for service in &other.via_services {
-            if let Err(at) = self.via_services.binary_search(service) {
-                self.via_services.insert(at, service.clone());
-            }
-        }
+        names.sort_unstable();
+        self.dns_names = shared.dns_names(&names);
+        let mut services = self.via_services.to_vec();
+        services.extend(other.via_services.iter().cloned());
+        services.sort_unstable();
+        services.dedup();
+        self.via_services = shared.services(&services);
     }
 }
 
@@ -420,14 +382,14 @@ struct Writer {
     failed: bool,
     /// Keys a failed transaction was changing; read again from the file after the reopen.
     unsure: Vec<EdgeKey>,
-    /// The names the edges share.
-    names: Names,
+    /// The names, ends and lists the edges share.
+    shared: Shared,
 }
 
 /// The edge store.
 #[derive(Debug)]
 pub struct EdgeStore {
-    edges: RwLock<BTreeMap<EdgeKey, EdgeState>>,
+    edges: RwLock<BTreeMap<StoredKey, EdgeState>>,
     writer: Mutex<Writer>,
     path: PathBuf,
     healthy: AtomicBool,
@@ -478,7 +440,8 @@ impl EdgeStore {
     pub fn open_with(data_dir: &Path, opts: OpenOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
         let path = data_dir.join("edges.redb");
-        let (db, edges) = match open::open_file(&path, wall_ms(), true) {
+        let mut shared = Shared::default();
+        let (db, edges) = match open::open_file(&path, wall_ms(), Some(&mut shared)) {
             Ok(l) => l,
             Err(
                 e @ (StoreError::Damaged { .. }
@@ -493,24 +456,14 @@ impl EdgeStore {
                     error = %error_chain(&e),
                     "THE STORE WAS DAMAGED: moved aside, starting with an EMPTY map (--move-corrupt-store)"
                 );
-                open::open_file(&path, wall_ms(), true)?
+                open::open_file(&path, wall_ms(), Some(&mut shared))?
             }
             Err(e) => return Err(e),
         };
-        let mut names = Names::default();
-        // Rebuilt from its sorted entries (linear): keys share their names too.
-        let edges: BTreeMap<EdgeKey, EdgeState> = edges
-            .into_iter()
-            .map(|(mut key, mut state)| {
-                key.share_names(&mut names);
-                state.share_names(&mut names);
-                (key, state)
-            })
-            .collect();
         let edges = RwLock::new(edges);
         Ok(Self {
             edges,
-            writer: Mutex::new(Writer { db: Some(db), failed: false, unsure: Vec::new(), names }),
+            writer: Mutex::new(Writer { db: Some(db), failed: false, unsure: Vec::new(), shared }),
             path,
             healthy: AtomicBool::new(true),
             write_errors: AtomicU64::new(0),
@@ -538,18 +491,18 @@ impl EdgeStore {
     fn write<T>(
         &self,
         touches: impl FnOnce() -> Vec<EdgeKey>,
-        f: impl FnOnce(&mut Database, &mut Names) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Database, &mut Shared) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = self.recover(&mut w) {
             self.failed(&e);
             return Err(e);
         }
-        let Writer { db, names, .. } = &mut *w;
+        let Writer { db, shared, .. } = &mut *w;
         let Some(db) = db.as_mut() else {
             return Err(StoreError::NotOpen { path: self.path.clone() });
         };
-        match f(db, names) {
+        match f(db, shared) {
             Ok(v) => {
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     info!(path = %self.path.display(), "the store accepts writes again");
@@ -590,11 +543,12 @@ impl EdgeStore {
                     Some(v) => {
                         let mut state: EdgeState = read_edge(v.value())
                             .map_err(|source| StoreError::Corrupt { path: self.path.clone(), source })?;
-                        state.share_names(&mut w.names);
+                        state.share(&mut w.shared);
+                        let key = w.shared.key(&key);
                         self.write_map().insert(key, state);
                     }
                     None => {
-                        self.write_map().remove(&key);
+                        self.write_map().remove(&StoredKey::probe(&key));
                     }
                 }
             }
@@ -617,10 +571,11 @@ impl EdgeStore {
     pub fn apply_group(&self, batches: &[Batch<'_>]) -> Result<Vec<Applied>, StoreError> {
         let now = wall_ms();
         let touched = || batches.iter().flat_map(|b| b.observations.iter().map(|o| o.key.clone())).collect();
-        self.write(touched, |db, names| {
+        self.write(touched, |db, shared| {
             let txn = db.begin_write()?;
             let mut results = Vec::with_capacity(batches.len());
-            let mut merged: HashMap<&EdgeKey, EdgeState> = HashMap::new();
+            // Each edge the group changes: its key in the map (ends shared) and its new state.
+            let mut merged: HashMap<&EdgeKey, (StoredKey, EdgeState)> = HashMap::new();
             {
                 let mut table = txn.open_table(BOOTS)?;
                 let mut records: HashMap<&AgentBoot, BootRecord> = HashMap::new();
@@ -642,10 +597,12 @@ impl EdgeStore {
                     }
                     record.record(b.sequence);
                     for obs in b.observations {
-                        merged
-                            .entry(&obs.key)
-                            .or_insert_with(|| self.read().get(&obs.key).cloned().unwrap_or_default())
-                            .add(obs, names);
+                        let (_, state) = merged.entry(&obs.key).or_insert_with(|| {
+                            let key = shared.key(&obs.key);
+                            let state = self.read().get(&key).cloned().unwrap_or_default();
+                            (key, state)
+                        });
+                        state.add(obs, shared);
                     }
                     results.push(Applied::New);
                 }
@@ -659,22 +616,14 @@ impl EdgeStore {
                     table.insert(open::boot_key(agent), encode(record).as_slice())?;
                 }
                 let mut edges = txn.open_table(EDGES)?;
-                for (key, state) in &merged {
+                for (key, state) in merged.values() {
                     edges.insert(edge_bytes(key).as_slice(), edge_bytes(state).as_slice())?;
                 }
             }
             txn.commit()?;
             let mut map = self.write_map();
-            for (k, v) in merged {
-                match map.get_mut(k) {
-                    Some(state) => *state = v,
-                    None => {
-                        // A new edge's names are shared with every other edge's.
-                        let mut key = k.clone();
-                        key.share_names(names);
-                        map.insert(key, v);
-                    }
-                }
+            for (key, state) in merged.into_values() {
+                map.insert(key, state);
             }
             Ok(results)
         })
@@ -686,17 +635,17 @@ impl EdgeStore {
     }
 
     /// Copies of the edges `keep` accepts (the others are not copied).
-    pub fn edges_where(&self, keep: impl Fn(&EdgeKey, &EdgeState) -> bool) -> Vec<(EdgeKey, EdgeState)> {
-        self.read().iter().filter(|(k, s)| keep(k, s)).map(|(k, s)| (k.clone(), s.clone())).collect()
+    pub fn edges_where(&self, keep: impl Fn(&StoredKey, &EdgeState) -> bool) -> Vec<(EdgeKey, EdgeState)> {
+        self.read().iter().filter(|(k, s)| keep(k, s)).map(|(k, s)| (k.to_key(), s.clone())).collect()
     }
 
     /// The map, for reading (a panicked writer left it consistent: it only inserts committed
     /// edges).
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<EdgeKey, EdgeState>> {
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<StoredKey, EdgeState>> {
         self.edges.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_map(&self) -> RwLockWriteGuard<'_, BTreeMap<EdgeKey, EdgeState>> {
+    fn write_map(&self) -> RwLockWriteGuard<'_, BTreeMap<StoredKey, EdgeState>> {
         self.edges.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -706,14 +655,14 @@ impl EdgeStore {
     /// was left.
     pub fn scan(
         &self,
-        after: Option<&EdgeKey>,
+        after: Option<&StoredKey>,
         max: usize,
-        mut visit: impl FnMut(&EdgeKey, &EdgeState) -> bool,
-    ) -> Option<EdgeKey> {
+        mut visit: impl FnMut(&StoredKey, &EdgeState) -> bool,
+    ) -> Option<StoredKey> {
         let map = self.read();
         let range = match after {
-            Some(k) => map.range::<EdgeKey, _>((Bound::Excluded(k), Bound::Unbounded)),
-            None => map.range::<EdgeKey, _>(..),
+            Some(k) => map.range::<StoredKey, _>((Bound::Excluded(k), Bound::Unbounded)),
+            None => map.range::<StoredKey, _>(..),
         };
         let mut last = None;
         for (k, s) in range.take(max.max(1)) {
@@ -737,8 +686,8 @@ impl EdgeStore {
 
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).
     pub fn reset(&self) -> Result<usize, StoreError> {
-        let all = || self.read().keys().cloned().collect();
-        self.write(all, |db, names| {
+        let all = || self.read().keys().map(StoredKey::to_key).collect();
+        self.write(all, |db, shared| {
             let txn = db.begin_write()?;
             txn.delete_table(EDGES)?;
             txn.open_table(EDGES)?;
@@ -746,7 +695,7 @@ impl EdgeStore {
             let mut map = self.write_map();
             let n = map.len();
             map.clear();
-            names.prune();
+            shared.prune();
             Ok(n)
         })
     }
@@ -756,16 +705,22 @@ impl EdgeStore {
     /// reset) is skipped. Returns how many edges moved.
     pub fn rekey(&self, moves: &[(EdgeKey, EdgeKey)]) -> Result<usize, StoreError> {
         let touched = || moves.iter().flat_map(|(from, to)| [from.clone(), to.clone()]).collect();
-        self.write(touched, |db, _| {
-            let mut merged: HashMap<&EdgeKey, EdgeState> = HashMap::new();
-            let mut removed: HashSet<&EdgeKey> = HashSet::new();
+        self.write(touched, |db, shared| {
+            let mut merged: HashMap<&EdgeKey, (StoredKey, EdgeState)> = HashMap::new();
+            let mut removed: HashMap<&EdgeKey, StoredKey> = HashMap::new();
             for (from, to) in moves.iter().filter(|(from, to)| from != to) {
-                if removed.contains(from) {
+                if removed.contains_key(from) {
                     continue;
                 }
-                let Some(old) = self.read().get(from).cloned() else { continue };
-                merged.entry(to).or_insert_with(|| self.read().get(to).cloned().unwrap_or_default()).merge(&old);
-                removed.insert(from);
+                let from_key = StoredKey::probe(from);
+                let Some(old) = self.read().get(&from_key).cloned() else { continue };
+                let (_, state) = merged.entry(to).or_insert_with(|| {
+                    let key = shared.key(to);
+                    let state = self.read().get(&key).cloned().unwrap_or_default();
+                    (key, state)
+                });
+                state.merge(&old, shared);
+                removed.insert(from, from_key);
             }
             if removed.is_empty() {
                 return Ok(0);
@@ -773,20 +728,20 @@ impl EdgeStore {
             let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(EDGES)?;
-                for key in &removed {
-                    table.remove(edge_bytes(*key).as_slice())?;
+                for key in removed.values() {
+                    table.remove(edge_bytes(key).as_slice())?;
                 }
-                for (key, state) in &merged {
-                    table.insert(edge_bytes(*key).as_slice(), edge_bytes(state).as_slice())?;
+                for (key, state) in merged.values() {
+                    table.insert(edge_bytes(key).as_slice(), edge_bytes(state).as_slice())?;
                 }
             }
             txn.commit()?;
             let mut map = self.write_map();
-            for key in &removed {
-                map.remove(*key);
+            for key in removed.values() {
+                map.remove(key);
             }
-            for (key, state) in merged {
-                map.insert(key.clone(), state);
+            for (key, state) in merged.into_values() {
+                map.insert(key, state);
             }
             Ok(removed.len())
         })
@@ -797,16 +752,16 @@ impl EdgeStore {
     /// a large sweep never holds ingest for long; then compacts the file if
     /// most of it is free space.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let old: Vec<EdgeKey> =
+        let old: Vec<StoredKey> =
             self.read().iter().filter(|(_, s)| s.last_seen_ms < cutoff_ms).map(|(k, _)| k.clone()).collect();
         let mut removed = 0;
         for chunk in old.chunks(EXPIRE_CHUNK) {
             removed += self.write(
-                || chunk.to_vec(),
+                || chunk.iter().map(StoredKey::to_key).collect(),
                 |db, _| {
                     // Seen again since the scan: kept (one read lock for the chunk; the writer
                     // lock held here keeps it true until the removal).
-                    let still: Vec<&EdgeKey> = {
+                    let still: Vec<&StoredKey> = {
                         let map = self.read();
                         chunk.iter().filter(|k| map.get(*k).is_some_and(|e| e.last_seen_ms < cutoff_ms)).collect()
                     };
@@ -828,8 +783,10 @@ impl EdgeStore {
             // The writer lock is not fair: step aside so a waiting batch gets it before the next chunk.
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        // The keys removed hold their ends until dropped.
+        drop(old);
         if removed > 0 {
-            self.writer.lock().unwrap_or_else(|p| p.into_inner()).names.prune();
+            self.writer.lock().unwrap_or_else(|p| p.into_inner()).shared.prune();
             self.compact_if_sparse()?;
         }
         Ok(removed)
@@ -911,7 +868,7 @@ impl EdgeStore {
 
 fn reopen(path: &Path) -> Result<open::Loaded, StoreError> {
     // Memory already holds the edges: only the database is wanted.
-    open::open_file(path, wall_ms(), false)
+    open::open_file(path, wall_ms(), None)
 }
 
 #[cfg(test)]

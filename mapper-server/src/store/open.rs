@@ -20,9 +20,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 use tracing::{info, warn};
 
 use super::{
-    AGENTS_V1, BOOTS, EDGES, EDGES_JSON_V1, EdgeKey, EdgeState, RecordError, StoreError,
+    AGENTS_V1, BOOTS, EDGES, EDGES_JSON_V1, EdgeKey, EdgeState, RecordError, StoreError, StoredKey,
     boots::{AgentBoot, BootRecord},
     edge_bytes, encode, read_edge,
+    shared::Shared,
 };
 
 /// How much of the file's beginning is saved before an open (redb's header
@@ -65,7 +66,7 @@ impl Saved {
 }
 
 /// What an open reads: the database, every edge (none when not asked to load them).
-pub(super) type Loaded = (Database, std::collections::BTreeMap<EdgeKey, EdgeState>);
+pub(super) type Loaded = (Database, BTreeMap<StoredKey, EdgeState>);
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -74,8 +75,10 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Opens (or creates) the file at `path` and reads every edge; on failure the file is left as it was.
-pub(super) fn open_file(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreError> {
+/// Opens (or creates) the file at `path` and, given where the edges share their names, ends and
+/// lists, reads every edge (each shares them as it is read: no second copy of the map is made);
+/// on failure the file is left as it was.
+pub(super) fn open_file(path: &Path, now_ms: i64, load: Option<&mut Shared>) -> Result<Loaded, StoreError> {
     let saved = Saved::take(path).map_err(|source| StoreError::Read { path: path.into(), source })?;
     if saved.as_ref().is_some_and(|s| s.len == 0) {
         return Err(StoreError::EmptyFile { path: path.into() });
@@ -115,7 +118,7 @@ fn damaged(path: &Path) -> impl Fn(redb::Error) -> StoreError + '_ {
     move |source| StoreError::Damaged { path: path.into(), source }
 }
 
-fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreError> {
+fn open_and_load(path: &Path, now_ms: i64, load: Option<&mut Shared>) -> Result<Loaded, StoreError> {
     let db = Database::builder().set_cache_size(super::CACHE_BYTES).create(path).map_err(|e| open_error(path, e))?;
     let d = damaged(path);
     let corrupt = |source| StoreError::Corrupt { path: path.into(), source };
@@ -144,13 +147,15 @@ fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreEr
         let mut edges_migrated = 0usize;
         if tables.iter().any(|t| t == EDGES_JSON_V1.name()) {
             let mut old: BTreeMap<EdgeKey, EdgeState> = BTreeMap::new();
+            // The lists of this migration's edges (only written back, never kept).
+            let mut lists = Shared::default();
             let json = txn.open_table(EDGES_JSON_V1).map_err(|e| d(e.into()))?;
             for row in json.iter().map_err(|e| d(e.into()))? {
                 let (k, v) = row.map_err(|e| d(e.into()))?;
                 let key: EdgeKey = serde_json::from_slice(k.value()).map_err(|e| corrupt(RecordError::Json(e)))?;
                 let state: EdgeState = serde_json::from_slice(v.value()).map_err(|e| corrupt(RecordError::Json(e)))?;
                 match old.entry(key) {
-                    Entry::Occupied(mut known) => known.get_mut().merge(&state),
+                    Entry::Occupied(mut known) => known.get_mut().merge(&state, &mut lists),
                     Entry::Vacant(slot) => {
                         slot.insert(state);
                     }
@@ -172,15 +177,16 @@ fn open_and_load(path: &Path, now_ms: i64, load: bool) -> Result<Loaded, StoreEr
     if edges_migrated > 0 {
         info!(path = %path.display(), edges = edges_migrated, "edges migrated from JSON to the compact encoding");
     }
-    let mut edges: BTreeMap<EdgeKey, EdgeState> = BTreeMap::new();
-    if load {
+    let mut edges: BTreeMap<StoredKey, EdgeState> = BTreeMap::new();
+    if let Some(shared) = load {
         let read = db.begin_read().map_err(|e| d(e.into()))?;
         let table = read.open_table(EDGES).map_err(|e| d(e.into()))?;
         for row in table.iter().map_err(|e| d(e.into()))? {
             let (k, v) = row.map_err(|e| d(e.into()))?;
             let key: EdgeKey = read_edge(k.value()).map_err(corrupt)?;
-            let state: EdgeState = read_edge(v.value()).map_err(corrupt)?;
-            edges.insert(key, state);
+            let mut state: EdgeState = read_edge(v.value()).map_err(corrupt)?;
+            state.share(shared);
+            edges.insert(shared.key(&key), state);
         }
         // Every boot record is read once too, so damage there is found now rather than at a write.
         let boots = read.open_table(BOOTS).map_err(|e| d(e.into()))?;

@@ -101,7 +101,7 @@ fn the_services_dialled_are_kept_with_the_edge() {
     assert_eq!(e[0].1.established(), 3);
     let via: Vec<_> = e[0].1.via_services().collect();
     assert_eq!(via, [("team3", "ledger")]);
-    let wire = crate::query::edge_to_pb(&e[0].0, &e[0].1);
+    let wire = crate::query::edge_to_pb(&e[0].0.client, &e[0].0.server, &e[0].1);
     assert_eq!((wire.via_services[0].name.as_str(), wire.via_services[0].namespace.as_str()), ("ledger", "team3"));
 }
 
@@ -143,7 +143,7 @@ fn a_record_written_when_the_lists_were_sets_reads_the_same() {
         "server_established":0,"server_failed":0,"first_seen_ms":10,"last_seen_ms":20,
         "dns_names":["api.example.com","cdn.example.com"],"via_services":[["team3","ledger"]]}"#;
     let state: EdgeState = serde_json::from_str(old).expect("an old record decodes");
-    assert_eq!(state.ports.as_slice(), [(53, Proto::Udp), (443, Proto::Tcp)]);
+    assert_eq!(&*state.ports, [(53, Proto::Udp), (443, Proto::Tcp)]);
     assert_eq!((state.established(), state.failed()), (4, 1));
     assert_eq!(state.dns_names().collect::<Vec<_>>(), ["api.example.com", "cdn.example.com"]);
     assert_eq!(state.via_services().collect::<Vec<_>>(), [("team3", "ledger")]);
@@ -174,7 +174,7 @@ fn ports_names_and_services_stay_sorted_distinct_and_bounded() {
     s.apply(&ab("n", "b"), 1, &batch).expect("apply");
     let e = s.edges();
     let state = &e[0].1;
-    assert_eq!(state.ports.as_slice(), [(53, Proto::Tcp), (80, Proto::Tcp), (443, Proto::Tcp)]);
+    assert_eq!(&*state.ports, [(53, Proto::Tcp), (80, Proto::Tcp), (443, Proto::Tcp)]);
     let names: Vec<&str> = state.dns_names().collect();
     assert_eq!(names.len(), MAX_DNS_NAMES_PER_EDGE, "names beyond the bound are not kept");
     assert!(names.windows(2).all(|w| w[0] < w[1]), "names sorted and distinct: {names:?}");
@@ -353,6 +353,66 @@ fn retention_in_chunks_and_the_file_compacted() {
     let s = EdgeStore::open(dir.path()).expect("reopen after compaction");
     assert_eq!(s.len(), kept, "the compacted file holds what was kept");
     assert_eq!(s.apply(&b, 1, &[]).expect("apply"), Applied::Duplicate, "and the boots");
+}
+
+#[test]
+fn a_stored_key_is_written_and_ordered_as_the_edge_key() {
+    let keys = [
+        EdgeKey { client: wl("a", "team1"), server: wl("ledger", "team3") },
+        EdgeKey { client: wl("a", "team1"), server: Peer::External { ip: "192.0.2.1".parse().expect("ip") } },
+        EdgeKey { client: Peer::Node { name: "n1".into() }, server: Peer::ApiServer },
+    ];
+    let mut shared = Shared::default();
+    for k in &keys {
+        let stored = shared.key(k);
+        assert_eq!(edge_bytes(&stored), edge_bytes(k), "{k:?}");
+        assert_eq!(&stored.to_key(), k);
+        assert_eq!(StoredKey::probe(k), stored);
+    }
+    for a in &keys {
+        for b in &keys {
+            assert_eq!(shared.key(a).cmp(&shared.key(b)), a.cmp(b), "{a:?} against {b:?}");
+        }
+    }
+}
+
+#[test]
+fn edges_share_their_ends_and_lists_until_none_holds_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    // 200 edges: 20 clients × 10 servers, all on one port, every one dialled through one Service.
+    let o: Vec<Observation> = (0..200)
+        .map(|i| {
+            let mut o = obs(&format!("c{}", i % 20), &format!("s{}", i / 20), Side::Client, 1, 100);
+            o.via_service = Some(("team3".into(), "api".into()));
+            o
+        })
+        .collect();
+    s.apply(&ab("n", "b"), 1, &o).expect("apply");
+    assert_eq!(s.len(), 200);
+    let counts = || s.writer.lock().expect("writer").shared.counts();
+    let (peers, ports, names) = counts();
+    assert_eq!((peers, ports), (30, 1), "20 clients and 10 servers; one list of ports");
+    // c0…c19, s0…s9, team1, team3, Deployment, api.
+    assert_eq!(names, 34);
+    {
+        let map = s.read();
+        let mut it = map.iter();
+        let (k0, s0) = it.next().expect("an edge");
+        for (k, st) in it {
+            assert!(Arc::ptr_eq(&st.ports, &s0.ports) && Arc::ptr_eq(&st.via_services, &s0.via_services));
+            if k.client == k0.client {
+                assert!(Arc::ptr_eq(&k.client, &k0.client), "one copy of each end");
+            }
+        }
+    }
+    // Reopened, the edges share again.
+    drop(s);
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.writer.lock().expect("writer").shared.counts(), (30, 1, 34));
+    // Gone, they are forgotten.
+    assert_eq!(s.expire(1000).expect("expire"), 200);
+    assert_eq!(s.writer.lock().expect("writer").shared.counts(), (0, 0, 0));
 }
 
 mod damage;
