@@ -3,8 +3,11 @@
 //!
 //! - a bound on open connections, connections that send nothing closed after an idle
 //!   time, and accept errors (out of file descriptors) that back off instead of spinning;
-//! - a bound on Report calls in progress, taken before the request body is read, so
-//!   only that many requests are ever buffered and decoded at once;
+//! - a bound on Report calls in progress, taken before the request body is read, and one
+//!   on their bytes, taken once the gRPC frame's prefix has announced the request's size
+//!   and before the rest is read: many small batches are worked on at once (and share a
+//!   group commit), a few large ones at a time, and what is buffered and decoded stays
+//!   bounded either way;
 //! - a decoder that counts a request's flows and DNS answers in its bytes before
 //!   decoding it, and answers undecodable input with INVALID_ARGUMENT (not retried).
 
@@ -53,6 +56,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Report calls read, decoded and applied at once, server-wide.
     pub max_concurrent_reports: usize,
+    /// Bytes (as sent) of the Report requests read, decoded and applied at once, server-wide;
+    /// a request larger than this is worked on alone.
+    pub report_bytes: usize,
     /// How long a Report call waits for its turn before RESOURCE_EXHAUSTED (retried by the agent).
     pub report_queue_wait: Duration,
 }
@@ -62,7 +68,8 @@ impl Default for Limits {
         Self {
             max_connections: 2_048,
             idle_timeout: Duration::from_secs(300),
-            max_concurrent_reports: 4,
+            max_concurrent_reports: 64,
+            report_bytes: 64 << 20,
             report_queue_wait: Duration::from_secs(5),
         }
     }
@@ -226,6 +233,9 @@ pub struct IngestEndpoint {
     service: Arc<IngestService>,
     permits: Arc<Semaphore>,
     max: usize,
+    /// One permit per byte of the budget (tokio's semaphore counts up to `usize::MAX >> 3`).
+    bytes: Arc<Semaphore>,
+    budget: usize,
     wait: Duration,
 }
 
@@ -235,9 +245,62 @@ impl IngestEndpoint {
             service: Arc::new(service),
             permits: Arc::new(Semaphore::new(limits.max_concurrent_reports.max(1))),
             max: limits.max_concurrent_reports.max(1),
+            bytes: Arc::new(Semaphore::new(report_budget(limits))),
+            budget: report_budget(limits),
             wait: limits.report_queue_wait,
         }
     }
+}
+
+/// A size as flags give it: a number of bytes, or one with a unit (`64MiB`, `512KiB`, `1GiB`;
+/// `KB`, `MB`, `GB` are powers of 1000). Units are case-insensitive.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a size such as 64MiB or 1048576"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        u => return Err(format!("{text:?}: unknown unit {u:?} (B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(factor).and_then(|b| usize::try_from(b).ok()).ok_or_else(|| format!("{text:?}: too large"))
+}
+
+/// The byte budget as the semaphore holds it: at least one byte, at most what one
+/// acquisition can take.
+fn report_budget(limits: &Limits) -> usize {
+    limits.report_bytes.clamp(1, u32::MAX as usize)
+}
+
+/// The size a gRPC request's first frame announces (its 5-byte prefix: a compression flag
+/// and a big-endian length), read before the rest of the body; the request is handed back
+/// whole. A body shorter than the prefix announces 0 (tonic then says what is wrong).
+async fn announced_size(req: http::Request<Body>) -> Result<(http::Request<Body>, usize), Status> {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = req.into_parts();
+    let mut read = Vec::new();
+    let mut prefix = Vec::with_capacity(5);
+    while prefix.len() < 5 {
+        let Some(frame) = body.frame().await else { break };
+        let frame = frame?;
+        if let Some(data) = frame.data_ref() {
+            prefix.extend(data.iter().take(5 - prefix.len()));
+        }
+        read.push(frame);
+    }
+    let size = match prefix[..] {
+        [_, a, b, c, d] => u32::from_be_bytes([a, b, c, d]) as usize,
+        _ => 0,
+    };
+    let rest = http_body_util::BodyStream::new(body);
+    let whole = futures::StreamExt::chain(futures::stream::iter(read.into_iter().map(Ok::<_, Status>)), rest);
+    Ok((http::Request::from_parts(parts, Body::new(http_body_util::StreamBody::new(whole))), size))
 }
 
 impl NamedService for IngestEndpoint {
@@ -267,23 +330,35 @@ impl Service<http::Request<Body>> for IngestEndpoint {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let (service, permits, max, wait) = (self.service.clone(), self.permits.clone(), self.max, self.wait);
+        let (bytes, budget) = (self.bytes.clone(), self.budget);
         Box::pin(async move {
             if req.uri().path() != "/mapper.v1.Ingest/Report" {
                 return Ok(Status::from(CallError::NoMethod(req.uri().path().to_owned())).into_http());
             }
+            let started = tokio::time::Instant::now();
+            let busy = |e: CallError| {
+                service.metrics.batches.get_or_create(&[("result", "busy")]).inc();
+                Ok(Status::from(e).into_http())
+            };
             // The turn is taken before the body is read: only this many requests are
-            // buffered and decoded at once, however many arrive.
-            let permit = match tokio::time::timeout(wait, permits.acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    service.metrics.batches.get_or_create(&[("result", "busy")]).inc();
-                    return Ok(Status::from(CallError::Busy { max, wait }).into_http());
-                }
+            // buffered at once, however many arrive.
+            let Ok(Ok(permit)) = tokio::time::timeout(wait, permits.acquire_owned()).await else {
+                return busy(CallError::Busy { max, wait });
+            };
+            // Then room for its bytes, before the rest of them is read.
+            let (req, size) = match announced_size(req).await {
+                Ok(r) => r,
+                Err(status) => return Ok(status.into_http()),
+            };
+            let room = u32::try_from(size.clamp(1, budget)).unwrap_or(u32::MAX);
+            let left = wait.saturating_sub(started.elapsed());
+            let Ok(Ok(room)) = tokio::time::timeout(left, bytes.acquire_many_owned(room)).await else {
+                return busy(CallError::BusyBytes { bytes: size, budget, wait });
             };
             let mut grpc =
                 tonic::server::Grpc::new(ReportCodec).apply_max_message_size_config(Some(MAX_BATCH_BYTES), None);
             let res = grpc.unary(ReportCall(service), req).await;
-            drop(permit);
+            drop((room, permit));
             Ok(res)
         })
     }
@@ -464,6 +539,39 @@ impl AsyncWrite for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_with_their_units() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512 kib"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("64XB"), Err("\"64XB\": unknown unit \"xb\" (B, KiB, MiB, GiB, KB, MB, GB)".into()));
+        assert!(parse_bytes("MiB").expect_err("no number").contains("expected a size"));
+        assert!(parse_bytes("99999999999999GiB").expect_err("overflow").contains("too large"));
+    }
+
+    #[tokio::test]
+    async fn a_request_s_size_is_read_from_its_prefix_and_the_body_kept_whole() {
+        use http_body_util::BodyExt;
+        let message = b"\0\0\0\x01\x2cpayload".to_vec();
+        // The prefix arrives split over frames, as a peer may send it.
+        let frames: Vec<Result<http_body::Frame<prost::bytes::Bytes>, Status>> =
+            [&message[..2], &message[2..4], &message[4..]]
+                .iter()
+                .map(|c| Ok(http_body::Frame::data(c.to_vec().into())))
+                .collect();
+        let body = Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)));
+        let (req, size) = announced_size(http::Request::new(body)).await.expect("read");
+        assert_eq!(size, 300);
+        let whole = req.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&whole[..], &message[..]);
+        // Shorter than a prefix: nothing announced, nothing lost.
+        let short = Body::new(http_body_util::Full::new(prost::bytes::Bytes::from_static(b"\0\0")));
+        let (req, size) = announced_size(http::Request::new(short)).await.expect("read");
+        assert_eq!(size, 0);
+        assert_eq!(&req.into_body().collect().await.expect("body").to_bytes()[..], b"\0\0");
+    }
 
     fn encode(r: &pb::ReportRequest) -> Vec<u8> {
         r.encode_to_vec()

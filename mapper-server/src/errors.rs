@@ -76,6 +76,18 @@ pub enum CallError {
         /// How long the call waited for one.
         wait: Duration,
     },
+    /// The bytes of Report requests in progress stayed over the budget for the whole wait.
+    #[error(
+        "{bytes} bytes of report wait for room in {budget} bytes of reports in progress; none finished within {wait:?}; retry later"
+    )]
+    BusyBytes {
+        /// The request's size, as its gRPC frame announces it.
+        bytes: usize,
+        /// The budget.
+        budget: usize,
+        /// How long the call waited.
+        wait: Duration,
+    },
     /// A ListEdges answer over its limit.
     #[error(
         "the answer exceeds ListEdges' limit of {limit} bytes: use StreamEdges (mapper 0.2 and later do), \
@@ -160,7 +172,7 @@ impl CallError {
             | E::NotNameDotNamespace { .. }
             | E::EmptyLabelKey => Code::InvalidArgument,
             E::NotSynced | E::StateBehind { .. } | E::ReviewFailed(_) => Code::Unavailable,
-            E::Busy { .. } | E::TooLarge { .. } => Code::ResourceExhausted,
+            E::Busy { .. } | E::BusyBytes { .. } | E::TooLarge { .. } => Code::ResourceExhausted,
             E::MissingToken { .. }
             | E::NotBearer
             | E::InvalidQueryToken
@@ -192,7 +204,7 @@ mod tests {
 
     #[test]
     fn codes_tell_the_caller_what_to_do_and_messages_what_happened() {
-        let cases: [(CallError, Code, &str); 6] = [
+        let cases: [(CallError, Code, &str); 7] = [
             (
                 CallError::InvalidBatch {
                     sequence: 7,
@@ -227,6 +239,12 @@ mod tests {
                 CallError::Busy { max: 4, wait: Duration::from_secs(5) },
                 Code::ResourceExhausted,
                 "4 reports in progress, none finished within 5s; retry later",
+            ),
+            (
+                CallError::BusyBytes { bytes: 1000, budget: 4096, wait: Duration::from_secs(5) },
+                Code::ResourceExhausted,
+                "1000 bytes of report wait for room in 4096 bytes of reports in progress; none finished within 5s; \
+                 retry later",
             ),
         ];
         for (error, code, message) in cases {

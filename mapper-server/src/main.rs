@@ -97,8 +97,14 @@ struct Args {
     idle_timeout: Duration,
     /// Report calls read, decoded and stored at once; others wait up to
     /// --report-queue-wait for their turn, then get RESOURCE_EXHAUSTED (the agent retries).
-    #[arg(long, env = "MAPPER_MAX_CONCURRENT_REPORTS", default_value_t = 4)]
+    #[arg(long, env = "MAPPER_MAX_CONCURRENT_REPORTS", default_value_t = 64)]
     max_concurrent_reports: usize,
+    /// Bytes (as sent) of the Report requests read, decoded and stored at once: a call waits
+    /// for room for its own size (up to --report-queue-wait, then RESOURCE_EXHAUSTED). A
+    /// request larger than this is worked on alone. Decoded and resolved, a request takes
+    /// about six times its size in memory.
+    #[arg(long, env = "MAPPER_REPORT_BYTES", default_value = "64MiB", value_parser = mapper_server::admission::parse_bytes)]
+    report_bytes: usize,
     /// How long a Report call waits for its turn.
     #[arg(long, env = "MAPPER_REPORT_QUEUE_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
     report_queue_wait: Duration,
@@ -155,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
             max_concurrent_reports: args.max_concurrent_reports,
+            report_bytes: args.report_bytes,
             report_queue_wait: args.report_queue_wait,
         },
         resolve_hold: args.resolve_hold,

@@ -212,3 +212,56 @@ fn refuses_to_listen_openly_without_a_token() {
         "{err}"
     );
 }
+
+/// A Report whose body stops after its announced size holds room for that size (at most the
+/// budget); a call that finds no room within the wait is told RESOURCE_EXHAUSTED (retried by
+/// the agent), and room comes back when the holder goes.
+#[tokio::test]
+async fn the_bytes_of_reports_in_progress_are_bounded() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = start(data.path(), port, &["--report-bytes", "4KiB", "--report-queue-wait", "500ms"]);
+    wait_ready(&server, None).await;
+
+    // A raw HTTP/2 peer: a Report's headers and the first bytes of a message announcing 1 MiB,
+    // and then nothing.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (h2, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let driver = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.expect("ready");
+    let request = tonic::codegen::http::Request::post(format!("http://127.0.0.1:{port}/mapper.v1.Ingest/Report"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (_response, mut body) = h2.send_request(request, false).expect("send headers");
+    body.send_data(prost::bytes::Bytes::from_static(&[0, 0, 0x10, 0, 0, 1, 2, 3]), false).expect("send prefix");
+
+    // Its room is taken once the server has read the prefix: from then on, others wait.
+    let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
+    let mut sequence = 0;
+    let refused = loop {
+        sequence += 1;
+        match send(&mut client, None, batch(sequence, vec![client_flow(1)]), Duration::from_secs(5)).await {
+            SendOutcome::Retry(s) => break s,
+            SendOutcome::Acked { .. } if sequence < 100 => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("a report found room in a budget another holds: {other:?}"),
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("4096 bytes of reports in progress"), "{}", refused.message());
+
+    // The holder goes: its room is given back.
+    body.send_reset(h2::Reason::CANCEL);
+    drop((body, h2));
+    driver.abort();
+    let acked = loop {
+        sequence += 1;
+        match send(&mut client, None, batch(sequence, vec![client_flow(1)]), Duration::from_secs(5)).await {
+            SendOutcome::Acked { duplicate: false } => break true,
+            SendOutcome::Retry(_) if sequence < 200 => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => break false,
+        }
+    };
+    assert!(acked, "the room of a report that went was not given back");
+}
