@@ -1,8 +1,9 @@
 //! The files under a directory, for every reader of a directory of manifests: the CLI's
 //! declared ClientIntents, mapper-cluster's inventory, mapper-deploy's chart templates. Each
 //! says which files it takes and how deep it goes; the walk is the same: depth first, each
-//! directory's entries in name order, symbolic links followed. This module lists directories
-//! and reads nothing else; the callers read the files.
+//! directory's entries in name order, symbolic links followed (a link back to a directory
+//! the walk is already inside is not followed again: a loop of links ends). This module lists
+//! directories and reads nothing else; the callers read the files.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,17 +44,27 @@ impl Walk {
     /// otherwise.
     pub fn files(&self, dir: &Path) -> Result<Vec<PathBuf>, WalkError> {
         let mut out = Vec::new();
-        self.walk(dir, 0, &mut out)?;
+        let mut inside = Vec::new();
+        self.walk(dir, 0, &mut inside, &mut out)?;
         Ok(out)
     }
 
-    fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), WalkError> {
+    /// `inside`: the directories being walked, from the top down to `dir`'s parent, as their
+    /// real paths.
+    fn walk(
+        &self,
+        dir: &Path,
+        depth: usize,
+        inside: &mut Vec<PathBuf>,
+        out: &mut Vec<PathBuf>,
+    ) -> Result<(), WalkError> {
         let read_err = |error| WalkError { path: dir.to_owned(), error };
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_err)? {
             entries.push(entry.map_err(read_err)?.path());
         }
         entries.sort();
+        inside.push(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()));
         for path in entries {
             let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
             if self.skip_hidden && hidden {
@@ -61,8 +72,9 @@ impl Walk {
             }
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_dir() => {
-                    if depth < self.max_depth {
-                        self.walk(&path, depth + 1, out)?;
+                    let a_loop = || std::fs::canonicalize(&path).is_ok_and(|real| inside.contains(&real));
+                    if depth < self.max_depth && !a_loop() {
+                        self.walk(&path, depth + 1, inside, out)?;
                     }
                 }
                 Ok(_) if (self.take)(&path) => out.push(path),
@@ -71,6 +83,7 @@ impl Walk {
                 Err(_) => {}
             }
         }
+        inside.pop();
         Ok(())
     }
 }
@@ -106,6 +119,20 @@ mod tests {
         assert_eq!(names(Walk { max_depth: 0, ..manifests }, dir.path()), ["a.YML", "b.yaml", "c.json"]);
         let everything = Walk { take: |_| true, max_depth: usize::MAX, skip_hidden: false };
         assert_eq!(names(everything, dir.path()).len(), 7);
+    }
+
+    #[test]
+    fn a_loop_of_links_is_walked_once() {
+        let dir = tree(&["a.yaml", "sub/b.yaml"]);
+        let link = |to: &Path, at: &Path| {
+            std::os::unix::fs::symlink(to, at).unwrap_or_else(|e| panic!("symlink: {e}"));
+        };
+        // sub/up → the top; sub/self → sub; other → sub (not a loop: walked).
+        link(dir.path(), &dir.path().join("sub/up"));
+        link(&dir.path().join("sub"), &dir.path().join("sub/self"));
+        link(&dir.path().join("sub"), &dir.path().join("other"));
+        let manifests = Walk { take: has_manifest_extension, max_depth: usize::MAX, skip_hidden: true };
+        assert_eq!(names(manifests, dir.path()), ["a.yaml", "other/b.yaml", "sub/b.yaml"]);
     }
 
     #[test]
