@@ -20,7 +20,8 @@ struct Job {
     agent: AgentBoot,
     sequence: u64,
     observations: Vec<Observation>,
-    reply: mpsc::SyncSender<Result<Applied, CommitError>>,
+    /// The answer, and the observations back: the caller frees them, not the one writer.
+    reply: mpsc::SyncSender<(Result<Applied, CommitError>, Vec<Observation>)>,
 }
 
 /// Why a batch was not stored.
@@ -65,7 +66,9 @@ impl Committer {
     ) -> Result<Applied, CommitError> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.tx.send(Job { agent, sequence, observations, reply }).map_err(|_| CommitError::Stopped)?;
-        answer.recv().map_err(|_| CommitError::Stopped)?
+        let (result, observations) = answer.recv().map_err(|_| CommitError::Stopped)?;
+        drop(observations);
+        result
     }
 }
 
@@ -88,19 +91,17 @@ fn run(store: &EdgeStore, rx: &mpsc::Receiver<Job>) {
             .collect();
         let result: Result<Vec<Applied>, StoreError> = store.apply_group(&batches);
         debug!(batches = jobs.len(), observations, "group committed");
-        match result {
-            Ok(applied) => {
-                for (job, a) in jobs.iter().zip(applied) {
-                    let _ = job.reply.send(Ok(a));
-                }
-            }
+        drop(batches);
+        let answers: Vec<Result<Applied, CommitError>> = match result {
+            Ok(applied) => applied.into_iter().map(Ok).collect(),
             Err(e) => {
                 // The store logged the cause chain and marked itself unhealthy.
                 let e = Arc::new(e);
-                for job in &jobs {
-                    let _ = job.reply.send(Err(CommitError::Store(e.clone())));
-                }
+                jobs.iter().map(|_| Err(CommitError::Store(e.clone()))).collect()
             }
+        };
+        for (job, answer) in jobs.into_iter().zip(answers) {
+            let _ = job.reply.send((answer, job.observations));
         }
     }
 }

@@ -575,7 +575,8 @@ impl EdgeStore {
             let txn = db.begin_write()?;
             let mut results = Vec::with_capacity(batches.len());
             // Each edge the group changes: its key in the map (ends shared) and its new state.
-            let mut merged: HashMap<&EdgeKey, (StoredKey, EdgeState)> = HashMap::new();
+            // (foldhash: every observation of the group is hashed here, on the one writer.)
+            let mut merged: foldhash::HashMap<&EdgeKey, (StoredKey, EdgeState)> = foldhash::HashMap::default();
             {
                 let mut table = txn.open_table(BOOTS)?;
                 let mut records: HashMap<&AgentBoot, BootRecord> = HashMap::new();

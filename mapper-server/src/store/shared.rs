@@ -3,7 +3,9 @@
 //! thousand workloads hold a few thousand ends and a handful of port lists, so an edge in the
 //! map is two pointers for its key and a few for its lists, next to its counts and times.
 
-use std::{collections::HashSet, hash::Hash, sync::Arc};
+use std::{hash::Hash, sync::Arc};
+
+use foldhash::HashSet;
 
 use mapper_cluster::Peer;
 use serde::Serialize;
@@ -31,7 +33,9 @@ impl StoredKey {
     }
 }
 
-/// The shared copies (held by the store's writer).
+/// The shared copies (held by the store's writer, which looks up each new edge's ends here;
+/// foldhash: a fraction of SipHash's cost, and seeded per process as SipHash is, so a peer
+/// cannot choose names or addresses that collide).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     names: HashSet<Arc<str>>,
