@@ -81,7 +81,7 @@ pub enum OutputType {
     "annotations of the top object of its owner chain, as mapper-server's cluster state has them\n",
     "now). The clients in no release go to DIR/no-release.yaml. With --format json the files\n",
     "end in .json. DIR is created when missing; files of releases not in this export are left\n",
-    "alone.\n\n",
+    "alone. --by-release needs -o DIR and goes with neither --output-type nor --declared.\n\n",
     crate::exit_status_help!()
 ))]
 pub struct ExportArgs {
@@ -455,4 +455,27 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
         writer.write(doc, version, release)?;
     }
     writer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_files_are_named_by_release_and_namespace_and_refuse_path_tricks() {
+        let dir = Path::new("out");
+        let payments = Release::new("payments", "team1");
+        assert_eq!(release_file(dir, Some(&payments), Format::Yaml), dir.join("payments.team1.yaml"));
+        assert_eq!(release_file(dir, Some(&payments), Format::Json), dir.join("payments.team1.json"));
+        assert_eq!(release_file(dir, None, Format::Yaml), dir.join("no-release.yaml"));
+        let no_release = Release::new(NO_RELEASE_FILE, "team1");
+        assert_eq!(release_file(dir, Some(&no_release), Format::Yaml), dir.join("no-release.team1.yaml"));
+        for (name, namespace) in [("../etc", "team1"), ("a/b", "team1"), (".hidden", "team1"), ("ok", ".."), ("ok", "")]
+        {
+            assert_eq!(release_file_stem(&Release::new(name, namespace)), None, "{name}.{namespace}");
+        }
+        assert_eq!(release_file_stem(&Release::new("my_app.v2", "team-1")), Some("my_app.v2.team-1".to_owned()));
+        let err = ExportError::ReleaseFileName { release: Release::new("a/b", "team1"), client: "api.team1".into() };
+        assert!(err.to_string().starts_with("release a/b.team1 of api.team1 cannot name a file"), "{err}");
+    }
 }
