@@ -376,13 +376,14 @@ pub fn release_file(dir: &Path, release: Option<&Release>, format: Format) -> Pa
 }
 
 /// Writes each release's documents to its file in `dir` (see [`release_file`]), and names each
-/// file on stderr.
+/// file on stderr: releases in order, the clients in no release last (as `list --by-release`).
 fn write_releases(
     dir: &Path,
     releases: &BTreeMap<Option<Release>, Vec<(ClientIntentsDoc, IntentsVersion)>>,
     format: Format,
 ) -> Result<(), Error> {
-    for (release, docs) in releases {
+    let (named, none): (Vec<_>, Vec<_>) = releases.iter().partition(|(release, _)| release.is_some());
+    for (release, docs) in named.into_iter().chain(none) {
         let path = release_file(dir, release.as_ref(), format);
         output::file(&path, render(docs, format)?.as_bytes())?;
         let of = release.as_ref().map_or_else(|| "no release".to_owned(), |r| format!("release {r}"));

@@ -88,6 +88,9 @@ fn export_by_release_writes_one_file_per_release_for_its_chart() {
     assert!(log.contains("payments.team1.yaml: 2 ClientIntents (release payments.team1)"), "{log}");
     assert!(log.contains("no-release.yaml: 2 ClientIntents (no release)"), "{log}");
     assert!(log.contains("Wrote 5 ClientIntents in 3 files to"), "{log}");
+    let order: Vec<&str> = log.lines().filter_map(|l| l.split_once(": ").map(|(path, _)| path)).collect();
+    let order: Vec<&str> = order.iter().filter_map(|p| p.rsplit('/').next()).collect();
+    assert_eq!(order, ["cache.team2.yaml", "payments.team1.yaml", "no-release.yaml"], "no release last: {log}");
 
     // The files hold what a plain export holds, split: together, every document once.
     let whole = ok(&server.mapper(&["export"]));
