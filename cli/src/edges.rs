@@ -10,28 +10,31 @@ use mapper_intents::{Internet, Port, Protocol, ServiceName, Target, Workload};
 use mapper_proto::v1 as pb;
 use serde::Serialize;
 
-pub use mapper_model::Peer;
+pub use mapper_model::{Peer, Release};
 
 use crate::connect::{ConnectError, EdgePages, Mapper};
 
 /// An end of an edge as the CLI shows it: the peer, with the DNS names clients resolved to its
-/// address (an outside server's; empty otherwise).
+/// address (an outside server's; empty otherwise) and the Helm release its workload belongs to.
 ///
 /// Written as `list` names it (`ledger in namespace team3`), and in JSON as
-/// `{"type": "workload", "name", "namespace", "kind"}`, `{"type": "external", "ip",
-/// "dns_names"}`, … (`kind` and `dns_names` left out when unknown or empty).
+/// `{"type": "workload", "name", "namespace", "kind", "release": {"name", "namespace"}}`,
+/// `{"type": "external", "ip", "dns_names"}`, … (`kind`, `release` and `dns_names` left out when
+/// unknown or empty).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerView {
     /// The peer.
     pub peer: Peer,
     /// DNS names clients resolved to its address, sorted and distinct.
     pub dns_names: Vec<String>,
+    /// The Helm release of its workload, as mapper-server's cluster state says now.
+    pub release: Option<Release>,
 }
 
 impl PeerView {
-    /// A peer with no DNS names.
+    /// A peer with no DNS names and no release.
     pub fn of(peer: &Peer) -> Self {
-        Self { peer: peer.clone(), dns_names: Vec::new() }
+        Self { peer: peer.clone(), dns_names: Vec::new(), release: None }
     }
 }
 
@@ -44,6 +47,8 @@ enum PeerJson<'a> {
         namespace: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         kind: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        release: Option<&'a Release>,
     },
     Service {
         name: &'a str,
@@ -67,7 +72,12 @@ enum PeerJson<'a> {
 impl Serialize for PeerView {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let json = match &self.peer {
-            Peer::Workload(w) => PeerJson::Workload { name: &w.name, namespace: &w.namespace, kind: w.kind() },
+            Peer::Workload(w) => PeerJson::Workload {
+                name: &w.name,
+                namespace: &w.namespace,
+                kind: w.kind(),
+                release: self.release.as_ref(),
+            },
             Peer::Service { name, namespace } => PeerJson::Service { name, namespace },
             Peer::ApiServer => PeerJson::ApiServer,
             Peer::External { ip } => PeerJson::External { ip: *ip, dns_names: &self.dns_names },
@@ -124,6 +134,10 @@ pub struct ObservedEdge {
     pub seen_by_server: bool,
     /// Services whose ClusterIP the client dialled to reach the server, sorted.
     pub via_services: Vec<ServiceName>,
+    /// The Helm release the client workload belongs to (mapper-server's cluster state, now).
+    pub client_release: Option<Release>,
+    /// The Helm release the server workload belongs to.
+    pub server_release: Option<Release>,
 }
 
 /// An edge from the server that does not fit the protocol.
@@ -179,6 +193,8 @@ impl ObservedEdge {
             seen_by_client: edge.seen_by_client,
             seen_by_server: edge.seen_by_server,
             via_services,
+            client_release: edge.client.as_ref().and_then(pb::Peer::release),
+            server_release: edge.server.as_ref().and_then(pb::Peer::release),
         })
     }
 

@@ -1,8 +1,9 @@
 //! `mapper export`: the observed traffic as Otterize ClientIntents, shaped the way the Otterize
-//! CLI shapes an export (mapper-intents does the shaping and the rendering).
+//! CLI shapes an export (mapper-intents does the shaping and the rendering); with
+//! `--by-release`, one file per Helm release, for that release's chart.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use mapper_intents::audit::AuditScope;
@@ -11,7 +12,7 @@ use mapper_intents::{ClientIntentsDoc, ExportOptions, IntentsVersion, RenderErro
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
 use crate::declared::{self, ReadError};
-use crate::edges::{ObservedEdge, Peer, QueryArgs};
+use crate::edges::{ObservedEdge, Peer, QueryArgs, Release};
 use crate::output;
 
 /// The ClientIntents version to write.
@@ -72,7 +73,15 @@ pub enum OutputType {
     "  mapper export -n team1 -n team2 --output-version v1alpha2\n",
     "  mapper export --server ledger.team3 --since 24h\n",
     "  mapper export -o intents/ --output-type dir && kubectl apply -f intents/\n",
-    "  mapper export --declared charts/transaction-service/ -o charts/transaction-service/intents.yaml\n\n",
+    "  mapper export --declared charts/transaction-service/ -o charts/transaction-service/intents.yaml\n",
+    "  mapper export -n team1 --by-release -o intents/\n\n",
+    "--by-release -o DIR writes, for each Helm release, DIR/<release>.<namespace>.yaml: the\n",
+    "ClientIntents of the release's client workloads, ready for the chart's templates/ (a client\n",
+    "belongs to the release named by the meta.helm.sh/release-name and release-namespace\n",
+    "annotations of the top object of its owner chain, as mapper-server's cluster state has them\n",
+    "now). The clients in no release go to DIR/no-release.yaml. With --format json the files\n",
+    "end in .json. DIR is created when missing; files of releases not in this export are left\n",
+    "alone. --by-release needs -o DIR and goes with neither --output-type nor --declared.\n\n",
     crate::exit_status_help!()
 ))]
 pub struct ExportArgs {
@@ -91,6 +100,10 @@ pub struct ExportArgs {
     /// With -o: one file, or a directory with one file per client.
     #[arg(long, value_enum, default_value = "single-file", requires_if("dir", "output"))]
     pub output_type: OutputType,
+    /// One file per Helm release in the directory given with -o: DIR/<release>.<namespace>.yaml,
+    /// and DIR/no-release.yaml for clients in no release (see below).
+    #[arg(long, requires = "output", conflicts_with_all = ["output_type", "declared"])]
+    pub by_release: bool,
     /// Leave out traffic to addresses outside the cluster (v1alpha2 cannot express it and
     /// always leaves it out).
     #[arg(long)]
@@ -121,6 +134,32 @@ pub enum ExportError {
     /// The --declared ClientIntents could not be read.
     #[error(transparent)]
     Declared(#[from] ReadError),
+    /// A release's name or namespace cannot be part of a file name.
+    #[error(
+        "release {release} of {client} cannot name a file (its name and namespace must be letters, digits, '-', '_' \
+         or '.', not starting with '.')"
+    )]
+    ReleaseFileName {
+        /// The release.
+        release: Release,
+        /// A client that belongs to it, `name.namespace`.
+        client: String,
+    },
+}
+
+/// The file `--by-release` writes the clients in no release to (before the extension).
+pub const NO_RELEASE_FILE: &str = "no-release";
+
+/// The file name (before the extension) of a release's ClientIntents: `<release>.<namespace>`.
+/// `None` when a part holds what a file name should not (a path separator, a leading dot): the
+/// annotations are anyone's to write.
+pub fn release_file_stem(release: &Release) -> Option<String> {
+    let fits = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (fits(&release.name) && fits(&release.namespace)).then(|| format!("{}.{}", release.name, release.namespace))
 }
 
 /// The export options the flags ask for.
@@ -231,6 +270,8 @@ struct DocWriter<'a> {
     args: &'a ExportArgs,
     sink: Option<output::Sink>,
     json: Vec<(ClientIntentsDoc, IntentsVersion)>,
+    /// With --by-release: each release's documents (None: no release), written at the end.
+    releases: BTreeMap<Option<Release>, Vec<(ClientIntentsDoc, IntentsVersion)>>,
     written: usize,
     dropped: usize,
 }
@@ -238,19 +279,33 @@ struct DocWriter<'a> {
 impl<'a> DocWriter<'a> {
     fn new(args: &'a ExportArgs) -> Result<Self, Error> {
         let sink = match (&args.output, args.output_type) {
+            (Some(dir), _) if args.by_release => {
+                output::create_dir(dir)?;
+                None
+            }
             (Some(dir), OutputType::Dir) => {
                 output::create_dir(dir)?;
                 None
             }
             (path, _) => Some(output::Sink::to(path.as_deref())?),
         };
-        Ok(Self { args, sink, json: Vec::new(), written: 0, dropped: 0 })
+        Ok(Self { args, sink, json: Vec::new(), releases: BTreeMap::new(), written: 0, dropped: 0 })
     }
 
-    fn write(&mut self, doc: ClientIntentsDoc, version: IntentsVersion) -> Result<(), Error> {
+    /// Writes (or, with --by-release, keeps for the file of `release`) one document.
+    fn write(&mut self, doc: ClientIntentsDoc, version: IntentsVersion, release: Option<Release>) -> Result<(), Error> {
         let mut one = vec![(doc, version)];
         self.dropped += drop_inexpressible(&mut one);
         let Some(doc) = one.pop() else { return Ok(()) };
+        if self.args.by_release {
+            if let Some(r) = release.as_ref().filter(|r| release_file_stem(r).is_none()) {
+                let client = format!("{}.{}", doc.0.client_name, doc.0.namespace.as_deref().unwrap_or_default());
+                return Err(ExportError::ReleaseFileName { release: r.clone(), client }.into());
+            }
+            self.releases.entry(release).or_default().push(doc);
+            self.written += 1;
+            return Ok(());
+        }
         match (&mut self.sink, self.args.format) {
             (None, format) => {
                 let text = render(std::slice::from_ref(&doc), format)?;
@@ -275,6 +330,9 @@ impl<'a> DocWriter<'a> {
     }
 
     fn finish(mut self) -> Result<(), Error> {
+        if let Some(dir) = self.args.output.as_deref().filter(|_| self.args.by_release) {
+            write_releases(dir, &self.releases, self.args.format)?;
+        }
         if let Some(mut sink) = self.sink.take() {
             if self.args.format == Format::Json {
                 sink.write(render(&self.json, Format::Json)?.as_bytes())?;
@@ -293,6 +351,9 @@ impl<'a> DocWriter<'a> {
         }
         match (&self.args.output, self.args.output_type) {
             (None, _) => {}
+            (Some(dir), _) if self.args.by_release => {
+                eprintln!("Wrote {} ClientIntents in {} files to {}", self.written, self.releases.len(), dir.display());
+            }
             (Some(path), OutputType::SingleFile) => {
                 eprintln!("Wrote {} ClientIntents to {}", self.written, path.display());
             }
@@ -302,6 +363,45 @@ impl<'a> DocWriter<'a> {
         }
         Ok(())
     }
+}
+
+/// The file `--by-release` writes a release's documents to in `dir`.
+pub fn release_file(dir: &Path, release: Option<&Release>, format: Format) -> PathBuf {
+    let stem = release.and_then(release_file_stem).unwrap_or_else(|| NO_RELEASE_FILE.to_owned());
+    let ext = match format {
+        Format::Yaml => "yaml",
+        Format::Json => "json",
+    };
+    dir.join(format!("{stem}.{ext}"))
+}
+
+/// Writes each release's documents to its file in `dir` (see [`release_file`]), and names each
+/// file on stderr: releases in order, the clients in no release last (as `list --by-release`).
+fn write_releases(
+    dir: &Path,
+    releases: &BTreeMap<Option<Release>, Vec<(ClientIntentsDoc, IntentsVersion)>>,
+    format: Format,
+) -> Result<(), Error> {
+    let (named, none): (Vec<_>, Vec<_>) = releases.iter().partition(|(release, _)| release.is_some());
+    for (release, docs) in named.into_iter().chain(none) {
+        let path = release_file(dir, release.as_ref(), format);
+        output::file(&path, render(docs, format)?.as_bytes())?;
+        let of = release.as_ref().map_or_else(|| "no release".to_owned(), |r| format!("release {r}"));
+        eprintln!("{}: {} ClientIntents ({of})", path.display(), docs.len());
+    }
+    Ok(())
+}
+
+/// The release of each client workload of `edges`, as the edges name it.
+fn client_releases(edges: &[ObservedEdge]) -> HashMap<&mapper_intents::Workload, Option<&Release>> {
+    let mut releases = HashMap::new();
+    for edge in edges {
+        if let Peer::Workload(client) = &edge.client {
+            let release = releases.entry(client).or_insert(None);
+            *release = release.or(edge.client_release.as_ref());
+        }
+    }
+    releases
 }
 
 /// Whether two edges' clients get their documents together: the same workload name and
@@ -323,7 +423,7 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
         let docs = completed_documents(&mut mapper, args).await?;
         let mut writer = DocWriter::new(args)?;
         for (doc, version) in docs {
-            writer.write(doc, version)?;
+            writer.write(doc, version, None)?;
         }
         return writer.finish();
     }
@@ -331,7 +431,8 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
     let mut writer = DocWriter::new(args)?;
     // Documents sort by (name, namespace, kind); a client's documents are named after it (or
     // NAME-KIND), so once clients named N arrive, no later document sorts before N.
-    let mut pending: BTreeMap<(String, Option<String>, Option<String>, usize), ClientIntentsDoc> = BTreeMap::new();
+    type Pending = BTreeMap<(String, Option<String>, Option<String>, usize), (ClientIntentsDoc, Option<Release>)>;
+    let mut pending: Pending = BTreeMap::new();
     let mut seq = 0usize;
     while let Some(run) = edges.next_run(same_document_group).await? {
         if let Peer::Workload(client) = &run[0].client {
@@ -339,16 +440,43 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
                 if *entry.key().0 >= *client.name {
                     break;
                 }
-                writer.write(entry.remove(), version)?;
+                let (doc, release) = entry.remove();
+                writer.write(doc, version, release)?;
             }
         }
+        let releases = client_releases(&run);
         for doc in documents(&run, args) {
-            pending.insert((doc.name.clone(), doc.namespace.clone(), doc.client_kind.clone(), seq), doc);
+            let client = doc.client(doc.namespace.as_deref().unwrap_or_default());
+            let release = releases.get(&client).copied().flatten().cloned();
+            pending.insert((doc.name.clone(), doc.namespace.clone(), doc.client_kind.clone(), seq), (doc, release));
             seq += 1;
         }
     }
-    while let Some((_, doc)) = pending.pop_first() {
-        writer.write(doc, version)?;
+    while let Some((_, (doc, release))) = pending.pop_first() {
+        writer.write(doc, version, release)?;
     }
     writer.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_files_are_named_by_release_and_namespace_and_refuse_path_tricks() {
+        let dir = Path::new("out");
+        let payments = Release::new("payments", "team1");
+        assert_eq!(release_file(dir, Some(&payments), Format::Yaml), dir.join("payments.team1.yaml"));
+        assert_eq!(release_file(dir, Some(&payments), Format::Json), dir.join("payments.team1.json"));
+        assert_eq!(release_file(dir, None, Format::Yaml), dir.join("no-release.yaml"));
+        let no_release = Release::new(NO_RELEASE_FILE, "team1");
+        assert_eq!(release_file(dir, Some(&no_release), Format::Yaml), dir.join("no-release.team1.yaml"));
+        for (name, namespace) in [("../etc", "team1"), ("a/b", "team1"), (".hidden", "team1"), ("ok", ".."), ("ok", "")]
+        {
+            assert_eq!(release_file_stem(&Release::new(name, namespace)), None, "{name}.{namespace}");
+        }
+        assert_eq!(release_file_stem(&Release::new("my_app.v2", "team-1")), Some("my_app.v2.team-1".to_owned()));
+        let err = ExportError::ReleaseFileName { release: Release::new("a/b", "team1"), client: "api.team1".into() };
+        assert!(err.to_string().starts_with("release a/b.team1 of api.team1 cannot name a file"), "{err}");
+    }
 }

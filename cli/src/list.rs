@@ -1,5 +1,6 @@
 //! `mapper list`: per client, the servers it calls and the ports seen — as text in the Otterize
-//! CLI's layout (`X in namespace N calls:` / `  - S in namespace M`), or as JSON.
+//! CLI's layout (`X in namespace N calls:` / `  - S in namespace M`), or as JSON; with
+//! `--by-release`, the clients grouped by the Helm release they belong to.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
-use crate::edges::{ObservedEdge, Peer, PeerView, QueryArgs, ports_text};
+use crate::edges::{ObservedEdge, Peer, PeerView, QueryArgs, Release, ports_text};
 use crate::output;
 
 /// Text or JSON.
@@ -26,7 +27,13 @@ pub enum Format {
 #[command(after_help = concat!(
     "Examples:\n",
     "  mapper list -n team1\n",
-    "  mapper list --server ledger.team3 --format json | jq '.[].client.name'\n\n",
+    "  mapper list --server ledger.team3 --format json | jq '.[].client.name'\n",
+    "  mapper list --by-release -n team1\n\n",
+    "--by-release groups the clients by the Helm release their workload belongs to (the\n",
+    "meta.helm.sh/release-name and release-namespace annotations of the top object of its owner\n",
+    "chain, as mapper-server's cluster state has them now): one block per release, sorted by name\n",
+    "and namespace, then the clients in no release (`no release:`). As JSON: an array of\n",
+    "{\"release\": {\"name\", \"namespace\"} or null, \"clients\": [...]}.\n\n",
     crate::exit_status_help!()
 ))]
 pub struct ListArgs {
@@ -44,6 +51,10 @@ pub struct ListArgs {
     /// daemons), as `node NAME`. Never exported as ClientIntents.
     #[arg(long)]
     pub include_nodes: bool,
+    /// Group the clients by the Helm release they belong to, clients in no release last (see
+    /// below). Holds every client's calls until the end, not one client's at a time.
+    #[arg(long)]
+    pub by_release: bool,
 }
 
 /// One server a client calls.
@@ -82,10 +93,16 @@ fn rfc3339(ms: i64) -> String {
 
 /// Groups edges by client; clients and calls sorted by name, then namespace.
 pub fn group(edges: &[ObservedEdge]) -> Vec<ClientCalls> {
-    let mut by_client: BTreeMap<&Peer, Vec<Call>> = BTreeMap::new();
+    let mut by_client: BTreeMap<&Peer, (Option<&Release>, Vec<Call>)> = BTreeMap::new();
     for edge in edges {
-        by_client.entry(&edge.client).or_default().push(Call {
-            server: PeerView { peer: edge.server.clone(), dns_names: edge.dns_names.clone() },
+        let (release, calls) = by_client.entry(&edge.client).or_default();
+        *release = release.or(edge.client_release.as_ref());
+        calls.push(Call {
+            server: PeerView {
+                peer: edge.server.clone(),
+                dns_names: edge.dns_names.clone(),
+                release: edge.server_release.clone(),
+            },
             ports: edge.ports.clone(),
             established: edge.established,
             failed: edge.failed,
@@ -97,11 +114,60 @@ pub fn group(edges: &[ObservedEdge]) -> Vec<ClientCalls> {
     }
     by_client
         .into_iter()
-        .map(|(client, mut calls)| {
+        .map(|(client, (release, mut calls))| {
             calls.sort_by(|a, b| (&a.server, &a.ports).cmp(&(&b.server, &b.ports)));
-            ClientCalls { client: PeerView::of(client), calls }
+            ClientCalls { client: PeerView { release: release.cloned(), ..PeerView::of(client) }, calls }
         })
         .collect()
+}
+
+/// The clients of one Helm release, or of none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleaseClients {
+    /// The release; `None` for the clients in no release.
+    pub release: Option<Release>,
+    /// Its clients, in the order they came.
+    pub clients: Vec<ClientCalls>,
+}
+
+/// Groups clients by release: releases sorted by (name, namespace), the clients in no release
+/// last; inside a group, clients keep their order.
+pub fn by_release(clients: Vec<ClientCalls>) -> Vec<ReleaseClients> {
+    let mut groups: BTreeMap<(bool, Option<Release>), Vec<ClientCalls>> = BTreeMap::new();
+    for client in clients {
+        let release = client.client.release.clone();
+        groups.entry((release.is_none(), release)).or_default().push(client);
+    }
+    groups.into_iter().map(|((_, release), clients)| ReleaseClients { release, clients }).collect()
+}
+
+/// The text layout of [`by_release`]: a heading per release (`release payments in namespace
+/// platform:`, `no release:`) and its clients' blocks indented under it, a blank line between.
+pub fn render_releases_text(groups: &[ReleaseClients]) -> String {
+    let mut out = String::new();
+    for (i, group) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match &group.release {
+            Some(r) => out.push_str(&format!("release {} in namespace {}:\n", r.name, r.namespace)),
+            None => out.push_str("no release:\n"),
+        }
+        for line in render_text(&group.clients).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The JSON layout of [`by_release`]: pretty-printed, ending in a newline.
+pub fn render_releases_json(groups: &[ReleaseClients]) -> String {
+    // As in render_json: serialization cannot fail.
+    let mut text = serde_json::to_string_pretty(groups).unwrap_or_else(|_| "[]".to_owned());
+    text.push('\n');
+    text
 }
 
 /// The text layout.
@@ -164,6 +230,23 @@ pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
     let mut mapper = Mapper::connect(connect).await?;
     let mut edges = args.query.stream(&mut mapper, true, args.include_nodes).await?;
     let mut out = output::Sink::stdout();
+    if args.by_release {
+        let mut clients = Vec::new();
+        while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
+            clients.extend(group(&keep(run, args.include_unresolved)));
+        }
+        if clients.is_empty() && args.format == Format::Text {
+            eprintln!("No connections found.");
+        }
+        let groups = by_release(clients);
+        let text = match args.format {
+            Format::Text => render_releases_text(&groups),
+            Format::Json => render_releases_json(&groups),
+        };
+        out.write(text.as_bytes())?;
+        out.finish()?;
+        return Ok(());
+    }
     let mut clients = 0usize;
     while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
         for client in group(&keep(run, args.include_unresolved)) {
@@ -211,6 +294,8 @@ mod tests {
             seen_by_client: true,
             seen_by_server: false,
             via_services: Vec::new(),
+            client_release: None,
+            server_release: None,
         }
     }
 
@@ -230,6 +315,52 @@ mod tests {
              report in namespace team1 calls:\n\
              \x20 - api in namespace team1 (8080/TCP)\n"
         );
+    }
+
+    #[test]
+    fn clients_group_by_release_with_the_clients_in_none_last() {
+        let in_release = |e: ObservedEdge, r: Option<(&str, &str)>| ObservedEdge {
+            client_release: r.map(|(n, ns)| Release::new(n, ns)),
+            ..e
+        };
+        let ledger = workload("ledger", "team3", "StatefulSet");
+        let edges = vec![
+            in_release(
+                edge(workload("api", "shop", "Deployment"), ledger.clone(), &[8080], 3, 0),
+                Some(("shop", "platform")),
+            ),
+            in_release(
+                edge(workload("cron", "shop", "CronJob"), ledger.clone(), &[8080], 1, 0),
+                Some(("batch", "platform")),
+            ),
+            in_release(edge(workload("debug", "shop", "Pod"), ledger.clone(), &[8080], 1, 0), None),
+            in_release(edge(workload("web", "shop", "Deployment"), ledger, &[8080], 2, 0), Some(("shop", "platform"))),
+        ];
+        let groups = by_release(group(&edges));
+        assert_eq!(
+            render_releases_text(&groups),
+            "release batch in namespace platform:\n\
+             \x20 cron in namespace shop calls:\n\
+             \x20   - ledger in namespace team3 (8080/TCP)\n\
+             \n\
+             release shop in namespace platform:\n\
+             \x20 api in namespace shop calls:\n\
+             \x20   - ledger in namespace team3 (8080/TCP)\n\
+             \x20 web in namespace shop calls:\n\
+             \x20   - ledger in namespace team3 (8080/TCP)\n\
+             \n\
+             no release:\n\
+             \x20 debug in namespace shop calls:\n\
+             \x20   - ledger in namespace team3 (8080/TCP)\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render_releases_json(&groups)).unwrap_or_else(|e| panic!("not JSON: {e}"));
+        assert_eq!(json[1]["release"], serde_json::json!({"name": "shop", "namespace": "platform"}));
+        assert_eq!(json[1]["clients"][1]["client"]["name"], "web");
+        assert_eq!(json[1]["clients"][1]["client"]["release"]["name"], "shop", "the client names its release too");
+        assert_eq!(json[2]["release"], serde_json::Value::Null);
+        assert!(json[2]["clients"][0]["client"].get("release").is_none(), "no release, no field");
+        assert_eq!(json.as_array().map(Vec::len), Some(3));
     }
 
     #[test]

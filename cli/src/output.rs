@@ -23,6 +23,12 @@ pub enum OutputError {
         #[source]
         error: io::Error,
     },
+    /// An output directory's path names something that is not a directory.
+    #[error("{} is not a directory", path.display())]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
     /// Creating an output directory failed.
     #[error("cannot create directory {}", path.display())]
     CreateDir {
@@ -56,8 +62,11 @@ pub fn to(path: Option<&Path>, bytes: &[u8]) -> Result<(), OutputError> {
     }
 }
 
-/// Creates `path` and its parents.
+/// Creates `path` and its parents; a `path` that exists must be a directory.
 pub fn create_dir(path: &Path) -> Result<(), OutputError> {
+    if path.exists() && !path.is_dir() {
+        return Err(OutputError::NotADirectory { path: path.to_owned() });
+    }
     std::fs::create_dir_all(path).map_err(|error| OutputError::CreateDir { path: path.to_owned(), error })
 }
 

@@ -213,7 +213,7 @@ impl Graph {
             .map(|(group, peer)| {
                 let dns_names =
                     names.get(peer).map(|n| n.iter().map(|s| (*s).to_owned()).collect()).unwrap_or_default();
-                let view = PeerView { peer: peer.clone(), dns_names };
+                let view = PeerView { peer: peer.clone(), dns_names, release: None };
                 Node { lines: lines_of(&view), peer: view, group }
             })
             .collect();

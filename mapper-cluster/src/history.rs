@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::identity::Workload;
+use crate::identity::{Release, Workload};
 use crate::model::PodRecord;
 
 /// One pod's tenure of one IP. `to_ms` is None while the end is unknown; it may be set before
@@ -149,6 +149,8 @@ pub(crate) struct Retained {
     pub record: PodRecord,
     /// Its workload as last resolved (None if it vanished before any snapshot saw it).
     pub workload: Option<Workload>,
+    /// Its workload's Helm release as last resolved.
+    pub release: Option<Release>,
     pub deleted_ms: i64,
 }
 
@@ -184,13 +186,13 @@ impl PodHistory {
     }
 
     /// A pod is gone (seen deleted at `now_ms`); keep its identity for the retention period.
-    pub fn gone(&mut self, pod: PodRecord, workload: Option<Workload>, now_ms: i64) {
+    pub fn gone(&mut self, pod: PodRecord, workload: Option<Workload>, release: Option<Release>, now_ms: i64) {
         let end = pod.deletion_ms.map_or(now_ms, |d| d.min(now_ms));
         let ips = Arc::make_mut(&mut self.ips);
         for ip in ips.open_ips(&pod.uid) {
             ips.release(ip, &pod.uid, end);
         }
-        self.retained.insert(pod.uid.clone(), Retained { record: pod, workload, deleted_ms: now_ms });
+        self.retained.insert(pod.uid.clone(), Retained { record: pod, workload, release, deleted_ms: now_ms });
     }
 
     /// Forget pods deleted, and intervals ended, more than `retention_ms` before `now_ms`.

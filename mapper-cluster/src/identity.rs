@@ -11,7 +11,9 @@ pub const WORKLOAD_NAME_ANNOTATION: &str = "intents.otterize.com/workload-name";
 /// The older annotation with the same meaning, still honoured by the operator.
 pub const SERVICE_NAME_ANNOTATION: &str = "intents.otterize.com/service-name";
 
-pub use mapper_model::{Peer, UnresolvedReason, Workload};
+pub use mapper_model::{
+    HELM_RELEASE_NAME_ANNOTATION, HELM_RELEASE_NAMESPACE_ANNOTATION, Peer, Release, UnresolvedReason, Workload,
+};
 
 /// What the agent knows of one end of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

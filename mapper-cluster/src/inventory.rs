@@ -92,7 +92,8 @@ impl Inventory {
         for pod in &self.objects.pods {
             if !present.contains(&*pod.uid) {
                 let workload = self.snapshot.workload_of_pod(&pod.uid);
-                self.history.gone(pod.clone(), workload, now_ms);
+                let release = self.snapshot.release_of_pod(&pod.uid);
+                self.history.gone(pod.clone(), workload, release, now_ms);
             }
         }
         for pod in &objects.pods {

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::identity::{ResolveOptions, duration_ms, now_ms};
-use crate::model::{ClusterObjects, OwnerRecord, PodRecord, ServiceRecord, SliceRecord};
+use crate::model::{ClusterObjects, OwnerRecord, PodRecord, RELEASE_ANNOTATIONS, ServiceRecord, SliceRecord};
 use crate::snapshot::{ClusterHandle, Snapshot};
 use owners::{OwnerCache, OwnerTtls};
 use pods::PodTracker;
@@ -83,9 +83,28 @@ fn trim_meta(meta: &mut ObjectMeta, keep: &[String]) {
     }
 }
 
-/// A pod reduced to identity, owners, labels, hostNetwork and its addresses.
+/// The annotations an object is trimmed to: `keep`, and the Helm release's when the object has
+/// no owner (it can then be the top of an owner chain; an owned one never is, its owner is read).
+fn kept_annotations(meta: &ObjectMeta, keep: &[String]) -> Vec<String> {
+    let mut kept = keep.to_vec();
+    if meta.owner_references.as_ref().is_none_or(Vec::is_empty) {
+        kept.extend(RELEASE_ANNOTATIONS.map(str::to_owned));
+    }
+    kept
+}
+
+/// An owner object in a reflector (ReplicaSet, Job) reduced to its metadata, and of its
+/// annotations only the Helm release's when it has no owner of its own.
+fn trim_owner(meta: &mut ObjectMeta) {
+    let kept = kept_annotations(meta, &[]);
+    trim_meta(meta, &kept);
+}
+
+/// A pod reduced to identity, owners, labels, hostNetwork and its addresses (and the Helm
+/// release's annotations when it has no owner).
 fn trim_pod(pod: &mut Pod, keep: &[String]) {
-    trim_meta(&mut pod.metadata, keep);
+    let kept = kept_annotations(&pod.metadata, keep);
+    trim_meta(&mut pod.metadata, &kept);
     if let Some(spec) = pod.spec.as_mut() {
         *spec = PodSpec { host_network: spec.host_network, node_name: spec.node_name.take(), ..PodSpec::default() };
     }
@@ -241,13 +260,13 @@ fn reflectors(client: &Client, keep: &[String]) -> (Stores, futures::stream::Sel
     let (slices, slice_changes) =
         reflect(client, "EndpointSlice", |s: &mut EndpointSlice| trim_meta(&mut s.metadata, &[]), |_| Change::Other);
     let trim_rs = |r: &mut ReplicaSet| {
-        trim_meta(&mut r.metadata, &[]);
+        trim_owner(&mut r.metadata);
         r.spec = None;
         r.status = None;
     };
     let (replicasets, rs_changes) = reflect(client, "ReplicaSet", trim_rs, |_| Change::Other);
     let trim_job = |j: &mut Job| {
-        trim_meta(&mut j.metadata, &[]);
+        trim_owner(&mut j.metadata);
         j.spec = None;
         j.status = None;
     };
@@ -345,6 +364,41 @@ mod tests {
         assert!(status.start_time.is_some(), "startTime kept: it starts the IP history");
         assert!(status.conditions.is_none() && status.qos_class.is_none(), "the rest of the status dropped");
         assert!(status.container_statuses.is_none(), "no container status to keep");
+    }
+
+    /// Helm's annotations are kept where they can name a workload's release: on objects with
+    /// no owner (the top of a chain), not on what an owner made.
+    #[test]
+    fn trimming_keeps_the_release_annotations_of_objects_without_an_owner() {
+        let helm = serde_json::json!({"meta.helm.sh/release-name": "shop", "meta.helm.sh/release-namespace": "platform",
+                                      "helm.sh/chart": "shop-1.0.0"});
+        let meta = |owned: bool| {
+            let mut meta = serde_json::json!({"name": "x", "namespace": "ns", "annotations": helm});
+            if owned {
+                meta["ownerReferences"] = serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                               "name": "x", "uid": "u", "controller": true}]);
+            }
+            meta
+        };
+        for owned in [false, true] {
+            let mut rs: ReplicaSet = serde_json::from_value(serde_json::json!({"metadata": meta(owned)}))
+                .expect("test ReplicaSet deserialises");
+            trim_owner(&mut rs.metadata);
+            let mut pod: Pod =
+                serde_json::from_value(serde_json::json!({"metadata": meta(owned)})).expect("test pod deserialises");
+            trim_pod(&mut pod, &[]);
+            for (what, meta) in [("ReplicaSet", &rs.metadata), ("pod", &pod.metadata)] {
+                let kept: Vec<&String> = meta.annotations.iter().flatten().map(|(k, _)| k).collect();
+                if owned {
+                    assert!(kept.is_empty(), "an owned {what} keeps none: {kept:?}");
+                } else {
+                    assert_eq!(kept, RELEASE_ANNOTATIONS, "a {what} without an owner keeps the release's");
+                }
+            }
+            let record = PodRecord::from_pod(&pod, &[] as &[&str]);
+            let release = (!owned).then(|| mapper_model::Release::new("shop", "platform"));
+            assert_eq!(record.own_release(), release, "owned: {owned}");
+        }
     }
 
     /// A finished pod releases its IP when its containers ended, not when the watch saw it.

@@ -13,7 +13,8 @@
 //! identity rules: the workload-name annotation, else the pod's owner chain walked to the top
 //! (stopping at the last owner that could be read); a Service ClusterIP resolves to the
 //! workload behind it; pod IPs resolve through an IP history, so a reused IP never merges two
-//! workloads; hostNetwork pods are never resolved by address.
+//! workloads; hostNetwork pods are never resolved by address. A workload's Helm [`Release`] is
+//! what the top object of its owner chain names ([`Snapshot::release_of`]).
 //!
 //! ```
 //! use mapper_cluster::{Evidence, Peer, ResolveOptions, Snapshot};
@@ -40,7 +41,8 @@ mod snapshot;
 pub mod fake_api;
 
 pub use identity::{
-    Evidence, Peer, ResolveOptions, SERVICE_NAME_ANNOTATION, UnresolvedReason, WORKLOAD_NAME_ANNOTATION, Workload,
+    Evidence, HELM_RELEASE_NAME_ANNOTATION, HELM_RELEASE_NAMESPACE_ANNOTATION, Peer, Release, ResolveOptions,
+    SERVICE_NAME_ANNOTATION, UnresolvedReason, WORKLOAD_NAME_ANNOTATION, Workload,
 };
 pub use inventory::{
     DEFAULT_POLL_INTERVAL, Inventory, InventoryError, InventoryWarning, Location, check_inventory_text, watch_inventory,

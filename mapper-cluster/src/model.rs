@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use mapper_model::{HELM_RELEASE_NAME_ANNOTATION, HELM_RELEASE_NAMESPACE_ANNOTATION, Release};
 
 /// The label an EndpointSlice carries naming its Service.
 pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -55,17 +56,36 @@ pub(crate) struct OwnerKey {
     pub name: String,
 }
 
-/// An object that can appear in an owner chain: its kind, name and its own controller.
+/// The annotations that name an object's Helm release.
+pub(crate) const RELEASE_ANNOTATIONS: [&str; 2] = [HELM_RELEASE_NAME_ANNOTATION, HELM_RELEASE_NAMESPACE_ANNOTATION];
+
+/// The Helm release an object's annotations name, when the object has no owner: only the top of
+/// an owner chain is asked (a chain that stops at an unreadable owner names no release, in both
+/// sources alike; an owned object's copy of its owner's annotations is not the owner's word).
+pub(crate) fn release_of(meta: &ObjectMeta, namespace: &str) -> Option<Release> {
+    if meta.owner_references.as_ref().is_some_and(|refs| !refs.is_empty()) {
+        return None;
+    }
+    let annotations = meta.annotations.as_ref()?;
+    Release::from_annotations(|k| annotations.get(k).map(String::as_str), namespace)
+}
+
+/// An object that can appear in an owner chain: its kind, name, its own controller, and the
+/// Helm release it belongs to (what a workload whose chain tops out here belongs to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OwnerRecord {
     pub key: OwnerKey,
     pub owner: Option<OwnerRef>,
+    /// Interned when added to [`ClusterObjects`]: the owners of one release share its names.
+    pub release: Option<Release>,
 }
 
 impl OwnerRecord {
     pub fn from_meta(api_version: &str, kind: &str, meta: &ObjectMeta) -> Self {
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let release = release_of(meta, &namespace);
         Self {
+            release,
             key: OwnerKey {
                 namespace,
                 group: api_group(api_version).to_owned(),
@@ -87,7 +107,8 @@ pub(crate) struct PodRecord {
     /// (key, value), sorted by key: a slice rather than a map, as a cluster holds one per pod
     /// (a map's smallest node of strings is half a kilobyte).
     pub labels: Box<[(Box<str>, Box<str>)]>,
-    /// Only the workload-name annotations.
+    /// Only the workload-name annotations, and the Helm release's when the pod has no owner
+    /// (it is then the top of its own chain).
     pub annotations: BTreeMap<String, String>,
     pub owner: Option<OwnerRef>,
     pub ips: Box<[IpAddr]>,
@@ -136,11 +157,15 @@ impl PodRecord {
                 .into_iter()
                 .chain(status.and_then(|s| s.host_ips.as_ref()).into_iter().flatten().map(|h| h.ip.as_str())),
         );
+        let owner = OwnerRef::controller_of(meta.owner_references.as_ref());
         let annotations = meta
             .annotations
             .iter()
             .flatten()
-            .filter(|(k, _)| name_annotations.iter().any(|a| a.as_ref() == k.as_str()))
+            .filter(|(k, _)| {
+                name_annotations.iter().any(|a| a.as_ref() == k.as_str())
+                    || (owner.is_none() && RELEASE_ANNOTATIONS.contains(&k.as_str()))
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let finished_ms = status
@@ -154,7 +179,7 @@ impl PodRecord {
             uid: meta.uid.as_deref().map_or_else(|| format!("{namespace}/{name}").into(), Into::into),
             labels: meta.labels.iter().flatten().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
             annotations,
-            owner: OwnerRef::controller_of(meta.owner_references.as_ref()),
+            owner,
             ips: ips.into(),
             host_ips: host_ips.into(),
             host_network: pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
@@ -166,6 +191,14 @@ impl PodRecord {
             name,
             namespace,
         }
+    }
+
+    /// The Helm release of a pod that is its own workload (no owner), from its annotations.
+    pub fn own_release(&self) -> Option<Release> {
+        if self.owner.is_some() {
+            return None;
+        }
+        Release::from_annotations(|k| self.annotations.get(k).map(String::as_str), &self.namespace)
     }
 
     /// A pod that has run to completion no longer holds its IP.
@@ -283,11 +316,25 @@ pub(crate) struct ClusterObjects {
     /// Address ranges the cluster says are its own: Nodes' `spec.podCIDRs` and ServiceCIDR
     /// objects' `spec.cidrs`.
     pub cidrs: Vec<IpNet>,
+    /// Every release the owners name, once: what their records share.
+    pub releases: HashSet<Release>,
 }
 
 impl ClusterObjects {
-    pub fn add_owner(&mut self, record: OwnerRecord) {
+    pub fn add_owner(&mut self, mut record: OwnerRecord) {
+        record.release = record.release.map(|r| self.intern(r));
         self.owners.insert(record.key.clone(), record);
+    }
+
+    /// The one copy of `release` these objects hold.
+    pub fn intern(&mut self, release: Release) -> Release {
+        match self.releases.get(&release) {
+            Some(known) => known.clone(),
+            None => {
+                self.releases.insert(release.clone());
+                release
+            }
+        }
     }
 
     /// What a Node object tells: its addresses (`status.addresses` of type

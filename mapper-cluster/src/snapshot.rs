@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use tokio::sync::watch;
 
 use crate::history::{Holder, IpHistory, PodHistory};
-use crate::identity::{Evidence, Peer, ResolveOptions, UnresolvedReason, Workload, duration_ms};
+use crate::identity::{Evidence, Peer, Release, ResolveOptions, UnresolvedReason, Workload, duration_ms};
 use crate::model::{ClusterObjects, OwnerKey, OwnerRecord, PodRecord, SliceRecord};
 
 /// The namespace and name of the Service whose ClusterIP and endpoints are the API server.
@@ -43,6 +43,27 @@ struct ServiceEntry {
     target_ports: Vec<(Option<String>, u16)>,
 }
 
+/// A workload a known pod belongs to.
+#[derive(Debug, Clone)]
+struct WorkloadEntry {
+    workload: Workload,
+    /// The union of its pods' labels.
+    labels: BTreeMap<String, String>,
+    /// The Helm release the top of its owner chain names (shared by the release's workloads).
+    release: Option<Release>,
+}
+
+/// The one copy of `release` in `known`.
+fn intern(known: &mut HashSet<Release>, release: Release) -> Release {
+    match known.get(&release) {
+        Some(shared) => shared.clone(),
+        None => {
+            known.insert(release.clone());
+            release
+        }
+    }
+}
+
 /// A Service as (namespace, name).
 type ServiceKey = (Arc<str>, Arc<str>);
 
@@ -51,8 +72,8 @@ type ServiceKey = (Arc<str>, Arc<str>);
 pub struct Snapshot {
     /// Pod UID → its workload.
     pods: HashMap<Arc<str>, WorkloadId>,
-    /// Every workload a known pod belongs to, with the union of its pods' labels.
-    workloads: Vec<(Workload, BTreeMap<String, String>)>,
+    /// Every workload a known pod belongs to, with the union of its pods' labels and its release.
+    workloads: Vec<WorkloadEntry>,
     workload_ids: HashMap<Workload, WorkloadId>,
     /// Shared with the source's history until that changes.
     ips: Arc<IpHistory>,
@@ -111,15 +132,27 @@ fn covering(net: &IpNet, ip: IpAddr, widest: u8) -> IpNet {
     }
 }
 
-/// The top of a pod's owner chain, as (kind, name): the last owner that could be read.
-fn walk_owners(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>) -> (String, String) {
-    let mut top = ("Pod".to_owned(), pod.name.clone());
+/// The top of a pod's owner chain: the last owner that could be read (the pod itself when it has
+/// none).
+struct Top {
+    kind: String,
+    name: String,
+    /// The Helm release the top object's annotations name.
+    release: Option<Release>,
+}
+
+fn walk_owners(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>) -> Top {
+    let mut top = Top { kind: "Pod".to_owned(), name: pod.name.clone(), release: pod.own_release() };
     let mut next = pod.owner.clone();
     for _ in 0..MAX_OWNER_DEPTH {
         let Some(owner_ref) = next.take() else { break };
         match owners.get(&owner_ref.key(&pod.namespace)) {
             Some(record) => {
-                top = (record.key.kind.clone(), record.key.name.clone());
+                top = Top {
+                    kind: record.key.kind.clone(),
+                    name: record.key.name.clone(),
+                    release: record.release.clone(),
+                };
                 next = record.owner.clone();
             }
             None => {
@@ -132,15 +165,20 @@ fn walk_owners(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>) -> (Str
 }
 
 /// A pod's workload: the name annotation when present, else the top of its owner chain (dots in
-/// the name become underscores, as the operator does). The kind is the chain's in both cases.
-pub(crate) fn workload_of(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>, opts: &ResolveOptions) -> Workload {
-    let (kind, top_name) = walk_owners(pod, owners);
+/// the name become underscores, as the operator does). The kind is the chain's in both cases,
+/// and so is the Helm release, returned beside it.
+pub(crate) fn workload_of(
+    pod: &PodRecord,
+    owners: &HashMap<OwnerKey, OwnerRecord>,
+    opts: &ResolveOptions,
+) -> (Workload, Option<Release>) {
+    let top = walk_owners(pod, owners);
     let annotated = opts.name_annotations().into_iter().find_map(|a| pod.annotations.get(a));
     let name = match annotated {
         Some(name) => name.clone(),
-        None => top_name.replace('.', "_"),
+        None => top.name.replace('.', "_"),
     };
-    Workload::new(name, pod.namespace.as_str(), kind)
+    (Workload::new(name, pod.namespace.as_str(), top.kind), top.release)
 }
 
 impl Snapshot {
@@ -154,29 +192,42 @@ impl Snapshot {
             built_at_ms: now_ms,
             ..Snapshot::default()
         };
+        // A deleted pod keeps the workload and release it last had (the owners may be gone too).
         let retained = history.retained.values().map(|r| {
-            let workload = r.workload.clone().unwrap_or_else(|| workload_of(&r.record, &objects.owners, opts));
-            (&r.record, workload)
+            let (workload, release) = match &r.workload {
+                Some(workload) => (workload.clone(), r.release.clone()),
+                None => workload_of(&r.record, &objects.owners, opts),
+            };
+            (&r.record, workload, release)
         });
-        let current = objects.pods.iter().map(|p| (p, workload_of(p, &objects.owners, opts)));
+        let current = objects.pods.iter().map(|p| {
+            let (workload, release) = workload_of(p, &objects.owners, opts);
+            (p, workload, release)
+        });
+        // Releases are interned: every workload of one release shares its names.
+        let mut releases: HashSet<Release> = objects.releases.clone();
         // Only while building: endpoints that name their pod but not its UID.
         let mut pod_by_name: HashMap<(&str, &str), &str> = HashMap::new();
-        for (pod, workload) in retained.chain(current) {
+        for (pod, workload, release) in retained.chain(current) {
             pod_by_name.insert((&pod.namespace, &pod.name), &pod.uid);
             let id = match snap.workload_ids.get(&workload) {
                 Some(id) => *id,
                 None => {
                     let id = WorkloadId::try_from(snap.workloads.len()).unwrap_or(WorkloadId::MAX);
                     snap.workload_ids.insert(workload.clone(), id);
-                    snap.workloads.push((workload, BTreeMap::new()));
+                    snap.workloads.push(WorkloadEntry { workload, labels: BTreeMap::new(), release: None });
                     id
                 }
             };
-            if let Some((_, labels)) = snap.workloads.get_mut(id as usize) {
+            if let Some(entry) = snap.workloads.get_mut(id as usize) {
                 for (k, v) in &pod.labels {
-                    if labels.get(&**k).map(String::as_str) != Some(&**v) {
-                        labels.insert(k.to_string(), v.to_string());
+                    if entry.labels.get(&**k).map(String::as_str) != Some(&**v) {
+                        entry.labels.insert(k.to_string(), v.to_string());
                     }
+                }
+                // Current pods come last: a workload's release is what its current pods' owners say.
+                if let Some(release) = release {
+                    entry.release = Some(intern(&mut releases, release));
                 }
             }
             snap.pods.insert(pod.uid.clone(), id);
@@ -261,7 +312,7 @@ impl Snapshot {
     /// The workload of the pod with this UID.
     fn workload_of_uid(&self, uid: &str) -> Option<&Workload> {
         let id = *self.pods.get(uid)?;
-        self.workloads.get(id as usize).map(|(w, _)| w)
+        self.workloads.get(id as usize).map(|e| &e.workload)
     }
 
     /// When this snapshot was built (Unix milliseconds).
@@ -344,7 +395,22 @@ impl Snapshot {
     /// Pod labels of a workload (union over its known pods), for --exclude-labels filtering.
     pub fn labels_of(&self, w: &Workload) -> Option<&BTreeMap<String, String>> {
         let id = *self.workload_ids.get(w)?;
-        self.workloads.get(id as usize).map(|(_, labels)| labels)
+        self.workloads.get(id as usize).map(|e| &e.labels)
+    }
+
+    /// The Helm release a workload belongs to (see docs/identity.md, "Helm releases"): what the
+    /// top object of its current pods' owner chain names; `None` when it names none, or the
+    /// workload is not known.
+    pub fn release_of(&self, w: &Workload) -> Option<&Release> {
+        let id = *self.workload_ids.get(w)?;
+        self.workloads.get(id as usize)?.release.as_ref()
+    }
+
+    /// The release of the workload of the pod with this UID (current, or deleted within the
+    /// retention period).
+    pub fn release_of_pod(&self, uid: &str) -> Option<Release> {
+        let id = *self.pods.get(uid)?;
+        self.workloads.get(id as usize)?.release.clone()
     }
 
     /// An address that is not a Service: a pod's by history, else a node's, else outside.

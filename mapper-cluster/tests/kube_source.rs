@@ -1,13 +1,16 @@
 //! The API source against a fake API server speaking the real list/watch protocol: pods added,
 //! modified (IP change) and deleted; a watch restarted with 410 Gone; owners fetched by GET,
-//! through discovery for a CRD, and a 403 owner stopping the walk (and not asked again).
+//! through discovery for a CRD, and a 403 owner stopping the walk (and not asked again); Helm
+//! releases read from the top object of each owner chain.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use mapper_cluster::fake_api::FakeApi;
-use mapper_cluster::{ClusterHandle, KubeSource, KubeSourceConfig, Peer, ResolveOptions, UnresolvedReason, Workload};
+use mapper_cluster::{
+    ClusterHandle, KubeSource, KubeSourceConfig, Peer, Release, ResolveOptions, UnresolvedReason, Workload,
+};
 use serde_json::{Value, json};
 
 const PODS: &str = "/api/v1/pods";
@@ -246,5 +249,101 @@ async fn owners_come_from_gets_and_a_forbidden_owner_stops_the_walk() {
     assert_eq!(handle.snapshot().workload_of_pod("pod-f"), Some(Workload::new("locked-55f", "shop", "ReplicaSet")));
     assert_eq!(api.requests(forbidden), 1, "the 403 is cached");
     assert_eq!(api.requests("/apis/apps/v1/namespaces/shop/deployments/api"), 1, "found owners are cached too");
+    task.abort();
+}
+
+/// The annotations and label Helm stamps on what it applies.
+fn helm(release: &str, namespace: Option<&str>) -> (Value, Value) {
+    let mut annotations = json!({"meta.helm.sh/release-name": release});
+    if let Some(ns) = namespace {
+        annotations["meta.helm.sh/release-namespace"] = json!(ns);
+    }
+    (annotations, json!({"app.kubernetes.io/managed-by": "Helm"}))
+}
+
+#[tokio::test]
+async fn a_workload_belongs_to_the_release_its_top_owner_names() {
+    let api = cluster().await;
+    let (annotations, labels) = helm("storefront", Some("shop-system"));
+    // Deployment `web` (read by GET) of release storefront → ReplicaSet (annotated with another
+    // release: only the top of the chain counts) → pod.
+    api.on_get(
+        "/apis/apps/v1/namespaces/shop/deployments/web",
+        StatusCode::OK,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web",
+                            "annotations": annotations, "labels": labels},
+               "spec": {"selector": {}, "template": {}}}),
+    );
+    let mut rs = replicaset("web-5f", "apps/v1", "Deployment", "web");
+    rs["metadata"]["annotations"] = helm("other", Some("elsewhere")).0;
+    api.apply(REPLICASETS, rs);
+    api.apply(PODS, pod("web-5f-aaaaa", "pod-web", "10.1.0.40", Some("web-5f")));
+    // Job `migrate` (reflected) of release storefront, without the namespace annotation: the
+    // release is in the Job's namespace.
+    api.apply(
+        JOBS,
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "migrate", "namespace": "shop", "uid": "uid-migrate",
+                            "annotations": helm("storefront", None).0, "labels": labels},
+               "spec": {"template": {"spec": {"containers": []}}}}),
+    );
+    let mut job_pod = pod("migrate-xk2", "pod-migrate", "10.1.0.41", None);
+    job_pod["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "migrate", "uid": "uid-migrate", "controller": true}]);
+    api.apply(PODS, job_pod);
+    // A bare pod Helm applied: its own annotations.
+    let mut bare = pod("smoke-test", "pod-smoke", "10.1.0.42", None);
+    bare["metadata"]["annotations"] = helm("storefront", Some("shop")).0;
+    api.apply(PODS, bare);
+    // A ReplicaSet whose Deployment answers 403: the chain stops at an owned object, which names
+    // no release whatever it carries.
+    let mut locked = replicaset("locked-55f", "apps/v1", "Deployment", "locked");
+    locked["metadata"]["annotations"] = helm("storefront", Some("shop-system")).0;
+    api.apply(REPLICASETS, locked);
+    api.on_get(
+        "/apis/apps/v1/namespaces/shop/deployments/locked",
+        StatusCode::FORBIDDEN,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden",
+               "code": 403, "message": "deployments.apps \"locked\" is forbidden"}),
+    );
+    api.apply(PODS, pod("locked-55f-ddddd", "pod-locked", "10.1.0.43", Some("locked-55f")));
+
+    let (handle, task) = start(&api).await;
+    let snap = handle.snapshot();
+    let release_of = |uid: &str| {
+        let workload = snap.workload_of_pod(uid).unwrap_or_else(|| panic!("pod {uid} resolves"));
+        assert_eq!(snap.release_of_pod(uid).as_ref(), snap.release_of(&workload), "{uid}");
+        snap.release_of(&workload).cloned()
+    };
+    assert_eq!(release_of("pod-web"), Some(Release::new("storefront", "shop-system")), "Deployment's annotations");
+    assert_eq!(release_of("pod-migrate"), Some(Release::new("storefront", "shop")), "a Job's, in its namespace");
+    assert_eq!(release_of("pod-smoke"), Some(Release::new("storefront", "shop")), "a bare pod's own");
+    assert_eq!(release_of("pod-a"), None, "Deployment api carries no release");
+    assert_eq!(snap.workload_of_pod("pod-locked"), Some(Workload::new("locked-55f", "shop", "ReplicaSet")));
+    assert_eq!(release_of("pod-locked"), None, "a chain cut short names no release");
+    let smoke = Workload::new("smoke-test", "shop", "Pod");
+    let migrate = Workload::new("migrate", "shop", "Job");
+    assert!(
+        std::ptr::eq(
+            &*snap.release_of(&smoke).expect("the bare pod's release").name,
+            &*snap.release_of(&migrate).expect("migrate's release").name
+        ),
+        "workloads of one release share its name"
+    );
+
+    // The Job is adopted into another release: the workload (and its edges) stay, the release moves.
+    api.apply(
+        JOBS,
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "migrate", "namespace": "shop", "uid": "uid-migrate",
+                            "annotations": helm("db", Some("shop")).0},
+               "spec": {"template": {"spec": {"containers": []}}}}),
+    );
+    eventually("the Job's new release is seen", || {
+        handle.snapshot().release_of(&migrate) == Some(&Release::new("db", "shop"))
+    })
+    .await;
+    assert_eq!(handle.snapshot().workload_of_pod("pod-migrate"), Some(migrate));
     task.abort();
 }

@@ -2,7 +2,8 @@
 //! mapper-server's `--inventory`): Namespaces, the Node, each workload's owner chain (a new
 //! ReplicaSet per Deployment rollout, the old ones scaled to 0), its pods (running ones, and
 //! deleted ones as terminated with their `deletionTimestamp` and `finishedAt`), Services
-//! (`clusterIPs`, `ipFamilies`) and one EndpointSlice per Service and family.
+//! (`clusterIPs`, `ipFamilies`) and one EndpointSlice per Service and family. The top owner of a
+//! workload in one of the scenario's `releases` carries Helm's annotations and label.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -243,6 +244,29 @@ fn service_objects(scenario: &Scenario, state: &LabState, def: &ServiceDef, obje
     }
 }
 
+/// The annotation naming the Helm release an object belongs to.
+pub const HELM_RELEASE_NAME: &str = "meta.helm.sh/release-name";
+/// The annotation naming the namespace of that release.
+pub const HELM_RELEASE_NAMESPACE: &str = "meta.helm.sh/release-namespace";
+/// The label Helm sets on what it applies.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "Helm");
+
+/// What Helm stamps on every object it applies: the release's two annotations and the
+/// managed-by label (added to those the object has).
+fn stamp_release(object: &mut Value, release: &str, namespace: &str) {
+    let meta = &mut object["metadata"];
+    for (field, key, value) in [
+        ("annotations", HELM_RELEASE_NAME, release),
+        ("annotations", HELM_RELEASE_NAMESPACE, namespace),
+        ("labels", MANAGED_BY.0, MANAGED_BY.1),
+    ] {
+        if !meta[field].is_object() {
+            meta[field] = json!({});
+        }
+        meta[field][key] = json!(value);
+    }
+}
+
 /// Writes `<state>/inventory.yaml` as the cluster would show it now.
 pub fn write(scenario: &Scenario, state: &LabState, services: &[ServiceDef], state_dir: &Path) -> Result<(), LabError> {
     let mut objects: Vec<Value> = scenario
@@ -266,11 +290,20 @@ pub fn write(scenario: &Scenario, state: &LabState, services: &[ServiceDef], sta
         "spec": { "podCIDR": pod_cidrs[0], "podCIDRs": pod_cidrs },
         "status": { "addresses": addresses } }));
     for w in scenario.workloads.iter().filter(|w| w.round <= state.round) {
+        let top = objects.len();
         owner_chain(w, w.revision_at(state.round), &mut objects);
+        let first_pod = objects.len();
         for pod in
             state.deleted.iter().chain(&state.pods).filter(|p| p.workload == w.name && p.namespace == w.namespace)
         {
             objects.push(pod_object(scenario, state, w, pod));
+        }
+        // Helm applied the top of the owner chain: the owner object, or a bare pod itself.
+        if let Some(release) = scenario.release_of(w) {
+            let stamped = if w.kind == Kind::Pod { first_pod..objects.len() } else { top..top + 1 };
+            for object in &mut objects[stamped] {
+                stamp_release(object, &release.name, &release.namespace);
+            }
         }
     }
     for def in services {

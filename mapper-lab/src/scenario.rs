@@ -307,6 +307,21 @@ fn default_probe_interval() -> Span {
     Span(Duration::from_secs(1))
 }
 
+/// A Helm release: the workloads whose owner objects `mapper-lab up` stamps with Helm's
+/// annotations (`meta.helm.sh/release-name`, `meta.helm.sh/release-namespace`) and label
+/// (`app.kubernetes.io/managed-by: Helm`). A list of fields, not a name → workloads map, so that
+/// a release can gain more (its revisions) later.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReleaseSpec {
+    /// The release's name (`helm install NAME`).
+    pub name: String,
+    /// The namespace it was installed into.
+    pub namespace: String,
+    /// Its workloads, each `<workload>.<namespace>` of the scenario (in any namespace).
+    pub workloads: Vec<String>,
+}
+
 /// A whole scenario.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -322,6 +337,9 @@ pub struct Scenario {
     /// Hosts outside the cluster.
     #[serde(default)]
     pub external: Vec<ExternalSpec>,
+    /// Helm releases and the workloads they hold.
+    #[serde(default)]
+    pub releases: Vec<ReleaseSpec>,
     /// How often the kubelet probes (default 1s).
     #[serde(default = "default_probe_interval", deserialize_with = "probe_interval")]
     pub probe_interval: Span,
@@ -419,6 +437,12 @@ impl Scenario {
             .chain(self.workloads.iter().filter_map(|w| w.rollout.map(|r| r.round)))
             .max()
             .unwrap_or(1)
+    }
+
+    /// The Helm release a workload belongs to.
+    pub fn release_of(&self, w: &WorkloadSpec) -> Option<&ReleaseSpec> {
+        let id = w.id();
+        self.releases.iter().find(|r| r.workloads.contains(&id))
     }
 
     /// A workload by name and namespace.

@@ -302,6 +302,40 @@ fn seed_and_every_kind_end_to_end() {
             .sum()
     };
     assert_eq!((count("cache"), count("queue")), (2, 3), "a reused pod IP merged two workloads' connections: {json:#}");
+
+    // The scenario's Helm releases, through the inventory the lab wrote and the server's
+    // cluster state: one file per release, each holding its clients' ClientIntents.
+    let checkout = json
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["calls"].as_array().cloned().unwrap_or_default())
+        .find(|call| call["server"]["name"] == "checkout")
+        .expect("a call to checkout");
+    assert_eq!(checkout["server"]["release"], serde_json::json!({"name": "storefront", "namespace": "shop"}));
+    let dir = stack.state.join("by-release");
+    stack.mapper(&["export", "--by-release", "-o", dir.to_str().expect("utf8")]);
+    let mut files: Vec<(String, Vec<String>)> = std::fs::read_dir(&dir)
+        .expect("the export's directory")
+        .map(|e| {
+            let path = e.expect("an entry").path();
+            let text = std::fs::read_to_string(&path).expect("a file");
+            let docs = mapper_intents::parse_documents(&text, &path.display().to_string())
+                .unwrap_or_else(|e| panic!("{} is not ClientIntents: {e}\n{text}", path.display()));
+            let clients = docs.iter().map(|d| format!("{}.{}", d.client_name, d.namespace.as_deref().unwrap_or("?")));
+            (path.file_name().expect("a name").to_string_lossy().into_owned(), clients.collect())
+        })
+        .collect();
+    files.sort();
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        files,
+        [
+            ("no-release.yaml".to_owned(), names(&["migrate.shop"])),
+            ("storefront.shop.yaml".to_owned(), names(&["report.shop", "web.shop"])),
+            ("tools.infra.yaml".to_owned(), names(&["debug.shop", "node-exporter.infra"])),
+        ]
+    );
 }
 
 /// `client -> server` with its established count, for every call of a `list --format json`.

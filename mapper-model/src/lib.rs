@@ -3,7 +3,7 @@
 //! one end of a flow resolved to. The cluster state resolves addresses into these, the server keys
 //! its edges by them, the ClientIntents model names clients with them, and the CLI reads them back
 //! from the wire (`mapper-proto` converts to and from its messages). The rules that produce them
-//! are in `docs/identity.md`.
+//! are in `docs/identity.md`. A workload's Helm [`Release`] travels beside it, never in it.
 //!
 //! Names are `Arc<str>`: a workload's name is shared by every edge that names it and by the
 //! cluster state it came from, so cloning a peer copies no text.
@@ -103,6 +103,48 @@ impl fmt::Display for Workload {
             Some(kind) => write!(f, " ({kind})"),
             None => Ok(()),
         }
+    }
+}
+
+/// The annotation Helm puts on every object it applies, naming the release.
+pub const HELM_RELEASE_NAME_ANNOTATION: &str = "meta.helm.sh/release-name";
+/// The annotation Helm puts on every object it applies, naming the release's namespace.
+pub const HELM_RELEASE_NAMESPACE_ANNOTATION: &str = "meta.helm.sh/release-namespace";
+
+/// The Helm release a workload belongs to: named by the annotations
+/// [`HELM_RELEASE_NAME_ANNOTATION`] and [`HELM_RELEASE_NAMESPACE_ANNOTATION`] on the top object
+/// of its owner chain (see docs/identity.md, "Helm releases").
+///
+/// Not part of a workload's identity: a workload adopted into a release, or moved from one to
+/// another, keeps its edges. Serialized as `{"name", "namespace"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Release {
+    /// The release's name (`helm install NAME`).
+    pub name: Arc<str>,
+    /// The namespace the release was installed into (`helm install -n NAMESPACE`).
+    pub namespace: Arc<str>,
+}
+
+impl Release {
+    /// A release.
+    pub fn new(name: impl Into<Arc<str>>, namespace: impl Into<Arc<str>>) -> Self {
+        Self { name: name.into(), namespace: namespace.into() }
+    }
+
+    /// The release an object's annotations name: `meta.helm.sh/release-name`, in the namespace
+    /// `meta.helm.sh/release-namespace` names, or `object_namespace` when that annotation is
+    /// missing or empty (Helm 3 always writes both). `None` without a non-empty release name.
+    pub fn from_annotations<'a>(mut get: impl FnMut(&str) -> Option<&'a str>, object_namespace: &str) -> Option<Self> {
+        let name = get(HELM_RELEASE_NAME_ANNOTATION).filter(|n| !n.is_empty())?;
+        let namespace = get(HELM_RELEASE_NAMESPACE_ANNOTATION).filter(|n| !n.is_empty()).unwrap_or(object_namespace);
+        Some(Self::new(name, namespace))
+    }
+}
+
+/// `name.namespace`.
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.name, self.namespace)
     }
 }
 
@@ -284,6 +326,28 @@ mod tests {
             let back: Peer = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(back, peer);
         }
+    }
+
+    #[test]
+    fn a_release_is_read_from_helm_annotations_with_the_object_namespace_as_fallback() {
+        fn annotations<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl FnMut(&str) -> Option<&'a str> {
+            move |key| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        }
+        let both = [(HELM_RELEASE_NAME_ANNOTATION, "payments"), (HELM_RELEASE_NAMESPACE_ANNOTATION, "platform")];
+        assert_eq!(Release::from_annotations(annotations(&both), "team1"), Some(Release::new("payments", "platform")));
+        let name_only = [(HELM_RELEASE_NAME_ANNOTATION, "payments")];
+        assert_eq!(
+            Release::from_annotations(annotations(&name_only), "team1"),
+            Some(Release::new("payments", "team1"))
+        );
+        let empty_ns = [(HELM_RELEASE_NAME_ANNOTATION, "payments"), (HELM_RELEASE_NAMESPACE_ANNOTATION, "")];
+        assert_eq!(Release::from_annotations(annotations(&empty_ns), "team1"), Some(Release::new("payments", "team1")));
+        let no_name = [(HELM_RELEASE_NAME_ANNOTATION, ""), (HELM_RELEASE_NAMESPACE_ANNOTATION, "platform")];
+        assert_eq!(Release::from_annotations(annotations(&no_name), "team1"), None);
+        assert_eq!(Release::from_annotations(annotations(&[]), "team1"), None);
+        assert_eq!(Release::new("payments", "platform").to_string(), "payments.platform");
+        let json = serde_json::to_string(&Release::new("a", "b")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json, r#"{"name":"a","namespace":"b"}"#);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The identity model to and from its messages: [`Peer`] ⇄ [`pb::Peer`], [`Workload`] ⇄
-//! [`pb::Workload`]. An empty `kind` on the wire is an unknown kind; an unresolved end's reason
-//! travels as its label (`no_pod_at_time`, …), and a label this build does not know reads as
+//! [`pb::Workload`], [`Release`] ⇄ [`pb::HelmRelease`]. An empty `kind` on the wire is an unknown
+//! kind; a workload's release rides beside it ([`pb::Peer::with_release`], [`pb::Peer::release`]),
+//! never in the [`Workload`] read back; an unresolved end's reason travels as its label
+//! (`no_pod_at_time`, …), and a label this build does not know reads as
 //! [`UnresolvedReason::Other`], so an older CLI still reads a newer server's map.
 
-use mapper_model::{Peer, UnresolvedReason, Workload};
+use mapper_model::{Peer, Release, UnresolvedReason, Workload};
 
 use crate::addr;
 use crate::v1 as pb;
@@ -14,7 +16,14 @@ impl From<&Workload> for pb::Workload {
             name: w.name.to_string(),
             namespace: w.namespace.to_string(),
             kind: w.kind().unwrap_or_default().to_owned(),
+            release: None,
         }
+    }
+}
+
+impl From<&Release> for pb::HelmRelease {
+    fn from(r: &Release) -> Self {
+        pb::HelmRelease { name: r.name.to_string(), namespace: r.namespace.to_string() }
     }
 }
 
@@ -51,6 +60,26 @@ impl pb::Peer {
             e.dns_names = names;
         }
         self
+    }
+
+    /// This peer with the Helm release its workload belongs to (kept only for a workload).
+    pub fn with_release(mut self, release: Option<&Release>) -> Self {
+        if let Some(pb::peer::Peer::Workload(w)) = &mut self.peer {
+            w.release = release.map(pb::HelmRelease::from);
+        }
+        self
+    }
+
+    /// The Helm release of this peer's workload: `None` for any other peer, a workload in no
+    /// release, or a release with no name.
+    pub fn release(&self) -> Option<Release> {
+        match &self.peer {
+            Some(pb::peer::Peer::Workload(w)) => {
+                let r = w.release.as_ref().filter(|r| !r.name.is_empty())?;
+                Some(Release::new(r.name.as_str(), r.namespace.as_str()))
+            }
+            _ => None,
+        }
     }
 
     /// The DNS names clients resolved to this peer (an outside address's; empty otherwise).
@@ -123,6 +152,44 @@ mod tests {
             let wire = pb::Peer::from(&peer);
             assert_eq!(Peer::try_from(&wire), Ok(peer.clone()), "{peer:?}");
         }
+    }
+
+    #[test]
+    fn releases_ride_on_workloads_only_and_survive_the_encoding() {
+        let release = Release::new("storefront", "platform");
+        let workload = Peer::Workload(Workload::new("api", "shop", "Deployment"));
+        let wire = pb::Peer::from(&workload).with_release(Some(&release));
+        let bytes = prost::Message::encode_to_vec(&wire);
+        let back = <pb::Peer as prost::Message>::decode(bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.release(), Some(release.clone()));
+        assert_eq!(Peer::try_from(&back), Ok(workload.clone()), "the workload itself is unchanged");
+        assert_eq!(pb::Peer::from(&workload).release(), None, "none unless given");
+        assert_eq!(pb::Peer::from(&workload).with_release(None).release(), None);
+        assert_eq!(pb::Peer::from(&Peer::ApiServer).with_release(Some(&release)).release(), None);
+        let unnamed = pb::Peer::from(&workload).with_release(Some(&Release::new("", "platform")));
+        assert_eq!(unnamed.release(), None, "a release with no name is none");
+    }
+
+    /// What a CLI built before releases existed decodes: the same workload, the release skipped.
+    #[test]
+    fn a_message_without_the_release_field_reads_the_same_workload() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct OldWorkload {
+            #[prost(string, tag = "1")]
+            name: String,
+            #[prost(string, tag = "2")]
+            namespace: String,
+            #[prost(string, tag = "3")]
+            kind: String,
+        }
+        let new = pb::Workload::from(&Workload::new("api", "shop", "Deployment"));
+        let with_release = pb::Workload { release: Some((&Release::new("storefront", "platform")).into()), ..new };
+        let old = <OldWorkload as prost::Message>::decode(prost::Message::encode_to_vec(&with_release).as_slice())
+            .unwrap_or_else(|e| panic!("an older reader decodes it: {e}"));
+        assert_eq!((old.name.as_str(), old.namespace.as_str(), old.kind.as_str()), ("api", "shop", "Deployment"));
+        let from_old = <pb::Workload as prost::Message>::decode(prost::Message::encode_to_vec(&old).as_slice())
+            .unwrap_or_else(|e| panic!("a newer reader decodes an older sender's: {e}"));
+        assert_eq!(from_old.release, None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use mapper_cluster::{ClusterHandle, Peer, Snapshot};
+use mapper_cluster::{ClusterHandle, Peer, Release, Snapshot};
 use mapper_proto::v1::{self as pb, query_server::Query};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -19,12 +19,18 @@ use tracing::{debug, info};
 use crate::errors::CallError;
 use crate::store::{EdgeState, EdgeStore, Proto, StoredKey};
 
-/// An edge on the wire.
-pub fn edge_to_pb(client: &Peer, server: &Peer, s: &EdgeState) -> pb::Edge {
+/// The Helm release a peer's workload belongs to in `snap` (the cluster state now, not when the
+/// edge was seen: the release is no part of the edge's key).
+fn release_in<'a>(snap: &'a Snapshot, p: &Peer) -> Option<&'a Release> {
+    snap.release_of(p.workload()?)
+}
+
+/// An edge on the wire, with its workloads' releases as `snap` knows them.
+pub fn edge_to_pb(client: &Peer, server: &Peer, s: &EdgeState, snap: &Snapshot) -> pb::Edge {
     let names: Vec<String> = s.dns_names().map(str::to_owned).collect();
     pb::Edge {
-        client: Some(client.into()),
-        server: Some(pb::Peer::from(server).with_dns_names(names)),
+        client: Some(pb::Peer::from(client).with_release(release_in(snap, client))),
+        server: Some(pb::Peer::from(server).with_dns_names(names).with_release(release_in(snap, server))),
         ports: s
             .ports
             .iter()
@@ -88,7 +94,7 @@ fn scan_pages(
         let mut full = false;
         let last = store.scan(after.as_ref(), SCAN_CHUNK, |k, s| {
             if filter.matches(snap, k, s) {
-                let edge = edge_to_pb(&k.client, &k.server, s);
+                let edge = edge_to_pb(&k.client, &k.server, s, snap);
                 let len = edge.encoded_len();
                 // The field's tag, the length, the edge.
                 let size = 1 + prost::length_delimiter_len(len) + len;
@@ -336,9 +342,54 @@ mod tests {
             assert!(!p.is_empty() && bytes < 10_000 + largest, "a page of {bytes} bytes");
         }
         let edges: Vec<pb::Edge> = pages.into_iter().flatten().collect();
-        let expected: Vec<pb::Edge> = store.edges().iter().map(|(k, s)| edge_to_pb(&k.client, &k.server, s)).collect();
+        let expected: Vec<pb::Edge> =
+            store.edges().iter().map(|(k, s)| edge_to_pb(&k.client, &k.server, s, &snap)).collect();
         assert_eq!(edges.len(), 5000);
         assert!(edges == expected, "pages differ from the map in key order");
+    }
+
+    /// The releases on the wire are the cluster state's at query time; the stored key has none.
+    #[test]
+    fn edges_carry_their_workloads_current_releases() {
+        let (_dir, store) = store_of(3);
+        let inventory_dir = tempfile::tempdir().expect("tempdir");
+        // c0.team0's Deployment is in release `clients`; the servers are in no release.
+        let inventory = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: c0\n  namespace: team0\n  \
+                         annotations: {meta.helm.sh/release-name: clients, meta.helm.sh/release-namespace: ops}\n\
+                         ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: c0-x\n  namespace: team0\n  uid: u-c0\n  \
+                         ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: c0, uid: d, controller: true}]\n\
+                         spec:\n  containers: [{name: main, image: x}]\nstatus:\n  podIP: 10.244.0.9\n\
+                         ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: s0\n  namespace: team9\n  uid: u-s0\n\
+                         spec:\n  containers: [{name: main, image: x}]\nstatus:\n  podIP: 10.244.0.10\n";
+        std::fs::write(inventory_dir.path().join("cluster.yaml"), inventory).expect("write the inventory");
+        let snap = mapper_cluster::Inventory::load(vec![inventory_dir.path().to_path_buf()], Default::default())
+            .unwrap_or_else(|e| panic!("inventory: {e}"))
+            .snapshot();
+        let mut edges = Vec::new();
+        scan_pages(&store, &snap, &EdgeFilter::default(), PAGE_BYTES, None, |p| {
+            edges.extend(p);
+            true
+        })
+        .expect("scan");
+        let release = |p: &Option<pb::Peer>| p.as_ref().and_then(pb::Peer::release);
+        let clients: Vec<(String, Option<Release>)> = edges
+            .iter()
+            .map(|e| {
+                (
+                    e.client.as_ref().and_then(|c| Peer::try_from(c).ok()).map(|c| c.name()).unwrap_or_default(),
+                    release(&e.client),
+                )
+            })
+            .collect();
+        assert_eq!(
+            clients,
+            [("c0".to_owned(), Some(Release::new("clients", "ops"))), ("c1".to_owned(), None), ("c2".to_owned(), None)]
+        );
+        assert!(edges.iter().all(|e| release(&e.server).is_none()), "no server is in a release");
+        assert!(store.edges().iter().all(|(k, _)| k.client.workload().is_some()), "keys are plain workloads");
+        let (key, state) = &store.edges()[0];
+        let without = edge_to_pb(&key.client, &key.server, state, &Snapshot::default());
+        assert_eq!(release(&without.client), None, "a workload the cluster state does not know has none");
     }
 
     #[test]
@@ -363,7 +414,7 @@ mod tests {
             (&*c.name == "c1" || &*c.name == "c4") && &*c.namespace == "team1" && s.last_seen_ms >= 2500
         });
         assert!(!wanted.is_empty());
-        assert_eq!(got, wanted.iter().map(|(k, s)| edge_to_pb(&k.client, &k.server, s)).collect::<Vec<_>>());
+        assert_eq!(got, wanted.iter().map(|(k, s)| edge_to_pb(&k.client, &k.server, s, &snap)).collect::<Vec<_>>());
 
         let all = EdgeFilter::default();
         assert_eq!(scan_pages(&store, &snap, &all, PAGE_BYTES, Some(10_000), |_| true), Err(Stop::TooLarge(10_000)));

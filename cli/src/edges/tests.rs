@@ -10,6 +10,7 @@ fn workload(name: &str, namespace: &str, kind: &str) -> pb::Peer {
             name: name.into(),
             namespace: namespace.into(),
             kind: kind.into(),
+            release: None,
         })),
     }
 }

@@ -19,6 +19,8 @@ fn edge(client: Peer, server: Peer, port: u16, established: u64) -> ObservedEdge
         seen_by_client: true,
         seen_by_server: true,
         via_services: Vec::new(),
+        client_release: None,
+        server_release: None,
     }
 }
 

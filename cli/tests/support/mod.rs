@@ -102,10 +102,17 @@ impl Server {
 
     /// [`Server::start`] on the store in `data/db` (written beforehand, or none).
     pub fn start_in(data: tempfile::TempDir, token: Option<&str>) -> Server {
+        Server::start_on(data, token, Path::new(FIXTURE))
+    }
+
+    /// [`Server::start_in`] on another inventory.
+    pub fn start_on(data: tempfile::TempDir, token: Option<&str>, inventory: &Path) -> Server {
         let port = free_port();
         let mut command = Command::new(server_bin());
         command
-            .args(["--inventory", FIXTURE, "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--inventory")
+            .arg(inventory)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data.path().join("db"))
             .env("RUST_LOG", "info")

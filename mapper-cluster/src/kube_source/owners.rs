@@ -12,7 +12,7 @@ use kube::core::GroupVersionKind;
 use tokio::time::Instant;
 
 use crate::error_chain;
-use crate::model::{ClusterObjects, OwnerKey, OwnerRecord, OwnerRef, PodRecord};
+use crate::model::{ClusterObjects, OwnerKey, OwnerRecord, OwnerRef, PodRecord, release_of};
 
 /// Chains deeper than this are not followed (they only happen with reference cycles).
 const MAX_ROUNDS: usize = 16;
@@ -123,7 +123,8 @@ impl OwnerCache {
             let entry = match result {
                 Ok(obj) => {
                     let owner = OwnerRef::controller_of(obj.metadata.owner_references.as_ref());
-                    let record = OwnerRecord { key: key.clone(), owner };
+                    let release = release_of(&obj.metadata, &key.namespace);
+                    let record = OwnerRecord { key: key.clone(), owner, release };
                     found.push(record.clone());
                     Entry::Found { record, until: now + self.ttls.found }
                 }

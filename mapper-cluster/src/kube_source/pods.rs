@@ -56,8 +56,8 @@ impl PodTracker {
                 }
                 for uid in vanished {
                     if let Some(record) = self.known.remove(&uid) {
-                        let workload = current.workload_of_pod(&uid);
-                        self.history.gone(record, workload, now_ms);
+                        let (workload, release) = (current.workload_of_pod(&uid), current.release_of_pod(&uid));
+                        self.history.gone(record, workload, release, now_ms);
                     }
                 }
             }
@@ -69,7 +69,8 @@ impl PodTracker {
                 let record = self.record(&pod);
                 self.known.remove(&record.uid);
                 let workload = current.workload_of_pod(&record.uid);
-                self.history.gone(record, workload, now_ms);
+                let release = current.release_of_pod(&record.uid);
+                self.history.gone(record, workload, release, now_ms);
             }
         }
     }

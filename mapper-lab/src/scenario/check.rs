@@ -6,6 +6,16 @@ use super::{
     API_SERVICE, CallSpec, DNS_SERVICE, DNS_WORKLOAD, Family, Kind, MAX_SERVICES, Probes, Scenario, Via, split_ref,
 };
 
+/// A name Helm takes for a release (and Kubernetes for a namespace, without the dots): lowercase
+/// letters, digits, '-' and '.', at most 53, starting and ending with a letter or digit.
+fn helm_name(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 53
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
 impl Scenario {
     pub(super) fn check(&self) -> Result<(), String> {
         match self.ip_families.as_slice() {
@@ -90,6 +100,39 @@ impl Scenario {
         }
         for (i, c) in self.calls.iter().enumerate() {
             self.check_call(i, c)?;
+        }
+        self.check_releases()
+    }
+
+    /// Each release has a name Helm would take and a namespace, and holds workloads of the
+    /// scenario, each in one release at most.
+    fn check_releases(&self) -> Result<(), String> {
+        let mut held = BTreeSet::new();
+        let mut releases = BTreeSet::new();
+        for (i, r) in self.releases.iter().enumerate() {
+            if !helm_name(&r.name) {
+                return Err(format!(
+                    "releases[{i}].name {:?}: a Helm release name is lowercase letters, digits, '-' and '.', \
+                     at most 53, starting and ending with a letter or digit",
+                    r.name
+                ));
+            }
+            if !helm_name(&r.namespace) || r.namespace.contains('.') {
+                return Err(format!("releases[{i}].namespace {:?}: expected a namespace name", r.namespace));
+            }
+            if !releases.insert((r.name.as_str(), r.namespace.as_str())) {
+                return Err(format!("releases[{i}]: release {} in {} defined twice", r.name, r.namespace));
+            }
+            for (j, id) in r.workloads.iter().enumerate() {
+                let (n, ns) = split_ref(id)
+                    .ok_or(format!("releases[{i}].workloads[{j}] {id:?}: expected <workload>.<namespace>"))?;
+                if self.workload(n, ns).is_none() || (n, ns) == DNS_WORKLOAD {
+                    return Err(format!("releases[{i}].workloads[{j}] {id:?}: no such workload"));
+                }
+                if !held.insert(id.as_str()) {
+                    return Err(format!("releases[{i}].workloads[{j}] {id:?}: already in a release"));
+                }
+            }
         }
         Ok(())
     }

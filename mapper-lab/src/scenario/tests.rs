@@ -129,3 +129,48 @@ fn the_repository_scenarios_parse() {
         let _ = Scenario::parse(junk);
     }
 }
+
+#[test]
+fn releases_name_scenario_workloads_once_each() {
+    let s = parse(&format!(
+        "{BASE}releases:\n  - {{name: shop, namespace: platform, workloads: [web.shop]}}\n  \
+         - {{name: db, namespace: shop, workloads: [db.shop]}}\n"
+    ));
+    let release = |name: &str| s.workload(name, "shop").and_then(|w| s.release_of(w)).map(|r| r.name.as_str());
+    assert_eq!((release("web"), release("db")), (Some("shop"), Some("db")));
+    let coredns = s.workloads.last().expect("coredns");
+    assert!(s.release_of(coredns).is_none());
+    assert!(parse(BASE).releases.is_empty(), "no releases by default");
+
+    let refused = [
+        ("{name: Shop, namespace: shop, workloads: []}", "releases[0].name \"Shop\": a Helm release name"),
+        ("{name: shop-, namespace: shop, workloads: []}", "releases[0].name \"shop-\""),
+        ("{name: shop, namespace: a.b, workloads: []}", "releases[0].namespace \"a.b\": expected a namespace name"),
+        (
+            "{name: shop, namespace: shop, workloads: [web]}",
+            "releases[0].workloads[0] \"web\": expected <workload>.<namespace>",
+        ),
+        (
+            "{name: shop, namespace: shop, workloads: [nope.shop]}",
+            "releases[0].workloads[0] \"nope.shop\": no such workload",
+        ),
+        ("{name: shop, namespace: shop, workloads: [coredns.kube-system]}", "no such workload"),
+        (
+            "{name: shop, namespace: shop, workloads: [web.shop, web.shop]}",
+            "releases[0].workloads[1] \"web.shop\": already in a release",
+        ),
+        ("{name: shop, namespace: shop, workloads: [], revisions: 2}", "unknown field `revisions`"),
+    ];
+    for (release, expected) in refused {
+        let e = error(&format!("{BASE}releases:\n  - {release}\n"));
+        assert!(e.contains(expected), "{release}: {e}");
+    }
+    let twice = error(&format!(
+        "{BASE}releases:\n  - {{name: a, namespace: shop, workloads: [web.shop]}}\n  - {{name: a, namespace: shop, workloads: []}}\n"
+    ));
+    assert!(twice.contains("releases[1]: release a in shop defined twice"), "{twice}");
+    let two = error(&format!(
+        "{BASE}releases:\n  - {{name: a, namespace: shop, workloads: [web.shop]}}\n  - {{name: b, namespace: shop, workloads: [web.shop]}}\n"
+    ));
+    assert!(two.contains("releases[1].workloads[0] \"web.shop\": already in a release"), "{two}");
+}

@@ -101,7 +101,7 @@ fn the_services_dialled_are_kept_with_the_edge() {
     assert_eq!(e[0].1.established(), 3);
     let via: Vec<_> = e[0].1.via_services().collect();
     assert_eq!(via, [("team3", "ledger")]);
-    let wire = crate::query::edge_to_pb(&e[0].0.client, &e[0].0.server, &e[0].1);
+    let wire = crate::query::edge_to_pb(&e[0].0.client, &e[0].0.server, &e[0].1, &mapper_cluster::Snapshot::default());
     assert_eq!((wire.via_services[0].name.as_str(), wire.via_services[0].namespace.as_str()), ("ledger", "team3"));
 }
 
