@@ -383,8 +383,8 @@ impl Snapshot {
     }
 
     /// The Service whose ClusterIP `ip` is, as (name, namespace).
-    pub fn service_at(&self, ip: IpAddr) -> Option<(&str, &str)> {
-        self.services_by_ip.get(&ip).map(|key| (&*key.1, &*key.0))
+    pub fn service_at(&self, ip: IpAddr) -> Option<(&Arc<str>, &Arc<str>)> {
+        self.services_by_ip.get(&ip).map(|key| (&key.1, &key.0))
     }
 
     /// The workload of a pod (current, or deleted within the retention period).

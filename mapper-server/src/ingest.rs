@@ -395,7 +395,7 @@ impl IngestService {
                 };
                 let via_service = dialled
                     .and_then(|ip| snap.service_at(ip))
-                    .map(|(name, namespace)| (namespace.to_owned(), name.to_owned()));
+                    .map(|(name, namespace)| (namespace.clone(), name.clone()));
                 Observation {
                     key,
                     side: c.side,

@@ -183,10 +183,10 @@ impl EdgeState {
             self.dns_names = shared.dns_names(&names);
         }
         if let Some((namespace, name)) = &obs.via_service {
-            let found = self.via_services.binary_search_by(|(ns, n)| (&**ns, &**n).cmp(&(namespace, name)));
+            let found = self.via_services.binary_search_by(|(ns, n)| (&**ns, &**n).cmp(&(&**namespace, &**name)));
             if let Err(at) = found {
                 let mut services = self.via_services.to_vec();
-                services.insert(at, (namespace.as_str().into(), name.as_str().into()));
+                services.insert(at, (namespace.clone(), name.clone()));
                 self.via_services = shared.services(&services);
             }
         }
@@ -250,7 +250,8 @@ pub struct Observation {
     pub last_seen_ms: i64,
     pub dns_names: Vec<String>,
     /// The Service (namespace, name) whose ClusterIP the client dialled, if it dialled one.
-    pub via_service: Option<(String, String)>,
+    /// (Names shared with the cluster state: a flow copies no text.)
+    pub via_service: Option<(Arc<str>, Arc<str>)>,
 }
 
 #[cfg(test)]

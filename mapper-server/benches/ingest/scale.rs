@@ -279,7 +279,7 @@ pub fn edges(checkpoints: &[usize], per_batch: usize, base: &Path, settle: Durat
         dns_names: Vec::new(),
         via_service: e
             .is_multiple_of(4)
-            .then(|| (format!("ns-{:03}", e % NAMESPACES), format!("server-{:05}", e % servers))),
+            .then(|| (format!("ns-{:03}", e % NAMESPACES).into(), format!("server-{:05}", e % servers).into())),
     };
     let before = settled_rss(settle);
     let start = Instant::now();
