@@ -10,6 +10,8 @@
 //! - [`render`] / [`yaml`]: YAML in the Otterize CLI's layout, and JSON as a `v1` `List`.
 //! - [`parse`]: reading ClientIntents out of `kubectl`/`helm template` output, with errors that
 //!   name the source, document and field.
+//! - [`helm`]: Helm release records (Secrets and ConfigMaps of Helm's storage drivers) and
+//!   the ClientIntents and NetworkPolicies in their manifests.
 //! - [`identity`]: the operator's hashed workload identities used in labels.
 //! - [`policy`]: the NetworkPolicies the operator builds from intents, and the pod labels they
 //!   select on.
@@ -40,6 +42,7 @@
 pub mod audit;
 pub mod errors;
 pub mod export;
+pub mod helm;
 pub mod identity;
 pub mod model;
 pub mod parse;
