@@ -19,6 +19,7 @@ use crate::connect::{ConnectOpts, Mapper};
 use crate::declared::{self, ReadError};
 use crate::edges::{EdgeStream, ObservedEdge, Peer, QueryArgs, unix_ms, unix_ms_before};
 use crate::output;
+use crate::releases::{self, ReleaseError};
 
 mod render;
 
@@ -66,12 +67,14 @@ pub enum Color {
 /// `mapper audit`.
 #[derive(Debug, Clone, Args)]
 #[command(
-    group(ArgGroup::new("declared_side").required(true).args(["declared", "from_cluster"])),
+    group(ArgGroup::new("declared_side").required(true).args(["declared", "from_cluster", "helm_release"])),
     after_help = concat!(
         "Examples:\n",
         "  mapper audit --declared charts/transaction-service/\n",
         "  helm template charts/shop | mapper audit --declared - -n shop --since 7d\n",
-        "  mapper audit --from-cluster -n team1 --format markdown --fail-on any\n\n",
+        "  mapper audit --from-cluster -n team1 --format markdown --fail-on any\n",
+        "  mapper audit --helm-release payments -n team1\n",
+        "  mapper audit --helm-release payments -n team1 --revision 3   # before `helm rollback payments 3`\n\n",
         "Missing: observed in the window, not declared (blocked once the ClientIntents are enforced). \
          Unused: declared, not observed in the window. Covered: both. Failed connection attempts count as \
          observed. Without -n or --workload, the clients audited are those in the namespaces of the declared \
@@ -90,6 +93,17 @@ pub struct AuditArgs {
     /// namespaces), with the same kube credentials as the port-forward.
     #[arg(long)]
     pub from_cluster: bool,
+    /// Read the declared ClientIntents from the manifest of this Helm release's deployed
+    /// revision, as Helm's storage keeps it in the cluster (Secrets, or ConfigMaps of the
+    /// ConfigMap driver), with the same kube credentials as the port-forward. The release is
+    /// looked up in the namespace -n names (the first, if several), else the kubeconfig
+    /// context's; its namespace-less ClientIntents are in the release's namespace.
+    #[arg(long, value_name = "NAME")]
+    pub helm_release: Option<String>,
+    /// With --helm-release: audit revision N instead of the deployed one (what `helm rollback
+    /// NAME N` would enforce).
+    #[arg(long, requires = "helm_release", value_name = "N")]
+    pub revision: Option<u32>,
     /// Audit the clients in these namespaces (repeatable, or comma-separated). With exactly one,
     /// declared ClientIntents without metadata.namespace are taken to be in it.
     #[arg(
@@ -138,6 +152,9 @@ pub enum AuditError {
     /// The declared side could not be read.
     #[error(transparent)]
     Declared(#[from] ReadError),
+    /// The Helm release could not be read.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     /// The audit found what --fail-on names.
     #[error("audit: {findings} (--fail-on {fail_on})")]
     Findings {
@@ -176,9 +193,31 @@ fn observed(edges: &[ObservedEdge], window_start_ms: i64) -> Observed {
     out
 }
 
+/// Reads the ClientIntents of a Helm release's deployed revision (or `revision`), saying on
+/// stderr which revision and how many documents.
+pub async fn read_release(
+    connect: &ConnectOpts,
+    name: &str,
+    namespaces: &[String],
+    revision: Option<u32>,
+) -> Result<Vec<DeclaredDoc>, AuditError> {
+    let client = releases::client(connect, name).await?;
+    let namespace = releases::release_namespace(&client, namespaces);
+    let history = releases::read_history(&client, &namespace, name).await?;
+    let release = history.chosen(revision)?;
+    let (docs, warnings) = release.declared().map_err(|e| ReadError::Parse(Box::new(e)))?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    eprintln!("Read {} declared ClientIntents from {}", docs.len(), releases::describe(release));
+    Ok(docs)
+}
+
 /// Reads the declared side (before contacting the server: bad input fails fast and alone).
-async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<Vec<DeclaredDoc>, ReadError> {
-    let mut docs = if args.from_cluster {
+async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<Vec<DeclaredDoc>, AuditError> {
+    let mut docs = if let Some(name) = &args.helm_release {
+        read_release(connect, name, &args.namespaces, args.revision).await?
+    } else if args.from_cluster {
         let (client, _url) = crate::portforward::kube_client(connect.kubeconfig.as_deref(), connect.context.as_deref())
             .await
             .map_err(|error| ReadError::ClusterConfig { error })?;
@@ -212,7 +251,7 @@ fn request(args: &AuditArgs, declared: &[DeclaredDoc], now: SystemTime) -> pb::L
 
 /// Runs `mapper audit`.
 pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
-    let declared = read_declared(connect, args).await.map_err(AuditError::from)?;
+    let declared = read_declared(connect, args).await?;
     let mut mapper = Mapper::connect(connect).await?;
     let now = SystemTime::now();
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));

@@ -12,6 +12,8 @@
 //!   the subcommands.
 //! - [`declared`]: reading declared ClientIntents (files, directories, stdin, the cluster) for
 //!   `policy`, `audit` and `export --declared`.
+//! - [`releases`]: a Helm release's revisions read from the cluster (Helm's Secrets or
+//!   ConfigMaps) for `audit --helm-release`.
 //! - [`output`]: stdout and `-o FILE`, quiet on a closed pipe.
 //!
 //! `main.rs` only parses the arguments, runs [`run`] and turns an [`Error`] into one line on
@@ -30,6 +32,7 @@ pub mod list;
 pub mod output;
 pub mod policy;
 pub mod portforward;
+pub mod releases;
 pub mod reset;
 pub mod visualize;
 

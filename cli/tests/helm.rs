@@ -1,0 +1,240 @@
+//! Helm releases read from the cluster: a fake Kubernetes API (mapper-cluster's, speaking the
+//! real list protocol) serves Helm's release records — Secrets of the default driver,
+//! ConfigMaps of the ConfigMap driver — built from manifests real helm rendered
+//! (`tests/fixtures/helm/render.sh`), and a real mapper-server serves the observed side.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use mapper_cluster::fake_api::FakeApi;
+use mapper_intents::helm::{encode_release, record_name};
+use serde_json::{Value, json};
+use support::{Server, mapper, stderr, stdout};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/helm")
+}
+
+fn manifest(revision: u32) -> String {
+    let path = fixtures().join(format!("revision-{revision}.yaml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// The release JSON Helm stores for `revision` of the payments release.
+fn release_json(name: &str, revision: u32, status: &str, manifest: &str) -> Value {
+    json!({
+        "name": name,
+        "namespace": "team1",
+        "version": revision,
+        "info": {"first_deployed": "2026-11-01T09:00:00Z", "last_deployed": format!("2026-11-{:02}T10:00:00Z", 27 + revision),
+                 "status": status, "description": "Upgrade complete"},
+        "chart": {"metadata": {"name": "payments", "version": "1.2.0", "apiVersion": "v2"}},
+        "config": {},
+        "manifest": manifest,
+    })
+}
+
+fn labels(name: &str, revision: u32, status: &str) -> Value {
+    json!({"owner": "helm", "name": name, "version": revision.to_string(), "status": status})
+}
+
+/// A record Secret as the API serves it: `data.release` is base64 (the API's) of Helm's text.
+fn secret(name: &str, revision: u32, status: &str, helm_text: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"name": record_name(name, revision), "namespace": "team1", "labels": labels(name, revision, status)},
+        "data": {"release": base64::engine::general_purpose::STANDARD.encode(helm_text)},
+    })
+}
+
+struct Cluster {
+    api: FakeApi,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    kubeconfig: String,
+}
+
+/// The fake API with the payments release (revisions 1 and 2 superseded, 3 deployed) in
+/// Secrets, `legacy` in ConfigMaps (uncompressed, as before Helm gzipped), and `broken`, a
+/// record that is not base64.
+fn cluster() -> Cluster {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let api = runtime.block_on(FakeApi::start());
+    api.collection("/api/v1/namespaces/team1/secrets", "v1", "SecretList");
+    api.collection("/api/v1/namespaces/team1/configmaps", "v1", "ConfigMapList");
+    for (revision, status) in [(1, "superseded"), (2, "superseded"), (3, "deployed")] {
+        let json = release_json("payments", revision, status, &manifest(revision));
+        let text = encode_release(json.to_string().as_bytes());
+        api.apply("/api/v1/namespaces/team1/secrets", secret("payments", revision, status, &text));
+    }
+    // Another release's record and an unrelated Secret, which the label selector (ignored by
+    // the fake) would leave out: mapper must too.
+    let other = encode_release(release_json("other", 1, "deployed", "").to_string().as_bytes());
+    api.apply("/api/v1/namespaces/team1/secrets", secret("other", 1, "deployed", &other));
+    api.apply(
+        "/api/v1/namespaces/team1/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "payments-tls", "namespace": "team1", "labels": {"owner": "helm", "name": "payments"}},
+               "data": {"release": "bm90IGEgcmVsZWFzZQ=="}}),
+    );
+    api.apply("/api/v1/namespaces/team1/secrets", secret("broken", 1, "deployed", "%%% not base64"));
+    let plain = base64::engine::general_purpose::STANDARD
+        .encode(release_json("legacy", 1, "deployed", &manifest(2)).to_string());
+    api.apply(
+        "/api/v1/namespaces/team1/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": record_name("legacy", 1), "namespace": "team1", "labels": labels("legacy", 1, "deployed")},
+               "data": {"release": plain}}),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = support::write(
+        dir.path(),
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \
+             \"http://{}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake, namespace: team1}}\n\
+             users:\n- name: fake\n  user: {{token: abc}}\n",
+            api.addr
+        ),
+    );
+    Cluster { api, _runtime: runtime, _dir: dir, kubeconfig }
+}
+
+fn audit(cluster: &Cluster, server: &Server, extra: &[&str]) -> std::process::Output {
+    let args = [&["--kubeconfig", &cluster.kubeconfig, "--mapper-url", &server.url, "audit"], extra].concat();
+    mapper(&args, None)
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+#[test]
+fn audit_reads_the_deployed_revision_of_a_release() {
+    let server = Server::start(None);
+    support::seed(&server);
+    let cluster = cluster();
+    let out = audit(&cluster, &server, &["--helm-release", "payments", "-n", "team1", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "Read 1 declared ClientIntents from release team1/payments revision 3 (chart payments 1.2.0, deployed, \
+         2026-11-30T10:00:00Z)\n"
+    );
+    let json = json_of(&out);
+    let ts = &json["clients"][0];
+    assert_eq!(ts["client"]["name"], "transaction-service", "{json:#}");
+    assert_eq!(ts["declared_in"][0], "release team1/payments revision 3: payments/templates/intents.yaml: document 1");
+    assert_eq!(ts["covered"][0]["target"], "ledger.team3");
+    assert_eq!(ts["unused"][0]["target"], "telemetry.team4");
+    assert_eq!(json["summary"]["missing"], 0);
+    assert!(cluster.api.requests("/api/v1/namespaces/team1/secrets") >= 1);
+}
+
+#[test]
+fn audit_of_an_older_revision_shows_what_a_rollback_would_block() {
+    let server = Server::start(None);
+    support::seed(&server);
+    let cluster = cluster();
+    // No -n: the kubeconfig context's namespace (team1).
+    let out = audit(&cluster, &server, &["--helm-release", "payments", "--revision", "2", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let json = json_of(&out);
+    let ts = &json["clients"][0];
+    assert_eq!(ts["declared_in"][0], "release team1/payments revision 2: payments/templates/intents.yaml: document 1");
+    assert_eq!(ts["missing"][0]["target"], "ledger.team3", "{json:#}");
+    assert_eq!(
+        stderr(&out).lines().last(),
+        Some(
+            "error: audit: 1 missing call (blocked once enforced), 1 target declared but not observed (--fail-on missing)"
+        )
+    );
+}
+
+#[test]
+fn the_configmap_driver_and_uncompressed_records_are_read() {
+    let server = Server::start(None);
+    support::seed(&server);
+    let cluster = cluster();
+    let out = audit(&cluster, &server, &["--helm-release", "legacy", "-n", "team1", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["clients"][0]["missing"][0]["target"], "ledger.team3");
+    assert!(cluster.api.requests("/api/v1/namespaces/team1/configmaps") >= 1);
+}
+
+#[test]
+fn release_errors_name_the_release_and_record() {
+    let server = Server::start(None);
+    let cluster = cluster();
+    let cases: [(&[&str], String); 4] = [
+        (
+            &["--helm-release", "broken"],
+            "error: secret team1/sh.helm.release.v1.broken.v1: data.release is not base64 (Helm writes base64 of the \
+             gzipped release JSON): Invalid symbol 37, offset 0.\n"
+                .to_owned(),
+        ),
+        (
+            &["--helm-release", "missing", "-n", "team1"],
+            "error: Helm release missing not found in namespace team1 (no Secret or ConfigMap labelled \
+             owner=helm,name=missing; give the release's namespace with -n)\n"
+                .to_owned(),
+        ),
+        (
+            &["--helm-release", "payments", "--revision", "9"],
+            "error: Helm release team1/payments has no revision 9 (revisions kept: 1, 2, 3)\n".to_owned(),
+        ),
+        (
+            &["--helm-release", "payments", "-n", "team2"],
+            "error: cannot read Helm release payments: listing secrets in namespace team2: \
+             /api/v1/namespaces/team2/secrets not found\n"
+                .to_owned(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = audit(&cluster, &server, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), expected, "{args:?}");
+    }
+}
+
+/// The helm binary: `MAPPER_HELM` (scripts/lib.sh ensure_helm), else `helm` on PATH.
+fn helm() -> Option<String> {
+    let candidate = std::env::var("MAPPER_HELM").unwrap_or_else(|_| "helm".to_owned());
+    let works = Command::new(&candidate).arg("version").output().is_ok_and(|o| o.status.success());
+    works.then_some(candidate)
+}
+
+#[test]
+fn the_fixture_manifests_are_what_helm_renders() {
+    let Some(helm) = helm() else {
+        let reason = "no helm (MAPPER_HELM unset and no helm on PATH; scripts/lib.sh ensure_helm installs it)";
+        if std::env::var("MAPPER_REQUIRE_BPF").as_deref() == Ok("1") {
+            panic!("the_fixture_manifests_are_what_helm_renders: {reason} (MAPPER_REQUIRE_BPF=1)");
+        }
+        eprintln!("SKIPPED the_fixture_manifests_are_what_helm_renders: {reason}");
+        return;
+    };
+    let chart = fixtures().join("payments");
+    let render = |set: &[&str]| {
+        let out = Command::new(&helm)
+            .args(["template", "payments"])
+            .arg(&chart)
+            .args(["-n", "team1"])
+            .args(set)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {helm}: {e}"));
+        assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("helm output: {e}"))
+    };
+    // The same commands as tests/fixtures/helm/render.sh.
+    assert_eq!(render(&[]), manifest(1), "revision-1.yaml is stale: run tests/fixtures/helm/render.sh");
+    assert_eq!(render(&["--set", "calls={telemetry.team4}"]), manifest(2), "revision-2.yaml is stale");
+    assert_eq!(
+        render(&["--set", "calls={ledger.team3,telemetry.team4}", "--set", "networkPolicy=true"]),
+        manifest(3),
+        "revision-3.yaml is stale"
+    );
+}
