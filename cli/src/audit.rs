@@ -155,9 +155,11 @@ pub enum AuditError {
     /// The Helm release could not be read.
     #[error(transparent)]
     Release(#[from] ReleaseError),
-    /// The audit found what --fail-on names.
-    #[error("audit: {findings} (--fail-on {fail_on})")]
+    /// The audit (or `helm history`) found what --fail-on names.
+    #[error("{command}: {findings} (--fail-on {fail_on})")]
     Findings {
+        /// The command: `audit`, `helm history`.
+        command: &'static str,
         /// What was found, e.g. `1 missing call`.
         findings: String,
         /// The --fail-on value.
@@ -293,7 +295,7 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
             FailOn::Any => "any",
             FailOn::None => "none",
         };
-        return Err(AuditError::Findings { findings: findings_text(&totals), fail_on }.into());
+        return Err(AuditError::Findings { command: "audit", findings: findings_text(&totals), fail_on }.into());
     }
     Ok(())
 }

@@ -8,7 +8,8 @@
 //!   that cannot be reached or refuses the token.
 //! - [`edges`]: the server's edges as plain values, and their conversion into
 //!   [`mapper_intents::Edge`].
-//! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`audit`], [`completions`]:
+//! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`audit`], [`helm`],
+//!   [`completions`]:
 //!   the subcommands.
 //! - [`declared`]: reading declared ClientIntents (files, directories, stdin, the cluster) for
 //!   `policy`, `audit` and `export --declared`.
@@ -28,6 +29,7 @@ pub mod connect;
 pub mod declared;
 pub mod edges;
 pub mod export;
+pub mod helm;
 pub mod list;
 pub mod output;
 pub mod policy;

@@ -70,6 +70,12 @@ fn cluster() -> Cluster {
         let text = encode_release(json.to_string().as_bytes());
         api.apply("/api/v1/namespaces/team1/secrets", secret("payments", revision, status, &text));
     }
+    // shrink: revision 2 (deployed) drops ledger, which transaction-service still calls.
+    for (revision, status) in [(1, "superseded"), (2, "deployed")] {
+        let json = release_json("shrink", revision, status, &manifest(revision));
+        let text = encode_release(json.to_string().as_bytes());
+        api.apply("/api/v1/namespaces/team1/secrets", secret("shrink", revision, status, &text));
+    }
     // Another release's record and an unrelated Secret, which the label selector (ignored by
     // the fake) would leave out: mapper must too.
     let other = encode_release(release_json("other", 1, "deployed", "").to_string().as_bytes());
@@ -198,6 +204,58 @@ fn release_errors_name_the_release_and_record() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert_eq!(stderr(&out), expected, "{args:?}");
     }
+}
+
+fn helm_history(cluster: &Cluster, server: &Server, extra: &[&str]) -> std::process::Output {
+    let args = [&["--kubeconfig", &cluster.kubeconfig, "--mapper-url", &server.url, "helm", "history"], extra].concat();
+    mapper(&args, None)
+}
+
+#[test]
+fn history_shows_each_revisions_changes_and_what_removed_calls_would_block() {
+    let server = Server::start(None);
+    support::seed(&server);
+    let cluster = cluster();
+    // payments: ledger removed in 2, declared again in 3: nothing blocked.
+    let out = helm_history(&cluster, &server, &["payments", "-n", "team1", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json = json_of(&out);
+    assert_eq!(json["apiVersion"], "mapper.helm-history/v1");
+    assert_eq!(json["summary"], json!({"revisions": 3, "blocked": 0}));
+    let revisions = json["revisions"].as_array().expect("revisions");
+    assert_eq!(revisions[0]["added"].as_array().map(Vec::len), Some(2), "{json:#}");
+    assert_eq!(revisions[0]["last_deployed"], "2026-11-28T10:00:00Z");
+    let removed = &revisions[1]["removed"][0];
+    assert_eq!((&removed["target"], &removed["declared_again_in"]), (&json!("ledger.team3"), &json!(3)));
+    assert!(removed["last_used"].is_string(), "{json:#}");
+    assert_eq!(revisions[2]["added"][0]["target"], "ledger.team3");
+    assert_eq!(revisions[2]["status"], "deployed");
+
+    // shrink: the deployed revision drops a call still in use.
+    let out = helm_history(&cluster, &server, &["shrink"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("Helm release team1/shrink: 2 revisions kept\n"), "{text}");
+    let line = text.lines().find(|l| l.contains("removed")).unwrap_or_else(|| panic!("no removal: {text}"));
+    assert!(
+        line.starts_with(
+            "  revision 2 (2026-11-29) removed ledger.team3 from transaction-service.team1; transaction-service still \
+             called it "
+        ) && line.ends_with(": blocked once enforced"),
+        "{line}"
+    );
+    assert_eq!(
+        stderr(&out),
+        "error: helm history: 1 removed call still in use (blocked once enforced) (--fail-on blocked)\n"
+    );
+    let out = helm_history(&cluster, &server, &["shrink", "-o", "markdown", "--fail-on", "none"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("| removed | `transaction-service.team1` | `ledger.team3` | **blocked once enforced**")
+    );
+    let out = helm_history(&cluster, &server, &["broken"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: secret team1/sh.helm.release.v1.broken.v1: data.release is not base64"));
 }
 
 /// The helm binary: `MAPPER_HELM` (scripts/lib.sh ensure_helm), else `helm` on PATH.
