@@ -15,6 +15,7 @@
 //! - [`identity`]: the operator's hashed workload identities used in labels.
 //! - [`policy`]: the NetworkPolicies the operator builds from intents, and the pod labels they
 //!   select on.
+//! - [`netpol`]: Kubernetes NetworkPolicies evaluated against observed calls (ingress).
 //! - [`walk`]: the files under a directory of manifests, one walk for every reader of them.
 //! - [`errors`]: an error and its sources in one line ([`error_chain`]), shared by every crate
 //!   that reports errors.
@@ -45,6 +46,7 @@ pub mod export;
 pub mod helm;
 pub mod identity;
 pub mod model;
+pub mod netpol;
 pub mod parse;
 pub mod policy;
 pub mod render;
