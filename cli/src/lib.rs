@@ -15,6 +15,8 @@
 //!   `policy`, `audit` and `export --declared`.
 //! - [`releases`]: a Helm release's revisions read from the cluster (Helm's Secrets or
 //!   ConfigMaps) for `audit --helm-release`.
+//! - [`netpolicies`]: NetworkPolicies against the observed calls into the pods they select
+//!   (`audit`), with labels from `--inventory`.
 //! - [`output`]: stdout and `-o FILE`, quiet on a closed pipe.
 //!
 //! `main.rs` only parses the arguments, runs [`run`] and turns an [`Error`] into one line on
@@ -31,6 +33,7 @@ pub mod edges;
 pub mod export;
 pub mod helm;
 pub mod list;
+pub mod netpolicies;
 pub mod output;
 pub mod policy;
 pub mod portforward;

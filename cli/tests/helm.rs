@@ -127,8 +127,8 @@ fn audit_reads_the_deployed_revision_of_a_release() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
-        "Read 1 declared ClientIntents from release team1/payments revision 3 (chart payments 1.2.0, deployed, \
-         2026-11-30T10:00:00Z)\n"
+        "Read 1 declared ClientIntents and 1 NetworkPolicies from release team1/payments revision 3 (chart payments \
+         1.2.0, deployed, 2026-11-30T10:00:00Z)\n"
     );
     let json = json_of(&out);
     let ts = &json["clients"][0];
@@ -204,6 +204,58 @@ fn release_errors_name_the_release_and_record() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert_eq!(stderr(&out), expected, "{args:?}");
     }
+}
+
+#[test]
+fn a_rollback_preview_evaluates_the_revisions_network_policies() {
+    let server = Server::start(None);
+    support::seed(&server);
+    // Into transaction-service (team1) on 8080, which its pod names http: from team2 and team1.
+    server.ingest(
+        vec![
+            support::connect(support::OTHER_TRANSACTION, [10, 244, 2, 2], ([10, 244, 1, 2], 8080), None, 2),
+            support::connect(support::API, [10, 244, 1, 8], ([10, 244, 1, 2], 8080), None, 1),
+        ],
+        Vec::new(),
+    );
+    let cluster = cluster();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = std::fs::read_to_string(support::FIXTURE).expect("fixture");
+    let inventory = support::write(
+        dir.path(),
+        "inventory.yaml",
+        &fixture.replacen(
+            "  spec: {containers: [{name: app, image: lab}], nodeName: node-1}",
+            "  spec: {containers: [{name: app, image: lab, ports: [{name: http, containerPort: 8080}]}], nodeName: \
+             node-1}",
+            1,
+        ),
+    );
+    let out = audit(
+        &cluster,
+        &server,
+        &["--helm-release", "payments", "--revision", "3", "--inventory", &inventory, "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .starts_with("Read 1 declared ClientIntents and 1 NetworkPolicies from release team1/payments revision 3")
+    );
+    let json = json_of(&out);
+    let policies = &json["network_policies"];
+    assert_eq!(
+        policies["policies"][0],
+        json!({"name": "team1/transaction-service-ingress",
+               "source": "release team1/payments revision 3: payments/templates/networkpolicy.yaml: document 1"}),
+        "{json:#}"
+    );
+    // team2's call is admitted (namespace and named port); the team1 caller is denied.
+    assert_eq!(policies["admitted"], 1);
+    assert_eq!(policies["denied"][0]["client"], "api.team1");
+    assert_eq!(policies["denied"][0]["server"], "transaction-service.team1");
+    // Revision 2 has no NetworkPolicy: nothing to evaluate.
+    let out = audit(&cluster, &server, &["--helm-release", "payments", "--revision", "2", "--format", "json"]);
+    assert_eq!(json_of(&out).get("network_policies"), None);
 }
 
 fn helm_history(cluster: &Cluster, server: &Server, extra: &[&str]) -> std::process::Output {

@@ -277,5 +277,27 @@ impl Release {
     }
 }
 
+impl Release {
+    /// The NetworkPolicies in the manifest, named like [`Release::declared`]'s documents;
+    /// namespace-less ones are in the release's namespace.
+    pub fn policies(&self) -> Result<Vec<crate::netpol::Policy>, crate::netpol::PolicyReadError> {
+        let label = self.label();
+        let mut out = Vec::new();
+        for (index, part) in manifest_documents(&self.manifest).into_iter().enumerate() {
+            let source_name = match part.template {
+                Some(template) => format!("{label}: {template}"),
+                None => format!("{label}: manifest document {}", index + 1),
+            };
+            for mut policy in crate::netpol::read_policies(part.text, &source_name)? {
+                if policy.namespace.is_none() && !self.namespace.is_empty() {
+                    policy.namespace = Some(self.namespace.clone());
+                }
+                out.push(policy);
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -447,3 +447,72 @@ pub fn evaluate(policies: &[Policy], client: &Client, server: &PodSide, port: u1
 
 #[cfg(test)]
 mod tests;
+
+/// Why the NetworkPolicies of a text could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyReadError {
+    /// The text is not YAML (or is nested too deep).
+    #[error(transparent)]
+    Yaml(#[from] crate::parse::ParseError),
+    /// A NetworkPolicy document does not fit the schema.
+    #[error("{source_name}: document {document}: NetworkPolicy {name}: {error}")]
+    Invalid {
+        /// The file.
+        source_name: String,
+        /// The document, counted from 1.
+        document: usize,
+        /// `metadata.name`.
+        name: String,
+        /// What does not fit.
+        #[source]
+        error: serde_json::Error,
+    },
+}
+
+/// Every `networking.k8s.io/v1` NetworkPolicy in a YAML or JSON text (multi-document, `List`s
+/// read item by item), named `<source_name>: document N`. Other documents are skipped.
+pub fn read_policies(text: &str, source_name: &str) -> Result<Vec<Policy>, PolicyReadError> {
+    use crate::parse::ParseError;
+    let text = crate::stream::strip_bom(text);
+    crate::stream::check_depth(text, crate::stream::MAX_DEPTH)
+        .map_err(|at| ParseError::TooDeep { source_name: source_name.to_owned(), at })?;
+    let mut out = Vec::new();
+    for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = index + 1;
+        let value = serde_yaml::Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
+            source_name: source_name.to_owned(),
+            document,
+            line: error.location().map(|l| l.line()),
+            column: error.location().map(|l| l.column()),
+            error,
+        })?;
+        let mut objects = vec![&value];
+        if value.get("kind").and_then(serde_yaml::Value::as_str) == Some("List")
+            && let Some(items) = value.get("items").and_then(serde_yaml::Value::as_sequence)
+        {
+            objects = items.iter().collect();
+        }
+        for object in objects {
+            let is_policy = object.get("kind").and_then(serde_yaml::Value::as_str) == Some(KIND)
+                && object.get("apiVersion").and_then(serde_yaml::Value::as_str) == Some(API_VERSION);
+            if !is_policy {
+                continue;
+            }
+            let name = object
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let invalid = |error| PolicyReadError::Invalid {
+                source_name: source_name.to_owned(),
+                document,
+                name: name.clone(),
+                error,
+            };
+            let json = serde_json::to_value(object).map_err(invalid)?;
+            out.push(Policy::from_value(json, &format!("{source_name}: document {document}")).map_err(invalid)?);
+        }
+    }
+    Ok(out)
+}

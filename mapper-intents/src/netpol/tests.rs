@@ -375,3 +375,23 @@ fn policy_types_default_as_kubernetes_does() {
     let bad = Policy::from_value(json!({"spec": {"ingress": [{"ports": [{"port": -1}]}]}}), "x");
     assert!(bad.is_err());
 }
+
+#[test]
+fn policies_are_read_out_of_manifests() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n---\napiVersion: networking.k8s.io/v1\nkind: \
+                NetworkPolicy\nmetadata: {name: a, namespace: team3}\nspec:\n  podSelector: {}\n  ingress:\n  - ports: \
+                [{port: http}, {port: 80, endPort: 90, protocol: UDP}]\n---\napiVersion: v1\nkind: List\nitems:\n- \
+                {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: b}, spec: {podSelector: {}}}\n";
+    let policies = read_policies(text, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policies.len(), 2);
+    assert_eq!((policies[0].name.as_str(), policies[0].source.as_str()), ("a", "p.yaml: document 2"));
+    assert_eq!(policies[0].namespace.as_deref(), Some("team3"));
+    let ports = policies[0].spec.ingress[0].ports.clone().unwrap_or_default();
+    assert_eq!(ports[0].port, Some(PortRef::Name("http".into())));
+    assert_eq!((ports[1].end_port, ports[1].protocol.as_deref()), (Some(90), Some("UDP")));
+    assert_eq!((policies[1].name.as_str(), policies[1].namespace.as_deref()), ("b", None));
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: c}\nspec: {ingress: 3}\n";
+    let err = read_policies(bad, "p.yaml").expect_err("ingress is no list");
+    assert!(err.to_string().starts_with("p.yaml: document 1: NetworkPolicy c: invalid type"), "{err}");
+    assert!(read_policies(&"[".repeat(1000), "deep.yaml").is_err());
+}
