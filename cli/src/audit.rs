@@ -100,15 +100,17 @@ pub struct AuditArgs {
     /// namespaces), with the same kube credentials as the port-forward.
     #[arg(long)]
     pub from_cluster: bool,
-    /// Read the declared ClientIntents from the manifest of this Helm release's deployed
-    /// revision, as Helm's storage keeps it in the cluster (Secrets, or ConfigMaps of the
-    /// ConfigMap driver), with the same kube credentials as the port-forward. The release is
-    /// looked up in the namespace -n names (the first, if several), else the kubeconfig
-    /// context's; its namespace-less ClientIntents are in the release's namespace.
+    /// Read the declared ClientIntents and NetworkPolicies from the manifest of this Helm
+    /// release's deployed revision, as Helm's storage keeps it in the cluster (Secrets, or
+    /// ConfigMaps of the ConfigMap driver), with the same kube credentials as the
+    /// port-forward. The release is looked up in the namespace -n names (the first, if
+    /// several), else the kubeconfig context's; its namespace-less objects are in the
+    /// release's namespace.
     #[arg(long, value_name = "NAME")]
     pub helm_release: Option<String>,
-    /// With --helm-release: audit revision N instead of the deployed one (what `helm rollback
-    /// NAME N` would enforce).
+    /// With --helm-release: audit revision N instead of the deployed one — the preview of
+    /// `helm rollback NAME N`: the calls its ClientIntents would block for the release's
+    /// clients, and the callers of its servers its NetworkPolicies would deny.
     #[arg(long, requires = "helm_release", value_name = "N")]
     pub revision: Option<u32>,
     /// Audit the clients in these namespaces (repeatable, or comma-separated). With exactly one,

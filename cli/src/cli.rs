@@ -71,8 +71,9 @@ pub enum Command {
     Visualize(visualize::VisualizeArgs),
     /// Forget every edge mapper-server has recorded.
     Reset(reset::ResetArgs),
-    /// Compare declared ClientIntents (files, or the cluster's) with the observed traffic:
-    /// missing calls (blocked once enforced), unused and covered targets.
+    /// Compare declared ClientIntents (files, the cluster's, or a Helm release's) with the
+    /// observed traffic: missing calls (blocked once enforced), unused and covered targets;
+    /// and the calls declared NetworkPolicies would deny.
     Audit(audit::AuditArgs),
     /// Helm releases: per revision, the calls its ClientIntents added and removed, and whether
     /// observed traffic still uses the removed ones.

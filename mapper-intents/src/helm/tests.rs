@@ -138,3 +138,28 @@ fn the_manifest_intents_are_named_by_release_and_template() {
         "{err}"
     );
 }
+
+#[test]
+fn the_manifest_network_policies_are_read_in_the_release_namespace() {
+    let mut release = decode_release(encode_release(release_json().to_string().as_bytes()).as_bytes(), RECORD)
+        .unwrap_or_else(|e| panic!("{e}"));
+    release.manifest.push_str(
+        "---\n# Source: payments/templates/networkpolicy.yaml\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata:\n  name: ts\nspec:\n  podSelector: {}\n",
+    );
+    let policies = release.policies().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0].namespace.as_deref(), Some("team1"));
+    assert_eq!(
+        policies[0].source,
+        "release team1/payments revision 2: payments/templates/networkpolicy.yaml: document 1"
+    );
+    release.manifest.push_str("---\n# Source: payments/templates/bad.yaml\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad}\nspec: {ingress: 1}\n");
+    let err = release.policies().expect_err("bad spec");
+    assert!(
+        err.to_string().starts_with(
+            "release team1/payments revision 2: payments/templates/bad.yaml: document 1: NetworkPolicy bad: "
+        ),
+        "{err}"
+    );
+}
