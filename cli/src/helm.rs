@@ -396,7 +396,10 @@ async fn history(connect: &ConnectOpts, args: &HistoryArgs) -> Result<(), Error>
     let history = releases::read_history(&client, &namespace, &args.name).await.map_err(AuditError::from)?;
     let mut revisions = Vec::new();
     for release in &history.revisions {
-        let (docs, _warnings) = release.declared().map_err(|e| AuditError::from(ReadError::Parse(Box::new(e))))?;
+        let (docs, warnings) = release.declared().map_err(|e| AuditError::from(ReadError::Parse(Box::new(e))))?;
+        for warning in warnings {
+            eprintln!("warning: {warning}");
+        }
         revisions.push(DeclaredRevision { release, docs });
     }
     let mut clients: BTreeSet<(String, String)> = BTreeSet::new();
