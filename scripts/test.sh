@@ -11,6 +11,7 @@ source scripts/lib.sh
 
 ensure_packages
 ensure_python_grpc
+ensure_helm >/dev/null
 ensure_kernel_mounts
 
 step "cargo fmt --check"

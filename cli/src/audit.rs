@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{ArgGroup, Args, ValueEnum};
 use mapper_intents::audit::{AuditScope, Auditor, DeclaredDoc};
+use mapper_intents::netpol::Policy;
 use mapper_intents::{Edge, Workload};
 use mapper_proto::v1 as pb;
 
@@ -18,7 +19,9 @@ use crate::cli::Error;
 use crate::connect::{ConnectOpts, Mapper};
 use crate::declared::{self, ReadError};
 use crate::edges::{EdgeStream, ObservedEdge, Peer, QueryArgs, unix_ms, unix_ms_before};
+use crate::netpolicies;
 use crate::output;
+use crate::releases::{self, ReleaseError};
 
 mod render;
 
@@ -66,30 +69,50 @@ pub enum Color {
 /// `mapper audit`.
 #[derive(Debug, Clone, Args)]
 #[command(
-    group(ArgGroup::new("declared_side").required(true).args(["declared", "from_cluster"])),
+    group(ArgGroup::new("declared_side").required(true).args(["declared", "from_cluster", "helm_release"])),
     after_help = concat!(
         "Examples:\n",
         "  mapper audit --declared charts/transaction-service/\n",
         "  helm template charts/shop | mapper audit --declared - -n shop --since 7d\n",
-        "  mapper audit --from-cluster -n team1 --format markdown --fail-on any\n\n",
+        "  mapper audit --from-cluster -n team1 --format markdown --fail-on any\n",
+        "  mapper audit --helm-release payments -n team1\n",
+        "  mapper audit --helm-release payments -n team1 --revision 3   # before `helm rollback payments 3`\n\n",
         "Missing: observed in the window, not declared (blocked once the ClientIntents are enforced). \
          Unused: declared, not observed in the window. Covered: both. Failed connection attempts count as \
          observed. Without -n or --workload, the clients audited are those in the namespaces of the declared \
          ClientIntents (every namespace when nothing is declared).\n\n",
+        "NetworkPolicies (networking.k8s.io/v1, in --declared files or the --helm-release manifest) are evaluated \
+         with Kubernetes semantics against every observed call into the pods they select: the calls no policy \
+         admits are DENIED; those whose verdict needs labels, named ports or addresses mapper does not know \
+         (labels come from --inventory) are UNKNOWN. Only ingress is evaluated; egress rules are not, and the \
+         report says so. Denied calls count as missing for --fail-on.\n\n",
         "Exit status: 0 nothing --fail-on names was found; 3 it was; 1 error (server unreachable, bad declared \
          input: nothing is reported then); 2 usage error."
     )
 )]
 pub struct AuditArgs {
-    /// Declared ClientIntents: files, directories (read recursively: their .yaml, .yml and
-    /// .json files) or - for stdin, any version, other kinds of objects skipped (as `helm
-    /// template` prints them).
+    /// Declared ClientIntents and NetworkPolicies: files, directories (read recursively:
+    /// their .yaml, .yml and .json files) or - for stdin, any ClientIntents version, other
+    /// kinds of objects skipped (as `helm template` prints them).
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub declared: Vec<PathBuf>,
     /// Read the declared ClientIntents from the cluster's API instead (with -n: from those
     /// namespaces), with the same kube credentials as the port-forward.
     #[arg(long)]
     pub from_cluster: bool,
+    /// Read the declared ClientIntents and NetworkPolicies from the manifest of this Helm
+    /// release's deployed revision, as Helm's storage keeps it in the cluster (Secrets, or
+    /// ConfigMaps of the ConfigMap driver), with the same kube credentials as the
+    /// port-forward. The release is looked up in the namespace -n names (the first, if
+    /// several), else the kubeconfig context's; its namespace-less objects are in the
+    /// release's namespace.
+    #[arg(long, value_name = "NAME")]
+    pub helm_release: Option<String>,
+    /// With --helm-release: audit revision N instead of the deployed one — the preview of
+    /// `helm rollback NAME N`: the calls its ClientIntents would block for the release's
+    /// clients, and the callers of its servers its NetworkPolicies would deny.
+    #[arg(long, requires = "helm_release", value_name = "N")]
+    pub revision: Option<u32>,
     /// Audit the clients in these namespaces (repeatable, or comma-separated). With exactly one,
     /// declared ClientIntents without metadata.namespace are taken to be in it.
     #[arg(
@@ -116,6 +139,11 @@ pub struct AuditArgs {
     /// Colour the table.
     #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
     pub color: Color,
+    /// Pods, their owners and Namespaces as `kubectl get -o yaml` prints them (files or
+    /// directories, repeatable): the labels the declared NetworkPolicies select on. Without
+    /// it, labels are unknown and calls whose verdict depends on them are reported as unknown.
+    #[arg(long, value_name = "PATH")]
+    pub inventory: Vec<PathBuf>,
     /// Also report undeclared calls to the cluster DNS (port 53 of kube-dns/CoreDNS in
     /// kube-system) as missing. Left out by default: the operator's policies never block
     /// them. Declared DNS targets are audited either way.
@@ -138,9 +166,17 @@ pub enum AuditError {
     /// The declared side could not be read.
     #[error(transparent)]
     Declared(#[from] ReadError),
-    /// The audit found what --fail-on names.
-    #[error("audit: {findings} (--fail-on {fail_on})")]
+    /// The Helm release could not be read.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// The --inventory could not be read.
+    #[error(transparent)]
+    Labels(#[from] netpolicies::LabelsError),
+    /// The audit (or `helm history`) found what --fail-on names.
+    #[error("{command}: {findings} (--fail-on {fail_on})")]
     Findings {
+        /// The command: `audit`, `helm history`.
+        command: &'static str,
         /// What was found, e.g. `1 missing call`.
         findings: String,
         /// The --fail-on value.
@@ -176,22 +212,56 @@ fn observed(edges: &[ObservedEdge], window_start_ms: i64) -> Observed {
     out
 }
 
+/// Reads the ClientIntents of a Helm release's deployed revision (or `revision`), saying on
+/// stderr which revision and how many documents.
+pub async fn read_release(
+    connect: &ConnectOpts,
+    name: &str,
+    namespaces: &[String],
+    revision: Option<u32>,
+) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), AuditError> {
+    let client = releases::client(connect, name).await?;
+    let namespace = releases::release_namespace(&client, namespaces);
+    let history = releases::read_history(&client, &namespace, name).await?;
+    let release = history.chosen(revision)?;
+    let (docs, warnings) = release.declared().map_err(|e| ReadError::Parse(Box::new(e)))?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    let policies = release.policies().map_err(|e| ReadError::Policy(Box::new(e)))?;
+    eprintln!(
+        "Read {} declared ClientIntents and {} NetworkPolicies from {}",
+        docs.len(),
+        policies.len(),
+        releases::describe(release)
+    );
+    Ok((docs, policies))
+}
+
 /// Reads the declared side (before contacting the server: bad input fails fast and alone).
-async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<Vec<DeclaredDoc>, ReadError> {
-    let mut docs = if args.from_cluster {
+async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), AuditError> {
+    let mut policies = Vec::new();
+    let mut docs = if let Some(name) = &args.helm_release {
+        let (docs, read) = read_release(connect, name, &args.namespaces, args.revision).await?;
+        policies = read;
+        docs
+    } else if args.from_cluster {
         let (client, _url) = crate::portforward::kube_client(connect.kubeconfig.as_deref(), connect.context.as_deref())
             .await
             .map_err(|error| ReadError::ClusterConfig { error })?;
         declared::read_cluster(client, &args.namespaces).await?
     } else {
-        declared::read_paths(&args.declared, true, "audit --declared")?
+        let (docs, read) = declared::read_paths_and_policies(&args.declared, true, "audit --declared")?;
+        policies = read;
+        docs
     };
     let default_namespace = match args.namespaces.as_slice() {
         [one] => Some(one.as_str()),
         _ => None,
     };
     declared::fill_namespaces(&mut docs, default_namespace)?;
-    Ok(docs)
+    declared::fill_policy_namespaces(&mut policies, default_namespace)?;
+    Ok((docs, policies))
 }
 
 /// The edges the audit needs: those of the clients in scope, chosen by the server. The window
@@ -212,7 +282,8 @@ fn request(args: &AuditArgs, declared: &[DeclaredDoc], now: SystemTime) -> pb::L
 
 /// Runs `mapper audit`.
 pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
-    let declared = read_declared(connect, args).await.map_err(AuditError::from)?;
+    let (declared, policies) = read_declared(connect, args).await?;
+    let labels = netpolicies::LabelSource::load(&args.inventory).map_err(AuditError::from)?;
     let mut mapper = Mapper::connect(connect).await?;
     let now = SystemTime::now();
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
@@ -221,26 +292,57 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     // arrived, so memory holds one client's edges and the findings, not the map.
     let mut auditor = Auditor::new(&declared, &scope, window_start_ms);
     let mut unattributed: BTreeMap<Workload, Vec<String>> = BTreeMap::new();
-    let mut edges = EdgeStream::start(&mut mapper, request(args, &declared, now), Vec::new()).await?;
-    while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
-        let client = observed(&run, window_start_ms);
-        auditor.observe(&client.edges);
-        for (workload, addresses) in client.unattributed {
-            unattributed.entry(workload).or_default().extend(addresses);
+    // Only NetworkPolicies declared: no ClientIntents audit (it would call every call missing).
+    if !declared.is_empty() || policies.is_empty() {
+        let mut edges = EdgeStream::start(&mut mapper, request(args, &declared, now), Vec::new()).await?;
+        while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
+            let client = observed(&run, window_start_ms);
+            auditor.observe(&client.edges);
+            for (workload, addresses) in client.unattributed {
+                unattributed.entry(workload).or_default().extend(addresses);
+            }
         }
     }
+    let policy_report = if policies.is_empty() {
+        None
+    } else {
+        // Calls into the policies' namespaces, from any client.
+        let mut into = Vec::new();
+        let request = QueryArgs::default().request(now, false, false);
+        let mut edges = EdgeStream::start(&mut mapper, request, Vec::new()).await?;
+        while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
+            into.extend(run.into_iter().filter(|e| {
+                matches!(&e.server, Peer::Workload(w) if policies.iter().any(|p| p.namespace.as_deref() == Some(&*w.namespace)))
+            }));
+        }
+        Some(netpolicies::evaluate(&policies, &into, &labels, window_start_ms))
+    };
     let mut report = auditor.finish();
     if !args.include_dns {
         report = report.without_cluster_dns();
     }
     let view = View { report: &report, unattributed: &unattributed, since: args.since, now_ms: unix_ms(now) };
-    let text = match args.format {
+    let mut text = match args.format {
         Format::Table => view.table(use_color(args.color)),
         Format::Json => view.json_text(),
         Format::Markdown => view.markdown(),
     };
+    if let Some(policy_report) = &policy_report {
+        match args.format {
+            Format::Table => text.push_str(&policy_report.text()),
+            Format::Markdown => text.push_str(&policy_report.markdown()),
+            Format::Json => {
+                if let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) {
+                    doc["network_policies"] = policy_report.json();
+                    text = format!("{doc:#}\n");
+                }
+            }
+        }
+    }
     output::stdout(text.as_bytes())?;
-    let totals = report.totals();
+    let mut totals = report.totals();
+    let denied = policy_report.as_ref().map_or(0, |p| p.denied.len());
+    totals.missing += denied;
     let failing = match args.fail_on {
         FailOn::Missing => totals.missing > 0,
         FailOn::Unused => totals.unused > 0,
@@ -254,7 +356,7 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
             FailOn::Any => "any",
             FailOn::None => "none",
         };
-        return Err(AuditError::Findings { findings: findings_text(&totals), fail_on }.into());
+        return Err(AuditError::Findings { command: "audit", findings: findings_text(&totals), fail_on }.into());
     }
     Ok(())
 }

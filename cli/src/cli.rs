@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{audit, completions, connect, edges, export, list, output, policy, reset, visualize};
+use crate::{audit, completions, connect, edges, export, helm, list, output, policy, reset, visualize};
 
 /// Exit statuses scripts can rely on.
 pub mod exit {
@@ -71,9 +71,13 @@ pub enum Command {
     Visualize(visualize::VisualizeArgs),
     /// Forget every edge mapper-server has recorded.
     Reset(reset::ResetArgs),
-    /// Compare declared ClientIntents (files, or the cluster's) with the observed traffic:
-    /// missing calls (blocked once enforced), unused and covered targets.
+    /// Compare declared ClientIntents (files, the cluster's, or a Helm release's) with the
+    /// observed traffic: missing calls (blocked once enforced), unused and covered targets;
+    /// and the calls declared NetworkPolicies would deny.
     Audit(audit::AuditArgs),
+    /// Helm releases: per revision, the calls its ClientIntents added and removed, and whether
+    /// observed traffic still uses the removed ones.
+    Helm(helm::HelmArgs),
     /// Show the NetworkPolicies the intents operator builds from ClientIntents files, and the
     /// pod labels they rely on. Needs no server.
     Policy(policy::PolicyArgs),
@@ -135,6 +139,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Visualize(args) => visualize::run(&cli.connect, &args).await,
         Command::Reset(args) => reset::run(&cli.connect, &args).await,
         Command::Audit(args) => audit::run(&cli.connect, &args).await,
+        Command::Helm(args) => helm::run(&cli.connect, &args).await,
         Command::Policy(args) => policy::run(&args),
         Command::Completions(args) => completions::run(&args),
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::discovery::{self, ApiGroup};
 use kube::error::DiscoveryError;
+use mapper_intents::netpol::{Policy, PolicyReadError, read_policies};
 use mapper_intents::walk::Walk;
 use mapper_intents::{IntentsVersion, ParseError, audit::DeclaredDoc, versions};
 
@@ -51,6 +52,20 @@ pub enum ReadError {
          -n NAMESPACE"
     )]
     NoNamespace {
+        /// Where it was read.
+        origin: String,
+        /// `metadata.name`.
+        name: String,
+    },
+    /// A NetworkPolicy does not fit its schema.
+    #[error(transparent)]
+    Policy(Box<PolicyReadError>),
+    /// A NetworkPolicy names no namespace and no single -n says where it is applied.
+    #[error(
+        "{origin}: NetworkPolicy {name} has no metadata.namespace; give the namespace it is applied to with exactly one \
+         -n NAMESPACE"
+    )]
+    PolicyNoNamespace {
         /// Where it was read.
         origin: String,
         /// `metadata.name`.
@@ -130,11 +145,30 @@ fn expand(path: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), Re
 /// Reads every ClientIntents object in `paths`, in order; `verb` names the command in the hint
 /// given for an unrendered Helm template.
 pub fn read_paths(paths: &[PathBuf], recursive: bool, verb: &'static str) -> Result<Vec<DeclaredDoc>, ReadError> {
+    Ok(read_paths_with(paths, recursive, verb, false)?.0)
+}
+
+/// [`read_paths`], also reading the `networking.k8s.io/v1` NetworkPolicies of the same texts.
+pub fn read_paths_and_policies(
+    paths: &[PathBuf],
+    recursive: bool,
+    verb: &'static str,
+) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), ReadError> {
+    read_paths_with(paths, recursive, verb, true)
+}
+
+fn read_paths_with(
+    paths: &[PathBuf],
+    recursive: bool,
+    verb: &'static str,
+    with_policies: bool,
+) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), ReadError> {
     let mut files = Vec::new();
     for path in paths {
         expand(path, recursive, &mut files)?;
     }
     let mut docs = Vec::new();
+    let mut policies = Vec::new();
     for file in &files {
         let (text, name) = if file.as_os_str() == "-" {
             let mut text = String::new();
@@ -144,9 +178,30 @@ pub fn read_paths(paths: &[PathBuf], recursive: bool, verb: &'static str) -> Res
             (std::fs::read_to_string(file).map_err(read_error(file))?, file.display().to_string())
         };
         docs.extend(read_text(&text, &name, verb)?);
+        if with_policies {
+            policies.extend(read_policies(&text, &name).map_err(|e| ReadError::Policy(Box::new(e)))?);
+        }
     }
-    eprintln!("{}", summary(docs.len(), files.len()));
-    Ok(docs)
+    if policies.is_empty() {
+        eprintln!("{}", summary(docs.len(), files.len()));
+    } else {
+        eprintln!("{} and {} NetworkPolicies", summary(docs.len(), files.len()), policies.len());
+    }
+    Ok((docs, policies))
+}
+
+/// Gives every NetworkPolicy without a namespace `default_namespace`, or fails naming the
+/// first such policy when there is none.
+pub fn fill_policy_namespaces(policies: &mut [Policy], default_namespace: Option<&str>) -> Result<(), ReadError> {
+    for p in policies.iter_mut().filter(|p| p.namespace.is_none()) {
+        match default_namespace {
+            Some(ns) => p.namespace = Some(ns.to_owned()),
+            None => {
+                return Err(ReadError::PolicyNoNamespace { origin: p.source.clone(), name: p.name.clone() });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Read 3 declared ClientIntents from 2 files`.

@@ -8,10 +8,15 @@
 //!   that cannot be reached or refuses the token.
 //! - [`edges`]: the server's edges as plain values, and their conversion into
 //!   [`mapper_intents::Edge`].
-//! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`audit`], [`completions`]:
+//! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`audit`], [`helm`],
+//!   [`completions`]:
 //!   the subcommands.
 //! - [`declared`]: reading declared ClientIntents (files, directories, stdin, the cluster) for
 //!   `policy`, `audit` and `export --declared`.
+//! - [`releases`]: a Helm release's revisions read from the cluster (Helm's Secrets or
+//!   ConfigMaps) for `audit --helm-release`.
+//! - [`netpolicies`]: NetworkPolicies against the observed calls into the pods they select
+//!   (`audit`), with labels from `--inventory`.
 //! - [`output`]: stdout and `-o FILE`, quiet on a closed pipe.
 //!
 //! `main.rs` only parses the arguments, runs [`run`] and turns an [`Error`] into one line on
@@ -26,10 +31,13 @@ pub mod connect;
 pub mod declared;
 pub mod edges;
 pub mod export;
+pub mod helm;
 pub mod list;
+pub mod netpolicies;
 pub mod output;
 pub mod policy;
 pub mod portforward;
+pub mod releases;
 pub mod reset;
 pub mod visualize;
 

@@ -10,9 +10,12 @@
 //! - [`render`] / [`yaml`]: YAML in the Otterize CLI's layout, and JSON as a `v1` `List`.
 //! - [`parse`]: reading ClientIntents out of `kubectl`/`helm template` output, with errors that
 //!   name the source, document and field.
+//! - [`helm`]: Helm release records (Secrets and ConfigMaps of Helm's storage drivers) and
+//!   the ClientIntents and NetworkPolicies in their manifests.
 //! - [`identity`]: the operator's hashed workload identities used in labels.
 //! - [`policy`]: the NetworkPolicies the operator builds from intents, and the pod labels they
 //!   select on.
+//! - [`netpol`]: Kubernetes NetworkPolicies evaluated against observed calls (ingress).
 //! - [`walk`]: the files under a directory of manifests, one walk for every reader of them.
 //! - [`errors`]: an error and its sources in one line ([`error_chain`]), shared by every crate
 //!   that reports errors.
@@ -40,8 +43,10 @@
 pub mod audit;
 pub mod errors;
 pub mod export;
+pub mod helm;
 pub mod identity;
 pub mod model;
+pub mod netpol;
 pub mod parse;
 pub mod policy;
 pub mod render;
