@@ -65,21 +65,8 @@ impl LabelSource {
         let inventory = Inventory::load(paths.to_vec(), ResolveOptions::default()).map_err(LabelsError::Inventory)?;
         let snapshot = inventory.snapshot();
         let mut source = LabelSource { snapshot: Some(snapshot.clone()), ..LabelSource::default() };
-        let mut files = Vec::new();
-        for path in paths {
-            if path.is_dir() {
-                let walk = mapper_intents::walk::Walk {
-                    take: |p: &std::path::Path| {
-                        matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
-                    },
-                    max_depth: usize::MAX,
-                    skip_hidden: true,
-                };
-                files.extend(walk.files(path).map_err(|e| LabelsError::Read { path: e.path, error: e.error })?);
-            } else {
-                files.push(path.clone());
-            }
-        }
+        // The files mapper-cluster read, found by the same walk.
+        let files = inventory.files().map_err(LabelsError::Inventory)?;
         for file in files {
             // mapper-cluster has read these already: what is not YAML was refused there.
             let text =

@@ -126,6 +126,12 @@ impl Inventory {
         &self.paths
     }
 
+    /// The files under [`Inventory::paths`] a load reads, as it finds them now (the same walk:
+    /// extensions, depth, hidden entries).
+    pub fn files(&self) -> Result<Vec<PathBuf>, InventoryError> {
+        parse::discover(&self.paths)
+    }
+
     fn rebuild(&mut self, now_ms: i64) -> Arc<Snapshot> {
         self.history.expire(now_ms, duration_ms(self.options.deleted_pod_retention));
         self.snapshot = Arc::new(Snapshot::build(&self.objects, &self.history, &self.options, now_ms));

@@ -472,20 +472,8 @@ pub enum PolicyReadError {
 /// Every `networking.k8s.io/v1` NetworkPolicy in a YAML or JSON text (multi-document, `List`s
 /// read item by item), named `<source_name>: document N`. Other documents are skipped.
 pub fn read_policies(text: &str, source_name: &str) -> Result<Vec<Policy>, PolicyReadError> {
-    use crate::parse::ParseError;
-    let text = crate::stream::strip_bom(text);
-    crate::stream::check_depth(text, crate::stream::MAX_DEPTH)
-        .map_err(|at| ParseError::TooDeep { source_name: source_name.to_owned(), at })?;
     let mut out = Vec::new();
-    for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = index + 1;
-        let value = serde_yaml::Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
-            source_name: source_name.to_owned(),
-            document,
-            line: error.location().map(|l| l.line()),
-            column: error.location().map(|l| l.column()),
-            error,
-        })?;
+    crate::parse::for_each_document(text, source_name, |document, value| {
         let mut objects = vec![&value];
         if value.get("kind").and_then(serde_yaml::Value::as_str) == Some("List")
             && let Some(items) = value.get("items").and_then(serde_yaml::Value::as_sequence)
@@ -513,6 +501,7 @@ pub fn read_policies(text: &str, source_name: &str) -> Result<Vec<Policy>, Polic
             let json = serde_json::to_value(object).map_err(invalid)?;
             out.push(Policy::from_value(json, &format!("{source_name}: document {document}")).map_err(invalid)?);
         }
-    }
+        Ok::<(), PolicyReadError>(())
+    })?;
     Ok(out)
 }

@@ -174,21 +174,9 @@ pub fn parse_versioned_reporting(
     text: &str,
     source_name: &str,
 ) -> Result<(Vec<FoundObject>, Vec<Skipped>), ParseError> {
-    let text = stream::strip_bom(text);
-    stream::check_depth(text, MAX_DEPTH)
-        .map_err(|at| ParseError::TooDeep { source_name: source_name.to_owned(), at })?;
     let mut found = Vec::new();
     let mut skipped = Vec::new();
-    for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = index + 1;
-        // After a syntax error the stream repeats it for ever: stop at the first one.
-        let value = Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
-            source_name: source_name.to_owned(),
-            document,
-            line: error.location().map(|l| l.line()),
-            column: error.location().map(|l| l.column()),
-            error,
-        })?;
+    for_each_document(text, source_name, |document, value| {
         let mut objects = Vec::new();
         let mut suspects = Vec::new();
         collect(&value, "", &mut objects, &mut suspects)
@@ -200,8 +188,35 @@ pub fn parse_versioned_reporting(
             api_version,
             kind,
         }));
-    }
+        Ok(())
+    })?;
     Ok((found, skipped))
+}
+
+/// Hands each YAML (or JSON) document of `text` to `each`, numbered from 1, one at a time: a
+/// leading byte-order mark is dropped and nesting deeper than [`MAX_DEPTH`] refused before any
+/// is parsed, and the first document that is not YAML ends the walk with its position.
+pub(crate) fn for_each_document<E: From<ParseError>>(
+    text: &str,
+    source_name: &str,
+    mut each: impl FnMut(usize, Value) -> Result<(), E>,
+) -> Result<(), E> {
+    let text = stream::strip_bom(text);
+    stream::check_depth(text, MAX_DEPTH)
+        .map_err(|at| ParseError::TooDeep { source_name: source_name.to_owned(), at })?;
+    for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = index + 1;
+        // After a syntax error the stream repeats it for ever: stop at the first one.
+        let value = Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
+            source_name: source_name.to_owned(),
+            document,
+            line: error.location().map(|l| l.line()),
+            column: error.location().map(|l| l.column()),
+            error,
+        })?;
+        each(document, value)?;
+    }
+    Ok(())
 }
 
 fn invalid(source_name: &str, document: usize, prefix: &str, e: ConvertError) -> ParseError {
