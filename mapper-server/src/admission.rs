@@ -241,12 +241,13 @@ pub struct IngestEndpoint {
 
 impl IngestEndpoint {
     pub fn new(service: IngestService, limits: &Limits) -> Self {
+        let budget = report_budget(limits);
         Self {
             service: Arc::new(service),
             permits: Arc::new(Semaphore::new(limits.max_concurrent_reports.max(1))),
             max: limits.max_concurrent_reports.max(1),
-            bytes: Arc::new(Semaphore::new(report_budget(limits))),
-            budget: report_budget(limits),
+            bytes: Arc::new(Semaphore::new(budget)),
+            budget,
             wait: limits.report_queue_wait,
         }
     }

@@ -101,8 +101,7 @@ struct Args {
     max_concurrent_reports: usize,
     /// Bytes (as sent) of the Report requests read, decoded and stored at once: a call waits
     /// for room for its own size (up to --report-queue-wait, then RESOURCE_EXHAUSTED). A
-    /// request larger than this is worked on alone. Decoded and resolved, a request takes
-    /// several times its size in memory.
+    /// request larger than this is worked on alone.
     #[arg(long, env = "MAPPER_REPORT_BYTES", default_value = "64MiB", value_parser = mapper_server::admission::parse_bytes)]
     report_bytes: usize,
     /// How long a Report call waits for its turn.
