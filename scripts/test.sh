@@ -13,6 +13,7 @@ ensure_packages
 ensure_python_grpc
 ensure_helm >/dev/null
 ensure_kernel_mounts
+warn_low_disk 5000
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
