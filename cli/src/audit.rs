@@ -144,6 +144,12 @@ pub struct AuditArgs {
     /// it, labels are unknown and calls whose verdict depends on them are reported as unknown.
     #[arg(long, value_name = "PATH")]
     pub inventory: Vec<PathBuf>,
+    /// With --helm-release: read the release's records from these files or directories
+    /// (repeatable) of objects as `kubectl get secrets -A -o yaml` prints them, instead of from
+    /// the cluster: Secrets or ConfigMaps named sh.helm.release.v1.NAME.vN labelled
+    /// owner=helm,name=NAME. Without -n, the one namespace they hold the release in.
+    #[arg(long, requires = "helm_release", value_name = "PATH")]
+    pub release_records: Vec<PathBuf>,
     /// Also report undeclared calls to the cluster DNS (port 53 of kube-dns/CoreDNS in
     /// kube-system) as missing. Left out by default: the operator's policies never block
     /// them. Declared DNS targets are audited either way.
@@ -214,15 +220,15 @@ fn observed(edges: &[ObservedEdge], window_start_ms: i64) -> Observed {
 
 /// Reads the ClientIntents of a Helm release's deployed revision (or `revision`), saying on
 /// stderr which revision and how many documents.
+/// The records come from the `records` files when there are any, else from the cluster.
 pub async fn read_release(
     connect: &ConnectOpts,
+    records: &[PathBuf],
     name: &str,
     namespaces: &[String],
     revision: Option<u32>,
 ) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), AuditError> {
-    let client = releases::client(connect, name).await?;
-    let namespace = releases::release_namespace(&client, namespaces);
-    let history = releases::read_history(&client, &namespace, name).await?;
+    let history = releases::history(connect, records, namespaces, name).await?;
     let release = history.chosen(revision)?;
     let (docs, warnings) = release.declared().map_err(|e| ReadError::Parse(Box::new(e)))?;
     for warning in warnings {
@@ -242,7 +248,7 @@ pub async fn read_release(
 async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), AuditError> {
     let mut policies = Vec::new();
     let mut docs = if let Some(name) = &args.helm_release {
-        let (docs, read) = read_release(connect, name, &args.namespaces, args.revision).await?;
+        let (docs, read) = read_release(connect, &args.release_records, name, &args.namespaces, args.revision).await?;
         policies = read;
         docs
     } else if args.from_cluster {
