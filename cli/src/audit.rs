@@ -328,13 +328,20 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
         report = report.without_cluster_dns();
     }
     let view = View { report: &report, unattributed: &unattributed, since: args.since, now_ms: unix_ms(now) };
+    // Only NetworkPolicies declared: their report alone (a ClientIntents report of nothing
+    // declared would only say so), but for JSON, whose document keeps its shape.
+    let intents = !declared.is_empty() || policies.is_empty();
     let mut text = match args.format {
-        Format::Table => view.table(use_color(args.color)),
+        Format::Table if intents => view.table(use_color(args.color)),
+        Format::Markdown if intents => view.markdown(),
+        Format::Table | Format::Markdown => String::new(),
         Format::Json => view.json_text(),
-        Format::Markdown => view.markdown(),
     };
     if let Some(policy_report) = &policy_report {
         match args.format {
+            // Alone, without the blank line that parts it from the ClientIntents report.
+            Format::Table if text.is_empty() => text = policy_report.text().trim_start().to_owned(),
+            Format::Markdown if text.is_empty() => text = policy_report.markdown().trim_start().to_owned(),
             Format::Table => text.push_str(&policy_report.text()),
             Format::Markdown => text.push_str(&policy_report.markdown()),
             Format::Json => {
@@ -346,9 +353,10 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
         }
     }
     output::stdout(text.as_bytes())?;
+    // Denied calls count as missing for --fail-on.
     let mut totals = report.totals();
-    let denied = policy_report.as_ref().map_or(0, |p| p.denied.len());
-    totals.missing += denied;
+    let denied = policy_report.as_ref().map(|p| p.denied.len());
+    totals.missing += denied.unwrap_or(0);
     let failing = match args.fail_on {
         FailOn::Missing => totals.missing > 0,
         FailOn::Unused => totals.unused > 0,
@@ -362,7 +370,8 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
             FailOn::Any => "any",
             FailOn::None => "none",
         };
-        return Err(AuditError::Findings { command: "audit", findings: findings_text(&totals), fail_on }.into());
+        let findings = findings_text(&report.totals(), intents, denied);
+        return Err(AuditError::Findings { command: "audit", findings, fail_on }.into());
     }
     Ok(())
 }

@@ -91,7 +91,7 @@ pub enum ReleaseError {
         name: String,
         /// Why.
         #[source]
-        error: mapper_cluster::InventoryError,
+        error: Box<mapper_cluster::InventoryError>,
     },
     /// An --release-records file could not be read.
     #[error("cannot read Helm release {name} from --release-records {}", path.display())]
@@ -268,7 +268,7 @@ pub fn read_history_from_files(
     name: &str,
 ) -> Result<History, ReleaseError> {
     let files = mapper_cluster::Inventory::files_of(paths)
-        .map_err(|error| ReleaseError::Listing { name: name.to_owned(), error })?;
+        .map_err(|error| ReleaseError::Listing { name: name.to_owned(), error: Box::new(error) })?;
     let mut revisions = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).map_err(|error| ReleaseError::File {

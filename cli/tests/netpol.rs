@@ -45,11 +45,17 @@ fn declared_network_policies_deny_the_calls_they_do_not_admit() {
     let out = server.mapper(&["audit", "--declared", &file, "--inventory", FIXTURE]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let text = stdout(&out);
+    // Only policies declared: their report alone, and the error says what they deny.
     assert!(
-        text.contains("\nNetworkPolicies (1): 1 denied, 0 unknown, 1 admitted observed calls; egress rules are not evaluated\n  DENIED   transaction-service.team1 -> ledger.team3 8080/TCP  last seen "),
+        text.starts_with("NetworkPolicies (1): 1 denied, 0 unknown, 1 admitted observed calls; egress rules are not evaluated\n  DENIED   transaction-service.team1 -> ledger.team3 8080/TCP  last seen "),
         "{text}"
     );
     assert!(text.contains("(selected by team3/ledger-ingress, none admits it)\n"), "{text}");
+    assert!(
+        stderr(&out).ends_with("\nerror: audit: 1 observed call the NetworkPolicies deny (--fail-on missing)\n"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
