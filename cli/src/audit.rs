@@ -84,7 +84,7 @@ pub enum Color {
         "NetworkPolicies (networking.k8s.io/v1, in --declared files or the --helm-release manifest) are evaluated \
          with Kubernetes semantics against every observed call into the pods they select: the calls no policy \
          admits are DENIED; those whose verdict needs labels, named ports or addresses mapper does not know \
-         (labels come from --inventory) are UNKNOWN. Only ingress is evaluated; egress rules are not, and the \
+         (labels come from the cluster, or --inventory) are UNKNOWN. Only ingress is evaluated; egress rules are not, and the \
          report says so. Denied calls count as missing for --fail-on.\n\n",
         "Exit status: 0 nothing --fail-on names was found; 3 it was; 1 error (server unreachable, bad declared \
          input: nothing is reported then); 2 usage error."
@@ -141,7 +141,8 @@ pub struct AuditArgs {
     pub color: Color,
     /// Pods, their owners and Namespaces as `kubectl get -o yaml` prints them (files or
     /// directories, repeatable): the labels the declared NetworkPolicies select on. Without
-    /// it, labels are unknown and calls whose verdict depends on them are reported as unknown.
+    /// it they are read from the cluster (kube credentials as for the port-forward); without
+    /// either, labels are unknown and calls whose verdict depends on them are reported so.
     #[arg(long, value_name = "PATH")]
     pub inventory: Vec<PathBuf>,
     /// With --helm-release: read the release's records from these files or directories
@@ -286,10 +287,42 @@ fn request(args: &AuditArgs, declared: &[DeclaredDoc], now: SystemTime) -> pb::L
     request
 }
 
+/// How long the labels from the cluster may take to list (every pod and its owners).
+const CLUSTER_LABELS_WAIT: Duration = Duration::from_secs(60);
+
+/// The labels the declared NetworkPolicies select on, from the cluster when there is no
+/// --inventory; without a cluster (or with one that refuses), every label is unknown, which
+/// the report says per call, and a warning says why.
+async fn cluster_labels(connect: &ConnectOpts, policies: &[Policy]) -> netpolicies::LabelSource {
+    let unknown = |why: String| {
+        eprintln!("warning: NetworkPolicies: labels unknown (give --inventory, or a cluster): {why}");
+        netpolicies::LabelSource::default()
+    };
+    let client = match crate::portforward::kube_client(connect.kubeconfig.as_deref(), connect.context.as_deref()).await
+    {
+        Ok((client, _)) => client,
+        Err(error) => return unknown(mapper_intents::error_chain(&error)),
+    };
+    let mut namespaces: Vec<String> = policies.iter().filter_map(|p| p.namespace.clone()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    match netpolicies::LabelSource::from_cluster(client, &namespaces, CLUSTER_LABELS_WAIT).await {
+        Ok(labels) => {
+            eprintln!("Read pod and namespace labels from the cluster");
+            labels
+        }
+        Err(error) => unknown(mapper_intents::error_chain(&error)),
+    }
+}
+
 /// Runs `mapper audit`.
 pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let (declared, policies) = read_declared(connect, args).await?;
-    let labels = netpolicies::LabelSource::load(&args.inventory).map_err(AuditError::from)?;
+    let labels = if args.inventory.is_empty() && !policies.is_empty() {
+        cluster_labels(connect, &policies).await
+    } else {
+        netpolicies::LabelSource::load(&args.inventory).map_err(AuditError::from)?
+    };
     let mut mapper = Mapper::connect(connect).await?;
     let now = SystemTime::now();
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
