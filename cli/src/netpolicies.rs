@@ -42,9 +42,17 @@ pub enum LabelsError {
 /// Why the labels could not be read from the cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterLabelsError {
-    /// A list was refused or failed.
+    /// The API server refused a list (its Status; the message is the server's own words).
+    #[error("cannot list {what}: {message}")]
+    Refused {
+        /// What was listed.
+        what: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// A list failed without an answer from the API server.
     #[error("cannot list {what}")]
-    List {
+    Failed {
         /// What was listed.
         what: String,
         /// The client's error.
@@ -125,7 +133,10 @@ impl LabelSource {
         use kube::api::{Api, ListParams};
         let failed = |what: &str| {
             let what = what.to_owned();
-            move |error| ClusterLabelsError::List { what, error }
+            move |error| match error {
+                kube::Error::Api(status) => ClusterLabelsError::Refused { what, message: status.message },
+                error => ClusterLabelsError::Failed { what, error },
+            }
         };
         // Asked first: a client without permission fails here at once rather than at the wait.
         let all_namespaces =

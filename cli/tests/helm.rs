@@ -96,16 +96,7 @@ fn cluster() -> Cluster {
                "data": {"release": plain}}),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = support::write(
-        dir.path(),
-        "kubeconfig",
-        &format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \
-             \"http://{}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake, namespace: team1}}\n\
-             users:\n- name: fake\n  user: {{token: abc}}\n",
-            api.addr
-        ),
-    );
+    let kubeconfig = support::fake_kubeconfig(dir.path(), api.addr);
     Cluster { api, _runtime: runtime, _dir: dir, kubeconfig }
 }
 
@@ -125,10 +116,12 @@ fn audit_reads_the_deployed_revision_of_a_release() {
     let cluster = cluster();
     let out = audit(&cluster, &server, &["--helm-release", "payments", "-n", "team1", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // This fake API serves no Namespaces: the policy's labels are unknown, and a warning says why.
     assert_eq!(
         stderr(&out),
         "Read 1 declared ClientIntents and 1 NetworkPolicies from release team1/payments revision 3 (chart payments \
-         1.2.0, deployed, 2026-11-30T10:00:00Z)\n"
+         1.2.0, deployed, 2026-11-30T10:00:00Z)\nwarning: NetworkPolicies: labels unknown (give --inventory, or a \
+         cluster): cannot list namespaces: /api/v1/namespaces not found\n"
     );
     let json = json_of(&out);
     let ts = &json["clients"][0];

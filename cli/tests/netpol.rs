@@ -170,16 +170,7 @@ fn fake_cluster() -> FakeCluster {
         }
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = support::write(
-        dir.path(),
-        "kubeconfig",
-        &format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \
-             \"http://{}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake, namespace: team1}}\n\
-             users:\n- name: fake\n  user: {{token: abc}}\n",
-            api.addr
-        ),
-    );
+    let kubeconfig = support::fake_kubeconfig(dir.path(), api.addr);
     FakeCluster { _api: api, _runtime: runtime, _dir: dir, kubeconfig }
 }
 

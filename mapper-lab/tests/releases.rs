@@ -66,15 +66,22 @@ fn state(scenario: &Scenario) -> LabState {
     }
 }
 
-#[test]
-fn released_workloads_top_owners_carry_helm_s_annotations_and_label() {
-    let scenario = Scenario::parse(SCENARIO).unwrap_or_else(|e| panic!("scenario: {e}"));
+/// The inventory `up` would write for `scenario`: its directory (kept while it is used), path,
+/// text and YAML.
+fn written(scenario: &Scenario) -> (tempfile::TempDir, PathBuf, String, Value) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    inventory::write(&scenario, &state(&scenario), &mapper_lab::lab::service_defs(&scenario), dir.path())
+    inventory::write(scenario, &state(scenario), &mapper_lab::lab::service_defs(scenario), dir.path())
         .unwrap_or_else(|e| panic!("write the inventory: {e}"));
     let path = dir.path().join("inventory.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let list: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("inventory YAML: {e}"));
+    (dir, path, text, list)
+}
+
+#[test]
+fn released_workloads_top_owners_carry_helm_s_annotations_and_label() {
+    let scenario = Scenario::parse(SCENARIO).unwrap_or_else(|e| panic!("scenario: {e}"));
+    let (_dir, path, _, list) = written(&scenario);
     let items = list["items"].as_array().cloned().unwrap_or_default();
 
     let stamped: Vec<String> = items
@@ -130,12 +137,7 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 fn the_seed_s_revisions_are_written_as_helm_stores_them() {
     let scenario = Scenario::load(&PathBuf::from(format!("{ROOT}/deploy/local/scenarios/seed.yaml")))
         .unwrap_or_else(|e| panic!("seed: {e}"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    inventory::write(&scenario, &state(&scenario), &mapper_lab::lab::service_defs(&scenario), dir.path())
-        .unwrap_or_else(|e| panic!("write the inventory: {e}"));
-    let path = dir.path().join("inventory.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let list: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("inventory YAML: {e}"));
+    let (_dir, path, text, list) = written(&scenario);
     let secrets: Vec<&Value> =
         list["items"].as_array().into_iter().flatten().filter(|o| o["kind"] == "Secret").collect();
     let names: Vec<&str> = secrets.iter().filter_map(|s| s["metadata"]["name"].as_str()).collect();
