@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::identity::{ResolveOptions, duration_ms, now_ms};
-use crate::model::{ClusterObjects, OwnerRecord, PodRecord, RELEASE_ANNOTATIONS, ServiceRecord, SliceRecord};
+use crate::model::{ClusterObjects, Interner, PodRecord, RELEASE_ANNOTATIONS, ServiceRecord, SliceRecord};
 use crate::snapshot::{ClusterHandle, Snapshot};
 use owners::{OwnerCache, OwnerTtls};
 use pods::PodTracker;
@@ -309,17 +309,19 @@ impl Stores {
 async fn build(stores: &Stores, tracker: &mut PodTracker, owners: &mut OwnerCache, opts: &ResolveOptions) -> Snapshot {
     let now = now_ms();
     tracker.history.expire(now, duration_ms(opts.deleted_pod_retention));
+    let mut strings = Interner::default();
     let mut objects = ClusterObjects {
-        pods: stores.pods.state().iter().map(|p| PodRecord::from_pod(p, tracker.keep())).collect(),
+        pods: stores.pods.state().iter().map(|p| PodRecord::from_pod(p, tracker.keep(), &mut strings)).collect(),
         services: stores.services.state().iter().map(|s| ServiceRecord::from_service(s)).collect(),
         slices: stores.slices.state().iter().filter_map(|s| SliceRecord::from_slice(s)).collect(),
+        strings,
         ..ClusterObjects::default()
     };
     for rs in stores.replicasets.state() {
-        objects.add_owner(OwnerRecord::from_meta("apps/v1", "ReplicaSet", &rs.metadata));
+        objects.add_owner_of("apps/v1", "ReplicaSet", &rs.metadata);
     }
     for job in stores.jobs.state() {
-        objects.add_owner(OwnerRecord::from_meta("batch/v1", "Job", &job.metadata));
+        objects.add_owner_of("batch/v1", "Job", &job.metadata);
     }
     for node in stores.nodes.state() {
         if let Ok(data) = serde_json::to_value(&*node) {
@@ -395,7 +397,7 @@ mod tests {
                     assert_eq!(kept, RELEASE_ANNOTATIONS, "a {what} without an owner keeps the release's");
                 }
             }
-            let record = PodRecord::from_pod(&pod, &[] as &[&str]);
+            let record = PodRecord::from_pod(&pod, &[] as &[&str], &mut crate::model::Interner::default());
             let release = (!owned).then(|| mapper_model::Release::new("shop", "platform"));
             assert_eq!(record.own_release(), release, "owned: {owned}");
         }
@@ -418,12 +420,12 @@ mod tests {
                             "restartCount": 0, "state": {"running": {"startedAt": "2025-06-01T00:00:00Z"}}}]}
         }))
         .expect("test pod deserialises");
-        let before = PodRecord::from_pod(&pod, &[] as &[&str]).finished_ms;
+        let before = PodRecord::from_pod(&pod, &[] as &[&str], &mut crate::model::Interner::default()).finished_ms;
         trim_pod(&mut pod, &[]);
         let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).expect("statuses");
         assert_eq!(statuses.len(), 1, "only the terminated container is kept");
         assert!(statuses[0].image.is_empty() && statuses[0].container_id.is_none(), "and only its end time");
-        let after = PodRecord::from_pod(&pod, &[] as &[&str]).finished_ms;
+        let after = PodRecord::from_pod(&pod, &[] as &[&str], &mut crate::model::Interner::default()).finished_ms;
         assert_eq!(after, before);
         assert_eq!(after, Some(1_748_736_060_000), "2025-06-01T00:01:00Z");
     }

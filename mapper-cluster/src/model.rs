@@ -1,7 +1,7 @@
 //! The parts of Kubernetes objects that resolution reads, as both sources (inventory files and
 //! the API) hand them over: pods, Services, EndpointSlices, owner objects and node addresses.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -20,29 +20,78 @@ pub(crate) fn api_group(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
+/// One shared copy of each string the records of many pods repeat (namespaces, label keys
+/// and values, owner references): the replicas of a workload, and the workloads of a
+/// namespace, hold the same few strings. Copies no record holds any more are dropped when the
+/// set has doubled since the last look, so it stays within twice what the records use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Interner {
+    set: HashSet<Arc<str>>,
+    /// The size at which copies held only here are dropped.
+    prune_at: usize,
+    /// Address lists the same way (a node's addresses, which each of its pods holds).
+    addresses: HashSet<Arc<[IpAddr]>>,
+    /// As `prune_at`, for `addresses`.
+    addresses_prune_at: usize,
+}
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.set.get(s) {
+            return shared.clone();
+        }
+        if self.set.len() >= self.prune_at {
+            self.set.retain(|shared| Arc::strong_count(shared) > 1);
+            self.prune_at = (self.set.len() * 2).max(1024);
+        }
+        let shared: Arc<str> = s.into();
+        self.set.insert(shared.clone());
+        shared
+    }
+
+    /// The shared copy of an address list.
+    pub fn addresses(&mut self, ips: &[IpAddr]) -> Arc<[IpAddr]> {
+        if let Some(shared) = self.addresses.get(ips) {
+            return shared.clone();
+        }
+        if self.addresses.len() >= self.addresses_prune_at {
+            self.addresses.retain(|shared| Arc::strong_count(shared) > 1);
+            self.addresses_prune_at = (self.addresses.len() * 2).max(1024);
+        }
+        let shared: Arc<[IpAddr]> = ips.into();
+        self.addresses.insert(shared.clone());
+        shared
+    }
+}
+
 /// A reference from an object to its (controller) owner.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct OwnerRef {
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
+    pub api_version: Arc<str>,
+    pub kind: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl OwnerRef {
     /// The controller reference of an object; the first reference when none is marked
     /// controller (the operator walks the first one).
-    pub fn controller_of(refs: Option<&Vec<OwnerReference>>) -> Option<Self> {
+    pub fn controller_of(refs: Option<&Vec<OwnerReference>>, strings: &mut Interner) -> Option<Self> {
         let refs = refs?;
         let chosen = refs.iter().find(|r| r.controller == Some(true)).or_else(|| refs.first())?;
-        Some(Self { api_version: chosen.api_version.clone(), kind: chosen.kind.clone(), name: chosen.name.clone() })
+        Some(Self {
+            api_version: strings.get(&chosen.api_version),
+            kind: strings.get(&chosen.kind),
+            name: strings.get(&chosen.name),
+        })
     }
 
     pub fn key(&self, namespace: &str) -> OwnerKey {
         OwnerKey {
             namespace: namespace.to_owned(),
             group: api_group(&self.api_version).to_owned(),
-            kind: self.kind.clone(),
-            name: self.name.clone(),
+            kind: self.kind.to_string(),
+            name: self.name.to_string(),
         }
     }
 }
@@ -81,7 +130,7 @@ pub(crate) struct OwnerRecord {
 }
 
 impl OwnerRecord {
-    pub fn from_meta(api_version: &str, kind: &str, meta: &ObjectMeta) -> Self {
+    pub fn from_meta(api_version: &str, kind: &str, meta: &ObjectMeta, strings: &mut Interner) -> Self {
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let release = release_of(meta, &namespace);
         Self {
@@ -92,7 +141,7 @@ impl OwnerRecord {
                 kind: kind.to_owned(),
                 name: meta.name.clone().unwrap_or_default(),
             },
-            owner: OwnerRef::controller_of(meta.owner_references.as_ref()),
+            owner: OwnerRef::controller_of(meta.owner_references.as_ref(), strings),
         }
     }
 }
@@ -102,17 +151,19 @@ impl OwnerRecord {
 pub(crate) struct PodRecord {
     /// Shared with the IP history and the snapshots' index (a cluster holds a copy per pod).
     pub uid: Arc<str>,
-    pub name: String,
-    pub namespace: String,
+    pub name: Box<str>,
+    /// Shared with the other pods' records ([`Interner`]), as are the labels and the owner.
+    pub namespace: Arc<str>,
     /// (key, value), sorted by key: a slice rather than a map, as a cluster holds one per pod
     /// (a map's smallest node of strings is half a kilobyte).
-    pub labels: Box<[(Box<str>, Box<str>)]>,
+    pub labels: Box<[(Arc<str>, Arc<str>)]>,
     /// Only the workload-name annotations, and the Helm release's when the pod has no owner
-    /// (it is then the top of its own chain).
-    pub annotations: BTreeMap<String, String>,
+    /// (it is then the top of its own chain); (key, value), sorted by key.
+    pub annotations: Box<[(Box<str>, Box<str>)]>,
     pub owner: Option<OwnerRef>,
     pub ips: Box<[IpAddr]>,
-    pub host_ips: Box<[IpAddr]>,
+    /// Shared with the other pods of the node ([`Interner::addresses`]).
+    pub host_ips: Arc<[IpAddr]>,
     pub host_network: bool,
     /// The phase is `Succeeded` or `Failed`: the pod ran to completion.
     pub completed: bool,
@@ -139,10 +190,10 @@ fn parse_ips<'a>(ips: impl IntoIterator<Item = &'a str>) -> Vec<IpAddr> {
 
 impl PodRecord {
     /// The record of a pod; `name_annotations` are the annotations kept (all others dropped).
-    pub fn from_pod(pod: &Pod, name_annotations: &[impl AsRef<str>]) -> Self {
+    pub fn from_pod(pod: &Pod, name_annotations: &[impl AsRef<str>], strings: &mut Interner) -> Self {
         let meta = &pod.metadata;
-        let name = meta.name.clone().unwrap_or_default();
-        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let name: Box<str> = meta.name.as_deref().unwrap_or_default().into();
+        let namespace = strings.get(meta.namespace.as_deref().unwrap_or("default"));
         let status = pod.status.as_ref();
         let pod_ips = status.and_then(|s| s.pod_ips.as_ref());
         let ips = parse_ips(
@@ -157,7 +208,7 @@ impl PodRecord {
                 .into_iter()
                 .chain(status.and_then(|s| s.host_ips.as_ref()).into_iter().flatten().map(|h| h.ip.as_str())),
         );
-        let owner = OwnerRef::controller_of(meta.owner_references.as_ref());
+        let owner = OwnerRef::controller_of(meta.owner_references.as_ref(), strings);
         let annotations = meta
             .annotations
             .iter()
@@ -166,7 +217,7 @@ impl PodRecord {
                 name_annotations.iter().any(|a| a.as_ref() == k.as_str())
                     || (owner.is_none() && RELEASE_ANNOTATIONS.contains(&k.as_str()))
             })
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
             .collect();
         let finished_ms = status
             .and_then(|s| s.container_statuses.as_ref())
@@ -177,11 +228,11 @@ impl PodRecord {
             .max();
         Self {
             uid: meta.uid.as_deref().map_or_else(|| format!("{namespace}/{name}").into(), Into::into),
-            labels: meta.labels.iter().flatten().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
+            labels: meta.labels.iter().flatten().map(|(k, v)| (strings.get(k), strings.get(v))).collect(),
             annotations,
             owner,
             ips: ips.into(),
-            host_ips: host_ips.into(),
+            host_ips: strings.addresses(&host_ips),
             host_network: pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
             completed: matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")),
             created_ms: time_ms(meta.creation_timestamp.as_ref()),
@@ -198,7 +249,12 @@ impl PodRecord {
         if self.owner.is_some() {
             return None;
         }
-        Release::from_annotations(|k| self.annotations.get(k).map(String::as_str), &self.namespace)
+        Release::from_annotations(|k| self.annotation(k), &self.namespace)
+    }
+
+    /// The value of a kept annotation.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
     }
 
     /// A pod that has run to completion no longer holds its IP.
@@ -318,9 +374,17 @@ pub(crate) struct ClusterObjects {
     pub cidrs: Vec<IpNet>,
     /// Every release the owners name, once: what their records share.
     pub releases: HashSet<Release>,
+    /// The strings the records share.
+    pub strings: Interner,
 }
 
 impl ClusterObjects {
+    /// Adds the owner record of an object (`apps/v1`, `ReplicaSet`, its metadata).
+    pub fn add_owner_of(&mut self, api_version: &str, kind: &str, meta: &ObjectMeta) {
+        let record = OwnerRecord::from_meta(api_version, kind, meta, &mut self.strings);
+        self.add_owner(record);
+    }
+
     pub fn add_owner(&mut self, mut record: OwnerRecord) {
         record.release = record.release.map(|r| self.intern(r));
         self.owners.insert(record.key.clone(), record);
@@ -367,5 +431,26 @@ impl ClusterObjects {
                 self.cidrs.push(net);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interner_shares_copies_and_drops_those_no_record_holds() {
+        let mut strings = Interner::default();
+        let a = strings.get("app.kubernetes.io/name");
+        let b = strings.get("app.kubernetes.io/name");
+        assert!(Arc::ptr_eq(&a, &b), "one copy");
+        // Churn: names nothing holds any more do not pile up.
+        for i in 0..100_000 {
+            drop(strings.get(&format!("pod-template-hash-{i}")));
+        }
+        assert!(strings.set.len() <= 2048, "{} copies kept", strings.set.len());
+        assert!(Arc::ptr_eq(&a, &strings.get("app.kubernetes.io/name")), "a held copy stays shared");
+        let node: [IpAddr; 1] = [IpAddr::from([10, 0, 0, 1])];
+        assert!(Arc::ptr_eq(&strings.addresses(&node), &strings.addresses(&node)), "one copy of a node's addresses");
     }
 }

@@ -142,7 +142,7 @@ struct Top {
 }
 
 fn walk_owners(pod: &PodRecord, owners: &HashMap<OwnerKey, OwnerRecord>) -> Top {
-    let mut top = Top { kind: "Pod".to_owned(), name: pod.name.clone(), release: pod.own_release() };
+    let mut top = Top { kind: "Pod".to_owned(), name: pod.name.to_string(), release: pod.own_release() };
     let mut next = pod.owner.clone();
     for _ in 0..MAX_OWNER_DEPTH {
         let Some(owner_ref) = next.take() else { break };
@@ -173,12 +173,12 @@ pub(crate) fn workload_of(
     opts: &ResolveOptions,
 ) -> (Workload, Option<Release>) {
     let top = walk_owners(pod, owners);
-    let annotated = opts.name_annotations().into_iter().find_map(|a| pod.annotations.get(a));
+    let annotated = opts.name_annotations().into_iter().find_map(|a| pod.annotation(a));
     let name = match annotated {
-        Some(name) => name.clone(),
+        Some(name) => name.to_owned(),
         None => top.name.replace('.', "_"),
     };
-    (Workload::new(name, pod.namespace.as_str(), top.kind), top.release)
+    (Workload::new(name, &*pod.namespace, top.kind), top.release)
 }
 
 impl Snapshot {

@@ -11,7 +11,6 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use mapper_intents::stream::{self, MAX_DEPTH};
 use mapper_intents::walk::{Walk, has_manifest_extension};
@@ -19,7 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::model::{ClusterObjects, OwnerRecord, PodRecord, ServiceRecord, SliceRecord};
+use crate::model::{ClusterObjects, PodRecord, ServiceRecord, SliceRecord};
 
 /// How deep directories are searched (a guard against symlink loops).
 const MAX_DIR_DEPTH: usize = 16;
@@ -307,10 +306,6 @@ fn typed<T: DeserializeOwned>(doc: Value, kind: &str, at: &Location) -> Result<T
     })
 }
 
-fn owner(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerRecord {
-    OwnerRecord::from_meta(api_version, kind, meta)
-}
-
 fn add_object(
     objects: &mut ClusterObjects,
     checks: &mut Checks,
@@ -324,7 +319,8 @@ fn add_object(
         ("v1", "Pod") => {
             let pod = typed::<Pod>(doc, kind, at)?;
             if check_pod(&pod, at, checks) {
-                objects.pods.push(PodRecord::from_pod(&pod, annotations));
+                let record = PodRecord::from_pod(&pod, annotations, &mut objects.strings);
+                objects.pods.push(record);
             }
         }
         ("v1", "Service") => objects.services.push(ServiceRecord::from_service(&typed::<Service>(doc, kind, at)?)),
@@ -337,21 +333,19 @@ fn add_object(
             objects.slices.extend(SliceRecord::from_slice(&typed::<EndpointSlice>(doc, kind, at)?));
         }
         ("apps/v1", "ReplicaSet") => {
-            objects.add_owner(owner(api_version, kind, &typed::<ReplicaSet>(doc, kind, at)?.metadata))
+            objects.add_owner_of(api_version, kind, &typed::<ReplicaSet>(doc, kind, at)?.metadata)
         }
         ("apps/v1", "Deployment") => {
-            objects.add_owner(owner(api_version, kind, &typed::<Deployment>(doc, kind, at)?.metadata))
+            objects.add_owner_of(api_version, kind, &typed::<Deployment>(doc, kind, at)?.metadata)
         }
         ("apps/v1", "StatefulSet") => {
-            objects.add_owner(owner(api_version, kind, &typed::<StatefulSet>(doc, kind, at)?.metadata))
+            objects.add_owner_of(api_version, kind, &typed::<StatefulSet>(doc, kind, at)?.metadata)
         }
         ("apps/v1", "DaemonSet") => {
-            objects.add_owner(owner(api_version, kind, &typed::<DaemonSet>(doc, kind, at)?.metadata))
+            objects.add_owner_of(api_version, kind, &typed::<DaemonSet>(doc, kind, at)?.metadata)
         }
-        ("batch/v1", "Job") => objects.add_owner(owner(api_version, kind, &typed::<Job>(doc, kind, at)?.metadata)),
-        ("batch/v1", "CronJob") => {
-            objects.add_owner(owner(api_version, kind, &typed::<CronJob>(doc, kind, at)?.metadata))
-        }
+        ("batch/v1", "Job") => objects.add_owner_of(api_version, kind, &typed::<Job>(doc, kind, at)?.metadata),
+        ("batch/v1", "CronJob") => objects.add_owner_of(api_version, kind, &typed::<CronJob>(doc, kind, at)?.metadata),
         _ => {
             // Any other kind (a CRD such as an Argo Rollout, a Node, an older API version) is
             // kept by its metadata: it can still be an owner.
@@ -363,7 +357,7 @@ fn add_object(
                 }
                 _ => {}
             }
-            objects.add_owner(owner(api_version, kind, &obj.metadata));
+            objects.add_owner_of(api_version, kind, &obj.metadata);
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! failures (403/404) cached too so an unreadable owner costs one request per period.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,7 +13,7 @@ use kube::core::GroupVersionKind;
 use tokio::time::Instant;
 
 use crate::error_chain;
-use crate::model::{ClusterObjects, OwnerKey, OwnerRecord, OwnerRef, PodRecord, release_of};
+use crate::model::{ClusterObjects, Interner, OwnerKey, OwnerRecord, OwnerRef, PodRecord, release_of};
 
 /// Chains deeper than this are not followed (they only happen with reference cycles).
 const MAX_ROUNDS: usize = 16;
@@ -44,6 +45,8 @@ pub(crate) struct OwnerCache {
     reflected: Vec<(&'static str, &'static str)>,
     entries: HashMap<OwnerKey, Entry>,
     resources: HashMap<GroupVersionKind, ApiResource>,
+    /// The strings the fetched records share.
+    strings: Interner,
 }
 
 impl std::fmt::Debug for OwnerCache {
@@ -54,16 +57,24 @@ impl std::fmt::Debug for OwnerCache {
 
 impl OwnerCache {
     pub fn new(client: Client, ttls: OwnerTtls, reflected: Vec<(&'static str, &'static str)>) -> Self {
-        Self { client, ttls, reflected, entries: HashMap::new(), resources: HashMap::new() }
+        Self {
+            client,
+            ttls,
+            reflected,
+            entries: HashMap::new(),
+            resources: HashMap::new(),
+            strings: Interner::default(),
+        }
     }
 
     /// Add to `objects.owners` every owner the chains of `objects.pods` and `extra` reach that
     /// is readable, fetching those not cached.
     pub async fn complete<'a>(&mut self, objects: &mut ClusterObjects, extra: impl Iterator<Item = &'a PodRecord>) {
         let owner_of = |p: &PodRecord| Some((p.namespace.clone(), p.owner.clone()?));
-        let mut starts: Vec<(String, OwnerRef)> = objects.pods.iter().filter_map(owner_of).collect();
+        let mut starts: Vec<(Arc<str>, OwnerRef)> = objects.pods.iter().filter_map(owner_of).collect();
         starts.extend(extra.filter_map(owner_of));
-        starts.extend(objects.owners.values().filter_map(|o| Some((o.key.namespace.clone(), o.owner.clone()?))));
+        starts
+            .extend(objects.owners.values().filter_map(|o| Some((o.key.namespace.as_str().into(), o.owner.clone()?))));
         for _ in 0..MAX_ROUNDS {
             let now = Instant::now();
             let mut wanted: BTreeMap<OwnerKey, String> = BTreeMap::new();
@@ -80,13 +91,13 @@ impl OwnerCache {
                     }
                     Some(Entry::Unreadable { until }) if *until > now => {}
                     _ => {
-                        wanted.insert(key, owner_ref.api_version);
+                        wanted.insert(key, owner_ref.api_version.to_string());
                     }
                 }
             }
             let fetched = self.fetch_all(wanted).await;
             for record in fetched {
-                next.extend(record.owner.clone().map(|o| (record.key.namespace.clone(), o)));
+                next.extend(record.owner.clone().map(|o| (record.key.namespace.as_str().into(), o)));
                 objects.add_owner(record);
             }
             if next.is_empty() {
@@ -122,7 +133,7 @@ impl OwnerCache {
         for (key, result) in results {
             let entry = match result {
                 Ok(obj) => {
-                    let owner = OwnerRef::controller_of(obj.metadata.owner_references.as_ref());
+                    let owner = OwnerRef::controller_of(obj.metadata.owner_references.as_ref(), &mut self.strings);
                     let release = release_of(&obj.metadata, &key.namespace);
                     let record = OwnerRecord { key: key.clone(), owner, release };
                     found.push(record.clone());

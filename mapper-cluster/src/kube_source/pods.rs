@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
 
 use crate::history::PodHistory;
-use crate::model::PodRecord;
+use crate::model::{Interner, PodRecord};
 use crate::snapshot::Snapshot;
 
 #[derive(Debug)]
@@ -19,13 +19,21 @@ pub(crate) struct PodTracker {
     pub history: PodHistory,
     /// The pods as last seen, by UID.
     known: HashMap<Arc<str>, PodRecord>,
+    /// The strings the records of `known` and of the history share.
+    strings: Interner,
     /// The UIDs seen so far in a relist, while one is under way.
     relisting: Option<HashSet<Arc<str>>>,
 }
 
 impl PodTracker {
     pub fn new(keep: &[String]) -> Self {
-        Self { keep: keep.to_vec(), history: PodHistory::default(), known: HashMap::new(), relisting: None }
+        Self {
+            keep: keep.to_vec(),
+            history: PodHistory::default(),
+            known: HashMap::new(),
+            strings: Interner::default(),
+            relisting: None,
+        }
     }
 
     /// The annotations kept on pods.
@@ -33,8 +41,8 @@ impl PodTracker {
         &self.keep
     }
 
-    fn record(&self, pod: &Pod) -> PodRecord {
-        PodRecord::from_pod(pod, &self.keep)
+    fn record(&mut self, pod: &Pod) -> PodRecord {
+        PodRecord::from_pod(pod, &self.keep, &mut self.strings)
     }
 
     /// Apply one watch event seen at `now_ms`; `current` names the workloads of pods that go.

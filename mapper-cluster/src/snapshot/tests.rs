@@ -15,13 +15,13 @@ fn ip(s: &str) -> IpAddr {
 fn pod(uid: &str, workload: &str, addr: &str, from_ms: i64) -> PodRecord {
     PodRecord {
         uid: uid.into(),
-        name: format!("pod-{uid}"),
-        namespace: NS.to_owned(),
+        name: format!("pod-{uid}").into(),
+        namespace: NS.into(),
         labels: Box::default(),
-        annotations: BTreeMap::from([(WORKLOAD_NAME_ANNOTATION.to_owned(), workload.to_owned())]),
+        annotations: Box::new([(WORKLOAD_NAME_ANNOTATION.into(), workload.into())]),
         owner: None,
         ips: Box::new([ip(addr)]),
-        host_ips: Box::default(),
+        host_ips: Arc::from([]),
         host_network: false,
         completed: false,
         created_ms: Some(from_ms),
