@@ -87,10 +87,22 @@ pub struct Workloads {
     pub request_response: WorkloadFigures,
 }
 
+/// The agent's CPU at one connection rate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentAtRate {
+    pub rate_per_s: f64,
+    pub cpu_s_per_million: f64,
+    /// CPU seconds per second of the round and its drain.
+    pub cpu_s_per_s: f64,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
     pub workloads: Workloads,
+    /// The agent's user-space CPU with the connect-only workload paced to a tenth of its
+    /// rate, and at full rate (rounds of about the same length).
+    pub agent_rate_scaling: Vec<AgentAtRate>,
     /// run_time_ns of each agent program over the connections of the
     /// connect-only accounting rounds (both ends on this node), and the total.
     pub bpf_ns_per_connection: BTreeMap<String, f64>,
@@ -136,6 +148,18 @@ impl Lab<'_> {
 
     /// One round of `w`; returns connections (or requests) per second.
     fn round(&self, w: Workload, clients: u32, per_client: u64, payload: usize) -> Result<f64, LabError> {
+        self.paced_round(w, clients, per_client, payload, Duration::ZERO)
+    }
+
+    /// A round whose clients pause `interval` between two connections (connect only).
+    fn paced_round(
+        &self,
+        w: Workload,
+        clients: u32,
+        per_client: u64,
+        payload: usize,
+        interval: Duration,
+    ) -> Result<f64, LabError> {
         let args: Vec<String> = match w {
             Workload::Connect => vec![
                 "call".into(),
@@ -143,6 +167,8 @@ impl Lab<'_> {
                 format!("{}:{CONNECT_PORT}", self.server_ip),
                 "--count".into(),
                 per_client.to_string(),
+                "--interval".into(),
+                format!("{}us", interval.as_micros()),
             ],
             Workload::RequestResponse => vec![
                 "bench-peer".into(),
@@ -289,6 +315,47 @@ fn bpf_accounting(
     Ok((per(ns), per(runs)))
 }
 
+/// The agent's CPU over a round of `per_client` connections per client paced by
+/// `interval`, and the drain after it.
+fn agent_at_rate(
+    lab: &Lab<'_>,
+    setup: &Setup<'_>,
+    clients: u32,
+    per_client: u64,
+    interval: Duration,
+) -> Result<AgentAtRate, LabError> {
+    let running = observers::start(Observer::Agent, setup)?;
+    let t0 = running.cpu_ns();
+    let start = Instant::now();
+    let rate = lab.paced_round(Workload::Connect, clients, per_client, 0, interval)?;
+    std::thread::sleep(DRAIN_WAIT);
+    let cpu = running.cpu_ns().saturating_sub(t0) as f64 / 1e9;
+    let wall = start.elapsed().as_secs_f64();
+    drop(running.stop());
+    let units = (per_client * u64::from(clients)) as f64;
+    Ok(AgentAtRate { rate_per_s: rate, cpu_s_per_million: cpu / (units / 1e6), cpu_s_per_s: cpu / wall })
+}
+
+/// The agent at a tenth of the rate `full` measured, then at full rate.
+fn agent_rate_scaling(
+    lab: &Lab<'_>,
+    setup: &Setup<'_>,
+    cfg: &BenchConfig,
+    full: f64,
+) -> Result<Vec<AgentAtRate>, LabError> {
+    let clients = cfg.clients.max(1);
+    let per_client = (cfg.connections / u64::from(clients)).max(10);
+    let mut out = Vec::new();
+    if full > 0.0 {
+        // A tenth of the rate for as long: a tenth of the connections, each client
+        // pausing nine connections' time after each (together about full / 10 per second).
+        let interval = Duration::from_secs_f64(f64::from(clients) * 9.0 / full);
+        out.push(agent_at_rate(lab, setup, clients, per_client / 10, interval)?);
+    }
+    out.push(agent_at_rate(lab, setup, clients, per_client, Duration::ZERO)?);
+    Ok(out)
+}
+
 /// Runs the benchmark with the agent binary at `agent` and this lab binary at `lab`.
 pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<BenchReport, LabError> {
     let mut node = Node::new("mb")?;
@@ -325,11 +392,14 @@ pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<Ben
     let result = (|| {
         let connect = workload_figures(Workload::Connect, &lab_env, &setup, cfg, &target)?;
         let request_response = workload_figures(Workload::RequestResponse, &lab_env, &setup, cfg, &target)?;
+        let full = connect.observers.iter().find(|o| o.name == Observer::None.name()).map_or(0.0, |o| o.rate_per_s);
+        let agent_rate_scaling = agent_rate_scaling(&lab_env, &setup, cfg, full)?;
         bpf_stats(true);
         let (ns_conn, runs_conn) = bpf_accounting(Workload::Connect, &lab_env, &setup, cfg)?;
         let (ns_req, _) = bpf_accounting(Workload::RequestResponse, &lab_env, &setup, cfg)?;
         Ok(BenchReport {
             workloads: Workloads { connect, request_response },
+            agent_rate_scaling,
             bpf_ns_per_connection: ns_conn,
             bpf_runs_per_connection: runs_conn,
             bpf_ns_per_request: ns_req,
