@@ -19,6 +19,7 @@ ensure_packages
 ensure_bench_tools
 ensure_kernel_mounts
 step "building release binaries"
-cargo build --release --locked -p mapper-agent -p mapper-lab
+cargo build --release --locked -p mapper-agent -p mapper-lab -p mapper-ebpf --bins
 step "benchmarking (takes a few minutes)"
-target/release/mapper-lab bench-agent --agent target/release/mapper-agent "$@"
+target/release/mapper-lab bench-agent --agent target/release/mapper-agent \
+  --floor target/release/mapper-bpf-floor "$@"

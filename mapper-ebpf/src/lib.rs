@@ -12,6 +12,19 @@
 /// The BPF object (ELF with BTF), aligned for aya's parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mapper.bpf.o"));
 
+/// Empty programs on the hooks of [`programs::SOCK_STATE`], [`programs::DEV_QUEUE`],
+/// [`programs::CONNECT4`] and [`programs::DNS_INGRESS`], for the benchmark only: the kernel's
+/// accounting of a program that does nothing (`mapper-bpf-floor`).
+pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
+
+/// The programs of [`FLOOR_OBJECT`]: (name, the mapper program whose hook it shares).
+pub const FLOOR_PROGRAMS: &[(&str, &str)] = &[
+    ("floor_sock_state", programs::SOCK_STATE),
+    ("floor_dev_queue", programs::DEV_QUEUE),
+    ("floor_connect4", programs::CONNECT4),
+    ("floor_dns_ingress", programs::DNS_INGRESS),
+];
+
 /// Names of the programs in [`OBJECT`], with where each attaches.
 pub mod programs {
     /// `tp_btf/inet_sock_set_state`: TCP connects, accepts, listens.

@@ -53,6 +53,9 @@ pub struct BenchConfig {
     pub probe: u64,
     /// Rounds with the kernel's BPF accounting on (agent only).
     pub accounting_rounds: u32,
+    /// The `mapper-bpf-floor` binary: when given, the accounting rounds are also run
+    /// with empty programs on the same hooks.
+    pub floor: Option<std::path::PathBuf>,
 }
 
 /// One observer's figures in one workload.
@@ -110,6 +113,12 @@ pub struct BenchReport {
     pub bpf_runs_per_connection: BTreeMap<String, f64>,
     /// run_time_ns per request of request/response (keep-alive, `payload` bytes each way).
     pub bpf_ns_per_request: BTreeMap<String, f64>,
+    /// The same accounting for empty programs on the same hooks and the same
+    /// connections (`--floor`): what the kernel charges a program for running at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_floor_ns_per_connection: Option<BTreeMap<String, f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_floor_ns_per_request: Option<BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +324,53 @@ fn bpf_accounting(
     Ok((per(ns), per(runs)))
 }
 
+/// What empty programs on the agent's hooks are charged per unit of `w`
+/// (keyed by the agent program whose hook each shares).
+fn floor_accounting(w: Workload, lab: &Lab<'_>, cfg: &BenchConfig, floor: &Path) -> Result<PerProgram, LabError> {
+    let clients = cfg.clients.max(1);
+    let total = if w == Workload::Connect { cfg.connections } else { cfg.requests };
+    let per_client = (total / u64::from(clients)).max(1);
+    let root = crate::netns::cgroup2_root()?;
+    let mut ns: BTreeMap<String, u64> = BTreeMap::new();
+    let mut units = 0u64;
+    for _ in 0..cfg.accounting_rounds {
+        let mut child = std::process::Command::new(floor)
+            .arg(&root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| LabError::Spawn { command: floor.display().to_string(), source })?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let progs: Vec<(String, u64)> = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(name, id)| Some((name.to_string(), id.parse().ok()?)))
+            .collect();
+        if progs.is_empty() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(LabError::Command { command: floor.display().to_string(), stderr: "did not attach".into() });
+        }
+        let before: Vec<(u64, u64)> =
+            progs.iter().map(|(_, id)| observers::prog_stats(*id).unwrap_or((0, 0))).collect();
+        lab.round(w, clients, per_client, cfg.payload)?;
+        for ((name, id), (t0, _)) in progs.iter().zip(before) {
+            let (t1, _) = observers::prog_stats(*id).unwrap_or((0, 0));
+            *ns.entry(name.clone()).or_default() += t1.saturating_sub(t0);
+        }
+        units += per_client * u64::from(clients);
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+    let mut out: PerProgram = ns.into_iter().map(|(k, v)| (k, v as f64 / units.max(1) as f64)).collect();
+    let total = out.values().sum();
+    out.insert("total".into(), total);
+    Ok(out)
+}
+
 /// The agent's CPU over a round of `per_client` connections per client paced by
 /// `interval`, and the drain after it.
 fn agent_at_rate(
@@ -397,12 +453,21 @@ pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<Ben
         bpf_stats(true);
         let (ns_conn, runs_conn) = bpf_accounting(Workload::Connect, &lab_env, &setup, cfg)?;
         let (ns_req, _) = bpf_accounting(Workload::RequestResponse, &lab_env, &setup, cfg)?;
+        let (floor_conn, floor_req) = match &cfg.floor {
+            Some(f) => (
+                Some(floor_accounting(Workload::Connect, &lab_env, cfg, f)?),
+                Some(floor_accounting(Workload::RequestResponse, &lab_env, cfg, f)?),
+            ),
+            None => (None, None),
+        };
         Ok(BenchReport {
             workloads: Workloads { connect, request_response },
             agent_rate_scaling,
             bpf_ns_per_connection: ns_conn,
             bpf_runs_per_connection: runs_conn,
             bpf_ns_per_request: ns_req,
+            bpf_floor_ns_per_connection: floor_conn,
+            bpf_floor_ns_per_request: floor_req,
         })
     })();
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", old);

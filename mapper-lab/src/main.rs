@@ -142,6 +142,9 @@ enum Cmd {
         /// Rounds per workload with the kernel's BPF accounting on (agent only).
         #[arg(long, default_value_t = 2)]
         accounting_rounds: u32,
+        /// The mapper-bpf-floor binary: also account empty programs on the same hooks.
+        #[arg(long)]
+        floor: Option<PathBuf>,
     },
     /// The benchmark's own processes inside the pods (used by bench-agent).
     #[command(hide = true, subcommand)]
@@ -263,7 +266,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("lab down");
             Ok(())
         }
-        Cmd::BenchAgent { agent, connections, requests, rounds, clients, payload, probe, accounting_rounds } => {
+        Cmd::BenchAgent { agent, connections, requests, rounds, clients, payload, probe, accounting_rounds, floor } => {
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
             let cfg = mapper_lab::bench::BenchConfig {
                 connections,
@@ -273,6 +276,7 @@ fn main() -> anyhow::Result<()> {
                 payload,
                 probe,
                 accounting_rounds,
+                floor,
             };
             let r = mapper_lab::bench::observer_bench(&agent, &lab, &cfg)?;
             println!("{}", serde_json::to_string_pretty(&r)?);

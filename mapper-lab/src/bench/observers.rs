@@ -242,7 +242,7 @@ pub fn seen(observer: Observer, lines: &[String], t: &ProbeTarget) -> u64 {
 }
 
 /// The kernel's own accounting of one BPF program: (run_time_ns, run_cnt).
-fn prog_stats(prog_id: u64) -> Option<(u64, u64)> {
+pub fn prog_stats(prog_id: u64) -> Option<(u64, u64)> {
     let out = Command::new("bpftool").args(["-j", "prog", "show", "id", &prog_id.to_string()]).output().ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     Some((v["run_time_ns"].as_u64().unwrap_or(0), v["run_cnt"].as_u64().unwrap_or(0)))
