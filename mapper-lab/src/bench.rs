@@ -72,6 +72,8 @@ pub struct ObserverFigures {
     pub seen_share: Option<f64>,
     /// Median rate (connections or requests per second).
     pub rate_per_s: f64,
+    /// The rate of each round, in order (how noisy the machine was).
+    pub round_rates: Vec<f64>,
 }
 
 /// One workload's figures.
@@ -242,13 +244,16 @@ fn workload_figures(
         for k in 0..Observer::ALL.len() {
             let i = (k + r as usize) % Observer::ALL.len();
             let obs = Observer::ALL[i];
+            if obs == Observer::Floor && setup.floor.is_none() {
+                continue;
+            }
             let running = observers::start(obs, setup)?;
             let t0 = running.cpu_ns();
             let rate = lab.round(w, clients, per_client, cfg.payload)?;
             let t = tallies.entry(i).or_default();
             t.rates.push(rate);
             t.units += per_client * u64::from(clients);
-            if obs == Observer::None {
+            if obs == Observer::None || obs == Observer::Floor {
                 drop(running.stop());
                 continue;
             }
@@ -265,15 +270,18 @@ fn workload_figures(
     let observers = Observer::ALL
         .iter()
         .enumerate()
+        .filter(|(_, obs)| **obs != Observer::Floor || setup.floor.is_some())
         .map(|(i, obs)| {
             let t = tallies.remove(&i).unwrap_or_default();
-            let rate = median(t.rates);
+            let rate = median(t.rates.clone());
+            let watched = *obs != Observer::None && *obs != Observer::Floor;
             ObserverFigures {
                 name: obs.name(),
                 cps_ratio: if base > 0.0 { rate / base } else { 0.0 },
                 cpu_s_per_million: if t.units > 0 { t.cpu_ns as f64 / 1e9 / (t.units as f64 / 1e6) } else { 0.0 },
-                seen_share: (*obs != Observer::None && t.probed > 0).then(|| t.seen as f64 / t.probed as f64),
+                seen_share: (watched && t.probed > 0).then(|| t.seen as f64 / t.probed as f64),
                 rate_per_s: rate,
+                round_rates: t.rates,
             }
         })
         .collect();
@@ -442,7 +450,7 @@ pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<Ben
     let pod_netns = node.pods.iter().map(|p| p.netns.path()).collect();
     let bpffs = format!("/sys/fs/bpf/mapper-bench-{}", std::process::id());
     let lab_env = Lab { server_ip: b_ip.to_string(), node, lab };
-    let setup = Setup { agent, lab, node_netns: &lab_env.node.netns, pod_netns, bpffs };
+    let setup = Setup { agent, lab, node_netns: &lab_env.node.netns, pod_netns, bpffs, floor: cfg.floor.clone() };
 
     let old = bpf_stats(false);
     let result = (|| {

@@ -33,11 +33,14 @@ pub enum Observer {
     Conntrack,
     /// `/proc/net/tcp{,6}` of every pod namespace, read once a second.
     ProcPoll,
+    /// Empty programs on the agent's hooks (`mapper-bpf-floor`): what the hooks
+    /// alone cost the traffic, whatever a program on them does.
+    Floor,
 }
 
 impl Observer {
-    pub const ALL: [Observer; 5] =
-        [Observer::None, Observer::Agent, Observer::Bpftrace, Observer::Conntrack, Observer::ProcPoll];
+    pub const ALL: [Observer; 6] =
+        [Observer::None, Observer::Agent, Observer::Bpftrace, Observer::Conntrack, Observer::ProcPoll, Observer::Floor];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +49,7 @@ impl Observer {
             Observer::Bpftrace => "bpftrace",
             Observer::Conntrack => "conntrack -E",
             Observer::ProcPoll => "proc-net-tcp-poll",
+            Observer::Floor => "empty-programs-on-the-agent-hooks",
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct Setup<'a> {
     pub pod_netns: Vec<PathBuf>,
     /// Per-run bpffs directory of the agent.
     pub bpffs: String,
+    /// The `mapper-bpf-floor` binary (the floor observer is left out without it).
+    pub floor: Option<PathBuf>,
 }
 
 /// A started observer.
@@ -148,6 +154,18 @@ pub fn start(observer: Observer, setup: &Setup<'_>) -> Result<Running, LabError>
             r.lines = child.stdout.take().map(|o| collect_after_ready(o, "ready"));
             r.proc = Some(Proc(child));
         }
+        Observer::Floor => {
+            let Some(floor) = &setup.floor else { return Ok(r) };
+            let root = crate::netns::cgroup2_root()?;
+            let mut child = Command::new(floor)
+                .arg(root)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(spawn_err("mapper-bpf-floor"))?;
+            r.lines = child.stdout.take().map(|o| collect_after_ready(o, "ready"));
+            r.proc = Some(Proc(child));
+        }
     }
     Ok(r)
 }
@@ -207,7 +225,7 @@ pub struct ProbeTarget {
 pub fn seen(observer: Observer, lines: &[String], t: &ProbeTarget) -> u64 {
     let port = t.port;
     match observer {
-        Observer::None => 0,
+        Observer::None | Observer::Floor => 0,
         Observer::Agent => {
             // Both ends must be counted: the smaller of the two.
             let (mut connects, mut accepts) = (0u64, 0u64);
