@@ -74,24 +74,27 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let src = manifest.join("src/bpf");
-    for f in ["mapper.bpf.c", "mapper.h", "kernel.h"] {
+    for f in ["mapper.bpf.c", "floor.bpf.c", "mapper.h", "kernel.h"] {
         println!("cargo:rerun-if-changed={}", src.join(f).display());
     }
     println!("cargo:rerun-if-env-changed=CLANG");
 
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let arch_include = multiarch_include();
-    let obj = out.join("mapper.bpf.o");
-    let mut cc = Command::new(&clang);
-    cc.args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"]).arg("-I").arg(&src);
-    if let Some(inc) = &arch_include {
-        cc.arg("-I").arg(inc);
+    // mapper's programs, and the empty ones on the same hooks (the benchmark's floor).
+    for name in ["mapper", "floor"] {
+        let obj = out.join(format!("{name}.bpf.o"));
+        let mut cc = Command::new(&clang);
+        cc.args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"]).arg("-I").arg(&src);
+        if let Some(inc) = &arch_include {
+            cc.arg("-I").arg(inc);
+        }
+        cc.arg("-c").arg(src.join(format!("{name}.bpf.c"))).arg("-o").arg(&obj);
+        run(&mut cc);
+        // Keep .BTF and .BTF.ext (CO-RE needs them), drop DWARF.
+        let strip = env::var("LLVM_STRIP").unwrap_or_else(|_| "llvm-strip".into());
+        run(Command::new(strip).arg("-g").arg(&obj));
     }
-    cc.arg("-c").arg(src.join("mapper.bpf.c")).arg("-o").arg(&obj);
-    run(&mut cc);
-    // Keep .BTF and .BTF.ext (CO-RE needs them), drop DWARF.
-    let strip = env::var("LLVM_STRIP").unwrap_or_else(|_| "llvm-strip".into());
-    run(Command::new(strip).arg("-g").arg(&obj));
 
     layout_probe(&clang, &src, &out);
 }

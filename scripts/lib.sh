@@ -26,6 +26,21 @@ ensure_packages() {
   fi
 }
 
+# The observers scripts/bench-agent.sh compares mapper-agent with, and the reader of the
+# kernel's BPF accounting: bpftrace (per-event tracing), conntrack (`conntrack -E`), bpftool
+# (run_time_ns / run_cnt of each program). Only the missing ones are installed.
+ensure_bench_tools() {
+  local need=()
+  command -v bpftrace >/dev/null || need+=(bpftrace)
+  command -v conntrack >/dev/null || need+=(conntrack)
+  command -v bpftool >/dev/null || need+=(bpftool)
+  if [ ${#need[@]} -gt 0 ]; then
+    step "installing ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
 # Python grpcio and grpcio-tools: mapper-server/tests/hostile.rs drives an independent gRPC
 # client written in Python from mapper.proto.
 ensure_python_grpc() {

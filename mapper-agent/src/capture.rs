@@ -28,7 +28,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
         links::{FdLink, LinkError, PinnedLink},
     },
 };
@@ -104,6 +104,8 @@ pub enum CaptureError {
     },
     #[error("cannot load the kernel programs (is this kernel 5.8+ with BTF?)")]
     Load(#[source] aya::EbpfError),
+    #[error("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)")]
+    Btf(#[source] aya::BtfError),
     #[error("program {name} is missing from the object")]
     MissingProgram { name: &'static str },
     #[error("map {name} is missing from the object")]
@@ -136,15 +138,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaptureError + '_ {
 /// One program: its name in the object and where it attaches.
 #[derive(Debug, Clone, Copy)]
 enum Hook {
-    TracePoint(&'static str, &'static str),
-    RawTracePoint(&'static str),
+    /// A BTF-typed raw tracepoint (tp_btf): the program gets the tracepoint's
+    /// own arguments (the struct sock, the sk_buff) and reads their fields with
+    /// plain loads instead of helper calls.
+    BtfTracePoint(&'static str),
     SockAddr,
     SkbIngress,
 }
 
 const HOOKS: &[(&str, Hook)] = &[
-    (programs::SOCK_STATE, Hook::TracePoint("sock", "inet_sock_set_state")),
-    (programs::DEV_QUEUE, Hook::RawTracePoint("net_dev_queue")),
+    (programs::SOCK_STATE, Hook::BtfTracePoint("inet_sock_set_state")),
+    (programs::DEV_QUEUE, Hook::BtfTracePoint("net_dev_queue")),
     (programs::CONNECT4, Hook::SockAddr),
     (programs::CONNECT6, Hook::SockAddr),
     (programs::SENDMSG4, Hook::SockAddr),
@@ -254,6 +258,7 @@ impl Capture<KernelMaps> {
 
     fn attach_all(ebpf: &mut Ebpf, cfg: &CaptureConfig, link_dir: &Path) -> Result<(), CaptureError> {
         let cgroup = fs::File::open(&cfg.cgroup_root).map_err(io_err(&cfg.cgroup_root))?;
+        let btf = &aya::Btf::from_sys_fs().map_err(CaptureError::Btf)?;
         for &(name, hook) in HOOKS {
             let path = link_dir.join(name);
             if path.exists() {
@@ -267,16 +272,10 @@ impl Capture<KernelMaps> {
                 source,
             };
             let link: FdLink = match hook {
-                Hook::TracePoint(category, event) => {
-                    let p: &mut TracePoint = prog.try_into().map_err(perr)?;
-                    p.load().map_err(perr)?;
-                    let id = p.attach(category, event).map_err(perr)?;
-                    p.take_link(id).map_err(perr)?.try_into().map_err(|e: LinkError| pin_err(e.into()))?
-                }
-                Hook::RawTracePoint(event) => {
-                    let p: &mut RawTracePoint = prog.try_into().map_err(perr)?;
-                    p.load().map_err(perr)?;
-                    let id = p.attach(event).map_err(perr)?;
+                Hook::BtfTracePoint(event) => {
+                    let p: &mut BtfTracePoint = prog.try_into().map_err(perr)?;
+                    p.load(event, btf).map_err(perr)?;
+                    let id = p.attach().map_err(perr)?;
                     p.take_link(id).map_err(perr)?.into()
                 }
                 Hook::SockAddr => {

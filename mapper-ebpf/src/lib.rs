@@ -12,11 +12,24 @@
 /// The BPF object (ELF with BTF), aligned for aya's parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mapper.bpf.o"));
 
+/// Empty programs on the hooks of [`programs::SOCK_STATE`], [`programs::DEV_QUEUE`],
+/// [`programs::CONNECT4`] and [`programs::DNS_INGRESS`], for the benchmark only: the kernel's
+/// accounting of a program that does nothing (`mapper-bpf-floor`).
+pub static FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
+
+/// The programs of [`FLOOR_OBJECT`]: (name, the mapper program whose hook it shares).
+pub const FLOOR_PROGRAMS: &[(&str, &str)] = &[
+    ("floor_sock_state", programs::SOCK_STATE),
+    ("floor_dev_queue", programs::DEV_QUEUE),
+    ("floor_connect4", programs::CONNECT4),
+    ("floor_dns_ingress", programs::DNS_INGRESS),
+];
+
 /// Names of the programs in [`OBJECT`], with where each attaches.
 pub mod programs {
-    /// `tracepoint/sock/inet_sock_set_state`: TCP connects, accepts, listens.
+    /// `tp_btf/inet_sock_set_state`: TCP connects, accepts, listens.
     pub const SOCK_STATE: &str = "mapper_sock_state";
-    /// `raw_tracepoint/net_dev_queue`: DNAT translations from conntrack.
+    /// `tp_btf/net_dev_queue`: DNAT translations from conntrack.
     pub const DEV_QUEUE: &str = "mapper_dev_queue";
     /// `cgroup/connect4`: connected UDP (IPv4).
     pub const CONNECT4: &str = "mapper_connect4";
@@ -48,6 +61,9 @@ pub mod maps {
     pub const CONNECTING: &str = "connecting";
     /// DNAT translations seen in conntrack ([`NatKey`](mapper_ebpf_common::NatKey) → [`NatValue`](mapper_ebpf_common::NatValue)).
     pub const NAT: &str = "nat";
+    /// How many entries of [`NAT`] wait for their connect (one u64; errs high): at 0 a
+    /// finished connect skips the lookup.
+    pub const NAT_PENDING: &str = "nat_pending";
     /// Listening sockets' owners.
     pub const LISTENERS: &str = "listeners";
     /// Client ends of established TCP connections ([`PeerKey`](mapper_ebpf_common::PeerKey) → [`PeerValue`](mapper_ebpf_common::PeerValue)),
@@ -60,8 +76,20 @@ pub mod maps {
     /// Ring buffer of [`DnsEvent`](mapper_ebpf_common::DnsEvent).
     pub const DNS_EVENTS: &str = "dns_events";
     /// Every map, in a stable order (for pinning).
-    pub const ALL: &[&str] =
-        &[FLOWS_A, FLOWS_B, STATE, OCCUPANCY, CONNECTING, NAT, LISTENERS, PEERS, UDP_FIRST, STATS, DNS_EVENTS];
+    pub const ALL: &[&str] = &[
+        FLOWS_A,
+        FLOWS_B,
+        STATE,
+        OCCUPANCY,
+        CONNECTING,
+        NAT,
+        NAT_PENDING,
+        LISTENERS,
+        PEERS,
+        UDP_FIRST,
+        STATS,
+        DNS_EVENTS,
+    ];
 }
 
 /// Name of the read-only global holding one flow buffer's logical capacity.

@@ -27,6 +27,61 @@ enum Proto {
 }
 
 #[derive(Debug, Subcommand)]
+enum BenchPeer {
+    /// Accept and close on --connect ports; echo --payload bytes at a time on --echo ports.
+    Serve {
+        #[arg(long)]
+        connect: Vec<SocketAddr>,
+        #[arg(long)]
+        echo: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+    },
+    /// Request/response over one keep-alive connection.
+    Rr {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+    },
+    /// Connections one after another, each held open --hold.
+    Hold {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        hold: Duration,
+    },
+    /// Print every ESTABLISHED socket of /proc/net/tcp{,6} of each namespace, read every --interval.
+    ProcPoll {
+        #[arg(long)]
+        netns: Vec<PathBuf>,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+}
+
+fn bench_peer(p: BenchPeer) -> anyhow::Result<()> {
+    use mapper_lab::bench::peer;
+    match p {
+        BenchPeer::Serve { connect, echo, payload } => peer::serve(&connect, &echo, payload).context("bench server"),
+        BenchPeer::Rr { to, count, payload } => {
+            let done = peer::request_response(to, count, payload).with_context(|| format!("connect to {to}"))?;
+            anyhow::ensure!(done == count, "{done} of {count} requests answered");
+            Ok(())
+        }
+        BenchPeer::Hold { to, count, hold } => {
+            println!("{}", peer::hold(to, count, hold));
+            Ok(())
+        }
+        BenchPeer::ProcPoll { netns, interval } => peer::proc_poll(&netns, interval).context("proc poll"),
+    }
+}
+
+#[derive(Debug, Subcommand)]
 enum Cmd {
     /// Build a scenario: node and pod namespaces, ClusterIPs, a server in every pod, and the
     /// inventory a cluster would have (<state-dir>/inventory.yaml). Replaces a previous lab.
@@ -56,24 +111,44 @@ enum Cmd {
         #[arg(long, env = "MAPPER_LAB_STATE", default_value = "/tmp/mapper-lab")]
         state_dir: PathBuf,
     },
-    /// Measure the agent's cost: connections per second between two pod
-    /// namespaces without and with it (alternating rounds), and its CPU time.
+    /// Measure the cost of watching traffic between two pod namespaces: none, mapper-agent,
+    /// a per-event bpftrace program, `conntrack -E` and a /proc/net/tcp poller, in
+    /// alternating rounds; connect-only and request/response; then the kernel's accounting of
+    /// the agent's BPF programs. Prints one JSON object.
     ///
     /// Example: mapper-lab bench-agent --agent target/release/mapper-agent
     BenchAgent {
         /// The mapper-agent binary.
         #[arg(long)]
         agent: std::path::PathBuf,
-        /// Connections per round.
+        /// Connections per round (connect-only).
         #[arg(long, default_value_t = 20_000)]
         connections: u64,
-        /// Pairs of rounds (without, with).
+        /// Requests per round (request/response over keep-alive connections).
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+        /// Rounds per workload, each watched by every observer in turn.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
         /// Client processes per round.
         #[arg(long, default_value_t = 2)]
         clients: u32,
+        /// Request and response size (bytes).
+        #[arg(long, default_value_t = 1024)]
+        payload: usize,
+        /// 1 ms connections made after each watched round, to count what each observer sees.
+        #[arg(long, default_value_t = 200)]
+        probe: u64,
+        /// Rounds per workload with the kernel's BPF accounting on (agent only).
+        #[arg(long, default_value_t = 2)]
+        accounting_rounds: u32,
+        /// The mapper-bpf-floor binary: also account empty programs on the same hooks.
+        #[arg(long)]
+        floor: Option<PathBuf>,
     },
+    /// The benchmark's own processes inside the pods (used by bench-agent).
+    #[command(hide = true, subcommand)]
+    BenchPeer(BenchPeer),
     /// Serve until killed: accept TCP, receive UDP, answer DNS.
     ///
     /// Example: mapper-lab serve --tcp 0.0.0.0:8080 --udp 0.0.0.0:5353 --dns 0.0.0.0:53=10.0.0.7
@@ -191,12 +266,23 @@ fn main() -> anyhow::Result<()> {
             eprintln!("lab down");
             Ok(())
         }
-        Cmd::BenchAgent { agent, connections, rounds, clients } => {
+        Cmd::BenchAgent { agent, connections, requests, rounds, clients, payload, probe, accounting_rounds, floor } => {
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
-            let r = mapper_lab::bench::agent_bench(&agent, &lab, connections, rounds, clients)?;
+            let cfg = mapper_lab::bench::BenchConfig {
+                connections,
+                requests,
+                rounds,
+                clients,
+                payload,
+                probe,
+                accounting_rounds,
+                floor,
+            };
+            let r = mapper_lab::bench::observer_bench(&agent, &lab, &cfg)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
+        Cmd::BenchPeer(p) => bench_peer(p),
         Cmd::Serve { tcp, udp, dns } => {
             let mut handles = Vec::new();
             for addr in tcp {

@@ -23,9 +23,22 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+/* Only its size matters here: IPv6 addresses are copied whole. */
+struct mapper_in6 {
+	__u8 s6_addr[16];
+};
+
+/* The kernel nests the address and port pairs in anonymous unions; CO-RE finds
+ * the fields by name through them. */
 struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
 	possible_net_t skc_net;
 	unsigned short skc_family;
+	struct mapper_in6 skc_v6_daddr;
+	struct mapper_in6 skc_v6_rcv_saddr;
 	__u64 skc_cookie;
 };
 
@@ -43,6 +56,7 @@ struct sock_cgroup_data {
 
 struct sock {
 	struct sock_common __sk_common;
+	__u16 sk_protocol; /* a u16 since 5.6 (a bitfield before) */
 	struct sock_cgroup_data sk_cgrp_data;
 };
 
