@@ -67,7 +67,7 @@ pub enum Command {
     Export(export::ExportArgs),
     /// List, per client workload, the servers it calls and on which ports.
     List(list::ListArgs),
-    /// Draw the map: Graphviz DOT, Mermaid, SVG or PNG.
+    /// Draw the map: Graphviz DOT, Mermaid, SVG, PNG or JPEG.
     Visualize(visualize::VisualizeArgs),
     /// Forget every edge mapper-server has recorded.
     Reset(reset::ResetArgs),

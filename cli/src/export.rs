@@ -173,10 +173,63 @@ fn options(args: &ExportArgs) -> ExportOptions {
     }
 }
 
-/// The documents for `edges`, with the export flags applied.
+/// The documents for `edges`, with the export flags applied (`--as-kubernetes-service`, and
+/// `--distinct-by-label`, which merges the documents of clients of one name across
+/// namespaces: give it every edge of the clients of a name).
 pub fn documents(edges: &[ObservedEdge], args: &ExportArgs) -> Vec<ClientIntentsDoc> {
-    let edges: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
-    mapper_intents::intents_from_edges(&edges, &options(args))
+    let edges = args.query.as_services(edges.to_vec());
+    let intents: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
+    let docs = mapper_intents::intents_from_edges(&intents, &options(args));
+    match &args.query.distinct_by_label {
+        None => docs,
+        Some(key) => {
+            let values = crate::edges::client_label_values(&edges, key);
+            let keyed = docs
+                .into_iter()
+                .map(|doc| {
+                    let client = doc.client(doc.namespace.as_deref().unwrap_or_default());
+                    let value = values.get(&client).cloned().unwrap_or_else(|| crate::edges::NO_LABEL_VALUE.to_owned());
+                    (doc, value)
+                })
+                .collect();
+            mapper_intents::merge_by_key(keyed)
+        }
+    }
+}
+
+/// Warns on stderr when the API server would refuse the document's `metadata.name` (the
+/// operator's name for a workload whose name holds `.` has `_` instead, as has an annotated
+/// name like `Custom_Name`), saying what to do.
+fn warn_unapplicable_name(doc: &ClientIntentsDoc) {
+    if let Err(problem) = mapper_intents::names::check_dns1123_subdomain(&doc.name) {
+        let namespace = doc.namespace.as_deref().unwrap_or("(no namespace)");
+        eprintln!(
+            "warning: the ClientIntents of workload {client} in namespace {namespace} is named {name:?}, which the API \
+             server refuses ({problem}); give it a valid metadata.name (e.g. {suggestion:?}) before applying it, and \
+             keep the workload name {client:?}: it is the operator's name for the workload (a Deployment named with \
+             '.' is known by it with '_'; an intents.otterize.com/service-name annotation is taken as written)",
+            client = doc.client_name,
+            name = doc.name,
+            suggestion = valid_name(&doc.name),
+        );
+    }
+}
+
+/// `name` made a DNS-1123 subdomain: lowercase, `_` and other characters as `-`, trimmed.
+fn valid_name(name: &str) -> String {
+    let lowered: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    let trimmed = lowered.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let mut out: String = trimmed.chars().take(mapper_intents::names::MAX_SUBDOMAIN).collect();
+    if out.is_empty() {
+        out.push_str("client");
+    }
+    out
 }
 
 /// Internet targets left out of the documents that are to be written in v1alpha2, which
@@ -297,6 +350,7 @@ impl<'a> DocWriter<'a> {
         let mut one = vec![(doc, version)];
         self.dropped += drop_inexpressible(&mut one);
         let Some(doc) = one.pop() else { return Ok(()) };
+        warn_unapplicable_name(&doc.0);
         if self.args.by_release {
             if let Some(r) = release.as_ref().filter(|r| release_file_stem(r).is_none()) {
                 let client = format!("{}.{}", doc.0.client_name, doc.0.namespace.as_deref().unwrap_or_default());
@@ -434,7 +488,11 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
     type Pending = BTreeMap<(String, Option<String>, Option<String>, usize), (ClientIntentsDoc, Option<Release>)>;
     let mut pending: Pending = BTreeMap::new();
     let mut seq = 0usize;
-    while let Some(run) = edges.next_run(same_document_group).await? {
+    // With --distinct-by-label, the documents of one name and label value are merged across
+    // namespaces: a run holds every client of a name.
+    let group =
+        if args.query.distinct_by_label.is_some() { crate::edges::same_client_name } else { same_document_group };
+    while let Some(run) = edges.next_run(group).await? {
         if let Peer::Workload(client) = &run[0].client {
             while let Some(entry) = pending.first_entry() {
                 if *entry.key().0 >= *client.name {
