@@ -188,3 +188,18 @@ fn distinct_by_label_asks_the_server_for_the_label() {
     let list = ok(&server.mapper(&["list", "--distinct-by-label", "app"]));
     assert_eq!(list, ok(&server.mapper(&["list"])));
 }
+
+/// What `otterize mapper export --format json` writes (a bare array) is read by --declared and
+/// by audit as the List it stands for.
+#[test]
+fn otterize_clis_json_export_is_read_as_declared() {
+    let server = seeded();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otterize/export.json");
+    let out = server.mapper(&["export", "--declared", fixture]);
+    assert_eq!(ok(&out), "");
+    let err = stderr(&out);
+    assert!(err.contains("Read 2 declared ClientIntents from 1 file"), "{err}");
+    assert!(err.contains("Nothing to add: every observed call is declared."), "{err}");
+    let audit = ok(&server.mapper(&["audit", "--declared", fixture]));
+    assert!(audit.contains("transaction-service"), "{audit}");
+}
