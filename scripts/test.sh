@@ -13,6 +13,9 @@ ensure_packages
 ensure_python_grpc
 ensure_helm >/dev/null
 ensure_kernel_mounts
+# The chart's tests render with real helm (and check mapper-deploy's engine against it): a
+# helm that does not run is a failure here, not a fallback to the engine alone.
+export MAPPER_REQUIRE_HELM=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,6 +25,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build binaries (the kernel tests drive them)"
 cargo build --workspace --bins --locked
+
+step "helm lint --strict deploy/helm/mapper (helm $("$MAPPER_HELM" version --short))"
+"$MAPPER_HELM" lint --strict deploy/helm/mapper
+
+step "helm template deploy/helm/mapper = deploy/manifests/mapper.yaml = mapper-deploy's renderer, for every values set of its tests"
+cargo test -p mapper-deploy --locked --test chart --test values -- --test-threads="${MAPPER_TEST_THREADS:-4}"
 
 step "cargo test"
 cargo test --workspace --locked -- --test-threads="${MAPPER_TEST_THREADS:-4}"
