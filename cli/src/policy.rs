@@ -78,6 +78,13 @@ pub enum PolicyError {
     /// The Services could not be read.
     #[error(transparent)]
     Services(#[from] ServicesError),
+    /// The YAML writer refused a policy (not expected).
+    #[error("the NetworkPolicies cannot be written as YAML")]
+    Write {
+        /// serde-saphyr's error.
+        #[source]
+        error: mapper_intents::yaml::WriteError,
+    },
     /// The operator would build policies the API server refuses.
     #[error(
         "the operator could not create these NetworkPolicies: {}; rename the targets (workload and Service \
@@ -113,11 +120,8 @@ pub fn labels_comment(labels: &[PodLabel], with_kind: bool) -> String {
     for (workload, labels) in by_workload {
         out.push_str(&format!("#   {}:\n", describe(workload, with_kind)));
         for label in labels {
-            let value = if mapper_intents::yaml::needs_quotes(&label.value, false) {
-                format!("\"{}\"", label.value)
-            } else {
-                label.value.clone()
-            };
+            // As YAML writes the value ("true" quoted); a value it cannot write stays as is.
+            let value = mapper_intents::yaml::scalar(&label.value).unwrap_or_else(|_| label.value.clone());
             out.push_str(&format!("#     {}: {value}\n", label.key));
         }
     }
@@ -148,7 +152,7 @@ pub fn render(
     if set.policies.is_empty() {
         return Ok((String::new(), warnings));
     }
-    let mut out = mapper_intents::render_policies_yaml(&set.policies);
+    let mut out = mapper_intents::render_policies_yaml(&set.policies).map_err(|error| PolicyError::Write { error })?;
     out.push_str(&labels_comment(&set.pod_labels, opts.layout == PolicyLayout::Current));
     Ok((out, warnings))
 }

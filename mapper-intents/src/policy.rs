@@ -601,7 +601,7 @@ impl NetworkPolicy {
 
 /// Renders policies as multi-document YAML separated by `---`, in the operator's layout (see
 /// docs/formats.md, "NetworkPolicies").
-pub fn render_policies_yaml(policies: &[NetworkPolicy]) -> String {
+pub fn render_policies_yaml(policies: &[NetworkPolicy]) -> Result<String, yaml::WriteError> {
     let values: Vec<Value> = policies.iter().map(NetworkPolicy::to_value).collect();
     yaml::to_yaml_stream(&values)
 }

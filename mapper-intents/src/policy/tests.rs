@@ -118,7 +118,7 @@ fn legacy_layout_merges_servers_that_differ_only_in_kind() {
 #[test]
 fn rendered_policy_reads_back_as_the_same_tree() {
     let set = network_policies(&seed(), &PolicyOptions::default());
-    let text = render_policies_yaml(&set.policies);
+    let text = render_policies_yaml(&set.policies).unwrap_or_else(|e| panic!("{e}"));
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}")))
         .collect();
@@ -209,7 +209,7 @@ spec:
   policyTypes:
     - Ingress
 ";
-    assert_eq!(render_policies_yaml(&set.policies), expected);
+    assert_eq!(render_policies_yaml(&set.policies).unwrap_or_else(|e| panic!("{e}")), expected);
     let access = "intents.otterize.com/svc-access-reports-team1-servi-09cf50";
     assert_eq!(
         set.pod_labels,
@@ -313,7 +313,7 @@ fn dns_servers_get_the_operators_rule_for_port_53_from_anywhere() {
         assert_eq!(policy.ingress.len(), 2, "{}", policy.name);
         assert_eq!(policy.ingress[1], anywhere, "{}: the DNS rule comes last", policy.name);
     }
-    let text = render_policies_yaml(&set.policies[..1]);
+    let text = render_policies_yaml(&set.policies[..1]).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         text.contains(
             "    - ports:\n        - port: 53\n          protocol: UDP\n        - port: 53\n          protocol: TCP\n  \
