@@ -342,7 +342,15 @@ pub async fn run(connect: &ConnectOpts, args: &VisualizeArgs) -> Result<(), Erro
     if edges.is_empty() {
         eprintln!("No connections found.");
     }
-    let bytes = render(&Graph::new(&edges), format)?;
+    let mut graph = Graph::new(&edges);
+    if args.query.as_kubernetes_service {
+        // The Services drawn are the ones clients dialled, pods behind them or not.
+        for node in graph.nodes.iter_mut().filter(|n| matches!(n.peer.peer, Peer::Service { .. })) {
+            node.lines.truncate(1);
+            node.lines.push("Service".to_owned());
+        }
+    }
+    let bytes = render(&graph, format)?;
     output::to(args.output.as_deref(), &bytes)?;
     if let Some(path) = &args.output {
         eprintln!("Wrote the map to {}", path.display());

@@ -129,7 +129,7 @@ metadata:
     - apiVersion: v1
       kind: Service
       name: reports
-      uid: \"5e1f0c3a-0000-0000-0000-000000000001\"
+      uid: 5e1f0c3a-0000-0000-0000-000000000001
 spec:
   podSelector:
     matchLabels:
