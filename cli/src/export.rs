@@ -197,21 +197,26 @@ pub fn documents(edges: &[ObservedEdge], args: &ExportArgs) -> Vec<ClientIntents
     }
 }
 
-/// Warns on stderr when the API server would refuse the document's `metadata.name` (the
+/// The warning for a document whose `metadata.name` the API server would refuse (the
 /// operator's name for a workload whose name holds `.` has `_` instead, as has an annotated
-/// name like `Custom_Name`), saying what to do.
+/// name like `Custom_Name`), saying what to do; `None` for a valid name.
+pub fn unapplicable_name_warning(doc: &ClientIntentsDoc) -> Option<String> {
+    let problem = mapper_intents::names::check_dns1123_subdomain(&doc.name).err()?;
+    let namespace = doc.namespace.as_deref().unwrap_or("(no namespace)");
+    Some(format!(
+        "warning: the ClientIntents of workload {client} in namespace {namespace} is named {name:?}, which the API \
+         server refuses ({problem}); give it a valid metadata.name (e.g. {suggestion:?}) before applying it, and keep \
+         the workload name {client:?}: it is the operator's name for the workload (a Deployment named with '.' is \
+         known by it with '_'; an intents.otterize.com/service-name annotation is taken as written)",
+        client = doc.client_name,
+        name = doc.name,
+        suggestion = valid_name(&doc.name),
+    ))
+}
+
 fn warn_unapplicable_name(doc: &ClientIntentsDoc) {
-    if let Err(problem) = mapper_intents::names::check_dns1123_subdomain(&doc.name) {
-        let namespace = doc.namespace.as_deref().unwrap_or("(no namespace)");
-        eprintln!(
-            "warning: the ClientIntents of workload {client} in namespace {namespace} is named {name:?}, which the API \
-             server refuses ({problem}); give it a valid metadata.name (e.g. {suggestion:?}) before applying it, and \
-             keep the workload name {client:?}: it is the operator's name for the workload (a Deployment named with \
-             '.' is known by it with '_'; an intents.otterize.com/service-name annotation is taken as written)",
-            client = doc.client_name,
-            name = doc.name,
-            suggestion = valid_name(&doc.name),
-        );
+    if let Some(warning) = unapplicable_name_warning(doc) {
+        eprintln!("{warning}");
     }
 }
 
@@ -536,5 +541,33 @@ mod tests {
         assert_eq!(release_file_stem(&Release::new("my_app.v2", "team-1")), Some("my_app.v2.team-1".to_owned()));
         let err = ExportError::ReleaseFileName { release: Release::new("a/b", "team1"), client: "api.team1".into() };
         assert!(err.to_string().starts_with("release a/b.team1 of api.team1 cannot name a file"), "{err}");
+    }
+
+    #[test]
+    fn names_the_api_server_refuses_get_a_warning_saying_what_to_do() {
+        let doc = |name: &str| ClientIntentsDoc {
+            name: name.to_owned(),
+            namespace: Some("team1".to_owned()),
+            client_name: name.to_owned(),
+            client_kind: Some("Deployment".to_owned()),
+            targets: Vec::new(),
+        };
+        assert_eq!(unapplicable_name_warning(&doc("web.v2")), None);
+        let warning = unapplicable_name_warning(&doc("web_v2")).unwrap_or_default();
+        assert!(
+            warning.starts_with(
+                "warning: the ClientIntents of workload web_v2 in namespace team1 is named \"web_v2\", which the API \
+                 server refuses (it holds '_'"
+            ),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("(e.g. \"web-v2\")") && warning.contains("keep the workload name \"web_v2\""),
+            "{warning}"
+        );
+        let custom = unapplicable_name_warning(&doc("Custom_Name")).unwrap_or_default();
+        assert!(custom.contains("(e.g. \"custom-name\")"), "{custom}");
+        assert_eq!(valid_name("__"), "client");
+        assert_eq!(valid_name("-A.b_"), "a.b");
     }
 }
