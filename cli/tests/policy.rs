@@ -233,3 +233,48 @@ fn the_api_server_and_dns_servers_as_the_operator_builds_them() {
         stderr(&out)
     );
 }
+
+/// `--cluster` lists the Services of the namespaces the Service targets name through the
+/// kubeconfig, and gives the same policy as the inventory; an unreachable API is one clear line.
+#[test]
+fn the_services_can_come_from_the_cluster() {
+    use mapper_cluster::fake_api::FakeApi;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let api = runtime.block_on(FakeApi::start());
+    api.collection("/api/v1/namespaces/team1/services", "v1", "ServiceList");
+    api.apply(
+        "/api/v1/namespaces/team1/services",
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "reports", "namespace": "team1", "uid": "5e1f0c3a-0000-0000-0000-000000000001"},
+            "spec": {"selector": {"app": "reports", "tier": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}),
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let kubeconfig = |addr: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \
+             \"http://{addr}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\nusers:\n- name: \
+             fake\n  user: {{token: abc}}\n"
+        )
+    };
+    let config = write(dir.path(), "kubeconfig", &kubeconfig(&api.addr.to_string()));
+    let intents = write(dir.path(), "intents.yaml", REPORTS_CLIENT);
+    let inventory = write(dir.path(), "services.yaml", REPORTS_SERVICE);
+    let from_cluster =
+        ok(&mapper(&["--kubeconfig", &config, "policy", "-f", &intents, "--layout", "current", "--cluster"], None));
+    let from_files = ok(&mapper(&["policy", "-f", &intents, "--layout", "current", "--inventory", &inventory], None));
+    assert_eq!(from_cluster, from_files);
+    assert!(from_cluster.contains("name: reports-service-access"), "{from_cluster}");
+    assert_eq!(api.requests("/api/v1/namespaces/team1/services"), 1, "one listing, of the target's namespace");
+
+    let down = write(dir.path(), "down", &kubeconfig("127.0.0.1:9"));
+    let out = mapper(&["--kubeconfig", &down, "policy", "-f", &intents, "--cluster"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "error: cannot read the Services from the cluster: listing Services in namespace team1 (connection refused)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
