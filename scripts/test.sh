@@ -29,10 +29,10 @@ cargo build --workspace --bins --locked
 step "helm lint --strict deploy/helm/mapper (helm $("$MAPPER_HELM" version --short))"
 "$MAPPER_HELM" lint --strict deploy/helm/mapper
 
-step "helm template deploy/helm/mapper = deploy/manifests/mapper.yaml = mapper-deploy's renderer, for every values set of its tests"
-cargo test -p mapper-deploy --locked --test chart --test values -- --test-threads="${MAPPER_TEST_THREADS:-4}"
-
-step "cargo test"
+# mapper-deploy's tests (in the workspace run below, so nothing is built twice) render the
+# chart with this helm: `helm template` for every values set they use must give the objects
+# mapper-deploy's engine renders, and with createNamespace=true those of deploy/manifests/.
+step "cargo test (the chart's tests with real helm: helm template = mapper-deploy's engine = deploy/manifests/)"
 cargo test --workspace --locked -- --test-threads="${MAPPER_TEST_THREADS:-4}"
 
 # A short fuzz run of the declared-ClientIntents reader (MAPPER_FUZZ_SECONDS, default 15; 0
