@@ -119,6 +119,20 @@ flushed() {
   [ "${drains%.*}" -ge $(( ${drains_before%.*} + 2 )) ] && [ "${pending%.*}" -eq 0 ]
 }
 
+# expect_status CODE WHAT COMMAND...: runs COMMAND, which must exit CODE (it found WHAT).
+expect_status() {
+  local want=$1 what=$2 status
+  shift 2
+  set +e
+  "$@"
+  status=$?
+  set -e
+  if [ "$status" -ne "$want" ]; then
+    echo "demo.sh: $(basename "$1") exited $status; expected $want ($what)" >&2
+    exit 1
+  fi
+}
+
 if [ -n "$GOLDEN" ]; then
   # The seed's round 1 is the example of Otterize's docs; round 2 is the audit story.
   traffic 1
@@ -153,19 +167,25 @@ if [ -n "$GOLDEN" ]; then
   CHART=deploy/local/charts/transaction-service/
   step "mapper audit --declared $CHART"
   echo "# transaction-service's new release calls telemetry; its chart now declares telemetry and, by accident, not ledger"
-  set +e
-  "$BIN/mapper" audit --declared "$CHART"
-  status=$?
-  set -e
-  if [ "$status" -ne 3 ]; then
-    echo "demo.sh: mapper audit exited $status; expected 3 (a missing call)" >&2
-    exit 1
-  fi
+  expect_status 3 "a missing call" "$BIN/mapper" audit --declared "$CHART"
   echo "# mapper audit exited 3: a call the chart does not declare would be blocked"
   step "mapper export --declared $CHART (the fix, in the chart's own version)"
   "$BIN/mapper" export --declared "$CHART" | tee "$STATE/fixed.yaml"
   "$BIN/mapper" audit --declared "$STATE/fixed.yaml" >/dev/null
   echo "# the fixed ClientIntents pass the audit (exit 0)"
+
+  # The Helm side of the story. The lab has no API server: the release records (Secrets, as
+  # Helm stores them) are in its inventory, and --release-records reads them there. On a
+  # cluster, leave it out: they are read with your kubeconfig.
+  RECORDS=(--release-records "$STATE/inventory.yaml")
+  step "mapper helm history transaction-service -n team1"
+  echo "# transaction-service's chart history: which revision dropped ledger, and whether traffic still needs it"
+  expect_status 3 "a removed call still in use" "$BIN/mapper" helm history transaction-service -n team1 "${RECORDS[@]}"
+  step "mapper audit --helm-release ledger -n team3 --revision 1 (before anyone runs helm rollback ledger 1)"
+  echo "# ledger's revision 1 carries allow-access-to-ledger admitting team2 only; namespace labels from the inventory"
+  expect_status 3 "a call the rollback would deny" "$BIN/mapper" audit --helm-release ledger -n team3 --revision 1 \
+    "${RECORDS[@]}" --inventory "$STATE/inventory.yaml"
+  echo "# exit 3: rolling ledger back to revision 1 would block transaction-service.team1 -> ledger.team3"
 fi
 
 if [ "$KEEP" = 1 ]; then

@@ -60,6 +60,18 @@ ensure_helm() {
   echo "$MAPPER_HELM"
 }
 
+# warn_low_disk MIB: a warning when the filesystem holding target/ has less than MIB free.
+# A cold `scripts/test.sh` writes about 4 GB there; a build that runs out of space fails
+# deep inside rustc, far from the cause.
+warn_low_disk() {
+  local need=$1 avail dir=${CARGO_TARGET_DIR:-target}
+  mkdir -p "$dir"
+  avail=$(df -Pm "$dir" | awk 'NR == 2 { print $4 }')
+  if [ -n "$avail" ] && [ "$avail" -lt "$need" ]; then
+    printf 'warning: %s MiB free for %s; this run may need about %s MiB\n' "$avail" "$dir" "$need" >&2
+  fi
+}
+
 # tracefs (tracepoint ids) and bpffs (pinning); the agent mounts them too, but
 # doing it here makes a failure obvious early.
 ensure_kernel_mounts() {

@@ -13,6 +13,7 @@ ensure_packages
 ensure_python_grpc
 ensure_helm >/dev/null
 ensure_kernel_mounts
+warn_low_disk 5000
 # The chart's tests render with real helm (and check mapper-deploy's engine against it): a
 # helm that does not run is a failure here, not a fallback to the engine alone.
 export MAPPER_REQUIRE_HELM=1

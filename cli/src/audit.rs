@@ -84,7 +84,7 @@ pub enum Color {
         "NetworkPolicies (networking.k8s.io/v1, in --declared files or the --helm-release manifest) are evaluated \
          with Kubernetes semantics against every observed call into the pods they select: the calls no policy \
          admits are DENIED; those whose verdict needs labels, named ports or addresses mapper does not know \
-         (labels come from --inventory) are UNKNOWN. Only ingress is evaluated; egress rules are not, and the \
+         (labels come from the cluster, or --inventory) are UNKNOWN. Only ingress is evaluated; egress rules are not, and the \
          report says so. Denied calls count as missing for --fail-on.\n\n",
         "Exit status: 0 nothing --fail-on names was found; 3 it was; 1 error (server unreachable, bad declared \
          input: nothing is reported then); 2 usage error."
@@ -141,9 +141,16 @@ pub struct AuditArgs {
     pub color: Color,
     /// Pods, their owners and Namespaces as `kubectl get -o yaml` prints them (files or
     /// directories, repeatable): the labels the declared NetworkPolicies select on. Without
-    /// it, labels are unknown and calls whose verdict depends on them are reported as unknown.
+    /// it they are read from the cluster (kube credentials as for the port-forward); without
+    /// either, labels are unknown and calls whose verdict depends on them are reported so.
     #[arg(long, value_name = "PATH")]
     pub inventory: Vec<PathBuf>,
+    /// With --helm-release: read the release's records from these files or directories
+    /// (repeatable) of objects as `kubectl get secrets -A -o yaml` prints them, instead of from
+    /// the cluster: Secrets or ConfigMaps named sh.helm.release.v1.NAME.vN labelled
+    /// owner=helm,name=NAME. Without -n, the one namespace they hold the release in.
+    #[arg(long, requires = "helm_release", value_name = "PATH")]
+    pub release_records: Vec<PathBuf>,
     /// Also report undeclared calls to the cluster DNS (port 53 of kube-dns/CoreDNS in
     /// kube-system) as missing. Left out by default: the operator's policies never block
     /// them. Declared DNS targets are audited either way.
@@ -214,15 +221,15 @@ fn observed(edges: &[ObservedEdge], window_start_ms: i64) -> Observed {
 
 /// Reads the ClientIntents of a Helm release's deployed revision (or `revision`), saying on
 /// stderr which revision and how many documents.
+/// The records come from the `records` files when there are any, else from the cluster.
 pub async fn read_release(
     connect: &ConnectOpts,
+    records: &[PathBuf],
     name: &str,
     namespaces: &[String],
     revision: Option<u32>,
 ) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), AuditError> {
-    let client = releases::client(connect, name).await?;
-    let namespace = releases::release_namespace(&client, namespaces);
-    let history = releases::read_history(&client, &namespace, name).await?;
+    let history = releases::history(connect, records, namespaces, name).await?;
     let release = history.chosen(revision)?;
     let (docs, warnings) = release.declared().map_err(|e| ReadError::Parse(Box::new(e)))?;
     for warning in warnings {
@@ -242,7 +249,7 @@ pub async fn read_release(
 async fn read_declared(connect: &ConnectOpts, args: &AuditArgs) -> Result<(Vec<DeclaredDoc>, Vec<Policy>), AuditError> {
     let mut policies = Vec::new();
     let mut docs = if let Some(name) = &args.helm_release {
-        let (docs, read) = read_release(connect, name, &args.namespaces, args.revision).await?;
+        let (docs, read) = read_release(connect, &args.release_records, name, &args.namespaces, args.revision).await?;
         policies = read;
         docs
     } else if args.from_cluster {
@@ -280,10 +287,42 @@ fn request(args: &AuditArgs, declared: &[DeclaredDoc], now: SystemTime) -> pb::L
     request
 }
 
+/// How long the labels from the cluster may take to list (every pod and its owners).
+const CLUSTER_LABELS_WAIT: Duration = Duration::from_secs(60);
+
+/// The labels the declared NetworkPolicies select on, from the cluster when there is no
+/// --inventory; without a cluster (or with one that refuses), every label is unknown, which
+/// the report says per call, and a warning says why.
+async fn cluster_labels(connect: &ConnectOpts, policies: &[Policy]) -> netpolicies::LabelSource {
+    let unknown = |why: String| {
+        eprintln!("warning: NetworkPolicies: labels unknown (give --inventory, or a cluster): {why}");
+        netpolicies::LabelSource::default()
+    };
+    let client = match crate::portforward::kube_client(connect.kubeconfig.as_deref(), connect.context.as_deref()).await
+    {
+        Ok((client, _)) => client,
+        Err(error) => return unknown(mapper_intents::error_chain(&error)),
+    };
+    let mut namespaces: Vec<String> = policies.iter().filter_map(|p| p.namespace.clone()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    match netpolicies::LabelSource::from_cluster(client, &namespaces, CLUSTER_LABELS_WAIT).await {
+        Ok(labels) => {
+            eprintln!("Read pod and namespace labels from the cluster");
+            labels
+        }
+        Err(error) => unknown(mapper_intents::error_chain(&error)),
+    }
+}
+
 /// Runs `mapper audit`.
 pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
     let (declared, policies) = read_declared(connect, args).await?;
-    let labels = netpolicies::LabelSource::load(&args.inventory).map_err(AuditError::from)?;
+    let labels = if args.inventory.is_empty() && !policies.is_empty() {
+        cluster_labels(connect, &policies).await
+    } else {
+        netpolicies::LabelSource::load(&args.inventory).map_err(AuditError::from)?
+    };
     let mut mapper = Mapper::connect(connect).await?;
     let now = SystemTime::now();
     let window_start_ms = args.since.map_or(i64::MIN, |since| unix_ms_before(now, since));
@@ -322,13 +361,20 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
         report = report.without_cluster_dns();
     }
     let view = View { report: &report, unattributed: &unattributed, since: args.since, now_ms: unix_ms(now) };
+    // Only NetworkPolicies declared: their report alone (a ClientIntents report of nothing
+    // declared would only say so), but for JSON, whose document keeps its shape.
+    let intents = !declared.is_empty() || policies.is_empty();
     let mut text = match args.format {
-        Format::Table => view.table(use_color(args.color)),
+        Format::Table if intents => view.table(use_color(args.color)),
+        Format::Markdown if intents => view.markdown(),
+        Format::Table | Format::Markdown => String::new(),
         Format::Json => view.json_text(),
-        Format::Markdown => view.markdown(),
     };
     if let Some(policy_report) = &policy_report {
         match args.format {
+            // Alone, without the blank line that parts it from the ClientIntents report.
+            Format::Table if text.is_empty() => text = policy_report.text().trim_start().to_owned(),
+            Format::Markdown if text.is_empty() => text = policy_report.markdown().trim_start().to_owned(),
             Format::Table => text.push_str(&policy_report.text()),
             Format::Markdown => text.push_str(&policy_report.markdown()),
             Format::Json => {
@@ -340,9 +386,10 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
         }
     }
     output::stdout(text.as_bytes())?;
+    // Denied calls count as missing for --fail-on.
     let mut totals = report.totals();
-    let denied = policy_report.as_ref().map_or(0, |p| p.denied.len());
-    totals.missing += denied;
+    let denied = policy_report.as_ref().map(|p| p.denied.len());
+    totals.missing += denied.unwrap_or(0);
     let failing = match args.fail_on {
         FailOn::Missing => totals.missing > 0,
         FailOn::Unused => totals.unused > 0,
@@ -356,7 +403,8 @@ pub async fn run(connect: &ConnectOpts, args: &AuditArgs) -> Result<(), Error> {
             FailOn::Any => "any",
             FailOn::None => "none",
         };
-        return Err(AuditError::Findings { command: "audit", findings: findings_text(&totals), fail_on }.into());
+        let findings = findings_text(&report.totals(), intents, denied);
+        return Err(AuditError::Findings { command: "audit", findings, fail_on }.into());
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! would find a declaration of it covered.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -95,6 +96,12 @@ pub struct HistoryArgs {
     /// Which findings make the exit status 3.
     #[arg(long, value_enum, default_value = "blocked", value_name = "FINDINGS")]
     pub fail_on: FailOn,
+    /// Read the release's records from these files or directories (repeatable) of objects
+    /// as `kubectl get secrets -A -o yaml` prints them, instead of from the cluster: Secrets or
+    /// ConfigMaps named sh.helm.release.v1.NAME.vN labelled owner=helm,name=NAME. Without -n,
+    /// the one namespace they hold the release in.
+    #[arg(long, value_name = "PATH")]
+    pub release_records: Vec<PathBuf>,
 }
 
 /// One declared call: a client and a target (normalized: the namespace always written).
@@ -391,9 +398,9 @@ pub async fn run(connect: &ConnectOpts, args: &HelmArgs) -> Result<(), Error> {
 }
 
 async fn history(connect: &ConnectOpts, args: &HistoryArgs) -> Result<(), Error> {
-    let client = releases::client(connect, &args.name).await.map_err(AuditError::from)?;
-    let namespace = releases::release_namespace(&client, args.namespace.as_slice());
-    let history = releases::read_history(&client, &namespace, &args.name).await.map_err(AuditError::from)?;
+    let history = releases::history(connect, &args.release_records, args.namespace.as_slice(), &args.name)
+        .await
+        .map_err(AuditError::from)?;
     let mut revisions = Vec::new();
     for release in &history.revisions {
         let (docs, warnings) = release.declared().map_err(|e| AuditError::from(ReadError::Parse(Box::new(e))))?;

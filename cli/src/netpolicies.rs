@@ -2,12 +2,13 @@
 //! selects, evaluated by mapper-intents' [`netpol`] (ingress only; egress rules are not
 //! evaluated, and the report says so when a policy has them).
 //!
-//! mapper-server's Query API carries no labels, so labels come from `--inventory FILE`: the
+//! mapper-server's Query API carries no labels, so labels come from the cluster (mapper-cluster's
+//! API source, listed once: [`LabelSource::from_cluster`]) or from `--inventory FILE`: the
 //! Pods, their owners and the Namespaces as `kubectl get -o yaml` prints them (read by
 //! mapper-cluster, which resolves pods to workloads as the server does). A workload's labels
 //! are those of its pods; a Namespace's its own (`kubernetes.io/metadata.name`, which the API
 //! server sets on every namespace, is always known); named ports are resolved through the
-//! workload's container ports. Without an inventory — or for a workload or namespace it does not
+//! workload's container ports. Without either — or for a workload or namespace they do not
 //! hold — labels are unknown, and a call whose verdict depends on them is reported as unknown.
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,40 @@ pub enum LabelsError {
         #[source]
         error: std::io::Error,
     },
+}
+
+/// Why the labels could not be read from the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterLabelsError {
+    /// The API server refused a list (its Status; the message is the server's own words).
+    #[error("cannot list {what}: {message}")]
+    Refused {
+        /// What was listed.
+        what: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// A list failed without an answer from the API server.
+    #[error("cannot list {what}")]
+    Failed {
+        /// What was listed.
+        what: String,
+        /// The client's error.
+        #[source]
+        error: kube::Error,
+    },
+    /// The API source did not finish its first lists in time.
+    #[error("the cluster's pods and owners were not all listed within {}", humantime::format_duration(*waited))]
+    NotSynced {
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+}
+
+/// An object as the YAML value the inventory's reader takes (k8s-openapi writes its apiVersion
+/// and kind); one that does not serialize is null, which [`LabelSource::take`] skips.
+fn yaml_of<T: serde::Serialize>(object: &T) -> serde_yaml::Value {
+    serde_yaml::to_value(object).unwrap_or(serde_yaml::Value::Null)
 }
 
 /// Pod and namespace labels, and named container ports, per workload.
@@ -80,6 +115,54 @@ impl LabelSource {
                 for item in items {
                     source.take(item, &snapshot);
                 }
+            }
+        }
+        Ok(source)
+    }
+
+    /// Reads the labels from the cluster with the user's kube credentials: mapper-cluster's API
+    /// source (the same owner resolution as mapper-server's) once synced, the Namespaces, and
+    /// the pods of `namespaces` (where the policies are: their selected pods' named ports).
+    /// Gives up after `wait`, naming what it waited for.
+    pub async fn from_cluster(
+        client: kube::Client,
+        namespaces: &[String],
+        wait: std::time::Duration,
+    ) -> Result<LabelSource, ClusterLabelsError> {
+        use k8s_openapi::api::core::v1::{Namespace, Pod};
+        use kube::api::{Api, ListParams};
+        let failed = |what: &str| {
+            let what = what.to_owned();
+            move |error| match error {
+                kube::Error::Api(status) => ClusterLabelsError::Refused { what, message: status.message },
+                error => ClusterLabelsError::Failed { what, error },
+            }
+        };
+        // Asked first: a client without permission fails here at once rather than at the wait.
+        let all_namespaces =
+            Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await.map_err(failed("namespaces"))?;
+        Api::<Pod>::all(client.clone())
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(failed("pods in every namespace"))?;
+        let (handle, task) = mapper_cluster::KubeSource::new(client.clone(), ResolveOptions::default()).spawn();
+        let ready = tokio::time::timeout(wait, handle.wait_ready()).await;
+        task.abort();
+        if ready.is_err() {
+            return Err(ClusterLabelsError::NotSynced { waited: wait });
+        }
+        let snapshot = handle.snapshot();
+        let mut source = LabelSource { snapshot: Some(snapshot.clone()), ..LabelSource::default() };
+        for namespace in &all_namespaces.items {
+            source.take(&yaml_of(namespace), &snapshot);
+        }
+        for namespace in namespaces {
+            let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+                .list(&ListParams::default())
+                .await
+                .map_err(failed(&format!("pods in namespace {namespace}")))?;
+            for pod in &pods.items {
+                source.take(&yaml_of(pod), &snapshot);
             }
         }
         Ok(source)

@@ -4,6 +4,8 @@
 //! ConfigMap driver with the same labels. mapper-intents' [`mapper_intents::helm`] decodes each
 //! record; this module lists them with the user's kube credentials and picks revisions.
 
+use std::path::PathBuf;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, ObjectMeta};
 use mapper_intents::helm::{self, HelmError, Release};
@@ -82,6 +84,57 @@ pub enum ReleaseError {
     /// A record could not be decoded.
     #[error(transparent)]
     Record(#[from] HelmError),
+    /// The --release-records files could not be listed.
+    #[error("cannot read Helm release {name} from --release-records")]
+    Listing {
+        /// The release.
+        name: String,
+        /// Why.
+        #[source]
+        error: Box<mapper_cluster::InventoryError>,
+    },
+    /// An --release-records file could not be read.
+    #[error("cannot read Helm release {name} from --release-records {}", path.display())]
+    File {
+        /// The release.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// An --release-records file is not YAML or JSON objects.
+    #[error("cannot read Helm release {name} from --release-records: {error}")]
+    FileParse {
+        /// The release.
+        name: String,
+        /// The reader's error, naming the file and document.
+        #[source]
+        error: mapper_intents::parse::ParseError,
+    },
+    /// No record of the release in the --release-records files.
+    #[error(
+        "Helm release {name} not found in --release-records {files}{within} (no Secret or ConfigMap \
+         sh.helm.release.v1.{name}.v<N> labelled owner=helm,name={name})",
+        within = namespace.as_deref().map(|n| format!(" in namespace {n}")).unwrap_or_default()
+    )]
+    NotInFiles {
+        /// The release.
+        name: String,
+        /// The namespace asked for with -n.
+        namespace: Option<String>,
+        /// The files, comma-separated.
+        files: String,
+    },
+    /// Records of the release in several namespaces and no -n.
+    #[error("Helm release {name} has records in namespaces {namespaces} of --release-records; choose one with -n")]
+    Ambiguous {
+        /// The release.
+        name: String,
+        /// The namespaces, comma-separated.
+        namespaces: String,
+    },
 }
 
 /// Every kept revision of a release, oldest first.
@@ -203,6 +256,68 @@ pub async fn read_history(client: &kube::Client, namespace: &str, name: &str) ->
     }
     revisions.sort_by_key(|r| r.revision);
     Ok(History { name: name.to_owned(), namespace: namespace.to_owned(), revisions })
+}
+
+/// Reads every kept revision of release `name` from the release records among the objects of
+/// the `--release-records` files or directories (`kubectl get secrets -A -o yaml`, or a lab's
+/// inventory; directories walked as an inventory's are), instead of from the cluster: in
+/// `namespace`, or in the one namespace the files hold it in.
+pub fn read_history_from_files(
+    paths: &[PathBuf],
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<History, ReleaseError> {
+    let files = mapper_cluster::Inventory::files_of(paths)
+        .map_err(|error| ReleaseError::Listing { name: name.to_owned(), error: Box::new(error) })?;
+    let mut revisions = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|error| ReleaseError::File {
+            name: name.to_owned(),
+            path: file.clone(),
+            error,
+        })?;
+        let found = helm::records_in(&text, &file.display().to_string(), name).map_err(|error| match error {
+            helm::RecordsError::Parse(error) => ReleaseError::FileParse { name: name.to_owned(), error },
+            helm::RecordsError::Record(error) => ReleaseError::Record(error),
+        })?;
+        revisions.extend(found.into_iter().filter(|r| namespace.is_none_or(|n| r.namespace == n)));
+    }
+    let mut namespaces: Vec<&str> = revisions.iter().map(|r| r.namespace.as_str()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let namespace = match namespaces.as_slice() {
+        [] => {
+            let files = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+            return Err(ReleaseError::NotInFiles {
+                name: name.to_owned(),
+                namespace: namespace.map(str::to_owned),
+                files,
+            });
+        }
+        [one] => (*one).to_owned(),
+        several => {
+            return Err(ReleaseError::Ambiguous { name: name.to_owned(), namespaces: several.join(", ") });
+        }
+    };
+    revisions.sort_by_key(|r| r.revision);
+    Ok(History { name: name.to_owned(), namespace, revisions })
+}
+
+/// The history of release `name`: from the `records` files when there are any, else from
+/// the cluster with the user's kube credentials (in the namespace `-n` gives, else the
+/// kubeconfig context's).
+pub async fn history(
+    connect: &ConnectOpts,
+    records: &[PathBuf],
+    namespaces: &[String],
+    name: &str,
+) -> Result<History, ReleaseError> {
+    if !records.is_empty() {
+        return read_history_from_files(records, namespaces.first().map(String::as_str), name);
+    }
+    let client = client(connect, name).await?;
+    let namespace = release_namespace(&client, namespaces);
+    read_history(&client, &namespace, name).await
 }
 
 /// `release team1/payments revision 3 (chart payments 1.2.0, deployed, 2026-11-30T10:00:00Z)`.

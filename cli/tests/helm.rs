@@ -96,16 +96,7 @@ fn cluster() -> Cluster {
                "data": {"release": plain}}),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = support::write(
-        dir.path(),
-        "kubeconfig",
-        &format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \
-             \"http://{}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake, namespace: team1}}\n\
-             users:\n- name: fake\n  user: {{token: abc}}\n",
-            api.addr
-        ),
-    );
+    let kubeconfig = support::fake_kubeconfig(dir.path(), api.addr);
     Cluster { api, _runtime: runtime, _dir: dir, kubeconfig }
 }
 
@@ -125,10 +116,12 @@ fn audit_reads_the_deployed_revision_of_a_release() {
     let cluster = cluster();
     let out = audit(&cluster, &server, &["--helm-release", "payments", "-n", "team1", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // This fake API serves no Namespaces: the policy's labels are unknown, and a warning says why.
     assert_eq!(
         stderr(&out),
         "Read 1 declared ClientIntents and 1 NetworkPolicies from release team1/payments revision 3 (chart payments \
-         1.2.0, deployed, 2026-11-30T10:00:00Z)\n"
+         1.2.0, deployed, 2026-11-30T10:00:00Z)\nwarning: NetworkPolicies: labels unknown (give --inventory, or a \
+         cluster): cannot list namespaces: /api/v1/namespaces not found\n"
     );
     let json = json_of(&out);
     let ts = &json["clients"][0];
@@ -347,4 +340,69 @@ fn the_fixture_manifests_are_what_helm_renders() {
         manifest(3),
         "revision-3.yaml is stale"
     );
+}
+
+/// The records as `kubectl get secrets,configmaps -A -o yaml` prints them, in a file.
+fn records_file(dir: &Path) -> String {
+    let mut items = Vec::new();
+    for (revision, status) in [(1, "superseded"), (2, "deployed")] {
+        let text = encode_release(release_json("shrink", revision, status, &manifest(revision)).to_string().as_bytes());
+        items.push(secret("shrink", revision, status, &text));
+    }
+    let plain = base64::engine::general_purpose::STANDARD
+        .encode(release_json("legacy", 1, "deployed", &manifest(2)).to_string());
+    items.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": record_name("legacy", 1), "namespace": "team1", "labels": labels("legacy", 1, "deployed")},
+        "data": {"release": plain}}));
+    // The same release name in two namespaces.
+    let mut json = release_json("twin", 1, "deployed", "");
+    items.push(secret("twin", 1, "deployed", &encode_release(json.to_string().as_bytes())));
+    json["namespace"] = json!("team9");
+    let mut twin = secret("twin", 1, "deployed", &encode_release(json.to_string().as_bytes()));
+    twin["metadata"]["namespace"] = json!("team9");
+    items.push(twin);
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let pod = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team1}\n";
+    support::write(dir, "records.yaml", &format!("{pod}---\n{}", serde_yaml::to_string(&list).expect("yaml")))
+}
+
+#[test]
+fn release_records_can_come_from_a_file_instead_of_the_cluster() {
+    let server = Server::start(None);
+    support::seed(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = records_file(dir.path());
+    // No cluster at all: a kubeconfig that does not exist would fail any kube access.
+    let run = |args: &[&str]| {
+        let args = [&["--kubeconfig", "/nonexistent/kubeconfig", "--mapper-url", &server.url], args].concat();
+        mapper(&args, None)
+    };
+    let out = run(&["helm", "history", "shrink", "--release-records", &file]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("Helm release team1/shrink: 2 revisions kept\n"), "{text}");
+    assert!(text.contains("  revision 2 (2026-11-29) removed ledger.team3 from transaction-service.team1;"), "{text}");
+    // The ConfigMap driver's uncompressed record, through audit.
+    let out = run(&["audit", "--helm-release", "legacy", "--release-records", &file, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["clients"][0]["missing"][0]["target"], "ledger.team3");
+    // A release the file does not hold, one in two namespaces, and -n choosing between them.
+    let out = run(&["helm", "history", "absent", "--release-records", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: Helm release absent not found in --release-records {file} (no Secret or ConfigMap \
+             sh.helm.release.v1.absent.v<N> labelled owner=helm,name=absent)\n"
+        )
+    );
+    let out = run(&["helm", "history", "twin", "--release-records", &file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: Helm release twin has records in namespaces team1, team9 of --release-records; choose one with -n\n"
+    );
+    let out = run(&["helm", "history", "twin", "-n", "team9", "--release-records", &file, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_of(&out)["release"]["namespace"], "team9", "{}", stdout(&out));
 }

@@ -1,6 +1,7 @@
 //! `mapper audit` with NetworkPolicies: declared in a file, and in a Helm release's revision
 //! (the rollback preview), evaluated against a real mapper-server's observed calls, with the
-//! labels from an `--inventory` (the test cluster's objects).
+//! labels from an `--inventory` (the test cluster's objects) or from a fake Kubernetes API
+//! serving the same objects.
 
 mod support;
 
@@ -45,11 +46,17 @@ fn declared_network_policies_deny_the_calls_they_do_not_admit() {
     let out = server.mapper(&["audit", "--declared", &file, "--inventory", FIXTURE]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let text = stdout(&out);
+    // Only policies declared: their report alone, and the error says what they deny.
     assert!(
-        text.contains("\nNetworkPolicies (1): 1 denied, 0 unknown, 1 admitted observed calls; egress rules are not evaluated\n  DENIED   transaction-service.team1 -> ledger.team3 8080/TCP  last seen "),
+        text.starts_with("NetworkPolicies (1): 1 denied, 0 unknown, 1 admitted observed calls; egress rules are not evaluated\n  DENIED   transaction-service.team1 -> ledger.team3 8080/TCP  last seen "),
         "{text}"
     );
     assert!(text.contains("(selected by team3/ledger-ingress, none admits it)\n"), "{text}");
+    assert!(
+        stderr(&out).ends_with("\nerror: audit: 1 observed call the NetworkPolicies deny (--fail-on missing)\n"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -105,4 +112,93 @@ fn named_ports_resolve_through_the_inventory_pods() {
     let out = server.mapper(&["audit", "--declared", &file, "--inventory", FIXTURE, "--format", "json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(json_of(&out)["network_policies"]["denied"][0]["client"], "some-other-transaction-service.team2");
+}
+
+/// The fake Kubernetes API (mapper-cluster's, the real list/watch protocol) serving the test
+/// cluster's objects (`tests/fixtures/cluster.yaml`), with a kubeconfig pointing at it.
+struct FakeCluster {
+    _api: mapper_cluster::fake_api::FakeApi,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    kubeconfig: String,
+}
+
+fn fake_cluster() -> FakeCluster {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let api = runtime.block_on(mapper_cluster::fake_api::FakeApi::start());
+    let list: Value = serde_yaml::from_str(&std::fs::read_to_string(FIXTURE).expect("fixture")).expect("fixture YAML");
+    for (path, kind) in [
+        ("/api/v1/namespaces", "NamespaceList"),
+        ("/api/v1/pods", "PodList"),
+        ("/api/v1/services", "ServiceList"),
+        ("/api/v1/nodes", "NodeList"),
+        ("/apis/apps/v1/replicasets", "ReplicaSetList"),
+        ("/apis/batch/v1/jobs", "JobList"),
+        ("/apis/discovery.k8s.io/v1/endpointslices", "EndpointSliceList"),
+    ] {
+        let version = path.strip_prefix("/apis/").and_then(|p| p.rsplit_once('/')).map_or("v1", |(v, _)| v);
+        api.collection(path, version, kind);
+    }
+    for ns in ["team1", "team2", "team3"] {
+        api.collection(&format!("/api/v1/namespaces/{ns}/pods"), "v1", "PodList");
+    }
+    for item in list["items"].as_array().expect("items") {
+        let ns = item["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        match item["kind"].as_str().unwrap_or_default() {
+            "Namespace" => api.apply("/api/v1/namespaces", item.clone()),
+            "Pod" => {
+                api.apply("/api/v1/pods", item.clone());
+                api.apply(&format!("/api/v1/namespaces/{ns}/pods"), item.clone());
+            }
+            "Service" => api.apply("/api/v1/services", item.clone()),
+            "ReplicaSet" => api.apply("/apis/apps/v1/replicasets", item.clone()),
+            "Job" => api.apply("/apis/batch/v1/jobs", item.clone()),
+            "CronJob" => api.on_get(
+                &format!("/apis/batch/v1/namespaces/{ns}/cronjobs/{name}"),
+                mapper_cluster::fake_api::StatusCode::OK,
+                item.clone(),
+            ),
+            "EndpointSlice" => api.apply("/apis/discovery.k8s.io/v1/endpointslices", item.clone()),
+            // Owners above ReplicaSets and Jobs are fetched one by one.
+            kind @ ("Deployment" | "StatefulSet" | "DaemonSet") => api.on_get(
+                &format!("/apis/apps/v1/namespaces/{ns}/{}s/{name}", kind.to_lowercase()),
+                mapper_cluster::fake_api::StatusCode::OK,
+                item.clone(),
+            ),
+            other => panic!("the fixture has a {other}: serve it"),
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = support::fake_kubeconfig(dir.path(), api.addr);
+    FakeCluster { _api: api, _runtime: runtime, _dir: dir, kubeconfig }
+}
+
+#[test]
+fn without_an_inventory_the_labels_come_from_the_cluster() {
+    let server = Server::start(None);
+    support::seed(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = support::write(dir.path(), "ledger-policy.yaml", LEDGER_POLICY);
+    let cluster = fake_cluster();
+    let out = server.mapper(&["--kubeconfig", &cluster.kubeconfig, "audit", "--declared", &file, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\nRead pod and namespace labels from the cluster\n"), "{}", stderr(&out));
+    let policies = &json_of(&out)["network_policies"];
+    assert_eq!(
+        (&policies["admitted"], &policies["unknown"]),
+        (&serde_json::json!(1), &serde_json::json!([])),
+        "{policies:#}"
+    );
+    assert_eq!(policies["denied"][0]["client"], "transaction-service.team1", "{policies:#}");
+
+    // No cluster: every label unknown, and a warning says why.
+    let out = server.mapper(&["--kubeconfig", "/nonexistent/kubeconfig", "audit", "--declared", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: NetworkPolicies: labels unknown (give --inventory, or a cluster): "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("0 denied, 2 unknown"), "{}", stdout(&out));
 }

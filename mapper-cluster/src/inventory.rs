@@ -132,6 +132,12 @@ impl Inventory {
         parse::discover(&self.paths)
     }
 
+    /// The files a load of `paths` would read (files as given; directories walked as a load
+    /// walks them), for readers of other objects of the same files.
+    pub fn files_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InventoryError> {
+        parse::discover(paths)
+    }
+
     fn rebuild(&mut self, now_ms: i64) -> Arc<Snapshot> {
         self.history.expire(now_ms, duration_ms(self.options.deleted_pod_retention));
         self.snapshot = Arc::new(Snapshot::build(&self.objects, &self.history, &self.options, now_ms));

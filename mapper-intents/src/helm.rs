@@ -87,6 +87,81 @@ pub enum HelmError {
     },
 }
 
+/// Why the release records of a file of objects could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// The file is not YAML or JSON objects.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// A record of the release could not be decoded.
+    #[error(transparent)]
+    Record(#[from] HelmError),
+}
+
+/// The records of release `name` among the objects of `text` (what `kubectl get secrets -A -o
+/// yaml` prints: objects or `List`s of them), decoded, in the order found. A record is a Secret
+/// of type `helm.sh/release.v1` or a ConfigMap, labelled `owner=helm` and `name=<name>`, and
+/// named `sh.helm.release.v1.<name>.v<N>`, as Helm's drivers keep them; every other object is
+/// skipped. A release JSON that does not say its namespace gets the record's.
+pub fn records_in(text: &str, source_name: &str, name: &str) -> Result<Vec<Release>, RecordsError> {
+    let mut out = Vec::new();
+    crate::parse::for_each_document(text, source_name, |_, value| {
+        // A document JSON cannot hold (a key that is not a string) is no Kubernetes object,
+        // so no record either.
+        let Ok(value) = serde_json::to_value(&value) else { return Ok(()) };
+        let items = match value.get("items").and_then(serde_json::Value::as_array) {
+            Some(items)
+                if value.get("kind").and_then(serde_json::Value::as_str).is_some_and(|k| k.ends_with("List")) =>
+            {
+                items.iter().collect()
+            }
+            _ => vec![&value],
+        };
+        for object in items {
+            if let Some(release) = record_of(object, name)? {
+                out.push(release);
+            }
+        }
+        Ok::<(), RecordsError>(())
+    })?;
+    Ok(out)
+}
+
+/// The release a Secret or ConfigMap object holds, when it is a record of release `name`.
+fn record_of(object: &serde_json::Value, name: &str) -> Result<Option<Release>, HelmError> {
+    let text = |pointer: &str| object.pointer(pointer).and_then(serde_json::Value::as_str);
+    let kind = text("/kind").unwrap_or_default();
+    let is_record = text("/apiVersion") == Some("v1")
+        && text("/metadata/labels/owner") == Some("helm")
+        && text("/metadata/labels/name") == Some(name)
+        && text("/metadata/name")
+            .is_some_and(|n| n.strip_prefix(RECORD_PREFIX).is_some_and(|n| n.starts_with(&format!("{name}.v"))))
+        && match kind {
+            "Secret" => text("/type") == Some(SECRET_TYPE),
+            "ConfigMap" => true,
+            _ => false,
+        };
+    if !is_record {
+        return Ok(None);
+    }
+    let namespace = text("/metadata/namespace").unwrap_or_default();
+    let record = format!("{} {namespace}/{}", kind.to_lowercase(), text("/metadata/name").unwrap_or_default());
+    let data = text(&format!("/data/{DATA_KEY}")).ok_or_else(|| HelmError::NoData { record: record.clone() })?;
+    let mut release = if kind == "Secret" {
+        // A Secret's data is base64 once more in the object's text.
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|error| HelmError::Base64 { record: record.clone(), error })?;
+        decode_release(&bytes, &record)?
+    } else {
+        decode_release(data.as_bytes(), &record)?
+    };
+    if release.namespace.is_empty() {
+        release.namespace = namespace.to_owned();
+    }
+    Ok(Some(release))
+}
+
 /// One revision of a Helm release, as its record holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {

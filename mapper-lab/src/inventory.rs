@@ -7,11 +7,12 @@
 
 use std::{collections::BTreeMap, path::Path};
 
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::{
     lab::{LabError, LabPod, LabState, NODE_NAME, ServiceDef, io_err, suffix},
-    scenario::{Kind, Scenario, WorkloadSpec},
+    scenario::{Kind, ReleaseSpec, Scenario, WorkloadSpec},
     topo::{hash, pod_uid},
 };
 
@@ -267,6 +268,61 @@ fn stamp_release(object: &mut Value, release: &str, namespace: &str) {
     }
 }
 
+/// The Secrets Helm's default storage driver keeps for `release`, one per revision: named
+/// `sh.helm.release.v1.<name>.v<revision>`, type `helm.sh/release.v1`, labelled `owner=helm`,
+/// `name`, `status`, `version` and `modifiedAt`, their `data.release` the base64 of the gzipped
+/// release JSON (and base64 once more, as a Secret's data is). Revision R of the newest N was
+/// deployed N − R days before `up_at` (Unix seconds).
+fn release_records(release: &ReleaseSpec, up_at: u64, objects: &mut Vec<Value>) {
+    let newest = release.revisions.iter().map(|r| r.revision).max().unwrap_or(0);
+    let deployed_at = |revision: u32| {
+        let at = up_at.saturating_sub(u64::from(newest - revision) * 86_400);
+        (at, humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at)).to_string())
+    };
+    let first = release.revisions.iter().map(|r| r.revision).min().map(|r| deployed_at(r).1).unwrap_or_default();
+    for rev in &release.revisions {
+        let (chart, version) = rev.chart_parts().unwrap_or((&rev.chart, ""));
+        let (at, last) = deployed_at(rev.revision);
+        let description = rev
+            .description
+            .clone()
+            .unwrap_or_else(|| if rev.revision == 1 { "Install complete" } else { "Upgrade complete" }.to_owned());
+        let json = json!({
+            "name": release.name,
+            "info": {
+                "first_deployed": first,
+                "last_deployed": last,
+                "deleted": "",
+                "description": description,
+                "status": rev.status,
+            },
+            "chart": { "metadata": { "name": chart, "version": version, "apiVersion": "v2" }, "templates": [], "values": {}, "files": [] },
+            "config": {},
+            "manifest": rev.manifest_text,
+            "version": rev.revision,
+            "namespace": release.namespace,
+        });
+        let helm_text = mapper_intents::helm::encode_release(json.to_string().as_bytes());
+        objects.push(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": mapper_intents::helm::SECRET_TYPE,
+            "metadata": {
+                "name": mapper_intents::helm::record_name(&release.name, rev.revision),
+                "namespace": release.namespace,
+                "labels": {
+                    "owner": "helm",
+                    "name": release.name,
+                    "status": rev.status,
+                    "version": rev.revision.to_string(),
+                    "modifiedAt": at.to_string(),
+                },
+            },
+            "data": { "release": base64::engine::general_purpose::STANDARD.encode(helm_text) },
+        }));
+    }
+}
+
 /// Writes `<state>/inventory.yaml` as the cluster would show it now.
 pub fn write(scenario: &Scenario, state: &LabState, services: &[ServiceDef], state_dir: &Path) -> Result<(), LabError> {
     let mut objects: Vec<Value> = scenario
@@ -308,6 +364,9 @@ pub fn write(scenario: &Scenario, state: &LabState, services: &[ServiceDef], sta
     }
     for def in services {
         service_objects(scenario, state, def, &mut objects);
+    }
+    for release in &scenario.releases {
+        release_records(release, state.up_at, &mut objects);
     }
     let inventory = serde_yaml::to_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
         .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;

@@ -124,6 +124,9 @@ pub struct LabState {
     pub free_hosts: Vec<u8>,
     #[serde(default = "first_host")]
     pub next_host: u8,
+    /// When `up` made the lab (Unix seconds): the release records' dates count back from it.
+    #[serde(default)]
+    pub up_at: u64,
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -174,6 +177,7 @@ pub fn up(scenario: &Scenario, state_dir: &Path, lab_bin: &Path) -> Result<LabSt
         deleted: Vec::new(),
         free_hosts: Vec::new(),
         next_host: FIRST_HOST,
+        up_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
     let defs = service_defs(scenario);
     for w in scenario.workloads.iter().filter(|w| w.round <= 1) {

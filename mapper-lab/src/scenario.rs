@@ -6,7 +6,12 @@
 //! (Deployment, kube-system) behind Service `kube-dns` (10.96.0.10, 53/UDP and 53/TCP), and
 //! Service `kubernetes` in `default` (10.96.0.1:443, the API server on the node).
 
-use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -309,8 +314,8 @@ fn default_probe_interval() -> Span {
 
 /// A Helm release: the workloads whose owner objects `mapper-lab up` stamps with Helm's
 /// annotations (`meta.helm.sh/release-name`, `meta.helm.sh/release-namespace`) and label
-/// (`app.kubernetes.io/managed-by: Helm`). A list of fields, not a name → workloads map, so that
-/// a release can gain more (its revisions) later.
+/// (`app.kubernetes.io/managed-by: Helm`), and the revisions whose records (Secrets, as Helm's
+/// default driver keeps them) `mapper-lab up` writes into the inventory.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReleaseSpec {
@@ -320,6 +325,44 @@ pub struct ReleaseSpec {
     pub namespace: String,
     /// Its workloads, each `<workload>.<namespace>` of the scenario (in any namespace).
     pub workloads: Vec<String>,
+    /// Its kept revisions, as `helm history` lists them.
+    #[serde(default)]
+    pub revisions: Vec<RevisionSpec>,
+}
+
+/// One revision of a release: its record says what Helm applied then.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RevisionSpec {
+    /// The revision number, from 1.
+    pub revision: u32,
+    /// `deployed`, `superseded`, `failed`, … (Helm's release statuses).
+    pub status: String,
+    /// The chart as `helm history`'s CHART column writes it: `ledger-0.2.0`.
+    pub chart: String,
+    /// What `helm template` printed for this revision (its objects, each after a
+    /// `# Source: <chart>/templates/<file>` line), relative to the scenario file. Its
+    /// ClientIntents and NetworkPolicies are what the revision declares.
+    pub manifest: PathBuf,
+    /// Helm's description (`Upgrade complete`); default: what Helm writes for an install
+    /// (revision 1) or an upgrade.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The manifest's text, read at load.
+    #[serde(skip)]
+    pub manifest_text: String,
+}
+
+impl RevisionSpec {
+    /// The chart's name and version, split at the last `-` before a digit.
+    pub fn chart_parts(&self) -> Option<(&str, &str)> {
+        let at = self
+            .chart
+            .match_indices('-')
+            .map(|(i, _)| i)
+            .rfind(|&i| self.chart[i + 1..].starts_with(|c: char| c.is_ascii_digit()))?;
+        Some((&self.chart[..at], &self.chart[at + 1..])).filter(|(name, _)| !name.is_empty())
+    }
 }
 
 /// A whole scenario.
@@ -387,21 +430,40 @@ const MAX_SERVICES: usize = 200;
 impl Scenario {
     /// Reads and checks a scenario file, and adds the cluster's own objects (coredns and
     /// kube-dns).
+    /// A revision's manifest is read relative to the scenario file's directory.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
-        Self::parse(&text).map_err(|e| match e {
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse_at(&text, base).map_err(|e| match e {
             ParseError::Yaml(source) => ScenarioError::Parse { path: p, source },
             ParseError::Invalid(problem) => ScenarioError::Invalid { path: p, problem },
         })
     }
 
-    /// [`Scenario::load`] on text.
+    /// [`Scenario::load`] on text, with manifests relative to the current directory.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
+        Self::parse_at(text, Path::new("."))
+    }
+
+    fn parse_at(text: &str, base: &Path) -> Result<Self, ParseError> {
         let mut s: Scenario = serde_yaml::from_str(text).map_err(ParseError::Yaml)?;
         s.check().map_err(ParseError::Invalid)?;
+        s.read_manifests(base).map_err(ParseError::Invalid)?;
         s.add_cluster_objects();
         Ok(s)
+    }
+
+    fn read_manifests(&mut self, base: &Path) -> Result<(), String> {
+        for (i, release) in self.releases.iter_mut().enumerate() {
+            for (j, revision) in release.revisions.iter_mut().enumerate() {
+                let path = base.join(&revision.manifest);
+                revision.manifest_text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("releases[{i}].revisions[{j}].manifest: cannot read {}: {e}", path.display())
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn add_cluster_objects(&mut self) {

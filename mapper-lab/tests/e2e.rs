@@ -257,6 +257,60 @@ fn seed_and_every_kind_end_to_end() {
         std::fs::write(&path, &fixed).expect("write the fix");
         let out = stack.mapper_status(&["audit", "--declared", path.to_str().expect("utf8")]);
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+
+        // The Helm side, from the release Secrets the lab wrote into the inventory as Helm
+        // stores them: transaction-service's revision 2 dropped ledger, still called.
+        let inventory = stack.state.join("inventory.yaml");
+        let inventory = inventory.to_str().expect("utf8");
+        let out = stack.mapper_status(&[
+            "helm",
+            "history",
+            "transaction-service",
+            "-n",
+            "team1",
+            "--release-records",
+            inventory,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(3), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let removed = text.lines().find(|l| l.contains(" removed ")).unwrap_or_else(|| panic!("no removal:\n{text}"));
+        assert!(
+            removed.starts_with("  revision 2 (")
+                && removed.contains(
+                    ") removed ledger.team3 from transaction-service.team1; transaction-service still called it "
+                )
+                && removed.ends_with(": blocked once enforced"),
+            "{text}"
+        );
+        // ledger's revision 1 admits team2 only: `helm rollback ledger 1` would block
+        // transaction-service (namespace labels from the inventory); the deployed revision admits both.
+        let rollback = |revision: &[&str]| {
+            let args = [
+                &["audit", "--helm-release", "ledger", "-n", "team3", "--release-records", inventory][..],
+                &["--inventory", inventory, "--format", "json"],
+                revision,
+            ]
+            .concat();
+            let out = stack.mapper_status(&args);
+            let json: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("audit json ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+            (out.status.code(), json["network_policies"].clone())
+        };
+        let (code, policies) = rollback(&["--revision", "1"]);
+        assert_eq!(code, Some(3), "{policies:#}");
+        assert_eq!(
+            (&policies["denied"][0]["client"], &policies["denied"][0]["server"]),
+            (&serde_json::json!("transaction-service.team1"), &serde_json::json!("ledger.team3")),
+            "{policies:#}"
+        );
+        assert_eq!(policies["denied"].as_array().map(Vec::len), Some(1), "{policies:#}");
+        assert_eq!(policies["admitted"], 1, "some-other-transaction-service (team2) is admitted: {policies:#}");
+        let (code, policies) = rollback(&[]);
+        assert_eq!(
+            (code, &policies["admitted"], &policies["denied"]),
+            (Some(0), &serde_json::json!(2), &serde_json::json!([])),
+            "{policies:#}"
+        );
     }
     // Every kind, the annotation, headless and empty Services, hostNetwork, UDP.
     let stack = Stack::up("kinds.yaml");

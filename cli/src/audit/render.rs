@@ -15,12 +15,21 @@ pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-pub(super) fn findings_text(t: &AuditTotals) -> String {
-    format!(
-        "{} (blocked once enforced), {} declared but not observed",
-        plural(t.missing, "missing call", "missing calls"),
-        plural(t.unused, "target", "targets")
-    )
+/// What failed an audit: the ClientIntents' findings (when any were declared) and the calls
+/// the declared NetworkPolicies deny (when any were declared).
+pub(super) fn findings_text(t: &AuditTotals, intents: bool, denied: Option<usize>) -> String {
+    let mut parts = Vec::new();
+    if intents {
+        parts.push(format!(
+            "{} (blocked once enforced), {} declared but not observed",
+            plural(t.missing, "missing call", "missing calls"),
+            plural(t.unused, "target", "targets")
+        ));
+    }
+    if let Some(denied) = denied {
+        parts.push(format!("{} the NetworkPolicies deny", plural(denied, "observed call", "observed calls")));
+    }
+    parts.join(", ")
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -179,6 +179,20 @@ impl Server {
     }
 }
 
+/// A kubeconfig in `dir` pointing at a fake API server listening on `addr` (plain HTTP, a
+/// token, namespace team1); its path.
+pub fn fake_kubeconfig(dir: &Path, addr: std::net::SocketAddr) -> String {
+    write(
+        dir,
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \
+             \"http://{addr}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake, namespace: team1}}\n\
+             users:\n- name: fake\n  user: {{token: abc}}\n"
+        ),
+    )
+}
+
 /// Runs the mapper binary with a clean environment (no MAPPER_*, no kubeconfig) and `stdin`.
 pub fn mapper(args: &[&str], stdin: Option<&str>) -> Output {
     run(args, stdin, &[])

@@ -331,6 +331,8 @@ fn add_object(
         ("v1", "Namespace") => {
             let _: Namespace = typed(doc, kind, at)?;
         }
+        // Never an owner of a pod, and maybe large (Helm's release records): not kept.
+        ("v1", "Secret" | "ConfigMap") => {}
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             objects.slices.extend(SliceRecord::from_slice(&typed::<EndpointSlice>(doc, kind, at)?));
         }

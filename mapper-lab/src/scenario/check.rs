@@ -133,6 +133,7 @@ impl Scenario {
                     return Err(format!("releases[{i}].workloads[{j}] {id:?}: already in a release"));
                 }
             }
+            check_revisions(i, r)?;
         }
         Ok(())
     }
@@ -199,4 +200,47 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// Helm's release statuses.
+const HELM_STATUSES: [&str; 8] = [
+    "deployed",
+    "superseded",
+    "failed",
+    "uninstalling",
+    "uninstalled",
+    "pending-install",
+    "pending-upgrade",
+    "pending-rollback",
+];
+
+/// Revisions numbered from 1, each once, with a status Helm writes and a chart NAME-VERSION;
+/// at most one deployed, as Helm leaves it.
+fn check_revisions(i: usize, r: &super::ReleaseSpec) -> Result<(), String> {
+    let mut numbers = BTreeSet::new();
+    for (j, rev) in r.revisions.iter().enumerate() {
+        if rev.revision == 0 || !numbers.insert(rev.revision) {
+            return Err(format!(
+                "releases[{i}].revisions[{j}].revision {}: revisions count from 1, each once",
+                rev.revision
+            ));
+        }
+        if !HELM_STATUSES.contains(&rev.status.as_str()) {
+            return Err(format!(
+                "releases[{i}].revisions[{j}].status {:?}: expected one of {}",
+                rev.status,
+                HELM_STATUSES.join(", ")
+            ));
+        }
+        if rev.chart_parts().is_none() {
+            return Err(format!(
+                "releases[{i}].revisions[{j}].chart {:?}: expected NAME-VERSION, as helm history writes it (ledger-0.2.0)",
+                rev.chart
+            ));
+        }
+    }
+    if r.revisions.iter().filter(|rev| rev.status == "deployed").count() > 1 {
+        return Err(format!("releases[{i}]: more than one revision is deployed"));
+    }
+    Ok(())
 }

@@ -159,7 +159,7 @@ fn releases_name_scenario_workloads_once_each() {
             "{name: shop, namespace: shop, workloads: [web.shop, web.shop]}",
             "releases[0].workloads[1] \"web.shop\": already in a release",
         ),
-        ("{name: shop, namespace: shop, workloads: [], revisions: 2}", "unknown field `revisions`"),
+        ("{name: shop, namespace: shop, workloads: [], chart: shop}", "unknown field `chart`"),
     ];
     for (release, expected) in refused {
         let e = error(&format!("{BASE}releases:\n  - {release}\n"));
@@ -173,4 +173,45 @@ fn releases_name_scenario_workloads_once_each() {
         "{BASE}releases:\n  - {{name: a, namespace: shop, workloads: [web.shop]}}\n  - {{name: b, namespace: shop, workloads: [web.shop]}}\n"
     ));
     assert!(two.contains("releases[1].workloads[0] \"web.shop\": already in a release"), "{two}");
+}
+
+const REVISIONS: &str = "releases:\n  - name: shop\n    namespace: shop\n    workloads: [web.shop]\n    revisions:\n";
+
+#[test]
+fn revisions_are_checked_and_their_manifests_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("r1.yaml"), "---\n# Source: shop/templates/a.yaml\nkind: X\n").expect("write");
+    let scenario = dir.path().join("s.yaml");
+    let load = |revisions: &str| {
+        std::fs::write(&scenario, format!("{BASE}{REVISIONS}{revisions}")).expect("write");
+        Scenario::load(&scenario)
+    };
+    let s =
+        load("      - {revision: 1, status: deployed, chart: shop-1.0.0-rc.1, manifest: r1.yaml}\n").expect("loads");
+    let rev = &s.releases[0].revisions[0];
+    assert_eq!(rev.manifest_text, "---\n# Source: shop/templates/a.yaml\nkind: X\n");
+    assert_eq!(rev.chart_parts(), Some(("shop", "1.0.0-rc.1")));
+    for (revisions, want) in [
+        ("      - {revision: 0, status: deployed, chart: shop-1, manifest: r1.yaml}\n", "revisions count from 1"),
+        (
+            "      - {revision: 1, status: superseded, chart: shop-1, manifest: r1.yaml}\n      \
+             - {revision: 1, status: deployed, chart: shop-1, manifest: r1.yaml}\n",
+            "revisions[1].revision 1: revisions count from 1, each once",
+        ),
+        ("      - {revision: 1, status: done, chart: shop-1, manifest: r1.yaml}\n", "status \"done\": expected one of"),
+        ("      - {revision: 1, status: deployed, chart: shop, manifest: r1.yaml}\n", "expected NAME-VERSION"),
+        (
+            "      - {revision: 1, status: deployed, chart: shop-1, manifest: r1.yaml}\n      \
+             - {revision: 2, status: deployed, chart: shop-1, manifest: r1.yaml}\n",
+            "more than one revision is deployed",
+        ),
+        ("      - {revision: 1, status: deployed, chart: shop-1, manifest: gone.yaml}\n", "manifest: cannot read "),
+        (
+            "      - {revision: 1, status: deployed, chart: shop-1, manifest: r1.yaml, notes: x}\n",
+            "unknown field `notes`",
+        ),
+    ] {
+        let e = load(revisions).map(|_| ()).expect_err(revisions).to_string();
+        assert!(e.contains(want), "`{want}` not in the error for {revisions}: {e}");
+    }
 }
