@@ -14,6 +14,9 @@ ensure_python_grpc
 ensure_helm >/dev/null
 ensure_kernel_mounts
 warn_low_disk 5000
+# The chart's tests render with real helm (and check mapper-deploy's engine against it): a
+# helm that does not run is a failure here, not a fallback to the engine alone.
+export MAPPER_REQUIRE_HELM=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -24,7 +27,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build binaries (the kernel tests drive them)"
 cargo build --workspace --bins --locked
 
-step "cargo test"
+step "helm lint --strict deploy/helm/mapper (helm $("$MAPPER_HELM" version --short))"
+"$MAPPER_HELM" lint --strict deploy/helm/mapper
+
+# mapper-deploy's tests (in the workspace run below, so nothing is built twice) render the
+# chart with this helm: `helm template` for every values set they use must give the objects
+# mapper-deploy's engine renders, and with createNamespace=true those of deploy/manifests/.
+step "cargo test (the chart's tests with real helm: helm template = mapper-deploy's engine = deploy/manifests/)"
 cargo test --workspace --locked -- --test-threads="${MAPPER_TEST_THREADS:-4}"
 
 # A short fuzz run of the declared-ClientIntents reader (MAPPER_FUZZ_SECONDS, default 15; 0

@@ -67,7 +67,7 @@ pub enum Command {
     Export(export::ExportArgs),
     /// List, per client workload, the servers it calls and on which ports.
     List(list::ListArgs),
-    /// Draw the map: Graphviz DOT, Mermaid, SVG or PNG.
+    /// Draw the map: Graphviz DOT, Mermaid, SVG, PNG or JPEG.
     Visualize(visualize::VisualizeArgs),
     /// Forget every edge mapper-server has recorded.
     Reset(reset::ResetArgs),
@@ -79,7 +79,8 @@ pub enum Command {
     /// observed traffic still uses the removed ones.
     Helm(helm::HelmArgs),
     /// Show the NetworkPolicies the intents operator builds from ClientIntents files, and the
-    /// pod labels they rely on. Needs no server.
+    /// pod labels they rely on. Needs no server (Service targets: the Services, from files or the
+    /// cluster).
     Policy(policy::PolicyArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
@@ -140,7 +141,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Reset(args) => reset::run(&cli.connect, &args).await,
         Command::Audit(args) => audit::run(&cli.connect, &args).await,
         Command::Helm(args) => helm::run(&cli.connect, &args).await,
-        Command::Policy(args) => policy::run(&args),
+        Command::Policy(args) => policy::run(&cli.connect, &args).await,
         Command::Completions(args) => completions::run(&args),
     }
 }

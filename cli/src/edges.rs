@@ -1,6 +1,7 @@
 //! The server's edges as plain values ([`ObservedEdge`]), the query flags `export`, `list` and
 //! `visualize` share ([`QueryArgs`]), and the conversion into [`mapper_intents::Edge`].
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -138,6 +139,9 @@ pub struct ObservedEdge {
     pub client_release: Option<Release>,
     /// The Helm release the server workload belongs to.
     pub server_release: Option<Release>,
+    /// The client workload's pods' labels of the keys the request asked for
+    /// (`--distinct-by-label`), sorted by key.
+    pub client_labels: Vec<(String, String)>,
 }
 
 /// An edge from the server that does not fit the protocol.
@@ -195,6 +199,12 @@ impl ObservedEdge {
             via_services,
             client_release: edge.client.as_ref().and_then(pb::Peer::release),
             server_release: edge.server.as_ref().and_then(pb::Peer::release),
+            client_labels: match edge.client.as_ref().and_then(|c| c.peer.as_ref()) {
+                Some(pb::peer::Peer::Workload(w)) => {
+                    w.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect()
+                }
+                _ => Vec::new(),
+            },
         })
     }
 
@@ -246,12 +256,34 @@ fn parse_server(s: &str) -> Result<String, String> {
     }
 }
 
-/// `--exclude-labels KEY=VALUE`.
-fn parse_label(s: &str) -> Result<pb::LabelPair, String> {
-    match s.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok(pb::LabelPair { key: key.to_owned(), value: value.to_owned() }),
-        _ => Err("expected KEY=VALUE, e.g. app=debug".to_owned()),
+/// One `--exclude-labels`: a label with its value, or a key alone (any value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelFilter {
+    /// `KEY=VALUE`: pods carrying the label with this value.
+    Pair(pb::LabelPair),
+    /// `KEY`: pods carrying the label, whatever its value.
+    Key(String),
+}
+
+/// `--exclude-labels KEY=VALUE` or `KEY`; the key as Kubernetes allows it (an optional
+/// DNS-subdomain prefix and `/`, then a name of at most 63 characters).
+fn parse_label(s: &str) -> Result<LabelFilter, String> {
+    let (key, value) = match s.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (s, None),
+    };
+    if let Err(problem) = mapper_intents::names::check_label_key(key) {
+        return Err(format!("{key:?} is not a label key: {problem} (expected KEY=VALUE or KEY, e.g. app=debug)"));
     }
+    Ok(match value {
+        Some(value) => LabelFilter::Pair(pb::LabelPair { key: key.to_owned(), value: value.to_owned() }),
+        None => LabelFilter::Key(key.to_owned()),
+    })
+}
+
+/// `--distinct-by-label KEY`.
+fn parse_label_key(s: &str) -> Result<String, String> {
+    mapper_intents::names::check_label_key(s).map(|()| s.to_owned()).map_err(|p| format!("not a label key: {p}"))
 }
 
 /// Which edges to ask for (shared by `export`, `list` and `visualize`).
@@ -266,7 +298,8 @@ pub struct QueryArgs {
         value_name = "NAMESPACE"
     )]
     pub namespaces: Vec<String>,
-    /// Only clients of this server.
+    /// Only the clients of this server, with all their calls (as otterize-cli: each client's
+    /// whole ClientIntents, so that applying one does not drop its other calls).
     #[arg(long, conflicts_with = "namespaces", value_parser = parse_server, value_name = "NAME.NAMESPACE")]
     pub server: Option<String>,
     /// Only traffic seen within this long before now (humantime: 30m, 2h, 7d).
@@ -276,10 +309,20 @@ pub struct QueryArgs {
     /// NAME.NAMESPACE (repeatable, or comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "NAME[.NAMESPACE]")]
     pub exclude_services: Vec<String>,
-    /// Leave out traffic from or to workloads whose pods carry this label (repeatable, or
-    /// comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = parse_label, value_name = "KEY=VALUE")]
-    pub exclude_labels: Vec<pb::LabelPair>,
+    /// Leave out traffic from or to workloads whose pods carry this label: KEY=VALUE, or KEY
+    /// alone for any value (repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_label, value_name = "KEY[=VALUE]")]
+    pub exclude_labels: Vec<LabelFilter>,
+    /// One client per name and value of this pod label, across namespaces (otterize-cli's
+    /// --distinct-by-label): clients of one name whose pods carry the same value (or none) are
+    /// merged into one, in the first of their namespaces (by name), with the calls of all.
+    #[arg(long, value_parser = parse_label_key, value_name = "KEY")]
+    pub distinct_by_label: Option<String>,
+    /// A server reached through a Service's ClusterIP is named by that Service (`service:
+    /// {name: ledger}`, v1 `svc:ledger`) instead of by its workload (otterize-cli's
+    /// --as-kubernetes-service); servers called at pod IPs keep their workload.
+    #[arg(long)]
+    pub as_kubernetes_service: bool,
 }
 
 /// Why the edges could not be fetched.
@@ -356,7 +399,12 @@ impl EdgeStream {
             );
         }
         let pages = mapper.stream_edges(request).await?;
-        Ok(Self { pages, page: Vec::new().into_iter(), index: 0, exclude_services, peeked: None })
+        Ok(Self::of_pages(pages, exclude_services))
+    }
+
+    /// The stream of pages already asked for.
+    fn of_pages(pages: EdgePages, exclude_services: Vec<String>) -> Self {
+        Self { pages, page: Vec::new().into_iter(), index: 0, exclude_services, peeked: None }
     }
 
     /// The next edge; `None` at the end.
@@ -416,7 +464,23 @@ impl QueryArgs {
             client_namespaces: self.namespaces.clone(),
             server: self.server.clone().unwrap_or_default(),
             since_ms,
-            exclude_labels: self.exclude_labels.clone(),
+            exclude_labels: self
+                .exclude_labels
+                .iter()
+                .filter_map(|l| match l {
+                    LabelFilter::Pair(pair) => Some(pair.clone()),
+                    LabelFilter::Key(_) => None,
+                })
+                .collect(),
+            exclude_label_keys: self
+                .exclude_labels
+                .iter()
+                .filter_map(|l| match l {
+                    LabelFilter::Key(key) => Some(key.clone()),
+                    LabelFilter::Pair(_) => None,
+                })
+                .collect(),
+            include_labels: self.distinct_by_label.iter().cloned().collect(),
             include_unresolved,
             include_nodes,
             client_workloads: Vec::new(),
@@ -430,7 +494,24 @@ impl QueryArgs {
         include_unresolved: bool,
         include_nodes: bool,
     ) -> Result<EdgeStream, FetchError> {
-        let request = self.request(SystemTime::now(), include_unresolved, include_nodes);
+        let mut request = self.request(SystemTime::now(), include_unresolved, include_nodes);
+        if self.server.is_some() {
+            // otterize-cli exports the whole ClientIntents of each client of --server: first the
+            // clients, then all their edges. (No client: the server filter stays, and finds none.)
+            let mut calls = EdgeStream::start(mapper, request.clone(), self.exclude_services.clone()).await?;
+            let mut clients = BTreeSet::new();
+            while let Some(edge) = calls.next().await? {
+                if let Peer::Workload(w) = &edge.client {
+                    clients.insert(format!("{}.{}", w.name, w.namespace));
+                }
+            }
+            if !clients.is_empty() {
+                request.server = String::new();
+                request.client_workloads = clients.into_iter().collect();
+            }
+            let pages = mapper.stream_edges(request).await?;
+            return Ok(EdgeStream::of_pages(pages, self.exclude_services.clone()));
+        }
         EdgeStream::start(mapper, request, self.exclude_services.clone()).await
     }
 
@@ -443,6 +524,122 @@ impl QueryArgs {
         include_nodes: bool,
     ) -> Result<Vec<ObservedEdge>, FetchError> {
         self.stream(mapper, include_unresolved, include_nodes).await?.collect().await
+    }
+}
+
+/// Whether two edges have clients of the same workload name, whatever their namespaces: the
+/// runs `--distinct-by-label` merges (the server sends edges sorted by client name first).
+pub fn same_client_name(a: &ObservedEdge, b: &ObservedEdge) -> bool {
+    match (&a.client, &b.client) {
+        (Peer::Workload(a), Peer::Workload(b)) => a.name == b.name,
+        (a, b) => a == b,
+    }
+}
+
+/// Whether two edges have the same client.
+pub fn same_client(a: &ObservedEdge, b: &ObservedEdge) -> bool {
+    a.client == b.client
+}
+
+impl QueryArgs {
+    /// How to cut the edge stream into runs for [`QueryArgs::view`]: by client, or with
+    /// `--distinct-by-label` by client name.
+    pub fn run_grouping(&self) -> fn(&ObservedEdge, &ObservedEdge) -> bool {
+        if self.distinct_by_label.is_some() { same_client_name } else { same_client }
+    }
+}
+
+/// The value `--distinct-by-label` groups a client with no such label under, as otterize-cli.
+pub const NO_LABEL_VALUE: &str = "no_value";
+
+/// The value of label `key` of each client workload of `edges` ([`NO_LABEL_VALUE`] when its
+/// pods carry none).
+pub fn client_label_values(edges: &[ObservedEdge], key: &str) -> HashMap<Workload, String> {
+    let mut values = HashMap::new();
+    for edge in edges {
+        if let Peer::Workload(client) = &edge.client {
+            let value = edge.client_labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            let slot = values.entry(client.clone()).or_insert_with(|| NO_LABEL_VALUE.to_owned());
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+    }
+    values
+}
+
+impl QueryArgs {
+    /// The edges with `--as-kubernetes-service` applied: a workload server reached through
+    /// Services' ClusterIPs becomes one edge to each of those Services.
+    pub fn as_services(&self, edges: Vec<ObservedEdge>) -> Vec<ObservedEdge> {
+        if !self.as_kubernetes_service {
+            return edges;
+        }
+        let mut out = Vec::with_capacity(edges.len());
+        for edge in edges {
+            if !matches!(edge.server, Peer::Workload(_)) || edge.via_services.is_empty() {
+                out.push(edge);
+                continue;
+            }
+            for service in &edge.via_services {
+                let server =
+                    Peer::Service { name: service.name.as_str().into(), namespace: service.namespace.as_str().into() };
+                out.push(ObservedEdge { server, server_release: None, ..edge.clone() });
+            }
+        }
+        out
+    }
+
+    /// The edges as `list` and `visualize` show them: [`QueryArgs::as_services`], and with
+    /// `--distinct-by-label` the clients of one name and label value merged into the first of
+    /// their namespaces (by name), edges to one server from merged clients added up.
+    pub fn view(&self, edges: Vec<ObservedEdge>) -> Vec<ObservedEdge> {
+        let edges = self.as_services(edges);
+        let Some(key) = &self.distinct_by_label else { return edges };
+        let values = client_label_values(&edges, key);
+        let mut first: HashMap<(&str, Option<&str>, &str), &str> = HashMap::new();
+        for (client, value) in &values {
+            let slot = first.entry((&client.name, client.kind(), value.as_str())).or_insert(&client.namespace);
+            if *client.namespace < **slot {
+                *slot = &client.namespace;
+            }
+        }
+        let merged_client = |client: &Peer| -> Peer {
+            let Peer::Workload(w) = client else { return client.clone() };
+            let Some(value) = values.get(w) else { return client.clone() };
+            match first.get(&(&*w.name, w.kind(), value.as_str())) {
+                Some(namespace) => Peer::Workload(Workload::with_kind(&*w.name, *namespace, w.kind())),
+                None => client.clone(),
+            }
+        };
+        let mut merged: BTreeMap<(Peer, Peer), ObservedEdge> = BTreeMap::new();
+        for edge in &edges {
+            let client = merged_client(&edge.client);
+            match merged.entry((client.clone(), edge.server.clone())) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(ObservedEdge { client, ..edge.clone() });
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    let e = slot.get_mut();
+                    e.established = e.established.saturating_add(edge.established);
+                    e.failed = e.failed.saturating_add(edge.failed);
+                    e.first_seen_ms = e.first_seen_ms.min(edge.first_seen_ms);
+                    e.last_seen_ms = e.last_seen_ms.max(edge.last_seen_ms);
+                    e.seen_by_client |= edge.seen_by_client;
+                    e.seen_by_server |= edge.seen_by_server;
+                    e.ports.extend(edge.ports.iter().copied());
+                    e.ports.sort();
+                    e.ports.dedup();
+                    e.dns_names.extend(edge.dns_names.iter().cloned());
+                    e.dns_names.sort();
+                    e.dns_names.dedup();
+                    e.via_services.extend(edge.via_services.iter().cloned());
+                    e.via_services.sort();
+                    e.via_services.dedup();
+                }
+            }
+        }
+        merged.into_values().collect()
     }
 }
 

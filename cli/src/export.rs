@@ -173,10 +173,68 @@ fn options(args: &ExportArgs) -> ExportOptions {
     }
 }
 
-/// The documents for `edges`, with the export flags applied.
+/// The documents for `edges`, with the export flags applied (`--as-kubernetes-service`, and
+/// `--distinct-by-label`, which merges the documents of clients of one name across
+/// namespaces: give it every edge of the clients of a name).
 pub fn documents(edges: &[ObservedEdge], args: &ExportArgs) -> Vec<ClientIntentsDoc> {
-    let edges: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
-    mapper_intents::intents_from_edges(&edges, &options(args))
+    let edges = args.query.as_services(edges.to_vec());
+    let intents: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
+    let docs = mapper_intents::intents_from_edges(&intents, &options(args));
+    match &args.query.distinct_by_label {
+        None => docs,
+        Some(key) => {
+            let values = crate::edges::client_label_values(&edges, key);
+            let keyed = docs
+                .into_iter()
+                .map(|doc| {
+                    let client = doc.client(doc.namespace.as_deref().unwrap_or_default());
+                    let value = values.get(&client).cloned().unwrap_or_else(|| crate::edges::NO_LABEL_VALUE.to_owned());
+                    (doc, value)
+                })
+                .collect();
+            mapper_intents::merge_by_key(keyed)
+        }
+    }
+}
+
+/// The warning for a document whose `metadata.name` the API server would refuse (the
+/// operator's name for a workload whose name holds `.` has `_` instead, as has an annotated
+/// name like `Custom_Name`), saying what to do; `None` for a valid name.
+pub fn unapplicable_name_warning(doc: &ClientIntentsDoc) -> Option<String> {
+    let problem = mapper_intents::names::check_dns1123_subdomain(&doc.name).err()?;
+    let namespace = doc.namespace.as_deref().unwrap_or("(no namespace)");
+    Some(format!(
+        "warning: the ClientIntents of workload {client} in namespace {namespace} is named {name:?}, which the API \
+         server refuses ({problem}); give it a valid metadata.name (e.g. {suggestion:?}) before applying it, and keep \
+         the workload name {client:?}: it is the operator's name for the workload (a Deployment named with '.' is \
+         known by it with '_'; an intents.otterize.com/service-name annotation is taken as written)",
+        client = doc.client_name,
+        name = doc.name,
+        suggestion = valid_name(&doc.name),
+    ))
+}
+
+fn warn_unapplicable_name(doc: &ClientIntentsDoc) {
+    if let Some(warning) = unapplicable_name_warning(doc) {
+        eprintln!("{warning}");
+    }
+}
+
+/// `name` made a DNS-1123 subdomain: lowercase, `_` and other characters as `-`, trimmed.
+fn valid_name(name: &str) -> String {
+    let lowered: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    let trimmed = lowered.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let mut out: String = trimmed.chars().take(mapper_intents::names::MAX_SUBDOMAIN).collect();
+    if out.is_empty() {
+        out.push_str("client");
+    }
+    out
 }
 
 /// Internet targets left out of the documents that are to be written in v1alpha2, which
@@ -297,6 +355,7 @@ impl<'a> DocWriter<'a> {
         let mut one = vec![(doc, version)];
         self.dropped += drop_inexpressible(&mut one);
         let Some(doc) = one.pop() else { return Ok(()) };
+        warn_unapplicable_name(&doc.0);
         if self.args.by_release {
             if let Some(r) = release.as_ref().filter(|r| release_file_stem(r).is_none()) {
                 let client = format!("{}.{}", doc.0.client_name, doc.0.namespace.as_deref().unwrap_or_default());
@@ -434,7 +493,11 @@ pub async fn run(connect: &ConnectOpts, args: &ExportArgs) -> Result<(), Error> 
     type Pending = BTreeMap<(String, Option<String>, Option<String>, usize), (ClientIntentsDoc, Option<Release>)>;
     let mut pending: Pending = BTreeMap::new();
     let mut seq = 0usize;
-    while let Some(run) = edges.next_run(same_document_group).await? {
+    // With --distinct-by-label, the documents of one name and label value are merged across
+    // namespaces: a run holds every client of a name.
+    let group =
+        if args.query.distinct_by_label.is_some() { crate::edges::same_client_name } else { same_document_group };
+    while let Some(run) = edges.next_run(group).await? {
         if let Peer::Workload(client) = &run[0].client {
             while let Some(entry) = pending.first_entry() {
                 if *entry.key().0 >= *client.name {
@@ -478,5 +541,33 @@ mod tests {
         assert_eq!(release_file_stem(&Release::new("my_app.v2", "team-1")), Some("my_app.v2.team-1".to_owned()));
         let err = ExportError::ReleaseFileName { release: Release::new("a/b", "team1"), client: "api.team1".into() };
         assert!(err.to_string().starts_with("release a/b.team1 of api.team1 cannot name a file"), "{err}");
+    }
+
+    #[test]
+    fn names_the_api_server_refuses_get_a_warning_saying_what_to_do() {
+        let doc = |name: &str| ClientIntentsDoc {
+            name: name.to_owned(),
+            namespace: Some("team1".to_owned()),
+            client_name: name.to_owned(),
+            client_kind: Some("Deployment".to_owned()),
+            targets: Vec::new(),
+        };
+        assert_eq!(unapplicable_name_warning(&doc("web.v2")), None);
+        let warning = unapplicable_name_warning(&doc("web_v2")).unwrap_or_default();
+        assert!(
+            warning.starts_with(
+                "warning: the ClientIntents of workload web_v2 in namespace team1 is named \"web_v2\", which the API \
+                 server refuses (it holds '_'"
+            ),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("(e.g. \"web-v2\")") && warning.contains("keep the workload name \"web_v2\""),
+            "{warning}"
+        );
+        let custom = unapplicable_name_warning(&doc("Custom_Name")).unwrap_or_default();
+        assert!(custom.contains("(e.g. \"custom-name\")"), "{custom}");
+        assert_eq!(valid_name("__"), "client");
+        assert_eq!(valid_name("-A.b_"), "a.b");
     }
 }

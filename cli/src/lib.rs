@@ -17,6 +17,8 @@
 //!   ConfigMaps) for `audit --helm-release`.
 //! - [`netpolicies`]: NetworkPolicies against the observed calls into the pods they select
 //!   (`audit`), with labels from `--inventory`.
+//! - [`services`]: the Services `policy` resolves Service targets through (`--inventory`,
+//!   `--cluster`).
 //! - [`output`]: stdout and `-o FILE`, quiet on a closed pipe.
 //!
 //! `main.rs` only parses the arguments, runs [`run`] and turns an [`Error`] into one line on
@@ -39,6 +41,7 @@ pub mod policy;
 pub mod portforward;
 pub mod releases;
 pub mod reset;
+pub mod services;
 pub mod visualize;
 
 pub use cli::{Cli, Command, Error, exit, run};

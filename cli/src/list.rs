@@ -232,8 +232,8 @@ pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
     let mut out = output::Sink::stdout();
     if args.by_release {
         let mut clients = Vec::new();
-        while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
-            clients.extend(group(&keep(run, args.include_unresolved)));
+        while let Some(run) = edges.next_run(args.query.run_grouping()).await? {
+            clients.extend(group(&keep(args.query.view(run), args.include_unresolved)));
         }
         if clients.is_empty() && args.format == Format::Text {
             eprintln!("No connections found.");
@@ -248,8 +248,8 @@ pub async fn run(connect: &ConnectOpts, args: &ListArgs) -> Result<(), Error> {
         return Ok(());
     }
     let mut clients = 0usize;
-    while let Some(run) = edges.next_run(|a, b| a.client == b.client).await? {
-        for client in group(&keep(run, args.include_unresolved)) {
+    while let Some(run) = edges.next_run(args.query.run_grouping()).await? {
+        for client in group(&keep(args.query.view(run), args.include_unresolved)) {
             let text = match args.format {
                 Format::Text => render_text(std::slice::from_ref(&client)),
                 Format::Json => format!("{}{}", if clients == 0 { "[\n" } else { ",\n" }, json_element(&client)),
@@ -296,6 +296,7 @@ mod tests {
             via_services: Vec::new(),
             client_release: None,
             server_release: None,
+            client_labels: Vec::new(),
         }
     }
 

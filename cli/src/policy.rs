@@ -1,16 +1,21 @@
 //! `mapper policy`: reads ClientIntents (files, directories, `-` for stdin; any version) and
 //! prints the NetworkPolicies the intents operator would build from them, followed by the pod
 //! labels those policies select on as a YAML comment (so the output still applies as is).
+//! Service targets are resolved through the Services (`--inventory`, `--cluster`), as the
+//! operator does; names the API server would refuse are an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use mapper_intents::{ClientIntentsDoc, PodLabel, PolicyLayout, PolicyOptions, Workload};
+use mapper_intents::policy::NameProblem;
+use mapper_intents::{ClientIntentsDoc, PodLabel, PolicyLayout, PolicyOptions, Target, Workload};
 
 use crate::cli::Error;
+use crate::connect::ConnectOpts;
 use crate::declared::{self, ReadError};
 use crate::output;
+use crate::services::{self, Services, ServicesError};
 
 /// Which operator generation's policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,7 +34,15 @@ pub enum Layout {
     "Examples:\n",
     "  mapper policy -f intents.yaml\n",
     "  mapper export | mapper policy -f - --layout current\n",
-    "  helm template charts/shop | mapper policy -f -\n\n",
+    "  mapper policy -f intents/ --inventory services.yaml   # kubectl get services -A -o yaml\n",
+    "  helm template charts/shop | mapper policy -f - --cluster\n\n",
+    "A Service target (svc:reports, kind: Service, service:) gets the policy the operator builds\n",
+    "from the Service itself: its selector picks the pods, its targetPorts are the ports allowed,\n",
+    "and the Service owns the policy. Give the Services with --inventory or --cluster; without\n",
+    "them such a policy is not shown, and a warning says so. A DNS server (a server named *dns\n",
+    "in kube-system) also gets the current operator's rule admitting UDP and TCP 53 from\n",
+    "anywhere. The API server (kubernetes.default) gets no policy, as the operator builds none.\n",
+    "A policy name or label the API server would refuse is an error naming the ClientIntents.\n\n",
     crate::exit_status_help!()
 ))]
 pub struct PolicyArgs {
@@ -46,14 +59,42 @@ pub struct PolicyArgs {
     /// Namespace of ClientIntents that name none (kubectl apply would use the context's).
     #[arg(long, default_value = "default", value_name = "NAMESPACE")]
     pub default_namespace: String,
+    /// Services the Service targets are resolved through: files or directories of manifests
+    /// holding them, e.g. the output of `kubectl get services -A -o yaml` (repeatable).
+    #[arg(long, value_name = "PATH", conflicts_with = "cluster")]
+    pub inventory: Vec<PathBuf>,
+    /// Read the Services the Service targets name from the cluster of the kubeconfig
+    /// (--kubeconfig, --context; needs `list services` in their namespaces).
+    #[arg(long)]
+    pub cluster: bool,
 }
 
-/// Why the input could not be read.
+/// Why the input could not be read, or the policies could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The ClientIntents could not be read (the message names file, document and field).
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// The Services could not be read.
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+    /// The YAML writer refused a policy (not expected).
+    #[error("the NetworkPolicies cannot be written as YAML")]
+    Write {
+        /// serde-saphyr's error.
+        #[source]
+        error: mapper_intents::yaml::WriteError,
+    },
+    /// The operator would build policies the API server refuses.
+    #[error(
+        "the operator could not create these NetworkPolicies: {}; rename the targets (workload and Service \
+         names are DNS-1123: lowercase letters, digits, '-' and '.')",
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Refused {
+        /// Each name or label refused.
+        problems: Vec<NameProblem>,
+    },
 }
 
 /// Reads every ClientIntents document in `paths`, in order.
@@ -79,42 +120,75 @@ pub fn labels_comment(labels: &[PodLabel], with_kind: bool) -> String {
     for (workload, labels) in by_workload {
         out.push_str(&format!("#   {}:\n", describe(workload, with_kind)));
         for label in labels {
-            let value = if mapper_intents::yaml::needs_quotes(&label.value, false) {
-                format!("\"{}\"", label.value)
-            } else {
-                label.value.clone()
-            };
+            // As YAML writes the value ("true" quoted); a value it cannot write stays as is.
+            let value = mapper_intents::yaml::scalar(&label.value).unwrap_or_else(|_| label.value.clone());
             out.push_str(&format!("#     {}: {value}\n", label.key));
         }
     }
     out
 }
 
-/// The policies and labels for `docs`, as printed.
-pub fn render(docs: &[ClientIntentsDoc], args: &PolicyArgs) -> String {
+/// The policies and labels for `docs`, as printed, with the warnings to show (what the
+/// policies shown may differ in from the operator's); an error when the API server would refuse
+/// a name or label. `services`: the Services read, if any.
+pub fn render(
+    docs: &[ClientIntentsDoc],
+    args: &PolicyArgs,
+    services: Option<Services>,
+) -> Result<(String, Vec<String>), PolicyError> {
     let opts = PolicyOptions {
         layout: match args.layout {
             Layout::Legacy => PolicyLayout::Legacy,
             Layout::Current => PolicyLayout::Current,
         },
         default_namespace: args.default_namespace.clone(),
+        services,
     };
     let set = mapper_intents::network_policies(docs, &opts);
-    if set.policies.is_empty() {
-        return String::new();
+    if !set.problems.is_empty() {
+        return Err(PolicyError::Refused { problems: set.problems });
     }
-    let mut out = mapper_intents::render_policies_yaml(&set.policies);
+    let warnings = set.notes.iter().map(ToString::to_string).collect();
+    if set.policies.is_empty() {
+        return Ok((String::new(), warnings));
+    }
+    let mut out = mapper_intents::render_policies_yaml(&set.policies).map_err(|error| PolicyError::Write { error })?;
     out.push_str(&labels_comment(&set.pod_labels, opts.layout == PolicyLayout::Current));
+    Ok((out, warnings))
+}
+
+/// The namespaces of the Service targets of `docs` (what `--cluster` lists Services in).
+fn service_namespaces(docs: &[ClientIntentsDoc], default_namespace: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for doc in docs {
+        let own = doc.namespace.as_deref().unwrap_or(default_namespace);
+        for target in &doc.targets {
+            if let Target::Service(s) = target {
+                out.insert(s.namespace.clone().unwrap_or_else(|| own.to_owned()));
+            }
+        }
+    }
     out
 }
 
 /// Runs `mapper policy`.
-pub fn run(args: &PolicyArgs) -> Result<(), Error> {
+pub async fn run(connect: &ConnectOpts, args: &PolicyArgs) -> Result<(), Error> {
     let docs = read_documents(&args.files, args.recursive)?;
-    let text = render(&docs, args);
+    let services = if !args.inventory.is_empty() {
+        Some(services::read_inventory(&args.inventory).map_err(PolicyError::from)?)
+    } else if args.cluster {
+        let namespaces = service_namespaces(&docs, &args.default_namespace);
+        Some(services::read_cluster(connect, &namespaces).await.map_err(PolicyError::from)?)
+    } else {
+        None
+    };
+    let (text, warnings) = render(&docs, args, services)?;
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
     if docs.is_empty() {
         eprintln!("No ClientIntents found in the input.");
-    } else if text.is_empty() {
+    } else if text.is_empty() && warnings.is_empty() {
         eprintln!("No NetworkPolicies: none of the intents targets a workload or Service in the cluster.");
     }
     output::stdout(text.as_bytes())?;

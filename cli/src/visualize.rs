@@ -1,10 +1,10 @@
-//! `mapper visualize`: the map as a graph — Graphviz DOT, Mermaid, SVG or PNG. Clients and
+//! `mapper visualize`: the map as a graph — Graphviz DOT, Mermaid, SVG, PNG or JPEG. Clients and
 //! servers are grouped by namespace (addresses outside the cluster and unresolved ones in their
 //! own groups); edges are labelled with the ports seen, and edges on which every attempt failed
 //! are dashed.
 //!
 //! DOT and Mermaid are text ([`dot`], [`mermaid`]). SVG is laid out and drawn with the pure-Rust
-//! `layout-rs` ([`draw`]), and PNG rasterised from it with `resvg` ([`png`]), so no system
+//! `layout-rs` ([`draw`]), and PNG and JPEG rasterised from it with `resvg` ([`png`]), so no system
 //! graphviz is needed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +36,9 @@ pub enum Format {
     Svg,
     /// PNG, laid out without graphviz.
     Png,
+    /// JPEG, laid out without graphviz (alias jpeg).
+    #[value(alias = "jpeg")]
+    Jpg,
 }
 
 impl Format {
@@ -46,8 +49,42 @@ impl Format {
             "mmd" | "mermaid" => Some(Format::Mermaid),
             "svg" => Some(Format::Svg),
             "png" => Some(Format::Png),
+            "jpg" | "jpeg" => Some(Format::Jpg),
             _ => None,
         }
+    }
+
+    /// The format as `--format` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Dot => "dot",
+            Format::Mermaid => "mermaid",
+            Format::Svg => "svg",
+            Format::Png => "png",
+            Format::Jpg => "jpg",
+        }
+    }
+
+    /// Whether this format is bytes no terminal should get.
+    fn is_binary(self) -> bool {
+        matches!(self, Format::Png | Format::Jpg)
+    }
+}
+
+/// The format to draw in: `--format`, else the one the -o extension names, else DOT on stdout.
+/// A file whose extension names no format, or another one than `--format`, is refused: DOT
+/// text in `map.jpg` would be no image.
+pub fn choose_format(format: Option<Format>, output: Option<&Path>) -> Result<Format, VisualizeError> {
+    let Some(path) = output else { return Ok(format.unwrap_or(Format::Dot)) };
+    match (format, Format::from_extension(path)) {
+        (None, Some(from_name)) => Ok(from_name),
+        (Some(asked), Some(from_name)) if asked == from_name => Ok(asked),
+        (Some(asked), Some(from_name)) => {
+            Err(VisualizeError::FormatMismatch { path: path.to_path_buf(), asked, from_name })
+        }
+        // An extension no format has (map.txt) or none (map): what was asked, if anything.
+        (Some(asked), None) if path.extension().is_none() => Ok(asked),
+        (_, None) => Err(VisualizeError::UnknownExtension { path: path.to_path_buf(), asked: format }),
     }
 }
 
@@ -56,6 +93,7 @@ impl Format {
 #[command(after_help = concat!(
     "Examples:\n",
     "  mapper visualize -o map.svg            # the format follows the extension\n",
+    "  mapper visualize -o map.jpg --as-kubernetes-service\n",
     "  mapper visualize -n team1 --format mermaid\n",
     "  mapper visualize --format dot | dot -Tpdf -o map.pdf\n\n",
     crate::exit_status_help!()
@@ -64,8 +102,9 @@ pub struct VisualizeArgs {
     /// Which edges.
     #[command(flatten)]
     pub query: QueryArgs,
-    /// Output format [default: from the -o extension (.dot, .mmd, .svg, .png), else dot]. svg
-    /// and png lay out at most 200 edges (larger maps: narrow them, or use dot or mermaid).
+    /// Output format [default: from the -o extension (.dot, .mmd, .svg, .png, .jpg), else dot].
+    /// An -o extension that names another format, or none mapper draws, is refused. svg, png
+    /// and jpg lay out at most 200 edges (larger maps: narrow them, or use dot or mermaid).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Write to this file instead of stdout.
@@ -82,9 +121,31 @@ pub struct VisualizeArgs {
 /// Why the map could not be drawn.
 #[derive(Debug, thiserror::Error)]
 pub enum VisualizeError {
-    /// PNG bytes would go to a terminal.
-    #[error("refusing to write PNG to a terminal: pass -o FILE, or redirect stdout")]
+    /// PNG or JPEG bytes would go to a terminal.
+    #[error("refusing to write an image to a terminal: pass -o FILE, or redirect stdout")]
     BinaryToTerminal,
+    /// The -o file's extension names no format mapper draws.
+    #[error(
+        "cannot tell what to draw {} as from its extension: name it .png, .jpg, .svg, .dot or .mmd{}",
+        path.display(),
+        if asked.is_some() { " (or give a file without extension with --format)" } else { ", or give --format and a file without extension" }
+    )]
+    UnknownExtension {
+        /// The file.
+        path: PathBuf,
+        /// The --format given, if any.
+        asked: Option<Format>,
+    },
+    /// `--format` and the -o extension disagree.
+    #[error("--format {} and the extension of {} ({}) disagree: drop --format, or rename the file", asked.name(), path.display(), from_name.name())]
+    FormatMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The --format given.
+        asked: Format,
+        /// The format its extension names.
+        from_name: Format,
+    },
     /// Laying out failed.
     #[error(transparent)]
     Layout(#[from] draw::LayoutError),
@@ -112,7 +173,12 @@ pub const MAX_DRAWN_LINKS: usize = 200;
 impl VisualizeError {
     /// Whether the command line is at fault: exit status 2.
     pub fn is_usage(&self) -> bool {
-        matches!(self, VisualizeError::BinaryToTerminal)
+        matches!(
+            self,
+            VisualizeError::BinaryToTerminal
+                | VisualizeError::UnknownExtension { .. }
+                | VisualizeError::FormatMismatch { .. }
+        )
     }
 }
 
@@ -255,26 +321,36 @@ pub fn render(graph: &Graph, format: Format) -> Result<Vec<u8>, VisualizeError> 
     match format {
         Format::Dot => Ok(dot::render(graph).into_bytes()),
         Format::Mermaid => Ok(mermaid::render(graph).into_bytes()),
-        Format::Svg | Format::Png if graph.links.len() > MAX_DRAWN_LINKS => {
+        Format::Svg | Format::Png | Format::Jpg if graph.links.len() > MAX_DRAWN_LINKS => {
             Err(VisualizeError::TooLarge { links: graph.links.len(), nodes: graph.nodes.len() })
         }
         Format::Svg => Ok(draw::svg(graph)?.into_bytes()),
         Format::Png => Ok(png::png(&draw::svg(graph)?)?),
+        Format::Jpg => Ok(png::jpg(&draw::svg(graph)?)?),
     }
 }
 
 /// Runs `mapper visualize`.
 pub async fn run(connect: &ConnectOpts, args: &VisualizeArgs) -> Result<(), Error> {
-    let format = args.format.or_else(|| args.output.as_deref().and_then(Format::from_extension)).unwrap_or(Format::Dot);
-    if format == Format::Png && args.output.is_none() && std::io::stdout().is_terminal() {
+    let format = choose_format(args.format, args.output.as_deref())?;
+    if format.is_binary() && args.output.is_none() && std::io::stdout().is_terminal() {
         return Err(VisualizeError::BinaryToTerminal.into());
     }
     let mut mapper = Mapper::connect(connect).await?;
-    let edges = keep(args.query.fetch(&mut mapper, true, args.include_nodes).await?, args.include_unresolved);
+    let fetched = args.query.fetch(&mut mapper, true, args.include_nodes).await?;
+    let edges = keep(args.query.view(fetched), args.include_unresolved);
     if edges.is_empty() {
         eprintln!("No connections found.");
     }
-    let bytes = render(&Graph::new(&edges), format)?;
+    let mut graph = Graph::new(&edges);
+    if args.query.as_kubernetes_service {
+        // The Services drawn are the ones clients dialled, pods behind them or not.
+        for node in graph.nodes.iter_mut().filter(|n| matches!(n.peer.peer, Peer::Service { .. })) {
+            node.lines.truncate(1);
+            node.lines.push("Service".to_owned());
+        }
+    }
+    let bytes = render(&graph, format)?;
     output::to(args.output.as_deref(), &bytes)?;
     if let Some(path) = &args.output {
         eprintln!("Wrote the map to {}", path.display());

@@ -113,6 +113,19 @@ fn filters_by_server_services_labels_and_time() {
         clients(&["--server", "ledger.team3", "--exclude-labels", "mapper-test/ignore=true"]),
         ["cache", "some-other-transaction-service", "transaction-service"]
     );
+    // A bare key leaves out the pods carrying the label whatever its value, as otterize-cli.
+    assert_eq!(
+        clients(&["--server", "ledger.team3", "--exclude-labels", "mapper-test/ignore"]),
+        ["cache", "some-other-transaction-service", "transaction-service"]
+    );
+    // --server exports each of its clients' whole ClientIntents, as otterize-cli does: applied
+    // over the full document of the same name, a partial one would drop the other calls.
+    let api = ok(&server.mapper(&["export", "--server", "cache.team2"]));
+    assert_eq!(api.matches("kind: ClientIntents").count(), 1, "{api}");
+    for call in ["name: cache.team2", "name: legacy-db", "name: kubernetes.default", "some-other-transaction-service"] {
+        assert!(api.contains(call), "{call} missing from {api}");
+    }
+    assert_eq!(api, ok(&server.mapper(&["export", "-n", "team1"])).split("---\n").next().unwrap_or_default());
     assert_eq!(
         clients(&["--exclude-services", "ledger,cache"]),
         ["api", "nightly-report"],
@@ -151,4 +164,42 @@ fn calls_that_never_succeeded_are_exported_only_when_asked_for() {
     // list still shows it, as failed.
     let list = ok(&server.mapper(&["list", "-n", "team1"]));
     assert!(list.contains("all 3 attempts failed"), "{list}");
+}
+
+#[test]
+fn as_kubernetes_service_names_the_service_dialled() {
+    let server = seeded();
+    let out = ok(&server.mapper(&["export", "-n", "team1", "--as-kubernetes-service"]));
+    assert!(out.contains("    - service:\n        name: ledger.team3\n"), "{out}");
+    let v1 = ok(&server.mapper(&["export", "-n", "team1", "--as-kubernetes-service", "--output-version", "v1alpha2"]));
+    assert!(v1.contains("    - name: svc:ledger.team3\n"), "{v1}");
+    let list = ok(&server.mapper(&["list", "-n", "team1", "--as-kubernetes-service"]));
+    assert!(list.contains("Service ledger in namespace team3"), "{list}");
+}
+
+#[test]
+fn distinct_by_label_asks_the_server_for_the_label() {
+    let server = Server::start(None);
+    support::seed(&server);
+    support::kinds(&server);
+    // Only cache's pods carry `app`; every client has a name of its own, so nothing merges.
+    let plain = ok(&server.mapper(&["export"]));
+    assert_eq!(ok(&server.mapper(&["export", "--distinct-by-label", "app"])), plain);
+    let list = ok(&server.mapper(&["list", "--distinct-by-label", "app"]));
+    assert_eq!(list, ok(&server.mapper(&["list"])));
+}
+
+/// What `otterize mapper export --format json` writes (a bare array) is read by --declared and
+/// by audit as the List it stands for.
+#[test]
+fn otterize_clis_json_export_is_read_as_declared() {
+    let server = seeded();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/otterize/export.json");
+    let out = server.mapper(&["export", "--declared", fixture]);
+    assert_eq!(ok(&out), "");
+    let err = stderr(&out);
+    assert!(err.contains("Read 2 declared ClientIntents from 1 file"), "{err}");
+    assert!(err.contains("Nothing to add: every observed call is declared."), "{err}");
+    let audit = ok(&server.mapper(&["audit", "--declared", fixture]));
+    assert!(audit.contains("transaction-service"), "{audit}");
 }

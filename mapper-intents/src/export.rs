@@ -173,6 +173,31 @@ fn sort_key(target: &Target, client_namespace: &str) -> (String, String, u8, Str
     (name, namespace, rank, rest)
 }
 
+/// Merges the documents of clients of one name that share a key (otterize-cli's
+/// `--distinct-by-label`: the value of a pod label) into one per (name, key): the first
+/// document of each (in the order given, which [`intents_from_edges`] sorts by namespace) keeps
+/// its name and namespace and gets the targets of all, each written as its own client wrote it,
+/// sorted and without duplicates. The result is sorted as [`intents_from_edges`] sorts.
+pub fn merge_by_key(docs: Vec<(ClientIntentsDoc, String)>) -> Vec<ClientIntentsDoc> {
+    let mut merged: Vec<ClientIntentsDoc> = Vec::new();
+    let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (doc, key) in docs {
+        match index.get(&(doc.client_name.clone(), key.clone())) {
+            Some(&i) => merged[i].targets.extend(doc.targets),
+            None => {
+                index.insert((doc.client_name.clone(), key), merged.len());
+                merged.push(doc);
+            }
+        }
+    }
+    for doc in &mut merged {
+        let namespace = doc.namespace.clone().unwrap_or_default();
+        doc.targets = sort_targets(merge_internet(std::mem::take(&mut doc.targets)), &namespace);
+    }
+    merged.sort_by(|a, b| (&a.name, &a.namespace, &a.client_kind).cmp(&(&b.name, &b.namespace, &b.client_kind)));
+    merged
+}
+
 fn sort_targets(targets: Vec<Target>, client_namespace: &str) -> Vec<Target> {
     let mut keyed: Vec<_> = targets.into_iter().map(|t| (sort_key(&t, client_namespace), t)).collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));

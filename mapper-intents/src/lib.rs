@@ -16,6 +16,7 @@
 //! - [`policy`]: the NetworkPolicies the operator builds from intents, and the pod labels they
 //!   select on.
 //! - [`netpol`]: Kubernetes NetworkPolicies evaluated against observed calls (ingress).
+//! - [`names`]: what the API server accepts as object names, label keys and label values.
 //! - [`walk`]: the files under a directory of manifests, one walk for every reader of them.
 //! - [`errors`]: an error and its sources in one line ([`error_chain`]), shared by every crate
 //!   that reports errors.
@@ -46,6 +47,7 @@ pub mod export;
 pub mod helm;
 pub mod identity;
 pub mod model;
+pub mod names;
 pub mod netpol;
 pub mod parse;
 pub mod policy;
@@ -56,7 +58,7 @@ pub mod walk;
 pub mod yaml;
 
 pub use errors::{error_chain, innermost_cause};
-pub use export::{ExportOptions, intents_from_edges};
+pub use export::{ExportOptions, intents_from_edges, merge_by_key};
 pub use identity::{formatted_identity, formatted_identity_with_kind, workload_identity};
 pub use model::{
     ClientIntentsDoc, Edge, HttpResource, Internet, OtherKind, OtherTarget, Port, Protocol, ServiceName, ServiceTarget,

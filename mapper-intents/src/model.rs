@@ -115,8 +115,9 @@ pub enum Target {
     Service(ServiceTarget),
     /// The Kubernetes API server (the `kubernetes` Service in `default`).
     ///
-    /// Always written `kubernetes.default` as a *Service* target: `svc:kubernetes.default` in
-    /// v1alpha2/v1alpha3/v1beta1 and `service: {name: kubernetes.default}` in v2. The operator
+    /// Always written as a *Service* target: `svc:kubernetes.default` in v1alpha2/v1alpha3/v1beta1
+    /// and `service: {name: kubernetes.default}` in v2 — `svc:kubernetes` and `service: {name:
+    /// kubernetes}` in a document of `default`, as the Otterize CLI writes it. The operator
     /// recognises the API server only among Service targets (`IsTargetServerKubernetesService`
     /// and then `IsTargetTheKubernetesAPIServer`), and its own v2 → v1alpha3 conversion writes
     /// `svc:kubernetes.default`; a bare `kubernetes.default` would name a workload called

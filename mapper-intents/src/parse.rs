@@ -1,7 +1,8 @@
 //! Reading ClientIntents out of YAML or JSON text as `kubectl` or `helm template` prints it.
 //!
 //! Every document whose `kind` is `ClientIntents` is read, in any served version; `List` and
-//! `ClientIntentsList` documents are read item by item; everything else (Deployments,
+//! `ClientIntentsList` documents are read item by item, and so is a bare array of objects (what
+//! `otterize mapper export --format json` writes); everything else (Deployments,
 //! Services, comment-only documents) is skipped. JSON is read as the YAML it also is. A
 //! leading byte-order mark is dropped, and nesting deeper than [`MAX_DEPTH`] is an error found
 //! in linear time (see [`crate::stream`]).
@@ -245,6 +246,13 @@ fn collect(
     let map = match value {
         Value::Null => return Ok(()),
         Value::Mapping(map) => map,
+        // A bare array of objects, as `otterize mapper export --format json` writes it.
+        Value::Sequence(items) if prefix.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                collect(item, &format!("[{i}]."), out, suspects)?;
+            }
+            return Ok(());
+        }
         other => return Err(at(wrong_type("", "a mapping", other))),
     };
     match map.get("kind").and_then(Value::as_str) {

@@ -35,6 +35,13 @@ pub enum RenderError {
         #[source]
         error: serde_yaml::Error,
     },
+    /// The YAML writer refused a document (not expected: every tree it is given is YAML).
+    #[error("the ClientIntents cannot be written as YAML")]
+    Write {
+        /// serde-saphyr's error.
+        #[source]
+        error: crate::yaml::WriteError,
+    },
     /// An opaque target holds a value JSON cannot represent (e.g. a mapping with non-string keys).
     #[error("the ClientIntents cannot be written as JSON")]
     Json {
@@ -77,7 +84,7 @@ fn to_value(object: &VersionedClientIntents) -> Result<Value, RenderError> {
 /// No documents render as an empty string.
 pub fn render_yaml(docs: &[ClientIntentsDoc], version: IntentsVersion) -> Result<String, RenderError> {
     let values = to_versioned(docs, version)?.iter().map(to_value).collect::<Result<Vec<_>, _>>()?;
-    Ok(yaml::to_yaml_stream(&values))
+    yaml::to_yaml_stream(&values).map_err(|error| RenderError::Write { error })
 }
 
 /// Renders one document as YAML (for `--output-type dir`, one file per client).

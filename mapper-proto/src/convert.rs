@@ -17,6 +17,7 @@ impl From<&Workload> for pb::Workload {
             namespace: w.namespace.to_string(),
             kind: w.kind().unwrap_or_default().to_owned(),
             release: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -68,6 +69,26 @@ impl pb::Peer {
             w.release = release.map(pb::HelmRelease::from);
         }
         self
+    }
+
+    /// This peer with its workload's labels of the keys asked for (kept only for a workload),
+    /// sorted by key.
+    pub fn with_labels<'a>(mut self, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        if let Some(pb::peer::Peer::Workload(w)) = &mut self.peer {
+            w.labels =
+                labels.into_iter().map(|(k, v)| pb::LabelPair { key: k.to_owned(), value: v.to_owned() }).collect();
+            w.labels.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        self
+    }
+
+    /// The value of label `key` of this peer's workload, as the server sent it: `None` for
+    /// any other peer, or when the workload's pods carry no such label (or it was not asked).
+    pub fn label(&self, key: &str) -> Option<&str> {
+        match &self.peer {
+            Some(pb::peer::Peer::Workload(w)) => w.labels.iter().find(|l| l.key == key).map(|l| l.value.as_str()),
+            _ => None,
+        }
     }
 
     /// The Helm release of this peer's workload: `None` for any other peer, a workload in no

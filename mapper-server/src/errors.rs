@@ -52,7 +52,7 @@ pub enum CallError {
         value: String,
     },
     /// A label filter without a key.
-    #[error("exclude_labels: a label with an empty key")]
+    #[error("exclude_labels or exclude_label_keys: a label with an empty key")]
     EmptyLabelKey,
 
     /// The cluster state was never read yet.

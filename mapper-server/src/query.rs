@@ -94,7 +94,8 @@ fn scan_pages(
         let mut full = false;
         let last = store.scan(after.as_ref(), SCAN_CHUNK, |k, s| {
             if filter.matches(snap, k, s) {
-                let edge = edge_to_pb(&k.client, &k.server, s, snap);
+                let mut edge = edge_to_pb(&k.client, &k.server, s, snap);
+                filter.add_labels(snap, &k.client, &k.server, &mut edge);
                 let len = edge.encoded_len();
                 // The field's tag, the length, the edge.
                 let size = 1 + prost::length_delimiter_len(len) + len;
@@ -131,6 +132,10 @@ pub struct EdgeFilter {
     pub server: Option<(String, String)>,
     pub since_ms: i64,
     pub exclude_labels: Vec<(String, String)>,
+    /// Label keys whose presence, with any value, leaves an edge out.
+    pub exclude_label_keys: Vec<String>,
+    /// Label keys whose values are sent with each workload.
+    pub include_labels: Vec<String>,
     pub include_unresolved: bool,
     /// Edges with a node end (a node process that is no pod) are left out unless asked for.
     pub include_nodes: bool,
@@ -149,10 +154,8 @@ impl EdgeFilter {
         let server = if r.server.is_empty() { None } else { Some(name_ns("server", &r.server)?) };
         let client_workloads =
             r.client_workloads.iter().map(|w| name_ns("client_workloads", w)).collect::<Result<Vec<_>, _>>()?;
-        for l in &r.exclude_labels {
-            if l.key.is_empty() {
-                return Err(CallError::EmptyLabelKey);
-            }
+        if r.exclude_labels.iter().any(|l| l.key.is_empty()) || r.exclude_label_keys.iter().any(String::is_empty) {
+            return Err(CallError::EmptyLabelKey);
         }
         Ok(Self {
             client_namespaces: r.client_namespaces.clone(),
@@ -160,6 +163,8 @@ impl EdgeFilter {
             server,
             since_ms: r.since_ms,
             exclude_labels: r.exclude_labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),
+            exclude_label_keys: r.exclude_label_keys.clone(),
+            include_labels: r.include_labels.iter().filter(|k| !k.is_empty()).cloned().collect(),
             include_unresolved: r.include_unresolved,
             include_nodes: r.include_nodes,
         })
@@ -169,6 +174,20 @@ impl EdgeFilter {
         let Peer::Workload(w) = p else { return false };
         let Some(labels) = snap.labels_of(w) else { return false };
         self.exclude_labels.iter().any(|(k, v)| labels.get(k) == Some(v))
+            || self.exclude_label_keys.iter().any(|k| labels.contains_key(k))
+    }
+
+    /// Puts on the workloads of `edge` their labels of the keys asked for.
+    fn add_labels(&self, snap: &Snapshot, client: &Peer, server: &Peer, edge: &mut pb::Edge) {
+        if self.include_labels.is_empty() {
+            return;
+        }
+        let asked = |p: &Peer| -> Vec<(&str, &str)> {
+            let Some(labels) = p.workload().and_then(|w| snap.labels_of(w)) else { return Vec::new() };
+            self.include_labels.iter().filter_map(|k| Some((k.as_str(), labels.get(k)?.as_str()))).collect()
+        };
+        edge.client = edge.client.take().map(|c| c.with_labels(asked(client)));
+        edge.server = edge.server.take().map(|c| c.with_labels(asked(server)));
     }
 
     /// Whether an edge passes the filter.
@@ -390,6 +409,63 @@ mod tests {
         let (key, state) = &store.edges()[0];
         let without = edge_to_pb(&key.client, &key.server, state, &Snapshot::default());
         assert_eq!(release(&without.client), None, "a workload the cluster state does not know has none");
+    }
+
+    /// Labels asked for ride on the workloads; a bare label key leaves out every workload whose
+    /// pods carry it, whatever the value.
+    #[test]
+    fn labels_asked_for_are_sent_and_bare_label_keys_exclude() {
+        let (_dir, store) = store_of(3);
+        let inventory_dir = tempfile::tempdir().expect("tempdir");
+        let deployment = |name: &str, ns: &str, labels: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n---\n\
+                 apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}-x\n  namespace: {ns}\n  uid: u-{name}\n  \
+                 labels: {labels}\n  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: {name}, uid: \
+                 d-{name}, controller: true}}]\nspec:\n  containers: [{{name: main, image: x}}]\n---\n"
+            )
+        };
+        let inventory = [
+            deployment("c0", "team0", "{tier: web, app: c0}"),
+            deployment("c1", "team1", "{tier: db}"),
+            deployment("c2", "team2", "{}"),
+            deployment("s1", "team9", "{debug: 'yes'}"),
+        ]
+        .concat();
+        std::fs::write(inventory_dir.path().join("cluster.yaml"), inventory).expect("write the inventory");
+        let snap = mapper_cluster::Inventory::load(vec![inventory_dir.path().to_path_buf()], Default::default())
+            .unwrap_or_else(|e| panic!("inventory: {e}"))
+            .snapshot();
+        let scan = |request: pb::ListEdgesRequest| {
+            let filter = EdgeFilter::from_request(&request).expect("valid");
+            let mut edges = Vec::new();
+            scan_pages(&store, &snap, &filter, PAGE_BYTES, None, |p| {
+                edges.extend(p);
+                true
+            })
+            .expect("scan");
+            edges
+        };
+        let asked = scan(pb::ListEdgesRequest { include_labels: vec!["tier".into()], ..Default::default() });
+        let tiers: Vec<Option<&str>> = asked.iter().map(|e| e.client.as_ref().and_then(|c| c.label("tier"))).collect();
+        assert_eq!(tiers, [Some("web"), Some("db"), None]);
+        let sent = |e: &pb::Edge| match e.client.as_ref().and_then(|c| c.peer.as_ref()) {
+            Some(pb::peer::Peer::Workload(w)) => w.labels.len(),
+            _ => usize::MAX,
+        };
+        assert_eq!(asked.iter().map(sent).collect::<Vec<_>>(), [1, 1, 0], "only the keys asked for");
+        assert!(scan(pb::ListEdgesRequest::default()).iter().all(|e| sent(e) == 0), "no labels unless asked");
+
+        let left = scan(pb::ListEdgesRequest { exclude_label_keys: vec!["tier".into()], ..Default::default() });
+        let clients: Vec<String> = left
+            .iter()
+            .filter_map(|e| e.client.as_ref().and_then(|c| Peer::try_from(c).ok()).map(|c| c.name()))
+            .collect();
+        assert_eq!(clients, ["c2"], "a bare key excludes whatever the value");
+        let left = scan(pb::ListEdgesRequest { exclude_label_keys: vec!["debug".into()], ..Default::default() });
+        assert_eq!(left.len(), 2, "a server's label excludes its edges too");
+        let empty = pb::ListEdgesRequest { exclude_label_keys: vec![String::new()], ..Default::default() };
+        assert!(EdgeFilter::from_request(&empty).is_err(), "an empty key is refused");
     }
 
     #[test]

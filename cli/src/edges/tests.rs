@@ -11,6 +11,7 @@ fn workload(name: &str, namespace: &str, kind: &str) -> pb::Peer {
             namespace: namespace.into(),
             kind: kind.into(),
             release: None,
+            labels: Vec::new(),
         })),
     }
 }
@@ -116,16 +117,91 @@ fn flags_become_the_request() {
         server: None,
         since: Some(Duration::from_secs(60)),
         exclude_services: Vec::new(),
-        exclude_labels: vec![pb::LabelPair { key: "app".into(), value: "debug".into() }],
+        exclude_labels: vec![
+            LabelFilter::Pair(pb::LabelPair { key: "app".into(), value: "debug".into() }),
+            LabelFilter::Key("sidecar".into()),
+        ],
+        distinct_by_label: Some("tier".into()),
+        as_kubernetes_service: false,
     };
     let now = UNIX_EPOCH + Duration::from_secs(1_000);
     let request = args.request(now, true, false);
     assert_eq!(request.since_ms, 940_000);
     assert_eq!(request.client_namespaces, ["team1"]);
     assert!(request.include_unresolved);
+    assert_eq!(request.exclude_labels, [pb::LabelPair { key: "app".into(), value: "debug".into() }]);
+    assert_eq!(request.exclude_label_keys, ["sidecar"]);
+    assert_eq!(request.include_labels, ["tier"]);
     assert_eq!(QueryArgs::default().request(now, false, false).since_ms, 0);
     assert_eq!(parse_server("ledger.team3").ok().as_deref(), Some("ledger.team3"));
     assert!(parse_server("ledger").is_err() && parse_server("a.b.c").is_err() && parse_server(".x").is_err());
-    assert_eq!(parse_label("app=web").map(|l| (l.key, l.value)).ok(), Some(("app".into(), "web".into())));
-    assert!(parse_label("app").is_err() && parse_label("=x").is_err());
+    let pair = LabelFilter::Pair(pb::LabelPair { key: "app".into(), value: "web".into() });
+    assert_eq!(parse_label("app=web"), Ok(pair));
+    assert_eq!(parse_label("app"), Ok(LabelFilter::Key("app".into())), "a bare key, as otterize-cli");
+    assert_eq!(parse_label("app="), Ok(LabelFilter::Pair(pb::LabelPair { key: "app".into(), value: String::new() })));
+    let err = parse_label("=x").err().unwrap_or_default();
+    assert!(err.starts_with("\"\" is not a label key: it is empty"), "{err}");
+    assert!(parse_label("Bad Key=x").is_err() && parse_label_key("a/b/c").is_err());
+    assert_eq!(parse_label_key("app.kubernetes.io/name").ok().as_deref(), Some("app.kubernetes.io/name"));
+}
+
+fn observed(client: Peer, server: Peer, via: &[(&str, &str)], labels: &[(&str, &str)]) -> ObservedEdge {
+    ObservedEdge {
+        client,
+        server,
+        dns_names: Vec::new(),
+        ports: vec![Port { port: 8080, protocol: Protocol::Tcp }],
+        established: 2,
+        failed: 1,
+        first_seen_ms: 10,
+        last_seen_ms: 20,
+        seen_by_client: true,
+        seen_by_server: false,
+        via_services: via.iter().map(|(n, ns)| ServiceName { name: (*n).into(), namespace: (*ns).into() }).collect(),
+        client_release: None,
+        server_release: None,
+        client_labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+    }
+}
+
+fn peer(name: &str, namespace: &str) -> Peer {
+    Peer::Workload(Workload::new(name, namespace, "Deployment"))
+}
+
+#[test]
+fn as_kubernetes_service_names_servers_by_the_services_dialled() {
+    let args = QueryArgs { as_kubernetes_service: true, ..QueryArgs::default() };
+    let edges = vec![
+        observed(peer("web", "shop"), peer("ledger", "team3"), &[("ledger-svc", "team3"), ("ledger-v2", "team3")], &[]),
+        observed(peer("web", "shop"), peer("direct", "shop"), &[], &[]),
+    ];
+    let servers: Vec<Peer> = args.as_services(edges.clone()).into_iter().map(|e| e.server).collect();
+    assert_eq!(
+        servers,
+        [
+            Peer::Service { name: "ledger-svc".into(), namespace: "team3".into() },
+            Peer::Service { name: "ledger-v2".into(), namespace: "team3".into() },
+            peer("direct", "shop"),
+        ]
+    );
+    assert_eq!(QueryArgs::default().as_services(edges.clone()), edges, "unchanged without the flag");
+}
+
+#[test]
+fn distinct_by_label_merges_clients_of_a_name_and_value_into_the_first_namespace() {
+    let args = QueryArgs { distinct_by_label: Some("tier".into()), ..QueryArgs::default() };
+    let edges = vec![
+        observed(peer("web", "b"), peer("db", "data"), &[], &[("tier", "front")]),
+        observed(peer("web", "a"), peer("db", "data"), &[], &[("tier", "front")]),
+        observed(peer("web", "c"), peer("db", "data"), &[], &[]),
+    ];
+    let viewed = args.view(edges);
+    let clients: Vec<(String, u64)> = viewed
+        .iter()
+        .map(|e| match &e.client {
+            Peer::Workload(w) => (format!("{}.{}", w.name, w.namespace), e.established),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(clients, [("web.a".to_owned(), 4), ("web.c".to_owned(), 2)], "b merged into a, counts added");
 }

@@ -1,5 +1,5 @@
-//! PNG without graphviz: the SVG of [`super::draw`] rasterised by `resvg`, with the system's
-//! fonts.
+//! PNG and JPEG without graphviz: the SVG of [`super::draw`] rasterised by `resvg`, with the
+//! system's fonts, then encoded by `resvg`'s PNG encoder or `jpeg-encoder`.
 
 /// Why the map could not be rasterised.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +24,18 @@ pub enum PngError {
         /// Height in pixels.
         height: u32,
     },
-    /// PNG encoding failed.
-    #[error("cannot encode the PNG")]
+    /// JPEG holds at most 65 535 pixels a side.
+    #[error(
+        "the map is too large to draw as JPEG ({width}x{height} pixels, at most 65535 a side): use --format png or svg"
+    )]
+    TooLargeForJpeg {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// PNG or JPEG encoding failed.
+    #[error("cannot encode the image")]
     Encode {
         /// The encoder's error (`png::EncodingError`, a crate the CLI does not name itself).
         #[source]
@@ -35,6 +45,30 @@ pub enum PngError {
 
 /// Rasterises an SVG from [`super::draw::svg`] to PNG at twice its size, with the system's fonts.
 pub fn png(svg: &str) -> Result<Vec<u8>, PngError> {
+    raster(svg)?.encode_png().map_err(|e| PngError::Encode { error: e.into() })
+}
+
+/// JPEG quality: the map's text and thin lines stay sharp.
+const JPEG_QUALITY: u8 = 92;
+
+/// Rasterises an SVG from [`super::draw::svg`] to JPEG at twice its size (on white: JPEG has no
+/// transparency).
+pub fn jpg(svg: &str) -> Result<Vec<u8>, PngError> {
+    let pixmap = raster(svg)?;
+    let (width, height) = (pixmap.width(), pixmap.height());
+    let too_large = PngError::TooLargeForJpeg { width, height };
+    let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else { return Err(too_large) };
+    // The pixmap is filled white first, so every pixel is opaque and its premultiplied RGBA is
+    // plain RGBA.
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
+        .encode(pixmap.data(), w, h, jpeg_encoder::ColorType::Rgba)
+        .map_err(|e| PngError::Encode { error: e.into() })?;
+    Ok(out)
+}
+
+/// The SVG drawn on a white pixmap at twice its size.
+fn raster(svg: &str) -> Result<resvg::tiny_skia::Pixmap, PngError> {
     use resvg::{tiny_skia, usvg};
     let mut options = usvg::Options::default();
     let fonts = options.fontdb_mut();
@@ -60,5 +94,5 @@ pub fn png(svg: &str) -> Result<Vec<u8>, PngError> {
     let mut pixmap = tiny_skia::Pixmap::new(width, height).ok_or(too_large)?;
     pixmap.fill(tiny_skia::Color::WHITE);
     resvg::render(&tree, tiny_skia::Transform::from_scale(2., 2.), &mut pixmap.as_mut());
-    pixmap.encode_png().map_err(|e| PngError::Encode { error: e.into() })
+    Ok(pixmap)
 }

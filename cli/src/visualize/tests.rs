@@ -21,6 +21,7 @@ fn edge(client: Peer, server: Peer, port: u16, established: u64) -> ObservedEdge
         via_services: Vec::new(),
         client_release: None,
         server_release: None,
+        client_labels: Vec::new(),
     }
 }
 
@@ -124,4 +125,44 @@ fn the_format_follows_the_extension() {
     assert_eq!(Format::from_extension(Path::new("map.SVG")), Some(Format::Svg));
     assert_eq!(Format::from_extension(Path::new("map.mmd")), Some(Format::Mermaid));
     assert_eq!(Format::from_extension(Path::new("map.txt")), None);
+}
+
+#[test]
+fn jpg_is_rasterised_from_the_svg() {
+    match png::jpg(&draw::svg(&graph()).unwrap_or_else(|e| panic!("svg: {e}"))) {
+        // SOI, then the JFIF APP0 segment; EOI at the end.
+        Ok(jpg) => assert!(jpg.starts_with(b"\xff\xd8\xff") && jpg.ends_with(b"\xff\xd9"), "not a JPEG"),
+        Err(png::PngError::NoFonts) => {}
+        Err(e) => panic!("jpg: {e}"),
+    }
+}
+
+#[test]
+fn the_format_is_inferred_from_the_output_file_or_refused() {
+    let choose = |format: Option<Format>, path: &str| choose_format(format, Some(Path::new(path)));
+    assert_eq!(choose(None, "map.jpg").ok(), Some(Format::Jpg));
+    assert_eq!(choose(None, "map.JPEG").ok(), Some(Format::Jpg));
+    assert_eq!(choose(None, "map.png").ok(), Some(Format::Png));
+    assert_eq!(choose(None, "map.dot").ok(), Some(Format::Dot));
+    assert_eq!(choose(None, "map.mmd").ok(), Some(Format::Mermaid));
+    assert_eq!(choose(Some(Format::Svg), "map.svg").ok(), Some(Format::Svg));
+    assert_eq!(choose(Some(Format::Svg), "map").ok(), Some(Format::Svg), "no extension: --format decides");
+    assert_eq!(choose_format(None, None).ok(), Some(Format::Dot), "stdout: DOT");
+    assert_eq!(choose_format(Some(Format::Png), None).ok(), Some(Format::Png));
+    let err = |format: Option<Format>, path: &str| {
+        let e = choose(format, path).err().unwrap_or_else(|| panic!("{path} accepted"));
+        assert!(e.is_usage(), "{e}");
+        e.to_string()
+    };
+    assert_eq!(
+        err(None, "map.gif"),
+        "cannot tell what to draw map.gif as from its extension: name it .png, .jpg, .svg, .dot or .mmd, or give \
+         --format and a file without extension"
+    );
+    assert!(err(None, "map").starts_with("cannot tell what to draw map as"));
+    assert!(err(Some(Format::Dot), "map.txt").starts_with("cannot tell what to draw map.txt as"));
+    assert_eq!(
+        err(Some(Format::Dot), "map.jpg"),
+        "--format dot and the extension of map.jpg (jpg) disagree: drop --format, or rename the file"
+    );
 }

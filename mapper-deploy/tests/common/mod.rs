@@ -61,12 +61,115 @@ pub fn chart() -> Chart {
     Chart::load(&root().join(CHART_DIR)).unwrap_or_else(|e| panic!("chart loads: {e:#}"))
 }
 
-/// The chart rendered into `namespace` with `values` (YAML) over its defaults.
+/// The chart rendered into `namespace` with `values` (YAML) over its defaults — by real helm
+/// when it is at hand ([`helm`]), after checking that mapper-deploy's engine renders the same
+/// objects; by the engine alone otherwise.
 pub fn render_with(values: &str, namespace: &str) -> Rendered {
     let overlay: serde_yaml::Value = serde_yaml::from_str(values).expect("test values are YAML");
     let overlays = if overlay.is_null() { vec![] } else { vec![overlay] };
     let release = Release { name: "mapper".into(), namespace: namespace.into() };
-    render(&chart(), &release, &overlays).unwrap_or_else(|e| panic!("chart renders with {values:?}: {e}"))
+    let engine = render(&chart(), &release, &overlays).unwrap_or_else(|e| panic!("chart renders with {values:?}: {e}"));
+    let Some(helm) = helm() else { return engine };
+    let documents = helm_template(&helm, values, namespace);
+    assert_same_objects(&engine.documents, &documents, values);
+    // helm template prints no NOTES.txt: the engine's stands.
+    Rendered { documents, notes: engine.notes }
+}
+
+// ---- Real helm ----
+
+/// The helm binary: `MAPPER_HELM` (scripts/lib.sh ensure_helm exports it), else `helm` on PATH;
+/// `None` when neither runs — a failure instead with `MAPPER_REQUIRE_HELM=1` (scripts/test.sh
+/// sets it), so CI never silently falls back to the engine alone.
+pub fn helm() -> Option<String> {
+    static HELM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        let candidate = std::env::var("MAPPER_HELM").unwrap_or_else(|_| "helm".to_owned());
+        let works = std::process::Command::new(&candidate).arg("version").output().is_ok_and(|o| o.status.success());
+        if !works && std::env::var("MAPPER_REQUIRE_HELM").as_deref() == Ok("1") {
+            panic!("no helm: MAPPER_HELM={candidate} does not run (MAPPER_REQUIRE_HELM=1; scripts/lib.sh ensure_helm)");
+        }
+        works.then_some(candidate)
+    })
+    .clone()
+}
+
+/// Runs `helm` with `args` in the workspace root, `stdin` on its standard input; its stdout.
+pub fn run_helm(helm: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(helm)
+        .args(args)
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {helm}: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).unwrap_or_else(|e| panic!("helm stdin: {e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("helm: {e}"));
+    assert!(
+        out.status.success(),
+        "helm {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("helm output is not UTF-8: {e}"))
+}
+
+/// `helm template mapper deploy/helm/mapper -n NAMESPACE -f -` with `values`, as documents.
+pub fn helm_template(helm: &str, values: &str, namespace: &str) -> Vec<mapper_deploy::Document> {
+    let text = run_helm(helm, &["template", "mapper", CHART_DIR, "-n", namespace, "-f", "-"], values);
+    // Documents start at a line that is `---` alone (a comment may end in dashes).
+    let mut parts: Vec<String> = vec![String::new()];
+    for line in text.lines() {
+        if line == "---" {
+            parts.push(String::new());
+        } else if let Some(last) = parts.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    let mut documents = Vec::new();
+    for part in &parts {
+        let source = part.lines().find_map(|l| l.strip_prefix("# Source: ")).map(str::to_owned).unwrap_or_default();
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(part).unwrap_or_else(|e| panic!("helm printed a document that is not YAML: {e}"));
+        if value.is_null() {
+            continue;
+        }
+        let field = |k: &str| value[k].as_str().map(str::to_owned);
+        let kind = field("kind").unwrap_or_else(|| panic!("{source}: no kind"));
+        let name = value["metadata"]["name"].as_str().map(str::to_owned).unwrap_or_default();
+        let text = part.lines().filter(|l| !l.starts_with("# Source: ")).collect::<Vec<_>>().join("\n");
+        documents.push(mapper_deploy::Document { source, kind, name, text, value });
+    }
+    documents
+}
+
+/// Panics naming the first object helm and the engine render differently (compared as parsed
+/// YAML, so quoting and key order do not matter; documents keyed by kind and name).
+pub fn assert_same_objects(engine: &[mapper_deploy::Document], helm: &[mapper_deploy::Document], values: &str) {
+    let keyed = |docs: &[mapper_deploy::Document]| -> BTreeMap<(String, String), serde_yaml::Value> {
+        docs.iter().map(|d| ((d.kind.clone(), d.name.clone()), d.value.clone())).collect()
+    };
+    let (engine, helm) = (keyed(engine), keyed(helm));
+    let names = |m: &BTreeMap<(String, String), serde_yaml::Value>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&engine), names(&helm), "values {values:?}: the engine and helm render other objects");
+    for (key, value) in &engine {
+        if helm.get(key) != Some(value) {
+            let text = |v: Option<&serde_yaml::Value>| v.map(|v| serde_yaml::to_string(v).unwrap_or_default());
+            panic!(
+                "values {values:?}: {} {} differs between the engine and helm:\n--- engine\n{}\n--- helm\n{}",
+                key.0,
+                key.1,
+                text(Some(value)).unwrap_or_default(),
+                text(helm.get(key)).unwrap_or_default()
+            );
+        }
+    }
 }
 
 /// Every document typed; panics naming the first that is not a valid object.

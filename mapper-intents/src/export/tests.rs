@@ -184,3 +184,38 @@ fn cluster_dns_calls_are_left_out_unless_asked_for() {
         "two coredns edges, one target"
     );
 }
+
+#[test]
+fn documents_merge_by_key_into_the_first_namespace_as_otterize_distinct_by_label() {
+    let web1 = Workload::new("web", "tenant-a", "Deployment");
+    let web2 = Workload::new("web", "tenant-b", "Deployment");
+    let web3 = Workload::new("web", "tenant-c", "Deployment");
+    let docs = intents_from_edges(
+        &[
+            edge(&web1, Target::workload("db", Some("tenant-a"), Some("StatefulSet"))),
+            edge(&web2, Target::workload("db", Some("tenant-b"), Some("StatefulSet"))),
+            edge(&web2, Target::workload("auth", Some("shared"), Some("Deployment"))),
+            edge(&web3, Target::workload("cache", Some("tenant-c"), None)),
+        ],
+        &ExportOptions::default(),
+    );
+    let keyed: Vec<(ClientIntentsDoc, String)> = docs
+        .into_iter()
+        .map(|d| {
+            let key = if d.namespace.as_deref() == Some("tenant-c") { "canary" } else { "stable" };
+            (d, key.to_owned())
+        })
+        .collect();
+    let merged = merge_by_key(keyed);
+    let keys: Vec<(&str, Option<&str>)> = merged.iter().map(|d| (d.name.as_str(), d.namespace.as_deref())).collect();
+    assert_eq!(keys, [("web", Some("tenant-a")), ("web", Some("tenant-c"))]);
+    // Each target as its own client wrote it: db in the client's namespace, once.
+    assert_eq!(
+        merged[0].targets,
+        [
+            Target::workload("auth", Some("shared"), Some("Deployment")),
+            Target::workload("db", None, Some("StatefulSet")),
+        ]
+    );
+    assert_eq!(merged[1].targets, [Target::workload("cache", None, None)]);
+}

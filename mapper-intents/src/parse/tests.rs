@@ -110,6 +110,27 @@ fn lists_and_json_are_read_item_by_item() {
     assert_eq!(found[0].object.version(), IntentsVersion::V1Beta1);
 }
 
+/// `otterize mapper export --format json` prints a bare JSON array of ClientIntents, with the
+/// empty `creationTimestamp` and `status` Go's encoder writes.
+#[test]
+fn a_bare_array_as_otterize_cli_writes_it_is_read_item_by_item() {
+    let json = include_str!("../../../cli/tests/fixtures/otterize/export.json");
+    let docs = parse_ok(json);
+    let names: Vec<(&str, Option<&str>)> = docs.iter().map(|d| (d.name.as_str(), d.namespace.as_deref())).collect();
+    assert_eq!(names, [("transaction-service", Some("team1")), ("some-other-transaction-service", Some("team2"))]);
+    assert_eq!(docs[0].targets, [Target::workload("ledger", Some("team3"), Some("Deployment")), Target::ApiServer]);
+    let found = parse_versioned(json, "export.json").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((found[1].document, found[1].path_prefix.as_str()), (1, "[1]."));
+    // An error inside names the item.
+    let bad = r#"[{"apiVersion": "k8s.otterize.com/v2beta1", "kind": "ClientIntents", "metadata": {"name": "a"},
+                  "spec": {"workload": {"name": "a"}, "targets": [{}]}}]"#;
+    let err = parse_err(bad, "bad.json").to_string();
+    assert!(err.contains("[0].spec.targets[0]"), "{err}");
+    // A sequence is read only as a whole document: inside a List it is still wrong.
+    let nested = r#"{"kind": "List", "items": [[]]}"#;
+    assert!(parse_err(nested, "nested.json").to_string().contains("items[0]"));
+}
+
 #[test]
 fn empty_and_comment_only_input_gives_nothing() {
     assert!(parse_ok("").is_empty());

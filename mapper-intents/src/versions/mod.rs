@@ -331,6 +331,14 @@ pub(crate) fn split_name(written: &str, path: &str) -> Result<(String, Option<St
 }
 
 /// `name` or `name.namespace`.
+/// How the API server is named in a document of `doc_namespace`: `kubernetes` in `default` (the
+/// Otterize CLI qualifies no target in the client's own namespace), `kubernetes.default`
+/// elsewhere and in a document that leaves its namespace to `kubectl apply -n`.
+pub(crate) fn api_server_name(doc_namespace: Option<&str>) -> String {
+    let namespace = Some(crate::model::API_SERVER_NAMESPACE).filter(|ns| doc_namespace != Some(*ns));
+    join_name(crate::model::API_SERVER_NAME, namespace)
+}
+
 pub(crate) fn join_name(name: &str, namespace: Option<&str>) -> String {
     match namespace {
         Some(ns) => format!("{name}.{ns}"),

@@ -11,11 +11,10 @@ use serde_yaml::Value;
 
 use super::opaque::{self, CallType};
 use super::v1alpha2::SERVICE_PREFIX;
-use super::{ConvertError, IntentsVersion, ObjectMeta, Problem, is_api_server, join_name, required, split_name};
-use crate::model::{
-    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, Internet, SERVICE_KIND, ServiceTarget,
-    Target, WorkloadTarget,
+use super::{
+    ConvertError, IntentsVersion, ObjectMeta, Problem, api_server_name, is_api_server, join_name, required, split_name,
 };
+use crate::model::{ClientIntentsDoc, HttpResource, Internet, SERVICE_KIND, ServiceTarget, Target, WorkloadTarget};
 
 /// `spec` of a v1alpha3/v1beta1 ClientIntents.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -189,7 +188,7 @@ fn target_from_call(call: &Call, path: &str, doc_ns: Option<&str>) -> Result<Tar
 pub(crate) fn spec_from_doc(doc: &ClientIntentsDoc, version: IntentsVersion) -> Result<Spec, ConvertError> {
     let mut calls = Vec::with_capacity(doc.targets.len());
     for (i, target) in doc.targets.iter().enumerate() {
-        calls.push(call_from_target(target, &format!("targets[{i}]"), version)?);
+        calls.push(call_from_target(target, &format!("targets[{i}]"), version, doc.namespace.as_deref())?);
     }
     let service = Client { name: doc.client_name.clone(), kind: doc.client_kind.clone() };
     Ok(Spec { service, calls })
@@ -205,7 +204,12 @@ fn http_call(name: String, kind: Option<String>, http: &[HttpResource]) -> Call 
     }
 }
 
-fn call_from_target(target: &Target, path: &str, version: IntentsVersion) -> Result<Call, ConvertError> {
+fn call_from_target(
+    target: &Target,
+    path: &str,
+    version: IntentsVersion,
+    doc_namespace: Option<&str>,
+) -> Result<Call, ConvertError> {
     Ok(match target {
         Target::Workload(w) => http_call(join_name(&w.name, w.namespace.as_deref()), w.kind.clone(), &w.http),
         Target::Service(s) => {
@@ -213,7 +217,7 @@ fn call_from_target(target: &Target, path: &str, version: IntentsVersion) -> Res
             http_call(name, Some(SERVICE_KIND.to_owned()), &s.http)
         }
         Target::ApiServer => {
-            Call { name: format!("{SERVICE_PREFIX}{API_SERVER_NAME}.{API_SERVER_NAMESPACE}"), ..Call::default() }
+            Call { name: format!("{SERVICE_PREFIX}{}", api_server_name(doc_namespace)), ..Call::default() }
         }
         Target::Internet(internet) => {
             Call { call_type: Some(CallType::Internet), internet: Some(internet.clone()), ..Call::default() }

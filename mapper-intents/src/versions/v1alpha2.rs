@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use super::opaque::{self, CallType};
-use super::{ConvertError, IntentsVersion, ObjectMeta, Problem, is_api_server, join_name, required, split_name};
-use crate::model::{
-    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, ServiceTarget, Target, WorkloadTarget,
+use super::{
+    ConvertError, IntentsVersion, ObjectMeta, Problem, api_server_name, is_api_server, join_name, required, split_name,
 };
+use crate::model::{ClientIntentsDoc, HttpResource, ServiceTarget, Target, WorkloadTarget};
 
 /// Prefix that makes a v1alpha2/v1alpha3 call name a Kubernetes Service.
 pub const SERVICE_PREFIX: &str = "svc:";
@@ -129,7 +129,7 @@ fn unsupported_type(call_type: CallType, path: &str) -> ConvertError {
 pub(crate) fn spec_from_doc(doc: &ClientIntentsDoc) -> Result<Spec, ConvertError> {
     let mut calls: Vec<Call> = Vec::with_capacity(doc.targets.len());
     for (i, target) in doc.targets.iter().enumerate() {
-        let call = call_from_target(target, &format!("targets[{i}]"))?;
+        let call = call_from_target(target, &format!("targets[{i}]"), doc.namespace.as_deref())?;
         if !calls.contains(&call) {
             calls.push(call);
         }
@@ -141,7 +141,7 @@ fn http_call(name: String, http: &[HttpResource]) -> Call {
     Call { name, call_type: (!http.is_empty()).then_some(CallType::Http), resources: http.to_vec(), ..Call::default() }
 }
 
-fn call_from_target(target: &Target, path: &str) -> Result<Call, ConvertError> {
+fn call_from_target(target: &Target, path: &str, doc_namespace: Option<&str>) -> Result<Call, ConvertError> {
     match target {
         Target::Workload(w) => Ok(http_call(join_name(&w.name, w.namespace.as_deref()), &w.http)),
         Target::Service(s) => {
@@ -151,7 +151,7 @@ fn call_from_target(target: &Target, path: &str) -> Result<Call, ConvertError> {
         // `svc:` prefix (IsTargetServerKubernetesService); a bare `kubernetes.default` would name
         // a workload called `kubernetes` in `default`, which does not exist.
         Target::ApiServer => {
-            Ok(Call { name: format!("{SERVICE_PREFIX}{API_SERVER_NAME}.{API_SERVER_NAMESPACE}"), ..Call::default() })
+            Ok(Call { name: format!("{SERVICE_PREFIX}{}", api_server_name(doc_namespace)), ..Call::default() })
         }
         Target::Internet(_) => Err(ConvertError::new(
             path,

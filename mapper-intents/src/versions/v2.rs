@@ -2,18 +2,19 @@
 //! `spec.workload{name, kind}`, `spec.targets[]` with exactly one of `kubernetes{name, kind}`,
 //! `service{name}`, `kafka`, `sql`, `aws`, `gcp`, `azure`, `internet{domains, ips, ports}`.
 //!
-//! The API server is written `service: {name: kubernetes.default}`: the operator builds its
-//! API-server egress rule only for a Service target (`IsTargetServerKubernetesService`) named
-//! `kubernetes` in `default` (`IsTargetTheKubernetesAPIServer`).
+//! The API server is written `service: {name: kubernetes.default}` (`kubernetes` in a document
+//! of `default`, as the Otterize CLI writes it): the operator builds its API-server egress rule
+//! only for a Service target (`IsTargetServerKubernetesService`) named `kubernetes` in `default`
+//! (`IsTargetTheKubernetesAPIServer`).
 
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use super::opaque::{self, type_name};
-use super::{ConvertError, ObjectMeta, Problem, is_api_server, join_name, required, split_name};
+use super::{ConvertError, ObjectMeta, Problem, api_server_name, is_api_server, join_name, required, split_name};
 use crate::model::{
-    API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, HttpResource, Internet, OtherKind, OtherTarget,
-    SERVICE_KIND, ServiceTarget as ModelService, Target as ModelTarget, WorkloadTarget,
+    ClientIntentsDoc, HttpResource, Internet, OtherKind, OtherTarget, SERVICE_KIND, ServiceTarget as ModelService,
+    Target as ModelTarget, WorkloadTarget,
 };
 
 /// `spec` of a v2alpha1/v2beta1 ClientIntents.
@@ -212,12 +213,12 @@ fn model_target(target: &Target, path: &str, doc_ns: Option<&str>) -> Result<Mod
 
 /// Converts the neutral model to a v2alpha1/v2beta1 spec (every target is expressible).
 pub(crate) fn spec_from_doc(doc: &ClientIntentsDoc) -> Spec {
-    let targets = doc.targets.iter().map(v2_target).collect();
+    let targets = doc.targets.iter().map(|t| v2_target(t, doc.namespace.as_deref())).collect();
     let workload = Workload { name: doc.client_name.clone(), kind: doc.client_kind.clone() };
     Spec { workload, targets }
 }
 
-fn v2_target(target: &ModelTarget) -> Target {
+fn v2_target(target: &ModelTarget, doc_namespace: Option<&str>) -> Target {
     match target {
         ModelTarget::Workload(w) => Target {
             kubernetes: Some(KubernetesTarget {
@@ -232,10 +233,7 @@ fn v2_target(target: &ModelTarget) -> Target {
             ..Target::default()
         },
         ModelTarget::ApiServer => Target {
-            service: Some(ServiceTarget {
-                name: format!("{API_SERVER_NAME}.{API_SERVER_NAMESPACE}"),
-                http: Vec::new(),
-            }),
+            service: Some(ServiceTarget { name: api_server_name(doc_namespace), http: Vec::new() }),
             ..Target::default()
         },
         ModelTarget::Internet(internet) => Target { internet: Some(internet.clone()), ..Target::default() },

@@ -167,6 +167,26 @@ fn api_server_and_services_use_the_forms_the_operator_recognises() {
     assert_eq!(services, [Some("kubernetes.default"), Some("legacy-db.team2")]);
 }
 
+/// otterize-cli qualifies no target in the client's own namespace, the API server included:
+/// a client in `default` calls `kubernetes` (v1 `svc:kubernetes`), and it reads back as the API
+/// server.
+#[test]
+fn the_api_server_is_unqualified_in_a_document_of_default() {
+    let d = ClientIntentsDoc { namespace: Some("default".to_owned()), ..doc(vec![Target::ApiServer]) };
+    let yaml = crate::render_yaml(std::slice::from_ref(&d), IntentsVersion::V2Beta1).unwrap_or_else(|e| panic!("{e}"));
+    assert!(yaml.contains("  targets:\n    - service:\n        name: kubernetes\n"), "{yaml}");
+    for version in [IntentsVersion::V1Alpha2, IntentsVersion::V1Alpha3, IntentsVersion::V1Beta1] {
+        let text = crate::render_yaml(std::slice::from_ref(&d), version).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("    - name: svc:kubernetes\n"), "{version}: {text}");
+        assert_eq!(roundtrip(&d, version).targets, [Target::ApiServer], "{version}");
+    }
+    assert_eq!(roundtrip(&d, IntentsVersion::V2Beta1).targets, [Target::ApiServer]);
+    // Without a namespace (left to kubectl apply -n) it stays qualified: it names one Service.
+    let unplaced = ClientIntentsDoc { namespace: None, ..d };
+    let yaml = crate::render_yaml(&[unplaced], IntentsVersion::V2Beta1).unwrap_or_else(|e| panic!("{e}"));
+    assert!(yaml.contains("        name: kubernetes.default\n"), "{yaml}");
+}
+
 #[test]
 fn every_opaque_kind_has_its_own_mapping() {
     for kind in OtherKind::ALL {
