@@ -1,0 +1,349 @@
+// The page `mapper dashboard` serves: the map drawn with cytoscape.js (laid out by
+// cytoscape-fcose), filters, a workload panel, the audit overlay. Every answer comes from the
+// dashboard process under the same token-bearing URL (relative URLs): the map (api/map), a
+// workload's ClientIntents rendered by `mapper export`'s code (api/intents) and the audit
+// decided by `mapper audit`'s implementation (api/audit). Nothing is computed here that the
+// CLI decides; this file draws and filters.
+import cytoscape from 'cytoscape';
+import fcose from 'cytoscape-fcose';
+import { elementsOf, groupIds } from './elements.js';
+import { filterState, applyFilters } from './filters.js';
+import { renderPanel } from './panel.js';
+import { style } from './style.js';
+
+cytoscape.use(fcose);
+
+const REFRESH_MS = 3000;
+const LARGE = 1500; // elements beyond which drawing favours speed
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  data: null, // the last map answer
+  version: null,
+  audit: null, // the last audit answer
+  auditSource: null, // what to audit again when the map changes: {files} or {from_cluster}
+  byRelease: true,
+  laidOut: false,
+};
+const timings = { start: performance.now() };
+const dashboard = { state, timings, cy: null, firstRender: null };
+window.mapperDashboard = dashboard;
+
+let firstRenderDone;
+dashboard.firstRender = new Promise((resolve) => { firstRenderDone = resolve; });
+
+function status(text) { $('status').textContent = text; }
+function showError(text) { $('error').textContent = text || ''; }
+
+async function getJSON(url, options) {
+  const response = await fetch(url, { cache: 'no-store', ...options });
+  const text = await response.text();
+  let body;
+  try { body = JSON.parse(text); } catch { body = null; }
+  if (!response.ok) {
+    throw new Error((body && body.error) || text || `${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+function windowStart() {
+  const since = Number($('since').value);
+  return since > 0 ? Date.now() - since : null;
+}
+
+const cy = cytoscape({
+  container: $('cy'),
+  elements: [],
+  style: style(false),
+  wheelSensitivity: 0.3,
+  minZoom: 0.02,
+  maxZoom: 4,
+  boxSelectionEnabled: false,
+});
+dashboard.cy = cy;
+
+function layoutOptions(count) {
+  return {
+    name: 'fcose',
+    quality: count > 4 * LARGE ? 'draft' : 'default',
+    randomize: true,
+    animate: false,
+    fit: true,
+    padding: 30,
+    nodeDimensionsIncludeLabels: true,
+    packComponents: true,
+    nodeRepulsion: 6500,
+    idealEdgeLength: 90,
+    edgeElasticity: 0.45,
+    nestingFactor: 0.1,
+    gravity: 0.25,
+    numIter: count > LARGE ? 1000 : 2500,
+    tile: true,
+    tilingPaddingVertical: 12,
+    tilingPaddingHorizontal: 12,
+  };
+}
+
+function runLayout() {
+  const eles = cy.elements(':visible');
+  const started = performance.now();
+  cy.layout({ ...layoutOptions(eles.length), eles }).run();
+  timings.layoutMs = performance.now() - started;
+}
+
+// Puts nodes that arrived with a refresh next to a neighbour already placed (or into their
+// group), so that the rest of the view stays where the user left it.
+function placeNew(added) {
+  added.nodes().filter((n) => !n.isParent()).forEach((n) => {
+    const placed = n.neighborhood('node').filter((m) => !added.contains(m) && !m.isParent());
+    const sibling = n.parent().nonempty() ? n.parent().children().filter((m) => !added.contains(m)) : cy.collection();
+    const anchor = placed.nonempty() ? placed[0] : sibling.nonempty() ? sibling[0] : null;
+    const base = anchor ? anchor.position() : { x: (cy.width() / 2 - cy.pan().x) / cy.zoom(), y: (cy.height() / 2 - cy.pan().y) / cy.zoom() };
+    n.position({ x: base.x + (Math.random() - 0.5) * 80, y: base.y + (Math.random() - 0.5) * 80 });
+  });
+}
+
+// Brings the graph to `data`: new elements added, gone ones removed, the others updated in
+// place (positions, pan, zoom and selection kept).
+function sync(data) {
+  const wanted = elementsOf(data, state.byRelease);
+  const wantedIds = new Set(wanted.map((e) => e.data.id));
+  const large = data.edges.length + data.nodes.length > LARGE;
+  cy.style(style(large));
+  let added = cy.collection();
+  cy.batch(() => {
+    cy.elements().forEach((e) => {
+      if (!wantedIds.has(e.id()) && !e.hasClass('ghost')) cy.remove(e);
+    });
+    // Parents first, then leaves, then edges (cytoscape needs a parent before its children).
+    const order = (e) => (e.group === 'edges' ? 2 : e.data.isGroup ? (e.data.parent ? 1 : 0) : 1.5);
+    for (const e of [...wanted].sort((a, b) => order(a) - order(b))) {
+      const existing = cy.getElementById(e.data.id);
+      if (existing.nonempty()) {
+        existing.data(e.data);
+        existing.classes(e.classes || '');
+        if (e.group === 'nodes' && (existing.data('parent') || null) !== (e.data.parent || null)) {
+          existing.move({ parent: e.data.parent || null });
+        }
+      } else {
+        added = added.union(cy.add(e));
+      }
+    }
+  });
+  return added;
+}
+
+function populateFilters(data) {
+  const namespaces = [...new Set(data.nodes.map((n) => n.namespace).filter(Boolean))].sort();
+  const list = $('ns-list');
+  const known = new Set([...list.querySelectorAll('input[data-ns]')].map((i) => i.dataset.ns));
+  if (!list.querySelector('.ns-actions')) {
+    const actions = document.createElement('div');
+    actions.className = 'ns-actions';
+    for (const [label, value] of [['all', true], ['none', false]]) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = label;
+      b.addEventListener('click', () => {
+        list.querySelectorAll('input[data-ns]').forEach((i) => { i.checked = value; });
+        refilter();
+      });
+      actions.append(b, ' ');
+    }
+    list.append(actions);
+  }
+  for (const ns of namespaces) {
+    if (known.has(ns)) continue;
+    const label = document.createElement('label');
+    const input = document.createElement('input');
+    input.type = 'checkbox';
+    input.checked = true;
+    input.dataset.ns = ns;
+    input.addEventListener('change', refilter);
+    label.append(input, ` ${ns}`);
+    list.append(label);
+  }
+  const datalist = $('workload-list');
+  datalist.replaceChildren(...data.nodes.filter((n) => n.type === 'workload').map((n) => {
+    const o = document.createElement('option');
+    o.value = `${n.name}.${n.namespace}`;
+    return o;
+  }));
+}
+
+function refilter() {
+  applyFilters(cy, filterState(windowStart()));
+  applyAudit();
+  search();
+}
+
+function search() {
+  const q = $('search').value.trim().toLowerCase();
+  cy.batch(() => {
+    cy.elements().removeClass('match dimmed');
+    if (!q) return;
+    const leaves = cy.nodes().filter((n) => !n.isParent());
+    const matches = leaves.filter((n) => (n.data('search') || '').includes(q));
+    leaves.difference(matches).addClass('dimmed');
+    cy.edges().filter((e) => !matches.contains(e.source()) && !matches.contains(e.target())).addClass('dimmed');
+    matches.addClass('match');
+  });
+}
+
+function applyAudit() {
+  const audit = state.audit;
+  document.body.classList.toggle('auditing', Boolean(audit));
+  cy.batch(() => {
+    cy.elements('.ghost').remove();
+    cy.edges().removeClass('audit-missing audit-covered audit-out');
+    if (!audit) return;
+    cy.edges().forEach((e) => {
+      const verdict = audit.edges[e.id()];
+      e.addClass(verdict === 'MISSING' ? 'audit-missing' : verdict === 'COVERED' ? 'audit-covered' : 'audit-out');
+      e.data('audit', verdict || null);
+    });
+    for (const u of audit.unused) {
+      if (cy.getElementById(u.client).empty()) continue;
+      let target = u.node;
+      if (!target || cy.getElementById(target).empty()) {
+        target = `ghost:${u.target}`;
+        if (cy.getElementById(target).empty()) {
+          const parent = u.namespace && cy.getElementById(`ns:${u.namespace}`).nonempty() ? `ns:${u.namespace}` : undefined;
+          const near = cy.getElementById(u.client).position();
+          cy.add({ group: 'nodes', classes: 'ghost', data: { id: target, label: `${u.target} (declared)`, parent, type: 'declared' }, position: { x: near.x + 120, y: near.y + 40 } });
+        }
+      }
+      cy.add({
+        group: 'edges',
+        classes: 'ghost audit-unused',
+        data: { id: `ghost:${u.client}|${u.target}`, source: u.client, target, label: 'UNUSED', audit: 'UNUSED', unused: u },
+      });
+    }
+  });
+}
+
+async function runAudit() {
+  if (!state.auditSource) return;
+  $('audit-status').textContent = 'auditing…';
+  try {
+    const body = { ...state.auditSource, since_ms: windowStart() };
+    const audit = await getJSON('api/audit', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    state.audit = audit;
+    const s = audit.summary;
+    const warn = audit.warnings.length ? ` · ${audit.warnings.length} warning(s): ${audit.warnings.join('; ')}` : '';
+    $('audit-status').textContent = `audit of ${audit.declared} declared ClientIntents: ${s.missing} missing (blocked once enforced) · ${s.unused} unused · ${s.covered} covered${warn}`;
+    $('audit-clear').disabled = false;
+    showError('');
+  } catch (e) {
+    state.audit = null;
+    $('audit-status').textContent = '';
+    showError(`audit: ${e.message}`);
+  }
+  applyAudit();
+  renderPanel(cy, state);
+}
+
+async function auditFiles(fileList) {
+  const files = [];
+  for (const f of fileList) files.push({ name: f.name, text: await f.text() });
+  if (!files.length) return;
+  state.auditSource = { files };
+  await runAudit();
+}
+
+async function load() {
+  const fetchStarted = performance.now();
+  let data;
+  try {
+    data = await getJSON(`api/map${state.version ? `?known=${encodeURIComponent(state.version)}` : ''}`);
+  } catch (e) {
+    showError(`cannot reach the dashboard process: ${e.message}`);
+    return;
+  }
+  if (timings.fetchMs === undefined) timings.fetchMs = performance.now() - fetchStarted;
+  if (data.unchanged) {
+    status(statusText(state.data));
+    showError(state.data && state.data.error ? `mapper-server: ${state.data.error}` : '');
+    return;
+  }
+  state.data = data;
+  state.version = data.version;
+  populateFilters(data);
+  const added = sync(data);
+  applyFilters(cy, filterState(windowStart()));
+  if (!state.laidOut) {
+    runLayout();
+    state.laidOut = true;
+  } else if (added.nonempty()) {
+    placeNew(added);
+  }
+  status(statusText(data));
+  showError(data.error ? `mapper-server: ${data.error}` : '');
+  if (state.auditSource) await runAudit(); else applyAudit();
+  search();
+  renderPanel(cy, state);
+  if (timings.firstRenderMs === undefined) {
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      timings.firstRenderMs = performance.now();
+      firstRenderDone(timings);
+    }));
+  }
+}
+
+function statusText(data) {
+  if (!data) return '';
+  const workloads = data.nodes.filter((n) => n.type === 'workload').length;
+  const cut = data.truncated ? ` — cut short at ${data.max_edges} edges: narrow it with -n, --server or --since` : '';
+  const sync = data.ready ? '' : ' (the server has not synced the cluster state yet)';
+  return `${workloads} workloads, ${data.nodes.length} nodes, ${data.edges.length} calls from mapper-server at ${data.server}; read ${new Date(data.fetched_ms).toLocaleTimeString()}${sync}${cut}`;
+}
+
+// Controls.
+for (const id of ['proto-tcp', 'proto-udp', 'since', 'show-failed', 'focus']) {
+  $(id).addEventListener(id === 'focus' ? 'input' : 'change', () => {
+    refilter();
+    if (id === 'since' && state.auditSource) runAudit();
+  });
+}
+$('search').addEventListener('input', search);
+$('search').addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter') {
+    const m = cy.nodes('.match');
+    if (m.nonempty()) cy.animate({ fit: { eles: m, padding: 80 } }, { duration: 250 });
+  }
+});
+$('by-release').addEventListener('change', () => {
+  state.byRelease = $('by-release').checked;
+  if (state.data) {
+    sync(state.data);
+    refilter();
+  }
+});
+$('fit').addEventListener('click', () => cy.fit(cy.elements(':visible'), 30));
+$('relayout').addEventListener('click', () => runLayout());
+$('audit-files').addEventListener('change', (ev) => auditFiles(ev.target.files));
+$('audit-cluster').addEventListener('click', () => { state.auditSource = { from_cluster: true }; runAudit(); });
+$('audit-clear').addEventListener('click', () => {
+  state.auditSource = null;
+  state.audit = null;
+  $('audit-status').textContent = '';
+  $('audit-clear').disabled = true;
+  applyAudit();
+  renderPanel(cy, state);
+});
+document.addEventListener('dragover', (ev) => { ev.preventDefault(); document.body.classList.add('dragging'); });
+document.addEventListener('dragleave', (ev) => { if (!ev.relatedTarget) document.body.classList.remove('dragging'); });
+document.addEventListener('drop', (ev) => {
+  ev.preventDefault();
+  document.body.classList.remove('dragging');
+  if (ev.dataTransfer && ev.dataTransfer.files.length) auditFiles(ev.dataTransfer.files);
+});
+cy.on('select unselect', () => renderPanel(cy, state));
+cy.on('tap', (ev) => { if (ev.target === cy) renderPanel(cy, state); });
+
+export { groupIds };
+
+(async function loop() {
+  await load();
+  setTimeout(loop, REFRESH_MS);
+})();
