@@ -26,30 +26,37 @@ export function applyFilters(cy, f) {
     const hit = cy.nodes('.workload').filter((n) => n.data('name') === name && (ns === null || n.data('namespace') === ns));
     focusId = hit.nonempty() ? new Set(hit.map((n) => n.id())) : new Set();
   }
-  const nsShown = (n) => !n.data('namespace') || !f.hiddenNs.has(n.data('namespace'));
+  // Plain maps of ids: no cytoscape collection per edge (tens of thousands of them cost
+  // seconds on a large map).
+  const hiddenNode = new Set();
+  cy.nodes().forEach((n) => {
+    const ns = n.data('namespace');
+    if (ns && f.hiddenNs.has(ns)) hiddenNode.add(n.id());
+  });
+  const nsShown = (n) => !hiddenNode.has(n.id());
   cy.batch(() => {
     const visibleNodes = new Set();
     cy.edges().forEach((e) => {
       if (e.hasClass('ghost')) return;
       const d = e.data();
-      const show = nsShown(e.source()) && nsShown(e.target())
+      const show = !hiddenNode.has(d.source) && !hiddenNode.has(d.target)
         && d.protocols.some((p) => f.protocols.has(p))
         && (f.windowStart === null || d.last_seen_ms >= f.windowStart)
         && (f.showFailed || !d.failedOnly)
         && (focusId === null || focusId.has(d.source) || focusId.has(d.target));
-      e.toggleClass('hidden', !show);
+      if (e.hasClass('hidden') === show) e.toggleClass('hidden', !show);
       if (show) { visibleNodes.add(d.source); visibleNodes.add(d.target); }
     });
     const leaves = cy.nodes().filter((n) => n.data('node'));
     leaves.forEach((n) => {
       const show = nsShown(n) && (!edgeFiltering || visibleNodes.has(n.id()));
-      n.toggleClass('hidden', !show);
+      if (n.hasClass('hidden') === show) n.toggleClass('hidden', !show);
     });
     // Groups: shown while something inside is (inner groups first).
     const groups = cy.nodes().filter((n) => n.data('isGroup')).sort((a, b) => b.ancestors().length - a.ancestors().length);
     groups.forEach((g) => {
       const shown = g.children().some((c) => !c.hasClass('hidden'));
-      g.toggleClass('hidden', !shown);
+      if (g.hasClass('hidden') === shown) g.toggleClass('hidden', !shown);
     });
   });
 }

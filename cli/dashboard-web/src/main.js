@@ -10,11 +10,14 @@ import { elementsOf, groupIds } from './elements.js';
 import { filterState, applyFilters } from './filters.js';
 import { renderPanel } from './panel.js';
 import { style } from './style.js';
+import { tileLayout } from './layout.js';
 
 cytoscape.use(fcose);
 
 const REFRESH_MS = 3000;
 const LARGE = 1500; // elements beyond which drawing favours speed
+const FORCE_NODES = 400; // beyond, the tile layout (layout.js)
+const FORCE_EDGES = 2000;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -24,6 +27,7 @@ const state = {
   auditSource: null, // what to audit again when the map changes: {files} or {from_cluster}
   byRelease: true,
   laidOut: false,
+  large: null,
 };
 const timings = { start: performance.now() };
 const dashboard = { state, timings, cy: null, firstRender: null };
@@ -51,21 +55,31 @@ function windowStart() {
   return since > 0 ? Date.now() - since : null;
 }
 
-const cy = cytoscape({
-  container: $('cy'),
-  elements: [],
-  style: style(false),
-  wheelSensitivity: 0.3,
-  minZoom: 0.02,
-  maxZoom: 4,
-  boxSelectionEnabled: false,
-});
-dashboard.cy = cy;
+let cy = null;
 
-function layoutOptions(count) {
+// Made with the first map: a large one is drawn from a texture while panning and zooming.
+function createCy(large) {
+  cy = cytoscape({
+    container: $('cy'),
+    elements: [],
+    style: style(large),
+    wheelSensitivity: 0.3,
+    minZoom: 0.02,
+    maxZoom: 4,
+    boxSelectionEnabled: false,
+    textureOnViewport: large,
+    hideEdgesOnViewport: large,
+    pixelRatio: large ? 1 : 'auto',
+  });
+  cy.on('select unselect', () => renderPanel(cy, state));
+  cy.on('tap', (ev) => { if (ev.target === cy) renderPanel(cy, state); });
+  dashboard.cy = cy;
+}
+
+function layoutOptions() {
   return {
     name: 'fcose',
-    quality: count > 4 * LARGE ? 'draft' : 'default',
+    quality: 'default',
     randomize: true,
     animate: false,
     fit: true,
@@ -77,17 +91,25 @@ function layoutOptions(count) {
     edgeElasticity: 0.45,
     nestingFactor: 0.1,
     gravity: 0.25,
-    numIter: count > LARGE ? 1000 : 2500,
+    numIter: 2500,
     tile: true,
     tilingPaddingVertical: 12,
     tilingPaddingHorizontal: 12,
   };
 }
 
+// A force-directed layout (fcose) reads best while it is quick; larger maps get tiles.
 function runLayout() {
-  const eles = cy.elements(':visible');
   const started = performance.now();
-  cy.layout({ ...layoutOptions(eles.length), eles }).run();
+  const leaves = cy.nodes().filter((n) => n.data('node')).length;
+  if (leaves <= FORCE_NODES && cy.edges().length <= FORCE_EDGES) {
+    cy.layout(layoutOptions()).run();
+    timings.layout = 'fcose';
+  } else {
+    timings.layoutParts = {};
+    tileLayout(cy, timings.layoutParts);
+    timings.layout = 'tiles';
+  }
   timings.layoutMs = performance.now() - started;
 }
 
@@ -109,26 +131,40 @@ function sync(data) {
   const wanted = elementsOf(data, state.byRelease);
   const wantedIds = new Set(wanted.map((e) => e.data.id));
   const large = data.edges.length + data.nodes.length > LARGE;
-  cy.style(style(large));
+  if (state.large !== large) {
+    state.large = large;
+    cy.style(style(large));
+  }
+  // Parents before their children (cytoscape needs a parent first).
+  const order = (e) => (e.data.isGroup ? (e.data.parent ? 1 : 0) : 2);
+  const nodes = wanted.filter((e) => e.group === 'nodes').sort((a, b) => order(a) - order(b));
+  const edges = wanted.filter((e) => e.group === 'edges');
+  const present = new Set(cy.elements().map((x) => x.id()));
+  const isNew = (e) => !present.has(e.data.id);
   let added = cy.collection();
   cy.batch(() => {
-    cy.elements().forEach((e) => {
-      if (!wantedIds.has(e.id()) && !e.hasClass('ghost')) cy.remove(e);
-    });
-    // Parents first, then leaves, then edges (cytoscape needs a parent before its children).
-    const order = (e) => (e.group === 'edges' ? 2 : e.data.isGroup ? (e.data.parent ? 1 : 0) : 1.5);
-    for (const e of [...wanted].sort((a, b) => order(a) - order(b))) {
-      const existing = cy.getElementById(e.data.id);
-      if (existing.nonempty()) {
-        existing.data(e.data);
-        existing.classes(e.classes || '');
-        if (e.group === 'nodes' && (existing.data('parent') || null) !== (e.data.parent || null)) {
-          existing.move({ parent: e.data.parent || null });
-        }
-      } else {
-        added = added.union(cy.add(e));
-      }
+    // New nodes in one call (cytoscape indexes a whole array at once), then the others
+    // updated and moved into their group, then what is gone removed (a group only once its
+    // members have moved out), then the new edges.
+    const newNodes = nodes.filter(isNew);
+    const oldNodes = nodes.filter((e) => !isNew(e));
+    if (newNodes.length) added = added.union(cy.add(newNodes));
+    for (const e of oldNodes) {
+      let existing = cy.getElementById(e.data.id);
+      if ((existing.data('parent') || null) !== (e.data.parent || null)) existing = existing.move({ parent: e.data.parent || null });
+      const { parent, ...rest } = e.data;
+      existing.data(rest);
+      existing.classes(e.classes || '');
     }
+    cy.elements().filter((x) => !wantedIds.has(x.id()) && !x.hasClass('ghost')).remove();
+    const newEdges = edges.filter(isNew);
+    for (const e of edges) {
+      if (isNew(e)) continue;
+      const existing = cy.getElementById(e.data.id);
+      existing.data(e.data);
+      existing.classes(e.classes || '');
+    }
+    if (newEdges.length) added = added.union(cy.add(newEdges));
   });
   return added;
 }
@@ -172,25 +208,34 @@ function populateFilters(data) {
 }
 
 function refilter() {
+  if (!cy) return;
   applyFilters(cy, filterState(windowStart()));
   applyAudit();
   search();
 }
 
 function search() {
+  if (!cy) return;
   const q = $('search').value.trim().toLowerCase();
   cy.batch(() => {
-    cy.elements().removeClass('match dimmed');
-    if (!q) return;
-    const leaves = cy.nodes().filter((n) => !n.isParent());
+    if (!q) {
+      cy.elements('.match, .dimmed').removeClass('match dimmed');
+      return;
+    }
+    const leaves = cy.nodes().filter((n) => n.data('node'));
     const matches = leaves.filter((n) => (n.data('search') || '').includes(q));
-    leaves.difference(matches).addClass('dimmed');
-    cy.edges().filter((e) => !matches.contains(e.source()) && !matches.contains(e.target())).addClass('dimmed');
-    matches.addClass('match');
+    const ids = new Set(matches.map((n) => n.id()));
+    const dim = leaves.difference(matches).union(cy.edges().filter((e) => !ids.has(e.data('source')) && !ids.has(e.data('target'))));
+    // Only what changes is restyled.
+    cy.elements('.match').difference(matches).removeClass('match');
+    cy.elements('.dimmed').difference(dim).removeClass('dimmed');
+    matches.filter((n) => !n.hasClass('match')).addClass('match');
+    dim.filter((e) => !e.hasClass('dimmed')).addClass('dimmed');
   });
 }
 
 function applyAudit() {
+  if (!cy) return;
   const audit = state.audit;
   document.body.classList.toggle('auditing', Boolean(audit));
   cy.batch(() => {
@@ -240,7 +285,7 @@ async function runAudit() {
     showError(`audit: ${e.message}`);
   }
   applyAudit();
-  renderPanel(cy, state);
+  if (cy) renderPanel(cy, state);
 }
 
 async function auditFiles(fileList) {
@@ -268,21 +313,27 @@ async function load() {
   }
   state.data = data;
   state.version = data.version;
+  if (!cy) createCy(data.edges.length + data.nodes.length > LARGE);
   populateFilters(data);
+  const syncStarted = performance.now();
   const added = sync(data);
   applyFilters(cy, filterState(windowStart()));
+  if (timings.syncMs === undefined) timings.syncMs = performance.now() - syncStarted;
+  const afterSync = performance.now();
   if (!state.laidOut) {
     runLayout();
     state.laidOut = true;
   } else if (added.nonempty()) {
     placeNew(added);
   }
+  if (timings.afterLayoutMs === undefined) timings.afterLayoutMs = performance.now() - afterSync;
   status(statusText(data));
   showError(data.error ? `mapper-server: ${data.error}` : '');
   if (state.auditSource) await runAudit(); else applyAudit();
   search();
   renderPanel(cy, state);
   if (timings.firstRenderMs === undefined) {
+    timings.beforeFrameMs = performance.now();
     requestAnimationFrame(() => requestAnimationFrame(() => {
       timings.firstRenderMs = performance.now();
       firstRenderDone(timings);
@@ -307,7 +358,7 @@ for (const id of ['proto-tcp', 'proto-udp', 'since', 'show-failed', 'focus']) {
 }
 $('search').addEventListener('input', search);
 $('search').addEventListener('keydown', (ev) => {
-  if (ev.key === 'Enter') {
+  if (ev.key === 'Enter' && cy) {
     const m = cy.nodes('.match');
     if (m.nonempty()) cy.animate({ fit: { eles: m, padding: 80 } }, { duration: 250 });
   }
@@ -319,8 +370,8 @@ $('by-release').addEventListener('change', () => {
     refilter();
   }
 });
-$('fit').addEventListener('click', () => cy.fit(cy.elements(':visible'), 30));
-$('relayout').addEventListener('click', () => runLayout());
+$('fit').addEventListener('click', () => cy && cy.fit(cy.elements(':visible'), 30));
+$('relayout').addEventListener('click', () => cy && runLayout());
 $('audit-files').addEventListener('change', (ev) => auditFiles(ev.target.files));
 $('audit-cluster').addEventListener('click', () => { state.auditSource = { from_cluster: true }; runAudit(); });
 $('audit-clear').addEventListener('click', () => {
@@ -329,7 +380,7 @@ $('audit-clear').addEventListener('click', () => {
   $('audit-status').textContent = '';
   $('audit-clear').disabled = true;
   applyAudit();
-  renderPanel(cy, state);
+  if (cy) renderPanel(cy, state);
 });
 document.addEventListener('dragover', (ev) => { ev.preventDefault(); document.body.classList.add('dragging'); });
 document.addEventListener('dragleave', (ev) => { if (!ev.relatedTarget) document.body.classList.remove('dragging'); });
@@ -338,9 +389,6 @@ document.addEventListener('drop', (ev) => {
   document.body.classList.remove('dragging');
   if (ev.dataTransfer && ev.dataTransfer.files.length) auditFiles(ev.dataTransfer.files);
 });
-cy.on('select unselect', () => renderPanel(cy, state));
-cy.on('tap', (ev) => { if (ev.target === cy) renderPanel(cy, state); });
-
 export { groupIds };
 
 (async function loop() {

@@ -13,6 +13,13 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+// "3 min ago", the full time as the tooltip: for the tables.
+function ago(ms) {
+  if (!ms) return 'never';
+  const full = when(ms);
+  return el('span', { title: full }, full.replace(/^.*\((.*)\)$/, '$1'));
+}
+
 export function when(ms) {
   if (!ms) return 'never';
   const d = new Date(ms);
@@ -43,8 +50,8 @@ function callsTable(edges, peerOf, heading) {
       el('td', {}, d.ports.join(', ')),
       el('td', { class: 'num' }, d.established),
       el('td', { class: 'num' }, d.failed),
-      el('td', {}, when(d.first_seen_ms)),
-      el('td', {}, when(d.last_seen_ms)),
+      el('td', {}, ago(d.first_seen_ms)),
+      el('td', {}, ago(d.last_seen_ms)),
       el('td', {}, d.via_services.join(', ') || '—'),
       el('td', {}, verdict(e)));
   });
@@ -75,7 +82,7 @@ async function loadIntents(state, client, version, box) {
       setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
     } }, 'Download');
     const note = body.dropped_internet ? el('p', { class: 'hint' }, `${body.dropped_internet} internet target(s) left out: ${version} cannot express them.`) : null;
-    box.replaceChildren(el('div', { class: 'row' }, copy, download, el('span', { class: 'hint' }, body.file_name)), note, pre);
+    box.replaceChildren(...[el('div', { class: 'row' }, copy, download, el('span', { class: 'hint' }, body.file_name)), note, pre].filter(Boolean));
   } catch (e) {
     box.replaceChildren(el('p', { id: 'intents-error', class: 'status-MISSING' }, `cannot render: ${e.message}`));
   }

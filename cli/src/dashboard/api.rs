@@ -175,13 +175,9 @@ pub fn audit(
 ) -> Result<AuditView, ApiError> {
     declared::fill_namespaces(&mut declared, namespace.filter(|n| !n.is_empty()))?;
     let observed: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
-    let report = mapper_intents::audit::audit(
-        &declared,
-        &observed,
-        &AuditScope::default(),
-        since_ms.unwrap_or(i64::MIN),
-    )
-    .without_cluster_dns();
+    let report =
+        mapper_intents::audit::audit(&declared, &observed, &AuditScope::default(), since_ms.unwrap_or(i64::MIN))
+            .without_cluster_dns();
     let nodes: Vec<String> = edges.iter().flat_map(|e| [peer_id(&e.client), peer_id(&e.server)]).collect();
     let find_node = |client: &Workload, target: &mapper_intents::Target| -> Option<String> {
         let id = target_id(client, target)?;
@@ -216,8 +212,12 @@ pub fn audit(
         }
         for u in &c.unused {
             let namespace = match &u.target {
-                mapper_intents::Target::Workload(w) => Some(w.namespace.clone().unwrap_or(c.client.namespace.to_string())),
-                mapper_intents::Target::Service(s) => Some(s.namespace.clone().unwrap_or(c.client.namespace.to_string())),
+                mapper_intents::Target::Workload(w) => {
+                    Some(w.namespace.clone().unwrap_or(c.client.namespace.to_string()))
+                }
+                mapper_intents::Target::Service(s) => {
+                    Some(s.namespace.clone().unwrap_or(c.client.namespace.to_string()))
+                }
                 _ => None,
             };
             view.unused.push(UnusedView {

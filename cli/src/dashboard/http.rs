@@ -32,7 +32,7 @@ fn with_headers(mut response: Response) -> Response {
         (header::X_FRAME_OPTIONS, "DENY"),
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; \
              connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
     ] {
@@ -58,7 +58,11 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
 
 fn api_error(e: &ApiError) -> Response {
     let message = mapper_intents::error_chain(e);
-    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], serde_json::json!({"error": message}).to_string())
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"error": message}).to_string(),
+    )
         .into_response()
 }
 
@@ -120,11 +124,7 @@ async fn audit(app: &App, body: Body) -> Response {
         Ok(r) => r,
         Err(e) => return api_error(&ApiError::BadRequest(format!("the audit request is not the page's JSON: {e}"))),
     };
-    let read = if request.from_cluster {
-        read_cluster(app).await
-    } else {
-        api::read_uploaded(&request)
-    };
+    let read = if request.from_cluster { read_cluster(app).await } else { api::read_uploaded(&request) };
     let (docs, warnings) = match read {
         Ok(read) => read,
         Err(e) => return api_error(&e),

@@ -43,9 +43,7 @@ pub fn target_id(client: &Workload, target: &Target) -> Option<String> {
             w.name,
             w.kind.as_deref().unwrap_or("-")
         )),
-        Target::Service(s) => {
-            Some(format!("s/{}/{}", s.namespace.as_deref().unwrap_or(&client.namespace), s.name))
-        }
+        Target::Service(s) => Some(format!("s/{}/{}", s.namespace.as_deref().unwrap_or(&client.namespace), s.name)),
         Target::ApiServer => Some("api".to_owned()),
         Target::Internet(i) if i.ips.len() == 1 => i.ips.first().map(|ip| format!("x/{ip}")),
         Target::Internet(_) | Target::Other(_) => None,

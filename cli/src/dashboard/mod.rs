@@ -190,7 +190,14 @@ async fn refresh_loop(app: Arc<App>, mut mapper: Option<Mapper>, args: Dashboard
         let reading = match read_map(m, &args).await {
             Ok((edges, truncated, ready)) => {
                 last = edges;
-                Reading { edges: &last, truncated, max_edges: args.max_edges, error: None, server: server.clone(), ready }
+                Reading {
+                    edges: &last,
+                    truncated,
+                    max_edges: args.max_edges,
+                    error: None,
+                    server: server.clone(),
+                    ready,
+                }
             }
             Err(e) => {
                 mapper = None;
@@ -247,7 +254,8 @@ pub async fn run(connect: &ConnectOpts, args: &DashboardArgs) -> Result<(), Erro
     let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
     let host = if local.is_ipv6() && !local.ip().is_unspecified() { format!("[{host}]") } else { host };
     let url = format!("http://{host}:{}/{}/", local.port(), guard.token());
-    let reading = Reading { edges: &edges, truncated, max_edges: args.max_edges, error: None, server: server.clone(), ready };
+    let reading =
+        Reading { edges: &edges, truncated, max_edges: args.max_edges, error: None, server: server.clone(), ready };
     let app = App::new(guard, connect.clone(), snapshot(&reading));
     drop(edges);
     crate::output::stdout(format!("{url}\n").as_bytes())?;

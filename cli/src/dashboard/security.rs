@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(ok("localhost:8090", "/0123456789abcdef"), Ok("/"));
         assert_eq!(ok("[::1]:8090", "/0123456789abcdef/api/map"), Ok("/api/map"));
         assert_eq!(ok("192.168.1.5:8090", "/0123456789abcdef/app.js"), Ok("/app.js"));
-        assert_eq!(Guard::with_token(TOKEN, 80).check(&headers(&[("host", "127.0.0.1")]), "/0123456789abcdef/"), Ok("/"));
+        assert_eq!(
+            Guard::with_token(TOKEN, 80).check(&headers(&[("host", "127.0.0.1")]), "/0123456789abcdef/"),
+            Ok("/")
+        );
         let same_origin = headers(&[
             ("host", "127.0.0.1:8090"),
             ("origin", "http://127.0.0.1:8090"),
@@ -175,7 +178,9 @@ mod tests {
     #[test]
     fn foreign_hosts_are_refused() {
         let guard = Guard::with_token(TOKEN, 8090);
-        for host in ["evil.example:8090", "127.0.0.1:8091", "127.0.0.1", "localhost.evil.example:8090", "[::1]", ":8090"] {
+        for host in
+            ["evil.example:8090", "127.0.0.1:8091", "127.0.0.1", "localhost.evil.example:8090", "[::1]", ":8090"]
+        {
             let h = headers(&[("host", host)]);
             assert_eq!(guard.check(&h, "/0123456789abcdef/"), Err(Refusal::Host), "{host}");
         }
