@@ -271,7 +271,7 @@ async function runAudit() {
   if (!state.auditSource) return;
   $('audit-status').textContent = 'auditing…';
   try {
-    const body = { ...state.auditSource, since_ms: windowStart() };
+    const body = { ...state.auditSource, since_ms: windowStart(), namespace: $('audit-namespace').value.trim() || null };
     const audit = await getJSON('api/audit', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     state.audit = audit;
     const s = audit.summary;
@@ -357,6 +357,7 @@ for (const id of ['proto-tcp', 'proto-udp', 'since', 'show-failed', 'focus']) {
   });
 }
 $('search').addEventListener('input', search);
+$('audit-namespace').addEventListener('change', () => { if (state.auditSource) runAudit(); });
 $('search').addEventListener('keydown', (ev) => {
   if (ev.key === 'Enter' && cy) {
     const m = cy.nodes('.match');

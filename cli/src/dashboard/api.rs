@@ -173,7 +173,14 @@ pub fn audit(
     namespace: Option<&str>,
     since_ms: Option<i64>,
 ) -> Result<AuditView, ApiError> {
-    declared::fill_namespaces(&mut declared, namespace.filter(|n| !n.is_empty()))?;
+    declared::fill_namespaces(&mut declared, namespace.filter(|n| !n.is_empty())).map_err(|e| match e {
+        // The CLI's hint names -n; the page has a field for it.
+        ReadError::NoNamespace { origin, name } => ApiError::BadRequest(format!(
+            "{origin}: ClientIntents {name} has no metadata.namespace: give the namespace it is applied to in the \
+             audit's namespace field"
+        )),
+        e => ApiError::from(e),
+    })?;
     let observed: Vec<mapper_intents::Edge> = edges.iter().filter_map(ObservedEdge::to_intents_edge).collect();
     let report =
         mapper_intents::audit::audit(&declared, &observed, &AuditScope::default(), since_ms.unwrap_or(i64::MIN))
@@ -306,6 +313,23 @@ mod tests {
         };
         let err = read_uploaded(&request).err().map(|e| mapper_intents::error_chain(&e)).unwrap_or_default();
         assert!(err.contains("broken.yaml"), "{err}");
+    }
+
+    #[test]
+    fn a_document_without_a_namespace_takes_the_one_given_or_says_where_to_give_it() {
+        let text = CHART.replace("  namespace: team1\n", "");
+        let request = AuditRequest {
+            files: vec![UploadedFile { name: "no-ns.yaml".into(), text }],
+            from_cluster: false,
+            namespace: None,
+            since_ms: None,
+        };
+        let (docs, warnings) = read_uploaded(&request).unwrap_or_else(|e| panic!("{e}"));
+        let err = audit(&seed(), docs.clone(), warnings.clone(), None, None).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("no-ns.yaml") && err.contains("namespace field"), "{err}");
+        let view = audit(&seed(), docs, warnings, Some("team1"), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(view.summary.get("missing"), Some(&1), "{view:?}");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub struct DashboardArgs {
     #[arg(long, env = "MAPPER_DASHBOARD_MAX_EDGES", default_value_t = 50_000, value_name = "N")]
     pub max_edges: usize,
     /// Also show node processes that are no pod (the kubelet's probes, node daemons).
-    #[arg(long)]
+    #[arg(long, env = "MAPPER_DASHBOARD_INCLUDE_NODES")]
     pub include_nodes: bool,
 }
 
