@@ -113,15 +113,19 @@ function runLayout() {
   timings.layoutMs = performance.now() - started;
 }
 
-// Puts nodes that arrived with a refresh next to a neighbour already placed (or into their
-// group), so that the rest of the view stays where the user left it.
+// Puts nodes that arrived with a refresh next to what is already placed in their own group
+// (a neighbour there, else any member of it, else a neighbour anywhere): the group grows a
+// little and nothing else moves, so the view stays where the user left it.
 function placeNew(added) {
-  added.nodes().filter((n) => !n.isParent()).forEach((n) => {
-    const placed = n.neighborhood('node').filter((m) => !added.contains(m) && !m.isParent());
-    const sibling = n.parent().nonempty() ? n.parent().children().filter((m) => !added.contains(m)) : cy.collection();
-    const anchor = placed.nonempty() ? placed[0] : sibling.nonempty() ? sibling[0] : null;
+  added.nodes().filter((n) => n.data('node')).forEach((n) => {
+    const placed = (c) => c.filter((m) => !added.contains(m) && m.data('node'));
+    // Members of its own group first (not of a group inside it: a release's box).
+    const siblings = n.parent().nonempty() ? placed(n.parent().children()) : cy.collection();
+    const inside = n.parent().nonempty() ? placed(n.parent().descendants()) : cy.collection();
+    const neighbours = placed(n.neighborhood('node'));
+    const anchor = neighbours.intersection(siblings)[0] || siblings[0] || inside[0] || neighbours[0];
     const base = anchor ? anchor.position() : { x: (cy.width() / 2 - cy.pan().x) / cy.zoom(), y: (cy.height() / 2 - cy.pan().y) / cy.zoom() };
-    n.position({ x: base.x + (Math.random() - 0.5) * 80, y: base.y + (Math.random() - 0.5) * 80 });
+    n.position({ x: base.x + (Math.random() - 0.5) * 80, y: base.y + 40 + Math.random() * 40 });
   });
 }
 
