@@ -21,4 +21,5 @@ source scripts/lib.sh
 step "benchmarking mapper-server (builds first; the run takes a minute or two)"
 cargo bench -p mapper-server --bench ingest
 step "benchmarking reads of a large map (builds first; 1 000 000 edges take a few minutes)"
+scripts/build-web.sh # mapper-cli embeds the dashboard page
 cargo bench -p mapper-cli --bench query

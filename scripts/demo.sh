@@ -56,6 +56,8 @@ fi
 
 ensure_packages
 ensure_kernel_mounts
+# The dashboard page is bundled before cargo: cli/build.rs embeds it into `mapper`.
+scripts/build-web.sh
 step "building (release)"
 cargo build --release --locked --workspace --bins
 
@@ -192,5 +194,8 @@ if [ "$KEEP" = 1 ]; then
   step "kept running; to reach the server:"
   echo "MAPPER_URL=$MAPPER_URL"
   echo "MAPPER_TOKEN_FILE=$MAPPER_TOKEN_FILE"
+  echo "# the live map in a browser (prints its URL; --no-browser on a machine without one;"
+  echo "# from another machine: ssh -L 8090:127.0.0.1:8090 this-host, then open the URL there):"
+  echo "MAPPER_URL=$MAPPER_URL MAPPER_TOKEN_FILE=$MAPPER_TOKEN_FILE $BIN/mapper dashboard"
   echo "# tear down with: scripts/demo.sh --down"
 fi

@@ -41,6 +41,25 @@ ensure_bench_tools() {
   fi
 }
 
+# node and npm: the dashboard page is bundled with esbuild from npm (scripts/build-web.sh).
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    step "installing nodejs npm"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+}
+
+# Debian's Chromium for the dashboard's browser test (cli/tests/dashboard_browser.rs drives it
+# with playwright-core; a test tool's own browser download does not work on these machines).
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    step "installing chromium chromium-driver"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  fi
+}
+
 # Python grpcio and grpcio-tools: mapper-server/tests/hostile.rs drives an independent gRPC
 # client written in Python from mapper.proto.
 ensure_python_grpc() {

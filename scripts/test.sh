@@ -3,7 +3,8 @@
 # ones included (they need root; with MAPPER_REQUIRE_BPF=1 a missing
 # requirement is a failure instead of a skip).
 #
-# Installs what it needs when missing (Debian packages, and Python's grpcio from PyPI).
+# Installs what it needs when missing (Debian packages, Chromium for the dashboard's browser
+# test, Python's grpcio from PyPI, the dashboard page's npm packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -13,10 +14,17 @@ ensure_packages
 ensure_python_grpc
 ensure_helm >/dev/null
 ensure_kernel_mounts
+ensure_browser
 warn_low_disk 5000
 # The chart's tests render with real helm (and check mapper-deploy's engine against it): a
 # helm that does not run is a failure here, not a fallback to the engine alone.
 export MAPPER_REQUIRE_HELM=1
+
+# The dashboard's page is bundled before cargo: cli/build.rs embeds it.
+scripts/build-web.sh
+# The dashboard's browser test must run here, not skip (Chromium was just ensured).
+export MAPPER_REQUIRE_BROWSER=1
+rm -f target/tmp/dashboard/figures.txt
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -35,6 +43,14 @@ step "helm lint --strict deploy/helm/mapper (helm $("$MAPPER_HELM" version --sho
 # mapper-deploy's engine renders, and with createNamespace=true those of deploy/manifests/.
 step "cargo test (the chart's tests with real helm: helm template = mapper-deploy's engine = deploy/manifests/)"
 cargo test --workspace --locked -- --test-threads="${MAPPER_TEST_THREADS:-4}"
+# What the dashboard's browser test measured (its screenshots are beside it).
+if [ -f target/tmp/dashboard/figures.txt ]; then
+    step "dashboard in the browser (target/tmp/dashboard/*.png)"
+    cat target/tmp/dashboard/figures.txt
+else
+    echo "test.sh: the dashboard's browser test wrote no figures (target/tmp/dashboard/figures.txt)" >&2
+    exit 1
+fi
 
 # A short fuzz run of the declared-ClientIntents reader (MAPPER_FUZZ_SECONDS, default 15; 0
 # leaves it out). The other targets build most of the tree again with instrumentation: run

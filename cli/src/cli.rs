@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{audit, completions, connect, edges, export, helm, list, output, policy, reset, visualize};
+use crate::{audit, completions, connect, dashboard, edges, export, helm, list, output, policy, reset, visualize};
 
 /// Exit statuses scripts can rely on.
 pub mod exit {
@@ -47,7 +47,8 @@ macro_rules! exit_status_help {
         "  mapper --mapper-url http://127.0.0.1:9090 list\n",
         "  mapper visualize --format svg -o map.svg\n",
         "  mapper policy -f intents/\n",
-        "  mapper audit --declared charts/transaction-service/\n\n",
+        "  mapper audit --declared charts/transaction-service/\n",
+        "  mapper dashboard\n\n",
         exit_status_help!()
     )
 )]
@@ -82,6 +83,9 @@ pub enum Command {
     /// pod labels they rely on. Needs no server (Service targets: the Services, from files or the
     /// cluster).
     Policy(policy::PolicyArgs),
+    /// Serve the live map in a browser (a local web page; read-only): workloads by namespace
+    /// and Helm release, a workload's calls and ClientIntents, the audit overlay.
+    Dashboard(dashboard::DashboardArgs),
     /// Print a shell completion script.
     Completions(completions::CompletionsArgs),
 }
@@ -110,6 +114,9 @@ pub enum Error {
     /// `audit` failed, or found what --fail-on names.
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    /// `dashboard` could not serve.
+    #[error(transparent)]
+    Dashboard(#[from] dashboard::DashboardError),
     /// Writing the result failed.
     #[error(transparent)]
     Output(#[from] output::OutputError),
@@ -141,6 +148,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Reset(args) => reset::run(&cli.connect, &args).await,
         Command::Audit(args) => audit::run(&cli.connect, &args).await,
         Command::Helm(args) => helm::run(&cli.connect, &args).await,
+        Command::Dashboard(args) => dashboard::run(&cli.connect, &args).await,
         Command::Policy(args) => policy::run(&cli.connect, &args).await,
         Command::Completions(args) => completions::run(&args),
     }

@@ -239,7 +239,7 @@ fn valid_name(name: &str) -> String {
 
 /// Internet targets left out of the documents that are to be written in v1alpha2, which
 /// cannot express them.
-fn drop_inexpressible(docs: &mut Vec<(ClientIntentsDoc, IntentsVersion)>) -> usize {
+pub fn drop_inexpressible(docs: &mut Vec<(ClientIntentsDoc, IntentsVersion)>) -> usize {
     let mut dropped = 0;
     for (doc, version) in docs.iter_mut() {
         if *version == IntentsVersion::V1Alpha2 {
@@ -254,7 +254,7 @@ fn drop_inexpressible(docs: &mut Vec<(ClientIntentsDoc, IntentsVersion)>) -> usi
 
 /// Renders documents, each in its own version: YAML documents separated by `---`, or one JSON
 /// `List`.
-fn render(docs: &[(ClientIntentsDoc, IntentsVersion)], format: Format) -> Result<String, ExportError> {
+pub fn render(docs: &[(ClientIntentsDoc, IntentsVersion)], format: Format) -> Result<String, ExportError> {
     match format {
         Format::Yaml => {
             let parts = docs

@@ -9,7 +9,7 @@
 //! - [`edges`]: the server's edges as plain values, and their conversion into
 //!   [`mapper_intents::Edge`].
 //! - [`export`], [`list`], [`visualize`], [`reset`], [`policy`], [`audit`], [`helm`],
-//!   [`completions`]:
+//!   [`dashboard`], [`completions`]:
 //!   the subcommands.
 //! - [`declared`]: reading declared ClientIntents (files, directories, stdin, the cluster) for
 //!   `policy`, `audit` and `export --declared`.
@@ -30,6 +30,7 @@ pub mod audit;
 pub mod cli;
 pub mod completions;
 pub mod connect;
+pub mod dashboard;
 pub mod declared;
 pub mod edges;
 pub mod export;

@@ -335,4 +335,32 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     path.display().to_string()
 }
+/// The test inventory with Helm's annotations and label on some top owners: release
+/// `payments` (namespace team1) holds Deployments transaction-service and api, release `cache`
+/// (team2) the StatefulSet cache; some-other-transaction-service and the CronJob nightly-report
+/// are in no release.
+pub fn inventory_with_releases(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(FIXTURE).unwrap_or_else(|e| panic!("{FIXTURE}: {e}"));
+    let helm = |release: &str, namespace: &str| {
+        format!(
+            ", annotations: {{meta.helm.sh/release-name: {release}, meta.helm.sh/release-namespace: {namespace}}}, \
+             labels: {{app.kubernetes.io/managed-by: Helm}}}}"
+        )
+    };
+    let mut text = text;
+    for (owner, release, namespace) in [
+        ("name: transaction-service, namespace: team1, uid: 11111111-0000-0000-0000-000000000001", "payments", "team1"),
+        ("name: api, namespace: team1, uid: 11111111-0000-0000-0000-000000000021", "payments", "team1"),
+        ("name: cache, namespace: team2, uid: 22222222-0000-0000-0000-000000000011", "cache", "team2"),
+    ] {
+        let top = format!("metadata: {{{owner}}}");
+        assert_eq!(text.matches(&top).count(), 1, "the fixture has one {top}");
+        text = text.replace(&top, &format!("metadata: {{{owner}{}", helm(release, namespace)));
+    }
+    let path = dir.join("cluster.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+pub mod dashboard;
 pub mod generate;
