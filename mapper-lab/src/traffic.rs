@@ -104,7 +104,7 @@ pub fn call_tcp(to: SocketAddr, count: u64, interval: Duration, timeout: Duratio
 /// Closes with an RST (SO_LINGER 0) so no TIME_WAIT is left behind: a lab
 /// client making thousands of connections would otherwise run out of
 /// ephemeral ports, and measure the kernel's search for a free one.
-fn close_with_reset(c: TcpStream) {
+pub(crate) fn close_with_reset(c: TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: valid socket fd and a correctly sized linger struct.

@@ -70,17 +70,7 @@ pub fn hold(to: SocketAddr, count: u64, hold: Duration) -> u64 {
         if let Ok(c) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
             ok += 1;
             thread::sleep(hold);
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-            // SAFETY: valid socket fd and a correctly sized linger struct.
-            unsafe {
-                libc::setsockopt(
-                    c.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&raw const linger).cast(),
-                    size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
+            crate::traffic::close_with_reset(c);
         }
     }
     ok
