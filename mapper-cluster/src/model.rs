@@ -20,48 +20,64 @@ pub(crate) fn api_group(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
-/// One shared copy of each string the records of many pods repeat (namespaces, label keys
-/// and values, owner references): the replicas of a workload, and the workloads of a
-/// namespace, hold the same few strings. Copies no record holds any more are dropped when the
-/// set has doubled since the last look, so it stays within twice what the records use.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Interner {
-    set: HashSet<Arc<str>>,
+/// One shared copy of each value of a kind: copies no one holds any more are dropped when the
+/// set has doubled since the last look, so it stays within twice what its holders use.
+#[derive(Debug)]
+struct Shared<T: ?Sized> {
+    set: HashSet<Arc<T>>,
     /// The size at which copies held only here are dropped.
     prune_at: usize,
-    /// Address lists the same way (a node's addresses, which each of its pods holds).
-    addresses: HashSet<Arc<[IpAddr]>>,
-    /// As `prune_at`, for `addresses`.
-    addresses_prune_at: usize,
 }
 
-impl Interner {
-    /// The shared copy of `s`.
-    pub fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(shared) = self.set.get(s) {
+impl<T: ?Sized> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self { set: self.set.clone(), prune_at: self.prune_at }
+    }
+}
+
+impl<T: ?Sized> Default for Shared<T> {
+    fn default() -> Self {
+        Self { set: HashSet::new(), prune_at: 0 }
+    }
+}
+
+impl<T: ?Sized + std::hash::Hash + Eq> Shared<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
+    fn get(&mut self, value: &T) -> Arc<T> {
+        if let Some(shared) = self.set.get(value) {
             return shared.clone();
         }
         if self.set.len() >= self.prune_at {
             self.set.retain(|shared| Arc::strong_count(shared) > 1);
             self.prune_at = (self.set.len() * 2).max(1024);
         }
-        let shared: Arc<str> = s.into();
+        let shared = Arc::<T>::from(value);
         self.set.insert(shared.clone());
         shared
+    }
+}
+
+/// One shared copy of each string the records of many pods repeat (namespaces, label keys
+/// and values, owner references: the replicas of a workload, and the workloads of a
+/// namespace, hold the same few) and of each node's address list (which each of its pods
+/// holds).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Interner {
+    strings: Shared<str>,
+    addresses: Shared<[IpAddr]>,
+}
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn get(&mut self, s: &str) -> Arc<str> {
+        self.strings.get(s)
     }
 
     /// The shared copy of an address list.
     pub fn addresses(&mut self, ips: &[IpAddr]) -> Arc<[IpAddr]> {
-        if let Some(shared) = self.addresses.get(ips) {
-            return shared.clone();
-        }
-        if self.addresses.len() >= self.addresses_prune_at {
-            self.addresses.retain(|shared| Arc::strong_count(shared) > 1);
-            self.addresses_prune_at = (self.addresses.len() * 2).max(1024);
-        }
-        let shared: Arc<[IpAddr]> = ips.into();
-        self.addresses.insert(shared.clone());
-        shared
+        self.addresses.get(ips)
     }
 }
 
@@ -448,7 +464,7 @@ mod tests {
         for i in 0..100_000 {
             drop(strings.get(&format!("pod-template-hash-{i}")));
         }
-        assert!(strings.set.len() <= 2048, "{} copies kept", strings.set.len());
+        assert!(strings.strings.set.len() <= 2048, "{} copies kept", strings.strings.set.len());
         assert!(Arc::ptr_eq(&a, &strings.get("app.kubernetes.io/name")), "a held copy stays shared");
         let node: [IpAddr; 1] = [IpAddr::from([10, 0, 0, 1])];
         assert!(Arc::ptr_eq(&strings.addresses(&node), &strings.addresses(&node)), "one copy of a node's addresses");
