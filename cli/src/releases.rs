@@ -205,10 +205,9 @@ pub async fn client(connect: &ConnectOpts, name: &str) -> Result<kube::Client, R
 /// Whether an object is a record of release `name`: Helm's labels, and its name.
 fn is_record(meta: &ObjectMeta, name: &str) -> bool {
     let labels = meta.labels.as_ref();
-    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
-    label("owner") == Some("helm")
-        && label("name") == Some(name)
-        && meta.name.as_deref().is_some_and(|n| n.starts_with(&format!("{}{name}.v", helm::RECORD_PREFIX)))
+    helm::is_record(name, meta.name.as_deref().unwrap_or_default(), |key| {
+        labels.and_then(|l| l.get(key)).map(String::as_str)
+    })
 }
 
 /// Reads every kept revision of release `name` in `namespace`.

@@ -127,15 +127,25 @@ pub fn records_in(text: &str, source_name: &str, name: &str) -> Result<Vec<Relea
     Ok(out)
 }
 
+/// Whether a Secret or ConfigMap named `object_name`, with labels `label`, is a record of
+/// release `release` as Helm's drivers name and label them: `sh.helm.release.v1.<release>.v<N>`,
+/// `owner=helm`, `name=<release>`. (A Secret must also have type [`SECRET_TYPE`].)
+pub fn is_record<'a>(release: &str, object_name: &str, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+    label("owner") == Some("helm")
+        && label("name") == Some(release)
+        && object_name
+            .strip_prefix(RECORD_PREFIX)
+            .is_some_and(|n| n.strip_prefix(release).is_some_and(|n| n.starts_with(".v")))
+}
+
 /// The release a Secret or ConfigMap object holds, when it is a record of release `name`.
 fn record_of(object: &serde_json::Value, name: &str) -> Result<Option<Release>, HelmError> {
     let text = |pointer: &str| object.pointer(pointer).and_then(serde_json::Value::as_str);
     let kind = text("/kind").unwrap_or_default();
+    let labels = object.pointer("/metadata/labels");
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(serde_json::Value::as_str);
     let is_record = text("/apiVersion") == Some("v1")
-        && text("/metadata/labels/owner") == Some("helm")
-        && text("/metadata/labels/name") == Some(name)
-        && text("/metadata/name")
-            .is_some_and(|n| n.strip_prefix(RECORD_PREFIX).is_some_and(|n| n.starts_with(&format!("{name}.v"))))
+        && is_record(name, text("/metadata/name").unwrap_or_default(), label)
         && match kind {
             "Secret" => text("/type") == Some(SECRET_TYPE),
             "ConfigMap" => true,
