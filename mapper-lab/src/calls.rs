@@ -2,7 +2,10 @@
 //! pods (or made from `fromPod`), each pod resolving the name through kube-dns first when the
 //! call says so, from inside the pod (its network namespace and cgroup).
 
-use std::{net::IpAddr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -64,6 +67,7 @@ fn direct_target(scenario: &Scenario, state: &LabState, c: &CallSpec) -> Option<
             if v6 { p.ipv6.map(IpAddr::V6) } else { Some(IpAddr::V4(p.ip)) }
         }
         Via::External => scenario.external.iter().find(|e| e.name == c.to).map(|e| e.ip),
+        Via::Loopback => Some(if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) }),
     }
 }
 

@@ -279,8 +279,14 @@ fn start_server(
     } else {
         (IpAddr::V4(Ipv4Addr::UNSPECIFIED), pod.ipv6)
     };
-    // A v6 socket on the pod's own v6 address: a wildcard one would take v4 too.
-    let binds: Vec<IpAddr> = std::iter::once(v4).chain(v6.filter(|_| scenario.dual_stack()).map(IpAddr::V6)).collect();
+    // A v6 socket on the pod's own v6 address: a wildcard one would take v4 too. The loopback
+    // addresses as well, for calls `via: loopback` (a sidecar's): 0.0.0.0 covers 127.0.0.1,
+    // a node address does not.
+    let dual = scenario.dual_stack();
+    let loopback_v4 = pod.host_network.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let loopback_v6 = dual.then_some(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let binds: Vec<IpAddr> =
+        std::iter::once(v4).chain(v6.filter(|_| dual).map(IpAddr::V6)).chain(loopback_v4).chain(loopback_v6).collect();
     if (w.name.as_str(), w.namespace.as_str()) == DNS_WORKLOAD {
         cmd.arg("coredns").arg("--records").arg(state_dir.join(RECORDS_FILE));
         for b in &binds {

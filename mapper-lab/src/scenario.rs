@@ -229,6 +229,10 @@ pub enum Via {
     Pod,
     /// One of the scenario's `external` hosts, beyond the node's uplink.
     External,
+    /// The client's own server on `127.0.0.1` (`::1` with `family: IPv6`), from inside the
+    /// client's pod (`to` is `from`): a sidecar calling its pod's other container, which is
+    /// no call between workloads.
+    Loopback,
 }
 
 /// An IP family, as Kubernetes spells it.
@@ -245,8 +249,8 @@ pub enum Family {
 pub struct CallSpec {
     /// `<workload>.<namespace>`.
     pub from: String,
-    /// `<service>.<namespace>` (via service), `<workload>.<namespace>` (via pod), or an
-    /// external host's name (via external).
+    /// `<service>.<namespace>` (via service), `<workload>.<namespace>` (via pod), an
+    /// external host's name (via external), or `from` itself (via loopback).
     pub to: String,
     pub port: u16,
     #[serde(default)]
@@ -259,7 +263,8 @@ pub struct CallSpec {
     /// Traffic round this call belongs to (`mapper-lab traffic --round N`); default 1.
     #[serde(default = "one")]
     pub round: u32,
-    /// Resolve the name through kube-dns first (default: true via service and external).
+    /// Resolve the name through kube-dns first (default: true via service and external; never
+    /// via pod or loopback).
     #[serde(default)]
     pub dns: Option<bool>,
     /// Make every connection from this pod of the client (0-based) instead of all of them.
@@ -273,7 +278,7 @@ pub struct CallSpec {
 impl CallSpec {
     /// Whether the client resolves the target's name through kube-dns before calling.
     pub fn resolves(&self) -> bool {
-        self.dns.unwrap_or(self.via != Via::Pod)
+        self.dns.unwrap_or(matches!(self.via, Via::Service | Via::External))
     }
 }
 

@@ -473,4 +473,16 @@ fn realistic_cluster_end_to_end() {
     // --include-dns puts the cluster DNS back.
     let with_dns = stack.mapper(&["export", "--include-dns"]);
     assert_eq!(with_dns.matches("name: coredns.kube-system").count(), 3, "{with_dns}");
+    // The calls over 127.0.0.1 and ::1 inside catalog's and statsd's pods and on the node are
+    // no edge, even with every kind of end shown: no workload calls itself, and no loopback
+    // address is a client or a server (nor this test's own calls to the server's port).
+    let everything = stack.mapper(&["list", "--format", "json", "--include-nodes", "--include-unresolved"]);
+    let everything: Value = serde_json::from_str(&everything).expect("list json");
+    let all = calls_of(&everything);
+    for (client, server, _) in &all {
+        assert_ne!(client, server, "a workload calling itself: {everything:#}");
+        for end in [client, server] {
+            assert!(!end.contains("127.0.0.") && !end.contains("\"::1\""), "a loopback end {end}: {everything:#}");
+        }
+    }
 }

@@ -82,7 +82,7 @@ fn realistic_scenario_does_what_it_says() {
         );
         std::fs::copy(state.join("inventory.yaml"), seen.join(format!("round{round}.yaml"))).expect("copy inventory");
     }
-    assert_eq!(calls.len(), 11, "{calls:#?}");
+    assert_eq!(calls.len(), 15, "{calls:#?}");
 
     // Every call succeeded, and each did what its kind says.
     for c in &calls {
@@ -97,7 +97,7 @@ fn realistic_scenario_does_what_it_says() {
     let find = |to: &str, family: &str, round: usize| -> &Value {
         calls
             .iter()
-            .filter(|c| c["to"] == to && c["family"] == family)
+            .filter(|c| c["to"] == to && c["family"] == family && c["from"] != to)
             .nth(round)
             .unwrap_or_else(|| panic!("no call to {to} ({family}) #{round}: {calls:#?}"))
     };
@@ -125,6 +125,19 @@ fn realistic_scenario_does_what_it_says() {
     assert_eq!((udp["protocol"].as_str(), udp["ok"].as_u64()), (Some("udp"), Some(3)), "UDP replies: {udp:#}");
     let host = find("node-metrics.monitoring", "IPv4", 0);
     assert_eq!(host["address"], "10.244.100.1:9100");
+    // The calls inside a pod (and on the node) went to its own server over loopback.
+    let own: Vec<(&str, &str)> = calls
+        .iter()
+        .filter(|c| c["from"] == c["to"])
+        .map(|c| (c["from"].as_str().unwrap_or("?"), c["address"].as_str().unwrap_or("?")))
+        .collect();
+    let want = [
+        ("catalog.shop", "127.0.0.1:8080"),
+        ("catalog.shop", "[::1]:8080"),
+        ("statsd.monitoring", "127.0.0.1:8125"),
+        ("node-metrics.monitoring", "127.0.0.1:9100"),
+    ];
+    assert_eq!(own, want, "loopback calls: {calls:#?}");
 
     // The rollout: new payments pods (another ReplicaSet), the old ones deleted with their
     // end time, kube-proxy leading to the new ones only (both families).

@@ -205,6 +205,17 @@ fn check_flow(index: usize, f: &pb::Flow, now_ms: i64) -> Result<Checked<'_>, Ba
     Ok(Checked { side, proto, local, remote, dst_port, orig: orig_ip.map(|ip| (ip, orig_port)), flow: f })
 }
 
+impl Checked<'_> {
+    /// Whether the far end is a loopback address (`127.0.0.0/8`, `::1`, or either mapped into
+    /// IPv6): the traffic never left the network namespace it was made in (a sidecar calling
+    /// its pod's other container, a node daemon calling another on the node's `localhost`).
+    /// That is no call between workloads: no NetworkPolicy applies to it and no ClientIntents
+    /// can express it, so it is not an edge (docs/identity.md, "Loopback").
+    fn over_loopback(&self) -> bool {
+        self.remote.to_canonical().is_loopback()
+    }
+}
+
 fn check_dns(index: usize, d: &pb::DnsAnswer, now_ms: i64) -> Result<(), BatchError> {
     let bad = |field: String, problem: String| BatchError::Dns { index, field, problem };
     if let Some(p) = too_long(&d.query, MAX_DNS_NAME_LEN) {
@@ -369,8 +380,13 @@ impl IngestService {
         let snap = self.cluster.snapshot();
         let node: Arc<str> = req.node.as_str().into();
         let mut unresolved = 0u64;
+        let loopback = checked.iter().filter(|c| c.over_loopback()).count();
+        if loopback > 0 {
+            self.metrics.flows_ignored.get_or_create(&[("reason", "loopback")]).inc_by(loopback as u64);
+        }
         let observations: Vec<Observation> = checked
             .iter()
+            .filter(|c| !c.over_loopback())
             .map(|c| {
                 let key = resolve(&snap, &node, c);
                 for reason in [unresolved_reason(&key.client), unresolved_reason(&key.server)].into_iter().flatten() {
@@ -646,6 +662,21 @@ mod tests {
         let b = batch(vec![f]);
         let c = check_batch(&b, NOW).expect("accept");
         assert_eq!((c[0].local, c[0].remote), (Some(dst), src));
+    }
+
+    #[test]
+    fn loopback_traffic_is_told_apart_from_calls_between_workloads() {
+        let over = |direction: pb::Direction, src: Vec<u8>, dst: Vec<u8>| {
+            let b = batch(vec![pb::Flow { direction: direction as i32, src_ip: src, dst_ip: dst, ..flow() }]);
+            check_batch(&b, NOW).expect("valid")[0].over_loopback()
+        };
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("ip").octets().to_vec();
+        assert!(over(pb::Direction::Connect, vec![127, 0, 0, 1], vec![127, 0, 0, 1]));
+        assert!(over(pb::Direction::Connect, vec![10, 0, 0, 2], vec![127, 0, 0, 53]), "all of 127/8");
+        assert!(over(pb::Direction::Accept, v6("::1"), v6("::1")));
+        assert!(over(pb::Direction::Udp, v6("::ffff:10.0.0.2"), v6("::ffff:127.0.0.1")), "mapped into IPv6");
+        assert!(!over(pb::Direction::Connect, vec![10, 0, 0, 2], vec![10, 0, 0, 2]), "a pod calling its own IP");
+        assert!(!over(pb::Direction::Accept, vec![10, 0, 0, 2], vec![10, 0, 0, 3]));
     }
 
     #[test]

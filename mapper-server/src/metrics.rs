@@ -23,6 +23,8 @@ pub struct Metrics {
     pub flows_ingested: Counter,
     /// Flow ends that could not be attributed, by reason.
     pub flows_unresolved: Family<Label, Counter>,
+    /// Flows accepted but not applied to any edge, by reason (`loopback`).
+    pub flows_ignored: Family<Label, Counter>,
     /// Edges in the store.
     pub edges: Gauge,
     /// Edges removed by retention.
@@ -43,6 +45,11 @@ impl Metrics {
             "flows_unresolved",
             "Flow ends that could not be attributed, by reason",
             self.flows_unresolved.clone(),
+        );
+        r.register(
+            "flows_ignored",
+            "Flows accepted but applied to no edge, by reason (loopback: the traffic never left its network namespace)",
+            self.flows_ignored.clone(),
         );
         r.register("edges", "Edges in the store", self.edges.clone());
         r.register("edges_expired", "Edges removed by retention", self.edges_expired.clone());

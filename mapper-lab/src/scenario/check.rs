@@ -170,6 +170,7 @@ impl Scenario {
                     ));
                 }
             }
+            Via::Loopback => {}
             Via::Service | Via::Pod => {
                 let (tn, tns) =
                     split_ref(&c.to).ok_or(format!("calls[{i}].to {:?}: expected <name>.<namespace>", c.to))?;
@@ -194,6 +195,17 @@ impl Scenario {
         }
         if c.via == Via::Pod && c.dns == Some(true) {
             return Err(format!("calls[{i}].dns: a pod has no DNS name to resolve (via: pod)"));
+        }
+        if c.via == Via::Loopback {
+            if c.to != c.from {
+                return Err(format!(
+                    "calls[{i}].to {:?}: via loopback a pod calls its own server, so `to` is `from` ({:?})",
+                    c.to, c.from
+                ));
+            }
+            if c.dns == Some(true) {
+                return Err(format!("calls[{i}].dns: a loopback address has no DNS name to resolve (via: loopback)"));
+            }
         }
         if !matches!(c.protocol.as_str(), "tcp" | "udp") {
             return Err(format!("calls[{i}].protocol {:?}: tcp or udp", c.protocol));

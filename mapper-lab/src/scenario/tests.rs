@@ -86,6 +86,11 @@ fn errors_name_the_field() {
         ),
         ("calls:\n  - {from: web.shop, to: db.shop, port: 5432, via: pod, dns: true}\n", "calls[0].dns"),
         (
+            "calls:\n  - {from: web.shop, to: db.shop, port: 5432, via: loopback}\n",
+            "calls[0].to \"db.shop\": via loopback a pod calls its own server, so `to` is `from` (\"web.shop\")",
+        ),
+        ("calls:\n  - {from: web.shop, to: web.shop, port: 80, via: loopback, dns: true}\n", "calls[0].dns"),
+        (
             "calls:\n  - {from: web.shop, to: web.shop, port: 80, via: carrier-pigeon}\n",
             "unknown variant `carrier-pigeon`",
         ),
