@@ -67,10 +67,10 @@ pub enum ClusterLabelsError {
     },
 }
 
-/// An object as the YAML value the inventory's reader takes (k8s-openapi writes its apiVersion
+/// An object as the JSON value the inventory's reader takes (k8s-openapi writes its apiVersion
 /// and kind); one that does not serialize is null, which [`LabelSource::take`] skips.
-fn yaml_of<T: serde::Serialize>(object: &T) -> serde_yaml::Value {
-    serde_yaml::to_value(object).unwrap_or(serde_yaml::Value::Null)
+fn json_of<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
 /// Pod and namespace labels, and named container ports, per workload.
@@ -83,7 +83,7 @@ pub struct LabelSource {
 
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-fn str_of<'a>(v: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
+fn str_of<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut v = v;
     for key in path {
         v = v.get(*key)?;
@@ -106,9 +106,9 @@ impl LabelSource {
             // mapper-cluster has read these already: what is not YAML was refused there.
             let text =
                 std::fs::read_to_string(&file).map_err(|error| LabelsError::Read { path: file.clone(), error })?;
-            for doc in serde_yaml::Deserializer::from_str(mapper_intents::stream::strip_bom(&text)) {
-                let Ok(value) = <serde_yaml::Value as serde::Deserialize>::deserialize(doc) else { break };
-                let items: Vec<&serde_yaml::Value> = match value.get("items").and_then(|i| i.as_sequence()) {
+            for read in mapper_intents::stream::documents::<Value>(&text) {
+                let Ok((_, value)) = read else { break };
+                let items: Vec<&Value> = match value.get("items").and_then(Value::as_array) {
                     Some(items) => items.iter().collect(),
                     None => vec![&value],
                 };
@@ -154,7 +154,7 @@ impl LabelSource {
         let snapshot = handle.snapshot();
         let mut source = LabelSource { snapshot: Some(snapshot.clone()), ..LabelSource::default() };
         for namespace in &all_namespaces.items {
-            source.take(&yaml_of(namespace), &snapshot);
+            source.take(&json_of(namespace), &snapshot);
         }
         for namespace in namespaces {
             let pods = Api::<Pod>::namespaced(client.clone(), namespace)
@@ -162,23 +162,23 @@ impl LabelSource {
                 .await
                 .map_err(failed(&format!("pods in namespace {namespace}")))?;
             for pod in &pods.items {
-                source.take(&yaml_of(pod), &snapshot);
+                source.take(&json_of(pod), &snapshot);
             }
         }
         Ok(source)
     }
 
-    fn take(&mut self, object: &serde_yaml::Value, snapshot: &Snapshot) {
+    fn take(&mut self, object: &Value, snapshot: &Snapshot) {
         match str_of(object, &["kind"]) {
             Some("Namespace") => {
                 let Some(name) = str_of(object, &["metadata", "name"]) else { return };
                 let labels = object
                     .get("metadata")
                     .and_then(|m| m.get("labels"))
-                    .and_then(|l| l.as_mapping())
+                    .and_then(Value::as_object)
                     .map(|m| {
                         m.iter()
-                            .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
                             .collect::<BTreeMap<_, _>>()
                     })
                     .unwrap_or_default();
@@ -188,8 +188,8 @@ impl LabelSource {
                 let Some(uid) = str_of(object, &["metadata", "uid"]) else { return };
                 let Some(workload) = snapshot.workload_of_pod(uid) else { return };
                 let ports = self.ports.entry((workload.name.to_string(), workload.namespace.to_string())).or_default();
-                let containers = object.get("spec").and_then(|s| s.get("containers")).and_then(|c| c.as_sequence());
-                for port in containers.into_iter().flatten().filter_map(|c| c.get("ports")?.as_sequence()).flatten() {
+                let containers = object.get("spec").and_then(|s| s.get("containers")).and_then(Value::as_array);
+                for port in containers.into_iter().flatten().filter_map(|c| c.get("ports")?.as_array()).flatten() {
                     let (Some(name), Some(number)) = (
                         str_of(port, &["name"]),
                         port.get("containerPort").and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok()),

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
 use mapper_intents::policy::{ClusterService, PortValue, ServicePort};
+use mapper_intents::stream::{self, StreamError};
 use mapper_intents::walk::{Walk, has_manifest_extension};
+use serde_json::Value;
 
 use crate::connect::{ConnectOpts, short_reason, tidy};
 use crate::portforward::KubeClientError;
@@ -33,9 +35,17 @@ pub enum ServicesError {
         path: PathBuf,
         /// The document, from 1.
         document: usize,
-        /// The parser's error (with its line and column).
+        /// The reader's error (with its line and column).
         #[source]
-        error: serde_yaml::Error,
+        error: stream::YamlError,
+    },
+    /// A file nests deeper than the reader allows.
+    #[error("--inventory {}: document {}: {at}", path.display(), at.document)]
+    TooDeep {
+        /// The file.
+        path: PathBuf,
+        /// Where, and the limit.
+        at: stream::TooDeep,
     },
     /// A Service object does not fit the Service schema.
     #[error("--inventory {}: document {document}: {at}kind Service does not fit the v1 Service schema", path.display())]
@@ -48,7 +58,7 @@ pub enum ServicesError {
         at: String,
         /// What is wrong.
         #[source]
-        error: serde_yaml::Error,
+        error: serde_json::Error,
     },
     /// No Kubernetes client for `--cluster`.
     #[error("cannot read the Services from the cluster: {reason}", reason = tidy(&error.to_string()))]
@@ -108,22 +118,16 @@ pub fn cluster_service(service: &Service) -> Option<ClusterService> {
     })
 }
 
-fn collect(
-    value: serde_yaml::Value,
-    at: &str,
-    path: &Path,
-    document: usize,
-    out: &mut Services,
-) -> Result<(), ServicesError> {
-    match value.get("kind").and_then(serde_yaml::Value::as_str) {
+fn collect(value: Value, at: &str, path: &Path, document: usize, out: &mut Services) -> Result<(), ServicesError> {
+    match value.get("kind").and_then(Value::as_str) {
         Some("List" | "ServiceList") => {
-            let items = value.get("items").and_then(serde_yaml::Value::as_sequence).cloned().unwrap_or_default();
+            let items = value.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, item) in items.into_iter().enumerate() {
                 collect(item, &format!("{at}items[{i}]."), path, document, out)?;
             }
         }
-        Some("Service") if value.get("apiVersion").and_then(serde_yaml::Value::as_str) == Some("v1") => {
-            let service: Service = serde_yaml::from_value(value).map_err(|error| ServicesError::Invalid {
+        Some("Service") if value.get("apiVersion").and_then(Value::as_str) == Some("v1") => {
+            let service: Service = serde_json::from_value(value).map_err(|error| ServicesError::Invalid {
                 path: path.to_path_buf(),
                 document,
                 at: at.to_owned(),
@@ -153,11 +157,11 @@ pub fn read_inventory(paths: &[PathBuf]) -> Result<Services, ServicesError> {
     let mut out = Services::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|error| ServicesError::Read { path: file.clone(), error })?;
-        let text = mapper_intents::stream::strip_bom(&text);
-        for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let document = index + 1;
-            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                .map_err(|error| ServicesError::Yaml { path: file.clone(), document, error })?;
+        for read in stream::documents::<Value>(&text) {
+            let (document, value) = read.map_err(|error| match error {
+                StreamError::TooDeep(at) => ServicesError::TooDeep { path: file.clone(), at },
+                StreamError::Yaml(error) => ServicesError::Yaml { path: file.clone(), document: error.document, error },
+            })?;
             collect(value, "", &file, document, &mut out)?;
         }
     }

@@ -363,7 +363,11 @@ fn records_file(dir: &Path) -> String {
     items.push(twin);
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let pod = "apiVersion: v1\nkind: Namespace\nmetadata: {name: team1}\n";
-    support::write(dir, "records.yaml", &format!("{pod}---\n{}", serde_yaml::to_string(&list).expect("yaml")))
+    support::write(
+        dir,
+        "records.yaml",
+        &format!("{pod}---\n{}", mapper_intents::yaml::to_yaml_string(&list).expect("yaml")),
+    )
 }
 
 #[test]

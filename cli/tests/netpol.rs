@@ -126,7 +126,8 @@ struct FakeCluster {
 fn fake_cluster() -> FakeCluster {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let api = runtime.block_on(mapper_cluster::fake_api::FakeApi::start());
-    let list: Value = serde_yaml::from_str(&std::fs::read_to_string(FIXTURE).expect("fixture")).expect("fixture YAML");
+    let list: Value =
+        mapper_intents::stream::from_str(&std::fs::read_to_string(FIXTURE).expect("fixture")).expect("fixture YAML");
     for (path, kind) in [
         ("/api/v1/namespaces", "NamespaceList"),
         ("/api/v1/pods", "PodList"),

@@ -21,7 +21,7 @@ pub enum ChartError {
     Yaml {
         path: PathBuf,
         #[source]
-        source: serde_yaml::Error,
+        source: mapper_intents::stream::YamlError,
     },
     #[error("{path}: apiVersion is {found:?}; helm 3 charts are apiVersion v2")]
     ApiVersion { path: PathBuf, found: String },
@@ -62,7 +62,7 @@ impl TemplateFile {
 pub struct Chart {
     pub meta: ChartMeta,
     /// `values.yaml`: the defaults.
-    pub values: serde_yaml::Value,
+    pub values: serde_json::Value,
     /// Every file under `templates/`, sorted by name.
     pub templates: Vec<TemplateFile>,
 }
@@ -74,8 +74,9 @@ fn read(path: &Path) -> Result<String, ChartError> {
     })
 }
 
-fn yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ChartError> {
-    serde_yaml::from_str(&read(path)?).map_err(|source| ChartError::Yaml { path: path.to_path_buf(), source })
+fn yaml<T: serde::de::DeserializeOwned + Send>(path: &Path) -> Result<T, ChartError> {
+    mapper_intents::stream::from_str(&read(path)?)
+        .map_err(|source| ChartError::Yaml { path: path.to_path_buf(), source })
 }
 
 impl Chart {

@@ -37,7 +37,7 @@ pub enum RenderError {
         template: String,
         index: usize,
         #[source]
-        source: serde_yaml::Error,
+        source: mapper_intents::stream::YamlError,
     },
     #[error("{template}, document {index}: not a Kubernetes object (no apiVersion, kind and metadata.name)")]
     NotAnObject { template: String, index: usize },
@@ -51,7 +51,7 @@ pub struct Document {
     pub kind: String,
     pub name: String,
     pub text: String,
-    pub value: serde_yaml::Value,
+    pub value: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +120,7 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
 }
 
 /// The chart rendered for `release` with `overlays` (like `-f` files, in order) over its defaults.
-pub fn render(chart: &Chart, release: &Release, overlays: &[serde_yaml::Value]) -> Result<Rendered, RenderError> {
+pub fn render(chart: &Chart, release: &Release, overlays: &[serde_json::Value]) -> Result<Rendered, RenderError> {
     let mut values = chart.values.clone();
     for overlay in overlays {
         values::coalesce(&mut values, overlay.clone());
@@ -204,12 +204,9 @@ fn split(template: &str, text: &str) -> Result<Vec<Document>, RenderError> {
         if chunk.trim().is_empty() {
             continue;
         }
-        let value: serde_yaml::Value = serde_yaml::from_str(&chunk).map_err(|source| RenderError::Document {
-            template: template.to_owned(),
-            index,
-            source,
-        })?;
-        let field = |v: &serde_yaml::Value, k: &str| v.get(k).and_then(serde_yaml::Value::as_str).map(str::to_owned);
+        let value: serde_json::Value = mapper_intents::stream::from_str(&chunk)
+            .map_err(|source| RenderError::Document { template: template.to_owned(), index, source })?;
+        let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
         let kind = field(&value, "kind");
         let name = value.get("metadata").and_then(|m| field(m, "name"));
         let (Some(kind), Some(name), Some(_)) = (kind, name, field(&value, "apiVersion")) else {

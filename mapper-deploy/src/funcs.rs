@@ -16,7 +16,7 @@
 //! `quote`, `toYaml`, `indent` or `nindent` is an error, where helm prints nothing.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use gtmpl_ng::{Context, Func, FuncError, NumberKind, Template, Value};
@@ -163,35 +163,40 @@ fn include(args: &[Value]) -> Result<Value, FuncError> {
     out.map(Value::String).map_err(|e| err(format!("include {name:?}: {e}")))
 }
 
-/// The value as YAML, the way sigs.k8s.io/yaml marshals it (maps sorted by key).
-fn to_yaml_value(v: &Value) -> Result<serde_yaml::Value, FuncError> {
+/// The value as JSON, the way sigs.k8s.io/yaml marshals it: through JSON, whose maps (as
+/// serde_json's) are sorted by key.
+fn to_json_value(v: &Value) -> Result<serde_json::Value, FuncError> {
     Ok(match v {
         Value::NoValue => return Err(missing("toYaml")),
-        Value::Nil => serde_yaml::Value::Null,
-        Value::Bool(b) => serde_yaml::Value::Bool(*b),
-        Value::String(s) => serde_yaml::Value::String(s.clone()),
+        Value::Nil => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::String(s) => serde_json::Value::String(s.clone()),
         Value::Number(n) => match n.kind() {
-            NumberKind::Unsigned(u) => serde_yaml::Value::Number(u.into()),
-            NumberKind::Signed(i) => serde_yaml::Value::Number(i.into()),
-            NumberKind::Float(f) => serde_yaml::Value::Number(f.into()),
+            NumberKind::Unsigned(u) => u.into(),
+            NumberKind::Signed(i) => i.into(),
+            // JSON (and so helm) holds no NaN or infinity.
+            NumberKind::Float(f) => serde_json::Number::from_f64(f)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| err(format!("toYaml: {f} is not a JSON number")))?,
         },
-        Value::Array(items) => serde_yaml::Value::Sequence(items.iter().map(to_yaml_value).collect::<Result<_, _>>()?),
-        Value::Object(map) | Value::Map(map) => {
-            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
-            let mut out = serde_yaml::Mapping::with_capacity(map.len());
-            for (k, v) in sorted {
-                out.insert(serde_yaml::Value::String(k.clone()), to_yaml_value(v)?);
-            }
-            serde_yaml::Value::Mapping(out)
-        }
+        Value::Array(items) => serde_json::Value::Array(items.iter().map(to_json_value).collect::<Result<_, _>>()?),
+        Value::Object(map) | Value::Map(map) => serde_json::Value::Object(
+            map.iter().map(|(k, v)| Ok((k.clone(), to_json_value(v)?))).collect::<Result<_, FuncError>>()?,
+        ),
         Value::Function(_) => return Err(err("toYaml: cannot marshal a function")),
     })
 }
 
+/// YAML as sigs.k8s.io/yaml (go-yaml) writes it: two-space indentation, sequence items at their
+/// key's indentation.
+fn yaml_options() -> serde_saphyr::SerializerOptions {
+    serde_saphyr::ser_options! { indent_step: 2, compact_list_indent: true }
+}
+
 fn to_yaml(args: &[Value]) -> Result<Value, FuncError> {
     arg_count("toYaml", args, 1)?;
-    let yaml = to_yaml_value(&args[0])?;
-    let text = serde_yaml::to_string(&yaml).map_err(|e| err(format!("toYaml: {e}")))?;
+    let json = to_json_value(&args[0])?;
+    let text = serde_saphyr::to_string_with_options(&json, yaml_options()).map_err(|e| err(format!("toYaml: {e}")))?;
     Ok(Value::String(text.strip_suffix('\n').unwrap_or(&text).to_owned()))
 }
 

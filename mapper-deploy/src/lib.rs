@@ -37,10 +37,9 @@ pub fn workspace_root() -> PathBuf {
 /// apply` has no `--create-namespace`), behind a header that says how to regenerate it.
 pub fn render_manifests(root: &Path) -> Result<String, RenderError> {
     let chart = Chart::load(&root.join(CHART_DIR))?;
-    let mut overlay = serde_yaml::Mapping::new();
-    overlay.insert("createNamespace".into(), true.into());
+    let overlay = serde_json::json!({ "createNamespace": true });
     let release = Release { name: "mapper".into(), namespace: DEFAULT_NAMESPACE.into() };
-    let rendered = render(&chart, &release, &[overlay.into()])?;
+    let rendered = render(&chart, &release, &[overlay])?;
     let header = format!(
         "# mapper {version}: the Helm chart {CHART_DIR} rendered with its default values and\n\
          # createNamespace: true, into namespace {DEFAULT_NAMESPACE}. Generated: do not edit; change the chart\n\

@@ -53,7 +53,9 @@ fn main() -> anyhow::Result<()> {
             let mut overlays = Vec::new();
             for file in files {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                overlays.push(serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", file.display()))?);
+                let overlay: serde_json::Value = mapper_intents::stream::from_str(&text)
+                    .with_context(|| format!("{} is not YAML", file.display()))?;
+                overlays.push(overlay);
             }
             for expr in set {
                 overlays.push(values::parse_set(&expr)?);

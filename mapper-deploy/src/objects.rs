@@ -155,7 +155,7 @@ mod tests {
     use super::*;
 
     fn doc(text: &str) -> Document {
-        let value: serde_yaml::Value = serde_yaml::from_str(text).expect("test YAML");
+        let value: serde_json::Value = mapper_intents::stream::from_str(text).expect("test YAML");
         let kind = value["kind"].as_str().expect("kind").to_owned();
         let name = value["metadata"]["name"].as_str().expect("name").to_owned();
         Document { source: "test".into(), kind, name, text: text.into(), value }

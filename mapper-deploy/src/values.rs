@@ -1,11 +1,15 @@
 //! Values as helm combines them: user values over the chart's defaults (maps merge key by key,
 //! anything else replaces, `null` deletes), `--set a.b=c` as an overlay, and their conversion to
 //! the template engine's values with helm's number rules.
+//!
+//! Values are JSON values, as helm holds them too (sigs.k8s.io/yaml reads YAML through JSON): map
+//! keys are strings, and YAML that JSON cannot hold (a sequence as a key, `.inf`) is refused when
+//! it is read.
 
 use std::collections::HashMap;
 
 use gtmpl_ng::Value;
-use serde_yaml::{Mapping, Value as Yaml};
+use serde_json::{Map, Value as Json};
 
 /// Why values could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +20,7 @@ pub enum ValuesError {
     SetValue {
         expr: String,
         #[source]
-        source: serde_yaml::Error,
+        source: mapper_intents::stream::YamlError,
     },
     #[error("--set {expr}: only scalars (text, numbers, true/false) can be set; use a values file for lists and maps")]
     SetNotScalar { expr: String },
@@ -25,16 +29,12 @@ pub enum ValuesError {
          1e+06; quote it"
     )]
     ExponentNumber { path: String, number: String },
-    #[error("value {path}: map keys must be strings")]
-    NonStringKey { path: String },
-    #[error("value {path}: YAML tags are not supported")]
-    Tagged { path: String },
 }
 
 /// `overlay` coalesced over `base`, as helm merges `-f` files and `--set` over `values.yaml`.
-pub fn coalesce(base: &mut Yaml, overlay: Yaml) {
+pub fn coalesce(base: &mut Json, overlay: Json) {
     match (base, overlay) {
-        (Yaml::Mapping(base), Yaml::Mapping(overlay)) => {
+        (Json::Object(base), Json::Object(overlay)) => {
             for (k, v) in overlay {
                 if v.is_null() {
                     base.remove(&k);
@@ -50,23 +50,23 @@ pub fn coalesce(base: &mut Yaml, overlay: Yaml) {
 }
 
 /// An overlay from `a.b.c=value`; the value is read as a YAML scalar (`true`, `3`, `text`).
-pub fn parse_set(expr: &str) -> Result<Yaml, ValuesError> {
+pub fn parse_set(expr: &str) -> Result<Json, ValuesError> {
     let (path, raw) = expr.split_once('=').ok_or_else(|| ValuesError::SetSyntax { expr: expr.into() })?;
     if path.is_empty() || path.split('.').any(str::is_empty) {
         return Err(ValuesError::SetSyntax { expr: expr.into() });
     }
-    let mut value: Yaml = if raw.is_empty() {
-        Yaml::String(String::new())
+    let mut value: Json = if raw.is_empty() {
+        Json::String(String::new())
     } else {
-        serde_yaml::from_str(raw).map_err(|source| ValuesError::SetValue { expr: expr.into(), source })?
+        mapper_intents::stream::from_str(raw).map_err(|source| ValuesError::SetValue { expr: expr.into(), source })?
     };
-    if value.is_mapping() || value.is_sequence() {
+    if value.is_object() || value.is_array() {
         return Err(ValuesError::SetNotScalar { expr: expr.into() });
     }
     for key in path.rsplit('.') {
-        let mut map = Mapping::new();
-        map.insert(Yaml::String(key.into()), value);
-        value = Yaml::Mapping(map);
+        let mut map = Map::new();
+        map.insert(key.into(), value);
+        value = Json::Object(map);
     }
     Ok(value)
 }
@@ -74,11 +74,11 @@ pub fn parse_set(expr: &str) -> Result<Yaml, ValuesError> {
 /// A YAML value as the template engine sees it. Helm decodes values through JSON into float64,
 /// and Go prints a float64 of 1e6 or more in exponent form: such numbers are refused here so the
 /// chart never prints one differently from helm.
-pub fn to_template_value(yaml: &Yaml, path: &str) -> Result<Value, ValuesError> {
+pub fn to_template_value(yaml: &Json, path: &str) -> Result<Value, ValuesError> {
     Ok(match yaml {
-        Yaml::Null => Value::Nil,
-        Yaml::Bool(b) => Value::Bool(*b),
-        Yaml::Number(n) => {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => {
             let f = n.as_f64().unwrap_or(f64::NAN);
             if f.abs() >= 1e6 {
                 return Err(ValuesError::ExponentNumber { path: path.into(), number: n.to_string() });
@@ -91,26 +91,22 @@ pub fn to_template_value(yaml: &Yaml, path: &str) -> Result<Value, ValuesError> 
                 Value::from(f)
             }
         }
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Sequence(items) => Value::Array(
+        Json::String(s) => Value::String(s.clone()),
+        Json::Array(items) => Value::Array(
             items
                 .iter()
                 .enumerate()
                 .map(|(i, v)| to_template_value(v, &format!("{path}[{i}]")))
                 .collect::<Result<_, _>>()?,
         ),
-        Yaml::Mapping(map) => {
+        Json::Object(map) => {
             let mut out = HashMap::with_capacity(map.len());
-            for (k, v) in map {
-                let Yaml::String(key) = k else {
-                    return Err(ValuesError::NonStringKey { path: path.into() });
-                };
+            for (key, v) in map {
                 let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
                 out.insert(key.clone(), to_template_value(v, &child)?);
             }
             Value::Map(out)
         }
-        Yaml::Tagged(_) => return Err(ValuesError::Tagged { path: path.into() }),
     })
 }
 
@@ -118,8 +114,8 @@ pub fn to_template_value(yaml: &Yaml, path: &str) -> Result<Value, ValuesError> 
 mod tests {
     use super::*;
 
-    fn y(s: &str) -> Yaml {
-        serde_yaml::from_str(s).expect("test YAML")
+    fn y(s: &str) -> Json {
+        mapper_intents::stream::from_str(s).expect("test YAML")
     }
 
     #[test]

@@ -36,8 +36,8 @@ fn manifests_are_the_chart_rendered_with_defaults() {
 fn manifests_parse_into_kubernetes_types_and_create_the_namespace_first() {
     let text = read(&root().join(MANIFESTS_FILE));
     let mut kinds = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("manifest documents are YAML");
+    for doc in mapper_intents::stream::documents::<serde_json::Value>(&text) {
+        let (_, value) = doc.expect("manifest documents are YAML");
         if value.is_null() {
             continue;
         }
@@ -237,8 +237,8 @@ fn helm_lints_the_chart_and_renders_the_manifests() {
     let from_helm = helm_template(&helm, "createNamespace: true", DEFAULT_NAMESPACE);
     let text = read(&root().join(MANIFESTS_FILE));
     let mut manifests = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).expect("manifest documents are YAML");
+    for doc in mapper_intents::stream::documents::<serde_json::Value>(&text) {
+        let (_, value) = doc.expect("manifest documents are YAML");
         if value.is_null() {
             continue;
         }

@@ -32,8 +32,8 @@ fn hash_map(entries: usize, key: usize, value: usize) -> usize {
     entries * (HTAB_ELEM_HEADER + round8(key) + round8(value)) + entries.next_power_of_two() * BUCKET
 }
 
-fn values() -> serde_yaml::Value {
-    serde_yaml::from_str(&read(&root().join("deploy/helm/mapper/values.yaml"))).expect("values.yaml")
+fn values() -> serde_json::Value {
+    mapper_intents::stream::from_str(&read(&root().join("deploy/helm/mapper/values.yaml"))).expect("values.yaml")
 }
 
 fn agent_value(key: &str) -> usize {
@@ -133,7 +133,7 @@ fn kernel_memory_comment_matches_the_structs() {
 fn readme_resources_are_the_values() {
     let section = readme_section("Install in a cluster");
     let values = values();
-    let text = |v: &serde_yaml::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| panic!("{v:?} is text"));
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| panic!("{v:?} is text"));
     for who in ["agent", "server"] {
         let r = &values[who]["resources"];
         let row = format!(

@@ -147,11 +147,11 @@ fn the_spool_can_live_elsewhere_on_the_node() {
 
 #[test]
 fn a_missing_value_is_an_error_not_a_blank() {
-    let overlay: serde_yaml::Value = serde_yaml::from_str("server: {retention: null}").expect("YAML");
+    let overlay: serde_json::Value = mapper_intents::stream::from_str("server: {retention: null}").expect("YAML");
     let release = Release { name: "mapper".into(), namespace: DEFAULT_NAMESPACE.into() };
     let Err(err) = render(&chart(), &release, &[overlay]) else { panic!("a deleted value fails the render") };
     assert!(err.to_string().contains("server-deployment.yaml"), "names the template: {err}");
-    let overlay: serde_yaml::Value = serde_yaml::from_str("server: {tokenAudience: ''}").expect("YAML");
+    let overlay: serde_json::Value = mapper_intents::stream::from_str("server: {tokenAudience: ''}").expect("YAML");
     let Err(err) = render(&chart(), &release, &[overlay]) else { panic!("an empty required value fails") };
     assert!(err.to_string().contains("server.tokenAudience must be set"), "{err}");
 }

@@ -372,10 +372,10 @@ fn covers_call(target: &Target, client_ns: &str, e: &Edge) -> bool {
             _ => false,
         },
         Target::Other(o) if o.kind == OtherKind::Kafka => {
-            match o.body.get("name").and_then(serde_yaml::Value::as_str).map(|n| n.split_once('.')) {
+            match o.body.get("name").and_then(serde_json::Value::as_str).map(|n| n.split_once('.')) {
                 Some(Some((name, ns))) => server_is(name, ns, None),
                 Some(None) => {
-                    let name = o.body.get("name").and_then(serde_yaml::Value::as_str).unwrap_or_default();
+                    let name = o.body.get("name").and_then(serde_json::Value::as_str).unwrap_or_default();
                     server_is(name, client_ns, None)
                 }
                 None => false,

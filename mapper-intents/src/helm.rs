@@ -106,9 +106,6 @@ pub enum RecordsError {
 pub fn records_in(text: &str, source_name: &str, name: &str) -> Result<Vec<Release>, RecordsError> {
     let mut out = Vec::new();
     crate::parse::for_each_document(text, source_name, |_, value| {
-        // A document JSON cannot hold (a key that is not a string) is no Kubernetes object,
-        // so no record either.
-        let Ok(value) = serde_json::to_value(&value) else { return Ok(()) };
         let items = match value.get("items").and_then(serde_json::Value::as_array) {
             Some(items)
                 if value.get("kind").and_then(serde_json::Value::as_str).is_some_and(|k| k.ends_with("List")) =>

@@ -101,8 +101,10 @@ impl OtherKind {
 pub struct OtherTarget {
     /// Which kind of target this is.
     pub kind: OtherKind,
-    /// The body exactly as a v2 target carries it (e.g. `{name: kafka.kafka, topics: [...]}`).
-    pub body: serde_yaml::Value,
+    /// The body as a v2 target carries it (e.g. `{name: kafka.kafka, topics: [...]}`), as the
+    /// JSON value the API server stores (its keys are written back sorted, as `kubectl get`
+    /// prints them).
+    pub body: serde_json::Value,
 }
 
 /// What a client intends to reach.

@@ -475,21 +475,21 @@ pub fn read_policies(text: &str, source_name: &str) -> Result<Vec<Policy>, Polic
     let mut out = Vec::new();
     crate::parse::for_each_document(text, source_name, |document, value| {
         let mut objects = vec![&value];
-        if value.get("kind").and_then(serde_yaml::Value::as_str) == Some("List")
-            && let Some(items) = value.get("items").and_then(serde_yaml::Value::as_sequence)
+        if value.get("kind").and_then(serde_json::Value::as_str) == Some("List")
+            && let Some(items) = value.get("items").and_then(serde_json::Value::as_array)
         {
             objects = items.iter().collect();
         }
         for object in objects {
-            let is_policy = object.get("kind").and_then(serde_yaml::Value::as_str) == Some(KIND)
-                && object.get("apiVersion").and_then(serde_yaml::Value::as_str) == Some(API_VERSION);
+            let is_policy = object.get("kind").and_then(serde_json::Value::as_str) == Some(KIND)
+                && object.get("apiVersion").and_then(serde_json::Value::as_str) == Some(API_VERSION);
             if !is_policy {
                 continue;
             }
             let name = object
                 .get("metadata")
                 .and_then(|m| m.get("name"))
-                .and_then(serde_yaml::Value::as_str)
+                .and_then(serde_json::Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
             let invalid = |error| PolicyReadError::Invalid {
@@ -498,8 +498,9 @@ pub fn read_policies(text: &str, source_name: &str) -> Result<Vec<Policy>, Polic
                 name: name.clone(),
                 error,
             };
-            let json = serde_json::to_value(object).map_err(invalid)?;
-            out.push(Policy::from_value(json, &format!("{source_name}: document {document}")).map_err(invalid)?);
+            out.push(
+                Policy::from_value(object.clone(), &format!("{source_name}: document {document}")).map_err(invalid)?,
+            );
         }
         Ok::<(), PolicyReadError>(())
     })?;

@@ -4,8 +4,8 @@
 //! `ClientIntentsList` documents are read item by item, and so is a bare array of objects (what
 //! `otterize mapper export --format json` writes); everything else (Deployments,
 //! Services, comment-only documents) is skipped. JSON is read as the YAML it also is. A
-//! leading byte-order mark is dropped, and nesting deeper than [`MAX_DEPTH`] is an error found
-//! in linear time (see [`crate::stream`]).
+//! leading byte-order mark is dropped, and nesting deeper than
+//! [`MAX_DEPTH`](stream::MAX_DEPTH) is an error found in linear time (see [`crate::stream`]).
 //!
 //! A skipped document that looks meant as ClientIntents (a `kind` a letter or two off, in
 //! another case, without its `s`; or an unknown kind under `k8s.otterize.com`) is reported as
@@ -15,12 +15,11 @@
 //! them) and the field path inside it, with array indexes counted from 0 as in `kubectl`:
 //! `charts/x.yaml: document 2: spec.targets[1]: both kubernetes and service are set`.
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_yaml::{Mapping, Value};
+use serde_json::{Map, Value};
 
 use crate::model::ClientIntentsDoc;
-use crate::stream::{self, MAX_DEPTH};
+use crate::stream;
 use crate::versions::{
     ClientIntents, ConvertError, IntentsVersion, KIND, ObjectMeta, Problem, VersionedClientIntents, v1, v1alpha2, v2,
 };
@@ -39,11 +38,12 @@ pub enum ParseError {
         line: Option<usize>,
         /// 1-based column of the error, when known.
         column: Option<usize>,
-        /// The YAML parser's error.
+        /// The YAML reader's error.
         #[source]
-        error: serde_yaml::Error,
+        error: Box<stream::YamlError>,
     },
-    /// Sequences or mappings nested deeper than [`MAX_DEPTH`] (nothing is read then).
+    /// Sequences or mappings nested deeper than [`MAX_DEPTH`](stream::MAX_DEPTH) (nothing is
+    /// read then).
     #[error("{source_name}: document {}: {}", at.document, at)]
     TooDeep {
         /// The file (or other source) name given to the parser.
@@ -194,27 +194,34 @@ pub fn parse_versioned_reporting(
     Ok((found, skipped))
 }
 
-/// Hands each YAML (or JSON) document of `text` to `each`, numbered from 1, one at a time: a
-/// leading byte-order mark is dropped and nesting deeper than [`MAX_DEPTH`] refused before any
-/// is parsed, and the first document that is not YAML ends the walk with its position.
+impl ParseError {
+    /// The error of [`stream`]'s reader, for `source_name`.
+    pub(crate) fn from_stream(source_name: &str, error: stream::StreamError) -> ParseError {
+        let source_name = source_name.to_owned();
+        match error {
+            stream::StreamError::TooDeep(at) => ParseError::TooDeep { source_name, at },
+            stream::StreamError::Yaml(error) => ParseError::MalformedYaml {
+                source_name,
+                document: error.document,
+                line: error.line,
+                column: error.column,
+                error: Box::new(error),
+            },
+        }
+    }
+}
+
+/// Hands each YAML (or JSON) document of `text` to `each`, numbered from 1, one at a time, as
+/// [`stream::documents`] reads them: nesting deeper than [`MAX_DEPTH`](stream::MAX_DEPTH) is
+/// refused before any is read, and the first document that is not YAML ends the walk with its
+/// position.
 pub(crate) fn for_each_document<E: From<ParseError>>(
     text: &str,
     source_name: &str,
     mut each: impl FnMut(usize, Value) -> Result<(), E>,
 ) -> Result<(), E> {
-    let text = stream::strip_bom(text);
-    stream::check_depth(text, MAX_DEPTH)
-        .map_err(|at| ParseError::TooDeep { source_name: source_name.to_owned(), at })?;
-    for (index, deserializer) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = index + 1;
-        // After a syntax error the stream repeats it for ever: stop at the first one.
-        let value = Value::deserialize(deserializer).map_err(|error| ParseError::MalformedYaml {
-            source_name: source_name.to_owned(),
-            document,
-            line: error.location().map(|l| l.line()),
-            column: error.location().map(|l| l.column()),
-            error,
-        })?;
+    for read in stream::documents::<Value>(text) {
+        let (document, value) = read.map_err(|error| ParseError::from_stream(source_name, error))?;
         each(document, value)?;
     }
     Ok(())
@@ -245,9 +252,9 @@ fn collect(
     let at = |e: ConvertError| (prefix.to_owned(), e);
     let map = match value {
         Value::Null => return Ok(()),
-        Value::Mapping(map) => map,
+        Value::Object(map) => map,
         // A bare array of objects, as `otterize mapper export --format json` writes it.
-        Value::Sequence(items) if prefix.is_empty() => {
+        Value::Array(items) if prefix.is_empty() => {
             for (i, item) in items.iter().enumerate() {
                 collect(item, &format!("[{i}]."), out, suspects)?;
             }
@@ -258,7 +265,7 @@ fn collect(
     match map.get("kind").and_then(Value::as_str) {
         Some("List" | "ClientIntentsList") => match map.get("items") {
             None | Some(Value::Null) => Ok(()),
-            Some(Value::Sequence(items)) => {
+            Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     collect(item, &format!("{prefix}items[{i}]."), out, suspects)?;
                 }
@@ -322,7 +329,7 @@ fn wrong_type(path: &str, expected: &'static str, found: &Value) -> ConvertError
 
 /// Deserializes `value` at `path`, reporting serde's complaint as a schema problem there.
 ///
-/// Deserializing from a tree loses serde_yaml's field paths, so on failure each field of a
+/// Deserializing from a tree loses the field paths, so on failure each field of a
 /// mapping is tried alone (every field of these types has a default) to find the one at fault
 /// and name it: `spec.targets[0].kubernetes: … unknown field `nme``.
 fn de<T: DeserializeOwned + Default>(value: Option<&Value>, path: &str) -> Result<T, ConvertError> {
@@ -330,14 +337,13 @@ fn de<T: DeserializeOwned + Default>(value: Option<&Value>, path: &str) -> Resul
         None | Some(Value::Null) => return Ok(T::default()),
         Some(value) => value,
     };
-    serde_yaml::from_value(value.clone()).map_err(|error| {
+    T::deserialize(value).map_err(|error| {
         let mut at = path.to_owned();
         let mut detail = error.to_string();
-        if let Value::Mapping(map) = value {
+        if let Value::Object(map) = value {
             for (key, field) in map {
-                let alone: Mapping = [(key.clone(), field.clone())].into_iter().collect();
-                if let Err(e) = serde_yaml::from_value::<T>(Value::Mapping(alone)) {
-                    let key = key.as_str().unwrap_or_default();
+                let alone: Map<String, Value> = [(key.clone(), field.clone())].into_iter().collect();
+                if let Err(e) = T::deserialize(&Value::Object(alone)) {
                     if !e.to_string().starts_with(&format!("unknown field `{key}`")) {
                         at = format!("{path}.{key}");
                     }
@@ -354,24 +360,21 @@ fn de<T: DeserializeOwned + Default>(value: Option<&Value>, path: &str) -> Resul
 fn de_list<T: DeserializeOwned + Default>(value: Option<&Value>, path: &str) -> Result<Vec<T>, ConvertError> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Sequence(items)) => {
+        Some(Value::Array(items)) => {
             items.iter().enumerate().map(|(i, item)| de(Some(item), &format!("{path}[{i}]"))).collect()
         }
         Some(other) => Err(wrong_type(path, "a sequence", other)),
     }
 }
 
-fn check_keys(map: &Mapping, allowed: &[&str], path: &str) -> Result<(), ConvertError> {
-    for key in map.keys() {
-        let name = key.as_str().map(str::to_owned).unwrap_or_else(|| format!("{key:?}"));
-        if !allowed.contains(&name.as_str()) {
-            return Err(ConvertError::new(path, Problem::UnknownField { field: name }));
-        }
+fn check_keys(map: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<(), ConvertError> {
+    match map.keys().find(|key| !allowed.contains(&key.as_str())) {
+        Some(key) => Err(ConvertError::new(path, Problem::UnknownField { field: key.clone() })),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-fn read_object(map: &Mapping) -> Result<VersionedClientIntents, ConvertError> {
+fn read_object(map: &Map<String, Value>) -> Result<VersionedClientIntents, ConvertError> {
     check_keys(map, &["apiVersion", "kind", "metadata", "spec", "status"], "")?;
     let api_version = match map.get("apiVersion") {
         Some(Value::String(s)) => s.clone(),
@@ -381,13 +384,13 @@ fn read_object(map: &Mapping) -> Result<VersionedClientIntents, ConvertError> {
     let version = IntentsVersion::from_api_version(&api_version)
         .ok_or_else(|| ConvertError::new("apiVersion", Problem::UnknownApiVersion { found: api_version.clone() }))?;
     let metadata: ObjectMeta = match map.get("metadata") {
-        Some(value @ Value::Mapping(_)) => de(Some(value), "metadata")?,
+        Some(value @ Value::Object(_)) => de(Some(value), "metadata")?,
         None | Some(Value::Null) => ObjectMeta::default(),
         Some(other) => return Err(wrong_type("metadata", "a mapping", other)),
     };
-    let empty = Mapping::new();
+    let empty = Map::new();
     let spec = match map.get("spec") {
-        Some(Value::Mapping(spec)) => spec,
+        Some(Value::Object(spec)) => spec,
         None | Some(Value::Null) => &empty,
         Some(other) => return Err(wrong_type("spec", "a mapping", other)),
     };

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_yaml::{Mapping, Value};
+use serde::Serialize;
 
 use crate::identity::{formatted_identity, rfc1123_name_with_kind, workload_identity};
 use crate::model::{API_SERVER_NAME, API_SERVER_NAMESPACE, ClientIntentsDoc, OtherKind, Target, Workload};
@@ -307,7 +307,7 @@ fn policy_server(target: &Target, client_namespace: &str) -> Option<Server> {
         Target::Workload(w) => (w.name.clone(), w.namespace.clone(), w.kind.clone(), false),
         Target::Service(s) => (s.name.clone(), s.namespace.clone(), None, true),
         Target::Other(o) if o.kind == OtherKind::Kafka => {
-            let written = o.body.get("name").and_then(Value::as_str)?;
+            let written = o.body.get("name").and_then(serde_json::Value::as_str)?;
             let (name, namespace) = written.split_once('.').map_or((written, None), |(n, ns)| (n, Some(ns)));
             (name.to_owned(), namespace.map(str::to_owned), None, false)
         }
@@ -345,7 +345,7 @@ fn target_text(target: &Target) -> String {
     match target {
         Target::Workload(w) => join(&w.name, &w.namespace),
         Target::Service(s) => format!("svc:{}", join(&s.name, &s.namespace)),
-        Target::Other(o) => o.body.get("name").and_then(Value::as_str).unwrap_or(o.kind.key()).to_owned(),
+        Target::Other(o) => o.body.get("name").and_then(serde_json::Value::as_str).unwrap_or(o.kind.key()).to_owned(),
         Target::ApiServer => "kubernetes.default".to_owned(),
         Target::Internet(_) => "internet".to_owned(),
     }
@@ -515,95 +515,133 @@ fn current(server: &Workload, clients: &BTreeSet<Workload>, set: &mut PolicySet)
     }
 }
 
-fn string_map(map: &BTreeMap<String, String>) -> Value {
-    Value::Mapping(map.iter().map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str()))).collect())
+/// A NetworkPolicy as the API object, its fields in the order `kubectl` prints them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Object<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Metadata<'a>,
+    spec: Spec<'a>,
 }
 
-fn entry(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Mapping(pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect::<Mapping>())
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_references: Option<[OwnerRef<'a>; 1]>,
 }
 
-fn match_labels(map: &BTreeMap<String, String>) -> Value {
-    entry(vec![("matchLabels", string_map(map))])
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OwnerRef<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec<'a> {
+    pod_selector: Selector<'a>,
+    ingress: Vec<Rule<'a>>,
+    policy_types: [&'static str; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Selector<'a> {
+    match_labels: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Rule<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    from: Vec<Peer<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<Port<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Peer<'a> {
+    namespace_selector: Selector<'a>,
+    pod_selector: Selector<'a>,
+}
+
+#[derive(Serialize)]
+struct Port<'a> {
+    port: PortOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'a str>,
+}
+
+/// IntOrString: a number or a name.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PortOut<'a> {
+    Number(i32),
+    Name(&'a str),
 }
 
 impl NetworkPolicy {
-    /// The policy as a YAML tree, keys in the order `kubectl` prints them.
-    pub fn to_value(&self) -> Value {
+    fn object(&self) -> Object<'_> {
         let ingress = self
             .ingress
             .iter()
-            .map(|rule| {
-                let peers = rule
+            .map(|rule| Rule {
+                from: rule
                     .from
                     .iter()
-                    .map(|peer| {
-                        entry(vec![
-                            ("namespaceSelector", match_labels(&peer.namespace_labels)),
-                            ("podSelector", match_labels(&peer.pod_labels)),
-                        ])
+                    .map(|peer| Peer {
+                        namespace_selector: Selector { match_labels: &peer.namespace_labels },
+                        pod_selector: Selector { match_labels: &peer.pod_labels },
                     })
-                    .collect();
-                let ports = rule
+                    .collect(),
+                ports: rule
                     .ports
                     .iter()
-                    .map(|p| {
-                        let port = match &p.port {
-                            PortValue::Number(n) => Value::from(*n),
-                            PortValue::Name(name) => Value::from(name.as_str()),
-                        };
-                        let mut fields = vec![("port", port)];
-                        if let Some(protocol) = &p.protocol {
-                            fields.push(("protocol", Value::from(protocol.as_str())));
-                        }
-                        entry(fields)
+                    .map(|p| Port {
+                        port: match &p.port {
+                            PortValue::Number(n) => PortOut::Number(*n),
+                            PortValue::Name(name) => PortOut::Name(name),
+                        },
+                        protocol: p.protocol.as_deref(),
                     })
-                    .collect();
-                let mut fields = Vec::new();
-                if !rule.from.is_empty() {
-                    fields.push(("from", Value::Sequence(peers)));
-                }
-                if !rule.ports.is_empty() {
-                    fields.push(("ports", Value::Sequence(ports)));
-                }
-                entry(fields)
+                    .collect(),
             })
             .collect();
-        let mut metadata = vec![
-            ("name", Value::from(self.name.as_str())),
-            ("namespace", Value::from(self.namespace.as_str())),
-            ("labels", string_map(&self.labels)),
-        ];
-        if let Some(owner) = &self.owner {
-            let reference = entry(vec![
-                ("apiVersion", Value::from(owner.api_version.as_str())),
-                ("kind", Value::from(owner.kind.as_str())),
-                ("name", Value::from(owner.name.as_str())),
-                ("uid", Value::from(owner.uid.as_str())),
-            ]);
-            metadata.push(("ownerReferences", Value::Sequence(vec![reference])));
+        let owner_references = self.owner.as_ref().map(|owner| {
+            [OwnerRef { api_version: &owner.api_version, kind: &owner.kind, name: &owner.name, uid: &owner.uid }]
+        });
+        Object {
+            api_version: "networking.k8s.io/v1",
+            kind: "NetworkPolicy",
+            metadata: Metadata { name: &self.name, namespace: &self.namespace, labels: &self.labels, owner_references },
+            spec: Spec {
+                pod_selector: Selector { match_labels: &self.pod_selector },
+                ingress,
+                policy_types: ["Ingress"],
+            },
         }
-        entry(vec![
-            ("apiVersion", Value::from("networking.k8s.io/v1")),
-            ("kind", Value::from("NetworkPolicy")),
-            ("metadata", entry(metadata)),
-            (
-                "spec",
-                entry(vec![
-                    ("podSelector", match_labels(&self.pod_selector)),
-                    ("ingress", Value::Sequence(ingress)),
-                    ("policyTypes", Value::Sequence(vec![Value::from("Ingress")])),
-                ]),
-            ),
-        ])
+    }
+
+    /// The policy as a JSON tree (the API object).
+    pub fn to_value(&self) -> serde_json::Value {
+        // Only strings, numbers and maps with string keys: serialization cannot fail.
+        serde_json::to_value(self.object()).unwrap_or_default()
     }
 }
 
 /// Renders policies as multi-document YAML separated by `---`, in the operator's layout (see
 /// docs/formats.md, "NetworkPolicies").
 pub fn render_policies_yaml(policies: &[NetworkPolicy]) -> Result<String, yaml::WriteError> {
-    let values: Vec<Value> = policies.iter().map(NetworkPolicy::to_value).collect();
-    yaml::to_yaml_stream(&values)
+    let objects: Vec<Object<'_>> = policies.iter().map(NetworkPolicy::object).collect();
+    yaml::to_yaml_stream(&objects)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! (a `v1` `List`, which `kubectl apply -f` accepts).
 
 use serde::Serialize;
-use serde_yaml::Value;
 
 use crate::model::ClientIntentsDoc;
 use crate::versions::{ConvertError, IntentsVersion, VersionedClientIntents};
@@ -24,25 +23,14 @@ pub enum RenderError {
         #[source]
         error: ConvertError,
     },
-    /// A document holds a value YAML cannot represent as a tree (not expected for parsed input).
-    #[error("ClientIntents {namespace}/{name} cannot be turned into YAML")]
-    Yaml {
-        /// `metadata.name`.
-        name: String,
-        /// `metadata.namespace` (empty when unset).
-        namespace: String,
-        /// The serializer's error.
-        #[source]
-        error: serde_yaml::Error,
-    },
-    /// The YAML writer refused a document (not expected: every tree it is given is YAML).
+    /// The YAML writer refused a document (not expected: every object it is given is YAML).
     #[error("the ClientIntents cannot be written as YAML")]
     Write {
         /// serde-saphyr's error.
         #[source]
         error: crate::yaml::WriteError,
     },
-    /// An opaque target holds a value JSON cannot represent (e.g. a mapping with non-string keys).
+    /// The JSON writer refused a document (not expected: opaque targets are read as JSON values).
     #[error("the ClientIntents cannot be written as JSON")]
     Json {
         /// The serializer's error.
@@ -68,23 +56,11 @@ pub fn to_versioned(
         .collect()
 }
 
-fn to_value(object: &VersionedClientIntents) -> Result<Value, RenderError> {
-    serde_yaml::to_value(object).map_err(|error| {
-        let meta = match object {
-            VersionedClientIntents::V1Alpha2(ci) => &ci.metadata,
-            VersionedClientIntents::V1Alpha3(ci) | VersionedClientIntents::V1Beta1(ci) => &ci.metadata,
-            VersionedClientIntents::V2Alpha1(ci) | VersionedClientIntents::V2Beta1(ci) => &ci.metadata,
-        };
-        RenderError::Yaml { name: meta.name.clone(), namespace: meta.namespace.clone().unwrap_or_default(), error }
-    })
-}
-
 /// Renders documents as multi-document YAML in `version`, separated by `---`, in the layout of
 /// the Otterize CLI (byte for byte for the seed example; see docs/formats.md, "Layouts on disk").
 /// No documents render as an empty string.
 pub fn render_yaml(docs: &[ClientIntentsDoc], version: IntentsVersion) -> Result<String, RenderError> {
-    let values = to_versioned(docs, version)?.iter().map(to_value).collect::<Result<Vec<_>, _>>()?;
-    yaml::to_yaml_stream(&values).map_err(|error| RenderError::Write { error })
+    yaml::to_yaml_stream(&to_versioned(docs, version)?).map_err(|error| RenderError::Write { error })
 }
 
 /// Renders one document as YAML (for `--output-type dir`, one file per client).

@@ -368,8 +368,9 @@ pub fn write(scenario: &Scenario, state: &LabState, services: &[ServiceDef], sta
     for release in &scenario.releases {
         release_records(release, state.up_at, &mut objects);
     }
-    let inventory = serde_yaml::to_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
-        .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;
+    let inventory =
+        mapper_intents::yaml::to_yaml_string(&json!({ "apiVersion": "v1", "kind": "List", "items": objects }))
+            .map_err(|e| LabError::Command { command: "write inventory".into(), stderr: e.to_string() })?;
     // Written whole: a server polling it never reads half a file.
     let inv = state_dir.join("inventory.yaml");
     crate::netns::write_whole(&inv, inventory.as_bytes()).map_err(io_err(&inv))

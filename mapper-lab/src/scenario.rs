@@ -409,7 +409,7 @@ pub enum ScenarioError {
     Parse {
         path: String,
         #[source]
-        source: serde_yaml::Error,
+        source: mapper_intents::stream::YamlError,
     },
     #[error("scenario {path}: {problem}")]
     Invalid { path: String, problem: String },
@@ -452,7 +452,7 @@ impl Scenario {
     }
 
     fn parse_at(text: &str, base: &Path) -> Result<Self, ParseError> {
-        let mut s: Scenario = serde_yaml::from_str(text).map_err(ParseError::Yaml)?;
+        let mut s: Scenario = mapper_intents::stream::from_str(text).map_err(ParseError::Yaml)?;
         s.check().map_err(ParseError::Invalid)?;
         s.read_manifests(base).map_err(ParseError::Invalid)?;
         s.add_cluster_objects();
@@ -536,7 +536,7 @@ impl Scenario {
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     #[error(transparent)]
-    Yaml(serde_yaml::Error),
+    Yaml(mapper_intents::stream::YamlError),
     #[error("{0}")]
     Invalid(String),
 }

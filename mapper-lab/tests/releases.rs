@@ -74,7 +74,7 @@ fn written(scenario: &Scenario) -> (tempfile::TempDir, PathBuf, String, Value) {
         .unwrap_or_else(|e| panic!("write the inventory: {e}"));
     let path = dir.path().join("inventory.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let list: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("inventory YAML: {e}"));
+    let list: Value = mapper_intents::stream::from_str(&text).unwrap_or_else(|e| panic!("inventory YAML: {e}"));
     (dir, path, text, list)
 }
 

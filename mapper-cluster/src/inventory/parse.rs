@@ -12,9 +12,8 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
-use mapper_intents::stream::{self, MAX_DEPTH};
+use mapper_intents::stream;
 use mapper_intents::walk::{Walk, has_manifest_extension};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -56,8 +55,9 @@ pub enum InventoryError {
         path: PathBuf,
         /// 1-based.
         document: usize,
+        /// The reader's error, with its line and column.
         #[source]
-        source: serde_yaml::Error,
+        source: stream::YamlError,
     },
     #[error("{}: document {}: {at}", path.display(), at.document)]
     TooDeep { path: PathBuf, at: stream::TooDeep },
@@ -234,16 +234,13 @@ pub(crate) fn add_text(
 }
 
 fn yaml_documents(path: &Path, text: &str) -> Result<Vec<Value>, InventoryError> {
-    // serde_json limits nesting itself, in linear time; serde_yaml does not before a document
-    // is loaded whole.
-    stream::check_depth(text, MAX_DEPTH).map_err(|at| InventoryError::TooDeep { path: path.to_owned(), at })?;
-    serde_yaml::Deserializer::from_str(text)
-        .enumerate()
-        .map(|(i, doc)| {
-            Value::deserialize(doc).map_err(|source| InventoryError::Yaml {
-                path: path.to_owned(),
-                document: i + 1,
-                source,
+    stream::documents(text)
+        .map(|read| {
+            read.map(|(_, value)| value).map_err(|error| match error {
+                stream::StreamError::TooDeep(at) => InventoryError::TooDeep { path: path.to_owned(), at },
+                stream::StreamError::Yaml(source) => {
+                    InventoryError::Yaml { path: path.to_owned(), document: source.document, source }
+                }
             })
         })
         .collect()

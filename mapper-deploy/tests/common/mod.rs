@@ -65,7 +65,7 @@ pub fn chart() -> Chart {
 /// when it is at hand ([`helm`]), after checking that mapper-deploy's engine renders the same
 /// objects; by the engine alone otherwise.
 pub fn render_with(values: &str, namespace: &str) -> Rendered {
-    let overlay: serde_yaml::Value = serde_yaml::from_str(values).expect("test values are YAML");
+    let overlay: serde_json::Value = mapper_intents::stream::from_str(values).expect("test values are YAML");
     let overlays = if overlay.is_null() { vec![] } else { vec![overlay] };
     let release = Release { name: "mapper".into(), namespace: namespace.into() };
     let engine = render(&chart(), &release, &overlays).unwrap_or_else(|e| panic!("chart renders with {values:?}: {e}"));
@@ -135,8 +135,8 @@ pub fn helm_template(helm: &str, values: &str, namespace: &str) -> Vec<mapper_de
     let mut documents = Vec::new();
     for part in &parts {
         let source = part.lines().find_map(|l| l.strip_prefix("# Source: ")).map(str::to_owned).unwrap_or_default();
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(part).unwrap_or_else(|e| panic!("helm printed a document that is not YAML: {e}"));
+        let value: serde_json::Value = mapper_intents::stream::from_str(part)
+            .unwrap_or_else(|e| panic!("helm printed a document that is not YAML: {e}"));
         if value.is_null() {
             continue;
         }
@@ -152,15 +152,16 @@ pub fn helm_template(helm: &str, values: &str, namespace: &str) -> Vec<mapper_de
 /// Panics naming the first object helm and the engine render differently (compared as parsed
 /// YAML, so quoting and key order do not matter; documents keyed by kind and name).
 pub fn assert_same_objects(engine: &[mapper_deploy::Document], helm: &[mapper_deploy::Document], values: &str) {
-    let keyed = |docs: &[mapper_deploy::Document]| -> BTreeMap<(String, String), serde_yaml::Value> {
+    let keyed = |docs: &[mapper_deploy::Document]| -> BTreeMap<(String, String), serde_json::Value> {
         docs.iter().map(|d| ((d.kind.clone(), d.name.clone()), d.value.clone())).collect()
     };
     let (engine, helm) = (keyed(engine), keyed(helm));
-    let names = |m: &BTreeMap<(String, String), serde_yaml::Value>| m.keys().cloned().collect::<Vec<_>>();
+    let names = |m: &BTreeMap<(String, String), serde_json::Value>| m.keys().cloned().collect::<Vec<_>>();
     assert_eq!(names(&engine), names(&helm), "values {values:?}: the engine and helm render other objects");
     for (key, value) in &engine {
         if helm.get(key) != Some(value) {
-            let text = |v: Option<&serde_yaml::Value>| v.map(|v| serde_yaml::to_string(v).unwrap_or_default());
+            let text =
+                |v: Option<&serde_json::Value>| v.map(|v| mapper_intents::yaml::to_yaml_string(v).unwrap_or_default());
             panic!(
                 "values {values:?}: {} {} differs between the engine and helm:\n--- engine\n{}\n--- helm\n{}",
                 key.0,

@@ -3,7 +3,7 @@
 //! (`kafka{name, topics}` ⇄ `{name, type: kafka, kafkaTopics}` and so on).
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::{Mapping, Value};
+use serde_json::{Map, Value};
 
 use super::{ConvertError, IntentsVersion, Problem};
 use crate::model::{OtherKind, OtherTarget};
@@ -124,8 +124,8 @@ impl KindMapping {
         path: &str,
     ) -> Result<OtherTarget, ConvertError> {
         let fields = self.fields(version).unwrap_or_default();
-        let mut body = Mapping::new();
-        body.insert(Value::from(self.name_key), Value::from(name));
+        let mut body = Map::new();
+        body.insert(self.name_key.to_owned(), Value::from(name));
         for (call_key, value) in set_fields {
             let Some((body_key, _)) = fields.iter().find(|(_, k)| k == call_key) else {
                 return Err(ConvertError::new(
@@ -133,9 +133,9 @@ impl KindMapping {
                     Problem::FieldNotAllowed { field: call_key, call_type: self.call_type.as_str() },
                 ));
             };
-            body.insert(Value::from(*body_key), value.clone());
+            body.insert((*body_key).to_owned(), value.clone());
         }
-        Ok(OtherTarget { kind: self.kind, body: Value::Mapping(body) })
+        Ok(OtherTarget { kind: self.kind, body: Value::Object(body) })
     }
 
     /// Splits a v2 body into the call's name and `(call key, value)` fields for `version`.
@@ -149,7 +149,7 @@ impl KindMapping {
         let Some(fields) = self.fields(version) else {
             return Err(unsupported(format!("a {} target", self.kind.key())));
         };
-        let Value::Mapping(body) = &target.body else {
+        let Value::Object(body) = &target.body else {
             return Err(ConvertError::new(
                 format!("{path}.{}", self.kind.key()),
                 Problem::WrongType { expected: "a mapping", found: type_name(&target.body) },
@@ -158,7 +158,7 @@ impl KindMapping {
         let mut name = None;
         let mut out = Vec::new();
         for (key, value) in body {
-            let key_str = key.as_str().unwrap_or_default();
+            let key_str = key.as_str();
             if key_str == self.name_key {
                 name = value.as_str().map(str::to_owned);
             } else if let Some((_, call_key)) = fields.iter().find(|(k, _)| *k == key_str) {
@@ -181,8 +181,7 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
-        Value::Sequence(_) => "a sequence",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
     }
 }

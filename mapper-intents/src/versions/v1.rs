@@ -7,7 +7,7 @@
 //! API-server egress rule keys on a Service target named `kubernetes` in `default`.
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::opaque::{self, CallType};
 use super::v1alpha2::SERVICE_PREFIX;

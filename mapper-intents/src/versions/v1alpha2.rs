@@ -6,7 +6,7 @@
 //! [`Problem::Unsupported`].
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::opaque::{self, CallType};
 use super::{

@@ -8,7 +8,7 @@
 //! (`IsTargetTheKubernetesAPIServer`).
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::opaque::{self, type_name};
 use super::{ConvertError, ObjectMeta, Problem, api_server_name, is_api_server, join_name, required, split_name};
@@ -194,7 +194,7 @@ fn model_target(target: &Target, path: &str, doc_ns: Option<&str>) -> Result<Mod
     for kind in OtherKind::ALL {
         if let Some(body) = target.opaque(kind) {
             let key_path = format!("{path}.{}", kind.key());
-            let Value::Mapping(map) = body else {
+            let Value::Object(map) = body else {
                 return Err(ConvertError::new(
                     key_path,
                     Problem::WrongType { expected: "a mapping", found: type_name(body) },

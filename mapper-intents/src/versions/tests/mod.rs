@@ -15,8 +15,8 @@ fn doc(targets: Vec<Target>) -> ClientIntentsDoc {
     }
 }
 
-fn yaml(text: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("test YAML does not parse: {e}\n{text}"))
+fn yaml(text: &str) -> serde_json::Value {
+    crate::stream::from_str(text).unwrap_or_else(|e| panic!("test YAML does not parse: {e}\n{text}"))
 }
 
 fn kafka() -> Target {
