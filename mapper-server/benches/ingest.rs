@@ -29,9 +29,10 @@
 //! `BENCH_SETTLE_SECONDS` (default 12) after the step, when the allocator's background purge
 //! has given freed pages back.
 //! 4. `retention`: the longest batch while a retention sweep expires
-//!    `BENCH_RETENTION_EDGES` edges (how long ingest stalls behind it), the
-//!    sweep's time, store bytes per edge, and the file before and after the
-//!    sweep (which compacts a mostly free file).
+//!    `BENCH_RETENTION_EDGES` edges (how long ingest stalls behind it), then
+//!    the longest while the compaction that follows runs on the file the sweep
+//!    left mostly free; the sweep's and the compaction's time, store bytes per
+//!    edge, and the file before the sweep, after it and after the compaction.
 //!
 //! Nothing here asserts on time. Sizes can be changed through environment
 //! variables (see `Params::from_env`); `BENCH_DIR` picks where the temporary
@@ -527,19 +528,29 @@ fn retention(params: &Params, base: &Path) -> Value {
         t.elapsed().as_secs_f64()
     };
     let quiet: Vec<f64> = (0..50).map(|_| send(&store)).collect();
-    let sweeper = {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            let removed = store.expire(2_000).expect("expire");
-            (removed, t.elapsed().as_secs_f64())
-        })
+    // What `expire` does in turn, each step on its own thread while batches arrive here: the
+    // sweep, then the compaction of the file it left mostly free.
+    let mut while_running = |step: Box<dyn FnOnce(&EdgeStore) -> usize + Send>| {
+        let runner = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let n = step(&store);
+                (n, t.elapsed().as_secs_f64())
+            })
+        };
+        let mut during = Vec::new();
+        while !runner.is_finished() {
+            during.push(send(&store));
+        }
+        let (n, seconds) = runner.join().expect("the sweep thread");
+        (n, seconds, during)
     };
-    let mut during = Vec::new();
-    while !sweeper.is_finished() {
-        during.push(send(&store));
-    }
-    let (removed, sweep_seconds) = sweeper.join().expect("the sweep thread");
+    let (removed, sweep_seconds, during) =
+        while_running(Box::new(|s: &EdgeStore| s.remove_expired(2_000).expect("expire")));
+    let swept_bytes = store.file_bytes();
+    let (compacted, compact_seconds, during_compaction) =
+        while_running(Box::new(|s: &EdgeStore| usize::from(s.compact_if_sparse().expect("compact"))));
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     json!({
         "edges_expired": removed,
@@ -548,9 +559,14 @@ fn retention(params: &Params, base: &Path) -> Value {
         "edges_per_batch": params.retention_batch,
         "max_batch_ms_during_sweep": r3(max(&during) * 1000.0),
         "max_batch_ms_without_sweep": r3(max(&quiet) * 1000.0),
+        "compacted": compacted == 1,
+        "compaction_seconds": r3(compact_seconds),
+        "batches_during_compaction": during_compaction.len(),
+        "max_batch_ms_during_compaction": r3(max(&during_compaction) * 1000.0),
         "file_mib_full": r3(mib(full_bytes as f64)),
         "store_bytes_per_edge": (full_bytes as f64 / n.max(1) as f64).round(),
-        "file_mib_after_sweep": r3(mib(store.file_bytes() as f64)),
+        "file_mib_after_sweep": r3(mib(swept_bytes as f64)),
+        "file_mib_after_compaction": r3(mib(store.file_bytes() as f64)),
         "edges_after_sweep": store.len(),
     })
 }

@@ -754,6 +754,17 @@ impl EdgeStore {
     /// a large sweep never holds ingest for long; then compacts the file if
     /// most of it is free space.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let removed = self.remove_expired(cutoff_ms)?;
+        if removed > 0 {
+            self.compact_if_sparse()?;
+        }
+        Ok(removed)
+    }
+
+    /// The sweep of [`EdgeStore::expire`] without the compaction after it: removes edges last
+    /// seen before `cutoff_ms` in transactions of at most [`EXPIRE_CHUNK`], letting batches in
+    /// between; returns how many.
+    pub fn remove_expired(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let old: Vec<StoredKey> =
             self.read().iter().filter(|(_, s)| s.last_seen_ms < cutoff_ms).map(|(k, _)| k.clone()).collect();
         let mut removed = 0;
@@ -789,7 +800,6 @@ impl EdgeStore {
         drop(old);
         if removed > 0 {
             self.writer.lock().unwrap_or_else(|p| p.into_inner()).shared.prune();
-            self.compact_if_sparse()?;
         }
         Ok(removed)
     }
