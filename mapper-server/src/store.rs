@@ -661,6 +661,8 @@ impl EdgeStore {
             {
                 let mut table = txn.open_table(BOOTS)?;
                 let mut records: HashMap<&AgentBoot, BootRecord> = HashMap::new();
+                // One read lock for the group's lookups (only this thread changes the map).
+                let known = self.read();
                 for b in batches {
                     let record = match records.entry(b.agent) {
                         std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -681,13 +683,14 @@ impl EdgeStore {
                     for obs in b.observations {
                         let (_, state) = merged.entry(&obs.key).or_insert_with(|| {
                             let key = shared.key(&obs.key);
-                            let state = self.read().get(&key).cloned().unwrap_or_default();
+                            let state = known.get(&key).cloned().unwrap_or_default();
                             (key, state)
                         });
                         state.add(obs, shared);
                     }
                     results.push(Applied::New);
                 }
+                drop(known);
                 if results.iter().all(|r| *r == Applied::Duplicate) {
                     // Nothing to make durable (the boots' last-seen times are not worth an fsync).
                     drop(table);

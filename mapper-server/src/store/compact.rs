@@ -95,7 +95,9 @@ pub(super) fn remove_leftover(path: &Path) {
     match std::fs::remove_file(&tmp) {
         Ok(()) => info!(path = %tmp.display(), "removed the partial copy of an unfinished compaction"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn!(path = %tmp.display(), error = %e, "cannot remove the partial copy of an unfinished compaction"),
+        Err(e) => {
+            warn!(path = %tmp.display(), error = %e, "cannot remove the partial copy of an unfinished compaction")
+        }
     }
 }
 
