@@ -10,9 +10,10 @@
 //!    writer lock for the time of the read only, and written to the new file without it (its
 //!    commits are not fsynced: only the last one is).
 //! 3. The keys changed meanwhile are copied again the same way, in rounds, until few are left.
-//! 4. Under the writer lock, once: the last changed keys are copied, the new file is committed
+//! 4. The copy is made durable (an fsync of most of its bytes), batches still landing.
+//! 5. Under the writer lock, once: the last changed keys are copied, the new file is committed
 //!    durably, renamed over `edges.redb` and its directory synced, and the store writes to it
-//!    from then on. Only this step holds batches, for the last few keys and two fsyncs.
+//!    from then on. Only this step holds batches, for the last few keys and two small fsyncs.
 //!
 //! A key read before its last change is read again after it (it is in the delta), and one
 //! removed meanwhile is removed from the copy, so the new file holds what the old one holds at
@@ -384,6 +385,11 @@ impl EdgeStore {
                 between(self);
             }
         }
+        // The copy is made durable before the switch, batches landing meanwhile: an empty
+        // durable commit writes out every earlier one (most of the copy's bytes), so the switch
+        // has only the last keys to write and sync.
+        new.begin_write()?.commit()?;
+        between(self);
         // The switch: batches wait from here.
         let mut guard = self.lock_writer();
         let held = Instant::now();
