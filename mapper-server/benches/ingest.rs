@@ -552,8 +552,16 @@ fn retention(params: &Params, base: &Path) -> Value {
     let (removed, sweep_seconds, during) =
         while_running(Box::new(|s: &EdgeStore| s.remove_expired(2_000).expect("expire")));
     let swept_bytes = store.file_bytes();
-    let (compacted, compact_seconds, during_compaction) =
-        while_running(Box::new(|s: &EdgeStore| usize::from(s.compact_if_sparse().expect("compact"))));
+    let held = Arc::new(std::sync::Mutex::new(None));
+    let (compacted, compact_seconds, during_compaction) = {
+        let held = held.clone();
+        while_running(Box::new(move |s: &EdgeStore| {
+            let done = s.compact_if_sparse().expect("compact");
+            *held.lock().expect("held") = done.map(|c| (c.rows_copied, c.rows_at_switch, c.held_us));
+            usize::from(done.is_some())
+        }))
+    };
+    let held = *held.lock().expect("held");
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     json!({
         "edges_expired": removed,
@@ -566,6 +574,10 @@ fn retention(params: &Params, base: &Path) -> Value {
         "compaction_seconds": r3(compact_seconds),
         "batches_during_compaction": during_compaction.len(),
         "max_batch_ms_during_compaction": r3(max(&during_compaction) * 1000.0),
+        // The part of the compaction that held the writer (batches waited): its switch.
+        "compaction_rows_copied_while_batches_landed": held.map(|h| h.0),
+        "compaction_rows_copied_at_switch": held.map(|h| h.1),
+        "compaction_writer_held_ms": held.map(|h| r3(h.2 as f64 / 1000.0)),
         "file_mib_full": r3(mib(full_bytes as f64)),
         "store_bytes_per_edge": (full_bytes as f64 / n.max(1) as f64).round(),
         "file_mib_after_sweep": r3(mib(swept_bytes as f64)),

@@ -37,6 +37,7 @@ mod shared;
 
 pub use boots::AgentBoot;
 use boots::BootRecord;
+pub use compact::Compacted;
 use shared::Shared;
 pub use shared::StoredKey;
 

@@ -104,13 +104,13 @@ pub(super) fn remove_leftover(path: &Path) {
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Compacted {
+pub struct Compacted {
     /// Rows copied while batches kept landing (the first copy and the rounds after it).
-    pub(super) rows_copied: usize,
+    pub rows_copied: usize,
     /// Rows copied at the switch, under the writer lock.
-    pub(super) rows_at_switch: usize,
-    /// How long the switch held the writer.
-    pub(super) held_ms: u64,
+    pub rows_at_switch: usize,
+    /// How long the switch held the writer (batches waited), in microseconds.
+    pub held_us: u64,
 }
 
 /// Why a compaction stopped before the switch (the old file is still the store).
@@ -240,12 +240,12 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 impl EdgeStore {
     /// Compacts the file when it is larger than 8 MiB and less than a quarter of it is live
     /// data, copying the live data to a new file while batches keep landing (see the module
-    /// doc); batches wait only for the switch at its end. Returns whether it compacted. A
-    /// failure leaves the store as it was (its file, its health).
-    pub fn compact_if_sparse(&self) -> Result<bool, StoreError> {
+    /// doc); batches wait only for the switch at its end. Returns what it did, `None` when it
+    /// did not compact. A failure leaves the store as it was (its file, its health).
+    pub fn compact_if_sparse(&self) -> Result<Option<Compacted>, StoreError> {
         let file = self.file_bytes();
         if file < COMPACT_MIN_FILE_BYTES {
-            return Ok(false);
+            return Ok(None);
         }
         let live = self.write(Vec::new, |db, _, _| {
             let txn = db.begin_write()?;
@@ -254,7 +254,7 @@ impl EdgeStore {
             Ok(stats.stored_bytes() + stats.metadata_bytes())
         })?;
         if live as f64 >= file as f64 * COMPACT_LIVE_FRACTION {
-            return Ok(false);
+            return Ok(None);
         }
         let tmp = compacting_path(&self.path);
         let started = Instant::now();
@@ -274,14 +274,14 @@ impl EdgeStore {
                     ms,
                     rows = c.rows_copied + c.rows_at_switch,
                     rows_at_switch = c.rows_at_switch,
-                    writes_held_ms = c.held_ms,
+                    writes_held_us = c.held_us,
                     "store compacted"
                 );
-                Ok(true)
+                Ok(Some(c))
             }
             Ok(None) | Err(Stop::Abandoned) => {
                 info!("compaction given up: the store changed as a whole meanwhile; the next sweep tries again");
-                Ok(false)
+                Ok(None)
             }
             Err(Stop::Failed(source)) => Err(StoreError::Compact { path: tmp, source }),
         }
@@ -433,10 +433,10 @@ impl EdgeStore {
             let e = StoreError::SyncDir { path: self.path.clone(), source: e };
             self.failed(&e);
         }
-        let held_ms = held.elapsed().as_millis() as u64;
+        let held_us = held.elapsed().as_micros() as u64;
         drop(guard);
         // Closing the old file (it writes its header) holds nothing.
         drop(old);
-        Ok(Some(Compacted { rows_copied: copied, rows_at_switch: at_switch, held_ms }))
+        Ok(Some(Compacted { rows_copied: copied, rows_at_switch: at_switch, held_us }))
     }
 }
