@@ -41,7 +41,8 @@ pub(crate) enum Holder<'a> {
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IpHistory {
-    by_ip: HashMap<IpAddr, Vec<Interval>>,
+    /// Looked up for every flow (foldhash: see `Snapshot`).
+    by_ip: foldhash::HashMap<IpAddr, Vec<Interval>>,
     by_uid: HashMap<Arc<str>, Vec<IpAddr>>,
 }
 

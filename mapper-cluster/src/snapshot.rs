@@ -68,23 +68,27 @@ fn intern(known: &mut HashSet<Release>, release: Release) -> Release {
 type ServiceKey = (Arc<str>, Arc<str>);
 
 /// The cluster as resolution sees it at one moment. Immutable; shared as `Arc<Snapshot>`.
+///
+/// Its maps are looked up for every flow ingested (several times each): they hash with
+/// foldhash, a fraction of SipHash's cost and seeded per process as SipHash is, so a peer
+/// cannot choose addresses or UIDs that collide.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Pod UID → its workload.
-    pods: HashMap<Arc<str>, WorkloadId>,
+    pods: foldhash::HashMap<Arc<str>, WorkloadId>,
     /// Every workload a known pod belongs to, with the union of its pods' labels and its release.
     workloads: Vec<WorkloadEntry>,
-    workload_ids: HashMap<Workload, WorkloadId>,
+    workload_ids: foldhash::HashMap<Workload, WorkloadId>,
     /// Shared with the source's history until that changes.
     ips: Arc<IpHistory>,
     tolerance_ms: i64,
     cluster_cidrs: Vec<IpNet>,
-    services_by_ip: HashMap<IpAddr, ServiceKey>,
-    services: HashMap<ServiceKey, ServiceEntry>,
-    api_server_ips: HashSet<IpAddr>,
+    services_by_ip: foldhash::HashMap<IpAddr, ServiceKey>,
+    services: foldhash::HashMap<ServiceKey, ServiceEntry>,
+    api_server_ips: foldhash::HashSet<IpAddr>,
     /// API server endpoint address → its ports (empty: any port).
-    api_server_endpoints: HashMap<IpAddr, Vec<u16>>,
-    node_ips: HashSet<IpAddr>,
+    api_server_endpoints: foldhash::HashMap<IpAddr, Vec<u16>>,
+    node_ips: foldhash::HashSet<IpAddr>,
     built_at_ms: i64,
 }
 
@@ -188,7 +192,7 @@ impl Snapshot {
             ips: history.ips.clone(),
             tolerance_ms: duration_ms(opts.ip_time_tolerance),
             cluster_cidrs: cluster_ranges(opts, objects),
-            node_ips: objects.node_ips.clone(),
+            node_ips: objects.node_ips.iter().copied().collect(),
             built_at_ms: now_ms,
             ..Snapshot::default()
         };

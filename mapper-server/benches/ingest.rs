@@ -7,7 +7,10 @@
 //!    (one tokio task and one connection each, its own node/boot id, sending its
 //!    batches in sequence with `mapper_report::send` and waiting for each
 //!    acknowledgement); with 1 stream and with 200. Client and server share this
-//!    machine's cores, so the figures are a lower bound for the server alone.
+//!    machine's cores, so the figures are a lower bound for the server alone; the
+//!    agents run on a runtime of their own (threads `bench-agent`), and the CPU
+//!    time each side spent in the timed run is reported apart, with the server's
+//!    CPU per flow.
 //! 2. `resolution`: `Snapshot::resolve_local` + `Snapshot::resolve_remote` per
 //!    synthetic flow against the same snapshot (ns per flow).
 //! 3. `memory`: RSS before and after applying distinct edges to an `EdgeStore`
@@ -29,9 +32,10 @@
 //! `BENCH_SETTLE_SECONDS` (default 12) after the step, when the allocator's background purge
 //! has given freed pages back.
 //! 4. `retention`: the longest batch while a retention sweep expires
-//!    `BENCH_RETENTION_EDGES` edges (how long ingest stalls behind it), the
-//!    sweep's time, store bytes per edge, and the file before and after the
-//!    sweep (which compacts a mostly free file).
+//!    `BENCH_RETENTION_EDGES` edges (how long ingest stalls behind it), then
+//!    the longest while the compaction that follows runs on the file the sweep
+//!    left mostly free; the sweep's and the compaction's time, store bytes per
+//!    edge, and the file before the sweep, after it and after the compaction.
 //!
 //! Nothing here asserts on time. Sizes can be changed through environment
 //! variables (see `Params::from_env`); `BENCH_DIR` picks where the temporary
@@ -527,19 +531,37 @@ fn retention(params: &Params, base: &Path) -> Value {
         t.elapsed().as_secs_f64()
     };
     let quiet: Vec<f64> = (0..50).map(|_| send(&store)).collect();
-    let sweeper = {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            let removed = store.expire(2_000).expect("expire");
-            (removed, t.elapsed().as_secs_f64())
-        })
+    // What `expire` does in turn, each step on its own thread while batches arrive here: the
+    // sweep, then the compaction of the file it left mostly free.
+    let mut while_running = |step: Box<dyn FnOnce(&EdgeStore) -> usize + Send>| {
+        let runner = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let n = step(&store);
+                (n, t.elapsed().as_secs_f64())
+            })
+        };
+        let mut during = Vec::new();
+        while !runner.is_finished() {
+            during.push(send(&store));
+        }
+        let (n, seconds) = runner.join().expect("the sweep thread");
+        (n, seconds, during)
     };
-    let mut during = Vec::new();
-    while !sweeper.is_finished() {
-        during.push(send(&store));
-    }
-    let (removed, sweep_seconds) = sweeper.join().expect("the sweep thread");
+    let (removed, sweep_seconds, during) =
+        while_running(Box::new(|s: &EdgeStore| s.remove_expired(2_000).expect("expire")));
+    let swept_bytes = store.file_bytes();
+    let held = Arc::new(std::sync::Mutex::new(None));
+    let (compacted, compact_seconds, during_compaction) = {
+        let held = held.clone();
+        while_running(Box::new(move |s: &EdgeStore| {
+            let done = s.compact_if_sparse().expect("compact");
+            *held.lock().expect("held") = done.map(|c| (c.rows_copied, c.rows_at_switch, c.held_us));
+            usize::from(done.is_some())
+        }))
+    };
+    let held = *held.lock().expect("held");
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     json!({
         "edges_expired": removed,
@@ -548,9 +570,18 @@ fn retention(params: &Params, base: &Path) -> Value {
         "edges_per_batch": params.retention_batch,
         "max_batch_ms_during_sweep": r3(max(&during) * 1000.0),
         "max_batch_ms_without_sweep": r3(max(&quiet) * 1000.0),
+        "compacted": compacted == 1,
+        "compaction_seconds": r3(compact_seconds),
+        "batches_during_compaction": during_compaction.len(),
+        "max_batch_ms_during_compaction": r3(max(&during_compaction) * 1000.0),
+        // The part of the compaction that held the writer (batches waited): its switch.
+        "compaction_rows_copied_while_batches_landed": held.map(|h| h.0),
+        "compaction_rows_copied_at_switch": held.map(|h| h.1),
+        "compaction_writer_held_ms": held.map(|h| r3(h.2 as f64 / 1000.0)),
         "file_mib_full": r3(mib(full_bytes as f64)),
         "store_bytes_per_edge": (full_bytes as f64 / n.max(1) as f64).round(),
-        "file_mib_after_sweep": r3(mib(store.file_bytes() as f64)),
+        "file_mib_after_sweep": r3(mib(swept_bytes as f64)),
+        "file_mib_after_compaction": r3(mib(store.file_bytes() as f64)),
         "edges_after_sweep": store.len(),
     })
 }
@@ -569,16 +600,45 @@ struct StreamResult {
     first_error: Option<String>,
 }
 
+/// CPU time (user + system, seconds) of this process's threads so far, summed by thread name:
+/// the server's (`tokio-rt-worker`, its runtime and blocking pool; `mapper-commit`, the
+/// writer) apart from the agents' (`bench-agent`, their own runtime).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    // Linux's clock ticks per second for these fields (USER_HZ) is 100 on every architecture.
+    const TICKS: f64 = 100.0;
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return by };
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_owned();
+        // After the name: state (field 3), …, utime (14), stime (15).
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *by.entry(name).or_insert(0.0) += (ticks(14) + ticks(15)) / TICKS;
+    }
+    by
+}
+
+/// The agents' tasks and connections run here, on threads of their own (named `bench-agent`),
+/// so their CPU time is told apart from the server's.
+fn agents_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("bench-agent")
+        .enable_all()
+        .build()
+        .expect("the agents' tokio runtime")
+}
+
 /// `streams` agents, each with its own connection and (node, boot id), send
 /// `batches` batches of `flows_per_batch` flows in sequence; the clock runs from
-/// when all are connected to the last acknowledgement.
+/// when all are connected to the last acknowledgement. The agents run on `agents`.
 async fn run_streams(
     url: &str,
     cluster: &Arc<Cluster>,
     tag: &str,
-    streams: usize,
-    batches: usize,
-    flows_per_batch: usize,
+    (streams, batches, flows_per_batch): (usize, usize, usize),
+    agents: &tokio::runtime::Handle,
 ) -> Value {
     progress(&format!("ingest/{tag}: {streams} stream(s) × {batches} batches × {flows_per_batch} flows"));
     // Seen before the inventory was last looked at (it is polled once an hour here): a
@@ -602,7 +662,7 @@ async fn run_streams(
             })
             .collect();
         let (url, barrier) = (url.to_owned(), barrier.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(agents.spawn(async move {
             let mut client = IngestClient::connect(url).await.expect("connect to the server");
             barrier.wait().await;
             let mut r = StreamResult { latencies_ms: Vec::with_capacity(plan.len()), ..Default::default() };
@@ -627,6 +687,7 @@ async fn run_streams(
     }
     barrier.wait().await;
     let start = Instant::now();
+    let cpu_before = cpu_by_thread();
     let mut total = StreamResult::default();
     for t in tasks {
         let r = t.await.expect("stream task");
@@ -640,6 +701,15 @@ async fn run_streams(
         }
     }
     let wall = start.elapsed().as_secs_f64();
+    let cpu_after = cpu_by_thread();
+    let spent = |prefix: &str| {
+        let sum = |m: &std::collections::BTreeMap<String, f64>| {
+            m.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, s)| s).sum::<f64>()
+        };
+        sum(&cpu_after) - sum(&cpu_before)
+    };
+    let (server_rt, writer, agents_cpu) = (spent("tokio-rt-worker"), spent("mapper-commit"), spent("bench-agent"));
+    let server_cpu = server_rt + writer;
     let lat = &mut total.latencies_ms;
     lat.sort_by(f64::total_cmp);
     let mean = lat.iter().sum::<f64>() / lat.len().max(1) as f64;
@@ -655,6 +725,15 @@ async fn run_streams(
         "wall_seconds": r3(wall),
         "flows_per_s": (total.flows as f64 / wall).round(),
         "batches_per_s": r3(total.batches as f64 / wall),
+        // CPU time in the timed run, by whose threads spent it (10 ms resolution).
+        "cpu_seconds": {
+            "server": r3(server_cpu),
+            "server_writer_thread": r3(writer),
+            "agents": r3(agents_cpu),
+            "agents_share": r3(agents_cpu / (server_cpu + agents_cpu).max(1e-9)),
+        },
+        "server_cpu_us_per_flow": r3(server_cpu * 1e6 / (total.flows.max(1)) as f64),
+        "server_flows_per_cpu_second": (total.flows as f64 / server_cpu.max(1e-9)).round(),
         "batch_latency_ms": {
             "p50": r3(percentile(lat, 50.0)),
             "p99": r3(percentile(lat, 99.0)),
@@ -708,14 +787,17 @@ async fn ingest(params: &Params, cluster: &Arc<Cluster>, handle: ClusterHandle, 
     }));
 
     // Warm-up (connections, the store's first pages, the allocator); not reported.
-    let warmup = run_streams(&url, cluster, "warmup", 4, 5, params.flows_per_batch).await;
+    let agents = agents_runtime();
+    let on = agents.handle().clone();
+    let warmup = run_streams(&url, cluster, "warmup", (4, 5, params.flows_per_batch), &on).await;
     if warmup["errors"].as_u64() != Some(0) {
         progress(&format!("warm-up had errors: {}", warmup["first_error"]));
     }
-    let single = run_streams(&url, cluster, "single", 1, params.single_batches, params.flows_per_batch).await;
+    let single = run_streams(&url, cluster, "single", (1, params.single_batches, params.flows_per_batch), &on).await;
     let concurrent =
-        run_streams(&url, cluster, "concurrent", params.streams, params.batches, params.flows_per_batch).await;
+        run_streams(&url, cluster, "concurrent", (params.streams, params.batches, params.flows_per_batch), &on).await;
     let edges = edge_counts(&url).await;
+    agents.shutdown_background();
 
     let _ = stop.send(());
     match tokio::time::timeout(Duration::from_secs(10), serving).await {
@@ -883,7 +965,7 @@ fn main() {
         "machine": {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "store_filesystem": filesystem_of(&base),
-            "note": "agents (gRPC clients) and the server run in one process on the same cores",
+            "note": "agents (gRPC clients, on threads of their own) and the server run in one process on the same cores",
         },
         "inventory": {
             "deployments": params.deployments,

@@ -426,8 +426,11 @@ impl IngestService {
                 }
             })
             .collect();
-        let agent = crate::store::AgentBoot::new(&req.node, &req.boot_id);
         let flows = observations.len();
+        // One observation per edge (and side, port, Service) of the batch: the one writer
+        // handles each once, here on the caller's thread.
+        let observations = crate::store::coalesce(observations);
+        let agent = crate::store::AgentBoot::new(&req.node, &req.boot_id);
         let applied = self.committer.apply(agent.clone(), req.sequence, observations).map_err(|e| {
             warn!(error = %error_chain(&e), "cannot store a batch");
             CallError::Store(e)

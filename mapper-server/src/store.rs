@@ -12,7 +12,8 @@
 //! logged; redb refuses every later transaction of a database whose write
 //! failed, so the next write reopens the file first, and the store is healthy
 //! again once a write succeeds. Retention removes edges in chunks, releasing
-//! the writer between them, and compacts the file when most of it is free.
+//! the writer between them, and compacts the file when most of it is free,
+//! copying it while batches keep landing (see [`compact`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -30,11 +31,13 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 pub mod boots;
+mod compact;
 mod open;
 mod shared;
 
 pub use boots::AgentBoot;
 use boots::BootRecord;
+pub use compact::Compacted;
 use shared::Shared;
 pub use shared::StoredKey;
 
@@ -71,7 +74,7 @@ pub enum Proto {
 }
 
 /// Which agent saw a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     /// The client's agent (connect, UDP send).
     Client,
@@ -254,6 +257,63 @@ pub struct Observation {
     pub via_service: Option<(Arc<str>, Arc<str>)>,
 }
 
+impl Observation {
+    /// What makes two observations one for the edge they change: the same edge, side, port and
+    /// Service dialled (the rest is summed, widened or joined).
+    fn identity(&self) -> (&EdgeKey, Side, u16, Proto, Option<(&str, &str)>) {
+        let via = self.via_service.as_ref().map(|(ns, name)| (&**ns, &**name));
+        (&self.key, self.side, self.port, self.proto, via)
+    }
+
+    /// Adds `other` (of the same identity, later, its DNS names among this one's) to this one,
+    /// as [`EdgeState::add`] would add the two in turn: counts summed (saturating), times
+    /// widened. Its names change nothing: the edge was offered each of them before.
+    fn absorb(&mut self, other: Observation) {
+        self.established = self.established.saturating_add(other.established);
+        self.failed = self.failed.saturating_add(other.failed);
+        // As `EdgeState::add` takes a first time (ingest's times are never 0).
+        if self.first_seen_ms == 0 || other.first_seen_ms < self.first_seen_ms {
+            self.first_seen_ms = other.first_seen_ms;
+        }
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+    }
+}
+
+/// The observations of one batch with those of the same edge, side, port and Service dialled
+/// made one (at the place the first came), so the store's one writer handles each edge of a
+/// batch once rather than once per flow: many flows of a node (pods of one workload, to pods of
+/// another) land on the same edge. An observation naming a DNS name the first did not name
+/// stays apart, in its place: an edge keeps the names it has room for in the order they came.
+/// Applying the result changes the store exactly as applying `observations` does.
+pub fn coalesce(observations: Vec<Observation>) -> Vec<Observation> {
+    if observations.len() < 2 {
+        return observations;
+    }
+    // The first observation of each identity (its index), for every observation.
+    let leaders: Vec<usize> = {
+        let mut first: foldhash::HashMap<_, usize> = foldhash::HashMap::default();
+        first.reserve(observations.len());
+        observations.iter().enumerate().map(|(i, o)| *first.entry(o.identity()).or_insert(i)).collect()
+    };
+    let mut out: Vec<Observation> = Vec::with_capacity(observations.len());
+    let mut slot = vec![usize::MAX; observations.len()];
+    for (i, o) in observations.into_iter().enumerate() {
+        let leader = leaders[i];
+        if leader == i {
+            slot[i] = out.len();
+            out.push(o);
+        } else {
+            let into = &mut out[slot[leader]];
+            if o.dns_names.iter().all(|n| into.dns_names.contains(n)) {
+                into.absorb(o);
+            } else {
+                out.push(o);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 impl Observation {
     /// `n` TCP connections to `port` of `key`'s server, seen once at `at`, by `side`'s agent.
@@ -341,8 +401,18 @@ pub enum StoreError {
     Storage(#[from] redb::StorageError),
     #[error("store commit failed")]
     Commit(#[from] redb::CommitError),
-    #[error("store compaction failed")]
-    Compaction(#[from] redb::CompactionError),
+    #[error("cannot compact the store into {path} (the store itself is as it was)")]
+    Compact {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("cannot sync the directory of {path} after replacing it with its compacted copy")]
+    SyncDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("a stored agent boot record cannot be read")]
     BootRecord(#[source] serde_json::Error),
 }
@@ -385,6 +455,8 @@ struct Writer {
     unsure: Vec<EdgeKey>,
     /// The names, ends and lists the edges share.
     shared: Shared,
+    /// While a compaction copies the file: the keys written since it started.
+    compacting: Option<compact::Delta>,
 }
 
 /// The edge store.
@@ -441,6 +513,7 @@ impl EdgeStore {
     pub fn open_with(data_dir: &Path, opts: OpenOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
         let path = data_dir.join("edges.redb");
+        compact::remove_leftover(&path);
         let mut shared = Shared::default();
         let (db, edges) = match open::open_file(&path, wall_ms(), Some(&mut shared)) {
             Ok(l) => l,
@@ -464,7 +537,7 @@ impl EdgeStore {
         let edges = RwLock::new(edges);
         Ok(Self {
             edges,
-            writer: Mutex::new(Writer { db: Some(db), failed: false, unsure: Vec::new(), shared }),
+            writer: Mutex::new(Writer { db: Some(db), failed: false, unsure: Vec::new(), shared, compacting: None }),
             path,
             healthy: AtomicBool::new(true),
             write_errors: AtomicU64::new(0),
@@ -492,18 +565,19 @@ impl EdgeStore {
     fn write<T>(
         &self,
         touches: impl FnOnce() -> Vec<EdgeKey>,
-        f: impl FnOnce(&mut Database, &mut Shared) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Database, &mut Shared, &mut compact::Tracker<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.lock_writer();
         if let Err(e) = self.recover(&mut w) {
+            w.compacting = None;
             self.failed(&e);
             return Err(e);
         }
-        let Writer { db, shared, .. } = &mut *w;
+        let Writer { db, shared, compacting, .. } = &mut *w;
         let Some(db) = db.as_mut() else {
             return Err(StoreError::NotOpen { path: self.path.clone() });
         };
-        match f(db, shared) {
+        match f(db, shared, &mut compact::Tracker(compacting)) {
             Ok(v) => {
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     info!(path = %self.path.display(), "the store accepts writes again");
@@ -512,11 +586,18 @@ impl EdgeStore {
             }
             Err(e) => {
                 w.failed = true;
+                // The file is reopened before the next write: a compaction's copy is given up.
+                w.compacting = None;
                 w.unsure.extend(touches());
                 self.failed(&e);
                 Err(e)
             }
         }
+    }
+
+    /// The writer (a panicked holder left it consistent: the map only takes committed edges).
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn failed(&self, e: &StoreError) {
@@ -572,7 +653,7 @@ impl EdgeStore {
     pub fn apply_group(&self, batches: &[Batch<'_>]) -> Result<Vec<Applied>, StoreError> {
         let now = wall_ms();
         let touched = || batches.iter().flat_map(|b| b.observations.iter().map(|o| o.key.clone())).collect();
-        self.write(touched, |db, shared| {
+        self.write(touched, |db, shared, tracker| {
             let txn = db.begin_write()?;
             let mut results = Vec::with_capacity(batches.len());
             // Each edge the group changes: its key in the map (ends shared) and its new state.
@@ -581,6 +662,8 @@ impl EdgeStore {
             {
                 let mut table = txn.open_table(BOOTS)?;
                 let mut records: HashMap<&AgentBoot, BootRecord> = HashMap::new();
+                // One read lock for the group's lookups (only this thread changes the map).
+                let known = self.read();
                 for b in batches {
                     let record = match records.entry(b.agent) {
                         std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -601,13 +684,14 @@ impl EdgeStore {
                     for obs in b.observations {
                         let (_, state) = merged.entry(&obs.key).or_insert_with(|| {
                             let key = shared.key(&obs.key);
-                            let state = self.read().get(&key).cloned().unwrap_or_default();
+                            let state = known.get(&key).cloned().unwrap_or_default();
                             (key, state)
                         });
                         state.add(obs, shared);
                     }
                     results.push(Applied::New);
                 }
+                drop(known);
                 if results.iter().all(|r| *r == Applied::Duplicate) {
                     // Nothing to make durable (the boots' last-seen times are not worth an fsync).
                     drop(table);
@@ -616,10 +700,13 @@ impl EdgeStore {
                 }
                 for (agent, record) in &records {
                     table.insert(open::boot_key(agent), encode(record).as_slice())?;
+                    tracker.boot(&agent.node, &agent.boot_id);
                 }
                 let mut edges = txn.open_table(EDGES)?;
                 for (key, state) in merged.values() {
-                    edges.insert(edge_bytes(key).as_slice(), edge_bytes(state).as_slice())?;
+                    let key = edge_bytes(key);
+                    edges.insert(key.as_slice(), edge_bytes(state).as_slice())?;
+                    tracker.edge(&key);
                 }
             }
             txn.commit()?;
@@ -689,7 +776,9 @@ impl EdgeStore {
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).
     pub fn reset(&self) -> Result<usize, StoreError> {
         let all = || self.read().keys().map(StoredKey::to_key).collect();
-        self.write(all, |db, shared| {
+        self.write(all, |db, shared, tracker| {
+            // Every edge at once: a compaction copying them starts again at the next sweep.
+            tracker.abandon();
             let txn = db.begin_write()?;
             txn.delete_table(EDGES)?;
             txn.open_table(EDGES)?;
@@ -707,7 +796,7 @@ impl EdgeStore {
     /// reset) is skipped. Returns how many edges moved.
     pub fn rekey(&self, moves: &[(EdgeKey, EdgeKey)]) -> Result<usize, StoreError> {
         let touched = || moves.iter().flat_map(|(from, to)| [from.clone(), to.clone()]).collect();
-        self.write(touched, |db, shared| {
+        self.write(touched, |db, shared, tracker| {
             let mut merged: HashMap<&EdgeKey, (StoredKey, EdgeState)> = HashMap::new();
             let mut removed: HashMap<&EdgeKey, StoredKey> = HashMap::new();
             for (from, to) in moves.iter().filter(|(from, to)| from != to) {
@@ -731,10 +820,14 @@ impl EdgeStore {
             {
                 let mut table = txn.open_table(EDGES)?;
                 for key in removed.values() {
-                    table.remove(edge_bytes(key).as_slice())?;
+                    let key = edge_bytes(key);
+                    table.remove(key.as_slice())?;
+                    tracker.edge(&key);
                 }
                 for (key, state) in merged.values() {
-                    table.insert(edge_bytes(key).as_slice(), edge_bytes(state).as_slice())?;
+                    let key = edge_bytes(key);
+                    table.insert(key.as_slice(), edge_bytes(state).as_slice())?;
+                    tracker.edge(&key);
                 }
             }
             txn.commit()?;
@@ -754,13 +847,24 @@ impl EdgeStore {
     /// a large sweep never holds ingest for long; then compacts the file if
     /// most of it is free space.
     pub fn expire(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let removed = self.remove_expired(cutoff_ms)?;
+        if removed > 0 {
+            self.compact_if_sparse()?;
+        }
+        Ok(removed)
+    }
+
+    /// The sweep of [`EdgeStore::expire`] without the compaction after it: removes edges last
+    /// seen before `cutoff_ms` in transactions of at most [`EXPIRE_CHUNK`], letting batches in
+    /// between; returns how many.
+    pub fn remove_expired(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let old: Vec<StoredKey> =
             self.read().iter().filter(|(_, s)| s.last_seen_ms < cutoff_ms).map(|(k, _)| k.clone()).collect();
         let mut removed = 0;
         for chunk in old.chunks(EXPIRE_CHUNK) {
             removed += self.write(
                 || chunk.iter().map(StoredKey::to_key).collect(),
-                |db, _| {
+                |db, _, tracker| {
                     // Seen again since the scan: kept (one read lock for the chunk; the writer
                     // lock held here keeps it true until the removal).
                     let still: Vec<&StoredKey> = {
@@ -771,7 +875,9 @@ impl EdgeStore {
                     {
                         let mut table = txn.open_table(EDGES)?;
                         for k in &still {
-                            table.remove(edge_bytes(*k).as_slice())?;
+                            let k = edge_bytes(*k);
+                            table.remove(k.as_slice())?;
+                            tracker.edge(&k);
                         }
                     }
                     txn.commit()?;
@@ -789,7 +895,6 @@ impl EdgeStore {
         drop(old);
         if removed > 0 {
             self.writer.lock().unwrap_or_else(|p| p.into_inner()).shared.prune();
-            self.compact_if_sparse()?;
         }
         Ok(removed)
     }
@@ -799,38 +904,12 @@ impl EdgeStore {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
-    /// Compacts the file (under the writer lock: ingest waits meanwhile) when
-    /// it is larger than 8 MiB and less than a quarter of it is live data.
-    /// Returns whether it compacted.
-    pub fn compact_if_sparse(&self) -> Result<bool, StoreError> {
-        let file = self.file_bytes();
-        if file < COMPACT_MIN_FILE_BYTES {
-            return Ok(false);
-        }
-        self.write(Vec::new, |db, _| {
-            let live = {
-                let txn = db.begin_write()?;
-                let stats = txn.stats()?;
-                txn.abort()?;
-                stats.stored_bytes() + stats.metadata_bytes()
-            };
-            if live as f64 >= file as f64 * COMPACT_LIVE_FRACTION {
-                return Ok(false);
-            }
-            let started = std::time::Instant::now();
-            while db.compact()? {}
-            let after = self.file_bytes();
-            info!(before = file, after, live, ms = started.elapsed().as_millis() as u64, "store compacted");
-            Ok(true)
-        })
-    }
-
     /// Forgets agent boots last heard from before `cutoff_ms`, and the oldest
     /// beyond `max_boots`; returns how many. (A forgotten boot's resent batch
     /// would be applied again: keep the cutoff well beyond how long an agent
     /// keeps batches spooled.)
     pub fn prune_boots(&self, cutoff_ms: i64, max_boots: usize) -> Result<usize, StoreError> {
-        self.write(Vec::new, |db, _| {
+        self.write(Vec::new, |db, _, tracker| {
             let txn = db.begin_write()?;
             let removed = {
                 let mut table = txn.open_table(BOOTS)?;
@@ -847,6 +926,7 @@ impl EdgeStore {
                     seen.iter().enumerate().filter(|(i, s)| *i < over || s.0 < cutoff_ms).map(|(_, s)| s).collect();
                 for (_, node, boot) in &gone {
                     table.remove((node.as_str(), boot.as_str()))?;
+                    tracker.boot(node, boot);
                 }
                 gone.len()
             };
@@ -861,7 +941,7 @@ impl EdgeStore {
 
     /// Agent boots recorded.
     pub fn boots(&self) -> Result<u64, StoreError> {
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let w = self.lock_writer();
         let Some(db) = w.db.as_ref() else { return Ok(0) };
         let read = redb::ReadableDatabase::begin_read(db)?;
         Ok(redb::ReadableTableMetadata::len(&read.open_table(BOOTS)?)?)

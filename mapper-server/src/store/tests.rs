@@ -1,6 +1,8 @@
 use mapper_cluster::Workload;
 
-use super::*;
+use std::path::Path;
+
+use super::{compact::COPY_CHUNK, *};
 
 fn wl(name: &str, ns: &str) -> Peer {
     Peer::Workload(Workload::new(name, ns, "Deployment"))
@@ -353,6 +355,172 @@ fn retention_in_chunks_and_the_file_compacted() {
     let s = EdgeStore::open(dir.path()).expect("reopen after compaction");
     assert_eq!(s.len(), kept, "the compacted file holds what was kept");
     assert_eq!(s.apply(&b, 1, &[]).expect("apply"), Applied::Duplicate, "and the boots");
+}
+
+#[test]
+fn a_coalesced_batch_changes_the_store_as_its_flows_do() {
+    // Flows of few edges, sides, ports and Services, with counts near the top, times in any
+    // order and DNS names past an edge's bound: the store must end the same either way.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let batches: Vec<Vec<Observation>> = (0..6)
+        .map(|_| {
+            (0..400)
+                .map(|_| {
+                    let side = if next(2) == 0 { Side::Client } else { Side::Server };
+                    let mut o = obs(&format!("c{}", next(3)), &format!("s{}", next(3)), side, 1 + next(5), 0);
+                    o.port = 8080 + next(2) as u16;
+                    o.established = if next(50) == 0 { u64::MAX - next(3) } else { next(9) };
+                    o.failed = next(3);
+                    o.first_seen_ms = 1_000 + next(1_000) as i64;
+                    o.last_seen_ms = o.first_seen_ms + next(1_000) as i64;
+                    o.dns_names = (0..next(3)).map(|_| format!("n{}.example.com", next(40))).collect();
+                    if next(3) == 0 {
+                        o.via_service = Some(("team3".into(), format!("svc{}", next(2)).into()));
+                    }
+                    o
+                })
+                .collect()
+        })
+        .collect();
+    let (d1, d2) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (flows, coalesced) = (EdgeStore::open(d1.path()).expect("open"), EdgeStore::open(d2.path()).expect("open"));
+    let mut fewer = 0;
+    for (i, b) in batches.into_iter().enumerate() {
+        flows.apply(&ab("n", "b"), i as u64 + 1, &b).expect("apply");
+        let n = b.len();
+        let c = coalesce(b);
+        fewer += n - c.len();
+        coalesced.apply(&ab("n", "b"), i as u64 + 1, &c).expect("apply");
+    }
+    assert!(fewer > 400, "only {fewer} of 2 400 flows coalesced");
+    assert_eq!(flows.edges(), coalesced.edges());
+    assert!(flows.edges().iter().any(|(_, e)| e.dns_names.len() == MAX_DNS_NAMES_PER_EDGE), "the bound was reached");
+}
+
+/// A store of `n` edges (names long enough to pass the compaction threshold) of which one in
+/// 40 is recent (seen at 5000) and the rest old (100); returns it and how many are recent.
+fn sparse_store(dir: &Path, n: usize) -> (EdgeStore, usize) {
+    let s = EdgeStore::open(dir).expect("open");
+    let b = ab("n", "b");
+    let mut kept = 0;
+    for (i, chunk) in many(n, 100).chunks(1000).enumerate() {
+        let mut chunk = chunk.to_vec();
+        for (j, o) in chunk.iter_mut().enumerate() {
+            o.dns_names = vec![format!("{}.{}", "x".repeat(200), i)];
+            if j % 40 == 0 {
+                o.last_seen_ms = 5000;
+                kept += 1;
+            }
+        }
+        s.apply(&b, i as u64 + 1, &chunk).expect("apply");
+    }
+    (s, kept)
+}
+
+/// What a store holds, as comparable values: every edge and, per boot, the sequences 1..=50
+/// it has applied.
+fn contents(s: &EdgeStore, boots: &[AgentBoot]) -> (Vec<(EdgeKey, EdgeState)>, Vec<Vec<u64>>) {
+    let w = s.lock_writer();
+    let db = w.db.as_ref().expect("open");
+    let read = redb::ReadableDatabase::begin_read(db).expect("read");
+    let table = read.open_table(BOOTS).expect("boots");
+    let applied = boots
+        .iter()
+        .map(|b| match table.get(open::boot_key(b)).expect("get") {
+            Some(r) => {
+                let r: BootRecord = serde_json::from_slice(r.value()).expect("record");
+                (1..=50).filter(|q| r.applied(*q)).collect()
+            }
+            None => Vec::new(),
+        })
+        .collect();
+    drop(w);
+    (s.edges(), applied)
+}
+
+#[test]
+fn compaction_copies_while_batches_land_and_keeps_every_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, kept) = sparse_store(dir.path(), 3 * COPY_CHUNK + 500);
+    let old = s.remove_expired(1000).expect("expire");
+    assert!(old > 0 && s.len() == kept);
+    let before = s.file_bytes();
+    // Between the copy's chunks, with the writer free: new edges (more than a chunk of them in
+    // one go, so a round copies them again before the switch), a kept edge seen again, an
+    // edge removed, a boot applying batches and one forgotten.
+    let (busy, quiet) = (ab("n", "busy"), ab("n", "b"));
+    let mut step = 0u64;
+    let mut between = |st: &EdgeStore| {
+        step += 1;
+        match step {
+            1 => {
+                let fresh: Vec<Observation> =
+                    (0..COPY_CHUNK + 300).map(|i| obs(&format!("new-{i}"), "ledger", Side::Server, 2, 6000)).collect();
+                assert_eq!(st.apply(&busy, 1, &fresh).expect("apply"), Applied::New);
+            }
+            2 => {
+                let again = obs("client-0", "ledger", Side::Client, 7, 7000);
+                assert_eq!(st.apply(&busy, 3, &[again]).expect("apply"), Applied::New);
+                assert_eq!(st.remove_expired(5500).expect("expire"), kept - 1, "the recent ones but client-0, now old");
+            }
+            3 => {
+                assert_eq!(st.prune_boots(wall_ms() + 1, 100).expect("prune"), 2, "both boots forgotten");
+                let last = obs("last", "ledger", Side::Client, 1, 8000);
+                assert_eq!(st.apply(&busy, 2, &[last]).expect("apply"), Applied::New);
+            }
+            _ => {}
+        }
+    };
+    let tmp = compact::compacting_path(s.path());
+    let done = s.copy_and_switch(&tmp, &mut between).ok().flatten().expect("compacted");
+    assert!(step >= 3, "the copy took {step} chunks");
+    assert!(done.rows_at_switch <= COPY_CHUNK, "{done:?}: the rounds copied what changed before the switch");
+    assert!(done.rows_copied > COPY_CHUNK, "{done:?}");
+    assert!(!tmp.exists(), "the copy took the store's name");
+    assert!(s.file_bytes() < before / 2, "{before} → {}", s.file_bytes());
+    let boots = [busy.clone(), quiet.clone()];
+    let live = contents(&s, &boots);
+    assert_eq!(live.0.len(), COPY_CHUNK + 300 + 2, "the new edges, the re-seen one and the last");
+    assert_eq!(live.1, [vec![2], vec![]], "busy's batch 2 after it was forgotten; b forgotten");
+    // Batches keep landing in the new file, and it holds exactly what memory does.
+    assert_eq!(s.apply(&busy, 2, &[]).expect("apply"), Applied::Duplicate);
+    s.apply(&busy, 4, &[obs("after", "ledger", Side::Client, 1, 9000)]).expect("apply");
+    let live = contents(&s, &boots);
+    drop(s);
+    let s = EdgeStore::open(dir.path()).expect("reopen the compacted store");
+    assert_eq!(contents(&s, &boots), live, "the compacted file holds every change made during the copy");
+}
+
+#[test]
+fn a_reset_or_a_failed_write_during_the_copy_gives_the_compaction_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, kept) = sparse_store(dir.path(), 2 * COPY_CHUNK + 100);
+    s.remove_expired(1000).expect("expire");
+    let tmp = compact::compacting_path(s.path());
+    let file = s.file_bytes();
+    let mut between = |st: &EdgeStore| {
+        let _ = st.reset();
+    };
+    assert!(matches!(s.copy_and_switch(&tmp, &mut between), Err(compact::Stop::Abandoned)));
+    assert!(s.lock_writer().compacting.is_none());
+    assert_eq!(s.file_bytes(), file, "the store's file stays");
+    s.apply(&ab("n", "b2"), 1, &[obs("a", "x", Side::Client, 1, 100)]).expect("apply after");
+    drop(s);
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.len(), 1, "the reset and the batch after it, nothing of the copy ({kept} were kept before)");
+    assert!(!tmp.exists(), "a partial copy is removed at the next open");
+    // A partial copy left by a process that ended mid-way is removed when the store opens.
+    drop(s);
+    std::fs::write(&tmp, b"partial").expect("write");
+    let s = EdgeStore::open(dir.path()).expect("reopen");
+    assert!(!tmp.exists());
+    assert_eq!(s.len(), 1);
 }
 
 #[test]
