@@ -144,7 +144,6 @@ pub fn start_capture(cfg: &CaptureConfig, check_capabilities: bool) -> Result<Ca
         None => debug!("RLIMIT_MEMLOCK unlimited"),
         Some(bytes) => debug!(bytes, "RLIMIT_MEMLOCK (matters before kernel 5.11; CAP_SYS_RESOURCE lifts it)"),
     }
-    preflight::ensure_tracefs()?;
     preflight::ensure_bpffs(&bpffs_mount_point(&cfg.bpffs))?;
     Ok(Capture::open(cfg)?)
 }
