@@ -9,8 +9,11 @@
 # kernel's own accounting of each agent program (run_time_ns / run_cnt, with
 # kernel.bpf_stats_enabled=1 in rounds of their own) per connection and per
 # request. Prints one JSON object.
+# Then the agent's CPU with the connect-only workload paced to a tenth of its rate
+# and at full rate, 5 s each (--scaling-round).
 # Arguments are passed to `mapper-lab bench-agent` (--connections, --requests,
-# --rounds, --clients, --payload, --probe, --accounting-rounds).
+# --rounds, --clients, --payload, --probe, --accounting-rounds, --scaling-round;
+# --parts observers,scaling,accounting runs only some of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh

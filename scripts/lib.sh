@@ -106,8 +106,9 @@ warn_low_disk() {
   fi
 }
 
-# tracefs (tracepoint ids) and bpffs (pinning); the agent mounts them too, but
-# doing it here makes a failure obvious early.
+# bpffs (the agent's pins; the agent mounts it too, but doing it here makes a
+# failure obvious early) and tracefs (bpftrace, an observer of bench-agent.sh,
+# reads tracepoint ids there; the agent attaches by BTF and needs none).
 ensure_kernel_mounts() {
   if [ "$(id -u)" -eq 0 ]; then
     [ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true

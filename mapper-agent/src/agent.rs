@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     attribution::CgroupResolver,
-    capture::{Capture, CaptureConfig, CaptureError, FlowMaps, KernelMaps},
+    capture::{Capture, CaptureConfig, CaptureError, Drained, FlowMaps, KernelMaps},
     dns::DnsRecord,
     flow::{Clock, FlowRecord},
     metrics::Metrics,
@@ -122,6 +122,18 @@ fn write_jsonl<T: Serialize>(records: &[T]) -> Result<(), AgentError> {
     out.flush().map_err(AgentError::Stdout)
 }
 
+/// An error and its causes, outermost first ("map flows_a: BPF_MAP_LOOKUP_BATCH failed: ...").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Checks the node, then loads (or resumes) the capture.
 pub fn start_capture(cfg: &CaptureConfig, check_capabilities: bool) -> Result<Capture, AgentError> {
     if check_capabilities {
@@ -132,7 +144,6 @@ pub fn start_capture(cfg: &CaptureConfig, check_capabilities: bool) -> Result<Ca
         None => debug!("RLIMIT_MEMLOCK unlimited"),
         Some(bytes) => debug!(bytes, "RLIMIT_MEMLOCK (matters before kernel 5.11; CAP_SYS_RESOURCE lifts it)"),
     }
-    preflight::ensure_tracefs()?;
     preflight::ensure_bpffs(&bpffs_mount_point(&cfg.bpffs))?;
     Ok(Capture::open(cfg)?)
 }
@@ -172,7 +183,10 @@ struct Drainer<M = KernelMaps> {
 impl<M: FlowMaps> Drainer<M> {
     /// One round: drain, attribute, output, spool, then delete from the kernel.
     fn round(&mut self) -> Result<usize, AgentError> {
-        let drained = self.capture.drain(GRACE)?;
+        // Nothing recorded since the last drain (the programs count every new entry): no
+        // flip, no wait, no read; DNS answers waiting still go.
+        let idle = self.capture.nothing_recorded()?;
+        let drained = if idle { Drained::default() } else { self.capture.drain(GRACE)? };
         let clock = Clock::now();
         let mut records = Vec::with_capacity(drained.flows.len());
         {
@@ -192,7 +206,7 @@ impl<M: FlowMaps> Drainer<M> {
         }
         if let Some(p) = &self.pending {
             let flows = records.iter().map(|r| report::flow_to_pb(r, self.host_netns)).collect();
-            let kernel = drained.flows.iter().map(|(k, v)| crate::capture::fingerprint(k, v)).collect();
+            let kernel = drained.read.iter().map(|(k, v)| crate::capture::fingerprint(k, v)).collect();
             let dns = std::mem::take(&mut *self.dns_out.lock().unwrap_or_else(|p| p.into_inner()));
             let mut p = p.lock().unwrap_or_else(|p| p.into_inner());
             let pushed = p.push(flows, dns.clone(), kernel);
@@ -215,8 +229,8 @@ impl<M: FlowMaps> Drainer<M> {
                 std::process::abort();
             }
         }
-        // Only now, with the flows safe in the spool, are they removed from the kernel.
-        self.capture.clear(&drained)?;
+        // Handed on: counted, whatever the clear below does (a key it cannot delete is
+        // remembered as reported, and only what is added to it later counts again).
         for r in &records {
             self.metrics.flows_drained.get_or_create(&[("direction", r.direction.as_str())]).inc();
             self.metrics
@@ -228,7 +242,11 @@ impl<M: FlowMaps> Drainer<M> {
                 .get_or_create(&[("direction", r.direction.as_str()), ("outcome", "failed")])
                 .inc_by(r.failed);
         }
-        self.update_kernel_metrics();
+        // Only now, with the flows safe in the spool, are they removed from the kernel.
+        if !idle {
+            self.capture.clear(&drained)?;
+        }
+        // The kernel's counters and occupancy are read by the loop's one-second ticker.
         self.metrics.drains.inc();
         Ok(records.len())
     }
@@ -423,7 +441,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
                     Err(AgentError::Stdout(e)) => return Err(AgentError::Stdout(e)),
                     Err(e) => {
                         drainer.metrics.drain_errors.inc();
-                        error!(error = %e, "drain failed; the flows stay in the kernel, retrying next interval");
+                        error!(error = %chain(&e), "drain failed; the flows stay in the kernel, retrying next interval");
                     }
                 }
             }
@@ -452,7 +470,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         match tokio::task::block_in_place(|| drainer.round()) {
             Ok(_) => {}
             Err(AgentError::Stdout(e)) => return Err(AgentError::Stdout(e)),
-            Err(e) => error!(error = %e, "last drain failed; those flows stay in the kernel"),
+            Err(e) => error!(error = %chain(&e), "last drain failed; those flows stay in the kernel"),
         }
     }
     if let Some(t) = dns_task {

@@ -15,10 +15,11 @@
 //! in-memory fake in the tests of the round logic).
 
 use std::{
+    collections::HashMap,
     fs,
     hash::Hasher,
     io,
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
     thread,
     time::Duration,
@@ -26,7 +27,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
         links::{FdLink, LinkError, PinnedLink},
@@ -36,6 +37,7 @@ use mapper_ebpf::{maps, programs};
 use mapper_ebpf_common::{FlowKey, FlowValue, Stat};
 use tracing::{info, warn};
 
+mod batch;
 mod flow_maps;
 pub use self::flow_maps::{FlowMaps, KernelMaps};
 
@@ -166,6 +168,45 @@ pub struct Capture<M = KernelMaps> {
     flow_capacity: u32,
     maps: M,
     dns: Option<RingBuf<MapData>>,
+    /// Per buffer: the entries a clear could not delete, as they were when their counts were
+    /// handed on, so that the next drain of that buffer hands on only what was added since.
+    /// Bounded by the buffer's size (only keys read from it are kept).
+    reported: [HashMap<FlowKey, Reported>; 2],
+}
+
+/// What of a kernel entry was already handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reported {
+    /// Tells this entry from a new one under the same key (evicted, then inserted again).
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    established: u64,
+    failed: u64,
+}
+
+impl Reported {
+    fn of(v: &FlowValue) -> Self {
+        Self {
+            first_seen_ns: v.first_seen_ns,
+            last_seen_ns: v.last_seen_ns,
+            established: v.established,
+            failed: v.failed,
+        }
+    }
+
+    /// What `v` (the same entry, read again) holds beyond what was handed on; `None` when
+    /// nothing was added.
+    fn since(&self, v: &FlowValue) -> Option<FlowValue> {
+        let established = v.established.saturating_sub(self.established);
+        let failed = v.failed.saturating_sub(self.failed);
+        // The new connections came after the last one handed on.
+        (established > 0 || failed > 0).then(|| FlowValue {
+            established,
+            failed,
+            first_seen_ns: self.last_seen_ns.max(v.first_seen_ns),
+            ..*v
+        })
+    }
 }
 
 impl<M> std::fmt::Debug for Capture<M> {
@@ -182,12 +223,30 @@ impl<M> std::fmt::Debug for Capture<M> {
 pub struct Drained {
     /// Which buffer was read.
     pub buffer: u32,
-    /// The flows (deleted from the kernel once the caller calls [`Capture::clear`]).
+    /// The flows to hand on: what the kernel counted since the last report of each. An entry
+    /// a failed clear left behind is handed on only for what was added to it since.
     pub flows: Vec<(FlowKey, FlowValue)>,
+    /// Every entry as the kernel holds it (deleted from the kernel once the caller calls
+    /// [`Capture::clear`]; what a spool's fingerprints name).
+    pub read: Vec<(FlowKey, FlowValue)>,
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name).ok_or(CaptureError::MissingMap { name })
+}
+
+/// A flow buffer's descriptor, once aya has checked that its keys and values are a
+/// [`FlowKey`] and a [`FlowValue`] (what the batch commands copy).
+fn flow_fd(ebpf: &mut Ebpf, name: &'static str) -> Result<OwnedFd, CaptureError> {
+    let map = take_map(ebpf, name)?;
+    typed(name, BpfHashMap::<_, FlowKey, FlowValue>::try_from(&map))?;
+    let (Map::HashMap(data) | Map::LruHashMap(data)) = &map else {
+        return Err(CaptureError::Map { name, source: MapError::InvalidMapType { map_type: 0 } });
+    };
+    data.fd().as_fd().try_clone_to_owned().map_err(|e| CaptureError::Map {
+        name,
+        source: MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error: e }),
+    })
 }
 
 fn typed<T, E: Into<MapError>>(name: &'static str, r: Result<T, E>) -> Result<T, CaptureError> {
@@ -238,8 +297,8 @@ impl Capture<KernelMaps> {
         }
         remove_other_versions(&cfg.bpffs, &pin_dir);
 
-        let flows_a = typed(maps::FLOWS_A, HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_A)?))?;
-        let flows_b = typed(maps::FLOWS_B, HashMap::try_from(take_map(&mut ebpf, maps::FLOWS_B)?))?;
+        let flows_a = flow_fd(&mut ebpf, maps::FLOWS_A)?;
+        let flows_b = flow_fd(&mut ebpf, maps::FLOWS_B)?;
         let state = typed(maps::STATE, Array::try_from(take_map(&mut ebpf, maps::STATE)?))?;
         let occupancy = typed(maps::OCCUPANCY, Array::try_from(take_map(&mut ebpf, maps::OCCUPANCY)?))?;
         let stats = typed(maps::STATS, PerCpuArray::try_from(take_map(&mut ebpf, maps::STATS)?))?;
@@ -251,8 +310,9 @@ impl Capture<KernelMaps> {
             pin_dir,
             resumed,
             flow_capacity: cfg.flow_entries,
-            maps: KernelMaps { flows: [flows_a, flows_b], state, occupancy, stats },
+            maps: KernelMaps { flow_fds: [flows_a, flows_b], state, occupancy, stats },
             dns: Some(dns),
+            reported: Default::default(),
         })
     }
 
@@ -303,7 +363,7 @@ impl<M: FlowMaps> Capture<M> {
     /// A capture over `maps` with nothing loaded (the round logic's tests).
     #[cfg(test)]
     pub(crate) fn over(maps: M, flow_capacity: u32) -> Self {
-        Self { pin_dir: PathBuf::new(), resumed: false, flow_capacity, maps, dns: None }
+        Self { pin_dir: PathBuf::new(), resumed: false, flow_capacity, maps, dns: None, reported: Default::default() }
     }
 
     /// The maps the rounds use.
@@ -344,33 +404,70 @@ impl<M: FlowMaps> Capture<M> {
         Stat::ALL.iter().map(|&stat| Ok((stat, typed(maps::STATS, self.maps.stat(stat))?))).collect()
     }
 
+    /// Whether both buffers are empty, as the programs count them (every entry they insert
+    /// adds one to its buffer's occupancy; a clear resets it to what it left): then a drain
+    /// would read nothing. An insert whose count is not yet added is read by the next drain.
+    pub fn nothing_recorded(&self) -> Result<bool, CaptureError> {
+        if self.reported.iter().any(|r| !r.is_empty()) {
+            return Ok(false);
+        }
+        for buffer in [0, 1] {
+            if typed(maps::OCCUPANCY, self.maps.occupancy(buffer))? != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Switches the programs to the other buffer, waits `grace` for programs
     /// already running on the old one, and reads everything the old one holds.
     pub fn drain(&mut self, grace: Duration) -> Result<Drained, CaptureError> {
         let old = typed(maps::STATE, self.maps.active())?;
         typed(maps::STATE, self.maps.set_active(1 - old))?;
         thread::sleep(grace);
-        let keys = self.maps.keys(old).map_err(|source| CaptureError::Map { name: buffer_name(old), source })?;
-        let mut flows = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.maps.get(old, &key) {
-                Ok(v) => flows.push((key, v)),
-                Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(CaptureError::Map { name: buffer_name(old), source });
-                }
-            }
-        }
-        Ok(Drained { buffer: old, flows })
+        let name = buffer_name(old);
+        let read = self.maps.entries(old).map_err(|source| CaptureError::Map { name, source })?;
+        let reported = &self.reported[old as usize];
+        let flows = if reported.is_empty() {
+            read.clone()
+        } else {
+            read.iter()
+                .filter_map(|(key, v)| match reported.get(key) {
+                    Some(r) if r.first_seen_ns == v.first_seen_ns => r.since(v).map(|new| (*key, new)),
+                    _ => Some((*key, *v)),
+                })
+                .collect()
+        };
+        Ok(Drained { buffer: old, flows, read })
     }
 
-    /// Deletes what `drained` read, once it has been handed on.
+    /// Deletes what `drained` read, once it has been handed on. A delete that fails leaves
+    /// its entry, and the counts it held, in the kernel: they are remembered as handed on, so
+    /// the next drain of that buffer reports only what the programs add to it meanwhile.
     pub fn clear(&mut self, drained: &Drained) -> Result<(), CaptureError> {
-        let name = buffer_name(drained.buffer);
-        for (key, _) in &drained.flows {
-            self.maps.remove(drained.buffer, key).map_err(|source| CaptureError::Map { name, source })?;
+        let buffer = drained.buffer;
+        let name = buffer_name(buffer);
+        let keys: Vec<FlowKey> = drained.read.iter().map(|(k, _)| *k).collect();
+        let (failed, first_error) = self.maps.remove_all(buffer, &keys);
+        let left = &mut self.reported[buffer as usize];
+        left.clear();
+        match first_error {
+            None => typed(maps::OCCUPANCY, self.maps.set_occupancy(buffer, 0)),
+            Some(source) => {
+                let failed: std::collections::HashSet<usize> = failed.into_iter().collect();
+                left.extend(
+                    drained
+                        .read
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| failed.contains(i))
+                        .map(|(_, (k, v))| (*k, Reported::of(v))),
+                );
+                // The programs count against what the buffer still holds.
+                let _ = self.maps.set_occupancy(buffer, left.len() as u64);
+                Err(CaptureError::Map { name, source })
+            }
         }
-        typed(maps::OCCUPANCY, self.maps.set_occupancy(drained.buffer, 0))
     }
 }
 
@@ -414,20 +511,14 @@ impl<M: FlowMaps> Capture<M> {
         let active = typed(maps::STATE, self.maps.active())?;
         let idle = 1 - active;
         let name = buffer_name(idle);
-        let keys = self.maps.keys(idle).map_err(|source| CaptureError::Map { name, source })?;
-        let mut removed = 0;
-        let total = keys.len();
-        for key in keys {
-            let value = match self.maps.get(idle, &key) {
-                Ok(v) => v,
-                Err(MapError::KeyNotFound) => continue,
-                Err(source) => return Err(CaptureError::Map { name, source }),
-            };
-            if spooled.contains(&fingerprint(&key, &value)) {
-                self.maps.remove(idle, &key).map_err(|source| CaptureError::Map { name, source })?;
-                removed += 1;
-            }
+        let entries = self.maps.entries(idle).map_err(|source| CaptureError::Map { name, source })?;
+        let total = entries.len();
+        let matching: Vec<FlowKey> =
+            entries.iter().filter(|(k, v)| spooled.contains(&fingerprint(k, v))).map(|(k, _)| *k).collect();
+        if let (_, Some(source)) = self.maps.remove_all(idle, &matching) {
+            return Err(CaptureError::Map { name, source });
         }
+        let removed = matching.len();
         // What the buffer holds now, so the programs count against the right
         // figure when they next write to it.
         typed(maps::OCCUPANCY, self.maps.set_occupancy(idle, (total - removed) as u64))?;

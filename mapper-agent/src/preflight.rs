@@ -1,5 +1,5 @@
 //! What the agent needs from the node, checked before anything is loaded, with
-//! errors that say what to do: privileges, BTF, cgroup v2, tracefs and bpffs.
+//! errors that say what to do: privileges, BTF, cgroup v2 and bpffs.
 
 use std::{
     fs, io,
@@ -166,17 +166,6 @@ fn mount(fstype: &'static str, path: &Path) -> Result<(), PreflightError> {
     // SAFETY: both strings are valid NUL-terminated C strings; no data pointer.
     let rc = unsafe { libc::mount(c"none".as_ptr(), c_path.as_ptr(), c_type.as_ptr(), 0, std::ptr::null()) };
     if rc == 0 { Ok(()) } else { Err(err(io::Error::last_os_error())) }
-}
-
-/// Mounts tracefs at /sys/kernel/tracing when its events are missing (aya reads
-/// tracepoint ids there).
-pub fn ensure_tracefs() -> Result<(), PreflightError> {
-    if Path::new("/sys/kernel/tracing/events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
-        return Ok(());
-    }
-    let path = Path::new("/sys/kernel/tracing");
-    info!(path = %path.display(), "mounting tracefs");
-    mount("tracefs", path)
 }
 
 /// Mounts a bpf filesystem at `bpffs` when none is mounted there.

@@ -164,7 +164,7 @@ fn agent_token_is_projected_for_the_audience_the_server_reviews() {
 }
 
 #[test]
-fn agent_mounts_bpffs_cgroup2_tracefs_and_host_proc() {
+fn agent_mounts_bpffs_cgroup2_and_the_node_netns_only() {
     checks::agent_host_mounts(&defaults());
 }
 

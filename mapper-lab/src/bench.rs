@@ -56,6 +56,23 @@ pub struct BenchConfig {
     /// The `mapper-bpf-floor` binary: when given, the accounting rounds are also run
     /// with empty programs on the same hooks.
     pub floor: Option<std::path::PathBuf>,
+    /// Which parts to run (a narrower run while working on one of them).
+    pub parts: Parts,
+    /// How long each round of the agent's CPU at two rates lasts: long against the wait
+    /// for its last drain, so that the figure is the agent's cost while traffic runs, not
+    /// its idle cost after a burst.
+    pub scaling_round: Duration,
+}
+
+/// The parts of the benchmark; a part not run reports empty figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    /// The observers side by side, both workloads.
+    pub observers: bool,
+    /// The agent's CPU at a tenth of the rate and at full rate.
+    pub scaling: bool,
+    /// The kernel's accounting of the BPF programs (and of the floor's).
+    pub accounting: bool,
 }
 
 /// One observer's figures in one workload.
@@ -400,7 +417,8 @@ fn agent_at_rate(
     Ok(AgentAtRate { rate_per_s: rate, cpu_s_per_million: cpu / (units / 1e6), cpu_s_per_s: cpu / wall })
 }
 
-/// The agent at a tenth of the rate `full` measured, then at full rate.
+/// The agent at a tenth of the rate `full` measured, then at full rate, each for about
+/// `cfg.scaling_round`.
 fn agent_rate_scaling(
     lab: &Lab<'_>,
     setup: &Setup<'_>,
@@ -408,7 +426,7 @@ fn agent_rate_scaling(
     full: f64,
 ) -> Result<Vec<AgentAtRate>, LabError> {
     let clients = cfg.clients.max(1);
-    let per_client = (cfg.connections / u64::from(clients)).max(10);
+    let per_client = ((full * cfg.scaling_round.as_secs_f64()) as u64 / u64::from(clients)).max(10);
     let mut out = Vec::new();
     if full > 0.0 {
         // A tenth of the rate for as long: a tenth of the connections, each client
@@ -454,10 +472,47 @@ pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<Ben
 
     let old = bpf_stats(false);
     let result = (|| {
-        let connect = workload_figures(Workload::Connect, &lab_env, &setup, cfg, &target)?;
-        let request_response = workload_figures(Workload::RequestResponse, &lab_env, &setup, cfg, &target)?;
-        let full = connect.observers.iter().find(|o| o.name == Observer::None.name()).map_or(0.0, |o| o.rate_per_s);
-        let agent_rate_scaling = agent_rate_scaling(&lab_env, &setup, cfg, full)?;
+        let parts = cfg.parts;
+        let empty = |w: Workload| WorkloadFigures {
+            unit: if w == Workload::Connect { "connections" } else { "requests" },
+            per_round: 0,
+            rounds: 0,
+            observers: Vec::new(),
+        };
+        let (connect, request_response) = if parts.observers {
+            (
+                workload_figures(Workload::Connect, &lab_env, &setup, cfg, &target)?,
+                workload_figures(Workload::RequestResponse, &lab_env, &setup, cfg, &target)?,
+            )
+        } else {
+            (empty(Workload::Connect), empty(Workload::RequestResponse))
+        };
+        let agent_rate_scaling = if parts.scaling {
+            let full = match connect.observers.iter().find(|o| o.name == Observer::None.name()) {
+                Some(o) => o.rate_per_s,
+                // The observers were not run: one unwatched round tells the full rate.
+                None => {
+                    let clients = cfg.clients.max(1);
+                    let per_client = (cfg.connections / u64::from(clients)).max(1);
+                    lab_env.round(Workload::Connect, 1, (per_client / 10).max(1), 0)?;
+                    lab_env.round(Workload::Connect, clients, per_client, 0)?
+                }
+            };
+            agent_rate_scaling(&lab_env, &setup, cfg, full)?
+        } else {
+            Vec::new()
+        };
+        if !parts.accounting {
+            return Ok(BenchReport {
+                workloads: Workloads { connect, request_response },
+                agent_rate_scaling,
+                bpf_ns_per_connection: BTreeMap::new(),
+                bpf_runs_per_connection: BTreeMap::new(),
+                bpf_ns_per_request: BTreeMap::new(),
+                bpf_floor_ns_per_connection: None,
+                bpf_floor_ns_per_request: None,
+            });
+        }
         bpf_stats(true);
         let (ns_conn, runs_conn) = bpf_accounting(Workload::Connect, &lab_env, &setup, cfg)?;
         let (ns_req, _) = bpf_accounting(Workload::RequestResponse, &lab_env, &setup, cfg)?;

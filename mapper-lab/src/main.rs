@@ -26,6 +26,14 @@ enum Proto {
     Dns,
 }
 
+/// A part of `bench-agent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchPart {
+    Observers,
+    Scaling,
+    Accounting,
+}
+
 #[derive(Debug, Subcommand)]
 enum BenchPeer {
     /// Accept and close on --connect ports; echo --payload bytes at a time on --echo ports.
@@ -145,6 +153,14 @@ enum Cmd {
         /// The mapper-bpf-floor binary: also account empty programs on the same hooks.
         #[arg(long)]
         floor: Option<PathBuf>,
+        /// Only these parts (comma-separated: observers, scaling, accounting); the others
+        /// report empty figures.
+        #[arg(long, value_delimiter = ',', default_value = "observers,scaling,accounting")]
+        parts: Vec<BenchPart>,
+        /// How long each round of the agent's CPU at a tenth of the rate and at full rate
+        /// lasts (humantime).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        scaling_round: std::time::Duration,
     },
     /// The benchmark's own processes inside the pods (used by bench-agent).
     #[command(hide = true, subcommand)]
@@ -266,7 +282,19 @@ fn main() -> anyhow::Result<()> {
             eprintln!("lab down");
             Ok(())
         }
-        Cmd::BenchAgent { agent, connections, requests, rounds, clients, payload, probe, accounting_rounds, floor } => {
+        Cmd::BenchAgent {
+            agent,
+            connections,
+            requests,
+            rounds,
+            clients,
+            payload,
+            probe,
+            accounting_rounds,
+            floor,
+            parts,
+            scaling_round,
+        } => {
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
             let cfg = mapper_lab::bench::BenchConfig {
                 connections,
@@ -277,6 +305,12 @@ fn main() -> anyhow::Result<()> {
                 probe,
                 accounting_rounds,
                 floor,
+                parts: mapper_lab::bench::Parts {
+                    observers: parts.contains(&BenchPart::Observers),
+                    scaling: parts.contains(&BenchPart::Scaling),
+                    accounting: parts.contains(&BenchPart::Accounting),
+                },
+                scaling_round,
             };
             let r = mapper_lab::bench::observer_bench(&agent, &lab, &cfg)?;
             println!("{}", serde_json::to_string_pretty(&r)?);

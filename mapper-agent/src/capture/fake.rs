@@ -1,7 +1,7 @@
 //! An in-memory [`FlowMaps`] that behaves as the kernel side does: the programs' writes go
-//! to the active buffer and count in its occupancy, a missing key is `KeyNotFound` on a
-//! lookup (as aya reports it) and no error on a delete (as [`FlowMaps::remove`] promises),
-//! and any operation can be made to fail from its n-th call on.
+//! to the active buffer and count in its occupancy, a missing key is no error on a delete
+//! (as [`FlowMaps::remove_all`] promises), and any operation can be made to fail from its
+//! n-th call on (a delete: from its n-th key on).
 
 use std::{cell::Cell, collections::HashMap, io};
 
@@ -15,8 +15,7 @@ use super::flow_maps::FlowMaps;
 pub(crate) enum Op {
     Active,
     SetActive,
-    Keys,
-    Get,
+    Entries,
     Remove,
     Occupancy,
     SetOccupancy,
@@ -32,7 +31,8 @@ pub(crate) struct FakeMaps {
     pub(crate) stats: HashMap<u32, u64>,
     /// `(op, n)`: calls of `op` fail from its n-th (0-based) on.
     pub(crate) fail: Option<(Op, usize)>,
-    calls: Cell<[usize; 8]>,
+    calls: Cell<[usize; 7]>,
+    clock: u64,
 }
 
 fn syscall(call: &'static str, errno: i32) -> MapError {
@@ -42,18 +42,22 @@ fn syscall(call: &'static str, errno: i32) -> MapError {
 impl FakeMaps {
     /// What a program does for one connection of `key`: add to its entry in the active
     /// buffer, counting a new entry in that buffer's occupancy.
+    /// Each call is one nanosecond after the one before (`first_seen_ns` tells entries apart).
     pub(crate) fn record(&mut self, key: FlowKey, established: u64) {
+        self.clock += 1;
+        let now = self.clock;
         let buffer = (self.active & 1) as usize;
         let fresh = !self.flows[buffer].contains_key(&key);
-        let v = self.flows[buffer].entry(key).or_default();
+        let v = self.flows[buffer].entry(key).or_insert(FlowValue { first_seen_ns: now, ..Default::default() });
         v.established += established;
+        v.last_seen_ns = now;
         if fresh {
             self.occupancy[buffer] += 1;
         }
     }
 
     /// Every entry of `buffer`, as (key, established).
-    pub(crate) fn entries(&self, buffer: u32) -> Vec<(FlowKey, u64)> {
+    pub(crate) fn counts(&self, buffer: u32) -> Vec<(FlowKey, u64)> {
         self.flows[buffer as usize].iter().map(|(k, v)| (*k, v.established)).collect()
     }
 
@@ -81,20 +85,27 @@ impl FlowMaps for FakeMaps {
         Ok(())
     }
 
-    fn keys(&self, buffer: u32) -> Result<Vec<FlowKey>, MapError> {
-        self.call(Op::Keys)?;
-        Ok(self.flows[buffer as usize].keys().copied().collect())
+    fn entries(&self, buffer: u32) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
+        self.call(Op::Entries)?;
+        Ok(self.flows[buffer as usize].iter().map(|(k, v)| (*k, *v)).collect())
     }
 
-    fn get(&self, buffer: u32, key: &FlowKey) -> Result<FlowValue, MapError> {
-        self.call(Op::Get)?;
-        self.flows[buffer as usize].get(key).copied().ok_or(MapError::KeyNotFound)
-    }
-
-    fn remove(&mut self, buffer: u32, key: &FlowKey) -> Result<(), MapError> {
-        self.call(Op::Remove)?;
-        self.flows[buffer as usize].remove(key);
-        Ok(())
+    /// Each key is one call of [`Op::Remove`]: `fail: (Remove, n)` fails the n-th key on.
+    fn remove_all(&mut self, buffer: u32, keys: &[FlowKey]) -> (Vec<usize>, Option<MapError>) {
+        let mut failed = Vec::new();
+        let mut first = None;
+        for (i, key) in keys.iter().enumerate() {
+            match self.call(Op::Remove) {
+                Ok(()) => {
+                    self.flows[buffer as usize].remove(key);
+                }
+                Err(e) => {
+                    failed.push(i);
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        (failed, first)
     }
 
     fn occupancy(&self, buffer: u32) -> Result<u64, MapError> {

@@ -1,7 +1,9 @@
 //! The maps a drain round reads and writes, behind a trait: [`KernelMaps`] over the pinned
 //! aya maps, and (in tests) an in-memory fake, so the rounds' logic is tested without root.
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use std::os::fd::{AsFd, OwnedFd};
+
+use aya::maps::{Array, MapData, MapError, PerCpuArray};
 use mapper_ebpf_common::{AgentState, FlowKey, FlowValue, Stat};
 
 /// The two flow buffers, which of them the programs write to, their occupancy counters and
@@ -12,12 +14,12 @@ pub trait FlowMaps {
     fn active(&self) -> Result<u32, MapError>;
     /// Points the programs at `buffer`.
     fn set_active(&mut self, buffer: u32) -> Result<(), MapError>;
-    /// Every key in `buffer`.
-    fn keys(&self, buffer: u32) -> Result<Vec<FlowKey>, MapError>;
-    /// One entry of `buffer` ([`MapError::KeyNotFound`] when it is not there).
-    fn get(&self, buffer: u32, key: &FlowKey) -> Result<FlowValue, MapError>;
-    /// Deletes one entry of `buffer`; one that is already gone (the LRU evicted it) is no error.
-    fn remove(&mut self, buffer: u32, key: &FlowKey) -> Result<(), MapError>;
+    /// Every entry of `buffer`.
+    fn entries(&self, buffer: u32) -> Result<Vec<(FlowKey, FlowValue)>, MapError>;
+    /// Deletes `keys` from `buffer`; one that is already gone (the LRU evicted it) is no
+    /// error. Tries every key; returns the indexes of those it could not delete and the
+    /// first error.
+    fn remove_all(&mut self, buffer: u32, keys: &[FlowKey]) -> (Vec<usize>, Option<MapError>);
     /// Entries the programs count as inserted into `buffer`.
     fn occupancy(&self, buffer: u32) -> Result<u64, MapError>;
     /// Sets what the programs count `buffer` as holding.
@@ -28,7 +30,9 @@ pub trait FlowMaps {
 
 /// [`FlowMaps`] over the loaded (or pinned) maps.
 pub struct KernelMaps {
-    pub(super) flows: [HashMap<MapData, FlowKey, FlowValue>; 2],
+    /// The flow buffers' descriptors, for the batch commands aya has no binding for (their
+    /// key and value sizes checked against [`FlowKey`] and [`FlowValue`] at load).
+    pub(super) flow_fds: [OwnedFd; 2],
     pub(super) state: Array<MapData, AgentState>,
     pub(super) occupancy: Array<MapData, u64>,
     pub(super) stats: PerCpuArray<MapData, u64>,
@@ -49,20 +53,12 @@ impl FlowMaps for KernelMaps {
         self.state.set(0, AgentState { active: buffer, _pad0: 0 }, 0)
     }
 
-    fn keys(&self, buffer: u32) -> Result<Vec<FlowKey>, MapError> {
-        self.flows[buffer as usize].keys().collect()
+    fn entries(&self, buffer: u32) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
+        super::batch::lookup_all(self.flow_fds[buffer as usize].as_fd())
     }
 
-    fn get(&self, buffer: u32, key: &FlowKey) -> Result<FlowValue, MapError> {
-        self.flows[buffer as usize].get(key, 0)
-    }
-
-    fn remove(&mut self, buffer: u32, key: &FlowKey) -> Result<(), MapError> {
-        match self.flows[buffer as usize].remove(key) {
-            // aya reports a missing key as the syscall's ENOENT, not as KeyNotFound.
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => other,
-        }
+    fn remove_all(&mut self, buffer: u32, keys: &[FlowKey]) -> (Vec<usize>, Option<MapError>) {
+        super::batch::delete_all(self.flow_fds[buffer as usize].as_fd(), keys)
     }
 
     fn occupancy(&self, buffer: u32) -> Result<u64, MapError> {

@@ -115,10 +115,9 @@ pub fn effective_capabilities(pid: u32) -> u64 {
     u64::from_str_radix(hex.trim(), 16).expect("CapEff is hex")
 }
 
-/// Mounts tracefs and bpffs when missing, as scripts/lib.sh does: an agent
-/// without CAP_SYS_ADMIN cannot mount them (in a pod it gets the host's).
+/// Mounts bpffs when missing, as scripts/lib.sh does: an agent without
+/// CAP_SYS_ADMIN cannot mount it (in a pod it gets the host's).
 pub fn ensure_kernel_mounts() {
-    mapper_agent::preflight::ensure_tracefs().expect("mount tracefs");
     mapper_agent::preflight::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("mount bpffs");
 }
 
