@@ -178,6 +178,47 @@ fn write_boots(new: &Database, rows: &[(BootKey, Option<Vec<u8>>)]) -> Result<()
 }
 
 /// The next rows of EDGES after `after`, at most [`COPY_CHUNK`].
+/// A read of the old file made under the writer lock.
+type LockedRead<'a> = dyn FnMut(&Database) -> Result<(), Stop> + 'a;
+/// Rows read from a table: key, value.
+type Rows<K> = Vec<(K, Vec<u8>)>;
+/// Rows to write: key, value (`None`: remove).
+type Changes<K> = [(K, Option<Vec<u8>>)];
+
+/// Copies one table to `new` in chunks of [`COPY_CHUNK`] rows, each read from the old file
+/// under the writer lock (`under_lock`) and written without it, `between` running after each;
+/// returns the rows copied.
+fn copy_table<K: Clone, Q: ?Sized>(
+    under_lock: &dyn Fn(&mut LockedRead<'_>) -> Result<(), Stop>,
+    new: &Database,
+    read: fn(&Database, Option<&Q>) -> Result<Rows<K>, Stop>,
+    write: fn(&Database, &Changes<K>) -> Result<(), Stop>,
+    borrow: fn(&K) -> &Q,
+    between: &mut dyn FnMut(&EdgeStore),
+    store: &EdgeStore,
+) -> Result<usize, Stop> {
+    let mut copied = 0usize;
+    let mut after: Option<K> = None;
+    loop {
+        let mut rows = Vec::new();
+        under_lock(&mut |db| {
+            rows = read(db, after.as_ref().map(borrow))?;
+            Ok(())
+        })?;
+        let Some((last, _)) = rows.last() else { break };
+        after = Some(last.clone());
+        let full = rows.len() == COPY_CHUNK;
+        copied += rows.len();
+        let rows: Vec<_> = rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        write(new, &rows)?;
+        between(store);
+        if !full {
+            break;
+        }
+    }
+    Ok(copied)
+}
+
 fn read_edges(db: &Database, after: Option<&[u8]>) -> Result<Vec<EdgeRow>, Stop> {
     let read = db.begin_read()?;
     let t = read.open_table(EDGES)?;
@@ -308,50 +349,15 @@ impl EdgeStore {
             w.compacting = Some(Delta::default());
         }
         // Reads the old file under the writer lock (no batch changes it meanwhile).
-        let under_lock = |read: &mut dyn FnMut(&Database) -> Result<(), Stop>| -> Result<(), Stop> {
+        let under_lock = |read: &mut LockedRead<'_>| -> Result<(), Stop> {
             let w = self.lock_writer();
             match (&w.db, &w.compacting) {
                 (Some(db), Some(_)) if !w.failed => read(db),
                 _ => Err(Stop::Abandoned),
             }
         };
-        let mut copied = 0usize;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let mut rows = Vec::new();
-            under_lock(&mut |db| {
-                rows = read_edges(db, after.as_deref())?;
-                Ok(())
-            })?;
-            let Some((last, _)) = rows.last() else { break };
-            after = Some(last.clone());
-            let full = rows.len() == COPY_CHUNK;
-            copied += rows.len();
-            let rows: Vec<_> = rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
-            write_edges(&new, &rows)?;
-            between(self);
-            if !full {
-                break;
-            }
-        }
-        let mut after: Option<BootKey> = None;
-        loop {
-            let mut rows = Vec::new();
-            under_lock(&mut |db| {
-                rows = read_boots(db, after.as_ref())?;
-                Ok(())
-            })?;
-            let Some((last, _)) = rows.last() else { break };
-            after = Some(last.clone());
-            let full = rows.len() == COPY_CHUNK;
-            copied += rows.len();
-            let rows: Vec<_> = rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
-            write_boots(&new, &rows)?;
-            between(self);
-            if !full {
-                break;
-            }
-        }
+        let mut copied = copy_table(&under_lock, &new, read_edges, write_edges, |k| k.as_slice(), between, self)?;
+        copied += copy_table(&under_lock, &new, read_boots, write_boots, |k| k, between, self)?;
         // What changed meanwhile, again, while it is more than a chunk.
         for _ in 0..MAX_ROUNDS {
             let delta = {
