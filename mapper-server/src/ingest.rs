@@ -380,10 +380,6 @@ impl IngestService {
         let snap = self.cluster.snapshot();
         let node: Arc<str> = req.node.as_str().into();
         let mut unresolved = 0u64;
-        let loopback = checked.iter().filter(|c| c.over_loopback()).count();
-        if loopback > 0 {
-            self.metrics.flows_ignored.get_or_create(&[("reason", "loopback")]).inc_by(loopback as u64);
-        }
         let observations: Vec<Observation> = checked
             .iter()
             .filter(|c| !c.over_loopback())
@@ -426,6 +422,10 @@ impl IngestService {
                 }
             })
             .collect();
+        let loopback = checked.len() - observations.len();
+        if loopback > 0 {
+            self.metrics.flows_ignored.get_or_create(&[("reason", "loopback")]).inc_by(loopback as u64);
+        }
         let flows = observations.len();
         // One observation per edge (and side, port, Service) of the batch: the one writer
         // handles each once, here on the caller's thread.
