@@ -349,18 +349,6 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         None => None,
     };
 
-    let mut capture = start_capture(&cfg.capture, !cfg.skip_capability_check)?;
-    metrics.resumed.set(i64::from(capture.resumed()));
-    metrics.flow_map_capacity.set(i64::from(capture.flow_capacity()));
-    let cgroups = Arc::new(Mutex::new(CgroupResolver::new(&cfg.capture.cgroup_root)));
-    cgroups.lock().unwrap_or_else(|p| p.into_inner()).rescan();
-
-    let dns_out = Arc::new(Mutex::new(Vec::new()));
-    let reporting = cfg.report.is_some();
-    let dns_task = capture.take_dns().map(|ring| {
-        let out = reporting.then(|| dns_out.clone());
-        tokio::spawn(read_dns(ring, cfg.node_name.clone(), cgroups.clone(), metrics.clone(), cfg.output, out))
-    });
     let host_netns = cfg.host_netns.as_deref().and_then(|p| match netns_inode(p) {
         Ok(ino) => Some(ino),
         Err(e) => {
@@ -375,6 +363,20 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
             warn!(path = %p.display(), error = %e, hint, "cannot read the node's network namespace: flows will not be marked host-network");
             None
         }
+    });
+    // The programs are told the node's namespace: only its clients share an address.
+    let capture_cfg = CaptureConfig { host_netns: host_netns.unwrap_or(0), ..cfg.capture.clone() };
+    let mut capture = start_capture(&capture_cfg, !cfg.skip_capability_check)?;
+    metrics.resumed.set(i64::from(capture.resumed()));
+    metrics.flow_map_capacity.set(i64::from(capture.flow_capacity()));
+    let cgroups = Arc::new(Mutex::new(CgroupResolver::new(&cfg.capture.cgroup_root)));
+    cgroups.lock().unwrap_or_else(|p| p.into_inner()).rescan();
+
+    let dns_out = Arc::new(Mutex::new(Vec::new()));
+    let reporting = cfg.report.is_some();
+    let dns_task = capture.take_dns().map(|ring| {
+        let out = reporting.then(|| dns_out.clone());
+        tokio::spawn(read_dns(ring, cfg.node_name.clone(), cgroups.clone(), metrics.clone(), cfg.output, out))
     });
     let boot_id = report::boot_id();
     let pending = match &cfg.report {

@@ -56,6 +56,10 @@ pub struct CaptureConfig {
     pub nat_entries: u32,
     /// Bytes of the DNS ring buffer (a power of two, at least one page).
     pub dns_ring_bytes: u32,
+    /// Inode of the node's own network namespace, 0 when not known. Only
+    /// clients in it tell a server end on this node who they are (their
+    /// address is the node's, shared); with 0 every client does.
+    pub host_netns: u32,
 }
 
 impl CaptureConfig {
@@ -68,6 +72,7 @@ impl CaptureConfig {
             socket_entries: 16384,
             nat_entries: 16384,
             dns_ring_bytes: 256 * 1024,
+            host_netns: 0,
         }
     }
 
@@ -81,7 +86,8 @@ impl CaptureConfig {
 
     /// The pin directory of this program object with these sizes.
     pub fn pin_dir(&self) -> PathBuf {
-        let sizes = [self.flow_entries, self.socket_entries, self.nat_entries, self.dns_ring_bytes];
+        // Everything set at load time: programs built with other settings are not resumed.
+        let sizes = [self.flow_entries, self.socket_entries, self.nat_entries, self.dns_ring_bytes, self.host_netns];
         let mut h = fnv::FnvHasher::default();
         h.write(mapper_ebpf::OBJECT);
         for s in sizes {
@@ -278,7 +284,8 @@ impl Capture<KernelMaps> {
             .map_max_entries(maps::CONNECTING, cfg.socket_entries)
             .map_max_entries(maps::NAT, cfg.nat_entries)
             .map_max_entries(maps::DNS_EVENTS, cfg.dns_ring_bytes)
-            .override_global(mapper_ebpf::FLOW_CAPACITY_GLOBAL, &capacity, true);
+            .override_global(mapper_ebpf::FLOW_CAPACITY_GLOBAL, &capacity, true)
+            .override_global(mapper_ebpf::HOST_NETNS_GLOBAL, &cfg.host_netns, true);
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }

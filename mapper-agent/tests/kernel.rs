@@ -311,9 +311,15 @@ fn both_ends_on_one_node_are_named_by_cgroup() {
     if !bpf_available("both_ends_on_one_node_are_named_by_cgroup") {
         return;
     }
-    let agent = Agent::start("peers");
     let (node, _server) = two_pods("mtp");
-    let b = &node.pods[1];
+    // Told which namespace is the node's, as the chart tells it: only clients in it
+    // (sharing the node's address) leave their cgroup for the server end.
+    let node_ns_path = node.netns.path();
+    let agent = Agent::start_with(
+        std::path::PathBuf::from(format!("/sys/fs/bpf/mapper-test-{}-peers", std::process::id())),
+        &["--host-netns", node_ns_path.to_str().expect("utf8")],
+    );
+    let (a, b) = (&node.pods[0], &node.pods[1]);
     let node_ns = json!(node.netns.inode().expect("inode"));
     // Two hostNetwork pods: node-metrics serves on the node's address, node-agent calls it.
     let (metrics_uid, agent_uid) = (mapper_lab::topo::pod_uid("node-metrics"), mapper_lab::topo::pod_uid("node-agent"));
@@ -334,6 +340,9 @@ fn both_ends_on_one_node_are_named_by_cgroup() {
         &["--to", &sock(b.ipv4, 8080), "--count", "2"],
     );
     assert_eq!(r["ok"], 2, "{r}");
+    // Pod a, with an address of its own, calls pod b: its address names it.
+    let r = call(a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"), &["--to", &sock(b.ipv4, 8080)]);
+    assert_eq!(r["ok"], 1, "{r}");
     thread::sleep(Duration::from_millis(300));
     let lines = agent.stop();
 
@@ -348,7 +357,11 @@ fn both_ends_on_one_node_are_named_by_cgroup() {
     assert!(accepts.iter().all(|f| f["peer"]["pod_uid"] == json!(agent_uid)), "client not named: {accepts:#?}");
     assert!(accepts.iter().all(|f| f["peer"]["netns"] == node_ns), "{accepts:#?}");
 
-    let probes = flows(&lines, &[("direction", json!("accept")), ("netns", ino(b)), ("dst_port", json!(8080))]);
+    let accepted = flows(&lines, &[("direction", json!("accept")), ("netns", ino(b)), ("dst_port", json!(8080))]);
+    let (probes, from_a): (Vec<&Value>, Vec<&Value>) =
+        accepted.into_iter().partition(|f| f["src_ip"] != json!(a.ipv4.to_string()));
+    assert_eq!(sum(&from_a, "count"), 1, "pod a's call accepted by b in {lines:#?}");
+    assert!(from_a.iter().all(|f| f.get("peer").is_none()), "a pod client needs no cgroup note: {from_a:#?}");
     assert_eq!(sum(&probes, "count"), 2, "probes accepted by b in {lines:#?}");
     for p in &probes {
         assert_eq!(p["peer"]["netns"], node_ns, "the prober is in the node's namespace: {p}");

@@ -69,6 +69,9 @@ pub mod maps {
     /// Client ends of established TCP connections ([`PeerKey`](mapper_ebpf_common::PeerKey) → [`PeerValue`](mapper_ebpf_common::PeerValue)),
     /// for a server end on the same node.
     pub const PEERS: &str = "peers";
+    /// Bits set for the addresses that clients in the node's namespace connected from (hashed;
+    /// array of u32): a server end looks in [`PEERS`] only for those.
+    pub const HOST_CLIENTS: &str = "host_clients";
     /// Which end of each UDP conversation sent first ([`UdpKey`](mapper_ebpf_common::UdpKey) → u32).
     pub const UDP_FIRST: &str = "udp_first";
     /// Per-CPU counters of what could not be recorded, indexed by [`Stat`](mapper_ebpf_common::Stat).
@@ -86,6 +89,7 @@ pub mod maps {
         NAT_PENDING,
         LISTENERS,
         PEERS,
+        HOST_CLIENTS,
         UDP_FIRST,
         STATS,
         DNS_EVENTS,
@@ -94,6 +98,9 @@ pub mod maps {
 
 /// Name of the read-only global holding one flow buffer's logical capacity.
 pub const FLOW_CAPACITY_GLOBAL: &str = "flow_capacity";
+
+/// Name of the read-only global holding the inode of the node's network namespace (0: unknown).
+pub const HOST_NETNS_GLOBAL: &str = "host_netns";
 
 #[cfg(test)]
 mod layout_tests;

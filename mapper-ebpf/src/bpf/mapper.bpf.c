@@ -84,6 +84,12 @@ struct {
 /* The agent sets this to the logical capacity of one flow map. */
 volatile const __u64 flow_capacity = 8192;
 
+/* The agent sets this to the inode of the node's own network namespace (0:
+ * not known). Only clients in it share an address (the node's) with other
+ * workloads, so only they leave their cgroup in `peers` for a server end on
+ * this node; a pod's own address already names it. */
+volatile const __u32 host_netns = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -112,6 +118,19 @@ struct {
 	__type(key, struct peer_key);
 	__type(value, struct peer_value);
 } peers SEC(".maps");
+
+/* Addresses that clients in the node's namespace connected from (the node's
+ * own), as a set of bits indexed by a hash of the address: a server end looks
+ * in `peers` only for a client address found here. Set by the programs, never
+ * cleared; a pod address that shares a bit costs a lookup, nothing more. An
+ * array, so a lookup is a few inlined loads, not a helper call. */
+#define HOST_CLIENT_BITS 4096
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HOST_CLIENT_BITS);
+	__type(key, __u32);
+	__type(value, __u32);
+} host_clients SEC(".maps");
 
 /* Which end of each UDP conversation spoke first (MAPPER_UDP_*). */
 struct {
@@ -316,6 +335,16 @@ static __always_inline void peer_key_of(struct peer_key *pk, __u8 family, __u16 
 	}
 }
 
+/* The host_clients slot of a peer_key's client address (IPv4 as peer_key_of
+ * normalised it: in the first 4 bytes). */
+static __always_inline __u32 host_client_slot(const struct peer_key *pk)
+{
+	__u32 w[4];
+	__builtin_memcpy(w, pk->client_addr, 16);
+	__u32 h = pk->family == AF_INET ? w[0] : w[0] ^ w[1] ^ w[2] ^ w[3];
+	return (h * 2654435761u) >> 20; /* Fibonacci hashing: 12 bits */
+}
+
 static __always_inline void on_connect_done(const struct tcp_event *ctx, int failed)
 {
 	__u64 skaddr = (__u64)ctx->sk;
@@ -355,16 +384,21 @@ static __always_inline void on_connect_done(const struct tcp_event *ctx, int fai
 
 	key.cgroup_id = si ? si->cgroup_id : sk_cgroup_direct(sk);
 
-	if (!failed) {
+	if (!failed && (host_netns == 0 || key.netns == host_netns)) {
 		/* Tell the server end, if it is on this node, who connected. Our
 		 * ESTABLISHED comes before the server's: it follows the SYN-ACK,
-		 * the server's follows our ACK. */
+		 * the server's follows our ACK. A client with an address of its
+		 * own (a pod) needs no such note: its address names it. */
 		struct peer_key pk = {};
 		struct peer_value pv = {};
 		peer_key_of(&pk, key.family, ctx->sport, key.dst_port, key.src_addr, key.dst_addr);
 		pv.cgroup_id = key.cgroup_id;
 		pv.netns = key.netns;
 		bpf_map_update_elem(&peers, &pk, &pv, BPF_ANY);
+		__u32 slot = host_client_slot(&pk);
+		__u32 *bit = bpf_map_lookup_elem(&host_clients, &slot);
+		if (bit && !*bit)
+			*bit = 1;
 	}
 
 	if (si) {
@@ -396,7 +430,11 @@ static __always_inline void on_accept_done(const struct tcp_event *ctx, int fail
 		/* A client on this node left its name at its own ESTABLISHED. */
 		struct peer_key pk = {};
 		peer_key_of(&pk, key.family, ctx->dport, ctx->sport, key.src_addr, key.dst_addr);
-		struct peer_value *pv = bpf_map_lookup_elem(&peers, &pk);
+		struct peer_value *pv = 0;
+		__u32 slot = host_client_slot(&pk);
+		__u32 *bit = bpf_map_lookup_elem(&host_clients, &slot);
+		if (host_netns == 0 || (bit && *bit))
+			pv = bpf_map_lookup_elem(&peers, &pk);
 		if (pv) {
 			key.peer_cgroup_id = pv->cgroup_id;
 			key.peer_netns = pv->netns;
