@@ -101,8 +101,9 @@ pub fn start(observer: Observer, setup: &Setup<'_>) -> Result<Running, LabError>
             let spool = std::env::temp_dir().join(format!("mapper-bench-spool-{}", std::process::id()));
             let mut child = Command::new(setup.agent)
                 .args(["--output", "jsonl", "--report-interval", "1s", "--bpffs", &setup.bpffs, "--detach-on-exit"])
-                // The bench's pods are namespaces below this one, as on a node.
-                .args(["--host-netns", "/proc/self/ns/net"])
+                // The node's namespace, as the chart names it to the agent.
+                .arg("--host-netns")
+                .arg(setup.node_netns.path())
                 .arg("--spool-dir")
                 .arg(&spool)
                 .env("RUST_LOG", "info")
