@@ -10,7 +10,9 @@
 # kernel.bpf_stats_enabled=1 in rounds of their own) per connection and per
 # request. Prints one JSON object.
 # Then the agent's CPU with the connect-only workload paced to a tenth of its rate
-# and at full rate, 5 s each (--scaling-round).
+# and at full rate, 15 s each (--scaling-round). The agent runs as deployed: it
+# reports to a real mapper-server on loopback (an empty inventory) and drains at
+# the chart's interval, 5 s (--agent-interval).
 # Arguments are passed to `mapper-lab bench-agent` (--connections, --requests,
 # --rounds, --clients, --payload, --probe, --accounting-rounds, --scaling-round;
 # --parts observers,scaling,accounting runs only some of it).
@@ -22,7 +24,7 @@ ensure_packages
 ensure_bench_tools
 ensure_kernel_mounts
 step "building release binaries"
-cargo build --release --locked -p mapper-agent -p mapper-lab -p mapper-ebpf --bins
+cargo build --release --locked -p mapper-agent -p mapper-lab -p mapper-ebpf -p mapper-server --bins
 step "benchmarking (takes a few minutes)"
 target/release/mapper-lab bench-agent --agent target/release/mapper-agent \
-  --floor target/release/mapper-bpf-floor "$@"
+  --floor target/release/mapper-bpf-floor --server target/release/mapper-server "$@"

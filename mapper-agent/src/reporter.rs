@@ -25,9 +25,6 @@ use crate::{
 /// How long a starting agent waits for the spool's lock (held by an agent still stopping).
 const SPOOL_LOCK_WAIT: Duration = Duration::from_secs(15);
 
-/// How soon a batch the server deferred is sent again.
-const DEFERRAL_RETRY: Duration = Duration::from_millis(200);
-
 /// Whether the server turned a batch away for now while up: its cluster state
 /// has not synced yet, or is older than the batch's flows ("…; retry shortly").
 fn is_deferral(status: &tonic::Status) -> bool {
@@ -90,6 +87,10 @@ pub(crate) fn start_reporter(
     let url = rc.url.clone();
     let task = tokio::spawn(async move {
         let mut backoff = Backoff::capped(max_retry_delay);
+        // A batch the server defers (its cluster state is behind the flows, by up to one
+        // poll of its source) goes again after 200 ms, then 400, 800…, capped like the
+        // rest: each attempt is a whole request, so few attempts cover the wait.
+        let mut deferral = Backoff::capped(max_retry_delay);
         loop {
             let batch = pending.lock().unwrap_or_else(|p| p.into_inner()).front_mut().map(|b| {
                 let resend = b.sent;
@@ -124,6 +125,7 @@ pub(crate) fn start_reporter(
                         info!(%url, "mapper-server reachable again");
                     }
                     backoff.reset();
+                    deferral.reset();
                     metrics.batches_acked.inc();
                     if duplicate {
                         debug!(%boot_id, sequence, "server had this batch already");
@@ -133,6 +135,7 @@ pub(crate) fn start_reporter(
                     publish(&metrics, &p);
                 }
                 SendOutcome::Rejected(status) => {
+                    deferral.reset();
                     metrics.batches_rejected.get_or_create(&[("code", code_name(status.code()))]).inc();
                     let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
                     let dir = p.spool_dir().map(|d| d.join(report::REJECTED_DIR));
@@ -159,8 +162,9 @@ pub(crate) fn start_reporter(
                 SendOutcome::Retry(status) if is_deferral(&status) => {
                     // The server is up but asks for a moment (its cluster state is
                     // older than the batch's flows): no outage, no warning.
-                    debug!(sequence, message = status.message(), "mapper-server defers the batch");
-                    tokio::time::sleep(DEFERRAL_RETRY.min(max_retry_delay)).await;
+                    let delay = deferral.next_delay();
+                    debug!(sequence, message = status.message(), retry_in = ?delay, "mapper-server defers the batch");
+                    tokio::time::sleep(delay).await;
                 }
                 SendOutcome::Retry(status) => {
                     let delay = backoff.next_delay();

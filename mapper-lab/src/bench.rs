@@ -33,8 +33,11 @@ const PROBE_PORT: u16 = 8081;
 const ECHO_PORT: u16 = 8082;
 /// How long each probe connection stays open.
 const PROBE_HOLD: Duration = Duration::from_millis(1);
-/// The agent drains once a second; the poller reads once a second.
-const DRAIN_WAIT: Duration = Duration::from_millis(1300);
+/// The poller reads once a second, the agent drains every `--agent-interval` (the
+/// chart's 5 s by default): what a round leaves is read within this long after it.
+fn drain_wait(setup: &Setup<'_>) -> Duration {
+    setup.agent_interval.max(Duration::from_secs(1)) + Duration::from_millis(300)
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -62,6 +65,11 @@ pub struct BenchConfig {
     /// for its last drain, so that the figure is the agent's cost while traffic runs, not
     /// its idle cost after a burst.
     pub scaling_round: Duration,
+    /// A `mapper-server` binary for the agent to report to (none: the agent retries a
+    /// server that is not there, merging what it keeps spooled).
+    pub server: Option<std::path::PathBuf>,
+    /// The agent's drain interval (`--report-interval`).
+    pub agent_interval: Duration,
 }
 
 /// The parts of the benchmark; a part not run reports empty figures.
@@ -121,6 +129,9 @@ pub struct AgentAtRate {
 /// The whole run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
+    /// How the agent ran: reporting to a real mapper-server or to none, and how often it
+    /// drained.
+    pub agent: AgentSetup,
     pub workloads: Workloads,
     /// The agent's user-space CPU with the connect-only workload paced to a tenth of its
     /// rate, and at full rate (rounds of about the same length).
@@ -138,6 +149,15 @@ pub struct BenchReport {
     pub bpf_floor_ns_per_connection: Option<BTreeMap<String, f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpf_floor_ns_per_request: Option<BTreeMap<String, f64>>,
+}
+
+/// How the benchmark ran the agent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentSetup {
+    /// Whether it reported to a real mapper-server on loopback.
+    pub server: bool,
+    /// Its `--report-interval`, in seconds.
+    pub report_interval_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,10 +294,10 @@ fn workload_figures(
                 drop(running.stop());
                 continue;
             }
-            std::thread::sleep(DRAIN_WAIT);
+            std::thread::sleep(drain_wait(setup));
             t.cpu_ns += running.cpu_ns().saturating_sub(t0);
             lab.probe(cfg.probe)?;
-            std::thread::sleep(DRAIN_WAIT);
+            std::thread::sleep(drain_wait(setup));
             let lines = running.stop();
             t.seen += observers::seen(obs, &lines, target);
             t.probed += cfg.probe;
@@ -409,7 +429,7 @@ fn agent_at_rate(
     let t0 = running.cpu_ns();
     let start = Instant::now();
     let rate = lab.paced_round(Workload::Connect, clients, per_client, 0, interval)?;
-    std::thread::sleep(DRAIN_WAIT);
+    std::thread::sleep(drain_wait(setup));
     let cpu = running.cpu_ns().saturating_sub(t0) as f64 / 1e9;
     let wall = start.elapsed().as_secs_f64();
     drop(running.stop());
@@ -468,8 +488,18 @@ pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<Ben
     let pod_netns = node.pods.iter().map(|p| p.netns.path()).collect();
     let bpffs = format!("/sys/fs/bpf/mapper-bench-{}", std::process::id());
     let lab_env = Lab { server_ip: b_ip.to_string(), node, lab };
-    let setup = Setup { agent, lab, node_netns: &lab_env.node.netns, pod_netns, bpffs, floor: cfg.floor.clone() };
+    let setup = Setup {
+        agent,
+        lab,
+        node_netns: &lab_env.node.netns,
+        pod_netns,
+        bpffs,
+        floor: cfg.floor.clone(),
+        server: cfg.server.clone(),
+        agent_interval: cfg.agent_interval,
+    };
 
+    let agent_setup = AgentSetup { server: cfg.server.is_some(), report_interval_s: cfg.agent_interval.as_secs_f64() };
     let old = bpf_stats(false);
     let result = (|| {
         let parts = cfg.parts;
@@ -504,6 +534,7 @@ pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<Ben
         };
         if !parts.accounting {
             return Ok(BenchReport {
+                agent: agent_setup,
                 workloads: Workloads { connect, request_response },
                 agent_rate_scaling,
                 bpf_ns_per_connection: BTreeMap::new(),
@@ -524,6 +555,7 @@ pub fn observer_bench(agent: &Path, lab: &Path, cfg: &BenchConfig) -> Result<Ben
             None => (None, None),
         };
         Ok(BenchReport {
+            agent: agent_setup.clone(),
             workloads: Workloads { connect, request_response },
             agent_rate_scaling,
             bpf_ns_per_connection: ns_conn,

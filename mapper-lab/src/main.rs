@@ -158,9 +158,16 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "observers,scaling,accounting")]
         parts: Vec<BenchPart>,
         /// How long each round of the agent's CPU at a tenth of the rate and at full rate
-        /// lasts (humantime).
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        /// lasts (humantime): three drains at the default --agent-interval.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
         scaling_round: std::time::Duration,
+        /// A mapper-server binary: the agent reports to it on loopback, as deployed (without
+        /// it the agent keeps its batches spooled and retries a server that is not there).
+        #[arg(long)]
+        server: Option<PathBuf>,
+        /// The agent's --report-interval (how often it drains): the chart's default.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        agent_interval: std::time::Duration,
     },
     /// The benchmark's own processes inside the pods (used by bench-agent).
     #[command(hide = true, subcommand)]
@@ -294,6 +301,8 @@ fn main() -> anyhow::Result<()> {
             floor,
             parts,
             scaling_round,
+            server,
+            agent_interval,
         } => {
             let lab = std::env::current_exe().context("cannot find mapper-lab itself")?;
             let cfg = mapper_lab::bench::BenchConfig {
@@ -311,6 +320,8 @@ fn main() -> anyhow::Result<()> {
                     accounting: parts.contains(&BenchPart::Accounting),
                 },
                 scaling_round,
+                server,
+                agent_interval,
             };
             let r = mapper_lab::bench::observer_bench(&agent, &lab, &cfg)?;
             println!("{}", serde_json::to_string_pretty(&r)?);

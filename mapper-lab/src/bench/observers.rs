@@ -66,6 +66,11 @@ pub struct Setup<'a> {
     pub bpffs: String,
     /// The `mapper-bpf-floor` binary (the floor observer is left out without it).
     pub floor: Option<PathBuf>,
+    /// A `mapper-server` binary the agent reports to, as deployed (without it the agent
+    /// has no server: it keeps its batches spooled and retries).
+    pub server: Option<PathBuf>,
+    /// The agent's `--report-interval` (how often it drains).
+    pub agent_interval: Duration,
 }
 
 /// A started observer.
@@ -75,6 +80,8 @@ pub struct Running {
     lines: Option<JoinHandle<Vec<String>>>,
     spool: Option<PathBuf>,
     pub bpffs: Option<String>,
+    /// The mapper-server the agent reports to, and its data directory.
+    server: Option<(Proc, PathBuf)>,
 }
 
 fn spawn_err(command: &str) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -94,13 +101,28 @@ fn collect_after_ready(out: impl std::io::Read + Send + 'static, marker: &'stati
 
 /// Starts `observer` and returns once it is watching.
 pub fn start(observer: Observer, setup: &Setup<'_>) -> Result<Running, LabError> {
-    let mut r = Running { observer, proc: None, lines: None, spool: None, bpffs: None };
+    let mut r = Running { observer, proc: None, lines: None, spool: None, bpffs: None, server: None };
     match observer {
         Observer::None => {}
         Observer::Agent => {
             let spool = std::env::temp_dir().join(format!("mapper-bench-spool-{}", std::process::id()));
-            let mut child = Command::new(setup.agent)
-                .args(["--output", "jsonl", "--report-interval", "1s", "--bpffs", &setup.bpffs, "--detach-on-exit"])
+            let mut agent = Command::new(setup.agent);
+            if let Some(bin) = &setup.server {
+                let (proc, data, url) = start_server(bin)?;
+                r.server = Some((proc, data));
+                agent.args(["--mapper-url", &url]);
+            }
+            let interval = humantime::format_duration(setup.agent_interval).to_string();
+            let mut child = agent
+                .args([
+                    "--output",
+                    "jsonl",
+                    "--report-interval",
+                    &interval,
+                    "--bpffs",
+                    &setup.bpffs,
+                    "--detach-on-exit",
+                ])
                 // The node's namespace, as the chart names it to the agent.
                 .arg("--host-netns")
                 .arg(setup.node_netns.path())
@@ -173,6 +195,47 @@ pub fn start(observer: Observer, setup: &Setup<'_>) -> Result<Running, LabError>
     Ok(r)
 }
 
+/// Starts `bin` on a free loopback port with a fresh data directory, and waits until it
+/// accepts connections: (the process, its data directory, its URL).
+fn start_server(bin: &Path) -> Result<(Proc, PathBuf, String), LabError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|source| LabError::Spawn { command: "mapper-server (a free port)".into(), source })?
+        .port();
+    let data = std::env::temp_dir().join(format!("mapper-bench-server-{}-{port}", std::process::id()));
+    let io = |source| LabError::Spawn { command: format!("mapper-server's directory {}", data.display()), source };
+    fs::create_dir_all(&data).map_err(io)?;
+    // No cluster here: an inventory of nothing (the bench's pods resolve to no workload).
+    let inventory = data.join("inventory.yaml");
+    fs::write(&inventory, "apiVersion: v1\nkind: List\nitems: []\n").map_err(io)?;
+    let log = fs::File::create(data.join("server.log")).map_err(io)?;
+    let child = Command::new(bin)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.join("store"))
+        .arg("--inventory")
+        .arg(&inventory)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(spawn_err("mapper-server"))?;
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(LabError::Spawn {
+                command: format!("mapper-server on 127.0.0.1:{port}"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("not listening after 30 s; its log: {}", data.join("server.log").display()),
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((proc, data, format!("http://127.0.0.1:{port}")))
+}
+
 /// CPU time of every thread of `pid`, in nanoseconds (schedstat is exact,
 /// where /proc/<pid>/stat counts 10 ms ticks).
 pub fn cpu_ns(pid: u32) -> u64 {
@@ -211,6 +274,10 @@ impl Running {
         }
         if let Some(s) = &self.spool {
             let _ = fs::remove_dir_all(s);
+        }
+        if let Some((server, data)) = self.server.take() {
+            drop(server);
+            let _ = fs::remove_dir_all(data);
         }
         self.lines.take().and_then(|h| h.join().ok()).unwrap_or_default()
     }
