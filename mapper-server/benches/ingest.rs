@@ -26,7 +26,8 @@
 //!    100000,1000000), then a query's copy of every edge made and dropped: whether the memory
 //!    of that peak is given back.
 //!
-//! `BENCH_PARTS` (default `cluster,edges,memory,retention,ingest,resolution`; ingest and resolution run
+//! `BENCH_PARTS` (default `cluster,edges,memory,retention,ingest,resolution`; `writer` runs only when
+//! named; ingest and resolution run
 //! together) picks the parts; those that
 //! measure memory run first, while the process is small. "Settled" figures are taken
 //! `BENCH_SETTLE_SECONDS` (default 12) after the step, when the allocator's background purge
@@ -36,6 +37,13 @@
 //!    the longest while the compaction that follows runs on the file the sweep
 //!    left mostly free; the sweep's and the compaction's time, store bytes per
 //!    edge, and the file before the sweep, after it and after the compaction.
+//!
+//! 6. `writer`: the store's one writer alone, in process (no gRPC, no resolution): the
+//!    `ingest` run's shape (`BENCH_STREAMS` agents, `BENCH_BATCHES` batches each of
+//!    `BENCH_FLOWS_PER_BATCH` flows between the generated workloads, coalesced as ingest does
+//!    them), applied with `EdgeStore::apply_group` in groups of `BENCH_WRITER_GROUP` batches
+//!    (default 64, the server's default bound on Report calls in progress); the writer's CPU
+//!    per flow. Deterministic, so it also runs under `valgrind --tool=callgrind`.
 //!
 //! Nothing here asserts on time. Sizes can be changed through environment
 //! variables (see `Params::from_env`); `BENCH_DIR` picks where the temporary
@@ -67,7 +75,7 @@ use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::Qu
 use mapper_report::{SendOutcome, send};
 use mapper_server::{
     server::{BoundServer, ServerConfig},
-    store::{AgentBoot, EdgeKey, EdgeStore, Observation, Proto, Side},
+    store::{AgentBoot, Batch, EdgeKey, EdgeStore, Observation, Proto, Side},
 };
 use serde_json::{Value, json};
 
@@ -105,6 +113,8 @@ struct Params {
     retention_edges: usize,
     /// Edges per batch sent during the sweep (`BENCH_RETENTION_BATCH`).
     retention_batch: usize,
+    /// Batches per group of the writer part (`BENCH_WRITER_GROUP`).
+    writer_group: usize,
 }
 
 impl Params {
@@ -143,6 +153,7 @@ impl Params {
             settle: Duration::from_secs(get("BENCH_SETTLE_SECONDS", 12) as u64),
             retention_edges: get("BENCH_RETENTION_EDGES", 200_000).div_ceil(EDGES_PER_BATCH) * EDGES_PER_BATCH,
             retention_batch: get("BENCH_RETENTION_BATCH", 100).max(1),
+            writer_group: get("BENCH_WRITER_GROUP", 64).max(1),
         }
     }
 }
@@ -918,6 +929,90 @@ fn resolution(params: &Params, cluster: &Cluster, snap: &Snapshot) -> Value {
 }
 
 // ---------------------------------------------------------------------------
+// 6. The writer alone.
+
+/// CPU time (user + system, seconds) of the calling thread so far.
+fn thread_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else { return 0.0 };
+    let Some(close) = stat.rfind(')') else { return 0.0 };
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(14) + ticks(15)) / 100.0
+}
+
+fn writer(params: &Params, base: &Path) -> Value {
+    let (streams, batches, flows) = (params.streams, params.batches, params.flows_per_batch);
+    progress(&format!(
+        "writer: {streams} agents × {batches} batches × {flows} flows, {} batches per group",
+        params.writer_group
+    ));
+    let dir = temp_dir(base, "mapper-bench-writer-");
+    let store = EdgeStore::open(dir.path()).expect("open the edge store");
+    let now = now_ms();
+    let mut rng = Rng(17);
+    // The workloads and Services of the `ingest` run, their names shared by every flow (as the
+    // cluster state's are).
+    let peers: Vec<Peer> = (0..params.deployments)
+        .map(|d| Peer::Workload(Workload::new(deployment_name(d), namespace(d), "Deployment")))
+        .collect();
+    let services: Vec<(Arc<str>, Arc<str>)> =
+        (0..params.deployments).map(|d| (namespace(d).into(), deployment_name(d).into())).collect();
+    let agents: Vec<AgentBoot> = (0..streams).map(|n| AgentBoot::new(&format!("node-{n}"), "writer")).collect();
+    // Every batch, made and coalesced before the clock starts: (agent, sequence, observations).
+    let mut all: Vec<(usize, u64, Vec<Observation>)> = Vec::with_capacity(streams * batches);
+    for b in 0..batches {
+        for a in 0..streams {
+            let observations: Vec<Observation> = (0..flows)
+                .map(|_| {
+                    // As in the `ingest` run, a node's pods are of a few Deployments (those
+                    // `d` with `d % 10` the node's tenth in twenty), and they call any.
+                    let client = (rng.below(peers.len().div_ceil(10)) * 10 + (a / 20) % 10) % peers.len();
+                    let server = rng.below(peers.len());
+                    let side = if rng.chance(80) { Side::Client } else { Side::Server };
+                    Observation {
+                        key: EdgeKey { client: peers[client].clone(), server: peers[server].clone() },
+                        side,
+                        port: POD_PORT,
+                        proto: Proto::Tcp,
+                        established: 1,
+                        failed: 0,
+                        first_seen_ms: now,
+                        last_seen_ms: now,
+                        dns_names: Vec::new(),
+                        via_service: (side == Side::Client).then(|| services[server].clone()),
+                    }
+                })
+                .collect();
+            all.push((a, b as u64 + 1, mapper_server::store::coalesce(observations)));
+        }
+    }
+    let observations: usize = all.iter().map(|(_, _, o)| o.len()).sum();
+    let (cpu, start) = (thread_cpu_seconds(), Instant::now());
+    let mut groups = 0;
+    for group in all.chunks(params.writer_group) {
+        let batch: Vec<Batch<'_>> = group
+            .iter()
+            .map(|(a, sequence, observations)| Batch { agent: &agents[*a], sequence: *sequence, observations })
+            .collect();
+        store.apply_group(&batch).expect("apply a group");
+        groups += 1;
+    }
+    let (wall, cpu) = (start.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu);
+    let total = streams * batches * flows;
+    json!({
+        "flows": total,
+        "observations_after_coalescing": observations,
+        "groups": groups,
+        "batches_per_group": params.writer_group,
+        "edges": store.len(),
+        "wall_seconds": r3(wall),
+        "cpu_seconds": r3(cpu),
+        "cpu_us_per_flow": r3(cpu * 1e6 / total as f64),
+        "flows_per_cpu_second": (total as f64 / cpu.max(1e-9)).round(),
+    })
+}
+
+// ---------------------------------------------------------------------------
 
 fn main() {
     let params = Params::from_env();
@@ -930,8 +1025,9 @@ fn main() {
     let cluster_scale = runs("cluster").then(|| scale::cluster(scale, &base, params.settle));
     let edges = runs("edges").then(|| scale::edges(&params.edge_checkpoints, EDGES_PER_BATCH, &base, params.settle));
     let memory = runs("memory").then(|| memory(&params, &base));
+    let writer = runs("writer").then(|| writer(&params, &base));
     if !runs("ingest") && !runs("resolution") {
-        let report = json!({ "cluster": cluster_scale, "edges": edges, "memory": memory,
+        let report = json!({ "cluster": cluster_scale, "edges": edges, "memory": memory, "writer": writer,
             "retention": runs("retention").then(|| retention(&params, &base)),
             "total_seconds": r3(started.elapsed().as_secs_f64()) });
         println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));
@@ -982,6 +1078,7 @@ fn main() {
         "cluster": cluster_scale,
         "edges": edges,
         "retention": retention,
+        "writer": writer,
         "total_seconds": r3(started.elapsed().as_secs_f64()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("serialise the report"));

@@ -220,7 +220,13 @@ impl Decoder for ReportDecoder {
         use prost::bytes::Buf;
         // tonic hands the whole message over in one contiguous buffer.
         precheck(src.chunk()).map_err(CallError::Undecodable)?;
-        pb::ReportRequest::decode(src).map(Some).map_err(|e| CallError::Decode(e).into())
+        // Decoded from the message's bytes taken out of tonic's buffer (no copy): prost reads
+        // `Bytes` in place, and takes each address out of it by reference before copying it,
+        // where through the buffer every byte read is a call into it and, from a slice, each
+        // address would be copied twice.
+        let bytes = src.copy_to_bytes(src.remaining());
+        let req = pb::ReportRequest::decode(bytes).map_err(CallError::Decode)?;
+        Ok(Some(req))
     }
 }
 

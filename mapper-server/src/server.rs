@@ -30,6 +30,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Streams (calls) one connection may carry at once (an agent makes one at a time).
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// Largest HTTP/2 frame a peer may send (the protocol's default is 16 KiB): a batch of a few
+/// hundred flows arrives in one DATA frame instead of several. Within the connection's flow
+/// control window, so it adds nothing to what one connection can make the server buffer.
+const MAX_FRAME_BYTES: u32 = 64 << 10;
 
 /// Longest a call may take, decoding and storing included (the agent gives up after 30 s).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -233,6 +237,7 @@ impl BoundServer {
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .max_frame_size(MAX_FRAME_BYTES)
             .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
             .timeout(CALL_TIMEOUT)
             .add_service(Authenticated::new(IngestEndpoint::new(ingest, &limits), auth.clone(), Role::Ingest))

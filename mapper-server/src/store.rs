@@ -268,7 +268,7 @@ impl Observation {
     /// Adds `other` (of the same identity, later, its DNS names among this one's) to this one,
     /// as [`EdgeState::add`] would add the two in turn: counts summed (saturating), times
     /// widened. Its names change nothing: the edge was offered each of them before.
-    fn absorb(&mut self, other: Observation) {
+    fn absorb(&mut self, other: &Observation) {
         self.established = self.established.saturating_add(other.established);
         self.failed = self.failed.saturating_add(other.failed);
         // As `EdgeState::add` takes a first time (ingest's times are never 0).
@@ -285,7 +285,10 @@ impl Observation {
 /// another) land on the same edge. An observation naming a DNS name the first did not name
 /// stays apart, in its place: an edge keeps the names it has room for in the order they came.
 /// Applying the result changes the store exactly as applying `observations` does.
-pub fn coalesce(observations: Vec<Observation>) -> Vec<Observation> {
+///
+/// Done in place (the observations kept are moved down over those absorbed), and not at all
+/// when no two observations share an identity: a batch's flows are mostly of distinct edges.
+pub fn coalesce(mut observations: Vec<Observation>) -> Vec<Observation> {
     if observations.len() < 2 {
         return observations;
     }
@@ -295,23 +298,34 @@ pub fn coalesce(observations: Vec<Observation>) -> Vec<Observation> {
         first.reserve(observations.len());
         observations.iter().enumerate().map(|(i, o)| *first.entry(o.identity()).or_insert(i)).collect()
     };
-    let mut out: Vec<Observation> = Vec::with_capacity(observations.len());
-    let mut slot = vec![usize::MAX; observations.len()];
-    for (i, o) in observations.into_iter().enumerate() {
+    let Some(start) = leaders.iter().enumerate().position(|(i, l)| *l != i) else {
+        return observations;
+    };
+    // `slot[i]`: where the leader `i` is kept. Below `start` every observation is a leader, in
+    // its place; from there on, the observations kept are moved down to `kept`, and the slots
+    // between `kept` and `i` hold only observations already absorbed.
+    let mut slot: Vec<usize> = (0..observations.len()).collect();
+    let mut kept = start;
+    for i in start..observations.len() {
         let leader = leaders[i];
-        if leader == i {
-            slot[i] = out.len();
-            out.push(o);
-        } else {
-            let into = &mut out[slot[leader]];
-            if o.dns_names.iter().all(|n| into.dns_names.contains(n)) {
+        let absorbed = leader != i && {
+            let into = slot[leader];
+            let (before, rest) = observations.split_at_mut(i);
+            let (o, into) = (&rest[0], &mut before[into]);
+            let all_named = o.dns_names.iter().all(|n| into.dns_names.contains(n));
+            if all_named {
                 into.absorb(o);
-            } else {
-                out.push(o);
             }
+            all_named
+        };
+        if !absorbed {
+            slot[i] = kept;
+            observations.swap(kept, i);
+            kept += 1;
         }
     }
-    out
+    observations.truncate(kept);
+    observations
 }
 
 #[cfg(test)]
@@ -480,6 +494,15 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 fn edge_bytes<T: Serialize>(v: &T) -> Vec<u8> {
     // Every sequence here has a length and every type a serde form: this cannot fail.
     postcard::to_allocvec(v).unwrap_or_default()
+}
+
+/// [`edge_bytes`] into `buf` (cleared first), reusing its allocation.
+fn edge_bytes_into<T: Serialize>(v: &T, buf: &mut Vec<u8>) {
+    buf.clear();
+    // As in `edge_bytes`, this cannot fail; were it to, the row would be empty, as there.
+    if let Ok(bytes) = postcard::to_extend(v, std::mem::take(buf)) {
+        *buf = bytes;
+    }
 }
 
 /// An edge's key or state as stored.
@@ -658,7 +681,9 @@ impl EdgeStore {
             let mut results = Vec::with_capacity(batches.len());
             // Each edge the group changes: its key in the map (ends shared) and its new state.
             // (foldhash: every observation of the group is hashed here, on the one writer.)
+            // Sized for the group at once: it is never rehashed while it fills.
             let mut merged: foldhash::HashMap<&EdgeKey, (StoredKey, EdgeState)> = foldhash::HashMap::default();
+            merged.reserve(batches.iter().map(|b| b.observations.len()).sum());
             {
                 let mut table = txn.open_table(BOOTS)?;
                 let mut records: HashMap<&AgentBoot, BootRecord> = HashMap::new();
@@ -703,10 +728,13 @@ impl EdgeStore {
                     tracker.boot(&agent.node, &agent.boot_id);
                 }
                 let mut edges = txn.open_table(EDGES)?;
+                // Two buffers for every row: no allocation per edge.
+                let (mut key_bytes, mut state_bytes) = (Vec::with_capacity(256), Vec::with_capacity(256));
                 for (key, state) in merged.values() {
-                    let key = edge_bytes(key);
-                    edges.insert(key.as_slice(), edge_bytes(state).as_slice())?;
-                    tracker.edge(&key);
+                    edge_bytes_into(key, &mut key_bytes);
+                    edge_bytes_into(state, &mut state_bytes);
+                    edges.insert(key_bytes.as_slice(), state_bytes.as_slice())?;
+                    tracker.edge(&key_bytes);
                 }
             }
             txn.commit()?;

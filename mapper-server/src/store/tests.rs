@@ -389,6 +389,14 @@ fn a_coalesced_batch_changes_the_store_as_its_flows_do() {
     assert!(flows.edges().iter().any(|(_, e)| e.dns_names.len() == MAX_DNS_NAMES_PER_EDGE), "the bound was reached");
 }
 
+#[test]
+fn a_batch_of_distinct_flows_is_left_as_it_came() {
+    let batch: Vec<Observation> =
+        (0..50).map(|i| obs(&format!("c{}", i % 7), &format!("s{i}"), Side::Client, 1, 0)).collect();
+    let before = format!("{batch:?}");
+    assert_eq!(format!("{:?}", coalesce(batch)), before);
+}
+
 /// A store of `n` edges (names long enough to pass the compaction threshold) of which one in
 /// 40 is recent (seen at 5000) and the rest old (100); returns it and how many are recent.
 fn sparse_store(dir: &Path, n: usize) -> (EdgeStore, usize) {
