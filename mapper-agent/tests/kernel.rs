@@ -374,6 +374,47 @@ fn both_ends_on_one_node_are_named_by_cgroup() {
 }
 
 #[test]
+fn loopback_traffic_is_not_recorded() {
+    if !bpf_available("loopback_traffic_is_not_recorded") {
+        return;
+    }
+    let agent = Agent::start("loopback");
+    let (node, _server) = two_pods("mtl");
+    let (a, b) = (&node.pods[0], &node.pods[1]);
+    // A sidecar's calls to its pod's other container: TCP on 127.0.0.1 and ::1 (as a
+    // dual-stack socket sees an IPv4 client, too), UDP on 127.0.0.1.
+    let _own = serve(
+        a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"),
+        &["--tcp", "127.0.0.1:9300", "--tcp", "[::]:9302", "--udp", "127.0.0.1:9301"],
+    );
+    let run = |args: &[&str]| {
+        let r = call(a.netns.command(lab_bin(), Some(&a.cgroup)).expect("cmd"), args);
+        assert_eq!(r["ok"], 2, "{args:?}: {r}");
+    };
+    run(&["--to", "127.0.0.1:9300", "--count", "2"]);
+    run(&["--to", "[::1]:9302", "--count", "2"]);
+    run(&["--to", "127.0.0.1:9302", "--count", "2"]);
+    run(&["--to", "127.0.0.1:9301", "--protocol", "udp", "--count", "2"]);
+    // The same pod's call to another pod is a call.
+    run(&["--to", &sock(b.ipv4, 8080), "--count", "2"]);
+    thread::sleep(Duration::from_millis(300));
+    let lines = agent.stop();
+
+    let own = flows(&lines, &[("netns", ino(a))]);
+    let looped: Vec<&&Value> = own
+        .iter()
+        .filter(|f| {
+            [&f["src_ip"], &f["dst_ip"]].iter().any(|ip| {
+                ip.as_str().and_then(|s| s.parse::<IpAddr>().ok()).is_some_and(|ip| ip.to_canonical().is_loopback())
+            })
+        })
+        .collect();
+    assert!(looped.is_empty(), "loopback traffic recorded: {looped:#?}");
+    let calls = flows(&lines, &[("direction", json!("connect")), ("netns", ino(a)), ("dst_port", json!(8080))]);
+    assert_eq!(sum(&calls, "count"), 2, "the call to pod b in {lines:#?}");
+}
+
+#[test]
 fn agent_killed_and_restarted_loses_nothing() {
     if !bpf_available("agent_killed_and_restarted_loses_nothing") {
         return;

@@ -304,6 +304,25 @@ static __always_inline void tcp_event_of(struct tcp_event *ev, const struct sock
 	}
 }
 
+/* 127.0.0.0/8, ::1, or either as IPv4-mapped IPv6: traffic that never leaves
+ * its network namespace and is no call between workloads (docs/identity.md,
+ * "Loopback"). Such connections and datagrams are not recorded at all. */
+static __always_inline int is_loopback(__u16 family, const __u8 *a)
+{
+	if (family == AF_INET)
+		return a[0] == 127;
+	__u64 hi;
+	__u32 w2, w3;
+	__builtin_memcpy(&hi, a, 8);
+	__builtin_memcpy(&w2, a + 8, 4);
+	__builtin_memcpy(&w3, a + 12, 4);
+	if (hi != 0)
+		return 0;
+	if (w2 == 0)
+		return w3 == bpf_htonl(1);
+	return w2 == bpf_htonl(0x0000ffff) && a[12] == 127;
+}
+
 /* An address as a peer_key holds it: IPv4-mapped IPv6 becomes IPv4, so a
  * dual-stack listener's view of an IPv4 client matches the client's own. */
 static __always_inline int is_v4_mapped(const __u8 *a)
@@ -349,7 +368,6 @@ static __always_inline void on_connect_done(const struct tcp_event *ctx, int fai
 {
 	__u64 skaddr = (__u64)ctx->sk;
 	const struct sock *sk = ctx->sk;
-	struct sock_info *si = bpf_map_lookup_elem(&connecting, &skaddr);
 	struct flow_key key = {};
 
 	key.direction = MAPPER_DIR_CONNECT;
@@ -358,6 +376,11 @@ static __always_inline void on_connect_done(const struct tcp_event *ctx, int fai
 	key.dst_port = ctx->dport;
 	key.netns = sk_netns_direct(sk);
 	tp_addrs(ctx, key.src_addr, key.dst_addr);
+	if (is_loopback(ctx->family, key.dst_addr)) {
+		bpf_map_delete_elem(&connecting, &skaddr);
+		return;
+	}
+	struct sock_info *si = bpf_map_lookup_elem(&connecting, &skaddr);
 
 	/* Did conntrack send it somewhere else (a Service ClusterIP)? Only asked
 	 * while translations are pending. */
@@ -425,6 +448,8 @@ static __always_inline void on_accept_done(const struct tcp_event *ctx, int fail
 	key.cgroup_id = sk_cgroup_direct(sk);
 	/* The accepted socket's source is us: client = daddr, server = saddr. */
 	tp_addrs(ctx, key.dst_addr, key.src_addr);
+	if (is_loopback(ctx->family, key.src_addr))
+		return;
 
 	if (!failed) {
 		/* A client on this node left its name at its own ESTABLISHED. */
@@ -572,6 +597,21 @@ int mapper_dev_queue(__u64 *ctx)
 	return 0;
 }
 
+/* Whether ctx's user address (the datagram's peer) is a loopback address. */
+static __always_inline int udp_peer_is_loopback(struct bpf_sock_addr *ctx, int v6)
+{
+	__u32 a[4] = {};
+	if (!v6) {
+		a[0] = ctx->user_ip4;
+		return is_loopback(AF_INET, (const __u8 *)a);
+	}
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	return is_loopback(AF_INET6, (const __u8 *)a);
+}
+
 /* The conversation of a UDP socket with the peer at ctx's user address. */
 static __always_inline void udp_key_of(struct bpf_sock_addr *ctx, int v6, __u32 netns, __u16 local_port,
 				      struct udp_key *uk)
@@ -606,6 +646,8 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
 
+	if (udp_peer_is_loopback(ctx, v6))
+		return 1;
 	struct bpf_sock *sk = ctx->sk;
 	__u32 netns = current_netns();
 	/* Before connect() binds a socket its port is 0: it has heard nothing. */
@@ -682,7 +724,7 @@ static __always_inline int udp_recv(struct bpf_sock_addr *ctx, int v6)
 	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
 	struct bpf_sock *sk = ctx->sk;
-	if (!sk || !sk->src_port)
+	if (!sk || !sk->src_port || udp_peer_is_loopback(ctx, v6))
 		return 1;
 	struct udp_key uk = {};
 	udp_key_of(ctx, v6, current_netns(), (__u16)sk->src_port, &uk);
