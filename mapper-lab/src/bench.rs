@@ -33,10 +33,13 @@ const PROBE_PORT: u16 = 8081;
 const ECHO_PORT: u16 = 8082;
 /// How long each probe connection stays open.
 const PROBE_HOLD: Duration = Duration::from_millis(1);
-/// The poller reads once a second, the agent drains every `--agent-interval` (the
-/// chart's 5 s by default): what a round leaves is read within this long after it.
-fn drain_wait(setup: &Setup<'_>) -> Duration {
-    setup.agent_interval.max(Duration::from_secs(1)) + Duration::from_millis(300)
+/// How long after a round `observer` has surely reported it: the agent drains every
+/// `--agent-interval` (the chart's 5 s by default), the poller reads once a second, the
+/// per-event observers print at once. The same wait for each would charge the observers
+/// that poll for the agent's interval.
+fn drain_wait(setup: &Setup<'_>, observer: Observer) -> Duration {
+    let every = if observer == Observer::Agent { setup.agent_interval } else { Duration::ZERO };
+    every.max(Duration::from_secs(1)) + Duration::from_millis(300)
 }
 
 /// What to run.
@@ -294,10 +297,10 @@ fn workload_figures(
                 drop(running.stop());
                 continue;
             }
-            std::thread::sleep(drain_wait(setup));
+            std::thread::sleep(drain_wait(setup, obs));
             t.cpu_ns += running.cpu_ns().saturating_sub(t0);
             lab.probe(cfg.probe)?;
-            std::thread::sleep(drain_wait(setup));
+            std::thread::sleep(drain_wait(setup, obs));
             let lines = running.stop();
             t.seen += observers::seen(obs, &lines, target);
             t.probed += cfg.probe;
@@ -429,7 +432,7 @@ fn agent_at_rate(
     let t0 = running.cpu_ns();
     let start = Instant::now();
     let rate = lab.paced_round(Workload::Connect, clients, per_client, 0, interval)?;
-    std::thread::sleep(drain_wait(setup));
+    std::thread::sleep(drain_wait(setup, Observer::Agent));
     let cpu = running.cpu_ns().saturating_sub(t0) as f64 / 1e9;
     let wall = start.elapsed().as_secs_f64();
     drop(running.stop());
