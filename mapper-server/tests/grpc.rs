@@ -265,3 +265,44 @@ async fn the_bytes_of_reports_in_progress_are_bounded() {
     };
     assert!(acked, "the room of a report that went was not given back");
 }
+
+#[tokio::test]
+async fn loopback_flows_make_no_edge_and_are_counted() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = start(data.path(), port, &["--metrics-listen", &metrics]);
+    wait_ready(&server, None).await;
+    let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
+    // A sidecar's call to its pod's other container, both ends of it, beside a real call.
+    let own = "11111111-0000-0000-0000-000000000003";
+    let looped = [
+        flow(pb::Direction::Connect, [127, 0, 0, 1], [127, 0, 0, 1], 8080, None, 3, own),
+        flow(pb::Direction::Accept, [127, 0, 0, 1], [127, 0, 0, 1], 8080, None, 3, own),
+    ];
+    let b = batch(1, [client_flow(2)].into_iter().chain(looped).collect());
+    match send(&mut client, None, b, Duration::from_secs(5)).await {
+        SendOutcome::Acked { duplicate: false } => {}
+        other => panic!("batch: {other:?}"),
+    }
+    let e = edges(&server.url(None)).await;
+    assert_eq!(e.len(), 1, "only the call between workloads is an edge: {e:?}");
+    assert_eq!(name(&e[0].server), "ledger.team3 (Deployment)");
+
+    let text = http_get(&metrics, "/metrics");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("mapper_server_flows_ignored_total{reason=\"loopback\"}"))
+        .unwrap_or_else(|| panic!("no loopback counter in:\n{text}"));
+    assert!(line.ends_with(" 2"), "two loopback flows ignored: {line}");
+}
+
+/// A plain HTTP/1.0 GET on loopback (the metrics endpoint), the whole answer as text.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
