@@ -75,7 +75,7 @@ use mapper_proto::v1::{self as pb, ingest_client::IngestClient, query_client::Qu
 use mapper_report::{SendOutcome, send};
 use mapper_server::{
     server::{BoundServer, ServerConfig},
-    store::{AgentBoot, Batch, EdgeKey, EdgeStore, Observation, Proto, Side},
+    store::{AgentBoot, Batch, EdgeKey, EdgeStore, Observation, Side},
 };
 use serde_json::{Value, json};
 
@@ -459,17 +459,9 @@ fn memory(params: &Params, base: &Path) -> Value {
     let now = now_ms();
     // Distinct (client, server) pairs: clients × 100 servers.
     let servers = 100;
-    let observation = |e: usize| Observation {
-        key: EdgeKey { client: workload("client", e / servers), server: workload("server", e % servers) },
-        side: Side::Client,
-        port: POD_PORT,
-        proto: Proto::Tcp,
-        established: 1,
-        failed: 0,
-        first_seen_ms: now,
-        last_seen_ms: now,
-        dns_names: Vec::new(),
-        via_service: None,
+    let observation = |e: usize| {
+        let key = EdgeKey { client: workload("client", e / servers), server: workload("server", e % servers) };
+        Observation::tcp(key, Side::Client, POD_PORT, 1, now)
     };
     let before = rss_bytes();
     let start = Instant::now();
@@ -509,17 +501,9 @@ fn retention(params: &Params, base: &Path) -> Value {
     let dir = temp_dir(base, "mapper-bench-retention-");
     let store = Arc::new(EdgeStore::open(dir.path()).expect("open the edge store"));
     let servers = 100;
-    let observation = |prefix: &str, e: usize, at: i64| Observation {
-        key: EdgeKey { client: workload(prefix, e / servers), server: workload("server", e % servers) },
-        side: Side::Client,
-        port: POD_PORT,
-        proto: Proto::Tcp,
-        established: 1,
-        failed: 0,
-        first_seen_ms: at,
-        last_seen_ms: at,
-        dns_names: Vec::new(),
-        via_service: None,
+    let observation = |prefix: &str, e: usize, at: i64| {
+        let key = EdgeKey { client: workload(prefix, e / servers), server: workload("server", e % servers) };
+        Observation::tcp(key, Side::Client, POD_PORT, 1, at)
     };
     let old = AgentBoot::new("bench", "old");
     for b in 0..n / EDGES_PER_BATCH {
@@ -969,17 +953,10 @@ fn writer(params: &Params, base: &Path) -> Value {
                     let client = (rng.below(peers.len().div_ceil(10)) * 10 + (a / 20) % 10) % peers.len();
                     let server = rng.below(peers.len());
                     let side = if rng.chance(80) { Side::Client } else { Side::Server };
+                    let key = EdgeKey { client: peers[client].clone(), server: peers[server].clone() };
                     Observation {
-                        key: EdgeKey { client: peers[client].clone(), server: peers[server].clone() },
-                        side,
-                        port: POD_PORT,
-                        proto: Proto::Tcp,
-                        established: 1,
-                        failed: 0,
-                        first_seen_ms: now,
-                        last_seen_ms: now,
-                        dns_names: Vec::new(),
                         via_service: (side == Side::Client).then(|| services[server].clone()),
+                        ..Observation::tcp(key, side, POD_PORT, 1, now)
                     }
                 })
                 .collect();

@@ -328,10 +328,10 @@ pub fn coalesce(mut observations: Vec<Observation>) -> Vec<Observation> {
     observations
 }
 
-#[cfg(test)]
 impl Observation {
-    /// `n` TCP connections to `port` of `key`'s server, seen once at `at`, by `side`'s agent.
-    pub(crate) fn tcp(key: EdgeKey, side: Side, port: u16, n: u64, at: i64) -> Self {
+    /// `n` TCP connections to `port` of `key`'s server, seen once at `at`, by `side`'s agent,
+    /// with no DNS names and no Service dialled (the tests' and benchmarks' observation).
+    pub fn tcp(key: EdgeKey, side: Side, port: u16, n: u64, at: i64) -> Self {
         Observation {
             key,
             side,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use mapper_cluster::{Inventory, Peer, ResolveOptions, Workload};
-use mapper_server::store::{EdgeKey, EdgeStore, Observation, Proto, Side};
+use mapper_server::store::{EdgeKey, EdgeStore, Observation, Side};
 use serde_json::{Value, json};
 
 use crate::{cluster_ip, mib, node_ip, now_ms, progress, r3, rss_bytes};
@@ -271,19 +271,14 @@ pub fn edges(checkpoints: &[usize], per_batch: usize, base: &Path, settle: Durat
     // Distinct (client, server) pairs: clients × 1000 servers; every fourth edge dialled a
     // Service; ports 8080 and, for a tenth, also 9090.
     let servers = 1000;
-    let observation = |e: usize, port: u16| Observation {
-        key: EdgeKey { client: workload("client", e / servers), server: workload("server", e % servers) },
-        side: Side::Client,
-        port,
-        proto: Proto::Tcp,
-        established: 1,
-        failed: 0,
-        first_seen_ms: now,
-        last_seen_ms: now,
-        dns_names: Vec::new(),
-        via_service: e
-            .is_multiple_of(4)
-            .then(|| (format!("ns-{:03}", e % NAMESPACES).into(), format!("server-{:05}", e % servers).into())),
+    let observation = |e: usize, port: u16| {
+        let key = EdgeKey { client: workload("client", e / servers), server: workload("server", e % servers) };
+        Observation {
+            via_service: e
+                .is_multiple_of(4)
+                .then(|| (format!("ns-{:03}", e % NAMESPACES).into(), format!("server-{:05}", e % servers).into())),
+            ..Observation::tcp(key, Side::Client, port, 1, now)
+        }
     };
     let before = settled_rss(settle);
     let start = Instant::now();
