@@ -188,26 +188,6 @@ impl BoundServer {
                 }
             });
         }
-        let retention = cfg.retention;
-        let (s, m) = (store.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60).min(retention));
-            loop {
-                tick.tick().await;
-                let cutoff = now_ms() - retention.as_millis() as i64;
-                let s2 = s.clone();
-                match tokio::task::spawn_blocking(move || s2.expire(cutoff)).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => {
-                        info!(expired = n, "edges past retention removed");
-                        m.edges_expired.inc_by(n as u64);
-                        m.edges.set(s.len() as i64);
-                    }
-                    Ok(Err(e)) => warn!(error = %e, "retention sweep failed"),
-                    Err(e) => warn!(error = %e, "retention task failed"),
-                }
-            }
-        });
         tokio::spawn(crate::reresolve::run(store.clone(), cluster.clone(), metrics.clone(), cfg.resolve_hold));
         tokio::spawn(retention_loop(store.clone(), metrics.clone(), cfg.clone()));
         let auth = Arc::new(Authenticator::new(

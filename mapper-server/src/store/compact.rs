@@ -300,7 +300,9 @@ impl EdgeStore {
         let tmp = compacting_path(&self.path);
         let started = Instant::now();
         let outcome = self.copy_and_switch(&tmp, &mut |_| {});
-        if !matches!(outcome, Ok(Some(_))) {
+        // `Ok(None)`: not started (the store is failing, or another compaction runs): nothing
+        // of this call's to undo.
+        if outcome.is_err() {
             self.lock_writer().compacting = None;
             let _ = std::fs::remove_file(&tmp);
         }
@@ -320,7 +322,11 @@ impl EdgeStore {
                 );
                 Ok(Some(c))
             }
-            Ok(None) | Err(Stop::Abandoned) => {
+            Ok(None) => {
+                info!("compaction not started: the store is failing, or another compaction is running");
+                Ok(None)
+            }
+            Err(Stop::Abandoned) => {
                 info!("compaction given up: the store changed as a whole meanwhile; the next sweep tries again");
                 Ok(None)
             }
@@ -336,11 +342,8 @@ impl EdgeStore {
         tmp: &Path,
         between: &mut dyn FnMut(&EdgeStore),
     ) -> Result<Option<Compacted>, Stop> {
-        match std::fs::remove_file(tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
-        let new = Database::builder().set_cache_size(CACHE_BYTES).create(tmp)?;
+        // Claimed before the copy's file is touched: a second compaction (another sweep)
+        // returns here and leaves this one's file alone.
         {
             let mut w = self.lock_writer();
             if w.failed || w.db.is_none() || w.compacting.is_some() {
@@ -348,6 +351,11 @@ impl EdgeStore {
             }
             w.compacting = Some(Delta::default());
         }
+        match std::fs::remove_file(tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        let new = Database::builder().set_cache_size(CACHE_BYTES).create(tmp)?;
         // Reads the old file under the writer lock (no batch changes it meanwhile).
         let under_lock = |read: &mut LockedRead<'_>| -> Result<(), Stop> {
             let w = self.lock_writer();

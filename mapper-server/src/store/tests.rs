@@ -454,6 +454,9 @@ fn compaction_copies_while_batches_land_and_keeps_every_change() {
         step += 1;
         match step {
             1 => {
+                // Another sweep's compaction meanwhile does not start, nor touch this one's copy.
+                let other = st.copy_and_switch(&compact::compacting_path(st.path()), &mut |_| {});
+                assert!(matches!(other, Ok(None)), "a second compaction started during the first");
                 let fresh: Vec<Observation> =
                     (0..COPY_CHUNK + 300).map(|i| obs(&format!("new-{i}"), "ledger", Side::Server, 2, 6000)).collect();
                 assert_eq!(st.apply(&busy, 1, &fresh).expect("apply"), Applied::New);
