@@ -304,25 +304,6 @@ static __always_inline void tcp_event_of(struct tcp_event *ev, const struct sock
 	}
 }
 
-/* 127.0.0.0/8, ::1, or either as IPv4-mapped IPv6: traffic that never leaves
- * its network namespace and is no call between workloads (docs/identity.md,
- * "Loopback"). Such connections and datagrams are not recorded at all. */
-static __always_inline int is_loopback(__u16 family, const __u8 *a)
-{
-	if (family == AF_INET)
-		return a[0] == 127;
-	__u64 hi;
-	__u32 w2, w3;
-	__builtin_memcpy(&hi, a, 8);
-	__builtin_memcpy(&w2, a + 8, 4);
-	__builtin_memcpy(&w3, a + 12, 4);
-	if (hi != 0)
-		return 0;
-	if (w2 == 0)
-		return w3 == bpf_htonl(1);
-	return w2 == bpf_htonl(0x0000ffff) && a[12] == 127;
-}
-
 /* An address as a peer_key holds it: IPv4-mapped IPv6 becomes IPv4, so a
  * dual-stack listener's view of an IPv4 client matches the client's own. */
 static __always_inline int is_v4_mapped(const __u8 *a)
@@ -332,6 +313,21 @@ static __always_inline int is_v4_mapped(const __u8 *a)
 	__builtin_memcpy(&lo, a, 8);
 	__builtin_memcpy(&mid, a + 8, 4);
 	return lo == 0 && mid == bpf_htonl(0x0000ffff);
+}
+
+/* 127.0.0.0/8, ::1, or either as IPv4-mapped IPv6: traffic that never leaves
+ * its network namespace and is no call between workloads (docs/identity.md,
+ * "Loopback"). Such connections and datagrams are not recorded at all. */
+static __always_inline int is_loopback(__u16 family, const __u8 *a)
+{
+	if (family == AF_INET)
+		return a[0] == 127;
+	if (is_v4_mapped(a))
+		return a[12] == 127;
+	__u64 hi, lo;
+	__builtin_memcpy(&hi, a, 8);
+	__builtin_memcpy(&lo, a + 8, 8);
+	return hi == 0 && lo == bpf_cpu_to_be64(1);
 }
 
 static __always_inline void peer_key_of(struct peer_key *pk, __u8 family, __u16 client_port, __u16 server_port,
@@ -597,41 +593,31 @@ int mapper_dev_queue(__u64 *ctx)
 	return 0;
 }
 
-/* Whether ctx's user address (the datagram's peer) is a loopback address. */
-static __always_inline int udp_peer_is_loopback(struct bpf_sock_addr *ctx, int v6)
+/* ctx's user address (the datagram's peer), as the flow and UDP keys hold it:
+ * IPv4 in the first 4 bytes, the rest zero. Read once per program run. */
+static __always_inline void udp_peer_of(struct bpf_sock_addr *ctx, int v6, __u8 *peer)
 {
 	__u32 a[4] = {};
 	if (!v6) {
 		a[0] = ctx->user_ip4;
-		return is_loopback(AF_INET, (const __u8 *)a);
-	}
-	a[0] = ctx->user_ip6[0];
-	a[1] = ctx->user_ip6[1];
-	a[2] = ctx->user_ip6[2];
-	a[3] = ctx->user_ip6[3];
-	return is_loopback(AF_INET6, (const __u8 *)a);
-}
-
-/* The conversation of a UDP socket with the peer at ctx's user address. */
-static __always_inline void udp_key_of(struct bpf_sock_addr *ctx, int v6, __u32 netns, __u16 local_port,
-				      struct udp_key *uk)
-{
-	uk->netns = netns;
-	uk->local_port = local_port;
-	uk->peer_port = bpf_ntohs((__u16)ctx->user_port);
-	if (!v6) {
-		__u32 a = ctx->user_ip4;
-		uk->family = AF_INET;
-		__builtin_memcpy(uk->peer_addr, &a, 4);
 	} else {
-		__u32 a[4];
 		a[0] = ctx->user_ip6[0];
 		a[1] = ctx->user_ip6[1];
 		a[2] = ctx->user_ip6[2];
 		a[3] = ctx->user_ip6[3];
-		uk->family = AF_INET6;
-		__builtin_memcpy(uk->peer_addr, a, 16);
 	}
+	__builtin_memcpy(peer, a, 16);
+}
+
+/* The conversation of a UDP socket with `peer` (from udp_peer_of). */
+static __always_inline void udp_key_of(struct bpf_sock_addr *ctx, int v6, const __u8 *peer, __u32 netns,
+				      __u16 local_port, struct udp_key *uk)
+{
+	uk->netns = netns;
+	uk->local_port = local_port;
+	uk->peer_port = bpf_ntohs((__u16)ctx->user_port);
+	uk->family = v6 ? AF_INET6 : AF_INET;
+	__builtin_memcpy(uk->peer_addr, peer, 16);
 }
 
 /*
@@ -646,7 +632,10 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
 
-	if (udp_peer_is_loopback(ctx, v6))
+	/* Our address and the peer's; a reply puts the peer on the client side. */
+	__u8 ours[16] = {}, theirs[16];
+	udp_peer_of(ctx, v6, theirs);
+	if (is_loopback(v6 ? AF_INET6 : AF_INET, theirs))
 		return 1;
 	struct bpf_sock *sk = ctx->sk;
 	__u32 netns = current_netns();
@@ -655,7 +644,7 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 	int reply = 0;
 	if (local_port) {
 		struct udp_key uk = {};
-		udp_key_of(ctx, v6, netns, local_port, &uk);
+		udp_key_of(ctx, v6, theirs, netns, local_port, &uk);
 		__u32 *first = bpf_map_lookup_elem(&udp_first, &uk);
 		if (first) {
 			reply = *first == MAPPER_UDP_RECEIVED_FIRST;
@@ -671,22 +660,14 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 	key.dst_port = reply ? local_port : bpf_ntohs((__u16)ctx->user_port);
 	key.netns = netns;
 	key.cgroup_id = bpf_get_current_cgroup_id();
-	/* Our address and the peer's; a reply puts the peer on the client side. */
-	__u8 ours[16] = {}, theirs[16] = {};
 	if (!v6) {
-		__u32 peer = ctx->user_ip4;
 		__u32 src = sendmsg ? ctx->msg_src_ip4 : 0;
 		if (!src && sk)
 			src = sk->src_ip4;
 		key.family = AF_INET;
-		__builtin_memcpy(theirs, &peer, 4);
 		__builtin_memcpy(ours, &src, 4);
 	} else {
-		__u32 d[4], s[4] = {};
-		d[0] = ctx->user_ip6[0];
-		d[1] = ctx->user_ip6[1];
-		d[2] = ctx->user_ip6[2];
-		d[3] = ctx->user_ip6[3];
+		__u32 s[4] = {};
 		if (sendmsg) {
 			s[0] = ctx->msg_src_ip6[0];
 			s[1] = ctx->msg_src_ip6[1];
@@ -700,7 +681,6 @@ static __always_inline int udp_flow(struct bpf_sock_addr *ctx, int v6, int sendm
 			s[3] = sk->src_ip6[3];
 		}
 		key.family = AF_INET6;
-		__builtin_memcpy(theirs, d, 16);
 		__builtin_memcpy(ours, s, 16);
 	}
 	if (reply) {
@@ -724,10 +704,14 @@ static __always_inline int udp_recv(struct bpf_sock_addr *ctx, int v6)
 	if (ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
 	struct bpf_sock *sk = ctx->sk;
-	if (!sk || !sk->src_port || udp_peer_is_loopback(ctx, v6))
+	if (!sk || !sk->src_port)
+		return 1;
+	__u8 peer[16];
+	udp_peer_of(ctx, v6, peer);
+	if (is_loopback(v6 ? AF_INET6 : AF_INET, peer))
 		return 1;
 	struct udp_key uk = {};
-	udp_key_of(ctx, v6, current_netns(), (__u16)sk->src_port, &uk);
+	udp_key_of(ctx, v6, peer, current_netns(), (__u16)sk->src_port, &uk);
 	if (!bpf_map_lookup_elem(&udp_first, &uk)) {
 		__u32 received = MAPPER_UDP_RECEIVED_FIRST;
 		bpf_map_update_elem(&udp_first, &uk, &received, BPF_NOEXIST);
