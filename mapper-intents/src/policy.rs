@@ -629,12 +629,6 @@ impl NetworkPolicy {
             },
         }
     }
-
-    /// The policy as a JSON tree (the API object).
-    pub fn to_value(&self) -> serde_json::Value {
-        // Only strings, numbers and maps with string keys: serialization cannot fail.
-        serde_json::to_value(self.object()).unwrap_or_default()
-    }
 }
 
 /// Renders policies as multi-document YAML separated by `---`, in the operator's layout (see

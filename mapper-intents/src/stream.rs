@@ -454,7 +454,13 @@ mod tests {
         let err = read("a: 1\n---\nb: x\u{0}y\n").expect_err("NUL");
         assert_eq!(err.to_string(), "document 2: control character U+0000 is not allowed in YAML at line 3, column 5");
         assert!(matches!(read("a: \u{7f}\n"), Err(StreamError::Yaml(YamlError { document: 1, .. }))));
-        assert_eq!(read("a: 1\n---\n[\u{1}"), Err(StreamError::Yaml(unprintable("a: 1\n---\n[\u{1}", 10, 2))));
+        let expected = YamlError {
+            document: 2,
+            line: Some(3),
+            column: Some(2),
+            message: "control character U+0001 is not allowed in YAML".into(),
+        };
+        assert_eq!(read("a: 1\n---\n[\u{1}"), Err(StreamError::Yaml(expected)));
         // An empty document before the character is whole; the one it is in is not.
         let text = "a: 1\n---\n# c\n---\n# c\u{0}\n";
         let docs: Vec<_> = documents::<Value>(text).collect();

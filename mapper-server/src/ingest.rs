@@ -206,13 +206,13 @@ fn check_flow(index: usize, f: &pb::Flow, now_ms: i64) -> Result<Checked<'_>, Ba
 }
 
 impl Checked<'_> {
-    /// Whether the far end is a loopback address (`127.0.0.0/8`, `::1`, or either mapped into
-    /// IPv6): the traffic never left the network namespace it was made in (a sidecar calling
+    /// Whether the far end is a loopback address (`127.0.0.0/8` or `::1`; an IPv4-mapped IPv6
+    /// address was made IPv4 when the flow was decoded): the traffic never left the network namespace it was made in (a sidecar calling
     /// its pod's other container, a node daemon calling another on the node's `localhost`).
     /// That is no call between workloads: no NetworkPolicy applies to it and no ClientIntents
     /// can express it, so it is not an edge (docs/identity.md, "Loopback").
     fn over_loopback(&self) -> bool {
-        self.remote.to_canonical().is_loopback()
+        self.remote.is_loopback()
     }
 }
 

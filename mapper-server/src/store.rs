@@ -922,7 +922,7 @@ impl EdgeStore {
         // The keys removed hold their ends until dropped.
         drop(old);
         if removed > 0 {
-            self.writer.lock().unwrap_or_else(|p| p.into_inner()).shared.prune();
+            self.lock_writer().shared.prune();
         }
         Ok(removed)
     }
