@@ -2,11 +2,16 @@
 //! and applies them in a single store transaction, so many agents reporting at
 //! once share one fsync instead of queueing for one each. Each caller still
 //! gets its own answer only once its batch is durable.
+//!
+//! Callers wait for their answer asynchronously (a oneshot channel), so a batch waiting for
+//! its group holds no thread.
 
 use std::{
     sync::{Arc, mpsc},
     thread,
 };
+
+use tokio::sync::oneshot;
 
 use tracing::debug;
 
@@ -21,7 +26,7 @@ struct Job {
     sequence: u64,
     observations: Vec<Observation>,
     /// The answer, and the observations back: the caller frees them, not the one writer.
-    reply: mpsc::SyncSender<(Result<Applied, CommitError>, Vec<Observation>)>,
+    reply: oneshot::Sender<(Result<Applied, CommitError>, Vec<Observation>)>,
 }
 
 /// Why a batch was not stored.
@@ -57,16 +62,16 @@ impl Committer {
         Self { tx }
     }
 
-    /// Applies one batch durably (blocking until its group has committed).
-    pub fn apply(
+    /// Applies one batch durably: the answer comes once its group has committed.
+    pub async fn apply(
         &self,
         agent: AgentBoot,
         sequence: u64,
         observations: Vec<Observation>,
     ) -> Result<Applied, CommitError> {
-        let (reply, answer) = mpsc::sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         self.tx.send(Job { agent, sequence, observations, reply }).map_err(|_| CommitError::Stopped)?;
-        let (result, observations) = answer.recv().map_err(|_| CommitError::Stopped)?;
+        let (result, observations) = answer.await.map_err(|_| CommitError::Stopped)?;
         drop(observations);
         result
     }
