@@ -54,7 +54,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// A connection over which nothing arrives for this long is closed.
     pub idle_timeout: Duration,
-    /// Report calls read, decoded and applied at once, server-wide.
+    /// Report calls read, decoded and applied at once, server-wide. The default is as many as
+    /// one group commit takes ([`crate::commit::MAX_GROUP_BATCHES`]): the batches waiting
+    /// while a group is written make the next group, and the fewer and larger the groups, the
+    /// less the writer spends per flow (one fsync and one copy of each B-tree page changed, per
+    /// group). What they hold is bounded by `report_bytes` in any case.
     pub max_concurrent_reports: usize,
     /// Bytes (as sent) of the Report requests read, decoded and applied at once, server-wide;
     /// a request larger than this is worked on alone.
@@ -68,7 +72,7 @@ impl Default for Limits {
         Self {
             max_connections: 2_048,
             idle_timeout: Duration::from_secs(300),
-            max_concurrent_reports: 64,
+            max_concurrent_reports: crate::commit::MAX_GROUP_BATCHES,
             report_bytes: 64 << 20,
             report_queue_wait: Duration::from_secs(5),
         }

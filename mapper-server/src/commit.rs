@@ -18,7 +18,7 @@ use tracing::debug;
 use crate::store::{AgentBoot, Applied, Batch, EdgeStore, Observation, StoreError};
 
 /// Most batches, and most observations, one transaction takes.
-const MAX_GROUP_BATCHES: usize = 256;
+pub const MAX_GROUP_BATCHES: usize = 256;
 const MAX_GROUP_OBSERVATIONS: usize = 200_000;
 
 struct Job {

@@ -97,7 +97,8 @@ struct Args {
     idle_timeout: Duration,
     /// Report calls read, decoded and stored at once; others wait up to
     /// --report-queue-wait for their turn, then get RESOURCE_EXHAUSTED (the agent retries).
-    #[arg(long, env = "MAPPER_MAX_CONCURRENT_REPORTS", default_value_t = 64)]
+    /// The default is as many batches as one group commit takes.
+    #[arg(long, env = "MAPPER_MAX_CONCURRENT_REPORTS", default_value_t = mapper_server::commit::MAX_GROUP_BATCHES)]
     max_concurrent_reports: usize,
     /// Bytes (as sent) of the Report requests read, decoded and stored at once: a call waits
     /// for room for its own size (up to --report-queue-wait, then RESOURCE_EXHAUSTED). A
