@@ -5,8 +5,9 @@
 //!    server (`BoundServer`, store in a temporary directory, a generated
 //!    inventory loaded with `watch_inventory`) fed by N concurrent agent streams
 //!    (one tokio task and one connection each, its own node/boot id, sending its
-//!    batches in sequence with `mapper_report::send` and waiting for each
-//!    acknowledgement); with 1 stream and with 200. Client and server share this
+//!    batches in sequence as `mapper_report::send` does, each encoded before the
+//!    clock starts, and waiting for each acknowledgement); with 1 stream and with
+//!    200. Client and server share this
 //!    machine's cores, so the figures are a lower bound for the server alone; the
 //!    agents run on a runtime of their own (threads `bench-agent`), and the CPU
 //!    time each side spent in the timed run is reported apart, with the server's
@@ -42,7 +43,8 @@
 //!    `ingest` run's shape (`BENCH_STREAMS` agents, `BENCH_BATCHES` batches each of
 //!    `BENCH_FLOWS_PER_BATCH` flows between the generated workloads, coalesced as ingest does
 //!    them), applied with `EdgeStore::apply_group` in groups of `BENCH_WRITER_GROUP` batches
-//!    (default 64, the server's default bound on Report calls in progress); the writer's CPU
+//!    (default 64; the server's groups take up to 256, as many as its default bound on Report
+//!    calls in progress, and are as large as the load makes them); the writer's CPU
 //!    per flow. Deterministic, so it also runs under `valgrind --tool=callgrind`.
 //!
 //! Nothing here asserts on time. Sizes can be changed through environment
