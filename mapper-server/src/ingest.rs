@@ -369,9 +369,9 @@ impl IngestService {
             let prepared = self.prepare(&req);
             (req, prepared)
         } else {
-            let this = self.clone();
+            let (this, span) = (self.clone(), tracing::Span::current());
             tokio::task::spawn_blocking(move || {
-                let prepared = this.prepare(&req);
+                let prepared = span.in_scope(|| this.prepare(&req));
                 (req, prepared)
             })
             .await
@@ -379,7 +379,31 @@ impl IngestService {
         };
         let Prepared { observations, flows, unresolved } = prepared?;
         let agent = crate::store::AgentBoot::new(&req.node, &req.boot_id);
-        let applied = self.committer.apply(agent.clone(), req.sequence, observations).await.map_err(|e| {
+        // Once handed to the writer a batch is applied whether or not its caller still waits
+        // (a call cancelled by its deadline or its peer): the wait and the accounting after it
+        // are a task of their own, so the metrics count every batch the store took.
+        let this = self.clone();
+        let sequence = req.sequence;
+        let commit = tokio::spawn(
+            async move { this.commit(agent, sequence, observations, flows).await }.instrument(tracing::Span::current()),
+        );
+        let applied = commit.await.map_err(CallError::task("ingest"))??;
+        Ok(pb::ReportResponse {
+            duplicate: applied == Applied::Duplicate,
+            flows_applied: if applied == Applied::New { flows as u64 } else { 0 },
+            flows_unresolved: unresolved,
+        })
+    }
+
+    /// Applies a prepared batch of `flows` flows durably, and counts it.
+    async fn commit(
+        &self,
+        agent: crate::store::AgentBoot,
+        sequence: u64,
+        observations: Vec<Observation>,
+        flows: usize,
+    ) -> Result<Applied, CallError> {
+        let applied = self.committer.apply(agent.clone(), sequence, observations).await.map_err(|e| {
             warn!(error = %error_chain(&e), "cannot store a batch");
             CallError::Store(e)
         })?;
@@ -390,15 +414,11 @@ impl IngestService {
             }
             Applied::Duplicate => {
                 self.metrics.batches.get_or_create(&[("result", "duplicate")]).inc();
-                debug!(%agent, sequence = req.sequence, "duplicate batch acknowledged again");
+                debug!(%agent, sequence, "duplicate batch acknowledged again");
             }
         }
         self.metrics.edges.set(self.store.len() as i64);
-        Ok(pb::ReportResponse {
-            duplicate: applied == Applied::Duplicate,
-            flows_applied: if applied == Applied::New { flows as u64 } else { 0 },
-            flows_unresolved: unresolved,
-        })
+        Ok(applied)
     }
 
     /// Validates and resolves one batch into what the writer applies.
