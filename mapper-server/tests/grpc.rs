@@ -297,6 +297,36 @@ async fn loopback_flows_make_no_edge_and_are_counted() {
     assert!(line.ends_with(" 2"), "two loopback flows ignored: {line}");
 }
 
+#[tokio::test]
+async fn small_and_large_batches_are_applied_and_counted_alike() {
+    // A batch of up to 1 000 flows is resolved on the async worker that received it, a larger
+    // one in the blocking pool: both are applied, answered and counted the same way.
+    let data = tempfile::tempdir().expect("tempdir");
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = start(data.path(), port, &["--metrics-listen", &metrics]);
+    wait_ready(&server, None).await;
+    let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
+    for (sequence, flows) in [(1, 10), (2, 1_500)] {
+        let answer = client
+            .report(batch(sequence, (0..flows).map(|_| client_flow(1)).collect()))
+            .await
+            .unwrap_or_else(|s| panic!("batch of {flows} flows: {s:?}"))
+            .into_inner();
+        assert_eq!((answer.duplicate, answer.flows_applied), (false, flows), "batch of {flows} flows");
+    }
+    let e = edges(&server.url(None)).await;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].established, 1_510, "every flow of both batches counted on the edge");
+    let text = http_get(&metrics, "/metrics");
+    for (metric, value) in
+        [("mapper_server_flows_ingested_total", "1510"), ("mapper_server_batches_total{result=\"applied\"}", "2")]
+    {
+        let line = text.lines().find(|l| l.starts_with(metric)).unwrap_or_else(|| panic!("no {metric} in:\n{text}"));
+        assert_eq!(line.rsplit(' ').next(), Some(value), "{line}");
+    }
+}
+
 /// A plain HTTP/1.0 GET on loopback (the metrics endpoint), the whole answer as text.
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
