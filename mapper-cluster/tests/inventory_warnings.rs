@@ -77,3 +77,46 @@ fn deep_nesting_is_an_error_naming_the_place() {
     let err = check_inventory_text(Path::new("deep.json"), &"[".repeat(100_000), &[]).expect_err("too deep");
     assert!(err.to_string().starts_with("deep.json: document 1: invalid JSON"), "{err}");
 }
+
+#[test]
+fn many_files_load_as_if_read_one_after_the_other() {
+    // Files are read in name order: the first of two pods with one UID is kept, the warning
+    // names both files, and the error of a broken inventory is its first broken file's.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"));
+    };
+    for i in 0..9 {
+        write(
+            &format!("{i:02}.yaml"),
+            &pod(&format!("p{i}"), Some(&format!("u-{i}")), &format!("10.244.1.{}", i + 10)),
+        );
+    }
+    // The same UID in two files: the one read first wins, and the warning names both files.
+    write("10.yaml", &pod("late", Some("u-3"), "10.244.1.99"));
+    let inventory = Inventory::load_at(vec![dir.path().to_owned()], ResolveOptions::default(), T0)
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let (first, late) = (dir.path().join("03.yaml"), dir.path().join("10.yaml"));
+    let (warnings, _) = inventory.warnings();
+    assert_eq!(
+        messages(warnings),
+        [format!(
+            "{}: document 1: pod shop/late: uid u-3 is already pod shop/p3 at {}: document 1; this pod is left out",
+            late.display(),
+            first.display()
+        )]
+    );
+    let snapshot = inventory.snapshot();
+    assert_eq!(snapshot.pod_count(), 9);
+    assert_eq!(snapshot.workload_of_pod("u-3").map(|w| w.name), Some("p3".into()));
+
+    // Two broken files: the error is the first one's.
+    write("04.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [\n");
+    write("07.yaml", "{ not: yaml: at: all");
+    let e = Inventory::load_at(vec![dir.path().to_owned()], ResolveOptions::default(), T0)
+        .err()
+        .unwrap_or_else(|| panic!("broken files loaded"));
+    let text = e.to_string();
+    assert!(text.contains("04.yaml"), "the first broken file is named: {text}");
+    assert!(!text.contains("07.yaml"), "{text}");
+}
