@@ -269,10 +269,7 @@ async fn the_bytes_of_reports_in_progress_are_bounded() {
 #[tokio::test]
 async fn loopback_flows_make_no_edge_and_are_counted() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (port, metrics_port) = (free_port(), free_port());
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let server = start(data.path(), port, &["--metrics-listen", &metrics]);
-    wait_ready(&server, None).await;
+    let (server, metrics) = start_with_metrics(data.path()).await;
     let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
     // A sidecar's call to its pod's other container, both ends of it, beside a real call.
     let own = "11111111-0000-0000-0000-000000000003";
@@ -290,11 +287,8 @@ async fn loopback_flows_make_no_edge_and_are_counted() {
     assert_eq!(name(&e[0].server), "ledger.team3 (Deployment)");
 
     let text = http_get(&metrics, "/metrics");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("mapper_server_flows_ignored_total{reason=\"loopback\"}"))
-        .unwrap_or_else(|| panic!("no loopback counter in:\n{text}"));
-    assert!(line.ends_with(" 2"), "two loopback flows ignored: {line}");
+    let ignored = metric(&text, "mapper_server_flows_ignored_total{reason=\"loopback\"}");
+    assert_eq!(ignored, "2", "two loopback flows ignored");
 }
 
 #[tokio::test]
@@ -302,10 +296,7 @@ async fn small_and_large_batches_are_applied_and_counted_alike() {
     // A batch of up to 1 000 flows is resolved on the async worker that received it, a larger
     // one in the blocking pool: both are applied, answered and counted the same way.
     let data = tempfile::tempdir().expect("tempdir");
-    let (port, metrics_port) = (free_port(), free_port());
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let server = start(data.path(), port, &["--metrics-listen", &metrics]);
-    wait_ready(&server, None).await;
+    let (server, metrics) = start_with_metrics(data.path()).await;
     let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
     for (sequence, flows) in [(1, 10), (2, 1_500)] {
         let answer = client
@@ -319,12 +310,24 @@ async fn small_and_large_batches_are_applied_and_counted_alike() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0].established, 1_510, "every flow of both batches counted on the edge");
     let text = http_get(&metrics, "/metrics");
-    for (metric, value) in
-        [("mapper_server_flows_ingested_total", "1510"), ("mapper_server_batches_total{result=\"applied\"}", "2")]
-    {
-        let line = text.lines().find(|l| l.starts_with(metric)).unwrap_or_else(|| panic!("no {metric} in:\n{text}"));
-        assert_eq!(line.rsplit(' ').next(), Some(value), "{line}");
-    }
+    assert_eq!(metric(&text, "mapper_server_flows_ingested_total"), "1510");
+    assert_eq!(metric(&text, "mapper_server_batches_total{result=\"applied\"}"), "2");
+}
+
+/// A server on a free port with its metrics on another, ready; and the metrics' address.
+async fn start_with_metrics(data: &Path) -> (Server, String) {
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = start(data, port, &["--metrics-listen", &metrics]);
+    wait_ready(&server, None).await;
+    (server, metrics)
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in a metrics page.
+fn metric<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 /// A plain HTTP/1.0 GET on loopback (the metrics endpoint), the whole answer as text.
