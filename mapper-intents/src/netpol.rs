@@ -151,9 +151,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Reads a NetworkPolicy document (a YAML or JSON value); the error says what does not fit.
-    pub fn from_value(value: serde_json::Value, source: &str) -> Result<Policy, serde_json::Error> {
-        let p: PolicyJson = serde_json::from_value(value)?;
+    /// Reads a NetworkPolicy document (a YAML or JSON value, read in place); the error says
+    /// what does not fit.
+    pub fn from_value(value: &serde_json::Value, source: &str) -> Result<Policy, serde_json::Error> {
+        let p = PolicyJson::deserialize(value)?;
         Ok(Policy { name: p.metadata.name, namespace: p.metadata.namespace, spec: p.spec, source: source.to_owned() })
     }
 
@@ -498,9 +499,7 @@ pub fn read_policies(text: &str, source_name: &str) -> Result<Vec<Policy>, Polic
                 name: name.clone(),
                 error,
             };
-            out.push(
-                Policy::from_value(object.clone(), &format!("{source_name}: document {document}")).map_err(invalid)?,
-            );
+            out.push(Policy::from_value(object, &format!("{source_name}: document {document}")).map_err(invalid)?);
         }
         Ok::<(), PolicyReadError>(())
     })?;

@@ -21,7 +21,7 @@ fn pod(namespace: &str, pairs: &[(&str, &str)]) -> PodSide {
 
 fn policy(namespace: &str, name: &str, spec: serde_json::Value) -> Policy {
     let value = json!({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace}, "spec": spec});
-    Policy::from_value(value, "test").unwrap_or_else(|e| panic!("{name}: {e}"))
+    Policy::from_value(&value, "test").unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn ledger() -> PodSide {
@@ -372,7 +372,7 @@ fn policy_types_default_as_kubernetes_does() {
     assert!(!p(json!({"podSelector": {}})).restricts_egress());
     assert!(p(json!({"podSelector": {}, "egress": []})).restricts_egress());
     assert!(!p(json!({"podSelector": {}, "policyTypes": ["Egress"]})).restricts_ingress());
-    let bad = Policy::from_value(json!({"spec": {"ingress": [{"ports": [{"port": -1}]}]}}), "x");
+    let bad = Policy::from_value(&json!({"spec": {"ingress": [{"ports": [{"port": -1}]}]}}), "x");
     assert!(bad.is_err());
 }
 
