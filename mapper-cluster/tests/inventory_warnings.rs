@@ -113,6 +113,10 @@ fn many_files_load_as_if_read_one_after_the_other() {
     // Two broken files: the error is the first one's.
     write("04.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [\n");
     write("07.yaml", "{ not: yaml: at: all");
+    assert!(
+        Inventory::load_at(vec![dir.path().join("07.yaml")], ResolveOptions::default(), T0).is_err(),
+        "07.yaml alone is broken too"
+    );
     let e = Inventory::load_at(vec![dir.path().to_owned()], ResolveOptions::default(), T0)
         .err()
         .unwrap_or_else(|| panic!("broken files loaded"));

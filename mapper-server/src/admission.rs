@@ -54,11 +54,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// A connection over which nothing arrives for this long is closed.
     pub idle_timeout: Duration,
-    /// Report calls read, decoded and applied at once, server-wide. The default is as many as
-    /// one group commit takes ([`crate::commit::MAX_GROUP_BATCHES`]): the batches waiting
-    /// while a group is written make the next group, and the fewer and larger the groups, the
-    /// less the writer spends per flow (one fsync and one copy of each B-tree page changed, per
-    /// group). What they hold is bounded by `report_bytes` in any case.
+    /// Report calls read, decoded and applied at once, server-wide (a cancelled call's batch
+    /// counts until it is done with). The default is as many as one group commit takes
+    /// ([`crate::commit::MAX_GROUP_BATCHES`]): the batches waiting while a group is written
+    /// make the next group, and the fewer and larger the groups, the less the writer spends
+    /// per flow (one fsync and one copy of each B-tree page changed, per group). What they
+    /// hold is bounded by `report_bytes` whatever their number.
     pub max_concurrent_reports: usize,
     /// Bytes (as sent) of the Report requests read, decoded and applied at once, server-wide;
     /// a request larger than this is worked on alone.
@@ -236,6 +237,15 @@ impl Decoder for ReportDecoder {
 
 // ------------------------------------------------------------------ the service ---
 
+/// A Report call's turn and the room for its bytes: given back when the last copy goes, which
+/// ingest holds until the batch is applied or refused (not only until the call ends: a call
+/// cancelled by its deadline or its peer leaves its batch to be finished, and the batch still
+/// counts against both bounds until it is).
+#[derive(Debug, Clone)]
+pub struct Turn {
+    _held: Arc<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)>,
+}
+
 /// The Ingest service behind a server-wide bound on Report calls in progress, decoded
 /// with [`ReportCodec`] up to [`MAX_BATCH_BYTES`].
 #[derive(Debug, Clone)]
@@ -366,11 +376,13 @@ impl Service<http::Request<Body>> for IngestEndpoint {
             let Ok(Ok(room)) = tokio::time::timeout(left, bytes.acquire_many_owned(room)).await else {
                 return busy(CallError::BusyBytes { bytes: size, budget, wait });
             };
+            // The turn goes with the request: ingest keeps it until the batch is done with,
+            // even when the call is cancelled first.
+            let mut req = req;
+            req.extensions_mut().insert(Turn { _held: Arc::new((permit, room)) });
             let mut grpc =
                 tonic::server::Grpc::new(ReportCodec).apply_max_message_size_config(Some(MAX_BATCH_BYTES), None);
-            let res = grpc.unary(ReportCall(service), req).await;
-            drop((room, permit));
-            Ok(res)
+            Ok(grpc.unary(ReportCall(service), req).await)
         })
     }
 }

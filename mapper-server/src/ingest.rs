@@ -357,15 +357,38 @@ struct Prepared {
     unresolved: u64,
 }
 
-/// Flows up to which a batch is validated and resolved on the async worker that received it
-/// (about half a microsecond a flow: a fraction of a millisecond); a larger batch is worked on
-/// in tokio's blocking pool, so that it holds no worker for longer than that.
-const RESOLVE_INLINE_FLOWS: usize = 1_000;
+/// Flows, DNS answers and their addresses up to which a batch is validated and resolved on the async worker
+/// that has it (validation, resolution and coalescing take about half a microsecond a flow
+/// here: a fraction of a millisecond); a larger batch is worked on in tokio's blocking pool, so
+/// that it holds no worker for longer than that.
+const RESOLVE_INLINE_ITEMS: usize = 1_000;
 
 impl IngestService {
     /// Validates, resolves and applies one batch: the answer comes once it is durable.
-    pub async fn report(&self, req: pb::ReportRequest) -> Result<pb::ReportResponse, CallError> {
-        let (req, prepared) = if req.flows.len() <= RESOLVE_INLINE_FLOWS {
+    ///
+    /// Once received, a batch is worked on to the end whether or not its caller still waits (a
+    /// call cancelled by its deadline or its peer): it is a task of its own, which holds the
+    /// call's `turn` (its place among the reports in progress and the room for its bytes) until
+    /// the batch is applied or refused. So a batch that the writer will apply is counted in the
+    /// metrics, and the batches cancelled calls leave behind stay within the bounds on reports
+    /// in progress.
+    pub async fn report(
+        &self,
+        req: pb::ReportRequest,
+        turn: Option<crate::admission::Turn>,
+    ) -> Result<pb::ReportResponse, CallError> {
+        let this = self.clone();
+        let work = async move {
+            let answer = this.work(req).await;
+            drop(turn);
+            answer
+        };
+        tokio::spawn(work.instrument(tracing::Span::current())).await.map_err(CallError::task("ingest"))?
+    }
+
+    async fn work(&self, req: pb::ReportRequest) -> Result<pb::ReportResponse, CallError> {
+        let items = req.flows.len() + req.dns.iter().map(|d| 1 + d.answers.len()).sum::<usize>();
+        let (req, prepared) = if items <= RESOLVE_INLINE_ITEMS {
             let prepared = self.prepare(&req);
             (req, prepared)
         } else {
@@ -379,15 +402,7 @@ impl IngestService {
         };
         let Prepared { observations, flows, unresolved } = prepared?;
         let agent = crate::store::AgentBoot::new(&req.node, &req.boot_id);
-        // Once handed to the writer a batch is applied whether or not its caller still waits
-        // (a call cancelled by its deadline or its peer): the wait and the accounting after it
-        // are a task of their own, so the metrics count every batch the store took.
-        let this = self.clone();
-        let sequence = req.sequence;
-        let commit = tokio::spawn(
-            async move { this.commit(agent, sequence, observations, flows).await }.instrument(tracing::Span::current()),
-        );
-        let applied = commit.await.map_err(CallError::task("ingest"))??;
+        let applied = self.commit(agent, req.sequence, observations, flows).await?;
         Ok(pb::ReportResponse {
             duplicate: applied == Applied::Duplicate,
             flows_applied: if applied == Applied::New { flows as u64 } else { 0 },
@@ -500,7 +515,7 @@ impl IngestService {
         }
         let flows = observations.len();
         // One observation per edge (and side, port, Service) of the batch: the one writer
-        // handles each once, here on the caller's thread.
+        // handles each once, here, before it is handed over.
         let observations = crate::store::coalesce(observations);
         Ok(Prepared { observations, flows, unresolved })
     }
@@ -509,9 +524,10 @@ impl IngestService {
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let turn = request.extensions().get::<crate::admission::Turn>().cloned();
         let req = request.into_inner();
         let span = info_span!("report", node = %req.node, sequence = req.sequence, flows = req.flows.len());
-        let resp = IngestService::report(self, req).instrument(span).await?;
+        let resp = IngestService::report(self, req, turn).instrument(span).await?;
         Ok(Response::new(resp))
     }
 }

@@ -21,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -477,6 +477,9 @@ struct Writer {
 #[derive(Debug)]
 pub struct EdgeStore {
     edges: RwLock<BTreeMap<StoredKey, EdgeState>>,
+    /// How many edges the map holds, as of its last change: read without the map's lock (an
+    /// async caller asking must not wait behind the writer, itself behind a long query).
+    count: AtomicUsize,
     writer: Mutex<Writer>,
     path: PathBuf,
     healthy: AtomicBool,
@@ -521,6 +524,31 @@ pub enum RecordError {
     Json(serde_json::Error),
 }
 
+/// The map, for changing: its edge count is updated when the change is done.
+struct MapWriter<'a> {
+    map: RwLockWriteGuard<'a, BTreeMap<StoredKey, EdgeState>>,
+    count: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for MapWriter<'_> {
+    type Target = BTreeMap<StoredKey, EdgeState>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for MapWriter<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl Drop for MapWriter<'_> {
+    fn drop(&mut self) {
+        self.count.store(self.map.len(), Ordering::Relaxed);
+    }
+}
+
 fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -557,9 +585,11 @@ impl EdgeStore {
             }
             Err(e) => return Err(e),
         };
+        let count = AtomicUsize::new(edges.len());
         let edges = RwLock::new(edges);
         Ok(Self {
             edges,
+            count,
             writer: Mutex::new(Writer { db: Some(db), failed: false, unsure: Vec::new(), shared, compacting: None }),
             path,
             healthy: AtomicBool::new(true),
@@ -762,8 +792,8 @@ impl EdgeStore {
         self.edges.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_map(&self) -> RwLockWriteGuard<'_, BTreeMap<StoredKey, EdgeState>> {
-        self.edges.write().unwrap_or_else(|p| p.into_inner())
+    fn write_map(&self) -> MapWriter<'_> {
+        MapWriter { map: self.edges.write().unwrap_or_else(|p| p.into_inner()), count: &self.count }
     }
 
     /// One page of a scan in key order: visits at most `max` edges after `after` (from the
@@ -791,9 +821,9 @@ impl EdgeStore {
         last.cloned()
     }
 
-    /// Number of edges.
+    /// Number of edges (without taking the map's lock).
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Whether there is no edge.
