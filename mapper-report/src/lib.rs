@@ -79,8 +79,14 @@ pub async fn send(
     {
         req.metadata_mut().insert("authorization", v);
     }
-    match client.report(req).await {
-        Ok(r) => SendOutcome::Acked { duplicate: r.get_ref().duplicate },
+    outcome(client.report(req).await.map(tonic::Response::into_inner))
+}
+
+/// What the server's answer to a Report call means for the batch: acknowledged, refused for
+/// good, or to be sent again.
+pub fn outcome(answer: Result<pb::ReportResponse, tonic::Status>) -> SendOutcome {
+    match answer {
+        Ok(r) => SendOutcome::Acked { duplicate: r.duplicate },
         Err(s) if is_rejection(s.code()) => SendOutcome::Rejected(s),
         Err(s) => SendOutcome::Retry(s),
     }

@@ -676,11 +676,7 @@ async fn send_encoded(
     let mut req = tonic::Request::new(bytes);
     req.set_timeout(SEND_TIMEOUT);
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/mapper.v1.Ingest/Report");
-    match client.unary(req, path, EncodedReport).await {
-        Ok(r) => SendOutcome::Acked { duplicate: r.get_ref().duplicate },
-        Err(s) if mapper_report::is_rejection(s.code()) => SendOutcome::Rejected(s),
-        Err(s) => SendOutcome::Retry(s),
-    }
+    mapper_report::outcome(client.unary(req, path, EncodedReport).await.map(tonic::Response::into_inner))
 }
 
 /// `streams` agents, each with its own connection and (node, boot id), send
