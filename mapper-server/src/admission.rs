@@ -367,7 +367,7 @@ impl Service<http::Request<Body>> for IngestEndpoint {
                 return busy(CallError::Busy { max, wait });
             };
             // Then room for its bytes, before the rest of them is read.
-            let (req, size) = match announced_size(req).await {
+            let (mut req, size) = match announced_size(req).await {
                 Ok(r) => r,
                 Err(status) => return Ok(status.into_http()),
             };
@@ -378,7 +378,6 @@ impl Service<http::Request<Body>> for IngestEndpoint {
             };
             // The turn goes with the request: ingest keeps it until the batch is done with,
             // even when the call is cancelled first.
-            let mut req = req;
             req.extensions_mut().insert(Turn { _held: Arc::new((permit, room)) });
             let mut grpc =
                 tonic::server::Grpc::new(ReportCodec).apply_max_message_size_config(Some(MAX_BATCH_BYTES), None);

@@ -357,10 +357,10 @@ struct Prepared {
     unresolved: u64,
 }
 
-/// Flows, DNS answers and their addresses up to which a batch is validated and resolved on the async worker
-/// that has it (validation, resolution and coalescing take about half a microsecond a flow
-/// here: a fraction of a millisecond); a larger batch is worked on in tokio's blocking pool, so
-/// that it holds no worker for longer than that.
+/// Flows, DNS answers and their addresses up to which a batch is validated and resolved on
+/// the async worker that has it (validation, resolution and coalescing take about half a
+/// microsecond a flow here: a fraction of a millisecond); a larger batch is worked on in
+/// tokio's blocking pool, so that it holds no worker for longer than that.
 const RESOLVE_INLINE_ITEMS: usize = 1_000;
 
 impl IngestService {

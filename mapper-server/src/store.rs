@@ -828,7 +828,7 @@ impl EdgeStore {
 
     /// Whether there is no edge.
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.len() == 0
     }
 
     /// Forgets every edge (agents' sequences are kept: resends still dedupe).

@@ -293,8 +293,8 @@ async fn loopback_flows_make_no_edge_and_are_counted() {
 
 #[tokio::test]
 async fn small_and_large_batches_are_applied_and_counted_alike() {
-    // A batch of up to 1 000 flows is resolved on the async worker that received it, a larger
-    // one in the blocking pool: both are applied, answered and counted the same way.
+    // A batch of up to 1 000 flows and DNS answers is resolved on the async worker that has
+    // it, a larger one in the blocking pool: both are applied, answered and counted alike.
     let data = tempfile::tempdir().expect("tempdir");
     let (server, metrics) = start_with_metrics(data.path()).await;
     let mut client = IngestClient::connect(server.url(None)).await.expect("connect");
