@@ -838,4 +838,46 @@ status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}], startTime: "
         };
         assert_eq!(key_of(probed), ("node node-1".to_owned(), "node-metrics-x1".to_owned()));
     }
+
+    /// A call given up once its batch is received (its deadline passed, or its peer went away)
+    /// still has the batch applied and counted, whether the batch was worked on inline or in
+    /// the blocking pool: the work is a task of its own, not part of the call's future.
+    #[tokio::test]
+    async fn a_cancelled_call_s_batch_is_still_applied_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EdgeStore::open(dir.path()).expect("store"));
+        let service = IngestService {
+            committer: Committer::start(store.clone()),
+            store: store.clone(),
+            cluster: ClusterHandle::fixed(Arc::new(Snapshot::default())),
+            metrics: Arc::new(Metrics::default()),
+            dns: Arc::new(DnsCache::default()),
+        };
+        let now = crate::server::now_ms();
+        let sizes = [3, RESOLVE_INLINE_ITEMS + 1];
+        for (sequence, n) in (1..).zip(sizes) {
+            let f = pb::Flow { first_seen_ms: now, last_seen_ms: now, ..flow() };
+            let req = pb::ReportRequest { sequence, ..batch(vec![f; n]) };
+            // Polled once, which hands the batch over, then dropped: a test runtime has one
+            // thread, so nothing of the work has run by then.
+            let call = service.report(req, None);
+            let gave_up = tokio::time::timeout(std::time::Duration::ZERO, call).await;
+            assert!(gave_up.is_err(), "batch {sequence} was answered within the call's first poll");
+        }
+        let want = sizes.iter().sum::<usize>() as u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while service.metrics.flows_ingested.get() < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {want} flows counted",
+                service.metrics.flows_ingested.get()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(service.metrics.flows_ingested.get(), want);
+        assert_eq!(service.metrics.batches.get_or_create(&[("result", "applied")]).get(), 2);
+        let edge = store.edges().into_iter().next().expect("the batches' edge");
+        assert_eq!(store.len(), 1, "every flow is the same call");
+        assert_eq!(edge.1.client_established, want);
+    }
 }
