@@ -49,7 +49,7 @@ pub use inventory::{
 };
 pub use ipnet::IpNet;
 pub use kube_source::{KubeSource, KubeSourceConfig};
-pub use snapshot::{ClusterHandle, Snapshot};
+pub use snapshot::{ClusterHandle, End, Snapshot};
 
 /// An error and its sources, joined with ": " (for logs, where only one field is shown): the
 /// one joiner, in mapper-intents, re-exported for mapper-cluster's users (mapper-server).

@@ -67,6 +67,40 @@ fn intern(known: &mut HashSet<Release>, release: Release) -> Release {
 /// A Service as (namespace, name).
 type ServiceKey = (Arc<str>, Arc<str>);
 
+/// What one end of a flow resolved to, a workload borrowed from the snapshot it was resolved
+/// in: resolving takes no reference on the workload's names (shared by every thread resolving
+/// flows to it), and two ends borrowing the same workload are the same end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End<'a> {
+    /// One of the snapshot's workloads.
+    Workload(&'a Workload),
+    /// Any other end (never a workload).
+    Peer(Peer),
+}
+
+impl End<'_> {
+    /// The end as a [`Peer`] of its own.
+    pub fn into_peer(self) -> Peer {
+        match self {
+            End::Workload(w) => Peer::Workload(w.clone()),
+            End::Peer(p) => p,
+        }
+    }
+
+    /// Whether the end is a workload.
+    pub fn is_workload(&self) -> bool {
+        matches!(self, End::Workload(_) | End::Peer(Peer::Workload(_)))
+    }
+
+    /// Why the end could not be attributed, when it could not.
+    pub fn unresolved_reason(&self) -> Option<UnresolvedReason> {
+        match self {
+            End::Peer(Peer::Unresolved { reason, .. }) => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
 /// The cluster as resolution sees it at one moment. Immutable; shared as `Arc<Snapshot>`.
 ///
 /// Its maps are looked up for every flow ingested (several times each): they hash with
@@ -338,10 +372,16 @@ impl Snapshot {
     /// The local end as the agent saw it: a pod UID from cgroup evidence wins over the IP;
     /// a host-network end without a pod UID is Unresolved(NodeIp) — never guessed from the IP.
     pub fn resolve_local(&self, ev: &Evidence) -> Peer {
-        let unresolved = |reason| Peer::Unresolved { ip: ev.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), reason };
+        self.resolve_local_end(ev).into_peer()
+    }
+
+    /// [`Snapshot::resolve_local`], a workload borrowed from this snapshot rather than copied.
+    pub fn resolve_local_end(&self, ev: &Evidence) -> End<'_> {
+        let unresolved =
+            |reason| End::Peer(Peer::Unresolved { ip: ev.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), reason });
         if let Some(uid) = ev.pod_uid {
             if let Some(workload) = self.workload_of_uid(uid) {
-                return Peer::Workload(workload.clone());
+                return End::Workload(workload);
             }
             if ev.host_network || ev.ip.is_none() {
                 return unresolved(UnresolvedReason::UnknownPodUid);
@@ -361,8 +401,13 @@ impl Snapshot {
     /// Service with no ready endpoints → Peer::Service), the API server's ClusterIP/endpoints →
     /// ApiServer, a node IP → Unresolved(NodeIp), otherwise External.
     pub fn resolve_remote(&self, ip: IpAddr, port: u16, at_ms: i64) -> Peer {
+        self.resolve_remote_end(ip, port, at_ms).into_peer()
+    }
+
+    /// [`Snapshot::resolve_remote`], a workload borrowed from this snapshot rather than copied.
+    pub fn resolve_remote_end(&self, ip: IpAddr, port: u16, at_ms: i64) -> End<'_> {
         if self.is_api_server(ip, port) {
-            return Peer::ApiServer;
+            return End::Peer(Peer::ApiServer);
         }
         if let Some(key) = self.services_by_ip.get(&ip) {
             return self.service_peer(key, port, at_ms);
@@ -418,39 +463,39 @@ impl Snapshot {
     }
 
     /// An address that is not a Service: a pod's by history, else a node's, else outside.
-    fn resolve_address(&self, ip: IpAddr, at_ms: i64) -> Peer {
+    fn resolve_address(&self, ip: IpAddr, at_ms: i64) -> End<'_> {
         let holder = self.ips.lookup(ip, at_ms, self.tolerance_ms);
         if let Holder::Pod(uid) = holder
             && let Some(workload) = self.workload_of_uid(uid)
         {
-            return Peer::Workload(workload.clone());
+            return End::Workload(workload);
         }
         if self.node_ips.contains(&ip) {
-            return Peer::Unresolved { ip, reason: UnresolvedReason::NodeIp };
+            return End::Peer(Peer::Unresolved { ip, reason: UnresolvedReason::NodeIp });
         }
         if holder != Holder::Unknown {
-            return Peer::Unresolved { ip, reason: UnresolvedReason::NoPodAtTime };
+            return End::Peer(Peer::Unresolved { ip, reason: UnresolvedReason::NoPodAtTime });
         }
         if self.cluster_cidrs.iter().any(|net| net.contains(&ip)) {
-            return Peer::Unresolved { ip, reason: UnresolvedReason::UnknownClusterIp };
+            return End::Peer(Peer::Unresolved { ip, reason: UnresolvedReason::UnknownClusterIp });
         }
-        Peer::External { ip }
+        End::Peer(Peer::External { ip })
     }
 
     /// The workload behind a Service: the one most of its ready endpoints (on the slices serving
     /// `port`) belong to, ties to the smallest; the Service itself when none is known.
-    fn service_peer(&self, key: &ServiceKey, port: u16, at_ms: i64) -> Peer {
-        let service = Peer::Service { name: key.1.clone(), namespace: key.0.clone() };
-        let Some(entry) = self.services.get(key) else { return service };
+    fn service_peer(&self, key: &ServiceKey, port: u16, at_ms: i64) -> End<'_> {
+        let service = || End::Peer(Peer::Service { name: key.1.clone(), namespace: key.0.clone() });
+        let Some(entry) = self.services.get(key) else { return service() };
         // A port the Service does not have reaches nobody (kube-proxy rejects it): the call is
         // to the Service, not to the workload behind its other ports.
         let port_name = match entry.ports.iter().find(|(p, _)| *p == port) {
             Some((_, name)) => name.as_deref(),
             None if entry.ports.is_empty() => None,
-            None => return service,
+            None => return service(),
         };
         let Some((_, backends)) = entry.backends.iter().find(|(name, _)| name.as_deref() == port_name) else {
-            return service;
+            return service();
         };
         let named = backends.named.iter().map(|(w, n)| (w, *n));
         let best = if backends.by_address.is_empty() {
@@ -468,7 +513,7 @@ impl Snapshot {
             }
             most_endpoints(counts)
         };
-        best.map_or(service, |w| Peer::Workload(w.clone()))
+        best.map_or_else(service, End::Workload)
     }
 }
 

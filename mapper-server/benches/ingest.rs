@@ -1007,7 +1007,7 @@ fn writer(params: &Params, base: &Path) -> Value {
         (0..params.deployments).map(|d| (namespace(d).into(), deployment_name(d).into())).collect();
     let agents: Vec<AgentBoot> = (0..streams).map(|n| AgentBoot::new(&format!("node-{n}"), "writer")).collect();
     // Every batch, made and coalesced before the clock starts: (agent, sequence, observations).
-    let mut all: Vec<(usize, u64, Vec<Observation>)> = Vec::with_capacity(streams * batches);
+    let mut all: Vec<(usize, u64, mapper_server::store::Observations)> = Vec::with_capacity(streams * batches);
     for b in 0..batches {
         for a in 0..streams {
             let observations: Vec<Observation> = (0..flows)
@@ -1024,7 +1024,7 @@ fn writer(params: &Params, base: &Path) -> Value {
                     }
                 })
                 .collect();
-            all.push((a, b as u64 + 1, mapper_server::store::coalesce(observations)));
+            all.push((a, b as u64 + 1, mapper_server::store::Observations::new(observations).coalesce()));
         }
     }
     let observations: usize = all.iter().map(|(_, _, o)| o.len()).sum();

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use tracing::debug;
 
-use crate::store::{AgentBoot, Applied, Batch, EdgeStore, Observation, StoreError};
+use crate::store::{AgentBoot, Applied, Batch, EdgeStore, Observations, StoreError};
 
 /// Most batches, and most observations, one transaction takes.
 pub const MAX_GROUP_BATCHES: usize = 256;
@@ -24,9 +24,9 @@ const MAX_GROUP_OBSERVATIONS: usize = 200_000;
 struct Job {
     agent: AgentBoot,
     sequence: u64,
-    observations: Vec<Observation>,
+    observations: Observations,
     /// The answer, and the observations back: the caller frees them, not the one writer.
-    reply: oneshot::Sender<(Result<Applied, CommitError>, Vec<Observation>)>,
+    reply: oneshot::Sender<(Result<Applied, CommitError>, Observations)>,
 }
 
 /// Why a batch was not stored.
@@ -67,7 +67,7 @@ impl Committer {
         &self,
         agent: AgentBoot,
         sequence: u64,
-        observations: Vec<Observation>,
+        observations: Observations,
     ) -> Result<Applied, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Job { agent, sequence, observations, reply }).map_err(|_| CommitError::Stopped)?;

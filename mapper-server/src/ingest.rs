@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use mapper_cluster::{ClusterHandle, Evidence, Peer, Snapshot};
+use mapper_cluster::{ClusterHandle, End, Evidence, Peer, Snapshot};
 use mapper_proto::v1::{self as pb, ingest_server::Ingest};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, info_span, warn};
@@ -13,7 +13,7 @@ use crate::{
     commit::Committer,
     dns::DnsCache,
     metrics::Metrics,
-    store::{Applied, EdgeKey, EdgeStore, Observation, Proto, Side},
+    store::{Applied, Builder, EdgeStore, Item, Observations, Proto, Side},
 };
 use mapper_cluster::error_chain;
 
@@ -285,19 +285,19 @@ pub fn check_batch(req: &pb::ReportRequest, now_ms: i64) -> Result<Vec<Checked<'
 /// namespace, outside every pod) is the node itself. When the far end is on the reporting
 /// node too, the kernel named its cgroup, and that evidence wins over its address (two
 /// hostNetwork pods share the node's IP).
-fn resolve(snap: &Snapshot, node: &Arc<str>, c: &Checked<'_>) -> EdgeKey {
+fn resolve<'s>(snap: &'s Snapshot, node: &Arc<str>, c: &Checked<'_>) -> (End<'s>, End<'s>) {
     let at = c.flow.last_seen_ms;
     let f = c.flow;
-    let as_node = || Peer::Node { name: node.clone() };
+    let as_node = || End::Peer(Peer::Node { name: node.clone() });
     // The API server's endpoint (a node process in most clusters) serving is the API server.
     let api_server_end = c.side == Side::Server && c.local.is_some_and(|ip| snap.is_api_server(ip, c.dst_port));
     let local = if api_server_end {
-        Peer::ApiServer
+        End::Peer(Peer::ApiServer)
     } else if f.node_process {
         as_node()
     } else {
         let pod_uid = (!f.pod_uid.is_empty()).then_some(f.pod_uid.as_str());
-        snap.resolve_local(&Evidence { ip: c.local, pod_uid, host_network: f.host_network, at_ms: at })
+        snap.resolve_local_end(&Evidence { ip: c.local, pod_uid, host_network: f.host_network, at_ms: at })
     };
     let peer = if !f.peer_on_node {
         None
@@ -312,29 +312,27 @@ fn resolve(snap: &Snapshot, node: &Arc<str>, c: &Checked<'_>) -> EdgeKey {
             host_network: f.peer_host_network,
             at_ms: at,
         };
-        Some(snap.resolve_local(&ev)).filter(|p| matches!(p, Peer::Workload(_)))
+        Some(snap.resolve_local_end(&ev)).filter(End::is_workload)
     };
     match c.side {
         Side::Client => {
-            let server = match (peer, snap.resolve_remote(c.remote, c.dst_port, at), c.orig) {
-                (Some(p), _, _) => p,
-                (None, p @ (Peer::Workload(_) | Peer::ApiServer), _) => p,
-                (None, _, Some((ip, port))) => snap.resolve_remote(ip, port, at),
-                (None, p, None) => p,
+            let server = match peer {
+                Some(p) => p,
+                None => {
+                    let by_address = snap.resolve_remote_end(c.remote, c.dst_port, at);
+                    match c.orig {
+                        _ if by_address.is_workload() || by_address == End::Peer(Peer::ApiServer) => by_address,
+                        Some((ip, port)) => snap.resolve_remote_end(ip, port, at),
+                        None => by_address,
+                    }
+                }
             };
-            EdgeKey { client: local, server }
+            (local, server)
         }
         Side::Server => {
-            let client = peer.unwrap_or_else(|| snap.resolve_remote(c.remote, 0, at));
-            EdgeKey { client, server: local }
+            let client = peer.unwrap_or_else(|| snap.resolve_remote_end(c.remote, 0, at));
+            (client, local)
         }
-    }
-}
-
-fn unresolved_reason(p: &Peer) -> Option<&'static str> {
-    match p {
-        Peer::Unresolved { reason, .. } => Some(reason.as_str()),
-        _ => None,
     }
 }
 
@@ -350,7 +348,7 @@ pub struct IngestService {
 
 /// A batch validated and resolved, ready for the writer.
 struct Prepared {
-    observations: Vec<Observation>,
+    observations: Observations,
     /// Flows that make observations (loopback flows left out).
     flows: usize,
     /// Ends of those flows that did not resolve.
@@ -415,7 +413,7 @@ impl IngestService {
         &self,
         agent: crate::store::AgentBoot,
         sequence: u64,
-        observations: Vec<Observation>,
+        observations: Observations,
         flows: usize,
     ) -> Result<Applied, CallError> {
         let applied = self.committer.apply(agent.clone(), sequence, observations).await.map_err(|e| {
@@ -467,56 +465,55 @@ impl IngestService {
         let snap = self.cluster.snapshot();
         let node: Arc<str> = req.node.as_str().into();
         let mut unresolved = 0u64;
-        let observations: Vec<Observation> = checked
-            .iter()
-            .filter(|c| !c.over_loopback())
-            .map(|c| {
-                let key = resolve(&snap, &node, c);
-                for reason in [unresolved_reason(&key.client), unresolved_reason(&key.server)].into_iter().flatten() {
-                    unresolved += 1;
-                    self.metrics.flows_unresolved.get_or_create(&[("reason", reason)]).inc();
-                    self.metrics.unresolved_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                let dns_names = match &key.server {
-                    Peer::External { ip } => self.dns.names(*ip, now),
-                    _ => Vec::new(),
-                };
-                // The address the client dialled: before DNAT when the kernel saw the
-                // translation (TCP), else the destination itself (UDP is recorded as sent).
-                // A call to a ClusterIP whose translation the kernel did not see is counted on
-                // the port the pods serve, as the server end counts it.
-                let (dialled, port) = match (c.side, c.orig) {
-                    (Side::Client, Some((ip, _))) => (Some(ip), c.dst_port),
-                    (Side::Client, None) => {
-                        (Some(c.remote), snap.target_port(c.remote, c.dst_port).unwrap_or(c.dst_port))
-                    }
-                    (Side::Server, _) => (None, c.dst_port),
-                };
-                let via_service = dialled
-                    .and_then(|ip| snap.service_at(ip))
-                    .map(|(name, namespace)| (namespace.clone(), name.clone()));
-                Observation {
-                    key,
-                    side: c.side,
-                    port,
-                    proto: c.proto,
-                    established: c.flow.count,
-                    failed: c.flow.failed,
-                    first_seen_ms: c.flow.first_seen_ms,
-                    last_seen_ms: c.flow.last_seen_ms,
-                    dns_names,
-                    via_service,
-                }
-            })
-            .collect();
-        let loopback = checked.len() - observations.len();
+        let mut batch = Builder::default();
+        batch.reserve(checked.len());
+        let mut flows = 0;
+        for c in checked.iter().filter(|c| !c.over_loopback()) {
+            flows += 1;
+            let (client, server) = resolve(&snap, &node, c);
+            for reason in [client.unresolved_reason(), server.unresolved_reason()].into_iter().flatten() {
+                unresolved += 1;
+                self.metrics.flows_unresolved.get_or_create(&[("reason", reason.as_str())]).inc();
+                self.metrics.unresolved_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let dns_names = match &server {
+                End::Peer(Peer::External { ip }) => self.dns.names(*ip, now),
+                _ => Vec::new(),
+            };
+            // The address the client dialled: before DNAT when the kernel saw the
+            // translation (TCP), else the destination itself (UDP is recorded as sent).
+            // A call to a ClusterIP whose translation the kernel did not see is counted on
+            // the port the pods serve, as the server end counts it.
+            let (dialled, port) = match (c.side, c.orig) {
+                (Side::Client, Some((ip, _))) => (Some(ip), c.dst_port),
+                (Side::Client, None) => (Some(c.remote), snap.target_port(c.remote, c.dst_port).unwrap_or(c.dst_port)),
+                (Side::Server, _) => (None, c.dst_port),
+            };
+            let via_service = dialled
+                .and_then(|ip| snap.service_at(ip))
+                .map(|(name, namespace)| batch.shared_service(namespace, name));
+            let item = Item {
+                client: batch.end(client),
+                server: batch.end(server),
+                side: c.side,
+                port,
+                proto: c.proto,
+                established: c.flow.count,
+                failed: c.flow.failed,
+                first_seen_ms: c.flow.first_seen_ms,
+                last_seen_ms: c.flow.last_seen_ms,
+                dns_names,
+                via_service,
+            };
+            batch.push(item);
+        }
+        let loopback = checked.len() - flows;
         if loopback > 0 {
             self.metrics.flows_ignored.get_or_create(&[("reason", "loopback")]).inc_by(loopback as u64);
         }
-        let flows = observations.len();
         // One observation per edge (and side, port, Service) of the batch: the one writer
         // handles each once, here, before it is handed over.
-        let observations = crate::store::coalesce(observations);
+        let observations = batch.finish().coalesce();
         Ok(Prepared { observations, flows, unresolved })
     }
 }
@@ -810,8 +807,8 @@ status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}], startTime: "
         let key_of = |f: pb::Flow| {
             let b = batch(vec![f]);
             let c = check_batch(&b, NOW).expect("valid");
-            let k = resolve(&snap, &"node-1".into(), &c[0]);
-            (name(&k.client), name(&k.server))
+            let (client, server) = resolve(&snap, &"node-1".into(), &c[0]);
+            (name(&client.into_peer()), name(&server.into_peer()))
         };
         let want = ("node-agent-x1".to_owned(), "node-metrics-x1".to_owned());
         assert_eq!(key_of(host_flow(pb::Direction::Connect, agent_uid, metrics_uid)), want, "connect side");

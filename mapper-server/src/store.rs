@@ -30,11 +30,14 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+mod batch;
 pub mod boots;
 mod compact;
 mod open;
 mod shared;
 
+pub use batch::Observations;
+pub(crate) use batch::{Builder, Item};
 pub use boots::AgentBoot;
 use boots::BootRecord;
 pub use compact::Compacted;
@@ -150,8 +153,9 @@ impl EdgeState {
         self.via_services.iter().map(|(ns, name)| (&**ns, &**name))
     }
 
-    /// Adds one observation; lists and names are taken from (and added to) `shared`.
-    fn add(&mut self, obs: &Observation, shared: &mut Shared) {
+    /// Adds one observation, which dialled `via_service`; lists and names are taken from (and
+    /// added to) `shared`.
+    fn add(&mut self, obs: &Item, via_service: Option<&ServiceName>, shared: &mut Shared) {
         match obs.side {
             Side::Client => {
                 // Saturating: one hostile or broken report must not wrap an edge's count.
@@ -185,7 +189,7 @@ impl EdgeState {
         if let Some(names) = names {
             self.dns_names = shared.dns_names(&names);
         }
-        if let Some((namespace, name)) = &obs.via_service {
+        if let Some((namespace, name)) = via_service {
             let found = self.via_services.binary_search_by(|(ns, n)| (&**ns, &**n).cmp(&(&**namespace, &**name)));
             if let Err(at) = found {
                 let mut services = self.via_services.to_vec();
@@ -255,77 +259,6 @@ pub struct Observation {
     /// The Service (namespace, name) whose ClusterIP the client dialled, if it dialled one.
     /// (Names shared with the cluster state: a flow copies no text.)
     pub via_service: Option<(Arc<str>, Arc<str>)>,
-}
-
-impl Observation {
-    /// What makes two observations one for the edge they change: the same edge, side, port and
-    /// Service dialled (the rest is summed, widened or joined).
-    fn identity(&self) -> (&EdgeKey, Side, u16, Proto, Option<(&str, &str)>) {
-        let via = self.via_service.as_ref().map(|(ns, name)| (&**ns, &**name));
-        (&self.key, self.side, self.port, self.proto, via)
-    }
-
-    /// Adds `other` (of the same identity, later, its DNS names among this one's) to this one,
-    /// as [`EdgeState::add`] would add the two in turn: counts summed (saturating), times
-    /// widened. Its names change nothing: the edge was offered each of them before.
-    fn absorb(&mut self, other: &Observation) {
-        self.established = self.established.saturating_add(other.established);
-        self.failed = self.failed.saturating_add(other.failed);
-        // As `EdgeState::add` takes a first time (ingest's times are never 0).
-        if self.first_seen_ms == 0 || other.first_seen_ms < self.first_seen_ms {
-            self.first_seen_ms = other.first_seen_ms;
-        }
-        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
-    }
-}
-
-/// The observations of one batch with those of the same edge, side, port and Service dialled
-/// made one (at the place the first came), so the store's one writer handles each edge of a
-/// batch once rather than once per flow: many flows of a node (pods of one workload, to pods of
-/// another) land on the same edge. An observation naming a DNS name the first did not name
-/// stays apart, in its place: an edge keeps the names it has room for in the order they came.
-/// Applying the result changes the store exactly as applying `observations` does.
-///
-/// Done in place (the observations kept are moved down over those absorbed), and not at all
-/// when no two observations share an identity: a batch's flows are mostly of distinct edges.
-pub fn coalesce(mut observations: Vec<Observation>) -> Vec<Observation> {
-    if observations.len() < 2 {
-        return observations;
-    }
-    // The first observation of each identity (its index), for every observation.
-    let leaders: Vec<usize> = {
-        let mut first: foldhash::HashMap<_, usize> = foldhash::HashMap::default();
-        first.reserve(observations.len());
-        observations.iter().enumerate().map(|(i, o)| *first.entry(o.identity()).or_insert(i)).collect()
-    };
-    let Some(start) = leaders.iter().enumerate().position(|(i, l)| *l != i) else {
-        return observations;
-    };
-    // `slot[i]`: where the leader `i` is kept. Below `start` every observation is a leader, in
-    // its place; from there on, the observations kept are moved down to `kept`, and the slots
-    // between `kept` and `i` hold only observations already absorbed.
-    let mut slot: Vec<usize> = (0..observations.len()).collect();
-    let mut kept = start;
-    for i in start..observations.len() {
-        let leader = leaders[i];
-        let absorbed = leader != i && {
-            let into = slot[leader];
-            let (before, rest) = observations.split_at_mut(i);
-            let (o, into) = (&rest[0], &mut before[into]);
-            let all_named = o.dns_names.iter().all(|n| into.dns_names.contains(n));
-            if all_named {
-                into.absorb(o);
-            }
-            all_named
-        };
-        if !absorbed {
-            slot[i] = kept;
-            observations.swap(kept, i);
-            kept += 1;
-        }
-    }
-    observations.truncate(kept);
-    observations
 }
 
 impl Observation {
@@ -440,7 +373,7 @@ pub struct Batch<'a> {
     /// The sender's boot.
     pub agent: &'a AgentBoot,
     pub sequence: u64,
-    pub observations: &'a [Observation],
+    pub observations: &'a Observations,
 }
 
 /// Whether a batch was applied or had been already.
@@ -696,7 +629,8 @@ impl EdgeStore {
 
     /// Applies a batch durably, unless (agent, sequence) was applied already.
     pub fn apply(&self, agent: &AgentBoot, sequence: u64, observations: &[Observation]) -> Result<Applied, StoreError> {
-        let batch = Batch { agent, sequence, observations };
+        let observations = Observations::new(observations.to_vec());
+        let batch = Batch { agent, sequence, observations: &observations };
         Ok(self.apply_group(std::slice::from_ref(&batch))?.pop().unwrap_or(Applied::Duplicate))
     }
 
@@ -705,14 +639,14 @@ impl EdgeStore {
     /// earlier in the same group. Either every batch is durable or none is.
     pub fn apply_group(&self, batches: &[Batch<'_>]) -> Result<Vec<Applied>, StoreError> {
         let now = wall_ms();
-        let touched = || batches.iter().flat_map(|b| b.observations.iter().map(|o| o.key.clone())).collect();
+        let touched = || batches.iter().flat_map(|b| b.observations.keys()).collect();
         self.write(touched, |db, shared, tracker| {
             let txn = db.begin_write()?;
             let mut results = Vec::with_capacity(batches.len());
-            // Each edge the group changes: its key in the map (ends shared) and its new state.
-            // (foldhash: every observation of the group is hashed here, on the one writer.)
-            // Sized for the group at once: it is never rehashed while it fills.
-            let mut merged: foldhash::HashMap<&EdgeKey, (StoredKey, EdgeState)> = foldhash::HashMap::default();
+            // Each edge the group changes, by the addresses of its two shared ends (one copy of
+            // each distinct end: equal addresses, equal ends): its key in the map and its new
+            // state. Sized for the group at once: it is never rehashed while it fills.
+            let mut merged: foldhash::HashMap<(usize, usize), (StoredKey, EdgeState)> = foldhash::HashMap::default();
             merged.reserve(batches.iter().map(|b| b.observations.len()).sum());
             {
                 let mut table = txn.open_table(BOOTS)?;
@@ -736,13 +670,19 @@ impl EdgeStore {
                         continue;
                     }
                     record.record(b.sequence);
-                    for obs in b.observations {
-                        let (_, state) = merged.entry(&obs.key).or_insert_with(|| {
-                            let key = shared.key(&obs.key);
+                    // The batch's ends, each once (a few dozen for a few hundred flows). The
+                    // keys made from them hold them until the group is done, so no address in
+                    // `merged` is reused meanwhile.
+                    let ends: Vec<Arc<Peer>> = b.observations.ends.iter().map(|p| shared.peer(p)).collect();
+                    for obs in &b.observations.items {
+                        let (client, server) = (&ends[obs.client as usize], &ends[obs.server as usize]);
+                        let ends_at = (Arc::as_ptr(client) as usize, Arc::as_ptr(server) as usize);
+                        let (_, state) = merged.entry(ends_at).or_insert_with(|| {
+                            let key = StoredKey { client: client.clone(), server: server.clone() };
                             let state = known.get(&key).cloned().unwrap_or_default();
                             (key, state)
                         });
-                        state.add(obs, shared);
+                        state.add(obs, b.observations.via(obs), shared);
                     }
                     results.push(Applied::New);
                 }

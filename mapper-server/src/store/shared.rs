@@ -15,10 +15,27 @@ use super::{EdgeKey, Proto, ServiceName};
 /// An edge's key as the store's map holds it: both ends shared with every other edge naming
 /// them. Ordered, compared and written exactly as [`EdgeKey`] is (client, then server, by
 /// content; the same postcard bytes), so the map's order is the key order queries page by.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct StoredKey {
     pub client: Arc<Peer>,
     pub server: Arc<Peer>,
+}
+
+impl Ord for StoredKey {
+    /// By content, an end shared by both keys (one copy: the same address) equal at once: a
+    /// search of the map passes many keys of the same client, whose names are not compared.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        fn end(a: &Arc<Peer>, b: &Arc<Peer>) -> std::cmp::Ordering {
+            if Arc::ptr_eq(a, b) { std::cmp::Ordering::Equal } else { a.cmp(b) }
+        }
+        end(&self.client, &other.client).then_with(|| end(&self.server, &other.server))
+    }
+}
+
+impl PartialOrd for StoredKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl StoredKey {

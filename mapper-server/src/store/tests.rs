@@ -68,8 +68,8 @@ fn reset_and_retention() {
 fn a_group_commits_once_and_dedupes_within_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = EdgeStore::open(dir.path()).expect("open");
-    let one = [obs("a", "ledger", Side::Client, 1, 10)];
-    let two = [obs("a", "ledger", Side::Client, 2, 20)];
+    let one = Observations::new(vec![obs("a", "ledger", Side::Client, 1, 10)]);
+    let two = Observations::new(vec![obs("a", "ledger", Side::Client, 2, 20)]);
     let (n1, n2) = (ab("n1", "b"), ab("n2", "c"));
     let group = [
         Batch { agent: &n1, sequence: 1, observations: &one },
@@ -380,9 +380,10 @@ fn a_coalesced_batch_changes_the_store_as_its_flows_do() {
     for (i, b) in batches.into_iter().enumerate() {
         flows.apply(&ab("n", "b"), i as u64 + 1, &b).expect("apply");
         let n = b.len();
-        let c = coalesce(b);
+        let c = Observations::new(b).coalesce();
         fewer += n - c.len();
-        coalesced.apply(&ab("n", "b"), i as u64 + 1, &c).expect("apply");
+        let batch = Batch { agent: &ab("n", "b"), sequence: i as u64 + 1, observations: &c };
+        assert_eq!(coalesced.apply_group(&[batch]).expect("apply"), [Applied::New]);
     }
     assert!(fewer > 400, "only {fewer} of 2 400 flows coalesced");
     assert_eq!(flows.edges(), coalesced.edges());
@@ -393,8 +394,8 @@ fn a_coalesced_batch_changes_the_store_as_its_flows_do() {
 fn a_batch_of_distinct_flows_is_left_as_it_came() {
     let batch: Vec<Observation> =
         (0..50).map(|i| obs(&format!("c{}", i % 7), &format!("s{i}"), Side::Client, 1, 0)).collect();
-    let before = format!("{batch:?}");
-    assert_eq!(format!("{:?}", coalesce(batch)), before);
+    let batch = Observations::new(batch);
+    assert_eq!(batch.clone().coalesce(), batch);
 }
 
 /// A store of `n` edges (names long enough to pass the compaction threshold) of which one in
@@ -582,3 +583,49 @@ fn edges_share_their_ends_and_lists_until_none_holds_them() {
 
 mod damage;
 mod full;
+
+#[test]
+fn a_batch_keeps_each_borrowed_end_once_and_equal_ends_still_make_one_edge() {
+    use mapper_cluster::End;
+    let (a, ledger) = (Workload::new("a", "team1", "Deployment"), Workload::new("ledger", "team3", "Deployment"));
+    // Equal to `ledger`, at another address (as a deleted pod's remembered workload is).
+    let ledger_again = ledger.clone();
+    let (namespace, name): (Arc<str>, Arc<str>) = ("team3".into(), "ledger".into());
+    let item = |client, server, via_service| Item {
+        client,
+        server,
+        side: Side::Client,
+        port: 8080,
+        proto: Proto::Tcp,
+        established: 2,
+        failed: 0,
+        first_seen_ms: 10,
+        last_seen_ms: 10,
+        dns_names: Vec::new(),
+        via_service,
+    };
+    let mut b = Builder::default();
+    for _ in 0..3 {
+        let (client, server) = (b.end(End::Workload(&a)), b.end(End::Workload(&ledger)));
+        let via = b.shared_service(&namespace, &name);
+        b.push(item(client, server, Some(via)));
+    }
+    let (client, server) = (b.end(End::Workload(&a)), b.end(End::Workload(&ledger_again)));
+    b.push(item(client, server, None));
+    let external = b.end(End::Peer(Peer::External { ip: "192.0.2.1".parse().expect("ip") }));
+    assert_eq!(external, b.end(End::Peer(Peer::External { ip: "192.0.2.1".parse().expect("ip") })));
+    let batch = b.finish();
+    assert_eq!(batch.ends.len(), 4, "a, ledger, ledger at its other address, the external address");
+    assert_eq!(batch.services.len(), 1);
+    let batch = batch.coalesce();
+    assert_eq!(batch.len(), 2, "the three flows through the Service made one; the fourth left apart");
+    assert_eq!(batch.items[0].established, 6);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = EdgeStore::open(dir.path()).expect("open");
+    let group = [Batch { agent: &ab("n", "b"), sequence: 1, observations: &batch }];
+    assert_eq!(s.apply_group(&group).expect("apply"), [Applied::New]);
+    let edges = s.edges();
+    assert_eq!(edges.len(), 1, "equal ends at two places are one edge: {edges:?}");
+    assert_eq!(edges[0].1.client_established, 8);
+    assert_eq!(edges[0].1.via_services().collect::<Vec<_>>(), [("team3", "ledger")]);
+}
