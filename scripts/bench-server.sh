@@ -2,7 +2,9 @@
 # The central mapper's cost, measured in one run (no root needed), printed as
 # JSON on stdout (progress on stderr):
 #   - flows ingested per second over gRPC on loopback, with 1 and 200 concurrent
-#     agent streams (batches/s, p50/p99 batch latency);
+#     agent streams of 250-flow batches (batches/s, p50/p99 batch latency), and with
+#     200 sending their agents' batches at 1 000 000 flows/s cluster-wide (25 000 flows,
+#     one drain each per 5 s report interval);
 #   - resolution cost per flow (resolve_local + resolve_remote);
 #   - memory per 100k edges in the edge store (RSS) and the redb file's size;
 #   - a generated 150 000-pod cluster: load and reload time, RSS (cluster state per pod);

@@ -7,7 +7,13 @@
 //!    (one tokio task and one connection each, its own node/boot id, sending its
 //!    batches in sequence as `mapper_report::send` does, each encoded before the
 //!    clock starts, and waiting for each acknowledgement); with 1 stream and with
-//!    200. Client and server share this
+//!    200 sending batches of `BENCH_FLOWS_PER_BATCH` flows (default 250: a stress shape,
+//!    many small batches, whose per-call cost dominates), then (`agent_shaped`) with 200
+//!    sending what their agents send at a cluster-wide rate: an agent sends each drain of
+//!    its flow map at once, every `--report-interval`, so at `BENCH_CLUSTER_FLOWS_PER_S`
+//!    (default 1 000 000) over `BENCH_STREAMS` agents at `BENCH_REPORT_INTERVAL_S` (default
+//!    5, the chart's) each batch holds rate × interval / agents flows (25 000);
+//!    `BENCH_AGENT_BATCHES` (default 2) each. Client and server share this
 //!    machine's cores, so the figures are a lower bound for the server alone; the
 //!    agents run on a runtime of their own (threads `bench-agent`), and the CPU
 //!    time each side spent in the timed run is reported apart, with the server's
@@ -97,6 +103,13 @@ struct Params {
     single_batches: usize,
     /// Flows per batch (`BENCH_FLOWS_PER_BATCH`).
     flows_per_batch: usize,
+    /// The cluster-wide rate whose agents' batches the `agent_shaped` run sends
+    /// (`BENCH_CLUSTER_FLOWS_PER_S`).
+    cluster_flows_per_s: usize,
+    /// The agents' report interval, in seconds (`BENCH_REPORT_INTERVAL_S`).
+    report_interval_s: usize,
+    /// Batches each stream sends in the `agent_shaped` run (`BENCH_AGENT_BATCHES`).
+    agent_batches: usize,
     /// Synthetic flows resolved (`BENCH_RESOLVE_FLOWS`).
     resolve_flows: usize,
     /// Distinct edges applied to the store (`BENCH_EDGES`, a multiple of 1000).
@@ -134,6 +147,9 @@ impl Params {
             batches: get("BENCH_BATCHES", 20),
             single_batches: get("BENCH_SINGLE_BATCHES", 500),
             flows_per_batch: get("BENCH_FLOWS_PER_BATCH", 250),
+            cluster_flows_per_s: get("BENCH_CLUSTER_FLOWS_PER_S", 1_000_000),
+            report_interval_s: get("BENCH_REPORT_INTERVAL_S", 5),
+            agent_batches: get("BENCH_AGENT_BATCHES", 2),
             resolve_flows: get("BENCH_RESOLVE_FLOWS", 1_000_000),
             edges: get("BENCH_EDGES", 100_000).div_ceil(EDGES_PER_BATCH) * EDGES_PER_BATCH,
             parts: std::env::var("BENCH_PARTS")
@@ -855,6 +871,13 @@ async fn ingest(params: &Params, cluster: &Arc<Cluster>, handle: ClusterHandle, 
     let single = run_streams(&url, cluster, "single", (1, params.single_batches, params.flows_per_batch), &on).await;
     let concurrent =
         run_streams(&url, cluster, "concurrent", (params.streams, params.batches, params.flows_per_batch), &on).await;
+    // Each agent's drain at the cluster-wide rate (at most what one batch may hold).
+    let drained = (params.cluster_flows_per_s * params.report_interval_s / params.streams.max(1))
+        .clamp(1, mapper_server::ingest::MAX_FLOWS_PER_BATCH);
+    let mut agent_shaped =
+        run_streams(&url, cluster, "agent-shaped", (params.streams, params.agent_batches, drained), &on).await;
+    agent_shaped["cluster_flows_per_s"] = json!(params.cluster_flows_per_s);
+    agent_shaped["report_interval_s"] = json!(params.report_interval_s);
     let edges = edge_counts(&url).await;
     agents.shutdown_background();
 
@@ -869,6 +892,7 @@ async fn ingest(params: &Params, cluster: &Arc<Cluster>, handle: ClusterHandle, 
     json!({
         "single_stream": single,
         "concurrent_streams": concurrent,
+        "agent_shaped": agent_shaped,
         "server_edges_after": edges,
         "server_redb_file_mib": r3(mib(redb_bytes as f64)),
         "flow_mix": "80% connect to a Service (pod IP + ClusterIP), 20% accept; all between generated pods",
