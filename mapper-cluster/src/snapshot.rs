@@ -70,11 +70,12 @@ type ServiceKey = (Arc<str>, Arc<str>);
 /// What one end of a flow resolved to, a workload borrowed from the snapshot it was resolved
 /// in: resolving takes no reference on the workload's names (shared by every thread resolving
 /// flows to it), and two ends borrowing the same workload are the same end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum End<'a> {
     /// One of the snapshot's workloads.
     Workload(&'a Workload),
-    /// Any other end (never a workload).
+    /// Any other end (the snapshot never gives a workload this way; one made elsewhere is
+    /// still a workload to [`End::is_workload`]).
     Peer(Peer),
 }
 

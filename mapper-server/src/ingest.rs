@@ -321,7 +321,7 @@ fn resolve<'s>(snap: &'s Snapshot, node: &Arc<str>, c: &Checked<'_>) -> (End<'s>
                 None => {
                     let by_address = snap.resolve_remote_end(c.remote, c.dst_port, at);
                     match c.orig {
-                        _ if by_address.is_workload() || by_address == End::Peer(Peer::ApiServer) => by_address,
+                        _ if by_address.is_workload() || matches!(by_address, End::Peer(Peer::ApiServer)) => by_address,
                         Some((ip, port)) => snap.resolve_remote_end(ip, port, at),
                         None => by_address,
                     }

@@ -100,7 +100,7 @@ impl Observations {
     }
 
     /// The edge each observation changes, in order.
-    pub fn keys(&self) -> impl Iterator<Item = EdgeKey> + '_ {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = EdgeKey> + '_ {
         self.items.iter().map(|i| EdgeKey {
             client: self.ends[i.client as usize].clone(),
             server: self.ends[i.server as usize].clone(),
@@ -180,10 +180,28 @@ pub(crate) struct Builder<'a> {
     snapshot: std::marker::PhantomData<&'a Workload>,
 }
 
-/// The place of the next entry of a table of `len` entries (a batch holds at most
-/// `ingest::MAX_FLOWS_PER_BATCH` flows, so far fewer than `u32::MAX` ends).
-fn place(len: usize) -> u32 {
-    u32::try_from(len).unwrap_or(u32::MAX)
+/// The place in `table` of what `key` names, made by `make` and added the first time `key`
+/// is met (`index`: each key met so far → its place). A batch holds at most
+/// `ingest::MAX_FLOWS_PER_BATCH` flows, so far fewer than `u32::MAX` entries.
+fn place<K: std::hash::Hash + Eq, V>(
+    index: &mut HashMap<K, u32>,
+    table: &mut Vec<V>,
+    key: K,
+    make: impl FnOnce(&K) -> V,
+) -> u32 {
+    match index.entry(key) {
+        Entry::Occupied(o) => *o.get(),
+        Entry::Vacant(v) => {
+            let at = u32::try_from(table.len()).unwrap_or(u32::MAX);
+            table.push(make(v.key()));
+            *v.insert(at)
+        }
+    }
+}
+
+/// The address of what an `Arc` points to (for telling shared copies apart).
+fn address<T: ?Sized>(shared: &Arc<T>) -> usize {
+    Arc::as_ptr(shared).cast::<u8>() as usize
 }
 
 impl<'a> Builder<'a> {
@@ -191,11 +209,8 @@ impl<'a> Builder<'a> {
     pub(crate) fn end(&mut self, end: End<'a>) -> u32 {
         match end {
             End::Workload(w) => {
-                let ends = &mut self.batch.ends;
-                *self.workloads.entry(std::ptr::from_ref(w) as usize).or_insert_with(|| {
-                    ends.push(Peer::Workload(w.clone()));
-                    place(ends.len() - 1)
-                })
+                let at = std::ptr::from_ref(w) as usize;
+                place(&mut self.workloads, &mut self.batch.ends, at, |_| Peer::Workload(w.clone()))
             }
             End::Peer(p) => self.peer(p),
         }
@@ -203,36 +218,18 @@ impl<'a> Builder<'a> {
 
     /// The place of `peer` in the batch's table of ends.
     pub(crate) fn peer(&mut self, peer: Peer) -> u32 {
-        match self.peers.entry(peer) {
-            Entry::Occupied(o) => *o.get(),
-            Entry::Vacant(v) => {
-                let at = place(self.batch.ends.len());
-                self.batch.ends.push(v.key().clone());
-                *v.insert(at)
-            }
-        }
+        place(&mut self.peers, &mut self.batch.ends, peer, Peer::clone)
     }
 
     /// The place of the Service (namespace, name) whose names the snapshot `'a` holds.
     pub(crate) fn shared_service(&mut self, namespace: &'a Arc<str>, name: &'a Arc<str>) -> u32 {
-        let services = &mut self.batch.services;
-        let names = (Arc::as_ptr(namespace).cast::<u8>() as usize, Arc::as_ptr(name).cast::<u8>() as usize);
-        *self.shared_services.entry(names).or_insert_with(|| {
-            services.push((namespace.clone(), name.clone()));
-            place(services.len() - 1)
-        })
+        let names = (address(namespace), address(name));
+        place(&mut self.shared_services, &mut self.batch.services, names, |_| (namespace.clone(), name.clone()))
     }
 
     /// The place of the Service (namespace, name).
     fn service(&mut self, service: ServiceName) -> u32 {
-        match self.services.entry(service) {
-            Entry::Occupied(o) => *o.get(),
-            Entry::Vacant(v) => {
-                let at = place(self.batch.services.len());
-                self.batch.services.push(v.key().clone());
-                *v.insert(at)
-            }
-        }
+        place(&mut self.services, &mut self.batch.services, service, ServiceName::clone)
     }
 
     /// Adds an observation whose ends and Service came from this builder.
